@@ -1,0 +1,1 @@
+"""Change-model definitions (``models.changenet``) and the weights changewatch ships."""

@@ -1,0 +1,138 @@
+"""The bi-temporal change network and its safe checkpoint format.
+
+Architecture: **early fusion**. Both dates are normalised separately (``rs.normalize``) and
+stacked as one 2×bands-channel image fed to an smp U-Net. We chose early fusion over a siamese
+encoder for the first model because (1) the first convolution sees both dates at every pixel, so
+it can learn band differences and ratios directly, which is what separates new roofs and bare
+soil from seasonal change on 10 m imagery; (2) one encoder pass per tile instead of two halves
+inference cost on the CPU; (3) on OSCD, early fusion and siamese-difference nets score within a
+few F1 points of each other (Caye Daudt et al., ICIP 2018), and small training sets favour the
+simpler model. A siamese variant can be added as another ``architecture`` without changing the
+checkpoint format.
+
+Checkpoint = ``NAME.safetensors`` (weights, stored fp16 to keep the repository light, loaded as
+fp32) + ``NAME.json`` (the ModelSpec: architecture, bands, normalisation, GSD, decision
+threshold, training data and licence, metrics). Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from rs.errors import ModelError
+
+MODELS_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL = MODELS_DIR / "changewatch-rgbn.json"
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a change network and feed it correctly (serialised as JSON)."""
+
+    name: str = "changewatch-rgbn"
+    architecture: str = "unet"
+    fusion: str = "early"
+    encoder: str = "mobilenet_v2"
+    encoder_depth: int = 5
+    decoder_channels: tuple[int, ...] = (128, 64, 48, 32, 16)
+    bands: tuple[str, ...] = ("blue", "green", "red", "nir")
+    gsd_m: float = 10.0
+    normalisation: str = ""
+    threshold: float = 0.5
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    licence: str = ""
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the network: the bands of both dates."""
+        return 2 * len(self.bands)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """Build from a parsed JSON object; unknown keys are rejected so typos surface."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f"unknown keys in model metadata: {sorted(unknown)}")
+        data = dict(data)
+        for key in ("decoder_channels", "bands"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def build_network(spec: ModelSpec) -> torch.nn.Module:
+    """An untrained network for ``spec`` (random init: no weights are downloaded)."""
+    return smp.create_model(
+        spec.architecture,
+        encoder_name=spec.encoder,
+        encoder_weights=None,
+        encoder_depth=spec.encoder_depth,
+        decoder_channels=spec.decoder_channels,
+        in_channels=spec.in_channels,
+        classes=1,
+    )
+
+
+def _atomic_write_bytes(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(network: torch.nn.Module, spec: ModelSpec, json_path: str | os.PathLike[str]) -> Path:
+    """Write ``NAME.safetensors`` (fp16 weights) and ``NAME.json`` atomically; returns the JSON path."""
+    json_path = Path(json_path).with_suffix(".json")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    weights = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
+               for k, v in network.state_dict().items()}
+    _atomic_write_bytes(json_path.with_suffix(".safetensors"), lambda tmp: save_file(weights, tmp))
+    text = json.dumps(asdict(spec), indent=2) + "\n"
+    _atomic_write_bytes(json_path, lambda tmp: Path(tmp).write_text(text))
+    return json_path
+
+
+def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
+    """Read a checkpoint's metadata from ``NAME.json`` (``NAME.safetensors`` is accepted too)."""
+    json_path = Path(path).with_suffix(".json")
+    if not json_path.exists():
+        raise ModelError(f"model metadata not found: {json_path}")
+    try:
+        return ModelSpec.from_dict(json.loads(json_path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ModelError(f"model metadata is not valid: {json_path} ({exc})") from exc
+
+
+def load_checkpoint(path: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[torch.nn.Module, ModelSpec]:
+    """Rebuild a network from a safetensors checkpoint, in eval mode on the CPU, fp32."""
+    spec = load_spec(path)
+    weights_path = Path(path).with_suffix(".safetensors")
+    if not weights_path.exists():
+        raise ModelError(f"model weights not found: {weights_path}")
+    network = build_network(spec)
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"model weights are not a valid safetensors file: {weights_path} ({exc})") from exc
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"weights in {weights_path} do not match the architecture in its JSON") from exc
+    return network.eval(), spec

@@ -1,0 +1,51 @@
+"""Exceptions for the user mistakes changewatch can diagnose, each with its CLI exit code.
+
+One exception type per kind of mistake, so the CLI can map it to a documented exit code and a
+notebook user can catch exactly what they expect. Messages are one line a user can act on.
+
+Exit codes (also listed in ``README.md``):
+
+====  ==========================  =====================================================
+code  exception                   meaning
+====  ==========================  =====================================================
+1     (any other exception)       a bug: please report it with the traceback
+2     (click usage error)         wrong options or arguments on the command line
+3     InputFileError              a file is missing, unreadable or not a raster/vector
+4     IncompatibleScenesError     the scenes cannot be compared (no overlap, no CRS,
+                                  different band counts)
+5     LayerError                  a vector layer lacks a CRS or a required column
+6     ModelError                  a checkpoint is missing, unsafe, or does not fit the input
+====  ==========================  =====================================================
+"""
+
+from __future__ import annotations
+
+
+class ChangewatchError(Exception):
+    """Base class of every error changewatch reports to a user instead of a traceback."""
+
+    exit_code: int = 1
+
+
+class InputFileError(ChangewatchError):
+    """A file is missing, unreadable, corrupt, or not the kind of file expected."""
+
+    exit_code = 3
+
+
+class IncompatibleScenesError(ChangewatchError):
+    """BEFORE and AFTER cannot be compared: no overlap, no CRS, or different band counts."""
+
+    exit_code = 4
+
+
+class LayerError(ChangewatchError):
+    """A vector layer (permits, zoning, parcels) lacks a CRS or a required column."""
+
+    exit_code = 5
+
+
+class ModelError(ChangewatchError):
+    """A model checkpoint is missing, malformed, or does not match the input bands."""
+
+    exit_code = 6

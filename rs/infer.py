@@ -1,0 +1,159 @@
+"""Stage 3 — infer: run the change network tile by tile and stitch a probability raster.
+
+Reads one batch of tiles at a time from an AlignedPair, so memory is bounded by
+``batch_size × tile²`` whatever the scene size; writes each tile's core straight into a tiled
+GeoTIFF, then finishes it as a compressed Cloud-Optimised GeoTIFF with overviews. Pixels invalid
+on either date are NaN (the raster's nodata) and are never called change.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import torch
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from models.changenet import ModelSpec, load_checkpoint
+from rs.align import AlignedPair, Grid
+from rs.errors import ModelError
+from rs.normalize import BandStats, normalise, scene_stats
+from rs.tiling import Tile, TileGrid
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How to run the network: tile side and overlap (pixels), tiles per batch, device name."""
+
+    tile: int = 256
+    overlap: int = 64
+    batch_size: int = 8
+    device: str = "auto"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available else CPU; ``cpu``/``cuda``/``cuda:N`` as given.
+
+    Raises ModelError when CUDA is asked for but not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for, but no CUDA GPU is available to torch")
+    return device
+
+
+class ChangeModel:
+    """A loaded change network on a device, mapping normalised image pairs to probabilities."""
+
+    def __init__(self, network: torch.nn.Module, spec: ModelSpec, device: torch.device) -> None:
+        self.spec = spec
+        self.device = device
+        memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        self.network = network.to(device=device, memory_format=memory_format).eval()
+        self._memory_format = memory_format
+        self._multiple = 2 ** spec.encoder_depth
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str = "auto") -> ChangeModel:
+        """Load a safetensors checkpoint (see ``models.changenet``) onto ``device``."""
+        network, spec = load_checkpoint(path)
+        return cls(network, spec, resolve_device(device))
+
+    def check_bands(self, band_count: int) -> None:
+        """Raise ModelError unless the input has as many bands per date as the model expects."""
+        if band_count != len(self.spec.bands):
+            raise ModelError(
+                f"model {self.spec.name} expects {len(self.spec.bands)} bands per date "
+                f"({', '.join(self.spec.bands)}) but the scenes have {band_count}"
+            )
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Change probability (N, rows, cols) for a float32 batch (N, 2×bands, rows, cols).
+
+        Tiles are reflect-padded to the network's size multiple and cropped back.
+        """
+        n, _, rows, cols = batch.shape
+        pad_r = -rows % self._multiple
+        pad_c = -cols % self._multiple
+        if pad_r or pad_c:
+            batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_r), (0, pad_c)), mode="reflect")
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, memory_format=self._memory_format)
+        with torch.inference_mode():
+            prob = torch.sigmoid(self.network(x)).float()
+        return prob[:, 0, :rows, :cols].cpu().numpy()
+
+
+def model_input(before: np.ndarray, after: np.ndarray, valid: np.ndarray,
+                stats: tuple[BandStats, BandStats]) -> np.ndarray:
+    """Early-fusion input (2×bands, rows, cols): both dates normalised, invalid pixels set to 0."""
+    x = np.concatenate([normalise(before, stats[0]), normalise(after, stats[1])], axis=0)
+    x[:, ~valid] = 0.0
+    return x
+
+
+def predict_pair(
+    pair: AlignedPair,
+    model: ChangeModel,
+    config: InferenceConfig,
+    progress: bool = True,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """Yield (core window, float32 probabilities) covering the pair's grid exactly once.
+
+    Probabilities are NaN where either date is invalid. Memory: one batch of tiles.
+    """
+    model.check_bands(pair.band_count)
+    stats = scene_stats(pair)
+    tiles = TileGrid(pair.grid.height, pair.grid.width, config.tile, config.overlap)
+    batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
+
+    def flush() -> Iterator[tuple[Window, np.ndarray]]:
+        probs = model.predict(np.stack([x for _, x, _ in batch]))
+        for (tile, _, valid), prob in zip(batch, probs):
+            rows, cols = tile.core_in_tile
+            core = prob[rows, cols].copy()
+            core[~valid[rows, cols]] = np.nan
+            yield tile.core, core
+        batch.clear()
+
+    for tile in tqdm(tiles, total=len(tiles), desc="tiles", unit="tile", disable=not progress):
+        w = pair.read(tile.read)
+        batch.append((tile, model_input(w.before, w.after, w.valid, stats), w.valid))
+        if len(batch) == config.batch_size:
+            yield from flush()
+    if batch:
+        yield from flush()
+
+
+def write_probability(grid: Grid, chunks: Iterator[tuple[Window, np.ndarray]], path: str | os.PathLike[str]) -> Path:
+    """Write (window, probabilities) chunks as a float32 COG at ``path`` (nodata NaN, CRS of ``grid``).
+
+    Chunks go to a tiled scratch GeoTIFF next to ``path`` as they arrive; the COG (deflate,
+    overviews) is then written under a temporary name and renamed, so ``path`` is either absent
+    or complete.
+    """
+    path = Path(path)
+    profile = {
+        "driver": "GTiff", "dtype": "float32", "count": 1, "nodata": float("nan"),
+        "width": grid.width, "height": grid.height, "crs": grid.crs, "transform": grid.transform,
+        "tiled": True, "blockxsize": 256, "blockysize": 256,
+    }
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".prob-") as scratch:
+        raw = Path(scratch) / "raw.tif"
+        with rasterio.open(raw, "w", **profile) as dst:
+            dst.set_band_description(1, "change probability")
+            for window, values in chunks:
+                dst.write(values, 1, window=window)
+        cog = Path(scratch) / "cog.tif"
+        rasterio.shutil.copy(raw, cog, driver="COG", compress="DEFLATE", predictor="YES",
+                             blocksize=256, overview_resampling="AVERAGE")
+        os.replace(cog, path)
+    return path

@@ -1,0 +1,118 @@
+"""One detection run: align → tiling → infer → vectorize → crosscheck → export.
+
+``detect`` checks every input before it writes anything, writes all outputs through a staging
+folder (``rs.export.StagedOutput``), and returns a DetectResult. Outputs in OUTDIR:
+
+- ``change_prob.tif`` — float32 COG of change probability on BEFORE's grid (nodata NaN);
+- ``changes.gpkg`` — layer ``changes``: every change polygon (scene CRS) with ``change_id``,
+  ``area_m2``, ``mean_prob``, ``max_prob``, ``permit_ids``, ``reasons``, ``flagged``;
+- ``flagged.gpkg`` — layer ``flagged``: the changes with a reason code other than PERMITTED;
+- ``summary.json`` — counts, areas, inputs, model, thresholds, timings and this run's config.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+
+import rs
+from models.changenet import DEFAULT_MODEL
+from rs.align import AlignedPair
+from rs.crosscheck import PermitColumns, crosscheck, read_layer
+from rs.export import StagedOutput, write_gpkg, write_json
+from rs.infer import ChangeModel, InferenceConfig, predict_pair, write_probability
+from rs.vectorize import VectorizeConfig, vectorize
+
+OUTPUT_FILES = ("change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Everything one detection run depends on; serialised into ``summary.json``.
+
+    ``threshold`` None means the model's own (chosen on its validation data);
+    ``min_area_m2`` is the smallest change kept, in m² of ground.
+    """
+
+    before: str
+    after: str
+    outdir: str
+    permits: str | None = None
+    model: str = str(DEFAULT_MODEL)
+    threshold: float | None = None
+    min_area_m2: float = 200.0
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    permit_columns: PermitColumns = field(default_factory=PermitColumns)
+
+
+@dataclass(frozen=True)
+class DetectResult:
+    """What a run produced: output paths, counts, areas (m²) and the summary written."""
+
+    outdir: Path
+    files: dict[str, Path]
+    n_changes: int
+    n_flagged: int
+    flagged_area_m2: float
+    summary: dict[str, Any]
+
+
+def detect(config: DetectConfig, progress: bool = True) -> DetectResult:
+    """Run the whole pipeline for one scene pair. Raises a ChangewatchError subclass on bad input."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model = ChangeModel.load(config.model, config.inference.device)
+    permits = read_layer(config.permits, "permits", (config.permit_columns.permit_id,)) if config.permits else None
+    threshold = model.spec.threshold if config.threshold is None else config.threshold
+    with AlignedPair(config.before, config.after) as pair, StagedOutput(config.outdir) as out:
+        model.check_bands(pair.band_count)
+        timings["load_s"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        write_probability(pair.grid, predict_pair(pair, model, config.inference, progress), out.path("change_prob.tif"))
+        timings["infer_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        changes = vectorize(out.path("change_prob.tif"), VectorizeConfig(threshold, config.min_area_m2))
+        timings["vectorize_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        checked = crosscheck(changes, permits.data if permits else None, config.permit_columns)
+        flagged = checked[checked["flagged"]].reset_index(drop=True)
+        timings["crosscheck_s"] = time.perf_counter() - t
+        write_gpkg(checked, out.path("changes.gpkg"), "changes")
+        write_gpkg(flagged, out.path("flagged.gpkg"), "flagged")
+        timings["total_s"] = time.perf_counter() - t0
+        summary = _summary(config, model, pair, threshold, checked, flagged, permits, timings)
+        write_json(summary, out.path("summary.json"))
+    files = {name: out.final(name) for name in OUTPUT_FILES}
+    return DetectResult(out.outdir, files, len(checked), len(flagged), float(flagged["area_m2"].sum()), summary)
+
+
+def _summary(config: DetectConfig, model: ChangeModel, pair: AlignedPair, threshold: float,
+             checked: gpd.GeoDataFrame, flagged: gpd.GeoDataFrame, permits: Any,
+             timings: dict[str, float]) -> dict[str, Any]:
+    reasons = flagged["reasons"].str.split(",").explode().value_counts().to_dict() if len(flagged) else {}
+    return {
+        "changewatch_version": rs.__version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": {"changes": len(checked), "flagged": len(flagged), "permitted": len(checked) - len(flagged),
+                   "by_reason": reasons},
+        "areas_m2": {"changes": float(checked["area_m2"].sum()), "flagged": float(flagged["area_m2"].sum())},
+        "inputs": {
+            "before": str(Path(config.before).resolve()), "after": str(Path(config.after).resolve()),
+            "permits": permits.path if permits else None,
+            "permits_repaired_geometries": permits.repaired if permits else 0,
+            "crs": pair.grid.crs.to_string(), "width": pair.grid.width, "height": pair.grid.height,
+            "bands_per_date": pair.band_count,
+        },
+        "model": {"path": str(Path(config.model).resolve()), "name": model.spec.name,
+                  "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},
+        "thresholds": {"probability": threshold, "min_area_m2": config.min_area_m2},
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "config": asdict(config),
+        "platform": {"python": platform.python_version(), "machine": platform.machine()},
+    }
