@@ -1,0 +1,117 @@
+"""rs.align: AFTER resampled onto BEFORE's grid, validity, and clear errors for bad pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio.transform
+from affine import Affine
+from rasterio.warp import transform as warp_transform
+from rasterio.windows import Window
+
+from rs.align import AlignedPair, overlap_fraction
+from rs.errors import IncompatibleScenesError, InputFileError
+from tests.data import ORIGIN, UTM48N, WGS84, textured_scene, utm_transform, write_raster
+
+
+def ramp(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A known linear field of ground coordinates (metres, UTM 48N): bilinear resampling reproduces it."""
+    return 1000.0 + 0.5 * (x - ORIGIN[0]) + 0.25 * (ORIGIN[1] - y)
+
+
+def test_same_grid_reads_identical_pixels(pair: tuple[Path, Path]) -> None:
+    before, _ = pair
+    with AlignedPair(before, before) as p:
+        w = p.read(Window(0, 0, 96, 96))
+    assert w.before.dtype == np.float32 and w.before.shape == (4, 96, 96)
+    np.testing.assert_array_equal(w.before, w.after)
+    assert w.valid.all()
+
+
+def test_after_in_other_crs_and_pixel_size_lands_on_before_grid(tmp_path: Path) -> None:
+    # BEFORE: UTM 48N, 10 m pixels, 60×60. AFTER: EPSG:4326, ~7 m pixels, larger extent.
+    # Both hold the same ground ramp, so after alignment AFTER must equal BEFORE.
+    rows, cols = np.mgrid[0:60, 0:60] + 0.5
+    x, y = rasterio.transform.xy(utm_transform(), rows - 0.5, cols - 0.5)
+    x, y = np.reshape(x, rows.shape), np.reshape(y, rows.shape)
+    write_raster(tmp_path / "before.tif", ramp(x, y).astype(np.float32)[None], UTM48N, utm_transform())
+    lon0, lat0 = warp_transform(UTM48N, WGS84, [ORIGIN[0] - 100], [ORIGIN[1] + 100])
+    deg = 7.0 / 111_000.0
+    t4326 = Affine(deg, 0.0, lon0[0], 0.0, -deg, lat0[0])
+    r2, c2 = np.mgrid[0:120, 0:120] + 0.5
+    lon, lat = rasterio.transform.xy(t4326, r2 - 0.5, c2 - 0.5)
+    lon, lat = np.ravel(lon), np.ravel(lat)
+    ux, uy = warp_transform(WGS84, UTM48N, lon, lat)
+    after = ramp(np.array(ux), np.array(uy)).reshape(120, 120).astype(np.float32)
+    write_raster(tmp_path / "after.tif", after[None], WGS84, t4326)
+
+    with AlignedPair(tmp_path / "before.tif", tmp_path / "after.tif") as p:
+        assert p.grid.crs == UTM48N and (p.grid.height, p.grid.width) == (60, 60)
+        w = p.read(Window(0, 0, 60, 60))
+    assert w.valid.all()
+    # 1.5 units ≈ the ramp's change over 2 m: alignment is accurate to well under a pixel.
+    np.testing.assert_allclose(w.after[0], w.before[0], atol=1.5)
+
+
+def test_partial_overlap_marks_uncovered_pixels_invalid(tmp_path: Path) -> None:
+    scene = textured_scene(40, 40, seed=3)
+    write_raster(tmp_path / "before.tif", scene, UTM48N, utm_transform())
+    shifted = utm_transform(origin=(ORIGIN[0] + 200.0, ORIGIN[1]))  # 20 pixels east
+    write_raster(tmp_path / "after.tif", scene, UTM48N, shifted)
+    with AlignedPair(tmp_path / "before.tif", tmp_path / "after.tif") as p:
+        w = p.read(Window(0, 0, 40, 40))
+    assert not w.valid[:, :20].any()
+    assert w.valid[:, 20:].all()
+    np.testing.assert_array_equal(w.after[:, :, 20:], scene[:, :, :20].astype(np.float32))
+
+
+def test_nodata_on_either_date_is_invalid(tmp_path: Path) -> None:
+    scene = textured_scene(32, 32, seed=4)
+    holed = scene.copy()
+    holed[:, 5:10, 5:10] = 0
+    write_raster(tmp_path / "before.tif", scene, UTM48N, utm_transform(), nodata=0)
+    write_raster(tmp_path / "after.tif", holed, UTM48N, utm_transform(), nodata=0)
+    with AlignedPair(tmp_path / "before.tif", tmp_path / "after.tif") as p:
+        w = p.read(Window(0, 0, 32, 32))
+    assert not w.valid[5:10, 5:10].any()
+    assert w.valid.sum() == 32 * 32 - 25
+
+
+def test_missing_file(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    with pytest.raises(InputFileError, match="AFTER file not found"):
+        AlignedPair(pair[0], tmp_path / "nope.tif")
+
+
+def test_not_a_raster(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    bad = tmp_path / "bad.tif"
+    bad.write_text("this is not a GeoTIFF")
+    with pytest.raises(InputFileError, match="not a readable raster"):
+        AlignedPair(bad, pair[1])
+
+
+def test_no_overlap(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    far = write_raster(tmp_path / "far.tif", textured_scene(96, 96), UTM48N,
+                       utm_transform(origin=(ORIGIN[0] + 50_000, ORIGIN[1])))
+    with pytest.raises(IncompatibleScenesError, match="do not overlap"):
+        AlignedPair(pair[0], far)
+
+
+def test_band_count_mismatch(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    three = write_raster(tmp_path / "three.tif", textured_scene(96, 96, bands=3), UTM48N, utm_transform())
+    with pytest.raises(IncompatibleScenesError, match="4 bands but AFTER has 3"):
+        AlignedPair(pair[0], three)
+
+
+def test_no_crs(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    bare = write_raster(tmp_path / "bare.tif", textured_scene(96, 96), None, utm_transform())
+    with pytest.raises(IncompatibleScenesError, match="no CRS"):
+        AlignedPair(bare, pair[1])
+
+
+def test_overlap_fraction_across_crs(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    import rasterio
+
+    with rasterio.open(pair[0]) as a, rasterio.open(pair[1]) as b:
+        assert overlap_fraction(a, b) == pytest.approx(1.0)

@@ -1,0 +1,106 @@
+"""cli.py through click's CliRunner: outputs on disk, help, exit codes, nothing partial on failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import rasterio
+from click.testing import CliRunner
+from shapely.geometry import box
+
+from cli import cli
+from tests.data import ORIGIN, UTM48N, textured_scene, utm_transform, write_raster
+
+
+def run(*args: str) -> "CliRunner.invoke":
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def permits_file(tmp_path: Path, column: str = "permit_id") -> Path:
+    x, y = ORIGIN
+    gdf = gpd.GeoDataFrame({column: ["P1"]}, geometry=[box(x, y - 960, x + 960, y)], crs=UTM48N)
+    gdf.to_file(tmp_path / f"permits_{column}.gpkg")
+    return tmp_path / f"permits_{column}.gpkg"
+
+
+@pytest.mark.parametrize("command", [[], ["detect"], ["demo"], ["train"], ["evaluate"]])
+def test_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_detect_writes_all_outputs(pair: tuple[Path, Path], tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run("detect", *pair, "-o", out, "--model", tiny_checkpoint, "--permits", permits_file(tmp_path),
+                 "--threshold", "0.5", "--tile", "64", "--overlap", "16", "-q")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json"]
+    with rasterio.open(out / "change_prob.tif") as ds:
+        assert ds.crs == UTM48N and ds.shape == (96, 96)
+    changes = gpd.read_file(out / "changes.gpkg", layer="changes")
+    flagged = gpd.read_file(out / "flagged.gpkg", layer="flagged")
+    assert changes.crs == UTM48N and flagged.crs == UTM48N
+    assert {"change_id", "area_m2", "mean_prob", "reasons", "permit_ids", "flagged"} <= set(changes.columns)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["changes"] == len(changes) and summary["counts"]["flagged"] == len(flagged)
+    assert summary["thresholds"] == {"probability": 0.5, "min_area_m2": 200.0}
+    assert summary["model"]["name"] == "tiny-test" and summary["inputs"]["crs"] == "EPSG:32648"
+    assert not list(tmp_path.glob(".run.staging-*"))
+
+
+def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list[object], int, str]]:
+    junk = tmp_path / "junk.tif"
+    junk.write_text("not a raster")
+    far = write_raster(tmp_path / "far.tif", textured_scene(96, 96), UTM48N,
+                       utm_transform(origin=(ORIGIN[0] + 90_000, ORIGIN[1])))
+    three = write_raster(tmp_path / "three.tif", textured_scene(96, 96, bands=3), UTM48N, utm_transform())
+    return {
+        "missing file": ([pair[0], tmp_path / "nope.tif"], 3, "AFTER file not found"),
+        "not a raster": ([junk, pair[1]], 3, "not a readable raster"),
+        "no overlap": ([pair[0], far], 4, "do not overlap"),
+        "band counts": ([pair[0], three], 4, "4 bands but AFTER has 3"),
+        "permit column": ([*pair, "--permits", permits_file(tmp_path, "id")], 5, "lacks column(s) permit_id"),
+        "model file": ([*pair, "--model", tmp_path / "nope.json"], 6, "model metadata not found"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing file", "not a raster", "no overlap", "band counts", "permit column",
+                                  "model file"])
+def test_bad_input_one_line_exit_code_no_output(case: str, pair: tuple[Path, Path], tiny_checkpoint: Path,
+                                                tmp_path: Path) -> None:
+    args, code, message = _bad_inputs(tmp_path, pair)[case]
+    model = [] if "--model" in args else ["--model", tiny_checkpoint]
+    out = tmp_path / "out"
+    result = run("detect", *args, "-o", out, *model, "-q")
+    assert result.exit_code == code
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_failed_run_keeps_previous_outputs(pair: tuple[Path, Path], tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run("detect", *pair, "-o", out, "--model", tiny_checkpoint, "-q").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = run("detect", pair[0], tmp_path / "missing.tif", "-o", out, "--model", tiny_checkpoint, "-q")
+    assert result.exit_code == 3
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_overlap_must_be_smaller_than_tile(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["detect", *map(str, pair), "-o", str(tmp_path / "o"), "--tile", "64",
+                                      "--overlap", "64"])
+    assert result.exit_code == 2 and "--overlap" in result.output
+
+
+def test_evaluate_json(sites: Path, tiny_checkpoint: Path) -> None:
+    result = run("evaluate", "--data", sites, "--sites", "alpha,beta", "--model", tiny_checkpoint, "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    assert {"precision", "recall", "f1", "iou"} <= set(report) and set(report["sites"]) == {"alpha", "beta"}
+    table = run("evaluate", "--data", sites, "--model", tiny_checkpoint, "-q")
+    assert table.exit_code == 0 and "POOLED" in table.output and "gamma" in table.output

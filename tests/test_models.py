@@ -1,0 +1,65 @@
+"""models.changenet: safe checkpoint round trip and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.changenet import DEFAULT_MODEL, build_network, load_checkpoint, load_spec, save_checkpoint
+from rs.errors import ModelError
+from tests.data import tiny_spec
+
+
+def test_round_trip_gives_same_predictions(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    spec = tiny_spec()
+    spec.threshold = 0.42
+    net = build_network(spec).eval()
+    # fp16 storage: compare against the fp16-rounded weights
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(p.half().float())
+    path = save_checkpoint(net, spec, tmp_path / "m.json")
+    assert path.with_suffix(".safetensors").exists()
+    loaded, spec2 = load_checkpoint(path)
+    assert spec2 == spec and spec2.threshold == 0.42
+    x = torch.randn(1, 8, 32, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), net(x).numpy(), atol=1e-5)
+
+
+def test_missing_and_broken_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        load_checkpoint(tmp_path / "none.json")
+    spec = tiny_spec()
+    path = save_checkpoint(build_network(spec), spec, tmp_path / "m.json")
+    path.with_suffix(".safetensors").write_bytes(b"\x80\x04pickle? no thanks")
+    with pytest.raises(ModelError, match="not a valid safetensors"):
+        load_checkpoint(path)
+    data = json.loads(path.read_text())
+    data["encoderr"] = "typo"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="unknown keys"):
+        load_spec(path)
+
+
+def test_weights_that_do_not_fit_the_spec(tmp_path: Path) -> None:
+    spec = tiny_spec()
+    path = save_checkpoint(build_network(spec), spec, tmp_path / "m.json")
+    data = json.loads(path.read_text())
+    data["decoder_channels"] = [64, 32, 16]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="do not match"):
+        load_checkpoint(path)
+
+
+def test_shipped_model_loads_and_is_documented() -> None:
+    net, spec = load_checkpoint(DEFAULT_MODEL)
+    assert spec.bands == ("blue", "green", "red", "nir") and spec.gsd_m == 10.0
+    assert 0.0 < spec.threshold < 1.0
+    assert "CC BY-NC-SA" in spec.licence and spec.metrics["val_pooled"]["f1"] > 0.35
+    assert DEFAULT_MODEL.with_suffix(".safetensors").stat().st_size < 25 * 2**20

@@ -1,0 +1,39 @@
+"""rs.normalize: per-date percentile standardisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rs.normalize import CLIP, band_stats, normalise
+
+
+def test_band_stats_are_percentiles() -> None:
+    pixels = np.tile(np.arange(101, dtype=np.float32), (2, 1))  # 0..100
+    pixels[1] *= 10
+    s = band_stats(pixels)
+    np.testing.assert_allclose(s.p2, [2, 20])
+    np.testing.assert_allclose(s.p50, [50, 500])
+    np.testing.assert_allclose(s.p98, [98, 980])
+
+
+def test_normalise_centres_scales_and_clips() -> None:
+    s = band_stats(np.arange(101, dtype=np.float32)[None])
+    img = np.array([[[50.0, 98.0, 1e6]]], np.float32)
+    out = normalise(img, s)
+    np.testing.assert_allclose(out[0, 0, :2], [0.0, 48 / 96], atol=1e-6)
+    assert out[0, 0, 2] == CLIP
+
+
+def test_gain_change_between_dates_is_normalised_away() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.uniform(500, 3000, size=(3, 20, 20)).astype(np.float32)
+    brighter = img * 1.7 + 200
+    a = normalise(img, band_stats(img.reshape(3, -1)))
+    b = normalise(brighter, band_stats(brighter.reshape(3, -1)))
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_no_valid_pixels() -> None:
+    with pytest.raises(ValueError):
+        band_stats(np.zeros((4, 0), np.float32))

@@ -1,0 +1,69 @@
+"""rs.vectorize: polygons with known areas, specks removed, holes kept, any CRS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+
+from rs.align import Grid
+from rs.vectorize import VectorizeConfig, change_mask, pixel_area_m2, vectorize
+from tests.data import UTM48N, WGS84, utm_transform, write_raster
+
+
+def probability_raster(tmp_path: Path, crs=UTM48N, transform: Affine | None = None) -> Path:
+    """60×60 raster: a 10×10 block (p=0.9) with a 2×2 hole, a 1-pixel speck, a 5×5 block (p=0.7), NaN strip."""
+    prob = np.full((60, 60), 0.1, np.float32)
+    prob[5:15, 5:15] = 0.9
+    prob[9:11, 9:11] = 0.2            # hole of 4 px = 400 m²
+    prob[30, 30] = 0.95               # speck: 100 m²
+    prob[40:45, 20:25] = 0.7          # 25 px = 2 500 m²
+    prob[:, 55:] = np.nan             # nodata
+    return write_raster(tmp_path / "prob.tif", prob[None], crs, transform or utm_transform(), nodata=np.nan)
+
+
+def test_polygons_areas_and_probabilities(tmp_path: Path) -> None:
+    gdf = vectorize(probability_raster(tmp_path), VectorizeConfig(threshold=0.5, min_area_m2=200.0))
+    assert gdf.crs == UTM48N
+    assert list(gdf["change_id"]) == [1, 2]
+    assert list(gdf.columns) == ["change_id", "area_m2", "mean_prob", "max_prob", "geometry"]
+    np.testing.assert_allclose(gdf["area_m2"], [9600.0, 2500.0], rtol=1e-3)  # UTM in UTM: exact
+    np.testing.assert_allclose(gdf["mean_prob"], [0.9, 0.7], atol=1e-6)
+    assert len(gdf.geometry.iloc[0].interiors) == 1  # hole kept (400 m² ≥ the sieve size)
+
+
+def test_min_area_drops_small_changes(tmp_path: Path) -> None:
+    gdf = vectorize(probability_raster(tmp_path), VectorizeConfig(threshold=0.5, min_area_m2=3000.0))
+    assert list(gdf["area_m2"].round()) == [10000.0]  # the 400 m² hole is now a speck too: filled
+    tiny = vectorize(probability_raster(tmp_path), VectorizeConfig(threshold=0.5, min_area_m2=0.0))
+    assert len(tiny) == 3  # the speck is back
+
+
+def test_threshold(tmp_path: Path) -> None:
+    gdf = vectorize(probability_raster(tmp_path), VectorizeConfig(threshold=0.8, min_area_m2=200.0))
+    assert len(gdf) == 1 and gdf["max_prob"].iloc[0] == pytest.approx(0.9)
+
+
+def test_geographic_crs_areas_in_square_metres(tmp_path: Path) -> None:
+    deg = 10.0 / 111_320.0  # ≈10 m at the equator in latitude; less in longitude at 10.8° N
+    t = Affine(deg, 0.0, 106.7, 0.0, -deg, 10.8)
+    path = probability_raster(tmp_path, WGS84, t)
+    grid = Grid(WGS84, t, 60, 60)
+    px = pixel_area_m2(grid)
+    assert 95.0 < px < 101.0
+    gdf = vectorize(path, VectorizeConfig(threshold=0.5, min_area_m2=200.0))
+    assert gdf.crs == WGS84
+    np.testing.assert_allclose(gdf["area_m2"], [96 * px, 25 * px], rtol=5e-3)
+
+
+def test_nan_is_never_change() -> None:
+    prob = np.full((10, 10), np.nan, np.float32)
+    assert not change_mask(prob, 0.0001, 1).any()
+
+
+def test_no_change_gives_empty_layer(tmp_path: Path) -> None:
+    path = write_raster(tmp_path / "p.tif", np.zeros((1, 20, 20), np.float32), UTM48N, utm_transform(), nodata=np.nan)
+    gdf = vectorize(path, VectorizeConfig())
+    assert gdf.empty and gdf.crs == UTM48N and "area_m2" in gdf.columns
