@@ -86,10 +86,11 @@ def cli() -> None:
     Typical use:
       python cli.py demo                       # the bundled Hong Kong Sentinel-2 pair
       python cli.py detect BEFORE.tif AFTER.tif -o out/ --permits permits.gpkg
+      python cli.py batch manifest.csv -o out/batch --resume
       python cli.py evaluate --data DIR --sites a,b --json
 
     Exit codes: 0 ok, 1 bug, 2 usage, 3 unreadable input file, 4 scenes cannot be compared,
-    5 vector layer lacks CRS or column, 6 model problem.
+    5 vector layer lacks CRS or column, 6 model problem, 7 batch finished with failed jobs.
     """
 
 
@@ -153,6 +154,74 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
     _run_detect(str(DEMO_BEFORE), str(DEMO_AFTER), outdir, str(DEMO_PERMITS), None, None, 200.0,
                 _inference(device, 256, 64, 8), quiet)
     click.echo(f"demo done: open {Path(outdir) / 'flagged.gpkg'} in QGIS or GeoPandas")
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
+              help="Batch folder: one sub-folder per area_id (as detect writes), batch_summary.json/.csv and "
+                   "a combined flagged.gpkg (EPSG:4326).")
+@click.option("--permits", type=click.Path(dir_okay=False), default=None,
+              help="Permit layer shared by every job whose manifest row has no permits of its own.")
+@click.option("--resume", is_flag=True,
+              help="Skip jobs finished by an earlier run (outputs and completion record intact); redo the rest.")
+@click.option("--scheduler", default="local", show_default=True,
+              help="serial (this process), local (a Dask LocalCluster on this machine) or tcp://host:8786 "
+                   "(an existing Dask cluster).")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="LocalCluster workers (one thread each). Default: one per CPU core.")
+@click.option("--json-log", is_flag=True, help="One JSON object per finished job on stdout instead of text lines.")
+@model_opt
+@device_opt
+@threshold_opt
+@click.option("--min-area-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
+              help="Smallest change kept, in m² of ground.")
+@tile_opt
+@overlap_opt
+@batch_opt
+@quiet_opt
+@reports_errors
+def batch(manifest: str, outdir: str, permits: str | None, resume: bool, scheduler: str, workers: int | None,
+          json_log: bool, model_path: str | None, device: str, threshold: float | None, min_area_m2: float,
+          tile: int, overlap: int, batch_size: int, quiet: bool) -> None:
+    """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
+
+    \b
+    MANIFEST is a CSV with columns area_id,before,after[,permits] (paths relative to the
+    manifest), or a YAML list of such mappings (or a mapping with jobs: and a shared permits:).
+    Exit code 7 when the batch finished but some jobs failed (see batch_summary.csv).
+    """
+    from dataclasses import asdict
+
+    from tqdm.auto import tqdm
+
+    from rs.batch import BatchConfig, JobRecord, read_manifest, run_batch
+    from rs.errors import BATCH_JOBS_FAILED
+
+    if not (scheduler in ("serial", "local") or scheduler.startswith(("tcp://", "tls://"))):
+        raise click.BadParameter(f"{scheduler!r}: use serial, local or tcp://host:port", param_hint="--scheduler")
+    config = BatchConfig(manifest=manifest, outdir=outdir, permits=permits, resume=resume, scheduler=scheduler,
+                         workers=workers, model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2,
+                         inference=_inference(device, tile, overlap, batch_size))
+    bar = tqdm(total=len(read_manifest(manifest, permits)), desc="jobs", unit="job", disable=quiet or json_log)
+
+    def report(record: JobRecord) -> None:
+        bar.update()
+        if json_log:
+            click.echo(json.dumps(asdict(record)))
+        elif record.status == "failed":
+            bar.write(f"[failed]  {record.area_id}: {record.error}")
+        else:
+            bar.write(f"[{record.status}] {record.area_id}: {record.changes} changes, {record.flagged} flagged "
+                      f"({record.seconds:.1f} s)")
+
+    result = run_batch(config, on_record=report)
+    bar.close()
+    if not json_log:
+        click.echo(f"{len(result.records) - len(result.failed)} of {len(result.records)} jobs done; "
+                   f"summary in {Path(outdir) / 'batch_summary.csv'}")
+    if result.failed:
+        sys.exit(BATCH_JOBS_FAILED)
 
 
 def _sites(value: str | None) -> list[str] | None:

@@ -15,6 +15,7 @@ code  exception                   meaning
                                   different band counts)
 5     LayerError                  a vector layer lacks a CRS or a required column
 6     ModelError                  a checkpoint is missing, unsafe, or does not fit the input
+7     (batch)                     a batch finished, but some of its jobs failed
 ====  ==========================  =====================================================
 """
 
@@ -33,6 +34,10 @@ class InputFileError(ChangewatchError):
     exit_code = 3
 
 
+class ManifestError(InputFileError):
+    """A batch manifest is unreadable, lacks a column, or lists an area twice."""
+
+
 class IncompatibleScenesError(ChangewatchError):
     """BEFORE and AFTER cannot be compared: no overlap, no CRS, or different band counts."""
 
@@ -49,3 +54,6 @@ class ModelError(ChangewatchError):
     """A model checkpoint is missing, malformed, or does not match the input bands."""
 
     exit_code = 6
+
+
+BATCH_JOBS_FAILED = 7

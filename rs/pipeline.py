@@ -63,11 +63,15 @@ class DetectResult:
     summary: dict[str, Any]
 
 
-def detect(config: DetectConfig, progress: bool = True) -> DetectResult:
-    """Run the whole pipeline for one scene pair. Raises a ChangewatchError subclass on bad input."""
+def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | None = None) -> DetectResult:
+    """Run the whole pipeline for one scene pair. Raises a ChangewatchError subclass on bad input.
+
+    ``model``: an already loaded model to reuse (batch runs load it once per worker); by default
+    ``config.model`` is loaded onto ``config.inference.device``.
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    model = ChangeModel.load(config.model, config.inference.device)
+    model = model or ChangeModel.load(config.model, config.inference.device)
     permits = read_layer(config.permits, "permits", (config.permit_columns.permit_id,)) if config.permits else None
     threshold = model.spec.threshold if config.threshold is None else config.threshold
     with AlignedPair(config.before, config.after) as pair, StagedOutput(config.outdir) as out:
@@ -104,7 +108,7 @@ def _summary(config: DetectConfig, model: ChangeModel, pair: AlignedPair, thresh
         "areas_m2": {"changes": float(checked["area_m2"].sum()), "flagged": float(flagged["area_m2"].sum())},
         "inputs": {
             "before": str(Path(config.before).resolve()), "after": str(Path(config.after).resolve()),
-            "permits": permits.path if permits else None,
+            "permits": str(Path(permits.path).resolve()) if permits else None,
             "permits_repaired_geometries": permits.repaired if permits else 0,
             "crs": pair.grid.crs.to_string(), "width": pair.grid.width, "height": pair.grid.height,
             "bands_per_date": pair.band_count,

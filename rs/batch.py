@@ -1,0 +1,345 @@
+"""Batch runs: many areas and dates from one manifest, resumable, optionally on Dask.
+
+Each job is one ``rs.pipeline.detect`` run into ``OUTDIR/<area_id>/``. A job is *done* only
+when its outputs are in place and its completion record ``_done.json`` (written last,
+atomically, with the outputs' SHA-256) agrees with them; ``resume`` skips done jobs and redoes
+every other one, so a batch killed at any moment and resumed ends as an uninterrupted one would.
+A failing job is recorded with its error and exit code and does not stop the others.
+
+Jobs run in this process (``scheduler="serial"``), on a Dask ``LocalCluster`` (``"local"``)
+or on an existing Dask cluster (``"tcp://host:8786"``). On Dask the model is loaded once per
+worker by a worker plugin, not once per job.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+import yaml
+from distributed import WorkerPlugin
+
+from rs.errors import ChangewatchError, ManifestError
+from rs.export import write_gpkg, write_json
+from rs.infer import ChangeModel, InferenceConfig
+from rs.pipeline import OUTPUT_FILES, DetectConfig, detect
+
+DONE_RECORD = "_done.json"
+AREA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+REQUIRED_COLUMNS = ("area_id", "before", "after")
+OPTIONAL_COLUMNS = ("permits", "zoning", "parcels", "as_of")
+NOT_YET = ("zoning", "parcels", "as_of")  # need the compliance cross-check; rejected, never ignored
+COMBINED_CRS = "EPSG:4326"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One area: BEFORE/AFTER scenes and its permit layer (absolute paths)."""
+
+    area_id: str
+    before: str
+    after: str
+    permits: str | None = None
+
+
+def _resolve(base: Path, value: object) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return str((base / text).resolve()) if text else None
+
+
+def _jobs_from_rows(rows: list[dict[str, Any]], base: Path, shared_permits: str | None, source: Path) -> list[Job]:
+    if not rows:
+        raise ManifestError(f"manifest {source} lists no jobs")
+    columns = set().union(*(r.keys() for r in rows))
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ManifestError(f"manifest {source} lacks column(s) {', '.join(missing)}")
+    unknown = columns - set(REQUIRED_COLUMNS) - set(OPTIONAL_COLUMNS)
+    if unknown:
+        raise ManifestError(f"manifest {source} has unknown column(s) {', '.join(sorted(unknown))}")
+    jobs, seen = [], set()
+    for n, row in enumerate(rows, start=1):
+        area = str(row.get("area_id") or "").strip()
+        if not AREA_ID.match(area):
+            raise ManifestError(f"manifest {source}, job {n}: area_id {area!r} must be letters, digits, '_', '-', '.'")
+        if area in seen:
+            raise ManifestError(f"manifest {source}: area_id {area!r} is listed twice")
+        seen.add(area)
+        used = [c for c in NOT_YET if str(row.get(c) or "").strip()]
+        if used:
+            raise ManifestError(f"manifest {source}, area {area}: {', '.join(used)} are not supported yet "
+                                "(only permits are cross-checked in this version)")
+        if not str(row.get("before") or "").strip() or not str(row.get("after") or "").strip():
+            raise ManifestError(f"manifest {source}, area {area}: before and after are required")
+        jobs.append(Job(area, _resolve(base, row["before"]) or "", _resolve(base, row["after"]) or "",
+                        _resolve(base, row.get("permits")) or shared_permits))
+    return jobs
+
+
+def read_manifest(path: str | os.PathLike[str], shared_permits: str | None = None) -> list[Job]:
+    """Jobs of a CSV or YAML manifest; relative paths are relative to the manifest's folder.
+
+    CSV columns: ``area_id, before, after`` and optionally ``permits`` (a job's own permit layer;
+    ``shared_permits`` is used where it is empty). YAML: a list of such mappings, or a mapping with
+    ``jobs:`` (that list) and optionally ``permits:`` (a layer shared by all jobs).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ManifestError(f"manifest not found: {p}")
+    base = p.resolve().parent
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() in (".yml", ".yaml"):
+            data = yaml.safe_load(text)
+            if isinstance(data, dict):
+                shared_permits = shared_permits or _resolve(base, data.get("permits"))
+                data = data.get("jobs")
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise ManifestError(f"manifest {p}: expected a list of jobs (or a mapping with 'jobs:')")
+            rows = data
+        else:
+            rows = list(csv.DictReader(io.StringIO(text)))
+    except (yaml.YAMLError, csv.Error, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest {p} cannot be parsed: {exc}") from exc
+    return _jobs_from_rows(rows, base, shared_permits, p)
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """One batch: where jobs come from and go, how they run, and the detect settings they share."""
+
+    manifest: str
+    outdir: str
+    permits: str | None = None
+    resume: bool = False
+    scheduler: str = "local"
+    workers: int | None = None
+    model: str = DetectConfig.__dataclass_fields__["model"].default
+    threshold: float | None = None
+    min_area_m2: float = 200.0
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+@dataclass
+class JobRecord:
+    """What became of one job."""
+
+    area_id: str
+    status: str  # "done" (ran now), "skipped" (done earlier), "failed"
+    changes: int = 0
+    flagged: int = 0
+    flagged_area_m2: float = 0.0
+    seconds: float = 0.0
+    error: str = ""
+    exit_code: int = 0
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_done(area_dir: Path) -> bool:
+    """True when the completion record exists and every output it lists is present and unchanged."""
+    record = area_dir / DONE_RECORD
+    if not record.is_file():
+        return False
+    try:
+        outputs = json.loads(record.read_text())["outputs"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return False
+    return set(outputs) == set(OUTPUT_FILES) and all(
+        (area_dir / name).is_file() and sha256(area_dir / name) == digest for name, digest in outputs.items())
+
+
+def _write_done(area_dir: Path, job: Job) -> None:
+    record = {"job": asdict(job), "outputs": {name: sha256(area_dir / name) for name in OUTPUT_FILES},
+              "finished_unix": time.time()}
+    tmp = area_dir / f".{DONE_RECORD}.tmp"
+    write_json(record, tmp)
+    os.replace(tmp, area_dir / DONE_RECORD)
+
+
+def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
+    return DetectConfig(before=job.before, after=job.after, outdir=str(Path(config.outdir) / job.area_id),
+                        permits=job.permits, model=config.model, threshold=config.threshold,
+                        min_area_m2=config.min_area_m2, inference=config.inference)
+
+
+def run_job(job: Job, config: BatchConfig, model: ChangeModel) -> JobRecord:
+    """Run one job; a ChangewatchError becomes a failed record (other exceptions are bugs and propagate)."""
+    area_dir = Path(config.outdir) / job.area_id
+    (area_dir / DONE_RECORD).unlink(missing_ok=True)  # from now on the area is not done
+    start = time.perf_counter()
+    try:
+        result = detect(_detect_config(job, config), progress=False, model=model)
+    except ChangewatchError as exc:
+        return JobRecord(job.area_id, "failed", seconds=time.perf_counter() - start, error=str(exc),
+                         exit_code=exc.exit_code)
+    _write_done(area_dir, job)
+    return JobRecord(job.area_id, "done", result.n_changes, result.n_flagged, result.flagged_area_m2,
+                     time.perf_counter() - start)
+
+
+def skipped_record(job: Job, outdir: Path) -> JobRecord:
+    """The record of a job finished by an earlier run, from its summary.json."""
+    summary = json.loads((outdir / job.area_id / "summary.json").read_text())
+    return JobRecord(job.area_id, "skipped", summary["counts"]["changes"], summary["counts"]["flagged"],
+                     summary["areas_m2"]["flagged"], 0.0)
+
+
+def remove_stale_staging(outdir: Path) -> int:
+    """Delete staging folders and temporary files left by an interrupted run; returns how many."""
+    stale = [p for p in outdir.glob("*/.*.staging-*")] + [p for p in outdir.glob(".*.staging-*")]
+    stale += [p for p in outdir.glob(f"*/.{DONE_RECORD}.tmp")] + list(outdir.glob(".batch-tmp-*"))
+    for p in stale:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return len(stale)
+
+
+# --- running the jobs -----------------------------------------------------------------------
+
+Runner = Callable[[list[Job], BatchConfig], Iterator[JobRecord]]
+
+
+def run_serial(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
+    """Run jobs one after another in this process, with one model load."""
+    model = ChangeModel.load(config.model, config.inference.device)
+    for job in jobs:
+        yield run_job(job, config, model)
+
+
+class ModelPlugin(WorkerPlugin):
+    """Dask worker plugin: loads the change model once when a worker starts."""
+
+    name = "changewatch-model"
+
+    def __init__(self, model: str, device: str, threads: int) -> None:
+        self.model_path, self.device, self.threads = model, device, threads
+        self.model: ChangeModel | None = None
+
+    def setup(self, worker: Any) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        self.model = ChangeModel.load(self.model_path, self.device)
+
+    def teardown(self, worker: Any) -> None:
+        self.model = None
+
+
+def _run_on_worker(job: Job, config: BatchConfig) -> JobRecord:
+    from distributed import get_worker
+
+    plugin = get_worker().plugins[ModelPlugin.name]
+    return run_job(job, config, plugin.model)
+
+
+def run_dask(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
+    """Run jobs as Dask tasks on a LocalCluster (``local``) or the cluster at ``config.scheduler``."""
+    from distributed import Client, LocalCluster, as_completed
+
+    if config.scheduler == "local":
+        workers = config.workers or max(1, os.cpu_count() or 1)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    else:
+        cluster, client = None, Client(config.scheduler)
+    try:
+        client.register_plugin(ModelPlugin(config.model, config.inference.device, threads=1))
+        futures = [client.submit(_run_on_worker, job, config, key=f"job-{job.area_id}", pure=False) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def runner_for(scheduler: str) -> Runner:
+    """``serial`` runs in this process; ``local`` and ``tcp://…`` run on Dask."""
+    if scheduler == "serial":
+        return run_serial
+    if scheduler == "local" or scheduler.startswith(("tcp://", "tls://")):
+        return run_dask
+    raise ValueError(f"unknown scheduler {scheduler!r}: use serial, local or tcp://host:port")
+
+
+# --- batch outputs --------------------------------------------------------------------------
+
+@dataclass
+class BatchResult:
+    """Every job's record, in manifest order, and where the batch-level outputs are."""
+
+    records: list[JobRecord]
+    outdir: Path
+
+    @property
+    def failed(self) -> list[JobRecord]:
+        return [r for r in self.records if r.status == "failed"]
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    tmp = path.with_name(f".batch-tmp-{path.name}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_batch_outputs(result: BatchResult) -> None:
+    """``batch_summary.json``/``.csv`` and one combined ``flagged.gpkg`` (EPSG:4326, with ``area_id``)."""
+    out = result.outdir
+    rows = [asdict(r) for r in result.records]
+    _atomic(out / "batch_summary.json", lambda p: write_json(
+        {"jobs": rows, "counts": pd.Series([r.status for r in result.records]).value_counts().to_dict()}, p))
+    _atomic(out / "batch_summary.csv", lambda p: pd.DataFrame(rows).to_csv(p, index=False))
+    layers = []
+    for r in result.records:
+        if r.status in ("done", "skipped"):
+            flagged = gpd.read_file(out / r.area_id / "flagged.gpkg", layer="flagged")
+            flagged.insert(0, "area_id", r.area_id)
+            layers.append(flagged.to_crs(COMBINED_CRS))
+    combined = (gpd.GeoDataFrame(pd.concat(layers, ignore_index=True), crs=COMBINED_CRS) if layers
+                else gpd.GeoDataFrame({"area_id": []}, geometry=[], crs=COMBINED_CRS))
+    _atomic(out / "flagged.gpkg", lambda p: write_gpkg(combined, p, "flagged"))
+
+
+def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None = None,
+              runner: Runner | None = None) -> BatchResult:
+    """Run every job of the manifest (skipping done ones when ``config.resume``) and write batch outputs."""
+    jobs = read_manifest(config.manifest, config.permits)
+    outdir = Path(config.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(outdir)
+    records: dict[str, JobRecord] = {}
+    todo = []
+    for job in jobs:
+        if config.resume and is_done(outdir / job.area_id):
+            records[job.area_id] = skipped_record(job, outdir)
+            if on_record:
+                on_record(records[job.area_id])
+        else:
+            todo.append(job)
+    if todo:
+        for record in (runner or runner_for(config.scheduler))(todo, config):
+            records[record.area_id] = record
+            if on_record:
+                on_record(record)
+    result = BatchResult([records[j.area_id] for j in jobs], outdir)
+    write_batch_outputs(result)
+    return result

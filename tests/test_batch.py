@@ -1,0 +1,156 @@
+"""rs.batch and `cli.py batch`: statuses, resume after SIGKILL, Dask LocalCluster = serial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from cli import cli
+from rs.batch import BatchConfig, is_done, read_manifest, run_batch
+from rs.errors import ManifestError
+from tests.data import ORIGIN, UTM48N, plant_square, textured_scene, utm_transform, write_raster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_manifest(tmp_path: Path, n_good: int = 2, broken: bool = True, size: int = 96) -> Path:
+    """n_good real pairs (96×96 UTM, one planted square each) and, optionally, a job whose AFTER is missing."""
+    lines = ["area_id,before,after"]
+    for i in range(n_good):
+        before = textured_scene(size, size, seed=10 + i)
+        after = plant_square(before, 20 + 5 * i, 30, 12)
+        t = utm_transform(origin=(ORIGIN[0] + 5000 * i, ORIGIN[1]))
+        write_raster(tmp_path / f"b{i}.tif", before, UTM48N, t)
+        write_raster(tmp_path / f"a{i}.tif", after, UTM48N, t)
+        lines.append(f"ward{i},b{i}.tif,a{i}.tif")
+    if broken:
+        lines.append("broken,b0.tif,missing.tif")
+    (tmp_path / "jobs.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "jobs.csv"
+
+
+def config(manifest: Path, outdir: Path, model: Path, **kw: object) -> BatchConfig:
+    return BatchConfig(manifest=str(manifest), outdir=str(outdir), model=str(model), threshold=0.5,
+                       scheduler=str(kw.pop("scheduler", "serial")), **kw)  # type: ignore[arg-type]
+
+
+def outputs_of(outdir: Path, area: str) -> tuple[np.ndarray, gpd.GeoDataFrame]:
+    with rasterio.open(outdir / area / "change_prob.tif") as ds:
+        pixels = ds.read(1)
+    return pixels, gpd.read_file(outdir / area / "changes.gpkg")
+
+
+def assert_same_outputs(a: Path, b: Path, areas: list[str], exact: bool = True) -> None:
+    """Same probability pixels (byte-identical, or within 1e-5 when ``exact`` is False) and same features."""
+    for area in areas:
+        pa, ca = outputs_of(a, area)
+        pb, cb = outputs_of(b, area)
+        if exact:
+            assert pa.tobytes() == pb.tobytes()
+            assert ca.drop(columns="geometry").equals(cb.drop(columns="geometry"))
+            assert list(ca.geometry.to_wkb()) == list(cb.geometry.to_wkb())
+        else:
+            np.testing.assert_allclose(pa, pb, atol=1e-5, equal_nan=True)
+            assert list(ca["change_id"]) == list(cb["change_id"])
+            np.testing.assert_allclose(ca["area_m2"], cb["area_m2"], rtol=1e-6)
+
+
+def test_manifest_csv_and_yaml(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("area_id,before,after,permits\nw1,x/b.tif,x/a.tif,\nw2,b.tif,a.tif,p.gpkg\n")
+    jobs = read_manifest(tmp_path / "m.csv", shared_permits="/shared.gpkg")
+    assert [j.area_id for j in jobs] == ["w1", "w2"]
+    assert jobs[0].before == str(tmp_path / "x" / "b.tif") and jobs[0].permits == "/shared.gpkg"
+    assert jobs[1].permits == str(tmp_path / "p.gpkg")
+    (tmp_path / "m.yaml").write_text("permits: p.gpkg\njobs:\n  - {area_id: w1, before: b.tif, after: a.tif}\n")
+    [job] = read_manifest(tmp_path / "m.yaml")
+    assert job.permits == str(tmp_path / "p.gpkg")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("area_id,before\nw1,b.tif\n", "lacks column"),
+    ("area_id,before,after\nw1,b,a\nw1,b,a\n", "listed twice"),
+    ("area_id,before,after\n../up,b,a\n", "area_id"),
+    ("area_id,before,after,zoning\nw1,b,a,z.gpkg\n", "not supported yet"),
+    ("area_id,before,after,colour\nw1,b,a,red\n", "unknown column"),
+    ("area_id,before,after\n", "no jobs"),
+])
+def test_bad_manifests(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_three_jobs_one_broken(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    manifest = make_manifest(tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["batch", str(manifest), "-o", str(out), "--model", str(tiny_checkpoint),
+                                      "--scheduler", "serial", "--threshold", "0.5", "--json-log"],
+                                catch_exceptions=False)
+    assert result.exit_code == 7
+    records = {r["area_id"]: r for r in map(json.loads, result.output.strip().splitlines())}
+    assert {k: r["status"] for k, r in records.items()} == {"ward0": "done", "ward1": "done", "broken": "failed"}
+    assert "AFTER file not found" in records["broken"]["error"] and records["broken"]["exit_code"] == 3
+    assert is_done(out / "ward0") and is_done(out / "ward1") and not (out / "broken").exists()
+    summary = json.loads((out / "batch_summary.json").read_text())
+    assert [j["area_id"] for j in summary["jobs"]] == ["ward0", "ward1", "broken"]
+    assert (out / "batch_summary.csv").read_text().count("\n") == 4
+    combined = gpd.read_file(out / "flagged.gpkg")
+    assert combined.crs.to_epsg() == 4326
+    expected = sum(len(gpd.read_file(out / a / "flagged.gpkg")) for a in ("ward0", "ward1"))
+    assert len(combined) == expected and set(combined["area_id"]) <= {"ward0", "ward1"}
+
+
+def test_resume_skips_done_and_redoes_tampered(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    manifest = make_manifest(tmp_path, broken=False)
+    out = tmp_path / "out"
+    run_batch(config(manifest, out, tiny_checkpoint))
+    (out / "ward1" / "changes.gpkg").write_bytes(b"half-written")  # a corrupted output
+    statuses = {r.area_id: r.status for r in run_batch(config(manifest, out, tiny_checkpoint, resume=True)).records}
+    assert statuses == {"ward0": "skipped", "ward1": "done"}
+    assert is_done(out / "ward1")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_clean_run(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    manifest = make_manifest(tmp_path, n_good=4, broken=False, size=384)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    run_batch(config(manifest, clean, tiny_checkpoint))
+    cmd = [sys.executable, str(ROOT / "cli.py"), "batch", str(manifest), "-o", str(killed), "--model",
+           str(tiny_checkpoint), "--threshold", "0.5", "--scheduler", "serial", "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "ward0" / "_done.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # land somewhere inside a later job
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "batch_summary.json").exists(), "the run finished before it could be killed"
+    resumed = CliRunner().invoke(cli, cmd[2:] + ["--resume"], catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    assert "[skipped] ward0" in resumed.output
+    areas = [f"ward{i}" for i in range(4)]
+    assert_same_outputs(clean, killed, areas, exact=True)
+    assert not list(killed.glob("**/.*staging*")) and not list(killed.glob(".batch-tmp-*"))
+
+
+@pytest.mark.slow
+def test_local_cluster_matches_serial(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    manifest = make_manifest(tmp_path)
+    serial, dask = tmp_path / "serial", tmp_path / "dask"
+    a = run_batch(config(manifest, serial, tiny_checkpoint))
+    b = run_batch(config(manifest, dask, tiny_checkpoint, scheduler="local", workers=2))
+    assert [(r.area_id, r.status, r.changes, r.flagged) for r in a.records] == \
+        [(r.area_id, r.status, r.changes, r.flagged) for r in b.records]
+    assert_same_outputs(serial, dask, ["ward0", "ward1"], exact=False)  # thread counts differ
