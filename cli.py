@@ -170,6 +170,8 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
                    "(an existing Dask cluster).")
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="LocalCluster workers (one thread each). Default: one per CPU core.")
+@click.option("--split-mpx", type=click.FloatRange(0.0), default=64.0, show_default=True,
+              help="On Dask, scenes larger than this many megapixels have their tiles spread over all workers.")
 @click.option("--json-log", is_flag=True, help="One JSON object per finished job on stdout instead of text lines.")
 @model_opt
 @device_opt
@@ -182,7 +184,7 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 @quiet_opt
 @reports_errors
 def batch(manifest: str, outdir: str, permits: str | None, resume: bool, scheduler: str, workers: int | None,
-          json_log: bool, model_path: str | None, device: str, threshold: float | None, min_area_m2: float,
+          split_mpx: float, json_log: bool, model_path: str | None, device: str, threshold: float | None, min_area_m2: float,
           tile: int, overlap: int, batch_size: int, quiet: bool) -> None:
     """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
 
@@ -201,7 +203,7 @@ def batch(manifest: str, outdir: str, permits: str | None, resume: bool, schedul
     if not (scheduler in ("serial", "local") or scheduler.startswith(("tcp://", "tls://"))):
         raise click.BadParameter(f"{scheduler!r}: use serial, local or tcp://host:port", param_hint="--scheduler")
     config = BatchConfig(manifest=manifest, outdir=outdir, permits=permits, resume=resume, scheduler=scheduler,
-                         workers=workers, model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2,
+                         workers=workers, split_mpx=split_mpx, model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2,
                          inference=_inference(device, tile, overlap, batch_size))
     bar = tqdm(total=len(read_manifest(manifest, permits)), desc="jobs", unit="job", disable=quiet or json_log)
 

@@ -7,8 +7,10 @@ every other one, so a batch killed at any moment and resumed ends as an uninterr
 A failing job is recorded with its error and exit code and does not stop the others.
 
 Jobs run in this process (``scheduler="serial"``), on a Dask ``LocalCluster`` (``"local"``)
-or on an existing Dask cluster (``"tcp://host:8786"``). On Dask the model is loaded once per
-worker by a worker plugin, not once per job.
+or on an existing Dask cluster (``"tcp://host:8786"``). On Dask each job is a task, and the
+tiles of a scene larger than ``split_mpx`` megapixels are tasks of their own, so one large
+scene also uses every worker; the model is loaded once per worker by a worker plugin, not once
+per task. Workers pick a CUDA GPU when torch sees one (``--device auto``).
 """
 
 from __future__ import annotations
@@ -28,13 +30,18 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
+import numpy as np
 import yaml
-from distributed import WorkerPlugin
+from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker, worker_client
+from rasterio.windows import Window
 
+from rs.align import AlignedPair
 from rs.errors import ChangewatchError, ManifestError
 from rs.export import write_gpkg, write_json
-from rs.infer import ChangeModel, InferenceConfig
-from rs.pipeline import OUTPUT_FILES, DetectConfig, detect
+from rs.infer import ChangeModel, InferenceConfig, predict_pair, predict_tiles
+from rs.normalize import BandStats, scene_stats
+from rs.pipeline import OUTPUT_FILES, DetectConfig, Predictor, detect
+from rs.tiling import Tile, TileGrid
 
 DONE_RECORD = "_done.json"
 AREA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -126,6 +133,8 @@ class BatchConfig:
     resume: bool = False
     scheduler: str = "local"
     workers: int | None = None
+    split_mpx: float = 64.0
+    tiles_per_task: int = 32
     model: str = DetectConfig.__dataclass_fields__["model"].default
     threshold: float | None = None
     min_area_m2: float = 200.0
@@ -144,6 +153,7 @@ class JobRecord:
     seconds: float = 0.0
     error: str = ""
     exit_code: int = 0
+    tile_tasks: int = 0  # Dask tasks the scene's tiles were spread over (0: run within the job's task)
 
 
 def sha256(path: Path) -> str:
@@ -182,13 +192,13 @@ def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
                         min_area_m2=config.min_area_m2, inference=config.inference)
 
 
-def run_job(job: Job, config: BatchConfig, model: ChangeModel) -> JobRecord:
+def run_job(job: Job, config: BatchConfig, model: ChangeModel, predict: Predictor = predict_pair) -> JobRecord:
     """Run one job; a ChangewatchError becomes a failed record (other exceptions are bugs and propagate)."""
     area_dir = Path(config.outdir) / job.area_id
     (area_dir / DONE_RECORD).unlink(missing_ok=True)  # from now on the area is not done
     start = time.perf_counter()
     try:
-        result = detect(_detect_config(job, config), progress=False, model=model)
+        result = detect(_detect_config(job, config), progress=False, model=model, predict=predict)
     except ChangewatchError as exc:
         return JobRecord(job.area_id, "failed", seconds=time.perf_counter() - start, error=str(exc),
                          exit_code=exc.exit_code)
@@ -244,16 +254,59 @@ class ModelPlugin(WorkerPlugin):
         self.model = None
 
 
-def _run_on_worker(job: Job, config: BatchConfig) -> JobRecord:
-    from distributed import get_worker
-
+def _worker_model() -> ChangeModel:
     plugin = get_worker().plugins[ModelPlugin.name]
-    return run_job(job, config, plugin.model)
+    assert plugin.model is not None, "ModelPlugin.setup has not run on this worker"
+    return plugin.model
+
+
+def _predict_chunk(before: str, after: str, tiles: list[Tile], stats: tuple[BandStats, BandStats],
+                   batch_size: int) -> list[tuple[Window, np.ndarray]]:
+    """Dask task: probabilities of some tiles of one scene (the worker opens the pair itself)."""
+    with AlignedPair(before, after) as pair:
+        return list(predict_tiles(pair, _worker_model(), tiles, stats, batch_size))
+
+
+@dataclass
+class ClusterPredictor:
+    """Predictor for ``detect`` that spreads a large scene's tiles over the Dask cluster.
+
+    Scenes up to ``split_mpx`` megapixels run in the calling task; larger ones are cut into tasks
+    of ``tiles_per_task`` tiles, normalised with statistics computed once for the whole scene, and
+    their results are written as they arrive (windows are disjoint, so order does not matter).
+    """
+
+    split_mpx: float
+    tiles_per_task: int = 32
+    tasks: int = 0  # tile tasks submitted so far (provenance: 0 means the scene ran in one task)
+
+    def __call__(self, pair: AlignedPair, model: ChangeModel, config: InferenceConfig,
+                 progress: bool) -> Iterator[tuple[Window, np.ndarray]]:
+        if pair.grid.width * pair.grid.height <= self.split_mpx * 1e6:
+            yield from predict_pair(pair, model, config, progress)
+            return
+        model.check_bands(pair.band_count)
+        stats = scene_stats(pair)
+        tiles = list(TileGrid(pair.grid.height, pair.grid.width, config.tile, config.overlap))
+        chunks = [tiles[i:i + self.tiles_per_task] for i in range(0, len(tiles), self.tiles_per_task)]
+        with worker_client() as client:
+            futures = [client.submit(_predict_chunk, str(pair.before_path), str(pair.after_path), chunk, stats,
+                                     config.batch_size, pure=False) for chunk in chunks]
+            self.tasks += len(futures)
+            for future in as_completed(futures):
+                yield from future.result()
+                future.release()
+
+
+def _run_on_worker(job: Job, config: BatchConfig) -> JobRecord:
+    predictor = ClusterPredictor(config.split_mpx, config.tiles_per_task)
+    record = run_job(job, config, _worker_model(), predictor)
+    record.tile_tasks = predictor.tasks
+    return record
 
 
 def run_dask(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
     """Run jobs as Dask tasks on a LocalCluster (``local``) or the cluster at ``config.scheduler``."""
-    from distributed import Client, LocalCluster, as_completed
 
     if config.scheduler == "local":
         workers = config.workers or max(1, os.cpu_count() or 1)

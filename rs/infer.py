@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,19 +100,19 @@ def model_input(before: np.ndarray, after: np.ndarray, valid: np.ndarray,
     return x
 
 
-def predict_pair(
+def predict_tiles(
     pair: AlignedPair,
     model: ChangeModel,
-    config: InferenceConfig,
-    progress: bool = True,
+    tiles: Iterable[Tile],
+    stats: tuple[BandStats, BandStats],
+    batch_size: int,
 ) -> Iterator[tuple[Window, np.ndarray]]:
-    """Yield (core window, float32 probabilities) covering the pair's grid exactly once.
+    """Yield (core window, float32 probabilities) for ``tiles``, ``batch_size`` tiles per forward pass.
 
-    Probabilities are NaN where either date is invalid. Memory: one batch of tiles.
+    ``stats`` are the whole scene's (``scene_stats``), so any subset of tiles — a Dask task's
+    share, say — is normalised exactly as in a single run. Probabilities are NaN where either
+    date is invalid. Memory: one batch of tiles.
     """
-    model.check_bands(pair.band_count)
-    stats = scene_stats(pair)
-    tiles = TileGrid(pair.grid.height, pair.grid.width, config.tile, config.overlap)
     batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
 
     def flush() -> Iterator[tuple[Window, np.ndarray]]:
@@ -124,13 +124,26 @@ def predict_pair(
             yield tile.core, core
         batch.clear()
 
-    for tile in tqdm(tiles, total=len(tiles), desc="tiles", unit="tile", disable=not progress):
+    for tile in tiles:
         w = pair.read(tile.read)
         batch.append((tile, model_input(w.before, w.after, w.valid, stats), w.valid))
-        if len(batch) == config.batch_size:
+        if len(batch) == batch_size:
             yield from flush()
     if batch:
         yield from flush()
+
+
+def predict_pair(
+    pair: AlignedPair,
+    model: ChangeModel,
+    config: InferenceConfig,
+    progress: bool = True,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """Yield (core window, float32 probabilities) covering the pair's grid exactly once, in this process."""
+    model.check_bands(pair.band_count)
+    tiles = TileGrid(pair.grid.height, pair.grid.width, config.tile, config.overlap)
+    bar = tqdm(tiles, total=len(tiles), desc="tiles", unit="tile", disable=not progress)
+    yield from predict_tiles(pair, model, bar, scene_stats(pair), config.batch_size)
 
 
 def write_probability(grid: Grid, chunks: Iterator[tuple[Window, np.ndarray]], path: str | os.PathLike[str]) -> Path:

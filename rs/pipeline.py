@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
+from rasterio.windows import Window
 
 import rs
 from models.changenet import DEFAULT_MODEL
 from rs.align import AlignedPair
-from rs.crosscheck import PermitColumns, crosscheck, read_layer
+from rs.crosscheck import Layer, PermitColumns, crosscheck, read_layer
 from rs.export import StagedOutput, write_gpkg, write_json
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, write_probability
 from rs.vectorize import VectorizeConfig, vectorize
@@ -63,41 +66,48 @@ class DetectResult:
     summary: dict[str, Any]
 
 
-def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | None = None) -> DetectResult:
+Predictor = Callable[[AlignedPair, ChangeModel, InferenceConfig, bool], Iterator[tuple[Window, np.ndarray]]]
+
+
+def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | None = None,
+           predict: Predictor = predict_pair) -> DetectResult:
     """Run the whole pipeline for one scene pair. Raises a ChangewatchError subclass on bad input.
 
     ``model``: an already loaded model to reuse (batch runs load it once per worker); by default
-    ``config.model`` is loaded onto ``config.inference.device``.
+    ``config.model`` is loaded onto ``config.inference.device``. ``predict``: how the tiles are
+    run — in this process by default; ``rs.batch`` passes one that spreads them over Dask workers.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model = model or ChangeModel.load(config.model, config.inference.device)
-    permits = read_layer(config.permits, "permits", (config.permit_columns.permit_id,)) if config.permits else None
     threshold = model.spec.threshold if config.threshold is None else config.threshold
-    with AlignedPair(config.before, config.after) as pair, StagedOutput(config.outdir) as out:
+    with AlignedPair(config.before, config.after) as pair:
         model.check_bands(pair.band_count)
+        permits = read_layer(config.permits, "permits", (config.permit_columns.permit_id,),
+                             extent=(pair.grid.bounds, pair.grid.crs)) if config.permits else None
         timings["load_s"] = time.perf_counter() - t0
-        t = time.perf_counter()
-        write_probability(pair.grid, predict_pair(pair, model, config.inference, progress), out.path("change_prob.tif"))
-        timings["infer_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        changes = vectorize(out.path("change_prob.tif"), VectorizeConfig(threshold, config.min_area_m2))
-        timings["vectorize_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        checked = crosscheck(changes, permits.data if permits else None, config.permit_columns)
-        flagged = checked[checked["flagged"]].reset_index(drop=True)
-        timings["crosscheck_s"] = time.perf_counter() - t
-        write_gpkg(checked, out.path("changes.gpkg"), "changes")
-        write_gpkg(flagged, out.path("flagged.gpkg"), "flagged")
-        timings["total_s"] = time.perf_counter() - t0
-        summary = _summary(config, model, pair, threshold, checked, flagged, permits, timings)
-        write_json(summary, out.path("summary.json"))
+        with StagedOutput(config.outdir) as out:  # every input is checked: from here on, outputs
+            t = time.perf_counter()
+            write_probability(pair.grid, predict(pair, model, config.inference, progress), out.path("change_prob.tif"))
+            timings["infer_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            changes = vectorize(out.path("change_prob.tif"), VectorizeConfig(threshold, config.min_area_m2))
+            timings["vectorize_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            checked = crosscheck(changes, permits.data if permits else None, config.permit_columns)
+            flagged = checked[checked["flagged"]].reset_index(drop=True)
+            timings["crosscheck_s"] = time.perf_counter() - t
+            write_gpkg(checked, out.path("changes.gpkg"), "changes")
+            write_gpkg(flagged, out.path("flagged.gpkg"), "flagged")
+            timings["total_s"] = time.perf_counter() - t0
+            summary = _summary(config, model, pair, threshold, checked, flagged, permits, timings)
+            write_json(summary, out.path("summary.json"))
     files = {name: out.final(name) for name in OUTPUT_FILES}
     return DetectResult(out.outdir, files, len(checked), len(flagged), float(flagged["area_m2"].sum()), summary)
 
 
 def _summary(config: DetectConfig, model: ChangeModel, pair: AlignedPair, threshold: float,
-             checked: gpd.GeoDataFrame, flagged: gpd.GeoDataFrame, permits: Any,
+             checked: gpd.GeoDataFrame, flagged: gpd.GeoDataFrame, permits: Layer | None,
              timings: dict[str, float]) -> dict[str, Any]:
     reasons = flagged["reasons"].str.split(",").explode().value_counts().to_dict() if len(flagged) else {}
     return {

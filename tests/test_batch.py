@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from cli import cli
 from rs.batch import BatchConfig, is_done, read_manifest, run_batch
 from rs.errors import ManifestError
+from rs.infer import InferenceConfig
 from tests.data import ORIGIN, UTM48N, plant_square, textured_scene, utm_transform, write_raster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,11 +147,15 @@ def test_sigkill_then_resume_equals_clean_run(tmp_path: Path, tiny_checkpoint: P
 
 
 @pytest.mark.slow
-def test_local_cluster_matches_serial(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    manifest = make_manifest(tmp_path)
+@pytest.mark.parametrize("split_mpx", [64.0, 0.001], ids=["job-per-task", "tiles-as-tasks"])
+def test_local_cluster_matches_serial(tmp_path: Path, tiny_checkpoint: Path, split_mpx: float) -> None:
+    manifest = make_manifest(tmp_path, size=160)
+    inference = InferenceConfig(tile=64, overlap=16, batch_size=2)  # 9 tiles a scene: 5 tasks of ≤ 2 when split
     serial, dask = tmp_path / "serial", tmp_path / "dask"
-    a = run_batch(config(manifest, serial, tiny_checkpoint))
-    b = run_batch(config(manifest, dask, tiny_checkpoint, scheduler="local", workers=2))
+    a = run_batch(config(manifest, serial, tiny_checkpoint, inference=inference))
+    b = run_batch(config(manifest, dask, tiny_checkpoint, scheduler="local", workers=2, split_mpx=split_mpx,
+                         tiles_per_task=2, inference=inference))
     assert [(r.area_id, r.status, r.changes, r.flagged) for r in a.records] == \
         [(r.area_id, r.status, r.changes, r.flagged) for r in b.records]
+    assert [r.tile_tasks for r in b.records] == ([5, 5, 0] if split_mpx < 1 else [0, 0, 0])
     assert_same_outputs(serial, dask, ["ward0", "ward1"], exact=False)  # thread counts differ

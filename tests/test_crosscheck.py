@@ -76,3 +76,30 @@ def test_read_layer_errors(tmp_path: Path) -> None:
         gpd.GeoDataFrame({"permit_id": ["X"]}, geometry=[box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.shp")
     with pytest.raises(LayerError, match="no CRS"):
         read_layer(tmp_path / "nocrs.shp", "permits", ("permit_id",))
+
+
+def test_dask_geopandas_join_gives_the_same_answer() -> None:
+    import numpy as np
+    from shapely import box as boxes
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 5000, size=(3000, 2))
+    ch = gpd.GeoDataFrame({"change_id": range(3000)},
+                          geometry=boxes(X + xy[:, 0], Y + xy[:, 1], X + xy[:, 0] + 30, Y + xy[:, 1] + 30), crs=UTM48N)
+    pxy = rng.uniform(0, 5000, size=(2000, 2))
+    pm = gpd.GeoDataFrame({"permit_id": [f"P{i}" for i in range(2000)]},
+                          geometry=boxes(X + pxy[:, 0], Y + pxy[:, 1], X + pxy[:, 0] + 40, Y + pxy[:, 1] + 25),
+                          crs=UTM48N).to_crs(WGS84)
+    plain = crosscheck(ch, pm)
+    partitioned = crosscheck(ch, pm, dask_min_features=0)
+    assert (plain["reasons"] == "PERMITTED").sum() > 100 and (plain["reasons"] == NO_PERMIT).sum() > 100
+    assert list(partitioned["permit_ids"]) == list(plain["permit_ids"])
+    assert list(partitioned["reasons"]) == list(plain["reasons"])
+
+
+def test_read_layer_extent_reads_only_the_scene(tmp_path: Path) -> None:
+    far = box(X + 50_000, Y, X + 50_020, Y + 20)
+    gpd.GeoDataFrame({"permit_id": ["near", "far"]}, geometry=[box(X, Y, X + 20, Y + 20), far],
+                     crs=UTM48N).to_crs(WGS84).to_file(tmp_path / "p.gpkg")
+    layer = read_layer(tmp_path / "p.gpkg", "permits", ("permit_id",), extent=((X - 100, Y - 100, X + 1000, Y + 1000), UTM48N))
+    assert list(layer.data["permit_id"]) == ["near"]
