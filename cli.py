@@ -197,7 +197,7 @@ def batch(manifest: str, outdir: str, permits: str | None, resume: bool, schedul
 
     from tqdm.auto import tqdm
 
-    from rs.batch import BatchConfig, JobRecord, read_manifest, run_batch
+    from rs.batch import BatchConfig, JobRecord, read_manifest, run_batch, tile_counts
     from rs.errors import BATCH_JOBS_FAILED
 
     if not (scheduler in ("serial", "local") or scheduler.startswith(("tcp://", "tls://"))):
@@ -205,20 +205,26 @@ def batch(manifest: str, outdir: str, permits: str | None, resume: bool, schedul
     config = BatchConfig(manifest=manifest, outdir=outdir, permits=permits, resume=resume, scheduler=scheduler,
                          workers=workers, split_mpx=split_mpx, model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2,
                          inference=_inference(device, tile, overlap, batch_size))
-    bar = tqdm(total=len(read_manifest(manifest, permits)), desc="jobs", unit="job", disable=quiet or json_log)
+    jobs = read_manifest(manifest, permits)
+    tiles = tile_counts(jobs, config.inference)
+    hide = quiet or json_log
+    job_bar = tqdm(total=len(jobs), desc="jobs ", unit="job", disable=hide, position=0)
+    tile_bar = tqdm(total=sum(tiles.values()), desc="tiles", unit="tile", disable=hide, position=1)
 
     def report(record: JobRecord) -> None:
-        bar.update()
+        job_bar.update()
+        tile_bar.update(tiles[record.area_id])
         if json_log:
             click.echo(json.dumps(asdict(record)))
         elif record.status == "failed":
-            bar.write(f"[failed]  {record.area_id}: {record.error}")
+            job_bar.write(f"[failed]  {record.area_id}: {record.error}")
         else:
-            bar.write(f"[{record.status}] {record.area_id}: {record.changes} changes, {record.flagged} flagged "
-                      f"({record.seconds:.1f} s)")
+            job_bar.write(f"[{record.status}] {record.area_id}: {record.changes} changes, {record.flagged} flagged "
+                          f"({record.seconds:.1f} s)")
 
     result = run_batch(config, on_record=report)
-    bar.close()
+    tile_bar.close()
+    job_bar.close()
     if not json_log:
         click.echo(f"{len(result.records) - len(result.failed)} of {len(result.records)} jobs done; "
                    f"summary in {Path(outdir) / 'batch_summary.csv'}")

@@ -31,6 +31,8 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 import numpy as np
+import rasterio
+import rasterio.errors
 import yaml
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker, worker_client
 from rasterio.windows import Window
@@ -205,6 +207,18 @@ def run_job(job: Job, config: BatchConfig, model: ChangeModel, predict: Predicto
     _write_done(area_dir, job)
     return JobRecord(job.area_id, "done", result.n_changes, result.n_flagged, result.flagged_area_m2,
                      time.perf_counter() - start)
+
+
+def tile_counts(jobs: list[Job], inference: InferenceConfig) -> dict[str, int]:
+    """Tiles each job's scene will be cut into (from BEFORE's header; 0 where it cannot be opened)."""
+    counts = {}
+    for job in jobs:
+        try:
+            with rasterio.open(job.before) as ds:
+                counts[job.area_id] = len(TileGrid(ds.height, ds.width, inference.tile, inference.overlap))
+        except rasterio.errors.RasterioIOError:
+            counts[job.area_id] = 0
+    return counts
 
 
 def skipped_record(job: Job, outdir: Path) -> JobRecord:
