@@ -61,6 +61,16 @@ threshold_opt = click.option(
     help="Change probability above which a pixel is change. Default: the model's own, chosen on "
          "its validation cities.")
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+min_area_opt = click.option("--min-area-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
+                            help="Smallest change kept, in m² of ground (2 Sentinel-2 pixels by default).")
+
+
+def detect_options(func: F) -> F:
+    """The model, decision and tiling options shared by detect and batch."""
+    for option in reversed((model_opt, device_opt, threshold_opt, min_area_opt, tile_opt, overlap_opt, batch_opt,
+                            quiet_opt)):
+        func = option(func)
+    return func
 
 
 def _model(path: str | None) -> str:
@@ -116,15 +126,7 @@ def _run_detect(before: str, after: str, outdir: str, permits: str | None, model
 @click.option("--permits", type=click.Path(dir_okay=False), default=None,
               help="Permit footprints (any vector format GDAL reads, any CRS) with a permit_id column. "
                    "Without it every change is flagged NO_PERMIT.")
-@model_opt
-@device_opt
-@threshold_opt
-@click.option("--min-area-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
-              help="Smallest change kept, in m² of ground (2 Sentinel-2 pixels by default).")
-@tile_opt
-@overlap_opt
-@batch_opt
-@quiet_opt
+@detect_options
 @reports_errors
 def detect(before: str, after: str, outdir: str, permits: str | None, model_path: str | None, device: str,
            threshold: float | None, min_area_m2: float, tile: int, overlap: int, batch_size: int,
@@ -173,15 +175,7 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 @click.option("--split-mpx", type=click.FloatRange(0.0), default=64.0, show_default=True,
               help="On Dask, scenes larger than this many megapixels have their tiles spread over all workers.")
 @click.option("--json-log", is_flag=True, help="One JSON object per finished job on stdout instead of text lines.")
-@model_opt
-@device_opt
-@threshold_opt
-@click.option("--min-area-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
-              help="Smallest change kept, in m² of ground.")
-@tile_opt
-@overlap_opt
-@batch_opt
-@quiet_opt
+@detect_options
 @reports_errors
 def batch(manifest: str, outdir: str, permits: str | None, resume: bool, scheduler: str, workers: int | None,
           split_mpx: float, json_log: bool, model_path: str | None, device: str, threshold: float | None, min_area_m2: float,
