@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent
 DEMO_BEFORE = ROOT / "tiles" / "hongkong" / "before.tif"
 DEMO_AFTER = ROOT / "tiles" / "hongkong" / "after.tif"
 DEMO_PERMITS = ROOT / "tiles" / "hongkong_permits_demo.gpkg"
+DEMO_ZONING = ROOT / "tiles" / "hongkong_zoning_demo.gpkg"
+DEMO_PARCELS = ROOT / "tiles" / "hongkong_parcels_demo.gpkg"
 DEFAULT_OSCD = ROOT.parent / "shared" / "data" / "oscd"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,6 +67,30 @@ min_area_opt = click.option("--min-area-m2", type=click.FloatRange(0.0), default
                             help="Smallest change kept, in m² of ground (2 Sentinel-2 pixels by default).")
 
 
+permits_opt = click.option(
+    "--permits", type=click.Path(dir_okay=False), default=None,
+    help="Permit footprints (any vector format GDAL reads, any CRS) with columns permit_id, issued, expires "
+         "(dates). Without it every change is flagged NO_PERMIT.")
+zoning_opt = click.option(
+    "--zoning", type=click.Path(dir_okay=False), default=None,
+    help="Zoning/planning polygons with columns zone_id, construction_allowed (yes/no); changes in a zone "
+         "where construction is not allowed are flagged NO_BUILD_ZONE.")
+parcels_opt = click.option(
+    "--parcels", type=click.Path(dir_okay=False), default=None,
+    help="Parcel polygons with columns parcel_id, ward: flagged changes are attributed to the parcels they "
+         "overlap and a flagged_parcels layer is written.")
+as_of_opt = click.option(
+    "--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+    help="Date (YYYY-MM-DD) permits are judged on. Default: the AFTER scene's acquisition date from its "
+         "TIFF date tag, else today.")
+
+
+def _rules(as_of: Any) -> Any:
+    from rs.crosscheck import RuleConfig
+
+    return RuleConfig(as_of=as_of.date() if as_of else None)
+
+
 def detect_options(func: F) -> F:
     """The model, decision and tiling options shared by detect and batch."""
     for option in reversed((model_opt, device_opt, threshold_opt, min_area_opt, tile_opt, overlap_opt, batch_opt,
@@ -104,12 +130,14 @@ def cli() -> None:
     """
 
 
-def _run_detect(before: str, after: str, outdir: str, permits: str | None, model_path: str | None,
-                threshold: float | None, min_area_m2: float, inference: Any, quiet: bool) -> None:
+def _run_detect(before: str, after: str, outdir: str, permits: str | None, zoning: str | None,
+                parcels: str | None, rules: Any, model_path: str | None, threshold: float | None,
+                min_area_m2: float, inference: Any, quiet: bool) -> None:
     from rs.pipeline import DetectConfig, detect
 
-    config = DetectConfig(before=before, after=after, outdir=outdir, permits=permits, model=_model(model_path),
-                          threshold=threshold, min_area_m2=min_area_m2, inference=inference)
+    config = DetectConfig(before=before, after=after, outdir=outdir, permits=permits, zoning=zoning, parcels=parcels,
+                          model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2,
+                          inference=inference, rules=rules)
     result = detect(config, progress=not quiet)
     for name, path in result.files.items():
         click.echo(f"{name:17s} {path}")
@@ -123,21 +151,23 @@ def _run_detect(before: str, after: str, outdir: str, permits: str | None, model
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
               help="Folder for change_prob.tif, changes.gpkg, flagged.gpkg, summary.json "
                    "(created; files in it are replaced only when the run succeeds).")
-@click.option("--permits", type=click.Path(dir_okay=False), default=None,
-              help="Permit footprints (any vector format GDAL reads, any CRS) with a permit_id column. "
-                   "Without it every change is flagged NO_PERMIT.")
+@permits_opt
+@zoning_opt
+@parcels_opt
+@as_of_opt
 @detect_options
 @reports_errors
-def detect(before: str, after: str, outdir: str, permits: str | None, model_path: str | None, device: str,
-           threshold: float | None, min_area_m2: float, tile: int, overlap: int, batch_size: int,
-           quiet: bool) -> None:
+def detect(before: str, after: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None,
+           as_of: Any,
+           model_path: str | None, device: str, threshold: float | None, min_area_m2: float, tile: int,
+           overlap: int, batch_size: int, quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
 
     BEFORE and AFTER are GeoTIFFs of one area with the same bands in the same order (the
     default model wants blue, green, red, NIR). They may differ in CRS, pixel size and extent:
     AFTER is resampled onto BEFORE's grid, and the outputs are on BEFORE's grid and CRS.
     """
-    _run_detect(before, after, outdir, permits, model_path, threshold, min_area_m2,
+    _run_detect(before, after, outdir, permits, zoning, parcels, _rules(as_of), model_path, threshold, min_area_m2,
                 _inference(device, tile, overlap, batch_size), quiet)
 
 
@@ -148,13 +178,13 @@ def detect(before: str, after: str, outdir: str, permits: str | None, model_path
 @quiet_opt
 @reports_errors
 def demo(outdir: str, device: str, quiet: bool) -> None:
-    """Run detect on the bundled real Sentinel-2 pair of Hong Kong (2016 → 2018) with made-up permits.
+    """Run detect on the bundled real Sentinel-2 pair of Hong Kong (2016 → 2018) with made-up permits and zoning.
 
     The imagery is modified Copernicus Sentinel data from the OSCD dataset (see
-    tiles/ATTRIBUTION.md); the permit layer is invented to exercise the cross-check.
+    tiles/ATTRIBUTION.md); the permit and zoning layers are invented to exercise the cross-check.
     """
-    _run_detect(str(DEMO_BEFORE), str(DEMO_AFTER), outdir, str(DEMO_PERMITS), None, None, 200.0,
-                _inference(device, 256, 64, 8), quiet)
+    _run_detect(str(DEMO_BEFORE), str(DEMO_AFTER), outdir, str(DEMO_PERMITS), str(DEMO_ZONING), str(DEMO_PARCELS),
+                _rules(None), None, None, 200.0, _inference(device, 256, 64, 8), quiet)
     click.echo(f"demo done: open {Path(outdir) / 'flagged.gpkg'} in QGIS or GeoPandas")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 
@@ -68,6 +69,28 @@ def open_raster(path: str | os.PathLike[str], role: str) -> rasterio.io.DatasetR
         return rasterio.open(p)
     except RasterioIOError as exc:
         raise InputFileError(f"{role} file is not a readable raster: {p} ({exc})") from exc
+
+
+DATE_TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "datetime", "TIFFTAG_DATETIME")
+
+
+def scene_date(path: str | os.PathLike[str]) -> date | None:
+    """Acquisition date from a raster's metadata tags (first of DATE_TAGS that parses), else None.
+
+    ``TIFFTAG_DATETIME`` is written ``YYYY:MM:DD HH:MM:SS``; the others ISO 8601.
+    """
+    with open_raster(path, "scene") as ds:
+        tags = ds.tags()
+    for key in DATE_TAGS:
+        value = tags.get(key, "").strip()
+        if not value:
+            continue
+        text = value[:10].replace(":", "-") if key == "TIFFTAG_DATETIME" else value[:10]
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            continue
+    return None
 
 
 def _check_georeferenced(ds: rasterio.io.DatasetReader, role: str) -> None:

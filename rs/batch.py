@@ -378,12 +378,12 @@ def write_batch_outputs(result: BatchResult) -> None:
     layers = []
     for r in result.records:
         if r.status in ("done", "skipped"):
-            flagged = gpd.read_file(out / r.area_id / "flagged.gpkg", layer="flagged")
+            flagged = gpd.read_file(out / r.area_id / "flagged.gpkg", layer="flagged_changes")
             flagged.insert(0, "area_id", r.area_id)
             layers.append(flagged.to_crs(COMBINED_CRS))
     combined = (gpd.GeoDataFrame(pd.concat(layers, ignore_index=True), crs=COMBINED_CRS) if layers
                 else gpd.GeoDataFrame({"area_id": []}, geometry=[], crs=COMBINED_CRS))
-    _atomic(out / "flagged.gpkg", lambda p: write_gpkg(combined, p, "flagged"))
+    _atomic(out / "flagged.gpkg", lambda p: write_gpkg(combined, p, "flagged_changes"))
 
 
 def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None = None,

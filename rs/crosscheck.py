@@ -1,10 +1,19 @@
-"""Stage 5 — crosscheck: compare change polygons with the city's permit layer.
+"""Stage 5 — crosscheck: judge each change polygon against permits and zoning, as of a date.
 
-A permit *touches* a change when their intersection has an area > 0 (measured in m², local
-UTM): sharing only an edge does not count. A change no permit touches gets the reason code
-``NO_PERMIT``; a change with none of the reason codes is ``PERMITTED`` and stays in the output
-(unflagged) so the record is complete. Reason codes are a sorted, comma-separated string so that
-more rules (permit dates, zoning, parcels) can add codes without changing the schema.
+Two polygons *touch* when their intersection has an area > 0 (m², local UTM): sharing only an
+edge does not count. A permit is *valid* on the as-of date when issued ≤ as-of ≤ expires (no
+expiry date: open-ended; no or unreadable issue date: never valid). The rules, each a reason code:
+
+- ``NO_PERMIT``: no permit touches the change;
+- ``PERMIT_NOT_YET_VALID``: permits touch it, none is valid, and all were issued after as-of;
+- ``PERMIT_EXPIRED``: permits touch it, none is valid, otherwise;
+- ``EXCEEDS_PERMIT``: a valid permit touches it, but the part of the change outside the union of
+  the valid permits' footprints is larger than ``exceed_min_m2`` *and* ``exceed_min_fraction``
+  of the change;
+- ``NO_BUILD_ZONE``: it touches a zone where new construction is not allowed.
+
+A change may carry several codes (sorted, comma-separated in ``reasons``); one with none is
+``PERMITTED`` and stays in the output, unflagged, so the record is complete.
 
 Spatial work is one STRtree-backed bulk join (``geopandas.sjoin``, or dask-geopandas over
 Hilbert-sorted partitions for large layers) plus vectorised shapely intersections — no Python
@@ -14,10 +23,12 @@ loop over features.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pyogrio
 import pyogrio.errors
@@ -29,7 +40,12 @@ from rs.errors import InputFileError, LayerError
 from rs.vectorize import metric_crs
 
 NO_PERMIT = "NO_PERMIT"
+PERMIT_NOT_YET_VALID = "PERMIT_NOT_YET_VALID"
+PERMIT_EXPIRED = "PERMIT_EXPIRED"
+EXCEEDS_PERMIT = "EXCEEDS_PERMIT"
+NO_BUILD_ZONE = "NO_BUILD_ZONE"
 PERMITTED = "PERMITTED"
+SEVERITY = (NO_BUILD_ZONE, NO_PERMIT, EXCEEDS_PERMIT, PERMIT_EXPIRED, PERMIT_NOT_YET_VALID, PERMITTED)  # worst first
 MIN_OVERLAP_M2 = 1e-6  # intersection area (m²) above which two polygons overlap rather than touch
 DASK_MIN_FEATURES = 200_000  # from this many changes + permits on, the join is partitioned on dask-geopandas
 
@@ -76,9 +92,33 @@ def read_layer(path: str | os.PathLike[str], role: str, required: tuple[str, ...
 
 @dataclass(frozen=True)
 class PermitColumns:
-    """Column names of the permit layer."""
+    """Column names of the permit layer (dates: anything pandas parses, e.g. ISO 8601)."""
 
     permit_id: str = "permit_id"
+    issued: str = "issued"
+    expires: str = "expires"
+    status: str = "status"
+
+
+@dataclass(frozen=True)
+class ZoningColumns:
+    """Column names of the zoning/planning layer (``construction_allowed``: boolean, yes/no, 1/0)."""
+
+    zone_id: str = "zone_id"
+    zone_class: str = "zone_class"
+    construction_allowed: str = "construction_allowed"
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """The as-of date the rules are judged on (None: today) and the EXCEEDS_PERMIT tolerances."""
+
+    as_of: date | None = None
+    exceed_min_m2: float = 20.0
+    exceed_min_fraction: float = 0.10
+    permit_columns: PermitColumns = field(default_factory=PermitColumns)
+    zoning_columns: ZoningColumns = field(default_factory=ZoningColumns)
+    dask_min_features: int = DASK_MIN_FEATURES
 
 
 def intersecting_pairs(left: gpd.GeoDataFrame, right: gpd.GeoDataFrame, dask_min_features: int) -> gpd.GeoDataFrame:
@@ -104,40 +144,182 @@ def intersecting_pairs(left: gpd.GeoDataFrame, right: gpd.GeoDataFrame, dask_min
     return joined.assign(index_right=joined["_right"]).drop(columns=["_right"], errors="ignore")
 
 
-def overlapping_permits(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, id_column: str,
-                        dask_min_features: int = DASK_MIN_FEATURES) -> pd.Series:
-    """For each change (by index), the ids of permits whose overlap with it has area > 0.
+def touching(changes_m: gpd.GeoDataFrame, other: gpd.GeoDataFrame, dask_min_features: int) -> pd.DataFrame:
+    """Pairs (``change`` index, ``other`` index) whose intersection has an area > 0, with ``area_m2``.
 
-    Ids are sorted and comma-separated; "" where no permit overlaps.
+    ``changes_m`` must be in a metric CRS; ``other`` is reprojected to it.
     """
-    none = pd.Series("", index=changes.index, dtype=object)
-    crs = metric_crs(changes)
-    left = changes[["geometry"]].to_crs(crs)
-    right = permits[[id_column, "geometry"]].to_crs(crs)
-    pairs = intersecting_pairs(left, right, dask_min_features)
+    right = other[["geometry"]].to_crs(changes_m.crs)
+    pairs = intersecting_pairs(changes_m[["geometry"]], right, dask_min_features)
     if pairs.empty:
-        return none
-    overlap = shapely.area(shapely.intersection(pairs.geometry.values,
-                                                right.geometry.loc[pairs["index_right"].to_numpy()].values))
-    hits = pd.DataFrame({"change": pairs.index[overlap > MIN_OVERLAP_M2],
-                         "permit": pairs[id_column].astype(str).to_numpy()[overlap > MIN_OVERLAP_M2]})
-    joined = hits.sort_values(["change", "permit"]).groupby("change")["permit"].agg(",".join)
-    return joined.reindex(changes.index, fill_value="").astype(object)
+        return pd.DataFrame({"change": pd.Series(dtype=changes_m.index.dtype),
+                             "other": pd.Series(dtype=other.index.dtype), "area_m2": pd.Series(dtype=float)})
+    others = pairs["index_right"].to_numpy()
+    area = shapely.area(shapely.intersection(pairs.geometry.values, right.geometry.loc[others].values))
+    keep = area > MIN_OVERLAP_M2
+    return pd.DataFrame({"change": pairs.index[keep], "other": others[keep], "area_m2": area[keep]})
+
+
+def _ids_by_change(pairs: pd.DataFrame, ids: pd.Series, index: pd.Index) -> pd.Series:
+    """Sorted, comma-separated ids of the ``other`` rows paired with each change ("" for none)."""
+    if pairs.empty:
+        return pd.Series("", index=index, dtype=object)
+    named = pd.DataFrame({"change": pairs["change"].to_numpy(), "id": ids.loc[pairs["other"]].astype(str).to_numpy()})
+    joined = named.drop_duplicates().sort_values(["change", "id"]).groupby("change")["id"].agg(",".join)
+    return joined.reindex(index, fill_value="").astype(object)
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, errors="coerce").dt.tz_localize(None) if len(values) else pd.Series(dtype="datetime64[ns]")
+
+
+def _permit_rules(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, rules: RuleConfig,
+                  codes: dict[str, np.ndarray], out: gpd.GeoDataFrame) -> None:
+    cols = rules.permit_columns
+    pairs = touching(changes_m, permits, rules.dask_min_features)
+    as_of = pd.Timestamp(rules.as_of or date.today())
+    issued = _dates(permits[cols.issued]) if cols.issued in permits else pd.Series(pd.NaT, index=permits.index)
+    expires = _dates(permits[cols.expires]) if cols.expires in permits else pd.Series(pd.NaT, index=permits.index)
+    valid = (issued <= as_of) & (expires.isna() | (as_of <= expires))
+    not_yet = issued > as_of
+    pairs = pairs.assign(valid=valid.loc[pairs["other"]].to_numpy(), not_yet=not_yet.loc[pairs["other"]].to_numpy())
+    by_change = pairs.groupby("change").agg(valid=("valid", "any"), not_yet=("not_yet", "all"))
+    touched = out.index.isin(by_change.index)
+    any_valid = by_change["valid"].reindex(out.index, fill_value=False).to_numpy(bool)
+    all_not_yet = by_change["not_yet"].reindex(out.index, fill_value=False).to_numpy(bool)
+    codes[NO_PERMIT] = ~touched
+    codes[PERMIT_NOT_YET_VALID] = touched & ~any_valid & all_not_yet
+    codes[PERMIT_EXPIRED] = touched & ~any_valid & ~all_not_yet
+    codes[EXCEEDS_PERMIT] = _exceeds(changes_m, permits, pairs[pairs["valid"]], rules)
+    out["permit_ids"] = _ids_by_change(pairs, permits[cols.permit_id], out.index)
+    out["valid_permit_ids"] = _ids_by_change(pairs[pairs["valid"]], permits[cols.permit_id], out.index)
+
+
+def _exceeds(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, valid_pairs: pd.DataFrame,
+             rules: RuleConfig) -> np.ndarray:
+    """Changes whose area outside their valid permits' union exceeds both tolerances."""
+    result = np.zeros(len(changes_m), bool)
+    if valid_pairs.empty:
+        return result
+    footprints = gpd.GeoDataFrame({"change": valid_pairs["change"].to_numpy()},
+                                  geometry=permits.geometry.to_crs(changes_m.crs).loc[valid_pairs["other"]].values,
+                                  crs=changes_m.crs)
+    unions = footprints.dissolve(by="change").geometry
+    geoms = changes_m.geometry.loc[unions.index].values
+    outside = shapely.area(shapely.difference(geoms, unions.values))
+    total = shapely.area(geoms)
+    over = (outside > rules.exceed_min_m2) & (outside > rules.exceed_min_fraction * total)
+    result[changes_m.index.get_indexer(unions.index)] = over
+    return result
+
+
+def _allowed(values: pd.Series, column: str) -> pd.Series:
+    """construction_allowed as booleans; LayerError for values that are not yes/no."""
+    if values.dtype == bool:
+        return values
+    text = values.astype(str).str.strip().str.lower()
+    mapping = {"true": True, "yes": True, "y": True, "1": True, "false": False, "no": False, "n": False, "0": False}
+    parsed = text.map(mapping)
+    if parsed.isna().any():
+        bad = sorted(set(values[parsed.isna()].astype(str)))[:5]
+        raise LayerError(f"zoning column {column} must be yes/no (true/false, 1/0); found {', '.join(bad)}")
+    return parsed.astype(bool)
+
+
+def _zoning_rules(changes_m: gpd.GeoDataFrame, zoning: gpd.GeoDataFrame, rules: RuleConfig,
+                  codes: dict[str, np.ndarray], out: gpd.GeoDataFrame) -> None:
+    cols = rules.zoning_columns
+    allowed = _allowed(zoning[cols.construction_allowed], cols.construction_allowed)
+    pairs = touching(changes_m, zoning, rules.dask_min_features)
+    banned = pairs[~allowed.loc[pairs["other"]].to_numpy()]
+    codes[NO_BUILD_ZONE] = out.index.isin(banned["change"])
+    out["zone_ids"] = _ids_by_change(pairs, zoning[cols.zone_id], out.index)
+
+
+def reasons_from_codes(codes: dict[str, np.ndarray], n: int) -> list[str]:
+    """Per change: the codes that apply, sorted and comma-separated, or PERMITTED."""
+    names = sorted(codes)
+    table = np.column_stack([codes[k] for k in names]) if names else np.zeros((n, 0), bool)
+    return [",".join(name for name, hit in zip(names, row) if hit) or PERMITTED for row in table]
+
+
+def worst_reason(reasons: pd.Series) -> pd.Series:
+    """The most severe code of each ``reasons`` string (order: SEVERITY)."""
+    rank = {code: i for i, code in enumerate(SEVERITY)}
+    return reasons.str.split(",").apply(lambda codes: min(codes, key=rank.__getitem__))
 
 
 def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
-               columns: PermitColumns = PermitColumns(),
-               dask_min_features: int = DASK_MIN_FEATURES) -> gpd.GeoDataFrame:
-    """Add ``permit_ids``, ``reasons`` and ``flagged`` to a copy of ``changes`` (CRS kept).
+               zoning: gpd.GeoDataFrame | None = None, rules: RuleConfig = RuleConfig()) -> gpd.GeoDataFrame:
+    """Judge every change; returns a copy of ``changes`` (CRS kept) with ``permit_ids``,
+    ``valid_permit_ids``, ``zone_ids``, ``reasons`` and ``flagged``.
 
-    With ``permits`` None there is nothing to check against, and every change is ``NO_PERMIT``.
+    Without a permit layer there is nothing to check against, and every change is ``NO_PERMIT``;
+    without zoning, ``NO_BUILD_ZONE`` is not judged.
     """
     out = changes.copy()
-    if permits is None or permits.empty or out.empty:
-        out["permit_ids"] = pd.Series("", index=out.index, dtype=object)
-    else:
-        out["permit_ids"] = overlapping_permits(out, permits, columns.permit_id, dask_min_features)
-    codes = [[NO_PERMIT] if not touching else [] for touching in out["permit_ids"]]
-    out["reasons"] = pd.Series([",".join(sorted(c)) or PERMITTED for c in codes], index=out.index, dtype=object)
+    for column in ("permit_ids", "valid_permit_ids", "zone_ids"):
+        out[column] = pd.Series("", index=out.index, dtype=object)
+    codes: dict[str, np.ndarray] = {NO_PERMIT: np.ones(len(out), bool)}
+    if not out.empty:
+        changes_m = out[["geometry"]].to_crs(metric_crs(out))
+        if permits is not None and not permits.empty:
+            _permit_rules(changes_m, permits, rules, codes, out)
+        if zoning is not None and not zoning.empty:
+            _zoning_rules(changes_m, zoning, rules, codes, out)
+    out["reasons"] = pd.Series(reasons_from_codes(codes, len(out)), index=out.index, dtype=object)
     out["flagged"] = out["reasons"] != PERMITTED
     return out
+
+
+@dataclass(frozen=True)
+class ParcelColumns:
+    """Column names of the parcel layer (``owner``: optional, carried into the parcel table)."""
+
+    parcel_id: str = "parcel_id"
+    ward: str = "ward"
+    owner: str | None = None
+
+
+def attribute_parcels(flagged: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
+                      columns: ParcelColumns = ParcelColumns(),
+                      dask_min_features: int = DASK_MIN_FEATURES) -> tuple[pd.DataFrame, gpd.GeoDataFrame]:
+    """Which parcels each flagged change overlaps, and a per-parcel table.
+
+    Returns (links, table): ``links`` has one row per (``change_id``, ``parcel_id``) with
+    ``overlap_m2``; ``table`` is a GeoDataFrame of the parcels with at least one flag (parcel
+    geometry, CRS of ``parcels``): ``parcel_id``, ``ward`` (and owner if mapped), ``n_flags``,
+    ``flagged_area_m2`` (area of flagged change inside the parcel), ``worst_reason``, ``max_prob``.
+    """
+    keep = [c for c in (columns.parcel_id, columns.ward, columns.owner) if c]
+    empty_links = pd.DataFrame({"change_id": pd.Series(dtype="int64"), "parcel_id": pd.Series(dtype=object),
+                                "overlap_m2": pd.Series(dtype=float)})
+    empty_table = gpd.GeoDataFrame({c: [] for c in (*keep, "n_flags", "flagged_area_m2", "worst_reason", "max_prob")},
+                                   geometry=[], crs=parcels.crs)
+    if flagged.empty or parcels.empty:
+        return empty_links, empty_table
+    flagged_m = flagged[["geometry"]].to_crs(metric_crs(flagged))
+    pairs = touching(flagged_m, parcels, dask_min_features)
+    if pairs.empty:
+        return empty_links, empty_table
+    links = pd.DataFrame({
+        "change_id": flagged["change_id"].loc[pairs["change"]].to_numpy(),
+        "parcel_id": parcels[columns.parcel_id].loc[pairs["other"]].astype(str).to_numpy(),
+        "overlap_m2": pairs["area_m2"].to_numpy(),
+    }).sort_values(["change_id", "parcel_id"], ignore_index=True)
+    per_pair = pd.DataFrame({
+        "parcel": pairs["other"].to_numpy(),
+        "overlap_m2": pairs["area_m2"].to_numpy(),
+        "rank": worst_reason(flagged["reasons"].loc[pairs["change"]]).map({c: i for i, c in enumerate(SEVERITY)}).to_numpy(),
+        "max_prob": flagged["max_prob"].loc[pairs["change"]].to_numpy() if "max_prob" in flagged else np.nan,
+    })
+    stats = per_pair.groupby("parcel").agg(n_flags=("overlap_m2", "size"), flagged_area_m2=("overlap_m2", "sum"),
+                                           rank=("rank", "min"), max_prob=("max_prob", "max"))
+    table = parcels.loc[stats.index, [*keep, "geometry"]].copy()
+    table[columns.parcel_id] = table[columns.parcel_id].astype(str)
+    table["n_flags"] = stats["n_flags"].to_numpy()
+    table["flagged_area_m2"] = stats["flagged_area_m2"].to_numpy()
+    table["worst_reason"] = [SEVERITY[i] for i in stats["rank"]]
+    table["max_prob"] = stats["max_prob"].to_numpy()
+    table = table.rename(columns={columns.parcel_id: "parcel_id", columns.ward: "ward"})
+    return links, table.sort_values("parcel_id", ignore_index=True)

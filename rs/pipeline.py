@@ -6,7 +6,9 @@ folder (``rs.export.StagedOutput``), and returns a DetectResult. Outputs in OUTD
 - ``change_prob.tif`` — float32 COG of change probability on BEFORE's grid (nodata NaN);
 - ``changes.gpkg`` — layer ``changes``: every change polygon (scene CRS) with ``change_id``,
   ``area_m2``, ``mean_prob``, ``max_prob``, ``permit_ids``, ``reasons``, ``flagged``;
-- ``flagged.gpkg`` — layer ``flagged``: the changes with a reason code other than PERMITTED;
+- ``flagged.gpkg`` — layer ``flagged_changes``: the changes with a reason code other than
+  PERMITTED (with ``parcel_ids`` when parcels are given), and layer ``flagged_parcels``: one row
+  per parcel with flags (parcel geometry, ``n_flags``, ``flagged_area_m2``, ``worst_reason``, ``max_prob``);
 - ``summary.json`` — counts, areas, inputs, model, thresholds, timings and this run's config.
 """
 
@@ -15,8 +17,8 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,8 @@ from rasterio.windows import Window
 
 import rs
 from models.changenet import DEFAULT_MODEL
-from rs.align import AlignedPair
-from rs.crosscheck import Layer, PermitColumns, crosscheck, read_layer
+from rs.align import AlignedPair, scene_date
+from rs.crosscheck import Layer, ParcelColumns, RuleConfig, attribute_parcels, crosscheck, read_layer
 from rs.export import StagedOutput, write_gpkg, write_json
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, write_probability
 from rs.vectorize import VectorizeConfig, vectorize
@@ -40,18 +42,22 @@ class DetectConfig:
     """Everything one detection run depends on; serialised into ``summary.json``.
 
     ``threshold`` None means the model's own (chosen on its validation data);
-    ``min_area_m2`` is the smallest change kept, in m² of ground.
+    ``min_area_m2`` is the smallest change kept, in m² of ground; ``rules.as_of`` None means the
+    AFTER scene's acquisition date (its TIFF date tag), or today when it has none.
     """
 
     before: str
     after: str
     outdir: str
     permits: str | None = None
+    zoning: str | None = None
+    parcels: str | None = None
     model: str = str(DEFAULT_MODEL)
     threshold: float | None = None
     min_area_m2: float = 200.0
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-    permit_columns: PermitColumns = field(default_factory=PermitColumns)
+    rules: RuleConfig = field(default_factory=RuleConfig)
+    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,17 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
     threshold = model.spec.threshold if config.threshold is None else config.threshold
     with AlignedPair(config.before, config.after) as pair:
         model.check_bands(pair.band_count)
-        permits = read_layer(config.permits, "permits", (config.permit_columns.permit_id,),
-                             extent=(pair.grid.bounds, pair.grid.crs)) if config.permits else None
+        extent = (pair.grid.bounds, pair.grid.crs)
+        pc, zc = config.rules.permit_columns, config.rules.zoning_columns
+        permits = read_layer(config.permits, "permits", (pc.permit_id, pc.issued, pc.expires),
+                             extent=extent) if config.permits else None
+        zoning = read_layer(config.zoning, "zoning", (zc.zone_id, zc.construction_allowed),
+                            extent=extent) if config.zoning else None
+        qc = config.parcel_columns
+        parcels = read_layer(config.parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c),
+                             extent=extent) if config.parcels else None
+        as_of, as_of_source = _as_of(config)
+        rules = replace(config.rules, as_of=as_of)
         timings["load_s"] = time.perf_counter() - t0
         with StagedOutput(config.outdir) as out:  # every input is checked: from here on, outputs
             t = time.perf_counter()
@@ -94,16 +109,38 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
             changes = vectorize(out.path("change_prob.tif"), VectorizeConfig(threshold, config.min_area_m2))
             timings["vectorize_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            checked = crosscheck(changes, permits.data if permits else None, config.permit_columns)
+            checked = crosscheck(changes, permits.data if permits else None, zoning.data if zoning else None, rules)
             flagged = checked[checked["flagged"]].reset_index(drop=True)
+            links, parcel_table = attribute_parcels(flagged, parcels.data, qc) if parcels else (None, None)
+            if links is not None:
+                by_change = links.groupby("change_id")["parcel_id"].agg(",".join)
+                flagged["parcel_ids"] = flagged["change_id"].map(by_change).fillna("").astype(object)
             timings["crosscheck_s"] = time.perf_counter() - t
             write_gpkg(checked, out.path("changes.gpkg"), "changes")
-            write_gpkg(flagged, out.path("flagged.gpkg"), "flagged")
+            write_gpkg(flagged, out.path("flagged.gpkg"), "flagged_changes")
+            if parcel_table is not None:
+                write_gpkg(parcel_table, out.path("flagged.gpkg"), "flagged_parcels")
             timings["total_s"] = time.perf_counter() - t0
             summary = _summary(config, model, pair, threshold, checked, flagged, permits, timings)
+            summary["rules"] = {"as_of": as_of.isoformat(), "as_of_source": as_of_source,
+                                "exceed_min_m2": rules.exceed_min_m2, "exceed_min_fraction": rules.exceed_min_fraction}
+            summary["inputs"]["zoning"] = str(Path(zoning.path).resolve()) if zoning else None
+            summary["inputs"]["zoning_repaired_geometries"] = zoning.repaired if zoning else 0
+            summary["inputs"]["parcels"] = str(Path(parcels.path).resolve()) if parcels else None
+            summary["counts"]["flagged_parcels"] = len(parcel_table) if parcel_table is not None else None
             write_json(summary, out.path("summary.json"))
     files = {name: out.final(name) for name in OUTPUT_FILES}
     return DetectResult(out.outdir, files, len(checked), len(flagged), float(flagged["area_m2"].sum()), summary)
+
+
+def _as_of(config: DetectConfig) -> tuple[date, str]:
+    """The date the rules are judged on, and where it came from."""
+    if config.rules.as_of is not None:
+        return config.rules.as_of, "given"
+    acquired = scene_date(config.after)
+    if acquired is not None:
+        return acquired, "AFTER scene date tag"
+    return date.today(), "today (AFTER has no date tag)"
 
 
 def _summary(config: DetectConfig, model: ChangeModel, pair: AlignedPair, threshold: float,

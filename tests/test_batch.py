@@ -106,9 +106,9 @@ def test_three_jobs_one_broken(tmp_path: Path, tiny_checkpoint: Path) -> None:
     summary = json.loads((out / "batch_summary.json").read_text())
     assert [j["area_id"] for j in summary["jobs"]] == ["ward0", "ward1", "broken"]
     assert (out / "batch_summary.csv").read_text().count("\n") == 4
-    combined = gpd.read_file(out / "flagged.gpkg")
+    combined = gpd.read_file(out / "flagged.gpkg", layer="flagged_changes")
     assert combined.crs.to_epsg() == 4326
-    expected = sum(len(gpd.read_file(out / a / "flagged.gpkg")) for a in ("ward0", "ward1"))
+    expected = sum(len(gpd.read_file(out / a / "flagged.gpkg", layer="flagged_changes")) for a in ("ward0", "ward1"))
     assert len(combined) == expected and set(combined["area_id"]) <= {"ward0", "ward1"}
 
 

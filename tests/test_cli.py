@@ -21,7 +21,8 @@ def run(*args: str) -> "CliRunner.invoke":
 
 def permits_file(tmp_path: Path, column: str = "permit_id") -> Path:
     x, y = ORIGIN
-    gdf = gpd.GeoDataFrame({column: ["P1"]}, geometry=[box(x, y - 960, x + 960, y)], crs=UTM48N)
+    gdf = gpd.GeoDataFrame({column: ["P1"], "issued": ["2020-01-01"], "expires": ["2030-12-31"]},
+                           geometry=[box(x, y - 960, x + 960, y)], crs=UTM48N)
     gdf.to_file(tmp_path / f"permits_{column}.gpkg")
     return tmp_path / f"permits_{column}.gpkg"
 
@@ -41,7 +42,7 @@ def test_detect_writes_all_outputs(pair: tuple[Path, Path], tiny_checkpoint: Pat
     with rasterio.open(out / "change_prob.tif") as ds:
         assert ds.crs == UTM48N and ds.shape == (96, 96)
     changes = gpd.read_file(out / "changes.gpkg", layer="changes")
-    flagged = gpd.read_file(out / "flagged.gpkg", layer="flagged")
+    flagged = gpd.read_file(out / "flagged.gpkg", layer="flagged_changes")
     assert changes.crs == UTM48N and flagged.crs == UTM48N
     assert {"change_id", "area_m2", "mean_prob", "reasons", "permit_ids", "flagged"} <= set(changes.columns)
     summary = json.loads((out / "summary.json").read_text())

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
 from shapely.geometry import Polygon, box
 
-from rs.crosscheck import NO_PERMIT, PERMITTED, crosscheck, read_layer
+from rs.crosscheck import (
+    EXCEEDS_PERMIT,
+    NO_BUILD_ZONE,
+    NO_PERMIT,
+    PERMIT_EXPIRED,
+    PERMIT_NOT_YET_VALID,
+    PERMITTED,
+    ParcelColumns,
+    RuleConfig,
+    attribute_parcels,
+    crosscheck,
+    read_layer,
+    worst_reason,
+)
 from rs.errors import InputFileError, LayerError
 from tests.data import ORIGIN, UTM48N, WGS84
 
@@ -23,13 +38,13 @@ def changes() -> gpd.GeoDataFrame:
 
 def permits_wgs84() -> gpd.GeoDataFrame:
     """P1 overlaps change 1 (by 10×20 m); P2 only shares an edge with change 2; nothing near change 3."""
-    utm = gpd.GeoDataFrame({"permit_id": ["P1", "P2"]},
+    utm = gpd.GeoDataFrame({"permit_id": ["P1", "P2"], "issued": ["2020-01-01"] * 2, "expires": ["2030-01-01"] * 2},
                            geometry=[box(X + 10, Y, X + 40, Y + 20), box(X + 120, Y, X + 150, Y + 20)], crs=UTM48N)
     return utm.to_crs(WGS84)  # another CRS than the changes: must be reprojected
 
 
 def test_reasons_by_overlap_area() -> None:
-    out = crosscheck(changes(), permits_wgs84())
+    out = crosscheck(changes(), permits_wgs84(), rules=RuleConfig(as_of=date(2024, 1, 1), exceed_min_m2=1e9))
     assert out.crs == UTM48N
     assert list(out["reasons"]) == [PERMITTED, NO_PERMIT, NO_PERMIT]
     assert list(out["permit_ids"]) == ["P1", "", ""]
@@ -38,9 +53,9 @@ def test_reasons_by_overlap_area() -> None:
 
 
 def test_several_permits_listed_sorted() -> None:
-    p = gpd.GeoDataFrame({"permit_id": ["Z9", "A1"]},
+    p = gpd.GeoDataFrame({"permit_id": ["Z9", "A1"], "issued": ["2020-01-01"] * 2, "expires": [None, None]},
                          geometry=[box(X, Y, X + 5, Y + 5), box(X + 5, Y + 5, X + 15, Y + 15)], crs=UTM48N)
-    out = crosscheck(changes(), p)
+    out = crosscheck(changes(), p, rules=RuleConfig(as_of=date(2024, 1, 1), exceed_min_m2=1e9))
     assert out["permit_ids"].iloc[0] == "A1,Z9" and out["reasons"].iloc[0] == PERMITTED
 
 
@@ -56,11 +71,13 @@ def test_empty_changes() -> None:
 
 def test_read_layer_repairs_invalid_geometries(tmp_path: Path) -> None:
     bowtie = Polygon([(X, Y), (X + 20, Y + 20), (X + 20, Y), (X, Y + 20)])
-    gpd.GeoDataFrame({"permit_id": ["B"]}, geometry=[bowtie], crs=UTM48N).to_file(tmp_path / "p.gpkg")
+    gpd.GeoDataFrame({"permit_id": ["B"], "issued": ["2020-01-01"], "expires": ["2030-01-01"]},
+                     geometry=[bowtie], crs=UTM48N).to_file(tmp_path / "p.gpkg")
     layer = read_layer(tmp_path / "p.gpkg", "permits", ("permit_id",))
     assert layer.repaired == 1 and layer.data.geometry.is_valid.all()
-    out = crosscheck(changes(), layer.data)
-    assert out["reasons"].iloc[0] == PERMITTED
+    out = crosscheck(changes(), layer.data, rules=RuleConfig(as_of=date(2024, 1, 1)))
+    assert out["permit_ids"].iloc[0] == "B"
+    assert out["reasons"].iloc[0] == EXCEEDS_PERMIT  # the repaired bow-tie covers only half of the 400 m² change
 
 
 def test_read_layer_errors(tmp_path: Path) -> None:
@@ -90,9 +107,10 @@ def test_dask_geopandas_join_gives_the_same_answer() -> None:
     pm = gpd.GeoDataFrame({"permit_id": [f"P{i}" for i in range(2000)]},
                           geometry=boxes(X + pxy[:, 0], Y + pxy[:, 1], X + pxy[:, 0] + 40, Y + pxy[:, 1] + 25),
                           crs=UTM48N).to_crs(WGS84)
-    plain = crosscheck(ch, pm)
-    partitioned = crosscheck(ch, pm, dask_min_features=0)
-    assert (plain["reasons"] == "PERMITTED").sum() > 100 and (plain["reasons"] == NO_PERMIT).sum() > 100
+    pm["issued"], pm["expires"] = "2020-01-01", "2030-01-01"
+    plain = crosscheck(ch, pm, rules=RuleConfig(as_of=date(2024, 1, 1)))
+    partitioned = crosscheck(ch, pm, rules=RuleConfig(as_of=date(2024, 1, 1), dask_min_features=0))
+    assert (plain["reasons"] == EXCEEDS_PERMIT).sum() > 100 and (plain["reasons"] == NO_PERMIT).sum() > 100
     assert list(partitioned["permit_ids"]) == list(plain["permit_ids"])
     assert list(partitioned["reasons"]) == list(plain["reasons"])
 
@@ -103,3 +121,109 @@ def test_read_layer_extent_reads_only_the_scene(tmp_path: Path) -> None:
                      crs=UTM48N).to_crs(WGS84).to_file(tmp_path / "p.gpkg")
     layer = read_layer(tmp_path / "p.gpkg", "permits", ("permit_id",), extent=((X - 100, Y - 100, X + 1000, Y + 1000), UTM48N))
     assert list(layer.data["permit_id"]) == ["near"]
+
+
+# --- the rules, on hand-built layers -------------------------------------------------------------
+# Changes: 20 m squares at x = 0, 100, 200, ... (UTM 48N). Permits (in EPSG:4326) and zones as below.
+AS_OF = date(2018, 3, 23)
+
+
+def square(i: int, size: float = 20.0, dx: float = 0.0) -> Polygon:
+    return box(X + i * 100 + dx, Y, X + i * 100 + dx + size, Y + size)
+
+
+def rule_case() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    ch = gpd.GeoDataFrame({"change_id": range(1, 10)}, geometry=[square(i) for i in range(9)], crs=UTM48N)
+    rows = [  # (permit, change it covers, footprint, issued, expires)
+        ("valid", 0, square(0, 22, -1), "2017-01-01", "2019-01-01"),           # change 1: PERMITTED
+        ("expired", 1, square(1, 22, -1), "2015-01-01", "2018-03-22"),          # change 2: PERMIT_EXPIRED
+        ("future", 2, square(2, 22, -1), "2018-03-24", "2020-01-01"),           # change 3: PERMIT_NOT_YET_VALID
+        ("future-b", 3, square(3, 22, -1), "2019-01-01", None),                 # change 4: expired + future
+        ("expired-b", 3, square(3, 22, -1), "2010-01-01", "2011-01-01"),        #   → PERMIT_EXPIRED
+        ("small", 4, square(4, 10), "2017-01-01", None),                         # change 5: 300 m² outside → EXCEEDS
+        ("almost", 5, square(5, 19.5), "2017-01-01", None),                      # change 6: 19.75 m² outside → ok
+        ("edge-day", 6, square(6, 22, -1), "2018-03-23", "2018-03-23"),         # change 7: valid on its only day
+        ("in-zone", 7, square(7, 22, -1), "2017-01-01", None),                   # change 8: NO_BUILD_ZONE only
+    ]  # change 9: no permit, and in the no-build zone → NO_BUILD_ZONE,NO_PERMIT
+    permits = gpd.GeoDataFrame({"permit_id": [r[0] for r in rows], "issued": [r[3] for r in rows],
+                                "expires": [r[4] for r in rows]}, geometry=[r[2] for r in rows], crs=UTM48N)
+    zoning = gpd.GeoDataFrame({"zone_id": ["open", "green"], "zone_class": ["mixed", "green belt"],
+                               "construction_allowed": ["yes", "no"]},
+                              geometry=[box(X - 50, Y - 50, X + 650, Y + 50), box(X + 690, Y - 50, X + 900, Y + 50)],
+                              crs=UTM48N)
+    return ch, permits.to_crs(WGS84), zoning.to_crs(WGS84)
+
+
+def test_every_reason_code() -> None:
+    ch, permits, zoning = rule_case()
+    out = crosscheck(ch, permits, zoning, RuleConfig(as_of=AS_OF))
+    assert list(out["reasons"]) == [
+        PERMITTED, PERMIT_EXPIRED, PERMIT_NOT_YET_VALID, PERMIT_EXPIRED, EXCEEDS_PERMIT, PERMITTED, PERMITTED,
+        NO_BUILD_ZONE, f"{NO_BUILD_ZONE},{NO_PERMIT}"]
+    assert list(out["flagged"]) == [r != PERMITTED for r in out["reasons"]]
+    assert out["permit_ids"].iloc[3] == "expired-b,future-b" and out["valid_permit_ids"].iloc[3] == ""
+    assert out["zone_ids"].iloc[8] == "green" and out["zone_ids"].iloc[0] == "open"
+
+
+def test_date_edges() -> None:
+    ch, permits, zoning = rule_case()
+    day_after = crosscheck(ch, permits, rules=RuleConfig(as_of=date(2018, 3, 24)))
+    assert day_after["reasons"].iloc[2] == PERMITTED            # "future" became valid on its issue day
+    assert day_after["reasons"].iloc[6] == PERMIT_EXPIRED       # "edge-day" expired the day before
+    day_before = crosscheck(ch, permits, rules=RuleConfig(as_of=date(2018, 3, 22)))
+    assert day_before["reasons"].iloc[1] == PERMITTED           # "expired" still valid on its last day
+    assert day_before["reasons"].iloc[6] == PERMIT_NOT_YET_VALID
+
+
+def test_exceeds_tolerances_are_configurable() -> None:
+    ch, permits, _ = rule_case()
+    strict = crosscheck(ch, permits, rules=RuleConfig(as_of=AS_OF, exceed_min_m2=5.0, exceed_min_fraction=0.01))
+    assert strict["reasons"].iloc[5] == EXCEEDS_PERMIT          # 19.75 m² outside now counts
+    lax = crosscheck(ch, permits, rules=RuleConfig(as_of=AS_OF, exceed_min_fraction=0.8))
+    assert lax["reasons"].iloc[4] == PERMITTED                  # 75 % outside is under 80 %
+
+
+def test_empty_layers_and_worst_reason() -> None:
+    ch, permits, zoning = rule_case()
+    out = crosscheck(ch, permits.iloc[:0], zoning.iloc[:0], RuleConfig(as_of=AS_OF))
+    assert (out["reasons"] == NO_PERMIT).all()
+    reasons = crosscheck(ch, permits, zoning, RuleConfig(as_of=AS_OF))["reasons"]
+    assert list(worst_reason(reasons))[-2:] == [NO_BUILD_ZONE, NO_BUILD_ZONE]
+    assert worst_reason(reasons).iloc[0] == PERMITTED
+
+
+def test_zoning_values_must_be_yes_or_no() -> None:
+    ch, permits, zoning = rule_case()
+    zoning["construction_allowed"] = ["yes", "maybe"]
+    with pytest.raises(LayerError, match="maybe"):
+        crosscheck(ch, permits, zoning, RuleConfig(as_of=AS_OF))
+
+
+def test_parcels_attribution_and_table() -> None:
+    ch, permits, zoning = rule_case()
+    checked = crosscheck(ch, permits, zoning, RuleConfig(as_of=AS_OF))
+    checked["max_prob"] = [0.5 + i / 20 for i in range(9)]
+    flagged = checked[checked["flagged"]].reset_index(drop=True)  # changes 2, 3, 4, 5, 8, 9
+    # parcel A covers changes 1–3 (x 0…250), B the left 5 m of change 5 (x 400…405), C changes 8–9; D nothing
+    parcels = gpd.GeoDataFrame(
+        {"parcel_id": ["A", "B", "C", "D"], "ward": ["W1", "W1", "W2", "W2"], "owner": ["o1", "o2", "o3", "o4"]},
+        geometry=[box(X - 10, Y - 10, X + 250, Y + 30), box(X + 395, Y - 10, X + 405, Y + 30),
+                  box(X + 690, Y - 10, X + 900, Y + 30), box(X + 2000, Y, X + 2100, Y + 100)], crs=UTM48N,
+    ).to_crs(WGS84)
+    links, table = attribute_parcels(flagged, parcels, ParcelColumns(owner="owner"))
+    assert [tuple(r) for r in links[["change_id", "parcel_id"]].itertuples(index=False)] == \
+        [(2, "A"), (3, "A"), (5, "B"), (8, "C"), (9, "C")]
+    np.testing.assert_allclose(links["overlap_m2"], [400, 400, 100, 400, 400], rtol=1e-6)
+    assert list(table["parcel_id"]) == ["A", "B", "C"] and list(table["ward"]) == ["W1", "W1", "W2"]
+    assert list(table["n_flags"]) == [2, 1, 2] and list(table["owner"]) == ["o1", "o2", "o3"]
+    np.testing.assert_allclose(table["flagged_area_m2"], [800, 100, 800], rtol=1e-6)
+    assert list(table["worst_reason"]) == [PERMIT_EXPIRED, EXCEEDS_PERMIT, NO_BUILD_ZONE]
+    np.testing.assert_allclose(table["max_prob"], [0.6, 0.7, 0.9])
+    assert table.crs == WGS84
+
+
+def test_parcels_with_nothing_flagged() -> None:
+    ch, _, _ = rule_case()
+    parcels = gpd.GeoDataFrame({"parcel_id": ["A"], "ward": ["W"]}, geometry=[box(X, Y, X + 50, Y + 50)], crs=UTM48N)
+    links, table = attribute_parcels(ch.iloc[:0].assign(reasons=[], max_prob=[]), parcels)
+    assert links.empty and table.empty and "worst_reason" in table.columns
