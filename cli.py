@@ -85,10 +85,20 @@ as_of_opt = click.option(
          "TIFF date tag, else today.")
 
 
-def _rules(as_of: Any) -> Any:
-    from rs.crosscheck import RuleConfig
+columns_opt = click.option(
+    "--columns", "columns_file", type=click.Path(dir_okay=False), default=None,
+    help="YAML or TOML mapping our column names to your layers' (sections permits, zoning, parcels) and the "
+         "EXCEEDS_PERMIT tolerances exceed_min_m2 (default 20) and exceed_min_fraction (default 0.1).")
 
-    return RuleConfig(as_of=as_of.date() if as_of else None)
+
+def _rules(as_of: Any, columns_file: str | None) -> tuple[Any, Any]:
+    """(RuleConfig, ParcelColumns) from --columns and --as-of."""
+    from dataclasses import replace
+
+    from rs.crosscheck import load_rules
+
+    rules, parcel_columns = load_rules(columns_file)
+    return replace(rules, as_of=as_of.date() if as_of else None), parcel_columns
 
 
 def detect_options(func: F) -> F:
@@ -131,13 +141,13 @@ def cli() -> None:
 
 
 def _run_detect(before: str, after: str, outdir: str, permits: str | None, zoning: str | None,
-                parcels: str | None, rules: Any, model_path: str | None, threshold: float | None,
+                parcels: str | None, rules: tuple[Any, Any], model_path: str | None, threshold: float | None,
                 min_area_m2: float, inference: Any, quiet: bool) -> None:
     from rs.pipeline import DetectConfig, detect
 
     config = DetectConfig(before=before, after=after, outdir=outdir, permits=permits, zoning=zoning, parcels=parcels,
                           model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2,
-                          inference=inference, rules=rules)
+                          inference=inference, rules=rules[0], parcel_columns=rules[1])
     result = detect(config, progress=not quiet)
     for name, path in result.files.items():
         click.echo(f"{name:17s} {path}")
@@ -155,10 +165,11 @@ def _run_detect(before: str, after: str, outdir: str, permits: str | None, zonin
 @zoning_opt
 @parcels_opt
 @as_of_opt
+@columns_opt
 @detect_options
 @reports_errors
 def detect(before: str, after: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None,
-           as_of: Any,
+           as_of: Any, columns_file: str | None,
            model_path: str | None, device: str, threshold: float | None, min_area_m2: float, tile: int,
            overlap: int, batch_size: int, quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
@@ -167,7 +178,7 @@ def detect(before: str, after: str, outdir: str, permits: str | None, zoning: st
     default model wants blue, green, red, NIR). They may differ in CRS, pixel size and extent:
     AFTER is resampled onto BEFORE's grid, and the outputs are on BEFORE's grid and CRS.
     """
-    _run_detect(before, after, outdir, permits, zoning, parcels, _rules(as_of), model_path, threshold, min_area_m2,
+    _run_detect(before, after, outdir, permits, zoning, parcels, _rules(as_of, columns_file), model_path, threshold, min_area_m2,
                 _inference(device, tile, overlap, batch_size), quiet)
 
 
@@ -184,7 +195,7 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
     tiles/ATTRIBUTION.md); the permit and zoning layers are invented to exercise the cross-check.
     """
     _run_detect(str(DEMO_BEFORE), str(DEMO_AFTER), outdir, str(DEMO_PERMITS), str(DEMO_ZONING), str(DEMO_PARCELS),
-                _rules(None), None, None, 200.0, _inference(device, 256, 64, 8), quiet)
+                _rules(None, None), None, None, 200.0, _inference(device, 256, 64, 8), quiet)
     click.echo(f"demo done: open {Path(outdir) / 'flagged.gpkg'} in QGIS or GeoPandas")
 
 
@@ -194,7 +205,13 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
               help="Batch folder: one sub-folder per area_id (as detect writes), batch_summary.json/.csv and "
                    "a combined flagged.gpkg (EPSG:4326).")
 @click.option("--permits", type=click.Path(dir_okay=False), default=None,
-              help="Permit layer shared by every job whose manifest row has no permits of its own.")
+              help="Permit layer for every job whose manifest row names none (permit_id, issued, expires).")
+@click.option("--zoning", type=click.Path(dir_okay=False), default=None,
+              help="Zoning layer for every job whose manifest row names none (zone_id, construction_allowed).")
+@click.option("--parcels", type=click.Path(dir_okay=False), default=None,
+              help="Parcel layer for every job whose manifest row names none (parcel_id, ward).")
+@as_of_opt
+@columns_opt
 @click.option("--resume", is_flag=True,
               help="Skip jobs finished by an earlier run (outputs and completion record intact); redo the rest.")
 @click.option("--scheduler", default="local", show_default=True,
@@ -207,14 +224,16 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 @click.option("--json-log", is_flag=True, help="One JSON object per finished job on stdout instead of text lines.")
 @detect_options
 @reports_errors
-def batch(manifest: str, outdir: str, permits: str | None, resume: bool, scheduler: str, workers: int | None,
+def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
+          columns_file: str | None, resume: bool, scheduler: str, workers: int | None,
           split_mpx: float, json_log: bool, model_path: str | None, device: str, threshold: float | None, min_area_m2: float,
           tile: int, overlap: int, batch_size: int, quiet: bool) -> None:
     """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
 
     \b
-    MANIFEST is a CSV with columns area_id,before,after[,permits] (paths relative to the
-    manifest), or a YAML list of such mappings (or a mapping with jobs: and a shared permits:).
+    MANIFEST is a CSV with columns area_id,before,after and optionally permits,zoning,parcels
+    (paths relative to the manifest) and as_of (YYYY-MM-DD), or a YAML list of such mappings
+    (or a mapping with jobs: and shared permits:, zoning:, parcels:).
     Exit code 7 when the batch finished but some jobs failed (see batch_summary.csv).
     """
     from dataclasses import asdict
@@ -226,10 +245,12 @@ def batch(manifest: str, outdir: str, permits: str | None, resume: bool, schedul
 
     if not (scheduler in ("serial", "local") or scheduler.startswith(("tcp://", "tls://"))):
         raise click.BadParameter(f"{scheduler!r}: use serial, local or tcp://host:port", param_hint="--scheduler")
-    config = BatchConfig(manifest=manifest, outdir=outdir, permits=permits, resume=resume, scheduler=scheduler,
+    rules, parcel_columns = _rules(as_of, columns_file)
+    config = BatchConfig(manifest=manifest, outdir=outdir, permits=permits, zoning=zoning, parcels=parcels,
+                         rules=rules, parcel_columns=parcel_columns, resume=resume, scheduler=scheduler,
                          workers=workers, split_mpx=split_mpx, model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2,
                          inference=_inference(device, tile, overlap, batch_size))
-    jobs = read_manifest(manifest, permits)
+    jobs = read_manifest(manifest, config.shared_layers())
     tiles = tile_counts(jobs, config.inference)
     hide = quiet or json_log
     job_bar = tqdm(total=len(jobs), desc="jobs ", unit="job", disable=hide, position=0)
@@ -254,6 +275,35 @@ def batch(manifest: str, outdir: str, permits: str | None, resume: bool, schedul
                    f"summary in {Path(outdir) / 'batch_summary.csv'}")
     if result.failed:
         sys.exit(BATCH_JOBS_FAILED)
+
+
+@cli.command()
+@click.argument("changes", type=click.Path(dir_okay=False))
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
+              help="Folder for changes.gpkg, flagged.gpkg (flagged_changes, flagged_parcels) and crosscheck_summary.json.")
+@permits_opt
+@zoning_opt
+@parcels_opt
+@as_of_opt
+@columns_opt
+@reports_errors
+def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None,
+               as_of: Any, columns_file: str | None) -> None:
+    """Judge the change polygons in CHANGES (e.g. a run's changes.gpkg) against permits, zoning and parcels.
+
+    Every change gets a reasons column: NO_PERMIT, PERMIT_NOT_YET_VALID, PERMIT_EXPIRED,
+    EXCEEDS_PERMIT, NO_BUILD_ZONE (several possible, comma-separated), or PERMITTED.
+    """
+    from rs.pipeline import CrosscheckConfig, run_crosscheck
+
+    rules, parcel_columns = _rules(as_of, columns_file)
+    judgement, summary = run_crosscheck(CrosscheckConfig(changes, outdir, permits, zoning, parcels, rules,
+                                                         parcel_columns))
+    counts = summary["counts"]
+    click.echo(f"{counts['changes']} changes, {counts['flagged']} flagged as of {summary['rules']['as_of']} — "
+               f"reasons: {counts['by_reason'] or 'none'}"
+               + (f"; {counts['flagged_parcels']} parcels with flags" if counts["flagged_parcels"] is not None else ""))
+    click.echo(f"outputs in {outdir}")
 
 
 def _sites(value: str | None) -> list[str] | None:

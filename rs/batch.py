@@ -24,7 +24,8 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_wo
 from rasterio.windows import Window
 
 from rs.align import AlignedPair
+from rs.crosscheck import ParcelColumns, RuleConfig
 from rs.errors import ChangewatchError, ManifestError
 from rs.export import write_gpkg, write_json
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, predict_tiles
@@ -48,19 +50,22 @@ from rs.tiling import Tile, TileGrid
 DONE_RECORD = "_done.json"
 AREA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REQUIRED_COLUMNS = ("area_id", "before", "after")
-OPTIONAL_COLUMNS = ("permits", "zoning", "parcels", "as_of")
-NOT_YET = ("zoning", "parcels", "as_of")  # need the compliance cross-check; rejected, never ignored
+LAYER_COLUMNS = ("permits", "zoning", "parcels")
+OPTIONAL_COLUMNS = (*LAYER_COLUMNS, "as_of")
 COMBINED_CRS = "EPSG:4326"
 
 
 @dataclass(frozen=True)
 class Job:
-    """One area: BEFORE/AFTER scenes and its permit layer (absolute paths)."""
+    """One area: BEFORE/AFTER scenes, its layers (absolute paths) and as-of date (None: AFTER's)."""
 
     area_id: str
     before: str
     after: str
     permits: str | None = None
+    zoning: str | None = None
+    parcels: str | None = None
+    as_of: date | None = None
 
 
 def _resolve(base: Path, value: object) -> str | None:
@@ -68,7 +73,15 @@ def _resolve(base: Path, value: object) -> str | None:
     return str((base / text).resolve()) if text else None
 
 
-def _jobs_from_rows(rows: list[dict[str, Any]], base: Path, shared_permits: str | None, source: Path) -> list[Job]:
+def _as_of(value: object, source: Path, area: str) -> date | None:
+    text = "" if value is None else str(value).strip()
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError as exc:
+        raise ManifestError(f"manifest {source}, area {area}: as_of {text!r} is not a YYYY-MM-DD date") from exc
+
+
+def _jobs_from_rows(rows: list[dict[str, Any]], base: Path, shared: dict[str, str | None], source: Path) -> list[Job]:
     if not rows:
         raise ManifestError(f"manifest {source} lists no jobs")
     columns = set().union(*(r.keys() for r in rows))
@@ -86,24 +99,23 @@ def _jobs_from_rows(rows: list[dict[str, Any]], base: Path, shared_permits: str 
         if area in seen:
             raise ManifestError(f"manifest {source}: area_id {area!r} is listed twice")
         seen.add(area)
-        used = [c for c in NOT_YET if str(row.get(c) or "").strip()]
-        if used:
-            raise ManifestError(f"manifest {source}, area {area}: {', '.join(used)} are not supported yet "
-                                "(only permits are cross-checked in this version)")
         if not str(row.get("before") or "").strip() or not str(row.get("after") or "").strip():
             raise ManifestError(f"manifest {source}, area {area}: before and after are required")
+        layers = {k: _resolve(base, row.get(k)) or shared.get(k) for k in LAYER_COLUMNS}
         jobs.append(Job(area, _resolve(base, row["before"]) or "", _resolve(base, row["after"]) or "",
-                        _resolve(base, row.get("permits")) or shared_permits))
+                        **layers, as_of=_as_of(row.get("as_of"), source, area)))
     return jobs
 
 
-def read_manifest(path: str | os.PathLike[str], shared_permits: str | None = None) -> list[Job]:
+def read_manifest(path: str | os.PathLike[str], shared: dict[str, str | None] | None = None) -> list[Job]:
     """Jobs of a CSV or YAML manifest; relative paths are relative to the manifest's folder.
 
-    CSV columns: ``area_id, before, after`` and optionally ``permits`` (a job's own permit layer;
-    ``shared_permits`` is used where it is empty). YAML: a list of such mappings, or a mapping with
-    ``jobs:`` (that list) and optionally ``permits:`` (a layer shared by all jobs).
+    CSV columns: ``area_id, before, after`` and optionally ``permits, zoning, parcels`` (a job's
+    own layers; ``shared[layer]`` is used where empty) and ``as_of`` (YYYY-MM-DD). YAML: a list of
+    such mappings, or a mapping with ``jobs:`` (that list) and optionally ``permits:``,
+    ``zoning:``, ``parcels:`` (layers shared by all jobs).
     """
+    shared = dict(shared or {})
     p = Path(path)
     if not p.is_file():
         raise ManifestError(f"manifest not found: {p}")
@@ -113,7 +125,8 @@ def read_manifest(path: str | os.PathLike[str], shared_permits: str | None = Non
         if p.suffix.lower() in (".yml", ".yaml"):
             data = yaml.safe_load(text)
             if isinstance(data, dict):
-                shared_permits = shared_permits or _resolve(base, data.get("permits"))
+                for key in LAYER_COLUMNS:
+                    shared[key] = shared.get(key) or _resolve(base, data.get(key))
                 data = data.get("jobs")
             if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
                 raise ManifestError(f"manifest {p}: expected a list of jobs (or a mapping with 'jobs:')")
@@ -122,7 +135,7 @@ def read_manifest(path: str | os.PathLike[str], shared_permits: str | None = Non
             rows = list(csv.DictReader(io.StringIO(text)))
     except (yaml.YAMLError, csv.Error, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest {p} cannot be parsed: {exc}") from exc
-    return _jobs_from_rows(rows, base, shared_permits, p)
+    return _jobs_from_rows(rows, base, shared, p)
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,10 @@ class BatchConfig:
     manifest: str
     outdir: str
     permits: str | None = None
+    zoning: str | None = None
+    parcels: str | None = None
+    rules: RuleConfig = field(default_factory=RuleConfig)
+    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
     resume: bool = False
     scheduler: str = "local"
     workers: int | None = None
@@ -141,6 +158,10 @@ class BatchConfig:
     threshold: float | None = None
     min_area_m2: float = 200.0
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def shared_layers(self) -> dict[str, str | None]:
+        """Layers given for every job whose manifest row names none."""
+        return {"permits": self.permits, "zoning": self.zoning, "parcels": self.parcels}
 
 
 @dataclass
@@ -189,9 +210,11 @@ def _write_done(area_dir: Path, job: Job) -> None:
 
 
 def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
+    rules = replace(config.rules, as_of=job.as_of or config.rules.as_of)
     return DetectConfig(before=job.before, after=job.after, outdir=str(Path(config.outdir) / job.area_id),
-                        permits=job.permits, model=config.model, threshold=config.threshold,
-                        min_area_m2=config.min_area_m2, inference=config.inference)
+                        permits=job.permits, zoning=job.zoning, parcels=job.parcels, model=config.model,
+                        threshold=config.threshold, min_area_m2=config.min_area_m2, inference=config.inference,
+                        rules=rules, parcel_columns=config.parcel_columns)
 
 
 def run_job(job: Job, config: BatchConfig, model: ChangeModel, predict: Predictor = predict_pair) -> JobRecord:
@@ -389,7 +412,7 @@ def write_batch_outputs(result: BatchResult) -> None:
 def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None = None,
               runner: Runner | None = None) -> BatchResult:
     """Run every job of the manifest (skipping done ones when ``config.resume``) and write batch outputs."""
-    jobs = read_manifest(config.manifest, config.permits)
+    jobs = read_manifest(config.manifest, config.shared_layers())
     outdir = Path(config.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(outdir)

@@ -33,6 +33,8 @@ import pandas as pd
 import pyogrio
 import pyogrio.errors
 import shapely
+import tomllib
+import yaml
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
@@ -323,3 +325,102 @@ def attribute_parcels(flagged: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
     table["max_prob"] = stats["max_prob"].to_numpy()
     table = table.rename(columns={columns.parcel_id: "parcel_id", columns.ward: "ward"})
     return links, table.sort_values("parcel_id", ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The reference layers a cross-check runs against (each optional)."""
+
+    permits: Layer | None = None
+    zoning: Layer | None = None
+    parcels: Layer | None = None
+
+    def provenance(self) -> dict[str, object]:
+        """Paths and repaired-geometry counts, for summaries."""
+        out: dict[str, object] = {}
+        for role in ("permits", "zoning", "parcels"):
+            layer = getattr(self, role)
+            out[role] = str(Path(layer.path).resolve()) if layer else None
+            out[f"{role}_repaired_geometries"] = layer.repaired if layer else 0
+        return out
+
+
+def read_layers(permits: str | None, zoning: str | None, parcels: str | None, rules: RuleConfig,
+                parcel_columns: ParcelColumns = ParcelColumns(),
+                extent: tuple[tuple[float, float, float, float], CRS] | None = None) -> Layers:
+    """Read and check every given layer (see ``read_layer``) before any work starts."""
+    pc, zc, qc = rules.permit_columns, rules.zoning_columns, parcel_columns
+    return Layers(
+        read_layer(permits, "permits", (pc.permit_id, pc.issued, pc.expires), extent) if permits else None,
+        read_layer(zoning, "zoning", (zc.zone_id, zc.construction_allowed), extent) if zoning else None,
+        read_layer(parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c), extent)
+        if parcels else None,
+    )
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A cross-check's result: every change with its reasons, the flagged ones (with ``parcel_ids``
+    when parcels were given) and the per-parcel table (None without parcels)."""
+
+    changes: gpd.GeoDataFrame
+    flagged: gpd.GeoDataFrame
+    parcels: gpd.GeoDataFrame | None
+
+    def counts(self) -> dict[str, object]:
+        """Numbers of changes, flags per reason code and flagged parcels; areas in m²."""
+        by_reason = self.flagged["reasons"].str.split(",").explode().value_counts().to_dict() if len(self.flagged) else {}
+        return {"changes": len(self.changes), "flagged": len(self.flagged),
+                "permitted": len(self.changes) - len(self.flagged), "by_reason": by_reason,
+                "flagged_parcels": None if self.parcels is None else len(self.parcels),
+                "changes_area_m2": float(self.changes["area_m2"].sum()) if "area_m2" in self.changes else None,
+                "flagged_area_m2": float(self.flagged["area_m2"].sum()) if "area_m2" in self.flagged else None}
+
+
+def judge(changes: gpd.GeoDataFrame, layers: Layers, rules: RuleConfig,
+          parcel_columns: ParcelColumns = ParcelColumns()) -> Judgement:
+    """Cross-check ``changes`` against ``layers`` and attribute the flagged ones to parcels."""
+    checked = crosscheck(changes, layers.permits.data if layers.permits else None,
+                         layers.zoning.data if layers.zoning else None, rules)
+    flagged = checked[checked["flagged"]].reset_index(drop=True)
+    if layers.parcels is None:
+        return Judgement(checked, flagged, None)
+    links, table = attribute_parcels(flagged, layers.parcels.data, parcel_columns, rules.dask_min_features)
+    by_change = links.groupby("change_id")["parcel_id"].agg(",".join)
+    flagged["parcel_ids"] = flagged["change_id"].map(by_change).fillna("").astype(object)
+    return Judgement(checked, flagged, table)
+
+
+def load_rules(path: str | os.PathLike[str] | None) -> tuple[RuleConfig, ParcelColumns]:
+    """Column names and tolerances from a YAML (.yaml/.yml) or TOML (.toml) file; defaults without one.
+
+    Keys: ``permits``, ``zoning``, ``parcels`` (mappings of our column name → the layer's), and
+    ``exceed_min_m2``, ``exceed_min_fraction``. Unknown keys are an InputFileError, so a typo
+    never silently falls back to a default.
+    """
+    if path is None:
+        return RuleConfig(), ParcelColumns()
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"columns config not found: {p}")
+    try:
+        if p.suffix.lower() == ".toml":
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        else:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"columns config {p} cannot be parsed: {exc}") from exc
+    sections = {"permits": PermitColumns, "zoning": ZoningColumns, "parcels": ParcelColumns}
+    unknown = set(data) - set(sections) - {"exceed_min_m2", "exceed_min_fraction"}
+    if unknown:
+        raise InputFileError(f"columns config {p}: unknown key(s) {', '.join(sorted(unknown))}")
+    built = {}
+    for key, cls in sections.items():
+        values = data.get(key) or {}
+        bad = set(values) - set(cls.__dataclass_fields__)
+        if bad:
+            raise InputFileError(f"columns config {p}: {key} has no column(s) {', '.join(sorted(bad))} "
+                                 f"(known: {', '.join(cls.__dataclass_fields__)})")
+        built[key] = cls(**values)
+    tolerances = {k: float(data[k]) for k in ("exceed_min_m2", "exceed_min_fraction") if k in data}
+    return RuleConfig(permit_columns=built["permits"], zoning_columns=built["zoning"], **tolerances), built["parcels"]

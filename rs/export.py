@@ -16,6 +16,8 @@ from typing import Any
 
 import geopandas as gpd
 
+from rs.crosscheck import Judgement
+
 
 class StagedOutput:
     """A staging folder whose files are moved into ``outdir`` on success, and deleted on failure.
@@ -73,3 +75,12 @@ def write_json(data: dict[str, Any], path: Path) -> Path:
     """Write indented JSON (UTF-8); values json cannot encode are written with ``str``."""
     path.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def write_judgement(judgement: Judgement, changes_path: Path, flagged_path: Path) -> None:
+    """``changes.gpkg`` (layer ``changes``) and ``flagged.gpkg`` (layers ``flagged_changes`` and,
+    with parcels, ``flagged_parcels``)."""
+    write_gpkg(judgement.changes, changes_path, "changes")
+    write_gpkg(judgement.flagged, flagged_path, "flagged_changes")
+    if judgement.parcels is not None:
+        write_gpkg(judgement.parcels, flagged_path, "flagged_parcels")

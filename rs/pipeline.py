@@ -14,6 +14,7 @@ folder (``rs.export.StagedOutput``), and returns a DetectResult. Outputs in OUTD
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -22,17 +23,16 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 from rasterio.windows import Window
 
 import rs
 from models.changenet import DEFAULT_MODEL
 from rs.align import AlignedPair, scene_date
-from rs.crosscheck import Layer, ParcelColumns, RuleConfig, attribute_parcels, crosscheck, read_layer
-from rs.export import StagedOutput, write_gpkg, write_json
+from rs.crosscheck import Judgement, Layers, ParcelColumns, RuleConfig, judge, read_layer, read_layers
+from rs.export import StagedOutput, write_json, write_judgement
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, write_probability
-from rs.vectorize import VectorizeConfig, vectorize
+from rs.vectorize import VectorizeConfig, metric_crs, vectorize
 
 OUTPUT_FILES = ("change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json")
 
@@ -89,15 +89,8 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
     threshold = model.spec.threshold if config.threshold is None else config.threshold
     with AlignedPair(config.before, config.after) as pair:
         model.check_bands(pair.band_count)
-        extent = (pair.grid.bounds, pair.grid.crs)
-        pc, zc = config.rules.permit_columns, config.rules.zoning_columns
-        permits = read_layer(config.permits, "permits", (pc.permit_id, pc.issued, pc.expires),
-                             extent=extent) if config.permits else None
-        zoning = read_layer(config.zoning, "zoning", (zc.zone_id, zc.construction_allowed),
-                            extent=extent) if config.zoning else None
-        qc = config.parcel_columns
-        parcels = read_layer(config.parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c),
-                             extent=extent) if config.parcels else None
+        layers = read_layers(config.permits, config.zoning, config.parcels, config.rules, config.parcel_columns,
+                             extent=(pair.grid.bounds, pair.grid.crs))
         as_of, as_of_source = _as_of(config)
         rules = replace(config.rules, as_of=as_of)
         timings["load_s"] = time.perf_counter() - t0
@@ -109,28 +102,15 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
             changes = vectorize(out.path("change_prob.tif"), VectorizeConfig(threshold, config.min_area_m2))
             timings["vectorize_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            checked = crosscheck(changes, permits.data if permits else None, zoning.data if zoning else None, rules)
-            flagged = checked[checked["flagged"]].reset_index(drop=True)
-            links, parcel_table = attribute_parcels(flagged, parcels.data, qc) if parcels else (None, None)
-            if links is not None:
-                by_change = links.groupby("change_id")["parcel_id"].agg(",".join)
-                flagged["parcel_ids"] = flagged["change_id"].map(by_change).fillna("").astype(object)
+            judgement = judge(changes, layers, rules, config.parcel_columns)
             timings["crosscheck_s"] = time.perf_counter() - t
-            write_gpkg(checked, out.path("changes.gpkg"), "changes")
-            write_gpkg(flagged, out.path("flagged.gpkg"), "flagged_changes")
-            if parcel_table is not None:
-                write_gpkg(parcel_table, out.path("flagged.gpkg"), "flagged_parcels")
+            write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
             timings["total_s"] = time.perf_counter() - t0
-            summary = _summary(config, model, pair, threshold, checked, flagged, permits, timings)
-            summary["rules"] = {"as_of": as_of.isoformat(), "as_of_source": as_of_source,
-                                "exceed_min_m2": rules.exceed_min_m2, "exceed_min_fraction": rules.exceed_min_fraction}
-            summary["inputs"]["zoning"] = str(Path(zoning.path).resolve()) if zoning else None
-            summary["inputs"]["zoning_repaired_geometries"] = zoning.repaired if zoning else 0
-            summary["inputs"]["parcels"] = str(Path(parcels.path).resolve()) if parcels else None
-            summary["counts"]["flagged_parcels"] = len(parcel_table) if parcel_table is not None else None
+            summary = _summary(config, model, pair, threshold, judgement, layers, rules, as_of_source, timings)
             write_json(summary, out.path("summary.json"))
     files = {name: out.final(name) for name in OUTPUT_FILES}
-    return DetectResult(out.outdir, files, len(checked), len(flagged), float(flagged["area_m2"].sum()), summary)
+    return DetectResult(out.outdir, files, len(judgement.changes), len(judgement.flagged),
+                        float(judgement.flagged["area_m2"].sum()), summary)
 
 
 def _as_of(config: DetectConfig) -> tuple[date, str]:
@@ -143,27 +123,81 @@ def _as_of(config: DetectConfig) -> tuple[date, str]:
     return date.today(), "today (AFTER has no date tag)"
 
 
-def _summary(config: DetectConfig, model: ChangeModel, pair: AlignedPair, threshold: float,
-             checked: gpd.GeoDataFrame, flagged: gpd.GeoDataFrame, permits: Layer | None,
-             timings: dict[str, float]) -> dict[str, Any]:
-    reasons = flagged["reasons"].str.split(",").explode().value_counts().to_dict() if len(flagged) else {}
+def _summary(config: DetectConfig, model: ChangeModel, pair: AlignedPair, threshold: float, judgement: Judgement,
+             layers: Layers, rules: RuleConfig, as_of_source: str, timings: dict[str, float]) -> dict[str, Any]:
+    counts = judgement.counts()
     return {
         "changewatch_version": rs.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "counts": {"changes": len(checked), "flagged": len(flagged), "permitted": len(checked) - len(flagged),
-                   "by_reason": reasons},
-        "areas_m2": {"changes": float(checked["area_m2"].sum()), "flagged": float(flagged["area_m2"].sum())},
+        "counts": {k: v for k, v in counts.items() if not k.endswith("area_m2")},
+        "areas_m2": {"changes": counts["changes_area_m2"], "flagged": counts["flagged_area_m2"]},
         "inputs": {
             "before": str(Path(config.before).resolve()), "after": str(Path(config.after).resolve()),
-            "permits": str(Path(permits.path).resolve()) if permits else None,
-            "permits_repaired_geometries": permits.repaired if permits else 0,
+            **layers.provenance(),
             "crs": pair.grid.crs.to_string(), "width": pair.grid.width, "height": pair.grid.height,
             "bands_per_date": pair.band_count,
         },
         "model": {"path": str(Path(config.model).resolve()), "name": model.spec.name,
                   "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},
         "thresholds": {"probability": threshold, "min_area_m2": config.min_area_m2},
+        "rules": {"as_of": rules.as_of.isoformat() if rules.as_of else None, "as_of_source": as_of_source,
+                  "exceed_min_m2": rules.exceed_min_m2, "exceed_min_fraction": rules.exceed_min_fraction},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "config": asdict(config),
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }
+
+
+@dataclass(frozen=True)
+class CrosscheckConfig:
+    """A cross-check of an existing change layer (any polygons; ``change_id`` carried through)."""
+
+    changes: str
+    outdir: str
+    permits: str | None = None
+    zoning: str | None = None
+    parcels: str | None = None
+    rules: RuleConfig = field(default_factory=RuleConfig)
+    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
+
+
+def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]:
+    """Judge a change layer against the given layers; writes changes.gpkg, flagged.gpkg and
+    crosscheck_summary.json into ``config.outdir`` (staged, like ``detect``).
+
+    The as-of date is ``config.rules.as_of``, else the one recorded in a ``summary.json`` beside
+    the change layer (a detect run's), else today. Changes without ``change_id`` are numbered 1…n.
+    """
+    changes = read_layer(config.changes, "changes")
+    numbered = "change_id" not in changes.data
+    data = changes.data.assign(change_id=range(1, len(changes.data) + 1)) if numbered else changes.data
+    if "area_m2" not in data:
+        data = data.assign(area_m2=data.to_crs(metric_crs(data)).area if len(data) else [])
+    layers = read_layers(config.permits, config.zoning, config.parcels, config.rules, config.parcel_columns)
+    as_of, source = _crosscheck_as_of(config)
+    rules = replace(config.rules, as_of=as_of)
+    judgement = judge(data, layers, rules, config.parcel_columns)
+    summary = {
+        "changewatch_version": rs.__version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": judgement.counts(),
+        "inputs": {"changes": str(Path(changes.path).resolve()), "changes_repaired_geometries": changes.repaired,
+                   "change_ids_assigned": numbered, **layers.provenance()},
+        "rules": {"as_of": as_of.isoformat(), "as_of_source": source, "exceed_min_m2": rules.exceed_min_m2,
+                  "exceed_min_fraction": rules.exceed_min_fraction},
+        "config": asdict(config),
+    }
+    with StagedOutput(config.outdir) as out:
+        write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
+        write_json(summary, out.path("crosscheck_summary.json"))
+    return judgement, summary
+
+
+def _crosscheck_as_of(config: CrosscheckConfig) -> tuple[date, str]:
+    if config.rules.as_of is not None:
+        return config.rules.as_of, "given"
+    beside = Path(config.changes).parent / "summary.json"
+    try:
+        return date.fromisoformat(json.loads(beside.read_text())["rules"]["as_of"]), f"{beside}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return date.today(), "today (no --as-of and no detect summary.json beside the changes)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 import os
 import signal
 import subprocess
@@ -69,20 +70,22 @@ def assert_same_outputs(a: Path, b: Path, areas: list[str], exact: bool = True) 
 
 def test_manifest_csv_and_yaml(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("area_id,before,after,permits\nw1,x/b.tif,x/a.tif,\nw2,b.tif,a.tif,p.gpkg\n")
-    jobs = read_manifest(tmp_path / "m.csv", shared_permits="/shared.gpkg")
+    jobs = read_manifest(tmp_path / "m.csv", {"permits": "/shared.gpkg"})
     assert [j.area_id for j in jobs] == ["w1", "w2"]
     assert jobs[0].before == str(tmp_path / "x" / "b.tif") and jobs[0].permits == "/shared.gpkg"
     assert jobs[1].permits == str(tmp_path / "p.gpkg")
-    (tmp_path / "m.yaml").write_text("permits: p.gpkg\njobs:\n  - {area_id: w1, before: b.tif, after: a.tif}\n")
+    (tmp_path / "m.yaml").write_text("permits: p.gpkg\nzoning: z.gpkg\njobs:\n"
+                                     "  - {area_id: w1, before: b.tif, after: a.tif, as_of: 2018-03-23}\n")
     [job] = read_manifest(tmp_path / "m.yaml")
-    assert job.permits == str(tmp_path / "p.gpkg")
+    assert job.permits == str(tmp_path / "p.gpkg") and job.zoning == str(tmp_path / "z.gpkg")
+    assert job.parcels is None and job.as_of == date(2018, 3, 23)
 
 
 @pytest.mark.parametrize("text,message", [
     ("area_id,before\nw1,b.tif\n", "lacks column"),
     ("area_id,before,after\nw1,b,a\nw1,b,a\n", "listed twice"),
     ("area_id,before,after\n../up,b,a\n", "area_id"),
-    ("area_id,before,after,zoning\nw1,b,a,z.gpkg\n", "not supported yet"),
+    ("area_id,before,after,as_of\nw1,b,a,23/03/2018\n", "not a YYYY-MM-DD date"),
     ("area_id,before,after,colour\nw1,b,a,red\n", "unknown column"),
     ("area_id,before,after\n", "no jobs"),
 ])

@@ -105,3 +105,44 @@ def test_evaluate_json(sites: Path, tiny_checkpoint: Path) -> None:
     assert {"precision", "recall", "f1", "iou"} <= set(report) and set(report["sites"]) == {"alpha", "beta"}
     table = run("evaluate", "--data", sites, "--model", tiny_checkpoint, "-q")
     assert table.exit_code == 0 and "POOLED" in table.output and "gamma" in table.output
+
+
+def test_crosscheck_command_with_column_mapping(tmp_path: Path) -> None:
+    from tests.test_crosscheck import AS_OF, rule_case
+
+    ch, permits, zoning = rule_case()
+    ch = ch.drop(columns="change_id")  # ids are assigned 1…n when the layer has none
+    ch.to_file(tmp_path / "changes.gpkg")
+    permits.rename(columns={"permit_id": "SO_GP", "issued": "NGAY_CAP", "expires": "NGAY_HET"}).to_file(
+        tmp_path / "permits.gpkg")
+    zoning.to_file(tmp_path / "zoning.gpkg")
+    (tmp_path / "columns.toml").write_text(
+        '[permits]\npermit_id = "SO_GP"\nissued = "NGAY_CAP"\nexpires = "NGAY_HET"\n')
+    out = tmp_path / "cc"
+    result = run("crosscheck", tmp_path / "changes.gpkg", "-o", out, "--permits", tmp_path / "permits.gpkg",
+                 "--zoning", tmp_path / "zoning.gpkg", "--as-of", AS_OF.isoformat(),
+                 "--columns", tmp_path / "columns.toml")
+    assert result.exit_code == 0, result.output
+    judged = gpd.read_file(out / "changes.gpkg", layer="changes")
+    assert list(judged["change_id"]) == list(range(1, 10))
+    assert judged["reasons"].iloc[-1] == "NO_BUILD_ZONE,NO_PERMIT" and judged["reasons"].iloc[0] == "PERMITTED"
+    summary = json.loads((out / "crosscheck_summary.json").read_text())
+    assert summary["rules"]["as_of"] == "2018-03-23" and summary["inputs"]["change_ids_assigned"]
+    assert summary["counts"]["flagged"] == 6
+
+
+def test_columns_config_errors(tmp_path: Path) -> None:
+    from tests.test_crosscheck import rule_case
+
+    ch, permits, _ = rule_case()
+    ch.to_file(tmp_path / "changes.gpkg")
+    permits.to_file(tmp_path / "permits.gpkg")
+    (tmp_path / "bad.yaml").write_text("permits:\n  permit_no: X\n")
+    result = run("crosscheck", tmp_path / "changes.gpkg", "-o", tmp_path / "o", "--permits",
+                 tmp_path / "permits.gpkg", "--columns", tmp_path / "bad.yaml")
+    assert result.exit_code == 3 and "permits has no column(s) permit_no" in result.output
+    (tmp_path / "map.yaml").write_text("permits:\n  permit_id: SO_GP\n")
+    result = run("crosscheck", tmp_path / "changes.gpkg", "-o", tmp_path / "o", "--permits",
+                 tmp_path / "permits.gpkg", "--columns", tmp_path / "map.yaml")
+    assert result.exit_code == 5 and "lacks column(s) SO_GP" in result.output
+    assert not (tmp_path / "o").exists()
