@@ -306,6 +306,30 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
     click.echo(f"outputs in {outdir}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Folder for the exports.")
+@click.option("--formats", default="gpkg,parquet,geojson,csv,shp", show_default=True,
+              help="Comma-separated: gpkg (one file, all layers), parquet (GeoParquet 1.1), geojson (EPSG:4326), "
+                   "csv (EPSG:4326), shp (Shapefiles, for legacy desks).")
+@click.option("--csv-geometry", type=click.Choice(["wkt", "centroid"]), default="wkt", show_default=True,
+              help="CSV geometry as a WKT column, or as the centroid's lon/lat columns.")
+@click.option("--stac/--no-stac", default=True, show_default=True,
+              help="Also write item.json: a STAC Item recording inputs, model, thresholds, version and checksums.")
+@reports_errors
+def export(run_dir: str, outdir: str, formats: str, csv_geometry: str, stac: bool) -> None:
+    """Export the layers of a detect or crosscheck run folder (changes, flagged_changes, flagged_parcels)."""
+    from rs.export import FORMATS, export_run
+
+    chosen = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
+    unknown = set(chosen) - set(FORMATS)
+    if unknown:
+        raise click.BadParameter(f"unknown format(s) {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}",
+                                 param_hint="--formats")
+    for path in export_run(run_dir, outdir, chosen, csv_geometry, stac):
+        click.echo(str(path))
+
+
 def _sites(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
