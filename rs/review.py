@@ -1,0 +1,156 @@
+"""Helpers for planners reviewing a run in a notebook (``notebooks/review.ipynb``).
+
+Everything the notebook shows comes from here, so a planner can call the same functions in their
+own notebook: a run's layers and summary, an overview of the AFTER scene for a web map, before /
+after image chips around a flag, and saving review decisions back to the run's GeoPackage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window, from_bounds
+
+from rs.align import AlignedPair, open_raster
+from rs.errors import InputFileError
+from rs.export import read_run_layers, write_gpkg
+
+REVIEW_CHOICES = ("confirm", "dismiss", "needs visit")
+REVIEW_LAYER = "review"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A detect run folder as the notebook sees it."""
+
+    path: Path
+    summary: dict[str, Any]
+    layers: dict[str, gpd.GeoDataFrame]
+
+    @property
+    def before(self) -> str:
+        return str(self.summary["inputs"]["before"])
+
+    @property
+    def after(self) -> str:
+        return str(self.summary["inputs"]["after"])
+
+    def summary_table(self) -> pd.DataFrame:
+        """One row per figure a planner asks first: counts, areas, date, model, threshold."""
+        s = self.summary
+        rows = [("changes", s["counts"]["changes"]), ("flagged", s["counts"]["flagged"]),
+                ("flagged parcels", s["counts"].get("flagged_parcels")),
+                ("flagged area (m²)", round(s["areas_m2"]["flagged"])),
+                ("judged as of", s["rules"]["as_of"]), ("model", s["model"]["name"]),
+                ("probability threshold", s["thresholds"]["probability"]),
+                ("minimum area (m²)", s["thresholds"]["min_area_m2"])]
+        rows += [(f"reason: {k}", v) for k, v in s["counts"]["by_reason"].items()]
+        return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> Run:
+    """Read a detect run folder (summary.json, changes.gpkg, flagged.gpkg)."""
+    path = Path(run_dir)
+    summary_path = path / "summary.json"
+    if not summary_path.is_file():
+        raise InputFileError(f"{path} is not a detect run folder (no summary.json); run `python cli.py demo` first")
+    return Run(path, json.loads(summary_path.read_text()), read_run_layers(path))
+
+
+def stretch(rgb: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """(3, rows, cols) → (rows, cols, 3) float in [0, 1], each band stretched 2–98 %."""
+    out = np.zeros(rgb.shape[1:] + (3,), np.float32)
+    mask = np.ones(rgb.shape[1:], bool) if valid is None else valid
+    for i in range(3):
+        band = rgb[i].astype(np.float32)
+        lo, hi = np.percentile(band[mask], [2, 98]) if mask.any() else (0.0, 1.0)
+        out[..., i] = np.clip((band - lo) / max(hi - lo, 1e-6), 0, 1)
+    return out
+
+
+def overview(path: str, rgb_bands: tuple[int, int, int] = (3, 2, 1), max_size: int = 1024
+             ) -> tuple[np.ndarray, list[list[float]]]:
+    """A scene warped to EPSG:4326 and decimated to ≤ ``max_size`` px: (rows, cols, 3) RGB in [0, 1] and
+    folium bounds [[south, west], [north, east]]. Memory: the decimated image only."""
+    with open_raster(path, "scene") as ds, WarpedVRT(ds, crs="EPSG:4326", resampling=Resampling.bilinear) as vrt:
+        scale = max(vrt.width, vrt.height) / max_size
+        shape = (max(1, round(vrt.height / max(scale, 1))), max(1, round(vrt.width / max(scale, 1))))
+        rgb = vrt.read(list(rgb_bands), out_shape=(3, *shape), resampling=Resampling.average)
+        valid = vrt.read_masks(1, out_shape=shape) > 0
+        west, south, east, north = vrt.bounds
+    return stretch(rgb, valid), [[south, west], [north, east]]
+
+
+def chips(run: Run, change_id: int, pad_px: int = 12, rgb_bands: tuple[int, int, int] = (3, 2, 1)
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Before RGB, after RGB (both on BEFORE's grid) and change probability around one change."""
+    changes = run.layers["changes"]
+    row = changes[changes["change_id"] == change_id]
+    if row.empty:
+        raise KeyError(f"no change with change_id {change_id}")
+    with AlignedPair(run.before, run.after) as pair:
+        geom = row.to_crs(pair.grid.crs).geometry.iloc[0]
+        w = from_bounds(*geom.bounds, transform=pair.grid.transform).round_offsets().round_lengths()
+        col0, row0 = max(0, int(w.col_off) - pad_px), max(0, int(w.row_off) - pad_px)
+        col1 = min(pair.grid.width, int(w.col_off + w.width) + pad_px)
+        row1 = min(pair.grid.height, int(w.row_off + w.height) + pad_px)
+        window = Window(col0, row0, col1 - col0, row1 - row0)
+        data = pair.read(window)
+    with open_raster(run.path / "change_prob.tif", "probability") as ds:
+        prob = ds.read(1, window=window)
+    idx = [b - 1 for b in rgb_bands]
+    return stretch(data.before[idx], data.valid), stretch(data.after[idx], data.valid), prob
+
+
+def review_table(run: Run) -> pd.DataFrame:
+    """Flagged changes with a ``review`` column: earlier decisions where saved, else 'needs visit'."""
+    flagged = run.layers["flagged_changes"]
+    table = pd.DataFrame({"change_id": flagged["change_id"], "reasons": flagged["reasons"],
+                          "area_m2": flagged["area_m2"].round(0), "review": "needs visit", "note": ""})
+    gpkg = run.path / "flagged.gpkg"
+    if REVIEW_LAYER in [name for name, _ in pyogrio.list_layers(gpkg)]:
+        saved = gpd.read_file(gpkg, layer=REVIEW_LAYER)[["change_id", "review", "note"]].set_index("change_id")
+        table = table.set_index("change_id")
+        table.update(saved)
+        table = table.reset_index()
+    return table
+
+
+def save_review(run: Run, table: pd.DataFrame) -> Path:
+    """Write the decisions as layer ``review`` of the run's flagged.gpkg (flagged geometry + review, note).
+
+    The GeoPackage is copied, written and renamed, so a crash never leaves it half-written.
+    Raises ValueError for a review that is not one of REVIEW_CHOICES.
+    """
+    bad = sorted(set(table["review"]) - set(REVIEW_CHOICES))
+    if bad:
+        raise ValueError(f"review must be one of {REVIEW_CHOICES}; got {bad}")
+    flagged = run.layers["flagged_changes"][["change_id", "reasons", "geometry"]]
+    layer = flagged.merge(table[["change_id", "review", "note"]], on="change_id", how="left")
+    layer["note"] = layer["note"].fillna("").astype(str)
+    gpkg = run.path / "flagged.gpkg"
+    fd, tmp = tempfile.mkstemp(dir=run.path, prefix=".flagged-review-", suffix=".gpkg")
+    os.close(fd)
+    try:
+        shutil.copyfile(gpkg, tmp)
+        if REVIEW_LAYER in [name for name, _ in pyogrio.list_layers(tmp)]:
+            pyogrio.write_dataframe(layer, tmp, layer=REVIEW_LAYER, driver="GPKG")  # replaces the layer
+        else:
+            write_gpkg(layer, Path(tmp), REVIEW_LAYER)
+        os.replace(tmp, gpkg)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return gpkg
