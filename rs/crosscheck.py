@@ -23,6 +23,8 @@ loop over features.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -49,7 +51,10 @@ NO_BUILD_ZONE = "NO_BUILD_ZONE"
 PERMITTED = "PERMITTED"
 SEVERITY = (NO_BUILD_ZONE, NO_PERMIT, EXCEEDS_PERMIT, PERMIT_EXPIRED, PERMIT_NOT_YET_VALID, PERMITTED)  # worst first
 MIN_OVERLAP_M2 = 1e-6  # intersection area (m²) above which two polygons overlap rather than touch
-DASK_MIN_FEATURES = 200_000  # from this many changes + permits on, the join is partitioned on dask-geopandas
+# From this many changes + other features on, the join runs partitioned on dask-geopandas. On one
+# 2-core machine the plain STRtree join was faster at every size benchmarked (bench/RESULTS.md), so
+# the partitioned join is kept for layers beyond those sizes.
+DASK_MIN_FEATURES = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -146,29 +151,74 @@ def intersecting_pairs(left: gpd.GeoDataFrame, right: gpd.GeoDataFrame, dask_min
     return joined.assign(index_right=joined["_right"]).drop(columns=["_right"], errors="ignore")
 
 
-def touching(changes_m: gpd.GeoDataFrame, other: gpd.GeoDataFrame, dask_min_features: int) -> pd.DataFrame:
-    """Pairs (``change`` index, ``other`` index) whose intersection has an area > 0, with ``area_m2``.
+def threaded(func: Callable[..., np.ndarray], *arrays: np.ndarray, threads: int | None = None,
+             chunk: int = 50_000) -> np.ndarray:
+    """``func(*arrays)`` over chunks in a thread pool: shapely 2 releases the GIL, so vectorised
+    geometry operations use every core."""
+    n = len(arrays[0])
+    if n <= chunk:
+        return func(*arrays)
+    bounds = range(0, n, chunk)
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        parts = pool.map(lambda i: func(*(a[i:i + chunk] for a in arrays)), bounds)
+        return np.concatenate(list(parts))
 
-    ``changes_m`` must be in a metric CRS; ``other`` is reprojected to it.
+
+def overlap_area(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Area of a ∩ b for aligned arrays of polygons (a shortcut where b covers a: the area of a)."""
+    covered = threaded(shapely.covers, b, a)
+    area = threaded(shapely.area, a)
+    partial = ~covered
+    if partial.any():
+        area[partial] = threaded(lambda x, y: shapely.area(shapely.intersection(x, y)), a[partial], b[partial])
+    return area
+
+
+def touching(changes_m: gpd.GeoDataFrame, other: gpd.GeoDataFrame, dask_min_features: int,
+             with_area: bool = False) -> pd.DataFrame:
+    """Pairs (``change`` index, ``other`` index) whose intersection has an area > 0.
+
+    Polygons that intersect but only *touch* (share boundary, no interior) are left out. With
+    ``with_area`` the overlap in m² is added as ``area_m2``. ``changes_m`` must be in a metric
+    CRS; ``other`` is reprojected to it.
     """
     right = other[["geometry"]].to_crs(changes_m.crs)
     pairs = intersecting_pairs(changes_m[["geometry"]], right, dask_min_features)
+    columns = {"change": pd.Series(dtype=changes_m.index.dtype), "other": pd.Series(dtype=other.index.dtype)}
     if pairs.empty:
-        return pd.DataFrame({"change": pd.Series(dtype=changes_m.index.dtype),
-                             "other": pd.Series(dtype=other.index.dtype), "area_m2": pd.Series(dtype=float)})
+        return pd.DataFrame({**columns, **({"area_m2": pd.Series(dtype=float)} if with_area else {})})
     others = pairs["index_right"].to_numpy()
-    area = shapely.area(shapely.intersection(pairs.geometry.values, right.geometry.loc[others].values))
-    keep = area > MIN_OVERLAP_M2
-    return pd.DataFrame({"change": pairs.index[keep], "other": others[keep], "area_m2": area[keep]})
+    a, b = pairs.geometry.values.to_numpy(), right.geometry.loc[others].values.to_numpy()
+    keep = ~threaded(shapely.touches, a, b)
+    out = pd.DataFrame({"change": pairs.index[keep], "other": others[keep]})
+    if with_area:
+        out["area_m2"] = overlap_area(a[keep], b[keep])
+    return out
+
+
+def join_ids(keys: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct key, its distinct ``names`` sorted and comma-separated: (keys, joined strings).
+
+    Vectorised: one sort and one ``np.add.reduceat`` over object strings (concatenation in C)."""
+    names = names.astype(object)
+    order = np.lexsort((names, keys))
+    keys, names = keys[order], names[order]
+    if len(keys):
+        first = np.r_[True, (keys[1:] != keys[:-1]) | (names[1:] != names[:-1])]  # drop repeated names
+        keys, names = keys[first], names[first]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, int)
+    joined = np.add.reduceat(names + ",", starts) if len(keys) else np.zeros(0, object)
+    return keys[starts], np.array([j[:-1] for j in joined], dtype=object)
 
 
 def _ids_by_change(pairs: pd.DataFrame, ids: pd.Series, index: pd.Index) -> pd.Series:
     """Sorted, comma-separated ids of the ``other`` rows paired with each change ("" for none)."""
-    if pairs.empty:
-        return pd.Series("", index=index, dtype=object)
-    named = pd.DataFrame({"change": pairs["change"].to_numpy(), "id": ids.loc[pairs["other"]].astype(str).to_numpy()})
-    joined = named.drop_duplicates().sort_values(["change", "id"]).groupby("change")["id"].agg(",".join)
-    return joined.reindex(index, fill_value="").astype(object)
+    result = pd.Series("", index=index, dtype=object)
+    if not pairs.empty:
+        names = ids.astype(str).to_numpy(dtype=object)[ids.index.get_indexer(pairs["other"])]
+        keys, joined = join_ids(pairs["change"].to_numpy(), names)
+        result.loc[keys] = joined
+    return result
 
 
 def _dates(values: pd.Series) -> pd.Series:
@@ -180,15 +230,16 @@ def _permit_rules(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, rules:
     cols = rules.permit_columns
     pairs = touching(changes_m, permits, rules.dask_min_features)
     as_of = pd.Timestamp(rules.as_of or date.today())
-    issued = _dates(permits[cols.issued]) if cols.issued in permits else pd.Series(pd.NaT, index=permits.index)
-    expires = _dates(permits[cols.expires]) if cols.expires in permits else pd.Series(pd.NaT, index=permits.index)
-    valid = (issued <= as_of) & (expires.isna() | (as_of <= expires))
-    not_yet = issued > as_of
-    pairs = pairs.assign(valid=valid.loc[pairs["other"]].to_numpy(), not_yet=not_yet.loc[pairs["other"]].to_numpy())
-    by_change = pairs.groupby("change").agg(valid=("valid", "any"), not_yet=("not_yet", "all"))
-    touched = out.index.isin(by_change.index)
-    any_valid = by_change["valid"].reindex(out.index, fill_value=False).to_numpy(bool)
-    all_not_yet = by_change["not_yet"].reindex(out.index, fill_value=False).to_numpy(bool)
+    issued = _dates(permits[cols.issued])
+    expires = _dates(permits[cols.expires])
+    valid = ((issued <= as_of) & (expires.isna() | (as_of <= expires))).to_numpy()
+    not_yet = (issued > as_of).to_numpy()
+    other = permits.index.get_indexer(pairs["other"])
+    pairs = pairs.assign(valid=valid[other], not_yet=not_yet[other])
+    grouped = pairs.assign(valid=pairs["valid"].astype(np.int8), not_yet=pairs["not_yet"].astype(np.int8)).groupby("change")
+    touched = out.index.isin(pairs["change"])
+    any_valid = grouped["valid"].max().reindex(out.index, fill_value=0).to_numpy().astype(bool)
+    all_not_yet = grouped["not_yet"].min().reindex(out.index, fill_value=0).to_numpy().astype(bool)
     codes[NO_PERMIT] = ~touched
     codes[PERMIT_NOT_YET_VALID] = touched & ~any_valid & all_not_yet
     codes[PERMIT_EXPIRED] = touched & ~any_valid & ~all_not_yet
@@ -199,19 +250,38 @@ def _permit_rules(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, rules:
 
 def _exceeds(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, valid_pairs: pd.DataFrame,
              rules: RuleConfig) -> np.ndarray:
-    """Changes whose area outside their valid permits' union exceeds both tolerances."""
+    """Changes whose area outside their valid permits' union exceeds both tolerances.
+
+    Changes with one valid permit (nearly all) need only the overlap area; for changes that
+    several valid permits touch, the permits are cut out of the change one rank at a time.
+    """
     result = np.zeros(len(changes_m), bool)
     if valid_pairs.empty:
         return result
-    footprints = gpd.GeoDataFrame({"change": valid_pairs["change"].to_numpy()},
-                                  geometry=permits.geometry.to_crs(changes_m.crs).loc[valid_pairs["other"]].values,
-                                  crs=changes_m.crs)
-    unions = footprints.dissolve(by="change").geometry
-    geoms = changes_m.geometry.loc[unions.index].values
-    outside = shapely.area(shapely.difference(geoms, unions.values))
-    total = shapely.area(geoms)
-    over = (outside > rules.exceed_min_m2) & (outside > rules.exceed_min_fraction * total)
-    result[changes_m.index.get_indexer(unions.index)] = over
+    footprints = permits.geometry.to_crs(changes_m.crs)
+    counts = valid_pairs["change"].value_counts()
+    single = valid_pairs[valid_pairs["change"].map(counts).to_numpy() == 1]
+    change_geoms = changes_m.geometry.loc[single["change"]].values.to_numpy()
+    covered = overlap_area(change_geoms, footprints.loc[single["other"]].values.to_numpy())
+    total = threaded(shapely.area, change_geoms)
+    outside = {"single": (single["change"].to_numpy(), total - covered, total)}
+    several = valid_pairs[valid_pairs["change"].map(counts).to_numpy() > 1].sort_values("change", kind="stable")
+    if not several.empty:
+        # change minus its k-th valid permit, for k = 1, 2, …: one vectorised difference per rank,
+        # instead of a union per change
+        changes_idx = several["change"].drop_duplicates().to_numpy()
+        rest = changes_m.geometry.loc[changes_idx].values.to_numpy().copy()
+        multi_total = threaded(shapely.area, rest)
+        position = pd.Index(changes_idx).get_indexer(several["change"])
+        rank = several.groupby("change").cumcount().to_numpy()
+        permit_geoms = footprints.loc[several["other"]].values.to_numpy()
+        for k in range(rank.max() + 1):
+            at = rank == k
+            rest[position[at]] = threaded(shapely.difference, rest[position[at]], permit_geoms[at])
+        outside["several"] = (changes_idx, threaded(shapely.area, rest), multi_total)
+    for index, out_area, area in outside.values():
+        over = (out_area > rules.exceed_min_m2) & (out_area > rules.exceed_min_fraction * area)
+        result[changes_m.index.get_indexer(index)] = over
     return result
 
 
@@ -233,22 +303,27 @@ def _zoning_rules(changes_m: gpd.GeoDataFrame, zoning: gpd.GeoDataFrame, rules: 
     cols = rules.zoning_columns
     allowed = _allowed(zoning[cols.construction_allowed], cols.construction_allowed)
     pairs = touching(changes_m, zoning, rules.dask_min_features)
-    banned = pairs[~allowed.loc[pairs["other"]].to_numpy()]
+    banned = pairs[~allowed.to_numpy()[zoning.index.get_indexer(pairs["other"])]]
     codes[NO_BUILD_ZONE] = out.index.isin(banned["change"])
     out["zone_ids"] = _ids_by_change(pairs, zoning[cols.zone_id], out.index)
 
 
-def reasons_from_codes(codes: dict[str, np.ndarray], n: int) -> list[str]:
-    """Per change: the codes that apply, sorted and comma-separated, or PERMITTED."""
+def reasons_from_codes(codes: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """Per change: the codes that apply, sorted and comma-separated, or PERMITTED (object array)."""
     names = sorted(codes)
-    table = np.column_stack([codes[k] for k in names]) if names else np.zeros((n, 0), bool)
-    return [",".join(name for name, hit in zip(names, row) if hit) or PERMITTED for row in table]
+    bits = np.zeros(n, np.int64)
+    for i, name in enumerate(names):
+        bits |= codes[name].astype(np.int64) << i
+    combos, inverse = np.unique(bits, return_inverse=True)
+    text = [",".join(name for i, name in enumerate(names) if combo >> i & 1) or PERMITTED for combo in combos]
+    return np.array(text, dtype=object)[inverse.reshape(-1)] if n else np.array([], dtype=object)
 
 
 def worst_reason(reasons: pd.Series) -> pd.Series:
     """The most severe code of each ``reasons`` string (order: SEVERITY)."""
     rank = {code: i for i, code in enumerate(SEVERITY)}
-    return reasons.str.split(",").apply(lambda codes: min(codes, key=rank.__getitem__))
+    worst = {r: min(r.split(","), key=rank.__getitem__) for r in reasons.unique()}
+    return reasons.map(worst)
 
 
 def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
@@ -301,19 +376,22 @@ def attribute_parcels(flagged: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
     if flagged.empty or parcels.empty:
         return empty_links, empty_table
     flagged_m = flagged[["geometry"]].to_crs(metric_crs(flagged))
-    pairs = touching(flagged_m, parcels, dask_min_features)
+    pairs = touching(flagged_m, parcels, dask_min_features, with_area=True)
     if pairs.empty:
         return empty_links, empty_table
+    change_pos = flagged.index.get_indexer(pairs["change"])
+    parcel_ids = parcels[columns.parcel_id].astype(str).to_numpy(dtype=object)
     links = pd.DataFrame({
-        "change_id": flagged["change_id"].loc[pairs["change"]].to_numpy(),
-        "parcel_id": parcels[columns.parcel_id].loc[pairs["other"]].astype(str).to_numpy(),
+        "change_id": flagged["change_id"].to_numpy()[change_pos],
+        "parcel_id": parcel_ids[parcels.index.get_indexer(pairs["other"])],
         "overlap_m2": pairs["area_m2"].to_numpy(),
     }).sort_values(["change_id", "parcel_id"], ignore_index=True)
+    rank = worst_reason(flagged["reasons"]).map({c: i for i, c in enumerate(SEVERITY)}).to_numpy()
     per_pair = pd.DataFrame({
         "parcel": pairs["other"].to_numpy(),
         "overlap_m2": pairs["area_m2"].to_numpy(),
-        "rank": worst_reason(flagged["reasons"].loc[pairs["change"]]).map({c: i for i, c in enumerate(SEVERITY)}).to_numpy(),
-        "max_prob": flagged["max_prob"].loc[pairs["change"]].to_numpy() if "max_prob" in flagged else np.nan,
+        "rank": rank[change_pos],
+        "max_prob": flagged["max_prob"].to_numpy()[change_pos] if "max_prob" in flagged else np.nan,
     })
     stats = per_pair.groupby("parcel").agg(n_flags=("overlap_m2", "size"), flagged_area_m2=("overlap_m2", "sum"),
                                            rank=("rank", "min"), max_prob=("max_prob", "max"))
@@ -386,8 +464,8 @@ def judge(changes: gpd.GeoDataFrame, layers: Layers, rules: RuleConfig,
     if layers.parcels is None:
         return Judgement(checked, flagged, None)
     links, table = attribute_parcels(flagged, layers.parcels.data, parcel_columns, rules.dask_min_features)
-    by_change = links.groupby("change_id")["parcel_id"].agg(",".join)
-    flagged["parcel_ids"] = flagged["change_id"].map(by_change).fillna("").astype(object)
+    keys, joined = join_ids(links["change_id"].to_numpy(), links["parcel_id"].to_numpy())
+    flagged["parcel_ids"] = flagged["change_id"].map(pd.Series(joined, index=keys)).fillna("").astype(object)
     return Judgement(checked, flagged, table)
 
 
