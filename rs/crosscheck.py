@@ -439,11 +439,13 @@ def read_layers(permits: str | None, zoning: str | None, parcels: str | None, ru
 @dataclass(frozen=True)
 class Judgement:
     """A cross-check's result: every change with its reasons, the flagged ones (with ``parcel_ids``
-    when parcels were given) and the per-parcel table (None without parcels)."""
+    when parcels were given), the per-parcel table and the change–parcel overlaps (``change_id``,
+    ``parcel_id``, ``overlap_m2``); the last two are None without parcels."""
 
     changes: gpd.GeoDataFrame
     flagged: gpd.GeoDataFrame
     parcels: gpd.GeoDataFrame | None
+    links: pd.DataFrame | None = None
 
     def counts(self) -> dict[str, object]:
         """Numbers of changes, flags per reason code and flagged parcels; areas in m²."""
@@ -466,7 +468,7 @@ def judge(changes: gpd.GeoDataFrame, layers: Layers, rules: RuleConfig,
     links, table = attribute_parcels(flagged, layers.parcels.data, parcel_columns, rules.dask_min_features)
     keys, joined = join_ids(links["change_id"].to_numpy(), links["parcel_id"].to_numpy())
     flagged["parcel_ids"] = flagged["change_id"].map(pd.Series(joined, index=keys)).fillna("").astype(object)
-    return Judgement(checked, flagged, table)
+    return Judgement(checked, flagged, table, links)
 
 
 def load_rules(path: str | os.PathLike[str] | None) -> tuple[RuleConfig, ParcelColumns]:

@@ -80,39 +80,54 @@ def write_json(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def write_table(table: pd.DataFrame, path: Path, layer: str) -> Path:
+    """Write a table without geometry as a GeoPackage attribute table (QGIS opens it as a layer)."""
+    import pyogrio
+
+    pyogrio.write_dataframe(table, path, layer=layer, driver="GPKG")
+    return path
+
+
 def write_judgement(judgement: Judgement, changes_path: Path, flagged_path: Path) -> None:
-    """``changes.gpkg`` (layer ``changes``) and ``flagged.gpkg`` (layers ``flagged_changes`` and,
-    with parcels, ``flagged_parcels``)."""
+    """``changes.gpkg`` (layer ``changes``) and ``flagged.gpkg`` (layer ``flagged_changes``; with
+    parcels also ``flagged_parcels`` and the attribute table ``flagged_change_parcels``)."""
     write_gpkg(judgement.changes, changes_path, "changes")
     write_gpkg(judgement.flagged, flagged_path, "flagged_changes")
     if judgement.parcels is not None:
         write_gpkg(judgement.parcels, flagged_path, "flagged_parcels")
+    if judgement.links is not None:
+        write_table(judgement.links, flagged_path, "flagged_change_parcels")
 
 
 # --- exports for GIS desks ---------------------------------------------------------------------
 
 FORMATS = ("gpkg", "parquet", "geojson", "csv", "shp")
 LAYERS = ("changes", "flagged_changes", "flagged_parcels")
+LINKS = "flagged_change_parcels"  # attribute table: change_id, parcel_id, overlap_m2
 # Shapefile (dBASE) field names stop at 10 characters: the long ones get these names.
 SHAPEFILE_NAMES = {"valid_permit_ids": "valid_pids", "flagged_area_m2": "flag_am2", "worst_reason": "worst_rsn"}
 GEOGRAPHIC = "EPSG:4326"
 
 
 def read_run_layers(run_dir: str | os.PathLike[str]) -> dict[str, gpd.GeoDataFrame]:
-    """The layers of a detect or crosscheck run folder (``flagged_parcels`` only when present)."""
+    """The layers of a detect or crosscheck run folder (``flagged_parcels`` only when present).
+
+    The attribute table ``flagged_change_parcels`` comes back as a plain DataFrame when present.
+    """
     import pyogrio
 
     from rs.errors import InputFileError
 
     run = Path(run_dir)
     sources = {"changes": run / "changes.gpkg", "flagged_changes": run / "flagged.gpkg",
-               "flagged_parcels": run / "flagged.gpkg"}
+               "flagged_parcels": run / "flagged.gpkg", LINKS: run / "flagged.gpkg"}
     layers = {}
     for name, path in sources.items():
         if not path.is_file():
             raise InputFileError(f"{run} is not a changewatch run folder: {path.name} is missing")
         if name in [n for n, _ in pyogrio.list_layers(path)]:
-            layers[name] = gpd.read_file(path, layer=name)
+            layers[name] = gpd.read_file(path, layer=name) if name != LINKS else \
+                pyogrio.read_dataframe(path, layer=name, read_geometry=False)
     if "changes" not in layers or "flagged_changes" not in layers:
         raise InputFileError(f"{run}: changes.gpkg/flagged.gpkg lack the changes or flagged_changes layer")
     return layers
@@ -140,7 +155,19 @@ def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, format
     field names shortened as in SHAPEFILE_NAMES.
     """
     names = []
+    links = layers.get(LINKS)
+    if links is not None:  # a table without geometry: GeoPackage attribute table, Parquet and CSV only
+        if "gpkg" in formats:
+            write_table(links, out.path("changewatch.gpkg"), LINKS)
+        if "parquet" in formats:
+            links.to_parquet(out.path(f"{LINKS}.parquet"), index=False)
+            names.append(f"{LINKS}.parquet")
+        if "csv" in formats:
+            links.to_csv(out.path(f"{LINKS}.csv"), index=False)
+            names.append(f"{LINKS}.csv")
     for name, gdf in layers.items():
+        if name == LINKS:
+            continue
         if "gpkg" in formats:
             write_gpkg(gdf, out.path("changewatch.gpkg"), name)
         if "parquet" in formats:

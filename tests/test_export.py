@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from rs.crosscheck import Layers, Layer, ParcelColumns, RuleConfig, judge
-from rs.export import SHAPEFILE_NAMES, StagedOutput, read_run_layers, write_judgement
+from rs.export import LINKS, SHAPEFILE_NAMES, StagedOutput, read_run_layers, write_judgement
 from tests.data import UTM48N
 from tests.test_crosscheck import AS_OF, X, Y, box, rule_case
 
@@ -59,7 +59,12 @@ def test_every_format_round_trips(run_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["export", str(run_dir), "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     source = read_run_layers(run_dir)
-    assert set(source) == {"changes", "flagged_changes", "flagged_parcels"} and len(source["flagged_parcels"]) == 2
+    assert set(source) == {"changes", "flagged_changes", "flagged_parcels", LINKS}
+    assert len(source["flagged_parcels"]) == 2 and len(source[LINKS]) == 4
+    links = source.pop(LINKS)
+    for back in (gpd.read_file(out / "changewatch.gpkg", layer=LINKS, read_geometry=False),
+                 pd.read_parquet(out / f"{LINKS}.parquet"), pd.read_csv(out / f"{LINKS}.csv")):
+        same_attributes(links, pd.DataFrame(back))
     for name, gdf in source.items():
         attrs = pd.DataFrame(gdf.drop(columns="geometry"))
         # GeoPackage and GeoParquet keep the CRS
@@ -95,8 +100,8 @@ def test_csv_centroids(run_dir: Path, tmp_path: Path) -> None:
     expected = read_run_layers(run_dir)["changes"].centroid.to_crs(4326)
     np.testing.assert_allclose(csv["lon"], expected.x, atol=1e-9)
     np.testing.assert_allclose(csv["lat"], expected.y, atol=1e-9)
-    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["changes.csv", "flagged_changes.csv",
-                                                                  "flagged_parcels.csv"]
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["changes.csv", "flagged_change_parcels.csv",
+                                                                  "flagged_changes.csv", "flagged_parcels.csv"]
 
 
 def test_stac_item(run_dir: Path, tmp_path: Path) -> None:
