@@ -91,14 +91,16 @@ columns_opt = click.option(
          "EXCEEDS_PERMIT tolerances exceed_min_m2 (default 20) and exceed_min_fraction (default 0.1).")
 
 
-def _rules(as_of: Any, columns_file: str | None) -> tuple[Any, Any]:
-    """(RuleConfig, ParcelColumns) from --columns and --as-of."""
+def _layers(permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
+            columns_file: str | None) -> Any:
+    """CrosscheckInputs from the layer options, --as-of and --columns."""
     from dataclasses import replace
 
-    from rs.crosscheck import load_rules
+    from rs.crosscheck import CrosscheckInputs, load_rules
 
     rules, parcel_columns = load_rules(columns_file)
-    return replace(rules, as_of=as_of.date() if as_of else None), parcel_columns
+    return CrosscheckInputs(permits, zoning, parcels, replace(rules, as_of=as_of.date() if as_of else None),
+                            parcel_columns)
 
 
 def detect_options(func: F) -> F:
@@ -140,14 +142,12 @@ def cli() -> None:
     """
 
 
-def _run_detect(before: str, after: str, outdir: str, permits: str | None, zoning: str | None,
-                parcels: str | None, rules: tuple[Any, Any], model_path: str | None, threshold: float | None,
-                min_area_m2: float, inference: Any, quiet: bool) -> None:
+def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None,
+                threshold: float | None, min_area_m2: float, inference: Any, quiet: bool) -> None:
     from rs.pipeline import DetectConfig, detect
 
-    config = DetectConfig(before=before, after=after, outdir=outdir, permits=permits, zoning=zoning, parcels=parcels,
-                          model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2,
-                          inference=inference, rules=rules[0], parcel_columns=rules[1])
+    config = DetectConfig(before=before, after=after, outdir=outdir, layers=layers, model=_model(model_path),
+                          threshold=threshold, min_area_m2=min_area_m2, inference=inference)
     result = detect(config, progress=not quiet)
     for name, path in result.files.items():
         click.echo(f"{name:17s} {path}")
@@ -178,7 +178,7 @@ def detect(before: str, after: str, outdir: str, permits: str | None, zoning: st
     default model wants blue, green, red, NIR). They may differ in CRS, pixel size and extent:
     AFTER is resampled onto BEFORE's grid, and the outputs are on BEFORE's grid and CRS.
     """
-    _run_detect(before, after, outdir, permits, zoning, parcels, _rules(as_of, columns_file), model_path, threshold, min_area_m2,
+    _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, threshold, min_area_m2,
                 _inference(device, tile, overlap, batch_size), quiet)
 
 
@@ -194,8 +194,9 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
     The imagery is modified Copernicus Sentinel data from the OSCD dataset (see
     tiles/ATTRIBUTION.md); the permit and zoning layers are invented to exercise the cross-check.
     """
-    _run_detect(str(DEMO_BEFORE), str(DEMO_AFTER), outdir, str(DEMO_PERMITS), str(DEMO_ZONING), str(DEMO_PARCELS),
-                _rules(None, None), None, None, 200.0, _inference(device, 256, 64, 8), quiet)
+    layers = _layers(str(DEMO_PERMITS), str(DEMO_ZONING), str(DEMO_PARCELS), None, None)
+    _run_detect(str(DEMO_BEFORE), str(DEMO_AFTER), outdir, layers, None, None, 200.0, _inference(device, 256, 64, 8),
+                quiet)
     click.echo(f"demo done: open {Path(outdir) / 'flagged.gpkg'} in QGIS or GeoPandas")
 
 
@@ -245,9 +246,8 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
 
     if not (scheduler in ("serial", "local") or scheduler.startswith(("tcp://", "tls://"))):
         raise click.BadParameter(f"{scheduler!r}: use serial, local or tcp://host:port", param_hint="--scheduler")
-    rules, parcel_columns = _rules(as_of, columns_file)
-    config = BatchConfig(manifest=manifest, outdir=outdir, permits=permits, zoning=zoning, parcels=parcels,
-                         rules=rules, parcel_columns=parcel_columns, resume=resume, scheduler=scheduler,
+    config = BatchConfig(manifest=manifest, outdir=outdir, layers=_layers(permits, zoning, parcels, as_of, columns_file),
+                         resume=resume, scheduler=scheduler,
                          workers=workers, split_mpx=split_mpx, model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2,
                          inference=_inference(device, tile, overlap, batch_size))
     jobs = read_manifest(manifest, config.shared_layers())
@@ -296,9 +296,8 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
     """
     from rs.pipeline import CrosscheckConfig, run_crosscheck
 
-    rules, parcel_columns = _rules(as_of, columns_file)
-    judgement, summary = run_crosscheck(CrosscheckConfig(changes, outdir, permits, zoning, parcels, rules,
-                                                         parcel_columns))
+    layers = _layers(permits, zoning, parcels, as_of, columns_file)
+    judgement, summary = run_crosscheck(CrosscheckConfig(changes, outdir, layers))
     counts = summary["counts"]
     click.echo(f"{counts['changes']} changes, {counts['flagged']} flagged as of {summary['rules']['as_of']} — "
                f"reasons: {counts['by_reason'] or 'none'}"

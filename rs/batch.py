@@ -39,7 +39,7 @@ from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_wo
 from rasterio.windows import Window
 
 from rs.align import AlignedPair
-from rs.crosscheck import ParcelColumns, RuleConfig
+from rs.crosscheck import CrosscheckInputs
 from rs.errors import ChangewatchError, ManifestError
 from rs.export import write_gpkg, write_json
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, predict_tiles
@@ -144,11 +144,7 @@ class BatchConfig:
 
     manifest: str
     outdir: str
-    permits: str | None = None
-    zoning: str | None = None
-    parcels: str | None = None
-    rules: RuleConfig = field(default_factory=RuleConfig)
-    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
+    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)  # for jobs whose row names none
     resume: bool = False
     scheduler: str = "local"
     workers: int | None = None
@@ -161,7 +157,7 @@ class BatchConfig:
 
     def shared_layers(self) -> dict[str, str | None]:
         """Layers given for every job whose manifest row names none."""
-        return {"permits": self.permits, "zoning": self.zoning, "parcels": self.parcels}
+        return {"permits": self.layers.permits, "zoning": self.layers.zoning, "parcels": self.layers.parcels}
 
 
 @dataclass
@@ -210,11 +206,11 @@ def _write_done(area_dir: Path, job: Job) -> None:
 
 
 def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
-    rules = replace(config.rules, as_of=job.as_of or config.rules.as_of)
+    rules = replace(config.layers.rules, as_of=job.as_of or config.layers.rules.as_of)
+    layers = replace(config.layers, permits=job.permits, zoning=job.zoning, parcels=job.parcels, rules=rules)
     return DetectConfig(before=job.before, after=job.after, outdir=str(Path(config.outdir) / job.area_id),
-                        permits=job.permits, zoning=job.zoning, parcels=job.parcels, model=config.model,
-                        threshold=config.threshold, min_area_m2=config.min_area_m2, inference=config.inference,
-                        rules=rules, parcel_columns=config.parcel_columns)
+                        layers=layers, model=config.model, threshold=config.threshold,
+                        min_area_m2=config.min_area_m2, inference=config.inference)
 
 
 def run_job(job: Job, config: BatchConfig, model: ChangeModel, predict: Predictor = predict_pair) -> JobRecord:

@@ -423,17 +423,27 @@ class Layers:
         return out
 
 
-def read_layers(permits: str | None, zoning: str | None, parcels: str | None, rules: RuleConfig,
-                parcel_columns: ParcelColumns = ParcelColumns(),
-                extent: tuple[tuple[float, float, float, float], CRS] | None = None) -> Layers:
-    """Read and check every given layer (see ``read_layer``) before any work starts."""
-    pc, zc, qc = rules.permit_columns, rules.zoning_columns, parcel_columns
-    return Layers(
-        read_layer(permits, "permits", (pc.permit_id, pc.issued, pc.expires), extent) if permits else None,
-        read_layer(zoning, "zoning", (zc.zone_id, zc.construction_allowed), extent) if zoning else None,
-        read_layer(parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c), extent)
-        if parcels else None,
-    )
+@dataclass(frozen=True)
+class CrosscheckInputs:
+    """The reference layers of a run (paths, each optional) and how to read and judge them."""
+
+    permits: str | None = None
+    zoning: str | None = None
+    parcels: str | None = None
+    rules: RuleConfig = field(default_factory=RuleConfig)
+    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
+
+    def read(self, extent: tuple[tuple[float, float, float, float], CRS] | None = None) -> Layers:
+        """Read and check every given layer (see ``read_layer``) before any work starts."""
+        pc, zc, qc = self.rules.permit_columns, self.rules.zoning_columns, self.parcel_columns
+        return Layers(
+            read_layer(self.permits, "permits", (pc.permit_id, pc.issued, pc.expires), extent)
+            if self.permits else None,
+            read_layer(self.zoning, "zoning", (zc.zone_id, zc.construction_allowed), extent)
+            if self.zoning else None,
+            read_layer(self.parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c), extent)
+            if self.parcels else None,
+        )
 
 
 @dataclass(frozen=True)

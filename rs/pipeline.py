@@ -29,7 +29,7 @@ from rasterio.windows import Window
 import rs
 from models.changenet import DEFAULT_MODEL
 from rs.align import AlignedPair, scene_date
-from rs.crosscheck import Judgement, Layers, ParcelColumns, RuleConfig, judge, read_layer, read_layers
+from rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
 from rs.export import StagedOutput, write_json, write_judgement
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, write_probability
 from rs.vectorize import VectorizeConfig, metric_crs, vectorize
@@ -42,22 +42,18 @@ class DetectConfig:
     """Everything one detection run depends on; serialised into ``summary.json``.
 
     ``threshold`` None means the model's own (chosen on its validation data);
-    ``min_area_m2`` is the smallest change kept, in m² of ground; ``rules.as_of`` None means the
-    AFTER scene's acquisition date (its TIFF date tag), or today when it has none.
+    ``min_area_m2`` is the smallest change kept, in m² of ground; ``layers.rules.as_of`` None means
+    the AFTER scene's acquisition date (its TIFF date tag), or today when it has none.
     """
 
     before: str
     after: str
     outdir: str
-    permits: str | None = None
-    zoning: str | None = None
-    parcels: str | None = None
+    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
     model: str = str(DEFAULT_MODEL)
     threshold: float | None = None
     min_area_m2: float = 200.0
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-    rules: RuleConfig = field(default_factory=RuleConfig)
-    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
 
 
 @dataclass(frozen=True)
@@ -89,10 +85,9 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
     threshold = model.spec.threshold if config.threshold is None else config.threshold
     with AlignedPair(config.before, config.after) as pair:
         model.check_bands(pair.band_count)
-        layers = read_layers(config.permits, config.zoning, config.parcels, config.rules, config.parcel_columns,
-                             extent=(pair.grid.bounds, pair.grid.crs))
+        layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
         as_of, as_of_source = _as_of(config)
-        rules = replace(config.rules, as_of=as_of)
+        rules = replace(config.layers.rules, as_of=as_of)
         timings["load_s"] = time.perf_counter() - t0
         with StagedOutput(config.outdir) as out:  # every input is checked: from here on, outputs
             t = time.perf_counter()
@@ -102,7 +97,7 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
             changes = vectorize(out.path("change_prob.tif"), VectorizeConfig(threshold, config.min_area_m2))
             timings["vectorize_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            judgement = judge(changes, layers, rules, config.parcel_columns)
+            judgement = judge(changes, layers, rules, config.layers.parcel_columns)
             timings["crosscheck_s"] = time.perf_counter() - t
             write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
             timings["total_s"] = time.perf_counter() - t0
@@ -115,8 +110,8 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
 
 def _as_of(config: DetectConfig) -> tuple[date, str]:
     """The date the rules are judged on, and where it came from."""
-    if config.rules.as_of is not None:
-        return config.rules.as_of, "given"
+    if config.layers.rules.as_of is not None:
+        return config.layers.rules.as_of, "given"
     acquired = scene_date(config.after)
     if acquired is not None:
         return acquired, "AFTER scene date tag"
@@ -154,18 +149,14 @@ class CrosscheckConfig:
 
     changes: str
     outdir: str
-    permits: str | None = None
-    zoning: str | None = None
-    parcels: str | None = None
-    rules: RuleConfig = field(default_factory=RuleConfig)
-    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
+    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
 
 
 def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]:
     """Judge a change layer against the given layers; writes changes.gpkg, flagged.gpkg and
     crosscheck_summary.json into ``config.outdir`` (staged, like ``detect``).
 
-    The as-of date is ``config.rules.as_of``, else the one recorded in a ``summary.json`` beside
+    The as-of date is ``config.layers.rules.as_of``, else the one recorded in a ``summary.json`` beside
     the change layer (a detect run's), else today. Changes without ``change_id`` are numbered 1…n.
     """
     changes = read_layer(config.changes, "changes")
@@ -173,10 +164,10 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]
     data = changes.data.assign(change_id=range(1, len(changes.data) + 1)) if numbered else changes.data
     if "area_m2" not in data:
         data = data.assign(area_m2=data.to_crs(metric_crs(data)).area if len(data) else [])
-    layers = read_layers(config.permits, config.zoning, config.parcels, config.rules, config.parcel_columns)
+    layers = config.layers.read()
     as_of, source = _crosscheck_as_of(config)
-    rules = replace(config.rules, as_of=as_of)
-    judgement = judge(data, layers, rules, config.parcel_columns)
+    rules = replace(config.layers.rules, as_of=as_of)
+    judgement = judge(data, layers, rules, config.layers.parcel_columns)
     summary = {
         "changewatch_version": rs.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -194,8 +185,8 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]
 
 
 def _crosscheck_as_of(config: CrosscheckConfig) -> tuple[date, str]:
-    if config.rules.as_of is not None:
-        return config.rules.as_of, "given"
+    if config.layers.rules.as_of is not None:
+        return config.layers.rules.as_of, "given"
     beside = Path(config.changes).parent / "summary.json"
     try:
         return date.fromisoformat(json.loads(beside.read_text())["rules"]["as_of"]), f"{beside}"
