@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rs.atomic import atomic_write
 from rs.errors import ModelError
 
 MODELS_DIR = Path(__file__).resolve().parent
@@ -85,26 +85,16 @@ def build_network(spec: ModelSpec) -> torch.nn.Module:
     )
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(network: torch.nn.Module, spec: ModelSpec, json_path: str | os.PathLike[str]) -> Path:
     """Write ``NAME.safetensors`` (fp16 weights) and ``NAME.json`` atomically; returns the JSON path."""
     json_path = Path(json_path).with_suffix(".json")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     weights = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
                for k, v in network.state_dict().items()}
-    _atomic_write_bytes(json_path.with_suffix(".safetensors"), lambda tmp: save_file(weights, tmp))
-    text = json.dumps(asdict(spec), indent=2) + "\n"
-    _atomic_write_bytes(json_path, lambda tmp: Path(tmp).write_text(text))
+    with atomic_write(json_path.with_suffix(".safetensors")) as tmp:
+        save_file(weights, str(tmp))
+    with atomic_write(json_path) as tmp:
+        tmp.write_text(json.dumps(asdict(spec), indent=2) + "\n")
     return json_path
 
 

@@ -39,6 +39,7 @@ from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_wo
 from rasterio.windows import Window
 
 from rs.align import AlignedPair
+from rs.atomic import TMP_GLOB, atomic_write
 from rs.crosscheck import CrosscheckInputs
 from rs.errors import ChangewatchError, ManifestError
 from rs.export import write_gpkg, write_json
@@ -200,9 +201,8 @@ def is_done(area_dir: Path) -> bool:
 def _write_done(area_dir: Path, job: Job) -> None:
     record = {"job": asdict(job), "outputs": {name: sha256(area_dir / name) for name in OUTPUT_FILES},
               "finished_unix": time.time()}
-    tmp = area_dir / f".{DONE_RECORD}.tmp"
-    write_json(record, tmp)
-    os.replace(tmp, area_dir / DONE_RECORD)
+    with atomic_write(area_dir / DONE_RECORD) as tmp:
+        write_json(record, tmp)
 
 
 def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
@@ -250,7 +250,7 @@ def skipped_record(job: Job, outdir: Path) -> JobRecord:
 def remove_stale_staging(outdir: Path) -> int:
     """Delete staging folders and temporary files left by an interrupted run; returns how many."""
     stale = [p for p in outdir.glob("*/.*.staging-*")] + [p for p in outdir.glob(".*.staging-*")]
-    stale += [p for p in outdir.glob(f"*/.{DONE_RECORD}.tmp")] + list(outdir.glob(".batch-tmp-*"))
+    stale += list(outdir.glob(f"*/{TMP_GLOB}")) + list(outdir.glob(TMP_GLOB))
     for p in stale:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     return len(stale)
@@ -381,19 +381,15 @@ class BatchResult:
         return [r for r in self.records if r.status == "failed"]
 
 
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f".batch-tmp-{path.name}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_batch_outputs(result: BatchResult) -> None:
     """``batch_summary.json``/``.csv`` and one combined ``flagged.gpkg`` (EPSG:4326, with ``area_id``)."""
     out = result.outdir
     rows = [asdict(r) for r in result.records]
-    _atomic(out / "batch_summary.json", lambda p: write_json(
-        {"jobs": rows, "counts": pd.Series([r.status for r in result.records]).value_counts().to_dict()}, p))
-    _atomic(out / "batch_summary.csv", lambda p: pd.DataFrame(rows).to_csv(p, index=False))
+    with atomic_write(out / "batch_summary.json") as tmp:
+        write_json({"jobs": rows, "counts": pd.Series([r.status for r in result.records]).value_counts().to_dict()},
+                   tmp)
+    with atomic_write(out / "batch_summary.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
     layers = []
     for r in result.records:
         if r.status in ("done", "skipped"):
@@ -402,7 +398,8 @@ def write_batch_outputs(result: BatchResult) -> None:
             layers.append(flagged.to_crs(COMBINED_CRS))
     combined = (gpd.GeoDataFrame(pd.concat(layers, ignore_index=True), crs=COMBINED_CRS) if layers
                 else gpd.GeoDataFrame({"area_id": []}, geometry=[], crs=COMBINED_CRS))
-    _atomic(out / "flagged.gpkg", lambda p: write_gpkg(combined, p, "flagged_changes"))
+    with atomic_write(out / "flagged.gpkg") as tmp:
+        write_gpkg(combined, tmp, "flagged_changes")
 
 
 def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None = None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 
 from rs.align import AlignedPair, open_raster
+from rs.atomic import atomic_write
 from rs.errors import InputFileError
 from rs.export import read_run_layers, write_gpkg
 
@@ -141,16 +141,7 @@ def save_review(run: Run, table: pd.DataFrame) -> Path:
     layer = flagged.merge(table[["change_id", "review", "note"]], on="change_id", how="left")
     layer["note"] = layer["note"].fillna("").astype(str)
     gpkg = run.path / "flagged.gpkg"
-    fd, tmp = tempfile.mkstemp(dir=run.path, prefix=".flagged-review-", suffix=".gpkg")
-    os.close(fd)
-    try:
+    with atomic_write(gpkg) as tmp:
         shutil.copyfile(gpkg, tmp)
-        if REVIEW_LAYER in [name for name, _ in pyogrio.list_layers(tmp)]:
-            pyogrio.write_dataframe(layer, tmp, layer=REVIEW_LAYER, driver="GPKG")  # replaces the layer
-        else:
-            write_gpkg(layer, Path(tmp), REVIEW_LAYER)
-        os.replace(tmp, gpkg)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_gpkg(layer, tmp, REVIEW_LAYER)  # replaces an earlier review layer
     return gpkg

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from models.changenet import ModelSpec, build_network, save_checkpoint
 from rs.align import AlignedPair
+from rs.atomic import atomic_write
 from rs.errors import InputFileError
 from rs.evaluate import LABEL_NODATA, evaluate, find_sites, read_label
 from rs.infer import ChangeModel, InferenceConfig, model_input, resolve_device
@@ -211,9 +211,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
 def _write_log(path: Path, rows: list[dict[str, object]]) -> None:
     keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[-1]).index(k) if k in rows[-1] else 99)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
