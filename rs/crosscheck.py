@@ -15,7 +15,7 @@ expiry date: open-ended; no or unreadable issue date: never valid). The rules, e
 A change may carry several codes (sorted, comma-separated in ``reasons``); one with none is
 ``PERMITTED`` and stays in the output, unflagged, so the record is complete.
 
-Spatial work is one STRtree-backed bulk join (``geopandas.sjoin``, or dask-geopandas over
+Spatial work is one STRtree bulk query per layer (queried from a thread pool, or dask-geopandas over
 Hilbert-sorted partitions for large layers) plus vectorised shapely intersections — no Python
 loop over features.
 """
@@ -128,27 +128,44 @@ class RuleConfig:
     dask_min_features: int = DASK_MIN_FEATURES
 
 
-def intersecting_pairs(left: gpd.GeoDataFrame, right: gpd.GeoDataFrame, dask_min_features: int) -> gpd.GeoDataFrame:
-    """``sjoin(left, right, predicate="intersects")``: left's rows with ``index_right``.
+def intersecting_pairs(left: gpd.GeoSeries, right: gpd.GeoSeries, dask_min_features: int,
+                       chunk: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (i, j) of every ``left[i]`` that intersects ``right[j]`` (same CRS).
 
-    From ``dask_min_features`` features on (both layers together) the join runs on
-    dask-geopandas: both layers are cut into partitions along a Hilbert curve, so only
-    partitions whose extents meet are joined, in parallel threads (shapely releases the GIL).
+    One STRtree over ``right``, queried in chunks from a thread pool (the query releases the
+    GIL). From ``dask_min_features`` features on (both layers together) the join runs on
+    dask-geopandas instead: both layers cut into partitions along a Hilbert curve, only
+    partitions whose extents meet joined.
     """
-    if len(left) + len(right) < dask_min_features:
-        return gpd.sjoin(left, right, how="inner", predicate="intersects")
+    if len(left) + len(right) >= dask_min_features:
+        return _dask_pairs(left, right)
+    tree = shapely.STRtree(right.values.to_numpy())
+    geoms = left.values.to_numpy()
+
+    def query(start: int) -> np.ndarray:
+        found = tree.query(geoms[start:start + chunk], predicate="intersects")
+        found[0] += start
+        return found
+
+    starts = range(0, len(geoms), chunk)
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        parts = list(pool.map(query, starts))
+    found = np.concatenate(parts, axis=1) if parts else np.zeros((2, 0), np.int64)
+    return found[0], found[1]
+
+
+def _dask_pairs(left: gpd.GeoSeries, right: gpd.GeoSeries) -> tuple[np.ndarray, np.ndarray]:
     import dask_geopandas
 
-    def partitioned(gdf: gpd.GeoDataFrame, key: str) -> dask_geopandas.GeoDataFrame:
-        # spatial_shuffle re-indexes by Hilbert distance: keep the original labels in a column
-        parts = max(1, min(64, len(gdf) // 25_000))
-        keyed = gdf.assign(**{key: gdf.index.to_numpy()})
-        return dask_geopandas.from_geopandas(keyed, npartitions=parts).spatial_shuffle(by="hilbert", npartitions=parts)
+    def partitioned(series: gpd.GeoSeries, key: str) -> dask_geopandas.GeoDataFrame:
+        # spatial_shuffle re-indexes by Hilbert distance: keep the positions in a column
+        parts = max(1, min(64, len(series) // 25_000))
+        frame = gpd.GeoDataFrame({key: np.arange(len(series))}, geometry=series.values, crs=series.crs)
+        return dask_geopandas.from_geopandas(frame, npartitions=parts).spatial_shuffle(by="hilbert", npartitions=parts)
 
     joined = dask_geopandas.sjoin(partitioned(left, "_left"), partitioned(right, "_right"),
                                   how="inner", predicate="intersects").compute(scheduler="threads")
-    joined = joined.set_index("_left").rename_axis(left.index.name)
-    return joined.assign(index_right=joined["_right"]).drop(columns=["_right"], errors="ignore")
+    return joined["_left"].to_numpy(), joined["_right"].to_numpy()
 
 
 def threaded(func: Callable[..., np.ndarray], *arrays: np.ndarray, threads: int | None = None,
@@ -182,41 +199,47 @@ def touching(changes_m: gpd.GeoDataFrame, other: gpd.GeoDataFrame, dask_min_feat
     ``with_area`` the overlap in m² is added as ``area_m2``. ``changes_m`` must be in a metric
     CRS; ``other`` is reprojected to it.
     """
-    right = other[["geometry"]].to_crs(changes_m.crs)
-    pairs = intersecting_pairs(changes_m[["geometry"]], right, dask_min_features)
-    columns = {"change": pd.Series(dtype=changes_m.index.dtype), "other": pd.Series(dtype=other.index.dtype)}
-    if pairs.empty:
-        return pd.DataFrame({**columns, **({"area_m2": pd.Series(dtype=float)} if with_area else {})})
-    others = pairs["index_right"].to_numpy()
-    a, b = pairs.geometry.values.to_numpy(), right.geometry.loc[others].values.to_numpy()
-    keep = ~threaded(shapely.touches, a, b)
-    out = pd.DataFrame({"change": pairs.index[keep], "other": others[keep]})
-    if with_area:
-        out["area_m2"] = overlap_area(a[keep], b[keep])
-    return out
+    right = other.geometry.to_crs(changes_m.crs)
+    i, j = intersecting_pairs(changes_m.geometry, right, dask_min_features)
+    a, b = changes_m.geometry.values.to_numpy()[i], right.values.to_numpy()[j]
+    if with_area:  # the areas are needed anyway: they decide
+        area = overlap_area(a, b) if len(a) else np.zeros(0)
+        keep = area > MIN_OVERLAP_M2
+        return pd.DataFrame({"change": changes_m.index[i[keep]], "other": other.index[j[keep]],
+                             "area_m2": area[keep]})
+    keep = ~threaded(shapely.touches, a, b) if len(a) else np.zeros(0, bool)
+    return pd.DataFrame({"change": changes_m.index[i[keep]], "other": other.index[j[keep]]})
 
 
-def join_ids(keys: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per distinct key, its distinct ``names`` sorted and comma-separated: (keys, joined strings).
+def join_ids(keys: np.ndarray, ranks: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct key, its distinct ``names`` in ``ranks`` order, comma-separated: (keys, strings).
 
-    Vectorised: one sort and one ``np.add.reduceat`` over object strings (concatenation in C)."""
-    names = names.astype(object)
-    order = np.lexsort((names, keys))
-    keys, names = keys[order], names[order]
-    if len(keys):
-        first = np.r_[True, (keys[1:] != keys[:-1]) | (names[1:] != names[:-1])]  # drop repeated names
-        keys, names = keys[first], names[first]
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, int)
-    joined = np.add.reduceat(names + ",", starts) if len(keys) else np.zeros(0, object)
+    ``ranks`` are integers ordering the names (e.g. from ``id_ranks``), so the sort is numeric; the
+    strings are concatenated with one ``np.add.reduceat`` over object arrays (a C loop)."""
+    order = np.lexsort((ranks, keys))
+    keys, ranks, names = keys[order], ranks[order], names[order].astype(object)
+    if not len(keys):
+        return keys, np.zeros(0, dtype=object)
+    first = np.r_[True, (keys[1:] != keys[:-1]) | (ranks[1:] != ranks[:-1])]  # drop repeated names
+    keys, names = keys[first], names[first]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    joined = np.add.reduceat(names + ",", starts)
     return keys[starts], np.array([j[:-1] for j in joined], dtype=object)
+
+
+def id_ranks(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Ids as strings (object array) and their dense lexicographic ranks, in row order."""
+    text = ids.astype(str)
+    return text.to_numpy(dtype=object), text.rank(method="dense").to_numpy(np.int64)
 
 
 def _ids_by_change(pairs: pd.DataFrame, ids: pd.Series, index: pd.Index) -> pd.Series:
     """Sorted, comma-separated ids of the ``other`` rows paired with each change ("" for none)."""
     result = pd.Series("", index=index, dtype=object)
     if not pairs.empty:
-        names = ids.astype(str).to_numpy(dtype=object)[ids.index.get_indexer(pairs["other"])]
-        keys, joined = join_ids(pairs["change"].to_numpy(), names)
+        names, ranks = id_ranks(ids)
+        rows = ids.index.get_indexer(pairs["other"])
+        keys, joined = join_ids(pairs["change"].to_numpy(), ranks[rows], names[rows])
         result.loc[keys] = joined
     return result
 
@@ -476,7 +499,8 @@ def judge(changes: gpd.GeoDataFrame, layers: Layers, rules: RuleConfig,
     if layers.parcels is None:
         return Judgement(checked, flagged, None)
     links, table = attribute_parcels(flagged, layers.parcels.data, parcel_columns, rules.dask_min_features)
-    keys, joined = join_ids(links["change_id"].to_numpy(), links["parcel_id"].to_numpy())
+    names, ranks = id_ranks(links["parcel_id"])
+    keys, joined = join_ids(links["change_id"].to_numpy(), ranks, names)
     flagged["parcel_ids"] = flagged["change_id"].map(pd.Series(joined, index=keys)).fillna("").astype(object)
     return Judgement(checked, flagged, table, links)
 
