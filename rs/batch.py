@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import pandas as pd
 import numpy as np
+import pandas as pd
+import pyogrio
 import rasterio
 import rasterio.errors
 import yaml
@@ -40,7 +41,7 @@ from rasterio.windows import Window
 
 from rs.align import AlignedPair
 from rs.atomic import TMP_GLOB, atomic_write
-from rs.crosscheck import CrosscheckInputs
+from rs.crosscheck import SEVERITY, CrosscheckInputs
 from rs.errors import ChangewatchError, ManifestError
 from rs.export import write_gpkg, write_json
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, predict_tiles
@@ -381,8 +382,45 @@ class BatchResult:
         return [r for r in self.records if r.status == "failed"]
 
 
+def _area_layers(out: Path, records: list[JobRecord]) -> tuple[list[gpd.GeoDataFrame], list[gpd.GeoDataFrame]]:
+    """Per finished area: its flagged changes and its flagged parcels (EPSG:4326, with ``area_id``;
+    parcels also with ``parcels_layer``, the layer they came from)."""
+    changes, parcels = [], []
+    for r in records:
+        if r.status not in ("done", "skipped"):
+            continue
+        gpkg = out / r.area_id / "flagged.gpkg"
+        flagged = gpd.read_file(gpkg, layer="flagged_changes")
+        changes.append(flagged.assign(area_id=r.area_id).to_crs(COMBINED_CRS))
+        if "flagged_parcels" in [name for name, _ in pyogrio.list_layers(gpkg)]:
+            source = json.loads((out / r.area_id / "summary.json").read_text())["inputs"]["parcels"]
+            table = gpd.read_file(gpkg, layer="flagged_parcels")
+            parcels.append(table.assign(area_id=r.area_id, parcels_layer=source).to_crs(COMBINED_CRS))
+    return changes, parcels
+
+
+def combine_parcels(tables: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+    """One row per parcel over all areas: a parcel that flags from several areas touch (areas
+    overlap, or a parcel crosses an area edge) has its counts and areas summed, its worst reason
+    and highest probability kept. Parcels are told apart by layer and id."""
+    rows = pd.concat(tables, ignore_index=True)
+    rank = {code: i for i, code in enumerate(SEVERITY)}
+    rows["rank"] = rows["worst_reason"].map(rank)
+    key = ["parcels_layer", "parcel_id"]
+    grouped = rows.groupby(key, sort=True)
+    first = grouped.first()
+    table = gpd.GeoDataFrame({
+        "ward": first["ward"], "areas": grouped["area_id"].agg(lambda a: ",".join(sorted(set(a)))),
+        "n_flags": grouped["n_flags"].sum(), "flagged_area_m2": grouped["flagged_area_m2"].sum(),
+        "worst_reason": grouped["rank"].min().map(dict(enumerate(SEVERITY))), "max_prob": grouped["max_prob"].max(),
+    }, geometry=first["geometry"].values, crs=COMBINED_CRS)
+    return table.reset_index()
+
+
 def write_batch_outputs(result: BatchResult) -> None:
-    """``batch_summary.json``/``.csv`` and one combined ``flagged.gpkg`` (EPSG:4326, with ``area_id``)."""
+    """``batch_summary.json``/``.csv`` and one combined ``flagged.gpkg`` (EPSG:4326): layer
+    ``flagged_changes`` (every area's flags, with ``area_id``) and, when areas had parcels,
+    ``flagged_parcels`` combined over the areas (``combine_parcels``)."""
     out = result.outdir
     rows = [asdict(r) for r in result.records]
     with atomic_write(out / "batch_summary.json") as tmp:
@@ -390,16 +428,14 @@ def write_batch_outputs(result: BatchResult) -> None:
                    tmp)
     with atomic_write(out / "batch_summary.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
-    layers = []
-    for r in result.records:
-        if r.status in ("done", "skipped"):
-            flagged = gpd.read_file(out / r.area_id / "flagged.gpkg", layer="flagged_changes")
-            flagged.insert(0, "area_id", r.area_id)
-            layers.append(flagged.to_crs(COMBINED_CRS))
-    combined = (gpd.GeoDataFrame(pd.concat(layers, ignore_index=True), crs=COMBINED_CRS) if layers
+    changes, parcels = _area_layers(out, result.records)
+    combined = (gpd.GeoDataFrame(pd.concat(changes, ignore_index=True), crs=COMBINED_CRS) if changes
                 else gpd.GeoDataFrame({"area_id": []}, geometry=[], crs=COMBINED_CRS))
+    combined = combined[["area_id", *[c for c in combined.columns if c != "area_id"]]]
     with atomic_write(out / "flagged.gpkg") as tmp:
         write_gpkg(combined, tmp, "flagged_changes")
+        if parcels:
+            write_gpkg(combine_parcels(parcels), tmp, "flagged_parcels")
 
 
 def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None = None,

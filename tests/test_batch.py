@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from shapely.geometry import box
 
 from cli import cli
 from rs.batch import BatchConfig, is_done, read_manifest, run_batch
+from rs.crosscheck import CrosscheckInputs
 from rs.errors import ManifestError
 from rs.infer import InferenceConfig
 from tests.data import ORIGIN, UTM48N, plant_square, textured_scene, utm_transform, write_raster
@@ -162,3 +164,28 @@ def test_local_cluster_matches_serial(tmp_path: Path, tiny_checkpoint: Path, spl
         [(r.area_id, r.status, r.changes, r.flagged) for r in b.records]
     assert [r.tile_tasks for r in b.records] == ([5, 5, 0] if split_mpx < 1 else [0, 0, 0])
     assert_same_outputs(serial, dask, ["ward0", "ward1"], exact=False)  # thread counts differ
+
+
+def test_combined_parcels_over_overlapping_areas(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    # two areas over the same ground share one parcel layer: each parcel appears once in the combined table
+    before = textured_scene(96, 96, seed=5)
+    after = plant_square(plant_square(before, 20, 20, 14), 60, 50, 16)
+    write_raster(tmp_path / "b.tif", before, UTM48N, utm_transform())
+    write_raster(tmp_path / "a.tif", after, UTM48N, utm_transform())
+    x, y = ORIGIN
+    parcels = gpd.GeoDataFrame({"parcel_id": ["W", "E"], "ward": ["1", "2"]},
+                               geometry=[box(x, y - 960, x + 480, y), box(x + 480, y - 960, x + 960, y)], crs=UTM48N)
+    parcels.to_file(tmp_path / "parcels.gpkg")
+    (tmp_path / "jobs.csv").write_text("area_id,before,after\nnorth,b.tif,a.tif\nsouth,b.tif,a.tif\n")
+    out = tmp_path / "out"
+    run_batch(config(tmp_path / "jobs.csv", out, tiny_checkpoint,
+                     layers=CrosscheckInputs(parcels=str(tmp_path / "parcels.gpkg"))))
+    per_area = gpd.read_file(out / "north" / "flagged.gpkg", layer="flagged_parcels")
+    combined = gpd.read_file(out / "flagged.gpkg", layer="flagged_parcels")
+    assert len(per_area) >= 1 and len(combined) == len(per_area) and combined.crs.to_epsg() == 4326
+    merged = combined.set_index("parcel_id")
+    for _, row in per_area.iterrows():
+        assert merged.loc[row["parcel_id"], "n_flags"] == 2 * row["n_flags"]
+        assert merged.loc[row["parcel_id"], "flagged_area_m2"] == pytest.approx(2 * row["flagged_area_m2"])
+        assert merged.loc[row["parcel_id"], "areas"] == "north,south"
+        assert merged.loc[row["parcel_id"], "worst_reason"] == row["worst_reason"]
