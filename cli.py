@@ -103,6 +103,13 @@ def _layers(permits: str | None, zoning: str | None, parcels: str | None, as_of:
                             parcel_columns)
 
 
+def layer_options(func: F) -> F:
+    """The cross-check options shared by detect, crosscheck and batch."""
+    for option in reversed((permits_opt, zoning_opt, parcels_opt, as_of_opt, columns_opt)):
+        func = option(func)
+    return func
+
+
 def detect_options(func: F) -> F:
     """The model, decision and tiling options shared by detect and batch."""
     for option in reversed((model_opt, device_opt, threshold_opt, min_area_opt, tile_opt, overlap_opt, batch_opt,
@@ -161,11 +168,7 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
               help="Folder for change_prob.tif, changes.gpkg, flagged.gpkg, summary.json "
                    "(created; files in it are replaced only when the run succeeds).")
-@permits_opt
-@zoning_opt
-@parcels_opt
-@as_of_opt
-@columns_opt
+@layer_options
 @detect_options
 @reports_errors
 def detect(before: str, after: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None,
@@ -205,14 +208,7 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
               help="Batch folder: one sub-folder per area_id (as detect writes), batch_summary.json/.csv and "
                    "a combined flagged.gpkg (EPSG:4326).")
-@click.option("--permits", type=click.Path(dir_okay=False), default=None,
-              help="Permit layer for every job whose manifest row names none (permit_id, issued, expires).")
-@click.option("--zoning", type=click.Path(dir_okay=False), default=None,
-              help="Zoning layer for every job whose manifest row names none (zone_id, construction_allowed).")
-@click.option("--parcels", type=click.Path(dir_okay=False), default=None,
-              help="Parcel layer for every job whose manifest row names none (parcel_id, ward).")
-@as_of_opt
-@columns_opt
+@layer_options
 @click.option("--resume", is_flag=True,
               help="Skip jobs finished by an earlier run (outputs and completion record intact); redo the rest.")
 @click.option("--scheduler", default="local", show_default=True,
@@ -235,7 +231,10 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
     MANIFEST is a CSV with columns area_id,before,after and optionally permits,zoning,parcels
     (paths relative to the manifest) and as_of (YYYY-MM-DD), or a YAML list of such mappings
     (or a mapping with jobs: and shared permits:, zoning:, parcels:).
-    Exit code 7 when the batch finished but some jobs failed (see batch_summary.csv).
+
+    --permits, --zoning and --parcels serve every job whose manifest row names no layer of its
+    own; --as-of every job without an as_of. Exit code 7 when the batch finished but some jobs
+    failed (see batch_summary.csv).
     """
     from dataclasses import asdict
 
@@ -281,11 +280,7 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
 @click.argument("changes", type=click.Path(dir_okay=False))
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
               help="Folder for changes.gpkg, flagged.gpkg (flagged_changes, flagged_parcels) and crosscheck_summary.json.")
-@permits_opt
-@zoning_opt
-@parcels_opt
-@as_of_opt
-@columns_opt
+@layer_options
 @reports_errors
 def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None,
                as_of: Any, columns_file: str | None) -> None:
