@@ -1,14 +1,14 @@
 """Stage 4 — vectorize: change probabilities → change polygons with areas in m².
 
-Threshold the probability raster, remove specks smaller than the minimum area with a sieve,
-label connected regions (4-connectivity) and trace each as one polygon (holes kept) in the
-scene CRS. Areas are measured in the local UTM zone of the scene, so they are in m² whatever
-the scene CRS (geographic EPSG:4326 included).
+Threshold the probability raster block by block, label connected regions (4-connectivity) and
+trace each as one polygon (holes kept) in the scene CRS; regions cut by block edges are joined
+whole. Regions and holes smaller than the minimum area are dropped or filled. Areas are measured
+in the local UTM zone of the scene, so they are in m² whatever the scene CRS (geographic
+EPSG:4326 included).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -17,8 +17,12 @@ import numpy as np
 import rasterio
 import rasterio.features
 import shapely
+from affine import Affine
 from pyproj import CRS
+from rasterio.windows import Window
 from scipy import ndimage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from rs.align import Grid
 
@@ -46,43 +50,124 @@ def pixel_area_m2(grid: Grid) -> float:
     return float(pixel.to_crs(pixel.estimate_utm_crs()).area.iloc[0])
 
 
-def change_mask(prob: np.ndarray, threshold: float, min_pixels: int) -> np.ndarray:
-    """Boolean change mask: prob ≥ threshold (NaN is never change), specks < ``min_pixels`` removed."""
-    valid = ~np.isnan(prob)
-    binary = (np.where(valid, prob, 0.0) >= threshold).astype(np.uint8)
-    if min_pixels > 1 and binary.any():
-        binary = rasterio.features.sieve(binary, size=min_pixels, connectivity=4, mask=valid)
-    return binary.astype(bool) & valid
+@dataclass
+class Pieces:
+    """Change regions of one block of a raster (or merged across blocks), with pixel statistics.
+
+    ``open`` marks regions that reach an inner block edge and may continue in the next block.
+    """
+
+    geometry: np.ndarray
+    pixels: np.ndarray
+    prob_sum: np.ndarray
+    prob_max: np.ndarray
+    open: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[Pieces]) -> Pieces:
+        if not parts:
+            return cls(np.zeros(0, object), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+
+    def select(self, keep: np.ndarray) -> Pieces:
+        return Pieces(*(getattr(self, f)[keep] for f in self.__dataclass_fields__))
+
+
+def block_pieces(prob: np.ndarray, threshold: float, transform: Affine,
+                 inner_edges: tuple[bool, bool, bool, bool] = (False, False, False, False)) -> Pieces:
+    """4-connected regions of ``prob ≥ threshold`` (NaN is never change) in one block of a raster.
+
+    ``transform`` is the block's own; ``inner_edges`` (top, bottom, left, right) say which of its
+    edges are inside the raster, where a region may continue in the neighbouring block.
+    """
+    with np.errstate(invalid="ignore"):
+        mask = prob >= threshold  # NaN compares False
+    labels, n = ndimage.label(mask, structure=FOUR_CONNECTED, output=np.int32)
+    if n == 0:
+        return Pieces.concat([])
+    ids = np.arange(1, n + 1)
+    values = np.where(mask, prob, np.float32(0))
+    shapes = rasterio.features.shapes(labels, mask=mask, connectivity=4, transform=transform)
+    by_label = {int(v): shapely.geometry.shape(g) for g, v in shapes}
+    is_open = np.zeros(n + 1, bool)
+    for inner, edge in zip(inner_edges, (labels[0], labels[-1], labels[:, 0], labels[:, -1])):
+        if inner:
+            is_open[edge] = True
+    return Pieces(np.array([by_label[i] for i in ids], dtype=object),
+                  np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(float),
+                  np.asarray(ndimage.sum_labels(values, labels, ids), float),
+                  np.asarray(ndimage.maximum(values, labels, ids), float), is_open[1:])
+
+
+def merge_across_blocks(pieces: Pieces) -> Pieces:
+    """Join regions that share an edge (not just a corner: 4-connectivity) across block edges."""
+    n = len(pieces.geometry)
+    if n < 2:
+        return pieces
+    i, j = shapely.STRtree(pieces.geometry).query(pieces.geometry, predicate="intersects")
+    pair = i < j
+    i, j = i[pair], j[pair]
+    edge = shapely.length(shapely.intersection(pieces.geometry[i], pieces.geometry[j])) > 0
+    graph = csr_matrix((np.ones(int(edge.sum())), (i[edge], j[edge])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    order = np.argsort(component, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(component[order]) != 0])
+    geoms = [shapely.union_all(g) if len(g) > 1 else g[0] for g in np.split(pieces.geometry[order], starts[1:])]
+    return Pieces(np.array(geoms, dtype=object),
+                  np.add.reduceat(pieces.pixels[order], starts), np.add.reduceat(pieces.prob_sum[order], starts),
+                  np.maximum.reduceat(pieces.prob_max[order], starts), np.zeros(len(starts), bool))
+
+
+def drop_small_holes(geoms: np.ndarray, min_area: float) -> np.ndarray:
+    """Polygons with the interior rings smaller than ``min_area`` (CRS units²) filled."""
+    out = geoms.copy()
+    for k in np.flatnonzero(shapely.get_num_interior_rings(geoms) > 0):
+        poly = geoms[k]
+        kept = [r for r in poly.interiors if shapely.Polygon(r).area >= min_area]
+        if len(kept) < len(poly.interiors):
+            out[k] = shapely.Polygon(poly.exterior, kept)
+    return out
 
 
 def polygons_from_mask(mask: np.ndarray, prob: np.ndarray, grid: Grid) -> gpd.GeoDataFrame:
-    """One polygon per 4-connected region of ``mask``, with mean and max probability, in ``grid.crs``."""
-    labels, n = ndimage.label(mask, structure=FOUR_CONNECTED)
-    if n == 0:
-        return gpd.GeoDataFrame({"mean_prob": [], "max_prob": []}, geometry=[], crs=grid.crs)
-    ids = np.arange(1, n + 1)
-    mean_prob = ndimage.mean(prob, labels, ids)
-    max_prob = ndimage.maximum(prob, labels, ids)
-    shapes = rasterio.features.shapes(labels.astype(np.int32), mask=mask, connectivity=4, transform=grid.transform)
-    by_label = {int(v): shapely.geometry.shape(g) for g, v in shapes}
-    return gpd.GeoDataFrame(
-        {"mean_prob": np.asarray(mean_prob, np.float32), "max_prob": np.asarray(max_prob, np.float32)},
-        geometry=[by_label[i] for i in ids], crs=grid.crs,
-    )
+    """One polygon per 4-connected region of ``mask``, with mean and max probability, in ``grid.crs``
+    (an in-memory array: demo and test data)."""
+    pieces = block_pieces(np.where(mask, prob, np.nan).astype(np.float32), -np.inf, grid.transform)
+    return gpd.GeoDataFrame({"mean_prob": (pieces.prob_sum / np.maximum(pieces.pixels, 1)).astype(np.float32),
+                             "max_prob": pieces.prob_max.astype(np.float32)}, geometry=list(pieces.geometry),
+                            crs=grid.crs)
 
 
-def vectorize(prob_path: str | os.PathLike[str], config: VectorizeConfig) -> gpd.GeoDataFrame:
+def vectorize(prob_path: str | os.PathLike[str], config: VectorizeConfig, block: int = 1024) -> gpd.GeoDataFrame:
     """Change polygons from a probability GeoTIFF (as written by ``rs.infer.write_probability``).
 
-    Returns columns ``change_id`` (1-based, raster scan order), ``area_m2``, ``mean_prob``,
-    ``max_prob`` and the geometry in the raster's CRS. Polygons under ``min_area_m2`` are dropped.
+    Reads ``block`` × ``block`` pixels at a time: regions inside a block are finished there;
+    regions that reach an inner block edge are kept aside and joined with their continuations
+    once every block is read, so memory holds one block plus the regions along block edges, not
+    the scene. Regions under ``min_area_m2`` are dropped and holes under it filled.
+
+    Returns columns ``change_id`` (1-based, north to south then west to east), ``area_m2`` (local
+    UTM), ``mean_prob``, ``max_prob`` and the geometry in the raster's CRS.
     """
+    finished, pending = [], []
     with rasterio.open(prob_path) as ds:
-        prob = ds.read(1)
         grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
-    min_pixels = max(1, math.ceil(config.min_area_m2 / pixel_area_m2(grid)))
-    gdf = polygons_from_mask(change_mask(prob, config.threshold, min_pixels), prob, grid)
+        for row in range(0, ds.height, block):
+            for col in range(0, ds.width, block):
+                window = Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
+                inner = (row > 0, row + block < ds.height, col > 0, col + block < ds.width)
+                pieces = block_pieces(ds.read(1, window=window), config.threshold,
+                                      ds.transform @ Affine.translation(col, row), inner)
+                finished.append(pieces.select(~pieces.open))
+                pending.append(pieces.select(pieces.open))
+    pieces = Pieces.concat([*finished, merge_across_blocks(Pieces.concat(pending))])
+    m2_per_crs_unit = pixel_area_m2(grid) / abs(grid.transform.a * grid.transform.e)
+    geoms = drop_small_holes(pieces.geometry, config.min_area_m2 / m2_per_crs_unit)
+    gdf = gpd.GeoDataFrame({"mean_prob": (pieces.prob_sum / np.maximum(pieces.pixels, 1)).astype(np.float32),
+                            "max_prob": pieces.prob_max.astype(np.float32)}, geometry=list(geoms), crs=grid.crs)
     gdf["area_m2"] = gdf.to_crs(metric_crs(gdf)).area if len(gdf) else np.zeros(0)
-    gdf = gdf[gdf["area_m2"] >= config.min_area_m2].reset_index(drop=True)
+    gdf = gdf[gdf["area_m2"] >= config.min_area_m2]
+    bounds = gdf.geometry.bounds
+    gdf = gdf.iloc[np.lexsort((bounds["minx"].to_numpy(), -bounds["maxy"].to_numpy()))].reset_index(drop=True)
     gdf.insert(0, "change_id", np.arange(1, len(gdf) + 1, dtype=np.int64))
     return gdf[["change_id", "area_m2", "mean_prob", "max_prob", "geometry"]]

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 
 from rs.align import Grid
-from rs.vectorize import VectorizeConfig, change_mask, pixel_area_m2, vectorize
+from rs.vectorize import VectorizeConfig, pixel_area_m2, vectorize
 from tests.data import UTM48N, WGS84, utm_transform, write_raster
 
 
@@ -58,9 +59,34 @@ def test_geographic_crs_areas_in_square_metres(tmp_path: Path) -> None:
     np.testing.assert_allclose(gdf["area_m2"], [96 * px, 25 * px], rtol=5e-3)
 
 
-def test_nan_is_never_change() -> None:
-    prob = np.full((10, 10), np.nan, np.float32)
-    assert not change_mask(prob, 0.0001, 1).any()
+def test_nan_is_never_change(tmp_path: Path) -> None:
+    path = write_raster(tmp_path / "p.tif", np.full((1, 10, 10), np.nan, np.float32), UTM48N, utm_transform(),
+                        nodata=np.nan)
+    assert vectorize(path, VectorizeConfig(threshold=0.0001, min_area_m2=0.0)).empty
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 16])
+def test_blocks_give_the_same_polygons_as_one_read(tmp_path: Path, block: int) -> None:
+    # a U open at the top (its arms meet only below several block edges), a ring with a hole, diagonal
+    # neighbours (4-connectivity: two regions), and the blocks of probability_raster
+    path = probability_raster(tmp_path)
+    with rasterio.open(path, "r+") as ds:
+        prob = ds.read(1)
+        prob[20:34, 40:43] = 0.8
+        prob[20:34, 49:52] = 0.8
+        prob[31:34, 40:52] = 0.8          # the U's bottom
+        prob[50:53, 2:4] = 0.9
+        prob[53:56, 4:6] = 0.9            # touches the block above only at a corner
+        ds.write(prob, 1)
+    whole = vectorize(path, VectorizeConfig(threshold=0.5, min_area_m2=0.0), block=1024)
+    strips = vectorize(path, VectorizeConfig(threshold=0.5, min_area_m2=0.0), block=block)
+    assert len(strips) == len(whole) == 6
+    np.testing.assert_allclose(strips["area_m2"], whole["area_m2"])
+    np.testing.assert_allclose(strips["mean_prob"], whole["mean_prob"], rtol=1e-6)
+    np.testing.assert_allclose(strips["max_prob"], whole["max_prob"])
+    assert all(a.equals(b) for a, b in zip(strips.geometry, whole.geometry))
+    u = whole[np.isclose(whole["area_m2"], (14 * 3 * 2 + 3 * 6) * 100)]
+    assert len(u) == 1 and u.geometry.iloc[0].geom_type == "Polygon"
 
 
 def test_no_change_gives_empty_layer(tmp_path: Path) -> None:
