@@ -155,6 +155,7 @@ class BatchConfig:
     model: str = DetectConfig.__dataclass_fields__["model"].default
     threshold: float | None = None
     min_area_m2: float = 200.0
+    simplify_m: float = 0.0
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def shared_layers(self) -> dict[str, str | None]:
@@ -211,7 +212,7 @@ def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
     layers = replace(config.layers, permits=job.permits, zoning=job.zoning, parcels=job.parcels, rules=rules)
     return DetectConfig(before=job.before, after=job.after, outdir=str(Path(config.outdir) / job.area_id),
                         layers=layers, model=config.model, threshold=config.threshold,
-                        min_area_m2=config.min_area_m2, inference=config.inference)
+                        min_area_m2=config.min_area_m2, simplify_m=config.simplify_m, inference=config.inference)
 
 
 def run_job(job: Job, config: BatchConfig, model: ChangeModel, predict: Predictor = predict_pair) -> JobRecord:

@@ -9,10 +9,13 @@ on either date are NaN (the raster's nodata) and are never called change.
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import rasterio
@@ -111,7 +114,8 @@ def predict_tiles(
 
     ``stats`` are the whole scene's (``scene_stats``), so any subset of tiles — a Dask task's
     share, say — is normalised exactly as in a single run. Probabilities are NaN where either
-    date is invalid. Memory: one batch of tiles.
+    date is invalid; tiles whose core is all invalid skip the network. Windows are read in a
+    background thread while the network runs. Memory: about three batches of tiles.
     """
     batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
 
@@ -124,13 +128,71 @@ def predict_tiles(
             yield tile.core, core
         batch.clear()
 
-    for tile in tiles:
+    def read(tile: Tile) -> tuple[Tile, np.ndarray | None, np.ndarray]:
         w = pair.read(tile.read)
-        batch.append((tile, model_input(w.before, w.after, w.valid, stats), w.valid))
+        rows, cols = tile.core_in_tile
+        if not w.valid[rows, cols].any():  # nothing to predict: no network pass for this tile
+            return tile, None, w.valid
+        return tile, model_input(w.before, w.after, w.valid, stats), w.valid
+
+    for tile, x, valid in prefetched(map(read, tiles), depth=2 * batch_size):
+        if x is None:
+            yield tile.core, np.full((int(tile.core.height), int(tile.core.width)), np.nan, np.float32)
+            continue
+        batch.append((tile, x, valid))
         if len(batch) == batch_size:
             yield from flush()
     if batch:
         yield from flush()
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` ahead of the consumer.
+
+    Reading and decoding the next windows (GDAL releases the GIL) overlaps with the network's
+    forward pass. Only the background thread touches what ``items`` reads from; an exception
+    raised there is re-raised here; closing the generator stops the thread.
+    """
+    buffer: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            buffer.put(exc)
+
+    worker = threading.Thread(target=produce, name="changewatch-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full buffer
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                pass
+            worker.join(timeout=0.05)
 
 
 def predict_pair(

@@ -42,7 +42,8 @@ class DetectConfig:
     """Everything one detection run depends on; serialised into ``summary.json``.
 
     ``threshold`` None means the model's own (chosen on its validation data);
-    ``min_area_m2`` is the smallest change kept, in m² of ground; ``layers.rules.as_of`` None means
+    ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
+    simplification tolerance in metres (0: exact pixel outlines); ``layers.rules.as_of`` None means
     the AFTER scene's acquisition date (its TIFF date tag), or today when it has none.
     """
 
@@ -53,6 +54,7 @@ class DetectConfig:
     model: str = str(DEFAULT_MODEL)
     threshold: float | None = None
     min_area_m2: float = 200.0
+    simplify_m: float = 0.0
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
@@ -94,7 +96,8 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
             write_probability(pair.grid, predict(pair, model, config.inference, progress), out.path("change_prob.tif"))
             timings["infer_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            changes = vectorize(out.path("change_prob.tif"), VectorizeConfig(threshold, config.min_area_m2))
+            changes = vectorize(out.path("change_prob.tif"),
+                                VectorizeConfig(threshold, config.min_area_m2, config.simplify_m))
             timings["vectorize_s"] = time.perf_counter() - t
             t = time.perf_counter()
             judgement = judge(changes, layers, rules, config.layers.parcel_columns)
@@ -134,7 +137,7 @@ def _summary(config: DetectConfig, model: ChangeModel, pair: AlignedPair, thresh
         },
         "model": {"path": str(Path(config.model).resolve()), "name": model.spec.name,
                   "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},
-        "thresholds": {"probability": threshold, "min_area_m2": config.min_area_m2},
+        "thresholds": {"probability": threshold, "min_area_m2": config.min_area_m2, "simplify_m": config.simplify_m},
         "rules": {"as_of": rules.as_of.isoformat() if rules.as_of else None, "as_of_source": as_of_source,
                   "exceed_min_m2": rules.exceed_min_m2, "exceed_min_fraction": rules.exceed_min_fraction},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},

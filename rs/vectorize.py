@@ -31,10 +31,12 @@ FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
 @dataclass(frozen=True)
 class VectorizeConfig:
-    """Decision threshold on probability (0–1) and smallest change kept, in m² of ground."""
+    """Decision threshold on probability (0–1), smallest change kept (m² of ground), and the
+    tolerance outlines are simplified to (metres; 0 keeps the exact pixel outlines)."""
 
     threshold: float = 0.5
     min_area_m2: float = 200.0
+    simplify_m: float = 0.0
 
 
 def metric_crs(gdf: gpd.GeoDataFrame) -> CRS:
@@ -144,7 +146,8 @@ def vectorize(prob_path: str | os.PathLike[str], config: VectorizeConfig, block:
     Reads ``block`` × ``block`` pixels at a time: regions inside a block are finished there;
     regions that reach an inner block edge are kept aside and joined with their continuations
     once every block is read, so memory holds one block plus the regions along block edges, not
-    the scene. Regions under ``min_area_m2`` are dropped and holes under it filled.
+    the scene. Regions under ``min_area_m2`` are dropped and holes under it filled; outlines are
+    simplified to ``simplify_m`` metres when it is above 0 (areas are those of the simplified outlines).
 
     Returns columns ``change_id`` (1-based, north to south then west to east), ``area_m2`` (local
     UTM), ``mean_prob``, ``max_prob`` and the geometry in the raster's CRS.
@@ -163,6 +166,8 @@ def vectorize(prob_path: str | os.PathLike[str], config: VectorizeConfig, block:
     pieces = Pieces.concat([*finished, merge_across_blocks(Pieces.concat(pending))])
     m2_per_crs_unit = pixel_area_m2(grid) / abs(grid.transform.a * grid.transform.e)
     geoms = drop_small_holes(pieces.geometry, config.min_area_m2 / m2_per_crs_unit)
+    if config.simplify_m > 0:  # topology-preserving: no self-intersections, holes stay inside
+        geoms = shapely.simplify(geoms, config.simplify_m / np.sqrt(m2_per_crs_unit), preserve_topology=True)
     gdf = gpd.GeoDataFrame({"mean_prob": (pieces.prob_sum / np.maximum(pieces.pixels, 1)).astype(np.float32),
                             "max_prob": pieces.prob_max.astype(np.float32)}, geometry=list(geoms), crs=grid.crs)
     gdf["area_m2"] = gdf.to_crs(metric_crs(gdf)).area if len(gdf) else np.zeros(0)

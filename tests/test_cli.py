@@ -47,7 +47,7 @@ def test_detect_writes_all_outputs(pair: tuple[Path, Path], tiny_checkpoint: Pat
     assert {"change_id", "area_m2", "mean_prob", "reasons", "permit_ids", "flagged"} <= set(changes.columns)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["changes"] == len(changes) and summary["counts"]["flagged"] == len(flagged)
-    assert summary["thresholds"] == {"probability": 0.5, "min_area_m2": 200.0}
+    assert summary["thresholds"] == {"probability": 0.5, "min_area_m2": 200.0, "simplify_m": 0.0}
     assert summary["model"]["name"] == "tiny-test" and summary["inputs"]["crs"] == "EPSG:32648"
     assert not list(tmp_path.glob(".run.staging-*"))
 

@@ -95,3 +95,43 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_prefetched_keeps_order_raises_and_stops() -> None:
+    from rs.infer import prefetched
+
+    assert list(prefetched(iter(range(100)), depth=3)) == list(range(100))
+
+    def broken():
+        yield 1
+        raise ValueError("disk on fire")
+
+    got = prefetched(broken(), depth=2)
+    assert next(got) == 1
+    with pytest.raises(ValueError, match="disk on fire"):
+        next(got)
+    endless = prefetched(iter(range(10**9)), depth=2)
+    assert next(endless) == 0
+    endless.close()  # returns: the reader thread is stopped, not left filling the buffer
+
+
+def test_tiles_without_valid_pixels_skip_the_network(tmp_path: Path) -> None:
+    scene = textured_scene(96, 96, seed=3)
+    after = scene.copy()
+    after[:, :, :64] = 0  # the left two thirds have no AFTER data
+    write_raster(tmp_path / "b.tif", scene, UTM48N, utm_transform(), nodata=0)
+    write_raster(tmp_path / "a.tif", after, UTM48N, utm_transform(), nodata=0)
+    calls: list[int] = []
+
+    class Counting(BrightnessChangeNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.shape[0])
+            return super().forward(x)
+
+    model = ChangeModel(Counting(4), pointwise_spec(), torch.device("cpu"))
+    out = np.zeros((96, 96), np.float32)
+    with AlignedPair(tmp_path / "b.tif", tmp_path / "a.tif") as p:
+        for window, prob in predict_pair(p, model, InferenceConfig(32, 0, 1), progress=False):
+            out[window.toslices()] = prob
+    assert sum(calls) == 3 * 1  # 9 tiles of 32², only the right column has AFTER data
+    assert np.isnan(out[:, :64]).all() and not np.isnan(out[:, 64:]).any()
