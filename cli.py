@@ -65,6 +65,10 @@ threshold_opt = click.option(
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 min_area_opt = click.option("--min-area-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
                             help="Smallest change kept, in m² of ground (2 Sentinel-2 pixels by default).")
+bands_opt = click.option(
+    "--bands", default=None,
+    help="Comma-separated bands to compare, the same for both dates, in the model's order: 1-based indexes "
+         "(3,2,1,7) or band names from the files' descriptions (B02,B03,B04,B08). Default: every band.")
 simplify_opt = click.option("--simplify-m", type=click.FloatRange(0.0), default=0.0, show_default=True,
                             help="Simplify change outlines to this tolerance in metres (topology kept); 0 keeps "
                                  "the exact pixel outlines.")
@@ -115,8 +119,8 @@ def layer_options(func: F) -> F:
 
 def detect_options(func: F) -> F:
     """The model, decision and tiling options shared by detect and batch."""
-    for option in reversed((model_opt, device_opt, threshold_opt, min_area_opt, simplify_opt, tile_opt, overlap_opt,
-                            batch_opt, quiet_opt)):
+    for option in reversed((model_opt, bands_opt, device_opt, threshold_opt, min_area_opt, simplify_opt, tile_opt,
+                            overlap_opt, batch_opt, quiet_opt)):
         func = option(func)
     return func
 
@@ -152,12 +156,18 @@ def cli() -> None:
     """
 
 
-def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None,
+def _bands(value: str | None) -> tuple[str, ...] | None:
+    chosen = tuple(b.strip() for b in (value or "").split(",") if b.strip())
+    return chosen or None
+
+
+def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None, bands: str | None,
                 threshold: float | None, min_area_m2: float, simplify_m: float, inference: Any, quiet: bool) -> None:
     from rs.pipeline import DetectConfig, detect
 
     config = DetectConfig(before=before, after=after, outdir=outdir, layers=layers, model=_model(model_path),
-                          threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m, inference=inference)
+                          bands=_bands(bands), threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
+                          inference=inference)
     result = detect(config, progress=not quiet)
     for name, path in result.files.items():
         click.echo(f"{name:17s} {path}")
@@ -175,16 +185,17 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
 @detect_options
 @reports_errors
 def detect(before: str, after: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None,
-           as_of: Any, columns_file: str | None, model_path: str | None, device: str, threshold: float | None,
-           min_area_m2: float, simplify_m: float, tile: int, overlap: int, batch_size: int, quiet: bool) -> None:
+           as_of: Any, columns_file: str | None, model_path: str | None, bands: str | None, device: str,
+           threshold: float | None, min_area_m2: float, simplify_m: float, tile: int, overlap: int, batch_size: int,
+           quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
 
     BEFORE and AFTER are GeoTIFFs of one area with the same bands in the same order (the
     default model wants blue, green, red, NIR). They may differ in CRS, pixel size and extent:
     AFTER is resampled onto BEFORE's grid, and the outputs are on BEFORE's grid and CRS.
     """
-    _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, threshold,
-                min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size), quiet)
+    _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, bands,
+                threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size), quiet)
 
 
 @cli.command()
@@ -200,7 +211,7 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
     tiles/ATTRIBUTION.md); the permit and zoning layers are invented to exercise the cross-check.
     """
     layers = _layers(str(DEMO_PERMITS), str(DEMO_ZONING), str(DEMO_PARCELS), None, None)
-    _run_detect(str(DEMO_BEFORE), str(DEMO_AFTER), outdir, layers, None, None, 200.0, 0.0,
+    _run_detect(str(DEMO_BEFORE), str(DEMO_AFTER), outdir, layers, None, None, None, 200.0, 0.0,
                 _inference(device, 256, 64, 8), quiet)
     click.echo(f"demo done: open {Path(outdir) / 'flagged.gpkg'} in QGIS or GeoPandas")
 
@@ -225,8 +236,8 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 @reports_errors
 def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
           columns_file: str | None, resume: bool, scheduler: str, workers: int | None, split_mpx: float,
-          json_log: bool, model_path: str | None, device: str, threshold: float | None, min_area_m2: float,
-          simplify_m: float, tile: int, overlap: int, batch_size: int, quiet: bool) -> None:
+          json_log: bool, model_path: str | None, bands: str | None, device: str, threshold: float | None,
+          min_area_m2: float, simplify_m: float, tile: int, overlap: int, batch_size: int, quiet: bool) -> None:
     """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
 
     \b
@@ -250,7 +261,7 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
     config = BatchConfig(manifest=manifest, outdir=outdir, layers=_layers(permits, zoning, parcels, as_of, columns_file),
                          resume=resume, scheduler=scheduler, workers=workers, split_mpx=split_mpx,
                          model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
-                         inference=_inference(device, tile, overlap, batch_size))
+                         bands=_bands(bands), inference=_inference(device, tile, overlap, batch_size))
     jobs = read_manifest(manifest, config.shared_layers())
     tiles = tile_counts(jobs, config.inference)
     hide = quiet or json_log

@@ -111,17 +111,42 @@ def overlap_fraction(before: rasterio.io.DatasetReader, after: rasterio.io.Datas
     return (width * height) / ((b_right - b_left) * (b_top - b_bottom))
 
 
+def select_bands(ds: rasterio.io.DatasetReader, bands: tuple[str, ...] | None, role: str) -> list[int]:
+    """1-based band indexes of ``bands`` in ``ds``: each a 1-based index ("4") or a band name matched,
+    case-insensitively, against the file's band descriptions ("B08"). None: every band, in order."""
+    if not bands:
+        return list(range(1, ds.count + 1))
+    names = {(d or "").strip().lower(): i for i, d in enumerate(ds.descriptions, start=1) if d}
+    chosen = []
+    for band in bands:
+        key = str(band).strip()
+        if key.isdigit() and 1 <= int(key) <= ds.count:
+            chosen.append(int(key))
+        elif key.lower() in names:
+            chosen.append(names[key.lower()])
+        else:
+            known = ", ".join(d or "?" for d in ds.descriptions)
+            raise IncompatibleScenesError(
+                f"{role} has no band {key!r}: give 1-based indexes (1..{ds.count}) or names ({known})")
+    return chosen
+
+
 class AlignedPair:
     """BEFORE and AFTER on BEFORE's grid, read one window at a time.
 
-    Use as a context manager. Raises InputFileError for missing or unreadable files and
-    IncompatibleScenesError when the scenes lack a CRS, have different band counts or do not
-    overlap. AFTER is resampled bilinearly (it is imagery, not classes).
+    ``bands`` picks the bands compared, the same for both dates, by 1-based index or by name
+    (the files' band descriptions), so scenes with different band sets or orders can be compared;
+    by default every band, and both dates must have as many. Use as a context manager. Raises
+    InputFileError for missing or unreadable files and IncompatibleScenesError when the scenes
+    lack a CRS, have different band counts, lack a selected band or do not overlap. AFTER is
+    resampled bilinearly (it is imagery, not classes).
     """
 
-    def __init__(self, before_path: str | os.PathLike[str], after_path: str | os.PathLike[str]) -> None:
+    def __init__(self, before_path: str | os.PathLike[str], after_path: str | os.PathLike[str],
+                 bands: tuple[str, ...] | None = None) -> None:
         self.before_path = Path(before_path)
         self.after_path = Path(after_path)
+        self.bands = bands
         self._before = open_raster(before_path, "BEFORE")
         try:
             self._after = open_raster(after_path, "AFTER")
@@ -129,7 +154,9 @@ class AlignedPair:
             self._before.close()
             raise
         try:
-            self._validate()
+            self._validate(bands)
+            self._before_bands = select_bands(self._before, bands, "BEFORE")
+            self._after_bands = select_bands(self._after, bands, "AFTER")
             # Without nodata or a mask in AFTER, an alpha band is the only record of where AFTER
             # has no pixels on BEFORE's grid; GDAL does not report it through dataset_mask().
             add_alpha = self._after.nodata is None and not self._has_mask(self._after)
@@ -153,13 +180,13 @@ class AlignedPair:
         return any(rasterio.enums.MaskFlags.per_dataset in flags or rasterio.enums.MaskFlags.alpha in flags
                    for flags in ds.mask_flag_enums)
 
-    def _validate(self) -> None:
+    def _validate(self, bands: tuple[str, ...] | None) -> None:
         _check_georeferenced(self._before, "BEFORE")
         _check_georeferenced(self._after, "AFTER")
-        if self._before.count != self._after.count:
+        if not bands and self._before.count != self._after.count:
             raise IncompatibleScenesError(
                 f"BEFORE has {self._before.count} bands but AFTER has {self._after.count}: "
-                "both dates must carry the same bands in the same order"
+                "both dates must carry the same bands in the same order (or pick them with --bands)"
             )
         if overlap_fraction(self._before, self._after) <= 0.0:
             raise IncompatibleScenesError(
@@ -168,19 +195,13 @@ class AlignedPair:
 
     @property
     def band_count(self) -> int:
-        """Number of bands per date."""
-        return int(self._before.count)
-
-    @property
-    def band_descriptions(self) -> tuple[str | None, ...]:
-        """Band names stored in BEFORE, if any."""
-        return tuple(self._before.descriptions)
+        """Number of bands compared per date."""
+        return len(self._before_bands)
 
     def read(self, window: Window) -> PairWindow:
         """Read one window of both dates on BEFORE's grid (memory: the window only)."""
-        bands = list(range(1, self.band_count + 1))
-        before = self._before.read(bands, window=window, out_dtype="float32", boundless=False)
-        after = self._vrt.read(bands, window=window, out_dtype="float32")
+        before = self._before.read(self._before_bands, window=window, out_dtype="float32", boundless=False)
+        after = self._vrt.read(self._after_bands, window=window, out_dtype="float32")
         if self._alpha_band is None:
             after_valid = self._vrt.dataset_mask(window=window) > 0
         else:

@@ -156,6 +156,7 @@ class BatchConfig:
     threshold: float | None = None
     min_area_m2: float = 200.0
     simplify_m: float = 0.0
+    bands: tuple[str, ...] | None = None
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def shared_layers(self) -> dict[str, str | None]:
@@ -212,7 +213,8 @@ def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
     layers = replace(config.layers, permits=job.permits, zoning=job.zoning, parcels=job.parcels, rules=rules)
     return DetectConfig(before=job.before, after=job.after, outdir=str(Path(config.outdir) / job.area_id),
                         layers=layers, model=config.model, threshold=config.threshold,
-                        min_area_m2=config.min_area_m2, simplify_m=config.simplify_m, inference=config.inference)
+                        min_area_m2=config.min_area_m2, simplify_m=config.simplify_m, bands=config.bands,
+                        inference=config.inference)
 
 
 def run_job(job: Job, config: BatchConfig, model: ChangeModel, predict: Predictor = predict_pair) -> JobRecord:
@@ -295,10 +297,10 @@ def _worker_model() -> ChangeModel:
     return plugin.model
 
 
-def _predict_chunk(before: str, after: str, tiles: list[Tile], stats: tuple[BandStats, BandStats],
-                   batch_size: int) -> list[tuple[Window, np.ndarray]]:
+def _predict_chunk(before: str, after: str, bands: tuple[str, ...] | None, tiles: list[Tile],
+                   stats: tuple[BandStats, BandStats], batch_size: int) -> list[tuple[Window, np.ndarray]]:
     """Dask task: probabilities of some tiles of one scene (the worker opens the pair itself)."""
-    with AlignedPair(before, after) as pair:
+    with AlignedPair(before, after, bands) as pair:
         return list(predict_tiles(pair, _worker_model(), tiles, stats, batch_size))
 
 
@@ -325,8 +327,8 @@ class ClusterPredictor:
         tiles = list(TileGrid(pair.grid.height, pair.grid.width, config.tile, config.overlap))
         chunks = [tiles[i:i + self.tiles_per_task] for i in range(0, len(tiles), self.tiles_per_task)]
         with worker_client() as client:
-            futures = [client.submit(_predict_chunk, str(pair.before_path), str(pair.after_path), chunk, stats,
-                                     config.batch_size, pure=False) for chunk in chunks]
+            futures = [client.submit(_predict_chunk, str(pair.before_path), str(pair.after_path), pair.bands, chunk,
+                                     stats, config.batch_size, pure=False) for chunk in chunks]
             self.tasks += len(futures)
             for future in as_completed(futures):
                 yield from future.result()

@@ -41,6 +41,7 @@ OUTPUT_FILES = ("change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json
 class DetectConfig:
     """Everything one detection run depends on; serialised into ``summary.json``.
 
+    ``bands``: the bands compared, by 1-based index or band name (None: all, in file order);
     ``threshold`` None means the model's own (chosen on its validation data);
     ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
     simplification tolerance in metres (0: exact pixel outlines); ``layers.rules.as_of`` None means
@@ -51,6 +52,7 @@ class DetectConfig:
     after: str
     outdir: str
     layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
+    bands: tuple[str, ...] | None = None
     model: str = str(DEFAULT_MODEL)
     threshold: float | None = None
     min_area_m2: float = 200.0
@@ -85,7 +87,7 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
     t0 = time.perf_counter()
     model = model or ChangeModel.load(config.model, config.inference.device)
     threshold = model.spec.threshold if config.threshold is None else config.threshold
-    with AlignedPair(config.before, config.after) as pair:
+    with AlignedPair(config.before, config.after, config.bands) as pair:
         model.check_bands(pair.band_count)
         layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
         as_of, as_of_source = _as_of(config)
@@ -133,7 +135,7 @@ def _summary(config: DetectConfig, model: ChangeModel, pair: AlignedPair, thresh
             "before": str(Path(config.before).resolve()), "after": str(Path(config.after).resolve()),
             **layers.provenance(),
             "crs": pair.grid.crs.to_string(), "width": pair.grid.width, "height": pair.grid.height,
-            "bands_per_date": pair.band_count,
+            "bands_per_date": pair.band_count, "bands": list(config.bands) if config.bands else "all",
         },
         "model": {"path": str(Path(config.model).resolve()), "name": model.spec.name,
                   "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import rasterio.transform
 from affine import Affine
 from rasterio.warp import transform as warp_transform
@@ -115,3 +116,32 @@ def test_overlap_fraction_across_crs(tmp_path: Path, pair: tuple[Path, Path]) ->
 
     with rasterio.open(pair[0]) as a, rasterio.open(pair[1]) as b:
         assert overlap_fraction(a, b) == pytest.approx(1.0)
+
+
+def named(path: Path, data: np.ndarray, names: list[str]) -> Path:
+    write_raster(path, data, UTM48N, utm_transform())
+    with rasterio.open(path, "r+") as ds:
+        ds.descriptions = tuple(names)
+    return path
+
+
+def test_bands_by_name_and_index_across_different_band_sets(tmp_path: Path) -> None:
+    # BEFORE: a 6-band stack; AFTER: 4 bands in another order. Compare B02, B03, B04, B08 of both.
+    six = textured_scene(32, 32, bands=6, seed=7)
+    before = named(tmp_path / "b.tif", six, ["B01", "B02", "B03", "B04", "B08", "B11"])
+    after = named(tmp_path / "a.tif", six[[4, 3, 2, 1]], ["B08", "B04", "B03", "B02"])
+    with AlignedPair(before, after, ("B02", "b03", "B04", "B08")) as p:
+        assert p.band_count == 4
+        w = p.read(Window(0, 0, 32, 32))
+    np.testing.assert_array_equal(w.before, w.after)
+    np.testing.assert_array_equal(w.before, six[[1, 2, 3, 4]].astype(np.float32))
+    with AlignedPair(before, before, ("5", "2")) as p:
+        np.testing.assert_array_equal(p.read(Window(0, 0, 32, 32)).before, six[[4, 1]].astype(np.float32))
+
+
+def test_missing_band_is_a_clear_error(tmp_path: Path) -> None:
+    four = named(tmp_path / "a.tif", textured_scene(32, 32, seed=8), ["B02", "B03", "B04", "B08"])
+    with pytest.raises(IncompatibleScenesError, match="BEFORE has no band 'B11'"):
+        AlignedPair(four, four, ("B02", "B11"))
+    with pytest.raises(IncompatibleScenesError, match="has no band '9'"):
+        AlignedPair(four, four, ("9",))

@@ -65,11 +65,13 @@ def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list
         "band counts": ([pair[0], three], 4, "4 bands but AFTER has 3"),
         "permit column": ([*pair, "--permits", permits_file(tmp_path, "id")], 5, "lacks column(s) permit_id"),
         "model file": ([*pair, "--model", tmp_path / "nope.json"], 6, "model metadata not found"),
+        "missing band": ([*pair, "--bands", "1,2,3,7"], 4, "has no band '7'"),
+        "band count vs model": ([*pair, "--bands", "1,2,3"], 6, "expects 4 bands per date"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing file", "not a raster", "no overlap", "band counts", "permit column",
-                                  "model file"])
+                                  "model file", "missing band", "band count vs model"])
 def test_bad_input_one_line_exit_code_no_output(case: str, pair: tuple[Path, Path], tiny_checkpoint: Path,
                                                 tmp_path: Path) -> None:
     args, code, message = _bad_inputs(tmp_path, pair)[case]
