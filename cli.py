@@ -63,6 +63,8 @@ threshold_opt = click.option(
     help="Change probability above which a pixel is change. Default: the model's own, chosen on "
          "its validation cities.")
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+amp_opt = click.option("--amp/--no-amp", default=True, show_default=True,
+                       help="fp16 autocast on CUDA GPUs (no effect on the CPU).")
 min_area_opt = click.option("--min-area-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
                             help="Smallest change kept, in m² of ground (2 Sentinel-2 pixels by default).")
 bands_opt = click.option(
@@ -119,8 +121,8 @@ def layer_options(func: F) -> F:
 
 def detect_options(func: F) -> F:
     """The model, decision and tiling options shared by detect and batch."""
-    for option in reversed((model_opt, bands_opt, device_opt, threshold_opt, min_area_opt, simplify_opt, tile_opt,
-                            overlap_opt, batch_opt, quiet_opt)):
+    for option in reversed((model_opt, bands_opt, device_opt, amp_opt, threshold_opt, min_area_opt, simplify_opt,
+                            tile_opt, overlap_opt, batch_opt, quiet_opt)):
         func = option(func)
     return func
 
@@ -131,12 +133,12 @@ def _model(path: str | None) -> str:
     return path or str(DEFAULT_MODEL)
 
 
-def _inference(device: str, tile: int, overlap: int, batch_size: int) -> Any:
+def _inference(device: str, tile: int, overlap: int, batch_size: int, amp: bool = True) -> Any:
     from rs.infer import InferenceConfig
 
     if overlap >= tile:
         raise click.BadParameter(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
-    return InferenceConfig(tile=tile, overlap=overlap, batch_size=batch_size, device=device)
+    return InferenceConfig(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -185,7 +187,7 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
 @detect_options
 @reports_errors
 def detect(before: str, after: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None,
-           as_of: Any, columns_file: str | None, model_path: str | None, bands: str | None, device: str,
+           as_of: Any, columns_file: str | None, model_path: str | None, bands: str | None, device: str, amp: bool,
            threshold: float | None, min_area_m2: float, simplify_m: float, tile: int, overlap: int, batch_size: int,
            quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
@@ -195,7 +197,7 @@ def detect(before: str, after: str, outdir: str, permits: str | None, zoning: st
     AFTER is resampled onto BEFORE's grid, and the outputs are on BEFORE's grid and CRS.
     """
     _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, bands,
-                threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size), quiet)
+                threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp), quiet)
 
 
 @cli.command()
@@ -236,7 +238,7 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 @reports_errors
 def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
           columns_file: str | None, resume: bool, scheduler: str, workers: int | None, split_mpx: float,
-          json_log: bool, model_path: str | None, bands: str | None, device: str, threshold: float | None,
+          json_log: bool, model_path: str | None, bands: str | None, device: str, amp: bool, threshold: float | None,
           min_area_m2: float, simplify_m: float, tile: int, overlap: int, batch_size: int, quiet: bool) -> None:
     """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
 
@@ -261,7 +263,7 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
     config = BatchConfig(manifest=manifest, outdir=outdir, layers=_layers(permits, zoning, parcels, as_of, columns_file),
                          resume=resume, scheduler=scheduler, workers=workers, split_mpx=split_mpx,
                          model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
-                         bands=_bands(bands), inference=_inference(device, tile, overlap, batch_size))
+                         bands=_bands(bands), inference=_inference(device, tile, overlap, batch_size, amp))
     jobs = read_manifest(manifest, config.shared_layers())
     tiles = tile_counts(jobs, config.inference)
     hide = quiet or json_log

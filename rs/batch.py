@@ -267,7 +267,7 @@ Runner = Callable[[list[Job], BatchConfig], Iterator[JobRecord]]
 
 def run_serial(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
     """Run jobs one after another in this process, with one model load."""
-    model = ChangeModel.load(config.model, config.inference.device)
+    model = ChangeModel.load(config.model, config.inference.device, config.inference.amp)
     for job in jobs:
         yield run_job(job, config, model)
 
@@ -277,15 +277,15 @@ class ModelPlugin(WorkerPlugin):
 
     name = "changewatch-model"
 
-    def __init__(self, model: str, device: str, threads: int) -> None:
-        self.model_path, self.device, self.threads = model, device, threads
+    def __init__(self, model: str, device: str, threads: int, amp: bool = True) -> None:
+        self.model_path, self.device, self.threads, self.amp = model, device, threads, amp
         self.model: ChangeModel | None = None
 
     def setup(self, worker: Any) -> None:
         import torch
 
         torch.set_num_threads(self.threads)
-        self.model = ChangeModel.load(self.model_path, self.device)
+        self.model = ChangeModel.load(self.model_path, self.device, self.amp)
 
     def teardown(self, worker: Any) -> None:
         self.model = None
@@ -352,7 +352,7 @@ def run_dask(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
     else:
         cluster, client = None, Client(config.scheduler)
     try:
-        client.register_plugin(ModelPlugin(config.model, config.inference.device, threads=1))
+        client.register_plugin(ModelPlugin(config.model, config.inference.device, threads=1, amp=config.inference.amp))
         futures = [client.submit(_run_on_worker, job, config, key=f"job-{job.area_id}", pure=False) for job in jobs]
         for future in as_completed(futures):
             yield future.result()

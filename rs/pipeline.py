@@ -85,7 +85,7 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    model = model or ChangeModel.load(config.model, config.inference.device)
+    model = model or ChangeModel.load(config.model, config.inference.device, config.inference.amp)
     threshold = model.spec.threshold if config.threshold is None else config.threshold
     with AlignedPair(config.before, config.after, config.bands) as pair:
         model.check_bands(pair.band_count)

@@ -135,3 +135,20 @@ def test_tiles_without_valid_pixels_skip_the_network(tmp_path: Path) -> None:
             out[window.toslices()] = prob
     assert sum(calls) == 3 * 1  # 9 tiles of 32², only the right column has AFTER data
     assert np.isnan(out[:, :64]).all() and not np.isnan(out[:, 64:]).any()
+
+
+def test_amp_only_on_cuda() -> None:
+    model = ChangeModel(BrightnessChangeNet(4), pointwise_spec(), torch.device("cpu"), amp=True)
+    assert model.amp is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_shipped_model_fp16_on_gpu_matches_fp32() -> None:
+    from models.changenet import DEFAULT_MODEL
+
+    x = np.random.default_rng(0).normal(0, 1, (2, 8, 128, 128)).astype(np.float32)
+    fp32 = ChangeModel.load(DEFAULT_MODEL, "cuda", amp=False).predict(x)
+    fp16 = ChangeModel.load(DEFAULT_MODEL, "cuda", amp=True).predict(x)
+    cpu = ChangeModel.load(DEFAULT_MODEL, "cpu").predict(x)
+    np.testing.assert_allclose(fp32, cpu, atol=1e-3)
+    np.testing.assert_allclose(fp16, fp32, atol=2e-2)
