@@ -16,9 +16,6 @@ Prints throughput (Mpx/s), the ratio detect ÷ ceiling, and peak RSS.
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +27,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import run_measured  # noqa: E402
 from tests.data import UTM48N, WGS84, plant_square, textured_scene, utm_transform, write_raster  # noqa: E402
 
 DETECT = """
@@ -78,10 +76,9 @@ def make_pair(folder: Path, size: int) -> tuple[Path, Path]:
 
 
 def timed(code: str, *args: str) -> tuple[float, float]:
-    done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "GDAL_CACHEMAX": "64"}, check=True)
-    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    return float(done.stdout.strip().splitlines()[-1]), peak_kb / 1024
+    """(seconds the code printed, peak RSS in MB)."""
+    line, peak = run_measured(code, *args)
+    return float(line), peak
 
 
 def main() -> None:

@@ -11,9 +11,6 @@ RAM, does not hide changewatch's memory). Prints a Markdown table of polygons, w
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +23,7 @@ from rasterio.windows import Window
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import run_measured  # noqa: E402
 from tests.data import UTM48N, utm_transform  # noqa: E402
 
 
@@ -43,14 +41,12 @@ def write_probability(path: Path, size: int, seed: int = 0) -> None:
 
 
 def measure(path: Path) -> tuple[int, float, float]:
+    """(polygons, seconds including interpreter start-up, peak RSS in MB)."""
     code = ("from rs.vectorize import vectorize, VectorizeConfig; "
             f"print(len(vectorize({str(path)!r}, VectorizeConfig(0.5, 200))))")
     start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "GDAL_CACHEMAX": "64"}, check=True)
-    seconds = time.perf_counter() - start
-    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    return int(done.stdout.strip().splitlines()[-1]), seconds, peak_kb / 1024
+    line, peak = run_measured(code)
+    return int(line), time.perf_counter() - start, peak
 
 
 def main() -> None:
