@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rs.align import AlignedPair
+from rs.errors import IncompatibleScenesError
 
 CLIP = 3.0
 METHOD = "per-scene per-band (x - p50) / (p98 - p2), clipped to [-3, 3], on pixels valid on both dates"
@@ -67,4 +68,8 @@ def scene_stats(pair: AlignedPair) -> tuple[BandStats, BandStats]:
         after_px.append(w.after[:, w.valid])
     before = np.concatenate(before_px, axis=1)
     after = np.concatenate(after_px, axis=1)
+    if before.shape[1] == 0:
+        raise IncompatibleScenesError(
+            f"BEFORE ({pair.before_path.name}) and AFTER ({pair.after_path.name}) have no valid pixels in common "
+            "(their footprints meet, but nodata or missing coverage leaves nothing to compare)")
     return band_stats(before), band_stats(after)

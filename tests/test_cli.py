@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
@@ -66,12 +67,15 @@ def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list
         "permit column": ([*pair, "--permits", permits_file(tmp_path, "id")], 5, "lacks column(s) permit_id"),
         "model file": ([*pair, "--model", tmp_path / "nope.json"], 6, "model metadata not found"),
         "missing band": ([*pair, "--bands", "1,2,3,7"], 4, "has no band '7'"),
+        "no valid pixels in common": ([pair[0], write_raster(tmp_path / "empty.tif", np.zeros((4, 96, 96), np.uint16),
+                                                             UTM48N, utm_transform(), nodata=0)],
+                                      4, "no valid pixels in common"),
         "band count vs model": ([*pair, "--bands", "1,2,3"], 6, "expects 4 bands per date"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing file", "not a raster", "no overlap", "band counts", "permit column",
-                                  "model file", "missing band", "band count vs model"])
+                                  "model file", "missing band", "band count vs model", "no valid pixels in common"])
 def test_bad_input_one_line_exit_code_no_output(case: str, pair: tuple[Path, Path], tiny_checkpoint: Path,
                                                 tmp_path: Path) -> None:
     args, code, message = _bad_inputs(tmp_path, pair)[case]
