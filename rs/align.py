@@ -199,15 +199,24 @@ class AlignedPair:
         return len(self._before_bands)
 
     def read(self, window: Window) -> PairWindow:
-        """Read one window of both dates on BEFORE's grid (memory: the window only)."""
-        before = self._before.read(self._before_bands, window=window, out_dtype="float32", boundless=False)
-        after = self._vrt.read(self._after_bands, window=window, out_dtype="float32")
-        if self._alpha_band is None:
-            after_valid = self._vrt.dataset_mask(window=window) > 0
-        else:
-            after_valid = self._vrt.read(self._alpha_band, window=window) > 0
-        valid = (self._before.dataset_mask(window=window) > 0) & after_valid
-        return PairWindow(before, after, valid)
+        """Read one window of both dates on BEFORE's grid (memory: the window only).
+
+        A file that opens but cannot be decoded (truncated, corrupt blocks) raises InputFileError.
+        """
+        try:
+            before = self._before.read(self._before_bands, window=window, out_dtype="float32", boundless=False)
+            before_valid = self._before.dataset_mask(window=window) > 0
+        except RasterioIOError as exc:
+            raise InputFileError(f"BEFORE file is corrupt or truncated: {self.before_path} ({exc})") from exc
+        try:
+            after = self._vrt.read(self._after_bands, window=window, out_dtype="float32")
+            if self._alpha_band is None:
+                after_valid = self._vrt.dataset_mask(window=window) > 0
+            else:
+                after_valid = self._vrt.read(self._alpha_band, window=window) > 0
+        except RasterioIOError as exc:
+            raise InputFileError(f"AFTER file is corrupt or truncated: {self.after_path} ({exc})") from exc
+        return PairWindow(before, after, before_valid & after_valid)
 
     def sample_windows(self, max_pixels: int = 4_194_304, sample_size: int = 512) -> list[Window]:
         """Windows to compute scene statistics from, bounded in total size.

@@ -56,12 +56,19 @@ def test_detect_writes_all_outputs(pair: tuple[Path, Path], tiny_checkpoint: Pat
 def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list[object], int, str]]:
     junk = tmp_path / "junk.tif"
     junk.write_text("not a raster")
+    truncated = tmp_path / "truncated.tif"
+    with rasterio.open(pair[1]) as src:
+        profile = {**src.profile, "compress": "deflate", "tiled": True, "blockxsize": 32, "blockysize": 32}
+        with rasterio.open(truncated, "w", **profile) as dst:
+            dst.write(src.read())
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # header intact, data cut
     far = write_raster(tmp_path / "far.tif", textured_scene(96, 96), UTM48N,
                        utm_transform(origin=(ORIGIN[0] + 90_000, ORIGIN[1])))
     three = write_raster(tmp_path / "three.tif", textured_scene(96, 96, bands=3), UTM48N, utm_transform())
     return {
         "missing file": ([pair[0], tmp_path / "nope.tif"], 3, "AFTER file not found"),
         "not a raster": ([junk, pair[1]], 3, "not a readable raster"),
+        "truncated file": ([pair[0], truncated], 3, "AFTER file is corrupt or truncated"),
         "no overlap": ([pair[0], far], 4, "do not overlap"),
         "band counts": ([pair[0], three], 4, "4 bands but AFTER has 3"),
         "permit column": ([*pair, "--permits", permits_file(tmp_path, "id")], 5, "lacks column(s) permit_id"),
@@ -74,7 +81,7 @@ def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list
     }
 
 
-@pytest.mark.parametrize("case", ["missing file", "not a raster", "no overlap", "band counts", "permit column",
+@pytest.mark.parametrize("case", ["missing file", "not a raster", "truncated file", "no overlap", "band counts", "permit column",
                                   "model file", "missing band", "band count vs model", "no valid pixels in common"])
 def test_bad_input_one_line_exit_code_no_output(case: str, pair: tuple[Path, Path], tiny_checkpoint: Path,
                                                 tmp_path: Path) -> None:
