@@ -47,8 +47,8 @@ def reports_errors(func: F) -> F:
 # Options shared by several commands, defined once (as rasterio's rio/options.py does).
 model_opt = click.option(
     "--model", "model_path", type=click.Path(dir_okay=False), default=None,
-    help="Model checkpoint (NAME.json beside NAME.safetensors). Default: the shipped 4-band "
-         "(blue, green, red, NIR) model in models/.")
+    help="Model checkpoint (NAME.json beside NAME.safetensors). Default: the shipped model for the input's "
+         "band count: models/changewatch-rgbn (blue, green, red, NIR) or models/changewatch-rgb (red, green, blue).")
 device_opt = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="Where the network runs; auto picks a CUDA GPU when torch sees one.")
@@ -127,10 +127,9 @@ def detect_options(func: F) -> F:
     return func
 
 
-def _model(path: str | None) -> str:
-    from models.changenet import DEFAULT_MODEL
-
-    return path or str(DEFAULT_MODEL)
+def _model(path: str | None) -> str | None:
+    """--model, or None: the shipped model for the input's band count is picked when the scenes are open."""
+    return path
 
 
 def _inference(device: str, tile: int, overlap: int, batch_size: int, amp: bool = True) -> Any:
@@ -353,6 +352,10 @@ def _sites(value: str | None) -> list[str] | None:
                    "Default: the 4 OSCD val cities.")
 @click.option("--out", type=click.Path(dir_okay=False), default="models/changewatch-rgbn.json", show_default=True,
               help="Checkpoint to write (NAME.json + NAME.safetensors + NAME.log.csv).")
+@click.option("--bands", "select", default=None,
+              help="Bands of the site files to train on, by 1-based index or name (default: all, in order).")
+@click.option("--band-names", default="blue,green,red,nir", show_default=True,
+              help="What those bands are, in order: recorded in the checkpoint for users.")
 @click.option("--iterations", type=click.IntRange(1), default=10000, show_default=True,
               help="Optimiser steps.")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Crops per step.")
@@ -365,18 +368,20 @@ def _sites(value: str | None) -> list[str] | None:
 @device_opt
 @quiet_opt
 @reports_errors
-def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: str, iterations: int,
+def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: str, select: str | None,
+          band_names: str, iterations: int,
           batch_size: int, crop: int, lr: float, val_every: int, seed: int, threads: int, device: str,
           quiet: bool) -> None:
     """Train the change model on labelled sites and save the best checkpoint on val.
 
-    The defaults reproduce the shipped models/changewatch-rgbn model from ../shared/data/oscd.
+    The defaults reproduce the shipped models/changewatch-rgbn model from ../shared/data/oscd; the
+    RGB model: --bands 3,2,1 --band-names red,green,blue --out models/changewatch-rgb.json.
     """
     from rs.train import OSCD_TRAIN, OSCD_VAL, TrainConfig
     from rs.train import train as run_train
 
     config = TrainConfig(
-        data_dir=data_dir, out=out,
+        data_dir=data_dir, out=out, name=Path(out).stem, select=_bands(select), bands=_bands(band_names) or (),
         train_sites=tuple(_sites(train_sites) or OSCD_TRAIN), val_sites=tuple(_sites(val_sites) or OSCD_VAL),
         crop=crop, batch_size=batch_size, iterations=iterations, lr=lr, val_every=val_every, seed=seed,
         threads=threads, device=device)
@@ -391,21 +396,26 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
                    "(1 = change, 0 = no change, 255 = unlabelled; on BEFORE's grid).")
 @click.option("--sites", default=None, help="Comma-separated site names (default: every site in --data).")
 @model_opt
+@bands_opt
 @device_opt
 @threshold_opt
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @quiet_opt
 @reports_errors
-def evaluate(data_dir: str, sites: str | None, model_path: str | None, device: str, threshold: float | None,
-             as_json: bool, quiet: bool) -> None:
+def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: str | None, device: str,
+             threshold: float | None, as_json: bool, quiet: bool) -> None:
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all sites' pixels."""
+    from models.changenet import resolve_model
+    from rs.align import AlignedPair
     from rs.evaluate import evaluate as run_evaluate
     from rs.evaluate import find_sites
     from rs.infer import ChangeModel, InferenceConfig
 
-    model = ChangeModel.load(_model(model_path), device)
-    report = run_evaluate(find_sites(data_dir, _sites(sites)), model, threshold, InferenceConfig(device=device),
-                          progress=not quiet and not as_json)
+    found = find_sites(data_dir, _sites(sites))
+    with AlignedPair(found[0] / "before.tif", found[0] / "after.tif", _bands(bands)) as first:
+        model = ChangeModel.load(resolve_model(model_path, first.band_count), device)
+    report = run_evaluate(found, model, threshold, InferenceConfig(device=device), progress=not quiet and not as_json,
+                          bands=_bands(bands))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -33,6 +33,23 @@ from rs.errors import ModelError
 
 MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = MODELS_DIR / "changewatch-rgbn.json"
+DEFAULT_MODELS = {4: DEFAULT_MODEL, 3: MODELS_DIR / "changewatch-rgb.json"}  # by bands per date
+
+
+def resolve_model(path: str | os.PathLike[str] | None, band_count: int) -> Path:
+    """``path`` when given, else the shipped model for ``band_count`` bands per date."""
+    return Path(path) if path else default_model_for(band_count)
+
+
+def default_model_for(band_count: int) -> Path:
+    """The shipped model for scenes with ``band_count`` bands per date (4: blue, green, red, NIR;
+    3: red, green, blue). Raises ModelError for other counts."""
+    path = DEFAULT_MODELS.get(band_count)
+    if path is None or not path.exists():
+        shipped = ", ".join(f"{n} bands: {p.stem}" for n, p in DEFAULT_MODELS.items() if p.exists())
+        raise ModelError(f"no shipped model takes {band_count} bands per date ({shipped}); pick bands with "
+                         "--bands or give a model with --model")
+    return path
 
 
 @dataclass

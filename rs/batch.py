@@ -44,7 +44,7 @@ from rs.atomic import TMP_GLOB, atomic_write
 from rs.crosscheck import SEVERITY, CrosscheckInputs
 from rs.errors import ChangewatchError, ManifestError
 from rs.export import write_gpkg, write_json
-from rs.infer import ChangeModel, InferenceConfig, predict_pair, predict_tiles
+from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, predict_tiles
 from rs.normalize import BandStats, scene_stats
 from rs.pipeline import OUTPUT_FILES, DetectConfig, Predictor, detect
 from rs.tiling import Tile, TileGrid
@@ -152,7 +152,7 @@ class BatchConfig:
     workers: int | None = None
     split_mpx: float = 64.0
     tiles_per_task: int = 32
-    model: str = DetectConfig.__dataclass_fields__["model"].default
+    model: str | None = None  # None: the shipped model for each job's band count
     threshold: float | None = None
     min_area_m2: float = 200.0
     simplify_m: float = 0.0
@@ -217,13 +217,13 @@ def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
                         inference=config.inference)
 
 
-def run_job(job: Job, config: BatchConfig, model: ChangeModel, predict: Predictor = predict_pair) -> JobRecord:
+def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predictor = predict_pair) -> JobRecord:
     """Run one job; a ChangewatchError becomes a failed record (other exceptions are bugs and propagate)."""
     area_dir = Path(config.outdir) / job.area_id
     (area_dir / DONE_RECORD).unlink(missing_ok=True)  # from now on the area is not done
     start = time.perf_counter()
     try:
-        result = detect(_detect_config(job, config), progress=False, model=model, predict=predict)
+        result = detect(_detect_config(job, config), progress=False, models=models, predict=predict)
     except ChangewatchError as exc:
         return JobRecord(job.area_id, "failed", seconds=time.perf_counter() - start, error=str(exc),
                          exit_code=exc.exit_code)
@@ -266,42 +266,45 @@ Runner = Callable[[list[Job], BatchConfig], Iterator[JobRecord]]
 
 
 def run_serial(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
-    """Run jobs one after another in this process, with one model load."""
-    model = ChangeModel.load(config.model, config.inference.device, config.inference.amp)
+    """Run jobs one after another in this process, loading each model once."""
+    models = ModelCache(config.inference.device, config.inference.amp)
     for job in jobs:
-        yield run_job(job, config, model)
+        yield run_job(job, config, models)
 
 
 class ModelPlugin(WorkerPlugin):
-    """Dask worker plugin: loads the change model once when a worker starts."""
+    """Dask worker plugin: each worker keeps one ModelCache, so a model is loaded once per worker
+    (the batch's ``--model`` as soon as the worker starts), not once per task."""
 
     name = "changewatch-model"
 
-    def __init__(self, model: str, device: str, threads: int, amp: bool = True) -> None:
+    def __init__(self, model: str | None, device: str, threads: int, amp: bool = True) -> None:
         self.model_path, self.device, self.threads, self.amp = model, device, threads, amp
-        self.model: ChangeModel | None = None
+        self.models: ModelCache | None = None
 
     def setup(self, worker: Any) -> None:
         import torch
 
         torch.set_num_threads(self.threads)
-        self.model = ChangeModel.load(self.model_path, self.device, self.amp)
+        self.models = ModelCache(self.device, self.amp)
+        if self.model_path:
+            self.models.get(self.model_path)
 
     def teardown(self, worker: Any) -> None:
-        self.model = None
+        self.models = None
 
 
-def _worker_model() -> ChangeModel:
+def _worker_models() -> ModelCache:
     plugin = get_worker().plugins[ModelPlugin.name]
-    assert plugin.model is not None, "ModelPlugin.setup has not run on this worker"
-    return plugin.model
+    assert plugin.models is not None, "ModelPlugin.setup has not run on this worker"
+    return plugin.models
 
 
-def _predict_chunk(before: str, after: str, bands: tuple[str, ...] | None, tiles: list[Tile],
+def _predict_chunk(before: str, after: str, bands: tuple[str, ...] | None, model_path: str, tiles: list[Tile],
                    stats: tuple[BandStats, BandStats], batch_size: int) -> list[tuple[Window, np.ndarray]]:
     """Dask task: probabilities of some tiles of one scene (the worker opens the pair itself)."""
     with AlignedPair(before, after, bands) as pair:
-        return list(predict_tiles(pair, _worker_model(), tiles, stats, batch_size))
+        return list(predict_tiles(pair, _worker_models().get(model_path), tiles, stats, batch_size))
 
 
 @dataclass
@@ -319,7 +322,7 @@ class ClusterPredictor:
 
     def __call__(self, pair: AlignedPair, model: ChangeModel, config: InferenceConfig,
                  progress: bool) -> Iterator[tuple[Window, np.ndarray]]:
-        if pair.grid.width * pair.grid.height <= self.split_mpx * 1e6:
+        if pair.grid.width * pair.grid.height <= self.split_mpx * 1e6 or model.path is None:
             yield from predict_pair(pair, model, config, progress)
             return
         model.check_bands(pair.band_count)
@@ -327,8 +330,8 @@ class ClusterPredictor:
         tiles = list(TileGrid(pair.grid.height, pair.grid.width, config.tile, config.overlap))
         chunks = [tiles[i:i + self.tiles_per_task] for i in range(0, len(tiles), self.tiles_per_task)]
         with worker_client() as client:
-            futures = [client.submit(_predict_chunk, str(pair.before_path), str(pair.after_path), pair.bands, chunk,
-                                     stats, config.batch_size, pure=False) for chunk in chunks]
+            futures = [client.submit(_predict_chunk, str(pair.before_path), str(pair.after_path), pair.bands,
+                                     str(model.path), chunk, stats, config.batch_size, pure=False) for chunk in chunks]
             self.tasks += len(futures)
             for future in as_completed(futures):
                 yield from future.result()
@@ -337,7 +340,7 @@ class ClusterPredictor:
 
 def _run_on_worker(job: Job, config: BatchConfig) -> JobRecord:
     predictor = ClusterPredictor(config.split_mpx, config.tiles_per_task)
-    record = run_job(job, config, _worker_model(), predictor)
+    record = run_job(job, config, _worker_models(), predictor)
     record.tile_tasks = predictor.tasks
     return record
 

@@ -127,10 +127,12 @@ def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None)
 
 
 def evaluate_site(site: Path, model: ChangeModel, threshold: float, config: InferenceConfig,
-                  progress: bool = False) -> SiteResult:
-    """Run the model over one site and compare with its labels, window by window."""
+                  progress: bool = False, bands: tuple[str, ...] | None = None) -> SiteResult:
+    """Run the model over one site and compare with its labels, window by window.
+
+    ``bands``: the bands of the site's files fed to the model, by 1-based index or name (None: all)."""
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    with AlignedPair(site / "before.tif", site / "after.tif") as pair, open_raster(site / "change.tif", "label") as lab:
+    with AlignedPair(site / "before.tif", site / "after.tif", bands) as pair, open_raster(site / "change.tif", "label") as lab:
         if (lab.height, lab.width) != (pair.grid.height, pair.grid.width):
             raise InputFileError(f"{site / 'change.tif'} is not on the grid of {site / 'before.tif'}")
         for window, prob in predict_pair(pair, model, config, progress=progress):
@@ -159,13 +161,14 @@ class EvaluationReport:
 
 
 def evaluate(sites: list[Path], model: ChangeModel, threshold: float | None = None,
-             config: InferenceConfig | None = None, progress: bool = False) -> EvaluationReport:
-    """Evaluate ``model`` on ``sites`` at ``threshold`` (default: the model's own)."""
+             config: InferenceConfig | None = None, progress: bool = False,
+             bands: tuple[str, ...] | None = None) -> EvaluationReport:
+    """Evaluate ``model`` on ``sites`` at ``threshold`` (default: the model's own), on ``bands`` of the files."""
     thr = model.spec.threshold if threshold is None else threshold
     config = config or InferenceConfig()
     pooled, per_site, hist = Confusion(), {}, ProbHistogram()
     for site in sites:
-        r = evaluate_site(site, model, thr, config, progress=progress)
+        r = evaluate_site(site, model, thr, config, progress=progress, bands=bands)
         per_site[r.name] = r.confusion
         pooled = pooled + r.confusion
         hist += r.histogram

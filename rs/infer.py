@@ -66,11 +66,15 @@ class ChangeModel:
         self.network = network.to(device=device, memory_format=torch.channels_last).eval()
         self._multiple = 2 ** spec.encoder_depth
 
+    path: Path | None = None  # the checkpoint it was loaded from, when it was
+
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "auto", amp: bool = True) -> ChangeModel:
         """Load a safetensors checkpoint (see ``models.changenet``) onto ``device``."""
         network, spec = load_checkpoint(path)
-        return cls(network, spec, resolve_device(device), amp)
+        model = cls(network, spec, resolve_device(device), amp)
+        model.path = Path(path)
+        return model
 
     def check_bands(self, band_count: int) -> None:
         """Raise ModelError unless the input has as many bands per date as the model expects."""
@@ -95,6 +99,24 @@ class ChangeModel:
             logits = self.network(x)
         prob = torch.sigmoid(logits.float())
         return prob[:, 0, :rows, :cols].cpu().numpy()
+
+
+class ModelCache:
+    """Loads each checkpoint once and hands the same ChangeModel out again (one per process or
+    Dask worker). ``fixed``: a model to hand out for every path instead (tests, notebooks)."""
+
+    def __init__(self, device: str = "auto", amp: bool = True, fixed: ChangeModel | None = None) -> None:
+        self.device, self.amp, self.fixed = device, amp, fixed
+        self._models: dict[Path, ChangeModel] = {}
+
+    def get(self, path: str | os.PathLike[str]) -> ChangeModel:
+        """The model stored at ``path`` (loaded on first use)."""
+        if self.fixed is not None:
+            return self.fixed
+        key = Path(path).resolve()
+        if key not in self._models:
+            self._models[key] = ChangeModel.load(key, self.device, self.amp)
+        return self._models[key]
 
 
 def model_input(before: np.ndarray, after: np.ndarray, valid: np.ndarray,

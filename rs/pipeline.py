@@ -27,11 +27,11 @@ import numpy as np
 from rasterio.windows import Window
 
 import rs
-from models.changenet import DEFAULT_MODEL
+from models.changenet import resolve_model
 from rs.align import AlignedPair, scene_date
 from rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
 from rs.export import StagedOutput, write_json, write_judgement
-from rs.infer import ChangeModel, InferenceConfig, predict_pair, write_probability
+from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, write_probability
 from rs.vectorize import VectorizeConfig, metric_crs, vectorize
 
 OUTPUT_FILES = ("change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json")
@@ -42,7 +42,8 @@ class DetectConfig:
     """Everything one detection run depends on; serialised into ``summary.json``.
 
     ``bands``: the bands compared, by 1-based index or band name (None: all, in file order);
-    ``threshold`` None means the model's own (chosen on its validation data);
+    ``model`` None means the shipped model for the scenes' band count (4: blue, green, red, NIR;
+    3: red, green, blue); ``threshold`` None means the model's own (chosen on its validation data);
     ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
     simplification tolerance in metres (0: exact pixel outlines); ``layers.rules.as_of`` None means
     the AFTER scene's acquisition date (its TIFF date tag), or today when it has none.
@@ -53,7 +54,7 @@ class DetectConfig:
     outdir: str
     layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
     bands: tuple[str, ...] | None = None
-    model: str = str(DEFAULT_MODEL)
+    model: str | None = None
     threshold: float | None = None
     min_area_m2: float = 200.0
     simplify_m: float = 0.0
@@ -75,20 +76,22 @@ class DetectResult:
 Predictor = Callable[[AlignedPair, ChangeModel, InferenceConfig, bool], Iterator[tuple[Window, np.ndarray]]]
 
 
-def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | None = None,
+def detect(config: DetectConfig, progress: bool = True, models: ModelCache | None = None,
            predict: Predictor = predict_pair) -> DetectResult:
     """Run the whole pipeline for one scene pair. Raises a ChangewatchError subclass on bad input.
 
-    ``model``: an already loaded model to reuse (batch runs load it once per worker); by default
-    ``config.model`` is loaded onto ``config.inference.device``. ``predict``: how the tiles are
-    run — in this process by default; ``rs.batch`` passes one that spreads them over Dask workers.
+    ``models``: where loaded models are kept for reuse (batch runs keep one per worker); by
+    default a fresh one on ``config.inference.device``. ``predict``: how the tiles are run — in
+    this process by default; ``rs.batch`` passes one that spreads them over Dask workers.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    model = model or ChangeModel.load(config.model, config.inference.device, config.inference.amp)
-    threshold = model.spec.threshold if config.threshold is None else config.threshold
+    models = models or ModelCache(config.inference.device, config.inference.amp)
     with AlignedPair(config.before, config.after, config.bands) as pair:
+        model_path = resolve_model(config.model, pair.band_count)
+        model = models.get(model_path)
         model.check_bands(pair.band_count)
+        threshold = model.spec.threshold if config.threshold is None else config.threshold
         layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
         as_of, as_of_source = _as_of(config)
         rules = replace(config.layers.rules, as_of=as_of)
@@ -106,7 +109,8 @@ def detect(config: DetectConfig, progress: bool = True, model: ChangeModel | Non
             timings["crosscheck_s"] = time.perf_counter() - t
             write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
             timings["total_s"] = time.perf_counter() - t0
-            summary = _summary(config, model, pair, threshold, judgement, layers, rules, as_of_source, timings)
+            summary = _summary(config, model, model_path, pair, threshold, judgement, layers, rules, as_of_source,
+                               timings)
             write_json(summary, out.path("summary.json"))
     files = {name: out.final(name) for name in OUTPUT_FILES}
     return DetectResult(out.outdir, files, len(judgement.changes), len(judgement.flagged),
@@ -123,8 +127,9 @@ def _as_of(config: DetectConfig) -> tuple[date, str]:
     return date.today(), "today (AFTER has no date tag)"
 
 
-def _summary(config: DetectConfig, model: ChangeModel, pair: AlignedPair, threshold: float, judgement: Judgement,
-             layers: Layers, rules: RuleConfig, as_of_source: str, timings: dict[str, float]) -> dict[str, Any]:
+def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: AlignedPair, threshold: float,
+             judgement: Judgement, layers: Layers, rules: RuleConfig, as_of_source: str,
+             timings: dict[str, float]) -> dict[str, Any]:
     counts = judgement.counts()
     return {
         "changewatch_version": rs.__version__,
@@ -137,7 +142,7 @@ def _summary(config: DetectConfig, model: ChangeModel, pair: AlignedPair, thresh
             "crs": pair.grid.crs.to_string(), "width": pair.grid.width, "height": pair.grid.height,
             "bands_per_date": pair.band_count, "bands": list(config.bands) if config.bands else "all",
         },
-        "model": {"path": str(Path(config.model).resolve()), "name": model.spec.name,
+        "model": {"path": str(model_path.resolve()), "name": model.spec.name,
                   "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},
         "thresholds": {"probability": threshold, "min_area_m2": config.min_area_m2, "simplify_m": config.simplify_m},
         "rules": {"as_of": rules.as_of.isoformat() if rules.as_of else None, "as_of_source": as_of_source,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from models.changenet import ModelSpec, build_network, save_checkpoint
 from rs.align import AlignedPair
 from rs.atomic import atomic_write
-from rs.errors import InputFileError
+from rs.errors import InputFileError, ModelError
 from rs.evaluate import LABEL_NODATA, evaluate, find_sites, read_label
 from rs.infer import ChangeModel, InferenceConfig, model_input, resolve_device
 from rs.normalize import METHOD, pair_stats_from_arrays
@@ -48,7 +48,8 @@ class TrainConfig:
     val_sites: tuple[str, ...] = OSCD_VAL
     name: str = "changewatch-rgbn"
     encoder: str = "mobilenet_v2"
-    bands: tuple[str, ...] = ("blue", "green", "red", "nir")
+    bands: tuple[str, ...] = ("blue", "green", "red", "nir")  # what the model's input bands are (its spec)
+    select: tuple[str, ...] | None = None  # which bands of the site files feed them (None: all, in order)
     gsd_m: float = 10.0
     crop: int = 128
     batch_size: int = 8
@@ -75,9 +76,11 @@ class SiteArrays:
         self.positives = np.argwhere(self.label == 1)
 
 
-def load_site(site: Path) -> SiteArrays:
-    """Align, normalise (as at inference) and load one site; unlabelled or invalid pixels → 255."""
-    with AlignedPair(site / "before.tif", site / "after.tif") as pair:
+def load_site(site: Path, select: tuple[str, ...] | None = None) -> SiteArrays:
+    """Align, normalise (as at inference) and load one site; unlabelled or invalid pixels → 255.
+
+    ``select``: the bands of the site's files to use, by 1-based index or name (None: all)."""
+    with AlignedPair(site / "before.tif", site / "after.tif", select) as pair:
         full = TileGrid(pair.grid.height, pair.grid.width, tile=max(pair.grid.height, pair.grid.width), overlap=0)
         w = pair.read(next(iter(full)).read)
     label = read_label(site / "change.tif")
@@ -150,9 +153,10 @@ class TrainResult:
     seconds: float
 
 
-def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: list[Path]) -> tuple[float, dict[str, object]]:
+def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: list[Path],
+              select: tuple[str, ...] | None) -> tuple[float, dict[str, object]]:
     model = ChangeModel(network, spec, device)
-    report = evaluate(val, model, threshold=0.5, config=InferenceConfig(tile=256, overlap=64))
+    report = evaluate(val, model, threshold=0.5, config=InferenceConfig(tile=256, overlap=64), bands=select)
     network.train()
     threshold, pooled = report.histogram.best_threshold()
     return threshold, pooled.metrics()
@@ -165,7 +169,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
-    train_sites = [load_site(s) for s in find_sites(config.data_dir, list(config.train_sites))]
+    train_sites = [load_site(s, config.select) for s in find_sites(config.data_dir, list(config.train_sites))]
+    if train_sites[0].x.shape[0] != 2 * len(config.bands):
+        raise ModelError(f"{len(config.bands)} band names given ({', '.join(config.bands)}) for "
+                         f"{train_sites[0].x.shape[0] // 2} bands per date in the data")
     val_sites = find_sites(config.data_dir, list(config.val_sites)) if config.val_sites else []
     spec = ModelSpec(name=config.name, encoder=config.encoder, bands=config.bands, gsd_m=config.gsd_m,
                      normalisation=METHOD, licence=config.licence)
@@ -189,7 +196,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         if it % config.val_every == 0 or it == config.iterations:
             row: dict[str, object] = {"iteration": it, "loss": round(running, 5), "seconds": round(time.perf_counter() - start, 1)}
             if val_sites:
-                threshold, metrics = _validate(network, spec, device, val_sites)
+                threshold, metrics = _validate(network, spec, device, val_sites, config.select)
                 row.update(val_f1=round(float(metrics["f1"]), 4), val_threshold=threshold)
                 if best is None or float(metrics["f1"]) > best[0]:
                     state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}

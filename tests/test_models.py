@@ -63,3 +63,12 @@ def test_shipped_model_loads_and_is_documented() -> None:
     assert 0.0 < spec.threshold < 1.0
     assert "CC BY-NC-SA" in spec.licence and spec.metrics["val_pooled"]["f1"] > 0.35
     assert DEFAULT_MODEL.with_suffix(".safetensors").stat().st_size < 25 * 2**20
+
+
+def test_default_model_by_band_count() -> None:
+    from models.changenet import default_model_for, resolve_model
+
+    assert default_model_for(4) == DEFAULT_MODEL
+    assert resolve_model("mine.json", 4) == Path("mine.json")
+    with pytest.raises(ModelError, match="no shipped model takes 5 bands"):
+        default_model_for(5)

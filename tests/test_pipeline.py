@@ -12,7 +12,7 @@ import torch
 from affine import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from rs.infer import ChangeModel, InferenceConfig
+from rs.infer import ChangeModel, InferenceConfig, ModelCache
 from rs.pipeline import DetectConfig, detect
 from rs.tiling import TileGrid
 from tests.data import UTM48N, WGS84, BrightnessChangeNet, plant_square, pointwise_spec, textured_scene, \
@@ -36,7 +36,7 @@ def test_reprojected_copy_without_change_gives_no_polygon(tmp_path: Path) -> Non
     write_raster(tmp_path / "after.tif", after, WGS84, transform, nodata=0)
     result = detect(DetectConfig(str(tmp_path / "before.tif"), str(tmp_path / "after.tif"), str(tmp_path / "out"),
                                  min_area_m2=0.0, threshold=0.5, inference=InferenceConfig(64, 16, 4)),
-                    progress=False, model=sensitive_model())
+                    progress=False, models=ModelCache(fixed=sensitive_model()))
     assert result.n_changes == 0
     with rasterio.open(tmp_path / "out" / "change_prob.tif") as ds:
         prob = ds.read(1)
@@ -55,7 +55,7 @@ def test_changes_cut_by_tile_edges_come_out_whole(tmp_path: Path) -> None:
     write_raster(tmp_path / "after.tif", after, UTM48N, utm_transform())
     detect(DetectConfig(str(tmp_path / "before.tif"), str(tmp_path / "after.tif"), str(tmp_path / "out"),
                         min_area_m2=0.0, threshold=0.5, inference=InferenceConfig(tile, overlap, 3)),
-           progress=False, model=sensitive_model())
+           progress=False, models=ModelCache(fixed=sensitive_model()))
     changes = gpd.read_file(tmp_path / "out" / "changes.gpkg")
     assert len(changes) == len(squares)
     expected = sorted(side * side * 100.0 for _, _, side in squares)
@@ -68,6 +68,6 @@ def test_outputs_match_the_scene_grid(tmp_path: Path) -> None:
     write_raster(tmp_path / "b.tif", before, UTM48N, t)
     write_raster(tmp_path / "a.tif", plant_square(before, 5, 5, 6), UTM48N, t)
     detect(DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), str(tmp_path / "o"), threshold=0.5),
-           progress=False, model=sensitive_model())
+           progress=False, models=ModelCache(fixed=sensitive_model()))
     with rasterio.open(tmp_path / "o" / "change_prob.tif") as ds:
         assert (ds.crs, ds.transform, ds.shape) == (UTM48N, t, (40, 50))
