@@ -163,11 +163,12 @@ def _bands(value: str | None) -> tuple[str, ...] | None:
 
 
 def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None, bands: str | None,
-                threshold: float | None, min_area_m2: float, simplify_m: float, inference: Any, quiet: bool) -> None:
+                threshold: float | None, min_area_m2: float, simplify_m: float, inference: Any, quiet: bool,
+                masks: tuple[str, ...] = ()) -> None:
     from rs.pipeline import DetectConfig, detect
 
     config = DetectConfig(before=before, after=after, outdir=outdir, layers=layers, model=_model(model_path),
-                          bands=_bands(bands), threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
+                          bands=_bands(bands), masks=masks, threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
                           inference=inference)
     result = detect(config, progress=not quiet)
     for name, path in result.files.items():
@@ -182,11 +183,14 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
               help="Folder for change_prob.tif, changes.gpkg, flagged.gpkg, summary.json "
                    "(created; files in it are replaced only when the run succeeds).")
+@click.option("--mask", "masks", multiple=True, type=click.Path(dir_okay=False),
+              help="Cloud/invalid mask of either date (a raster, any CRS; band 1 non-zero = invalid): masked pixels "
+                   "are never called change. Repeat for several masks.")
 @layer_options
 @detect_options
 @reports_errors
-def detect(before: str, after: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None,
-           as_of: Any, columns_file: str | None, model_path: str | None, bands: str | None, device: str, amp: bool,
+def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], permits: str | None, zoning: str | None,
+           parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None, bands: str | None, device: str, amp: bool,
            threshold: float | None, min_area_m2: float, simplify_m: float, tile: int, overlap: int, batch_size: int,
            quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
@@ -196,7 +200,7 @@ def detect(before: str, after: str, outdir: str, permits: str | None, zoning: st
     AFTER is resampled onto BEFORE's grid, and the outputs are on BEFORE's grid and CRS.
     """
     _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, bands,
-                threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp), quiet)
+                threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp), quiet, masks)
 
 
 @cli.command()

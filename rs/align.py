@@ -136,17 +136,22 @@ class AlignedPair:
 
     ``bands`` picks the bands compared, the same for both dates, by 1-based index or by name
     (the files' band descriptions), so scenes with different band sets or orders can be compared;
-    by default every band, and both dates must have as many. Use as a context manager. Raises
+    by default every band, and both dates must have as many. ``masks`` are rasters (any CRS and
+    grid; band 1, non-zero = invalid: clouds, shadows, haze) from either date, warped nearest-
+    neighbour onto BEFORE's grid: masked pixels are invalid, like nodata. Use as a context manager. Raises
     InputFileError for missing or unreadable files and IncompatibleScenesError when the scenes
     lack a CRS, have different band counts, lack a selected band or do not overlap. AFTER is
     resampled bilinearly (it is imagery, not classes).
     """
 
     def __init__(self, before_path: str | os.PathLike[str], after_path: str | os.PathLike[str],
-                 bands: tuple[str, ...] | None = None) -> None:
+                 bands: tuple[str, ...] | None = None, masks: tuple[str, ...] = ()) -> None:
         self.before_path = Path(before_path)
         self.after_path = Path(after_path)
         self.bands = bands
+        self.masks = tuple(masks)
+        self._mask_files: list[rasterio.io.DatasetReader] = []
+        self._mask_vrts: list[WarpedVRT] = []
         self._before = open_raster(before_path, "BEFORE")
         try:
             self._after = open_raster(after_path, "AFTER")
@@ -170,6 +175,13 @@ class AlignedPair:
                 add_alpha=add_alpha,
             )
             self._alpha_band = self._vrt.count if add_alpha else None
+            for mask in self.masks:
+                ds = open_raster(mask, "mask")
+                self._mask_files.append(ds)
+                _check_georeferenced(ds, "mask")
+                self._mask_vrts.append(WarpedVRT(ds, crs=self._before.crs, transform=self._before.transform,
+                                                 width=self._before.width, height=self._before.height,
+                                                 resampling=Resampling.nearest, nodata=0))
         except Exception:
             self.close()
             raise
@@ -216,7 +228,13 @@ class AlignedPair:
                 after_valid = self._vrt.read(self._alpha_band, window=window) > 0
         except RasterioIOError as exc:
             raise InputFileError(f"AFTER file is corrupt or truncated: {self.after_path} ({exc})") from exc
-        return PairWindow(before, after, before_valid & after_valid)
+        valid = before_valid & after_valid
+        for path, vrt in zip(self.masks, self._mask_vrts):
+            try:
+                valid &= vrt.read(1, window=window) == 0
+            except RasterioIOError as exc:
+                raise InputFileError(f"mask file is corrupt or truncated: {path} ({exc})") from exc
+        return PairWindow(before, after, valid)
 
     def sample_windows(self, max_pixels: int = 4_194_304, sample_size: int = 512) -> list[Window]:
         """Windows to compute scene statistics from, bounded in total size.
@@ -233,7 +251,9 @@ class AlignedPair:
         return [Window(int(c), int(r), min(sample_size, w), min(sample_size, h)) for r in rows for c in cols]
 
     def close(self) -> None:
-        """Close the VRT and both files."""
+        """Close the VRTs and every file."""
+        for ds in [*getattr(self, "_mask_vrts", []), *getattr(self, "_mask_files", [])]:
+            ds.close()
         for name in ("_vrt", "_after", "_before"):
             ds = getattr(self, name, None)
             if ds is not None:

@@ -300,10 +300,11 @@ def _worker_models() -> ModelCache:
     return plugin.models
 
 
-def _predict_chunk(before: str, after: str, bands: tuple[str, ...] | None, model_path: str, tiles: list[Tile],
-                   stats: tuple[BandStats, BandStats], batch_size: int) -> list[tuple[Window, np.ndarray]]:
+def _predict_chunk(before: str, after: str, bands: tuple[str, ...] | None, masks: tuple[str, ...], model_path: str,
+                   tiles: list[Tile], stats: tuple[BandStats, BandStats],
+                   batch_size: int) -> list[tuple[Window, np.ndarray]]:
     """Dask task: probabilities of some tiles of one scene (the worker opens the pair itself)."""
-    with AlignedPair(before, after, bands) as pair:
+    with AlignedPair(before, after, bands, masks) as pair:
         return list(predict_tiles(pair, _worker_models().get(model_path), tiles, stats, batch_size))
 
 
@@ -331,7 +332,8 @@ class ClusterPredictor:
         chunks = [tiles[i:i + self.tiles_per_task] for i in range(0, len(tiles), self.tiles_per_task)]
         with worker_client() as client:
             futures = [client.submit(_predict_chunk, str(pair.before_path), str(pair.after_path), pair.bands,
-                                     str(model.path), chunk, stats, config.batch_size, pure=False) for chunk in chunks]
+                                     pair.masks, str(model.path), chunk, stats, config.batch_size, pure=False)
+                       for chunk in chunks]
             self.tasks += len(futures)
             for future in as_completed(futures):
                 yield from future.result()

@@ -42,6 +42,7 @@ class DetectConfig:
     """Everything one detection run depends on; serialised into ``summary.json``.
 
     ``bands``: the bands compared, by 1-based index or band name (None: all, in file order);
+    ``masks``: cloud/invalid rasters of either date (non-zero = invalid, never change);
     ``model`` None means the shipped model for the scenes' band count (4: blue, green, red, NIR;
     3: red, green, blue); ``threshold`` None means the model's own (chosen on its validation data);
     ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
@@ -54,6 +55,7 @@ class DetectConfig:
     outdir: str
     layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
     bands: tuple[str, ...] | None = None
+    masks: tuple[str, ...] = ()
     model: str | None = None
     threshold: float | None = None
     min_area_m2: float = 200.0
@@ -87,7 +89,7 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     models = models or ModelCache(config.inference.device, config.inference.amp)
-    with AlignedPair(config.before, config.after, config.bands) as pair:
+    with AlignedPair(config.before, config.after, config.bands, config.masks) as pair:
         model_path = resolve_model(config.model, pair.band_count)
         model = models.get(model_path)
         model.check_bands(pair.band_count)
@@ -141,6 +143,7 @@ def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: A
             **layers.provenance(),
             "crs": pair.grid.crs.to_string(), "width": pair.grid.width, "height": pair.grid.height,
             "bands_per_date": pair.band_count, "bands": list(config.bands) if config.bands else "all",
+            "masks": [str(Path(m).resolve()) for m in config.masks],
         },
         "model": {"path": str(model_path.resolve()), "name": model.spec.name,
                   "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},

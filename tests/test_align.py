@@ -145,3 +145,23 @@ def test_missing_band_is_a_clear_error(tmp_path: Path) -> None:
         AlignedPair(four, four, ("B02", "B11"))
     with pytest.raises(IncompatibleScenesError, match="has no band '9'"):
         AlignedPair(four, four, ("9",))
+
+
+def test_cloud_masks_in_another_crs_make_pixels_invalid(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    # a cloud over rows 10-29, cols 50-69 of BEFORE's grid, given as a 5 m mask raster in EPSG:4326
+    cloud = np.zeros((96, 96), np.uint8)
+    cloud[10:30, 50:70] = 1
+    utm_mask = write_raster(tmp_path / "cloud_utm.tif", cloud[None], UTM48N, utm_transform())
+    with rasterio.open(utm_mask) as src:
+        from rasterio.warp import calculate_default_transform, reproject
+
+        transform, width, height = calculate_default_transform(src.crs, WGS84, src.width, src.height, *src.bounds,
+                                                               resolution=5.0 / 111_000)
+        warped = np.zeros((1, height, width), np.uint8)
+        reproject(rasterio.band(src, 1), warped[0], dst_transform=transform, dst_crs=WGS84)
+    mask = write_raster(tmp_path / "cloud.tif", warped, WGS84, transform)
+    with AlignedPair(*pair, masks=(str(mask),)) as p:
+        w = p.read(Window(0, 0, 96, 96))
+    assert not w.valid[12:28, 52:68].any()            # inside the cloud (away from its resampled edge)
+    assert w.valid[:8].all() and w.valid[:, :45].all()  # clear sky
+    assert 0.03 < (~w.valid).mean() < 0.06            # about the cloud's 400 of 9216 pixels

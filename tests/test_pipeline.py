@@ -71,3 +71,22 @@ def test_outputs_match_the_scene_grid(tmp_path: Path) -> None:
            progress=False, models=ModelCache(fixed=sensitive_model()))
     with rasterio.open(tmp_path / "o" / "change_prob.tif") as ds:
         assert (ds.crs, ds.transform, ds.shape) == (UTM48N, t, (40, 50))
+
+
+def test_masked_change_is_never_reported(tmp_path: Path) -> None:
+    before = textured_scene(64, 64, seed=14)
+    write_raster(tmp_path / "b.tif", before, UTM48N, utm_transform())
+    write_raster(tmp_path / "a.tif", plant_square(plant_square(before, 5, 5, 8), 40, 40, 10), UTM48N, utm_transform())
+    cloud = np.zeros((1, 64, 64), np.uint8)
+    cloud[0, 35:55, 35:55] = 255  # a cloud over the second square in the AFTER image
+    write_raster(tmp_path / "cloud.tif", cloud, UTM48N, utm_transform())
+
+    def run(masks: tuple[str, ...], out: str) -> int:
+        return detect(DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), str(tmp_path / out),
+                                   masks=masks, threshold=0.5, min_area_m2=0.0),
+                      progress=False, models=ModelCache(fixed=sensitive_model())).n_changes
+
+    assert run((), "clear") == 2
+    assert run((str(tmp_path / "cloud.tif"),), "cloudy") == 1
+    with rasterio.open(tmp_path / "cloudy" / "change_prob.tif") as ds:
+        assert np.isnan(ds.read(1)[35:55, 35:55]).all()
