@@ -247,7 +247,8 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
 
     \b
     MANIFEST is a CSV with columns area_id,before,after and optionally permits,zoning,parcels
-    (paths relative to the manifest) and as_of (YYYY-MM-DD), or a YAML list of such mappings
+    (paths relative to the manifest), as_of (YYYY-MM-DD) and masks (cloud masks, ';' between
+    several), or a YAML list of such mappings
     (or a mapping with jobs: and shared permits:, zoning:, parcels:).
 
     --permits, --zoning and --parcels serve every job whose manifest row names no layer of its

@@ -53,7 +53,7 @@ DONE_RECORD = "_done.json"
 AREA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REQUIRED_COLUMNS = ("area_id", "before", "after")
 LAYER_COLUMNS = ("permits", "zoning", "parcels")
-OPTIONAL_COLUMNS = (*LAYER_COLUMNS, "as_of")
+OPTIONAL_COLUMNS = (*LAYER_COLUMNS, "as_of", "masks")
 COMBINED_CRS = "EPSG:4326"
 
 
@@ -68,6 +68,7 @@ class Job:
     zoning: str | None = None
     parcels: str | None = None
     as_of: date | None = None
+    masks: tuple[str, ...] = ()  # cloud/invalid masks of either date
 
 
 def _resolve(base: Path, value: object) -> str | None:
@@ -104,8 +105,9 @@ def _jobs_from_rows(rows: list[dict[str, Any]], base: Path, shared: dict[str, st
         if not str(row.get("before") or "").strip() or not str(row.get("after") or "").strip():
             raise ManifestError(f"manifest {source}, area {area}: before and after are required")
         layers = {k: _resolve(base, row.get(k)) or shared.get(k) for k in LAYER_COLUMNS}
+        masks = tuple(p for p in (_resolve(base, m) for m in str(row.get("masks") or "").split(";")) if p)
         jobs.append(Job(area, _resolve(base, row["before"]) or "", _resolve(base, row["after"]) or "",
-                        **layers, as_of=_as_of(row.get("as_of"), source, area)))
+                        **layers, as_of=_as_of(row.get("as_of"), source, area), masks=masks))
     return jobs
 
 
@@ -113,7 +115,8 @@ def read_manifest(path: str | os.PathLike[str], shared: dict[str, str | None] | 
     """Jobs of a CSV or YAML manifest; relative paths are relative to the manifest's folder.
 
     CSV columns: ``area_id, before, after`` and optionally ``permits, zoning, parcels`` (a job's
-    own layers; ``shared[layer]`` is used where empty) and ``as_of`` (YYYY-MM-DD). YAML: a list of
+    own layers; ``shared[layer]`` is used where empty), ``as_of`` (YYYY-MM-DD) and ``masks``
+    (cloud/invalid masks, several separated by ``;``). YAML: a list of
     such mappings, or a mapping with ``jobs:`` (that list) and optionally ``permits:``,
     ``zoning:``, ``parcels:`` (layers shared by all jobs).
     """
@@ -212,7 +215,7 @@ def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
     rules = replace(config.layers.rules, as_of=job.as_of or config.layers.rules.as_of)
     layers = replace(config.layers, permits=job.permits, zoning=job.zoning, parcels=job.parcels, rules=rules)
     return DetectConfig(before=job.before, after=job.after, outdir=str(Path(config.outdir) / job.area_id),
-                        layers=layers, model=config.model, threshold=config.threshold,
+                        masks=job.masks, layers=layers, model=config.model, threshold=config.threshold,
                         min_area_m2=config.min_area_m2, simplify_m=config.simplify_m, bands=config.bands,
                         inference=config.inference)
 

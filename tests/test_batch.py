@@ -71,9 +71,11 @@ def assert_same_outputs(a: Path, b: Path, areas: list[str], exact: bool = True) 
 
 
 def test_manifest_csv_and_yaml(tmp_path: Path) -> None:
-    (tmp_path / "m.csv").write_text("area_id,before,after,permits\nw1,x/b.tif,x/a.tif,\nw2,b.tif,a.tif,p.gpkg\n")
+    (tmp_path / "m.csv").write_text("area_id,before,after,permits,masks\nw1,x/b.tif,x/a.tif,,c1.tif;c2.tif\n"
+                                    "w2,b.tif,a.tif,p.gpkg,\n")
     jobs = read_manifest(tmp_path / "m.csv", {"permits": "/shared.gpkg"})
     assert [j.area_id for j in jobs] == ["w1", "w2"]
+    assert jobs[0].masks == (str(tmp_path / "c1.tif"), str(tmp_path / "c2.tif")) and jobs[1].masks == ()
     assert jobs[0].before == str(tmp_path / "x" / "b.tif") and jobs[0].permits == "/shared.gpkg"
     assert jobs[1].permits == str(tmp_path / "p.gpkg")
     (tmp_path / "m.yaml").write_text("permits: p.gpkg\nzoning: z.gpkg\njobs:\n"
