@@ -14,6 +14,8 @@ from cli import cli
 from models.changenet import DEFAULT_MODEL, load_spec
 from rs.train import OSCD_VAL
 
+ROOT = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.slow
 
 
@@ -40,11 +42,29 @@ def test_demo_flags_real_changes(tmp_path: Path) -> None:
     assert summary["rules"]["as_of"] == "2018-03-23" and summary["rules"]["as_of_source"] == "AFTER scene date tag"
 
 
-def test_shipped_model_reproduces_recorded_val_f1(oscd: Path) -> None:
-    spec = load_spec(DEFAULT_MODEL)
-    result = CliRunner().invoke(cli, ["evaluate", "--data", str(oscd), "--sites", ",".join(OSCD_VAL), "--json"],
-                                catch_exceptions=False)
+@pytest.mark.parametrize("bands,model", [(None, DEFAULT_MODEL), ("3,2,1", DEFAULT_MODEL.with_name("changewatch-rgb.json"))],
+                         ids=["rgbn", "rgb"])
+def test_shipped_models_reproduce_recorded_val_f1(oscd: Path, bands: str | None, model: Path) -> None:
+    spec = load_spec(model)
+    picked = ["--bands", bands] if bands else []  # no --model: picked by the band count
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(oscd), "--sites", ",".join(OSCD_VAL), "--json",
+                                      *picked], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["f1"] == pytest.approx(spec.metrics["val_pooled"]["f1"], abs=0.01)
     assert report["threshold"] == spec.threshold
+
+
+def test_rgb_scenes_get_the_rgb_model(tmp_path: Path) -> None:
+    # the demo pair as plain red, green, blue GeoTIFFs
+    for name in ("before", "after"):
+        with rasterio.open(ROOT / "tiles" / "hongkong" / f"{name}.tif") as src:
+            profile = {**src.profile, "count": 3}
+            with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+                dst.write(src.read([3, 2, 1]))
+    out = tmp_path / "rgb"
+    result = CliRunner().invoke(cli, ["detect", str(tmp_path / "before.tif"), str(tmp_path / "after.tif"), "-o", str(out),
+                                      "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["name"] == "changewatch-rgb" and summary["counts"]["changes"] >= 1

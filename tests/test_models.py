@@ -72,3 +72,14 @@ def test_default_model_by_band_count() -> None:
     assert resolve_model("mine.json", 4) == Path("mine.json")
     with pytest.raises(ModelError, match="no shipped model takes 5 bands"):
         default_model_for(5)
+
+
+def test_shipped_rgb_model_is_the_default_for_three_bands() -> None:
+    from models.changenet import default_model_for
+
+    path = default_model_for(3)
+    net, spec = load_checkpoint(path)
+    assert path.stem == "changewatch-rgb" and spec.bands == ("red", "green", "blue") and spec.in_channels == 6
+    assert "CC BY-NC-SA" in spec.licence and 0.0 < spec.threshold < 1.0
+    assert spec.training["config"]["select"] == ["3", "2", "1"]
+    assert path.with_suffix(".safetensors").stat().st_size < 25 * 2**20
