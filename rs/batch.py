@@ -16,7 +16,6 @@ per task. Workers pick a CUDA GPU when torch sees one (``--device auto``).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -43,7 +42,7 @@ from rs.align import AlignedPair
 from rs.atomic import TMP_GLOB, atomic_write
 from rs.crosscheck import SEVERITY, CrosscheckInputs
 from rs.errors import ChangewatchError, ManifestError
-from rs.export import write_gpkg, write_json
+from rs.export import sha256, write_gpkg, write_json
 from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, predict_tiles
 from rs.normalize import BandStats, scene_stats
 from rs.pipeline import OUTPUT_FILES, DetectConfig, Predictor, detect
@@ -180,15 +179,6 @@ class JobRecord:
     error: str = ""
     exit_code: int = 0
     tile_tasks: int = 0  # Dask tasks the scene's tiles were spread over (0: run within the job's task)
-
-
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_done(area_dir: Path) -> bool:

@@ -6,6 +6,7 @@ whole run has succeeded (``StagedOutput``). A run that fails leaves OUTDIR as it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -72,6 +73,15 @@ def write_gpkg(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> Path:
     extra = {"geometry_type": "Polygon"} if gdf.empty else {}
     gdf.to_file(path, layer=layer, driver="GPKG", engine="pyogrio", **extra)
     return path
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (memory: one block, whatever the file size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
@@ -207,7 +217,6 @@ def _asset_files(root: Path, names: list[str]) -> list[Path]:
 def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[str, gpd.GeoDataFrame]) -> dict[str, Any]:
     """A STAC Item (pystac) describing one run: footprint, as-of date, inputs, model, thresholds,
     software version, and every output with its size and SHA-256 (file extension, multihash)."""
-    import hashlib
     from datetime import date, datetime, timezone
 
     import pystac
@@ -234,7 +243,7 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
     outputs = [(run_dir, p) for p in sorted(run_dir.iterdir()) if p.is_file()]
     outputs += [(export_dir, p) for p in _asset_files(export_dir, names)]
     for root, path in outputs:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = sha256(path)
         key = ("run/" if root == run_dir else "") + path.relative_to(root).as_posix()
         item.add_asset(key, pystac.Asset(href=str(path.resolve()), roles=["data"],
                                          extra_fields={"file:size": path.stat().st_size, "file:checksum": "1220" + digest}))
