@@ -65,14 +65,17 @@ class StagedOutput:
             shutil.rmtree(self.stage, ignore_errors=True)
 
 
-def write_gpkg(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> Path:
-    """Write one GeoPackage layer (pyogrio), keeping the GeoDataFrame's CRS.
-
-    An empty layer is still written, as a Polygon layer with the same columns.
-    """
+def write_vector(gdf: gpd.GeoDataFrame, path: Path, driver: str, **options: Any) -> Path:
+    """Write a vector file (pyogrio) keeping the GeoDataFrame's CRS; an empty layer is still
+    written, as a Polygon layer with the same columns."""
     extra = {"geometry_type": "Polygon"} if gdf.empty else {}
-    gdf.to_file(path, layer=layer, driver="GPKG", engine="pyogrio", **extra)
+    gdf.to_file(path, driver=driver, engine="pyogrio", **extra, **options)
     return path
+
+
+def write_gpkg(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> Path:
+    """Write one GeoPackage layer (see ``write_vector``)."""
+    return write_vector(gdf, path, "GPKG", layer=layer)
 
 
 def sha256(path: Path) -> str:
@@ -184,8 +187,7 @@ def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, format
             gdf.to_parquet(out.path(f"{name}.parquet"), schema_version="1.1.0", write_covering_bbox=True)
             names.append(f"{name}.parquet")
         if "geojson" in formats:
-            extra = {"geometry_type": "Polygon"} if gdf.empty else {}
-            gdf.to_crs(GEOGRAPHIC).to_file(out.path(f"{name}.geojson"), driver="GeoJSON", engine="pyogrio", **extra)
+            write_vector(gdf.to_crs(GEOGRAPHIC), out.path(f"{name}.geojson"), "GeoJSON")
             names.append(f"{name}.geojson")
         if "csv" in formats:
             _csv(gdf, out.path(f"{name}.csv"), csv_geometry)
@@ -193,9 +195,8 @@ def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, format
         if "shp" in formats:
             folder = out.path("shapefile")
             folder.mkdir(exist_ok=True)
-            extra = {"geometry_type": "Polygon"} if gdf.empty else {}
-            gdf.rename(columns=SHAPEFILE_NAMES).to_file(folder / f"{name}.shp", driver="ESRI Shapefile",
-                                                        engine="pyogrio", encoding="UTF-8", **extra)
+            write_vector(gdf.rename(columns=SHAPEFILE_NAMES), folder / f"{name}.shp", "ESRI Shapefile",
+                         encoding="UTF-8")
     if "gpkg" in formats:
         names.insert(0, "changewatch.gpkg")
     if "shp" in formats:
