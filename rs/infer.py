@@ -59,22 +59,20 @@ def resolve_device(name: str) -> torch.device:
 class ChangeModel:
     """A loaded change network on a device, mapping normalised image pairs to probabilities."""
 
-    def __init__(self, network: torch.nn.Module, spec: ModelSpec, device: torch.device, amp: bool = True) -> None:
+    def __init__(self, network: torch.nn.Module, spec: ModelSpec, device: torch.device, amp: bool = True,
+                 path: Path | None = None) -> None:
         self.spec = spec
         self.device = device
+        self.path = path  # the checkpoint it was loaded from, when it was
         self.amp = amp and device.type == "cuda"  # fp16 autocast: tensor cores on GPUs
         self.network = network.to(device=device, memory_format=torch.channels_last).eval()
         self._multiple = 2 ** spec.encoder_depth
-
-    path: Path | None = None  # the checkpoint it was loaded from, when it was
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "auto", amp: bool = True) -> ChangeModel:
         """Load a safetensors checkpoint (see ``models.changenet``) onto ``device``."""
         network, spec = load_checkpoint(path)
-        model = cls(network, spec, resolve_device(device), amp)
-        model.path = Path(path)
-        return model
+        return cls(network, spec, resolve_device(device), amp, Path(path))
 
     def check_bands(self, band_count: int) -> None:
         """Raise ModelError unless the input has as many bands per date as the model expects."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from models.changenet import ModelSpec, build_network, save_checkpoint
@@ -27,7 +28,6 @@ from rs.errors import InputFileError, ModelError
 from rs.evaluate import LABEL_NODATA, evaluate, find_sites, read_label
 from rs.infer import ChangeModel, InferenceConfig, model_input, resolve_device
 from rs.normalize import METHOD, pair_stats_from_arrays
-from rs.tiling import TileGrid
 
 OSCD_TRAIN = ("abudhabi", "aguasclaras", "beihai", "bercy", "bordeaux", "mumbai", "paris", "pisa", "rennes", "saclay_e")
 OSCD_VAL = ("beirut", "cupertino", "hongkong", "nantes")
@@ -81,8 +81,7 @@ def load_site(site: Path, select: tuple[str, ...] | None = None) -> SiteArrays:
 
     ``select``: the bands of the site's files to use, by 1-based index or name (None: all)."""
     with AlignedPair(site / "before.tif", site / "after.tif", select) as pair:
-        full = TileGrid(pair.grid.height, pair.grid.width, tile=max(pair.grid.height, pair.grid.width), overlap=0)
-        w = pair.read(next(iter(full)).read)
+        w = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
     label = read_label(site / "change.tif")
     if label.shape != w.valid.shape:
         raise InputFileError(f"{site / 'change.tif'} is not on the grid of {site / 'before.tif'}")
