@@ -31,7 +31,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import rasterio
 import rasterio.errors
 import yaml
@@ -42,7 +41,7 @@ from rs.align import AlignedPair
 from rs.atomic import TMP_GLOB, atomic_write
 from rs.crosscheck import SEVERITY, CrosscheckInputs
 from rs.errors import ChangewatchError, ManifestError
-from rs.export import sha256, write_gpkg, write_json
+from rs.export import layer_names, sha256, write_gpkg, write_json
 from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, predict_tiles
 from rs.normalize import BandStats, scene_stats
 from rs.pipeline import OUTPUT_FILES, DetectConfig, Predictor, detect
@@ -393,7 +392,7 @@ def _area_layers(out: Path, records: list[JobRecord]) -> tuple[list[gpd.GeoDataF
         gpkg = out / r.area_id / "flagged.gpkg"
         flagged = gpd.read_file(gpkg, layer="flagged_changes")
         changes.append(flagged.assign(area_id=r.area_id).to_crs(COMBINED_CRS))
-        if "flagged_parcels" in [name for name, _ in pyogrio.list_layers(gpkg)]:
+        if "flagged_parcels" in layer_names(gpkg):
             source = json.loads((out / r.area_id / "summary.json").read_text())["inputs"]["parcels"]
             table = gpd.read_file(gpkg, layer="flagged_parcels")
             parcels.append(table.assign(area_id=r.area_id, parcels_layer=source).to_crs(COMBINED_CRS))

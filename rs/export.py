@@ -87,6 +87,13 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def layer_names(path: Path) -> set[str]:
+    """Names of the layers (and attribute tables) in a vector file such as a GeoPackage."""
+    import pyogrio
+
+    return {str(name) for name, _ in pyogrio.list_layers(path)}
+
+
 def write_json(data: dict[str, Any], path: Path) -> Path:
     """Write indented JSON (UTF-8); values json cannot encode are written with ``str``."""
     path.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -138,7 +145,7 @@ def read_run_layers(run_dir: str | os.PathLike[str]) -> dict[str, gpd.GeoDataFra
     for name, path in sources.items():
         if not path.is_file():
             raise InputFileError(f"{run} is not a changewatch run folder: {path.name} is missing")
-        if name in [n for n, _ in pyogrio.list_layers(path)]:
+        if name in layer_names(path):
             layers[name] = gpd.read_file(path, layer=name) if name != LINKS else \
                 pyogrio.read_dataframe(path, layer=name, read_geometry=False)
     if "changes" not in layers or "flagged_changes" not in layers:

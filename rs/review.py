@@ -17,7 +17,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
@@ -25,7 +24,7 @@ from rasterio.windows import Window, from_bounds
 from rs.align import AlignedPair, open_raster
 from rs.atomic import atomic_write
 from rs.errors import InputFileError
-from rs.export import read_run_layers, write_gpkg
+from rs.export import layer_names, read_run_layers, write_gpkg
 
 REVIEW_CHOICES = ("confirm", "dismiss", "needs visit")
 REVIEW_LAYER = "review"
@@ -120,7 +119,7 @@ def review_table(run: Run) -> pd.DataFrame:
     table = pd.DataFrame({"change_id": flagged["change_id"], "reasons": flagged["reasons"],
                           "area_m2": flagged["area_m2"].round(0), "review": "needs visit", "note": ""})
     gpkg = run.path / "flagged.gpkg"
-    if REVIEW_LAYER in [name for name, _ in pyogrio.list_layers(gpkg)]:
+    if REVIEW_LAYER in layer_names(gpkg):
         saved = gpd.read_file(gpkg, layer=REVIEW_LAYER)[["change_id", "review", "note"]].set_index("change_id")
         table = table.set_index("change_id")
         table.update(saved)
