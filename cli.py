@@ -269,7 +269,7 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
                          model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
                          bands=_bands(bands), inference=_inference(device, tile, overlap, batch_size, amp))
     jobs = read_manifest(manifest, config.shared_layers())
-    tiles = tile_counts(jobs, config.inference)
+    tiles = tile_counts(jobs, config)
     hide = quiet or json_log
     job_bar = tqdm(total=len(jobs), desc="jobs ", unit="job", disable=hide, position=0)
     tile_bar = tqdm(total=sum(tiles.values()), desc="tiles", unit="tile", disable=hide, position=1)

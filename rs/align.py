@@ -1,8 +1,10 @@
-"""Stage 1 — align: open BEFORE and AFTER and present AFTER on BEFORE's pixel grid.
+"""Stage 1 — align: present BEFORE and AFTER on one common pixel grid.
 
-AFTER is reprojected lazily through a GDAL WarpedVRT onto BEFORE's CRS, transform and shape, so
-nothing is warped until a window is read and no whole scene is ever held in memory. The common
-grid is BEFORE's grid; pixels that AFTER does not cover, or that either date marks as nodata,
+The common grid is where the two scenes overlap: by default on BEFORE's own pixel grid (cropped to
+the overlap), or a grid of a user-given CRS and resolution (``GridSpec``). A date whose file is
+already on that grid is read directly by window; any other is reprojected lazily through a GDAL
+WarpedVRT, so nothing is warped until a window is read and no whole scene is ever held in memory.
+Pixels that a date does not cover, that either date marks as nodata, or that a cloud mask covers
 come out as invalid and are never reported as change.
 """
 
@@ -22,7 +24,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
+from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from rs.errors import IncompatibleScenesError, InputFileError
@@ -131,76 +133,208 @@ def select_bands(ds: rasterio.io.DatasetReader, bands: tuple[str, ...] | None, r
     return chosen
 
 
+@dataclass(frozen=True)
+class GridSpec:
+    """Where the common grid of a pair lies.
+
+    Default (both None): BEFORE's own pixel grid, cropped to where BEFORE and AFTER overlap. With
+    ``crs`` (any string rasterio reads: "EPSG:32648", WKT, PROJ) and/or ``resolution`` (pixel size
+    in that CRS's units: metres for UTM, degrees for EPSG:4326) a new north-up grid over the
+    overlap, with pixel edges on multiples of the resolution (like ``gdalwarp -tap``), so grids of
+    different runs line up; a missing resolution is BEFORE's, carried over to ``crs``.
+    """
+
+    crs: str | None = None
+    resolution: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.resolution is not None and not self.resolution > 0:
+            raise IncompatibleScenesError(f"grid resolution must be positive, got {self.resolution}")
+
+
+def _overlap_bounds(before: rasterio.io.DatasetReader, after: rasterio.io.DatasetReader,
+                    crs: CRS) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) in ``crs`` of the intersection of the two footprints' boxes."""
+    boxes = [transform_bounds(ds.crs, crs, *ds.bounds, densify_pts=21) for ds in (before, after)]
+    left, bottom = max(b[0] for b in boxes), max(b[1] for b in boxes)
+    right, top = min(b[2] for b in boxes), min(b[3] for b in boxes)
+    return left, bottom, right, top
+
+
+def common_grid(before: rasterio.io.DatasetReader, after: rasterio.io.DatasetReader, spec: GridSpec) -> Grid:
+    """The grid both dates are compared on (see GridSpec). Raises IncompatibleScenesError when the
+    scenes do not overlap by at least one pixel."""
+    if spec.crs is None and spec.resolution is None:
+        left, bottom, right, top = _overlap_bounds(before, after, before.crs)
+        window = rasterio.windows.from_bounds(left, bottom, right, top, before.transform)
+        col0, row0 = max(0, math.floor(window.col_off + 1e-6)), max(0, math.floor(window.row_off + 1e-6))
+        col1 = min(before.width, math.ceil(window.col_off + window.width - 1e-6))
+        row1 = min(before.height, math.ceil(window.row_off + window.height - 1e-6))
+        if col1 <= col0 or row1 <= row0:
+            raise IncompatibleScenesError("BEFORE and AFTER overlap by less than one pixel")
+        crop = Window(col0, row0, col1 - col0, row1 - row0)
+        return Grid(before.crs, rasterio.windows.transform(crop, before.transform), crop.width, crop.height)
+    try:
+        crs = CRS.from_user_input(spec.crs) if spec.crs else before.crs
+    except rasterio.errors.CRSError as exc:
+        raise IncompatibleScenesError(f"unknown grid CRS {spec.crs!r}: {exc}") from exc
+    resolution = spec.resolution
+    if resolution is None:
+        carried, _, _ = calculate_default_transform(before.crs, crs, before.width, before.height, *before.bounds)
+        resolution = abs(carried.a)
+    left, bottom, right, top = _overlap_bounds(before, after, crs)
+    left, top = math.floor(left / resolution) * resolution, math.ceil(top / resolution) * resolution
+    width = math.ceil((right - left) / resolution - 1e-6)
+    height = math.ceil((top - bottom) / resolution - 1e-6)
+    if width <= 0 or height <= 0:
+        raise IncompatibleScenesError("BEFORE and AFTER overlap by less than one pixel of the requested grid")
+    return Grid(crs, Affine(resolution, 0.0, left, 0.0, -resolution, top), width, height)
+
+
+def _pixel_offset(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[int, int] | None:
+    """(col, row) of ``grid``'s origin in ``ds`` when ``grid`` is a window of ``ds``'s own pixel grid
+    (same CRS, same pixel size, whole-pixel shift, inside the file), else None: then it is warped."""
+    if ds.crs != grid.crs or not ds.transform.almost_equals(
+            Affine(grid.transform.a, grid.transform.b, ds.transform.c, grid.transform.d, grid.transform.e,
+                   ds.transform.f)):
+        return None
+    col, row = ~ds.transform * (grid.transform.c, grid.transform.f)
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    col, row = round(col), round(row)
+    if col < 0 or row < 0 or col + grid.width > ds.width or row + grid.height > ds.height:
+        return None
+    return col, row
+
+
+def _has_mask(ds: rasterio.io.DatasetReader) -> bool:
+    return any(rasterio.enums.MaskFlags.per_dataset in flags or rasterio.enums.MaskFlags.alpha in flags
+               for flags in ds.mask_flag_enums)
+
+
+class GridReader:
+    """One raster presented on a common grid, read a window at a time.
+
+    Read straight from the file when the grid is a window of the file's own grid, otherwise
+    through a lazy WarpedVRT (``resampling``: bilinear for imagery, nearest for classes and masks).
+    ``read`` returns (bands, rows, cols) float32 and a validity mask: False where the file has
+    nodata or does not reach. Not thread-safe: one per thread.
+    """
+
+    def __init__(self, ds: rasterio.io.DatasetReader, grid: Grid, resampling: Resampling, role: str,
+                 fill: float | None = None) -> None:
+        self.ds, self.grid, self.role = ds, grid, role
+        self._offset = _pixel_offset(ds, grid)
+        self._vrt: WarpedVRT | None = None
+        self._alpha: int | None = None
+        if self._offset is None:
+            # Without nodata or a mask, an alpha band is the only record of where the file has no
+            # pixels on the grid; GDAL does not report it through dataset_mask(). ``fill``: value
+            # outside the file instead (then no alpha), e.g. 0 = "not masked" for cloud masks.
+            add_alpha = fill is None and ds.nodata is None and not _has_mask(ds)
+            self._vrt = WarpedVRT(ds, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                                  resampling=resampling, add_alpha=add_alpha,
+                                  **({"nodata": fill} if fill is not None else {}))
+            self._alpha = self._vrt.count if add_alpha else None
+
+    def _window(self, window: Window) -> Window:
+        if self._offset is None:
+            return window
+        return Window(window.col_off + self._offset[0], window.row_off + self._offset[1], window.width, window.height)
+
+    def read(self, bands: list[int], window: Window, with_valid: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(data, valid) of ``window`` of the grid; ``valid`` None unless ``with_valid``. A file that
+        opens but cannot be decoded (truncated, corrupt blocks) raises InputFileError."""
+        source = self._vrt if self._vrt is not None else self.ds
+        win = self._window(window)
+        try:
+            data = source.read(bands, window=win, out_dtype="float32")
+            valid = None
+            if with_valid:
+                if self._alpha is not None:
+                    valid = source.read(self._alpha, window=win) > 0
+                else:
+                    valid = source.dataset_mask(window=win) > 0
+        except RasterioIOError as exc:
+            raise InputFileError(f"{self.role} file is corrupt or truncated: {self.ds.name} ({exc})") from exc
+        return data, valid
+
+    def close(self) -> None:
+        """Close the VRT (not the file)."""
+        if self._vrt is not None:
+            self._vrt.close()
+
+
 class AlignedPair:
-    """BEFORE and AFTER on BEFORE's grid, read one window at a time.
+    """BEFORE and AFTER on one common grid (see GridSpec), read one window at a time.
 
     ``bands`` picks the bands compared, the same for both dates, by 1-based index or by name
     (the files' band descriptions), so scenes with different band sets or orders can be compared;
     by default every band, and both dates must have as many. ``masks`` are rasters (any CRS and
     grid; band 1, non-zero = invalid: clouds, shadows, haze) from either date, warped nearest-
-    neighbour onto BEFORE's grid: masked pixels are invalid, like nodata. Use as a context manager. Raises
-    InputFileError for missing or unreadable files and IncompatibleScenesError when the scenes
-    lack a CRS, have different band counts, lack a selected band or do not overlap. AFTER is
-    resampled bilinearly (it is imagery, not classes).
+    neighbour onto the grid: masked pixels are invalid, like nodata. Use as a context manager.
+    Raises InputFileError for missing or unreadable files and IncompatibleScenesError when the
+    scenes lack a CRS, have different band counts, lack a selected band or do not overlap.
+    Warped dates are resampled bilinearly (they are imagery, not classes).
     """
 
     def __init__(self, before_path: str | os.PathLike[str], after_path: str | os.PathLike[str],
-                 bands: tuple[str, ...] | None = None, masks: tuple[str, ...] = ()) -> None:
+                 bands: tuple[str, ...] | None = None, masks: tuple[str, ...] = (),
+                 grid: GridSpec | None = None) -> None:
         self.before_path = Path(before_path)
         self.after_path = Path(after_path)
         self.bands = bands
         self.masks = tuple(masks)
-        self._mask_files: list[rasterio.io.DatasetReader] = []
-        self._mask_vrts: list[WarpedVRT] = []
-        self._before = open_raster(before_path, "BEFORE")
+        self.grid_spec = grid or GridSpec()
+        self._files: list[rasterio.io.DatasetReader] = []
+        self._readers: list[GridReader] = []
         try:
-            self._after = open_raster(after_path, "AFTER")
-        except Exception:
-            self._before.close()
-            raise
-        try:
-            self._validate(bands)
-            self._before_bands = select_bands(self._before, bands, "BEFORE")
-            self._after_bands = select_bands(self._after, bands, "AFTER")
-            # Without nodata or a mask in AFTER, an alpha band is the only record of where AFTER
-            # has no pixels on BEFORE's grid; GDAL does not report it through dataset_mask().
-            add_alpha = self._after.nodata is None and not self._has_mask(self._after)
-            self._vrt = WarpedVRT(
-                self._after,
-                crs=self._before.crs,
-                transform=self._before.transform,
-                width=self._before.width,
-                height=self._before.height,
-                resampling=Resampling.bilinear,
-                add_alpha=add_alpha,
-            )
-            self._alpha_band = self._vrt.count if add_alpha else None
-            for mask in self.masks:
-                ds = open_raster(mask, "mask")
-                self._mask_files.append(ds)
-                _check_georeferenced(ds, "mask")
-                self._mask_vrts.append(WarpedVRT(ds, crs=self._before.crs, transform=self._before.transform,
-                                                 width=self._before.width, height=self._before.height,
-                                                 resampling=Resampling.nearest, nodata=0))
+            before = self._open(before_path, "BEFORE")
+            after = self._open(after_path, "AFTER")
+            self._validate(before, after, bands)
+            self._before_bands = select_bands(before, bands, "BEFORE")
+            self._after_bands = select_bands(after, bands, "AFTER")
+            self.grid = common_grid(before, after, self.grid_spec)
+            self._before = self._reader(before, Resampling.bilinear, "BEFORE")
+            self._after = self._reader(after, Resampling.bilinear, "AFTER")
+            self._masks = [self.reader_for(mask, "mask", Resampling.nearest, fill=0) for mask in self.masks]
         except Exception:
             self.close()
             raise
-        self.grid = Grid(self._before.crs, self._before.transform, self._before.width, self._before.height)
 
-    @staticmethod
-    def _has_mask(ds: rasterio.io.DatasetReader) -> bool:
-        return any(rasterio.enums.MaskFlags.per_dataset in flags or rasterio.enums.MaskFlags.alpha in flags
-                   for flags in ds.mask_flag_enums)
+    def reopen(self) -> AlignedPair:
+        """A second, independent AlignedPair of the same files, bands, masks and grid (for another
+        thread: GDAL handles are not thread-safe)."""
+        return AlignedPair(self.before_path, self.after_path, self.bands, self.masks, self.grid_spec)
 
-    def _validate(self, bands: tuple[str, ...] | None) -> None:
-        _check_georeferenced(self._before, "BEFORE")
-        _check_georeferenced(self._after, "AFTER")
-        if not bands and self._before.count != self._after.count:
+    def _open(self, path: str | os.PathLike[str], role: str) -> rasterio.io.DatasetReader:
+        ds = open_raster(path, role)
+        self._files.append(ds)
+        return ds
+
+    def _reader(self, ds: rasterio.io.DatasetReader, resampling: Resampling, role: str,
+                fill: float | None = None) -> GridReader:
+        reader = GridReader(ds, self.grid, resampling, role, fill)
+        self._readers.append(reader)
+        return reader
+
+    def reader_for(self, path: str | os.PathLike[str], role: str, resampling: Resampling = Resampling.nearest,
+                   fill: float | None = None) -> GridReader:
+        """Another georeferenced raster (labels, masks) presented on this pair's grid; closed with the pair."""
+        ds = self._open(path, role)
+        _check_georeferenced(ds, role)
+        return self._reader(ds, resampling, role, fill)
+
+    def _validate(self, before: rasterio.io.DatasetReader, after: rasterio.io.DatasetReader,
+                  bands: tuple[str, ...] | None) -> None:
+        _check_georeferenced(before, "BEFORE")
+        _check_georeferenced(after, "AFTER")
+        if not bands and before.count != after.count:
             raise IncompatibleScenesError(
-                f"BEFORE has {self._before.count} bands but AFTER has {self._after.count}: "
+                f"BEFORE has {before.count} bands but AFTER has {after.count}: "
                 "both dates must carry the same bands in the same order (or pick them with --bands)"
             )
-        if overlap_fraction(self._before, self._after) <= 0.0:
+        if overlap_fraction(before, after) <= 0.0:
             raise IncompatibleScenesError(
                 f"BEFORE ({self.before_path.name}) and AFTER ({self.after_path.name}) do not overlap"
             )
@@ -211,29 +345,16 @@ class AlignedPair:
         return len(self._before_bands)
 
     def read(self, window: Window) -> PairWindow:
-        """Read one window of both dates on BEFORE's grid (memory: the window only).
+        """Read one window of both dates on the common grid (memory: the window only).
 
         A file that opens but cannot be decoded (truncated, corrupt blocks) raises InputFileError.
         """
-        try:
-            before = self._before.read(self._before_bands, window=window, out_dtype="float32", boundless=False)
-            before_valid = self._before.dataset_mask(window=window) > 0
-        except RasterioIOError as exc:
-            raise InputFileError(f"BEFORE file is corrupt or truncated: {self.before_path} ({exc})") from exc
-        try:
-            after = self._vrt.read(self._after_bands, window=window, out_dtype="float32")
-            if self._alpha_band is None:
-                after_valid = self._vrt.dataset_mask(window=window) > 0
-            else:
-                after_valid = self._vrt.read(self._alpha_band, window=window) > 0
-        except RasterioIOError as exc:
-            raise InputFileError(f"AFTER file is corrupt or truncated: {self.after_path} ({exc})") from exc
+        before, before_valid = self._before.read(self._before_bands, window)
+        after, after_valid = self._after.read(self._after_bands, window)
         valid = before_valid & after_valid
-        for path, vrt in zip(self.masks, self._mask_vrts):
-            try:
-                valid &= vrt.read(1, window=window) == 0
-            except RasterioIOError as exc:
-                raise InputFileError(f"mask file is corrupt or truncated: {path} ({exc})") from exc
+        for mask in self._masks:
+            flags, _ = mask.read([1], window, with_valid=False)
+            valid &= flags[0] == 0
         return PairWindow(before, after, valid)
 
     def sample_windows(self, max_pixels: int = 4_194_304, sample_size: int = 512) -> list[Window]:
@@ -252,12 +373,10 @@ class AlignedPair:
 
     def close(self) -> None:
         """Close the VRTs and every file."""
-        for ds in [*getattr(self, "_mask_vrts", []), *getattr(self, "_mask_files", [])]:
+        for reader in getattr(self, "_readers", []):
+            reader.close()
+        for ds in getattr(self, "_files", []):
             ds.close()
-        for name in ("_vrt", "_after", "_before"):
-            ds = getattr(self, name, None)
-            if ds is not None:
-                ds.close()
 
     def __enter__(self) -> AlignedPair:
         return self

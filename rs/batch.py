@@ -31,21 +31,18 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
-import rasterio.errors
 import yaml
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker, worker_client
-from rasterio.windows import Window
 
-from rs.align import AlignedPair
+from rs.align import AlignedPair, GridSpec
 from rs.atomic import TMP_GLOB, atomic_write
 from rs.crosscheck import SEVERITY, CrosscheckInputs
 from rs.errors import ChangewatchError, ManifestError
 from rs.export import layer_names, sha256, write_gpkg, write_json
-from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, predict_tiles
+from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, predict_tiles, tiling
 from rs.normalize import BandStats, scene_stats
 from rs.pipeline import OUTPUT_FILES, DetectConfig, Predictor, detect
-from rs.tiling import Tile, TileGrid
+from rs.tiling import Tile
 
 DONE_RECORD = "_done.json"
 AREA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -158,6 +155,7 @@ class BatchConfig:
     min_area_m2: float = 200.0
     simplify_m: float = 0.0
     bands: tuple[str, ...] | None = None
+    grid: GridSpec = field(default_factory=GridSpec)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def shared_layers(self) -> dict[str, str | None]:
@@ -206,7 +204,7 @@ def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
     return DetectConfig(before=job.before, after=job.after, outdir=str(Path(config.outdir) / job.area_id),
                         masks=job.masks, layers=layers, model=config.model, threshold=config.threshold,
                         min_area_m2=config.min_area_m2, simplify_m=config.simplify_m, bands=config.bands,
-                        inference=config.inference)
+                        grid=config.grid, inference=config.inference)
 
 
 def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predictor = predict_pair) -> JobRecord:
@@ -224,14 +222,14 @@ def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predicto
                      time.perf_counter() - start)
 
 
-def tile_counts(jobs: list[Job], inference: InferenceConfig) -> dict[str, int]:
-    """Tiles each job's scene will be cut into (from BEFORE's header; 0 where it cannot be opened)."""
+def tile_counts(jobs: list[Job], config: BatchConfig) -> dict[str, int]:
+    """Tiles each job's common grid will be cut into (0 where its scenes cannot be aligned)."""
     counts = {}
     for job in jobs:
         try:
-            with rasterio.open(job.before) as ds:
-                counts[job.area_id] = len(TileGrid(ds.height, ds.width, inference.tile, inference.overlap))
-        except rasterio.errors.RasterioIOError:
+            with AlignedPair(job.before, job.after, config.bands, (), config.grid) as pair:
+                counts[job.area_id] = len(tiling(pair.grid, config.inference))
+        except ChangewatchError:
             counts[job.area_id] = 0
     return counts
 
@@ -292,11 +290,11 @@ def _worker_models() -> ModelCache:
     return plugin.models
 
 
-def _predict_chunk(before: str, after: str, bands: tuple[str, ...] | None, masks: tuple[str, ...], model_path: str,
-                   tiles: list[Tile], stats: tuple[BandStats, BandStats],
-                   batch_size: int) -> list[tuple[Window, np.ndarray]]:
+def _predict_chunk(before: str, after: str, bands: tuple[str, ...] | None, masks: tuple[str, ...], grid: GridSpec,
+                   model_path: str, tiles: list[Tile], stats: tuple[BandStats, BandStats],
+                   batch_size: int) -> list[tuple[Tile, np.ndarray]]:
     """Dask task: probabilities of some tiles of one scene (the worker opens the pair itself)."""
-    with AlignedPair(before, after, bands, masks) as pair:
+    with AlignedPair(before, after, bands, masks, grid) as pair:
         return list(predict_tiles(pair, _worker_models().get(model_path), tiles, stats, batch_size))
 
 
@@ -306,7 +304,7 @@ class ClusterPredictor:
 
     Scenes up to ``split_mpx`` megapixels run in the calling task; larger ones are cut into tasks
     of ``tiles_per_task`` tiles, normalised with statistics computed once for the whole scene, and
-    their results are written as they arrive (windows are disjoint, so order does not matter).
+    their results are blended into the raster as they arrive (in any order).
     """
 
     split_mpx: float
@@ -314,17 +312,17 @@ class ClusterPredictor:
     tasks: int = 0  # tile tasks submitted so far (provenance: 0 means the scene ran in one task)
 
     def __call__(self, pair: AlignedPair, model: ChangeModel, config: InferenceConfig,
-                 progress: bool) -> Iterator[tuple[Window, np.ndarray]]:
+                 progress: bool) -> Iterator[tuple[Tile, np.ndarray]]:
         if pair.grid.width * pair.grid.height <= self.split_mpx * 1e6 or model.path is None:
             yield from predict_pair(pair, model, config, progress)
             return
         model.check_bands(pair.band_count)
         stats = scene_stats(pair)
-        tiles = list(TileGrid(pair.grid.height, pair.grid.width, config.tile, config.overlap))
+        tiles = list(tiling(pair.grid, config))
         chunks = [tiles[i:i + self.tiles_per_task] for i in range(0, len(tiles), self.tiles_per_task)]
         with worker_client() as client:
             futures = [client.submit(_predict_chunk, str(pair.before_path), str(pair.after_path), pair.bands,
-                                     pair.masks, str(model.path), chunk, stats, config.batch_size, pure=False)
+                                     pair.masks, pair.grid_spec, str(model.path), chunk, stats, config.batch_size, pure=False)
                        for chunk in chunks]
             self.tasks += len(futures)
             for future in as_completed(futures):

@@ -1,23 +1,24 @@
 """Pixel-level change metrics of a model on labelled sites, pooled over all pixels.
 
-A *site* is a folder holding ``before.tif``, ``after.tif`` and ``change.tif`` (uint8 on BEFORE's
-grid: 1 = change, 0 = no change, 255 = not labelled), the layout of ``shared/data/oscd``.
-Predictions come from the same tiled path as ``detect`` (``rs.infer.predict_pair``), so the
-figures describe what users get.
+A *site* is a folder holding ``before.tif``, ``after.tif`` and ``change.tif`` (uint8, georeferenced:
+1 = change, 0 = no change, 255 = not labelled), the layout of ``shared/data/oscd``. Predictions
+come from the same tiled, blended path as ``detect`` (``rs.infer``), so the figures describe what
+users get.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rasterio
 
-from rs.align import AlignedPair, open_raster
+from rs.align import AlignedPair
 from rs.errors import InputFileError
-from rs.infer import ChangeModel, InferenceConfig, predict_pair
+from rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability
 
 LABEL_NODATA = 255
 HIST_BINS = 1000
@@ -128,20 +129,26 @@ def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None)
 
 def evaluate_site(site: Path, model: ChangeModel, threshold: float, config: InferenceConfig,
                   progress: bool = False, bands: tuple[str, ...] | None = None) -> SiteResult:
-    """Run the model over one site and compare with its labels, window by window.
+    """Run the model over one site exactly as ``detect`` does (tiles blended into a probability
+    GeoTIFF, here a temporary one) and compare with its labels, block by block.
 
-    ``bands``: the bands of the site's files fed to the model, by 1-based index or name (None: all)."""
+    ``bands``: the bands of the site's files fed to the model, by 1-based index or name (None: all).
+    The labels are read on the common grid (nearest neighbour), wherever their own grid lies."""
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    with AlignedPair(site / "before.tif", site / "after.tif", bands) as pair, open_raster(site / "change.tif", "label") as lab:
-        if (lab.height, lab.width) != (pair.grid.height, pair.grid.width):
-            raise InputFileError(f"{site / 'change.tif'} is not on the grid of {site / 'before.tif'}")
-        for window, prob in predict_pair(pair, model, config, progress=progress):
-            label = lab.read(1, window=window)
-            keep = (label != LABEL_NODATA) & ~np.isnan(prob)
-            truth = label[keep] == 1
-            p = prob[keep]
-            result.confusion = result.confusion + confusion(p >= threshold, truth)
-            result.histogram.add(p, truth)
+    with AlignedPair(site / "before.tif", site / "after.tif", bands) as pair, \
+            tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
+        labels = pair.reader_for(site / "change.tif", "label", fill=LABEL_NODATA)
+        prob_path = write_probability(pair.grid, tiling(pair.grid, config),
+                                      predict_pair(pair, model, config, progress), Path(tmp) / "prob.tif")
+        with rasterio.open(prob_path) as probs:
+            for _, window in probs.block_windows(1):
+                prob = probs.read(1, window=window)
+                label = labels.read([1], window, with_valid=False)[0][0]
+                keep = (label != LABEL_NODATA) & ~np.isnan(prob)
+                truth = label[keep] == 1
+                p = prob[keep]
+                result.confusion = result.confusion + confusion(p >= threshold, truth)
+                result.histogram.add(p, truth)
     return result
 
 
@@ -173,9 +180,3 @@ def evaluate(sites: list[Path], model: ChangeModel, threshold: float | None = No
         pooled = pooled + r.confusion
         hist += r.histogram
     return EvaluationReport(thr, pooled, per_site, hist)
-
-
-def read_label(path: Path) -> np.ndarray:
-    """A whole label raster (small sites only: training and tests)."""
-    with rasterio.open(path) as ds:
-        return ds.read(1)

@@ -1,18 +1,20 @@
 """Stage 3 — infer: run the change network tile by tile and stitch a probability raster.
 
 Reads one batch of tiles at a time from an AlignedPair, so memory is bounded by
-``batch_size × tile²`` whatever the scene size; writes each tile's core straight into a tiled
-GeoTIFF, then finishes it as a compressed Cloud-Optimised GeoTIFF with overviews. Pixels invalid
+``batch_size × tile²`` whatever the scene size; blends each tile, weighted by a smooth window
+(``rs.tiling``), into a tiled GeoTIFF as it arrives, then finishes it as a compressed
+Cloud-Optimised GeoTIFF with overviews. Pixels invalid
 on either date are NaN (the raster's nodata) and are never called change.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -21,7 +23,6 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 import torch
-from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from models.changenet import ModelSpec, load_checkpoint
@@ -33,14 +34,16 @@ from rs.tiling import Tile, TileGrid
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """How to run the network: tile side and overlap (pixels), tiles per batch, device name, and
-    whether to use fp16 autocast on CUDA (ignored on the CPU, where it did not help)."""
+    """How to run the network: tile side and overlap (pixels), tiles per batch, device name,
+    whether to use fp16 autocast on CUDA (ignored on the CPU, where it did not help), and how
+    many background threads read, warp and normalise tiles while the network runs."""
 
     tile: int = 256
     overlap: int = 64
     batch_size: int = 8
     device: str = "auto"
     amp: bool = True
+    workers: int = 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,35 +134,35 @@ def predict_tiles(
     tiles: Iterable[Tile],
     stats: tuple[BandStats, BandStats],
     batch_size: int,
-) -> Iterator[tuple[Window, np.ndarray]]:
-    """Yield (core window, float32 probabilities) for ``tiles``, ``batch_size`` tiles per forward pass.
+    workers: int = 1,
+) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Yield (tile, float32 probabilities over the tile's window) for ``tiles``, in order,
+    ``batch_size`` tiles per forward pass. Blend them with ``write_probability``.
 
     ``stats`` are the whole scene's (``scene_stats``), so any subset of tiles — a Dask task's
     share, say — is normalised exactly as in a single run. Probabilities are NaN where either
-    date is invalid; tiles whose core is all invalid skip the network. Windows are read in a
-    background thread while the network runs. Memory: about three batches of tiles.
+    date is invalid; tiles without a valid pixel skip the network. ``workers`` background threads
+    (each with its own file handles) read, warp and normalise the next tiles while the network
+    runs. Memory: about three batches of tiles.
     """
     batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
 
-    def flush() -> Iterator[tuple[Window, np.ndarray]]:
+    def flush() -> Iterator[tuple[Tile, np.ndarray]]:
         probs = model.predict(np.stack([x for _, x, _ in batch]))
         for (tile, _, valid), prob in zip(batch, probs):
-            rows, cols = tile.core_in_tile
-            core = prob[rows, cols].copy()
-            core[~valid[rows, cols]] = np.nan
-            yield tile.core, core
+            prob[~valid] = np.nan
+            yield tile, prob
         batch.clear()
 
-    def read(tile: Tile) -> tuple[Tile, np.ndarray | None, np.ndarray]:
-        w = pair.read(tile.read)
-        rows, cols = tile.core_in_tile
-        if not w.valid[rows, cols].any():  # nothing to predict: no network pass for this tile
+    def read(p: AlignedPair, tile: Tile) -> tuple[Tile, np.ndarray | None, np.ndarray]:
+        w = p.read(tile.read)
+        if not w.valid.any():  # nothing to predict: no network pass for this tile
             return tile, None, w.valid
         return tile, model_input(w.before, w.after, w.valid, stats), w.valid
 
-    for tile, x, valid in prefetched(map(read, tiles), depth=2 * batch_size):
+    for tile, x, valid in read_ahead(pair, read, tiles, workers, depth=2 * batch_size):
         if x is None:
-            yield tile.core, np.full((int(tile.core.height), int(tile.core.width)), np.nan, np.float32)
+            yield tile, np.full(valid.shape, np.nan, np.float32)
             continue
         batch.append((tile, x, valid))
         if len(batch) == batch_size:
@@ -169,52 +172,43 @@ def predict_tiles(
 
 
 T = TypeVar("T")
-_DONE = object()
+R = TypeVar("R")
 
 
-def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
-    """Iterate ``items`` in a background thread, up to ``depth`` ahead of the consumer.
+def read_ahead(pair: AlignedPair, read: Callable[[AlignedPair, T], R], items: Iterable[T], workers: int,
+               depth: int) -> Iterator[R]:
+    """``read(pair, item)`` for each item, in order, computed by ``workers`` background threads up to
+    ``depth`` items ahead of the consumer.
 
-    Reading and decoding the next windows (GDAL releases the GIL) overlaps with the network's
-    forward pass. Only the background thread touches what ``items`` reads from; an exception
-    raised there is re-raised here; closing the generator stops the thread.
+    Reading, warping and decoding (GDAL releases the GIL) overlap with the network's forward pass.
+    GDAL handles are not thread-safe, so each thread reads through its own re-opened copy of
+    ``pair``; an exception raised in a thread is re-raised here; closing the generator cancels
+    what is queued and closes the copies.
     """
-    buffer: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
+    local = threading.local()
+    opened: list[AlignedPair] = []
+    lock = threading.Lock()
 
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put(_DONE)
-        except BaseException as exc:  # handed to the consumer
-            buffer.put(exc)
+    def task(item: T) -> R:
+        if not hasattr(local, "pair"):
+            local.pair = pair.reopen()
+            with lock:
+                opened.append(local.pair)
+        return read(local.pair, item)
 
-    worker = threading.Thread(target=produce, name="changewatch-reader", daemon=True)
-    worker.start()
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="changewatch-reader")
+    pending: deque[Future[R]] = deque()
     try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
+        for item in items:
+            pending.append(pool.submit(task, item))
+            if len(pending) >= max(depth, workers):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
     finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full buffer
-            try:
-                buffer.get_nowait()
-            except queue.Empty:
-                pass
-            worker.join(timeout=0.05)
+        pool.shutdown(wait=True, cancel_futures=True)
+        for p in opened:
+            p.close()
 
 
 def predict_pair(
@@ -222,35 +216,46 @@ def predict_pair(
     model: ChangeModel,
     config: InferenceConfig,
     progress: bool = True,
-) -> Iterator[tuple[Window, np.ndarray]]:
-    """Yield (core window, float32 probabilities) covering the pair's grid exactly once, in this process."""
+) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Yield (tile, float32 probabilities) for every tile of the pair's grid, in this process."""
     model.check_bands(pair.band_count)
-    tiles = TileGrid(pair.grid.height, pair.grid.width, config.tile, config.overlap)
+    tiles = tiling(pair.grid, config)
     bar = tqdm(tiles, total=len(tiles), desc="tiles", unit="tile", disable=not progress)
-    yield from predict_tiles(pair, model, bar, scene_stats(pair), config.batch_size)
+    yield from predict_tiles(pair, model, bar, scene_stats(pair), config.batch_size, config.workers)
 
 
-def write_probability(grid: Grid, chunks: Iterator[tuple[Window, np.ndarray]], path: str | os.PathLike[str]) -> Path:
-    """Write (window, probabilities) chunks as a float32 COG at ``path`` (nodata NaN, CRS of ``grid``).
+def tiling(grid: Grid, config: InferenceConfig) -> TileGrid:
+    """The tiles ``config`` cuts ``grid`` into."""
+    return TileGrid(grid.height, grid.width, config.tile, config.overlap)
 
-    Chunks go to a tiled scratch GeoTIFF next to ``path`` as they arrive; the COG (deflate,
-    overviews) is then written under a temporary name and renamed, so ``path`` is either absent
-    or complete.
+
+def write_probability(grid: Grid, tiles: TileGrid, chunks: Iterable[tuple[Tile, np.ndarray]],
+                      path: str | os.PathLike[str]) -> Path:
+    """Blend (tile, probabilities) chunks of ``tiles`` into a float32 COG at ``path`` (CRS and
+    transform of ``grid``; nodata NaN where either date was invalid).
+
+    Each chunk is weighted by ``tiles.weights`` and added into a tiled scratch GeoTIFF next to
+    ``path`` as it arrives (in any order: Dask tasks finish out of order), so memory holds one tile
+    whatever the scene size. The COG (deflate, overviews, compressed on every core) is then written
+    under a temporary name and renamed, so ``path`` is either absent or complete.
     """
     path = Path(path)
     profile = {
-        "driver": "GTiff", "dtype": "float32", "count": 1, "nodata": float("nan"),
+        "driver": "GTiff", "dtype": "float32", "count": 1,
         "width": grid.width, "height": grid.height, "crs": grid.crs, "transform": grid.transform,
         "tiled": True, "blockxsize": 256, "blockysize": 256,
     }
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".prob-") as scratch:
         raw = Path(scratch) / "raw.tif"
-        with rasterio.open(raw, "w", **profile) as dst:
+        with rasterio.open(raw, "w+", **profile) as dst:  # no nodata yet: unwritten blocks read as 0
             dst.set_band_description(1, "change probability")
-            for window, values in chunks:
-                dst.write(values, 1, window=window)
+            for tile, prob in chunks:
+                total = dst.read(1, window=tile.read)
+                total += prob * tiles.weights(tile)  # NaN (invalid) stays NaN: every tile sees it invalid
+                dst.write(total, 1, window=tile.read)
+            dst.nodata = float("nan")
         cog = Path(scratch) / "cog.tif"
-        rasterio.shutil.copy(raw, cog, driver="COG", compress="DEFLATE", predictor="YES",
+        rasterio.shutil.copy(raw, cog, driver="COG", compress="DEFLATE", predictor="YES", num_threads="ALL_CPUS",
                              blocksize=256, overview_resampling="AVERAGE")
         os.replace(cog, path)
     return path

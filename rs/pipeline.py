@@ -3,7 +3,8 @@
 ``detect`` checks every input before it writes anything, writes all outputs through a staging
 folder (``rs.export.StagedOutput``), and returns a DetectResult. Outputs in OUTDIR:
 
-- ``change_prob.tif`` — float32 COG of change probability on BEFORE's grid (nodata NaN);
+- ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.align.GridSpec``:
+  by default BEFORE's pixels where the two dates overlap; nodata NaN);
 - ``changes.gpkg`` — layer ``changes``: every change polygon (scene CRS) with ``change_id``,
   ``area_m2``, ``mean_prob``, ``max_prob``, ``permit_ids``, ``reasons``, ``flagged``;
 - ``flagged.gpkg`` — layer ``flagged_changes``: the changes with a reason code other than
@@ -24,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rasterio.windows import Window
 
 import rs
 from models.changenet import resolve_model
-from rs.align import AlignedPair, scene_date
+from rs.align import AlignedPair, GridSpec, scene_date
 from rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
 from rs.export import StagedOutput, write_json, write_judgement
-from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, write_probability
+from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, tiling, write_probability
+from rs.tiling import Tile
 from rs.vectorize import VectorizeConfig, metric_crs, vectorize
 
 OUTPUT_FILES = ("change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json")
@@ -42,7 +43,8 @@ class DetectConfig:
     """Everything one detection run depends on; serialised into ``summary.json``.
 
     ``bands``: the bands compared, by 1-based index or band name (None: all, in file order);
-    ``masks``: cloud/invalid rasters of either date (non-zero = invalid, never change);
+    ``masks``: cloud/invalid rasters of either date (non-zero = invalid, never change); ``grid``:
+    the common grid (default: BEFORE's pixels where the dates overlap);
     ``model`` None means the shipped model for the scenes' band count (4: blue, green, red, NIR;
     3: red, green, blue); ``threshold`` None means the model's own (chosen on its validation data);
     ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
@@ -56,6 +58,7 @@ class DetectConfig:
     layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
     bands: tuple[str, ...] | None = None
     masks: tuple[str, ...] = ()
+    grid: GridSpec = field(default_factory=GridSpec)
     model: str | None = None
     threshold: float | None = None
     min_area_m2: float = 200.0
@@ -75,7 +78,7 @@ class DetectResult:
     summary: dict[str, Any]
 
 
-Predictor = Callable[[AlignedPair, ChangeModel, InferenceConfig, bool], Iterator[tuple[Window, np.ndarray]]]
+Predictor = Callable[[AlignedPair, ChangeModel, InferenceConfig, bool], Iterator[tuple[Tile, np.ndarray]]]
 
 
 def detect(config: DetectConfig, progress: bool = True, models: ModelCache | None = None,
@@ -89,7 +92,7 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     models = models or ModelCache(config.inference.device, config.inference.amp)
-    with AlignedPair(config.before, config.after, config.bands, config.masks) as pair:
+    with AlignedPair(config.before, config.after, config.bands, config.masks, config.grid) as pair:
         model_path = resolve_model(config.model, pair.band_count)
         model = models.get(model_path)
         model.check_bands(pair.band_count)
@@ -100,7 +103,8 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
         timings["load_s"] = time.perf_counter() - t0
         with StagedOutput(config.outdir) as out:  # every input is checked: from here on, outputs
             t = time.perf_counter()
-            write_probability(pair.grid, predict(pair, model, config.inference, progress), out.path("change_prob.tif"))
+            write_probability(pair.grid, tiling(pair.grid, config.inference),
+                              predict(pair, model, config.inference, progress), out.path("change_prob.tif"))
             timings["infer_s"] = time.perf_counter() - t
             t = time.perf_counter()
             changes = vectorize(out.path("change_prob.tif"),

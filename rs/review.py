@@ -21,7 +21,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 
-from rs.align import AlignedPair, open_raster
+from rs.align import AlignedPair, GridSpec, open_raster
 from rs.atomic import atomic_write
 from rs.errors import InputFileError
 from rs.export import layer_names, read_run_layers, write_gpkg
@@ -45,6 +45,11 @@ class Run:
     @property
     def after(self) -> str:
         return str(self.summary["inputs"]["after"])
+
+    @property
+    def grid(self) -> GridSpec:
+        """The common grid the run's probability raster is on."""
+        return GridSpec(**self.summary.get("config", {}).get("grid", {}))
 
     def summary_table(self) -> pd.DataFrame:
         """One row per figure a planner asks first: counts, areas, date, model, threshold."""
@@ -94,12 +99,12 @@ def overview(path: str, rgb_bands: tuple[int, int, int] = (3, 2, 1), max_size: i
 
 def chips(run: Run, change_id: int, pad_px: int = 12, rgb_bands: tuple[int, int, int] = (3, 2, 1)
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Before RGB, after RGB (both on BEFORE's grid) and change probability around one change."""
+    """Before RGB, after RGB and change probability around one change, on the run's common grid."""
     changes = run.layers["changes"]
     row = changes[changes["change_id"] == change_id]
     if row.empty:
         raise KeyError(f"no change with change_id {change_id}")
-    with AlignedPair(run.before, run.after) as pair:
+    with AlignedPair(run.before, run.after, grid=run.grid) as pair:
         geom = row.to_crs(pair.grid.crs).geometry.iloc[0]
         w = from_bounds(*geom.bounds, transform=pair.grid.transform).round_offsets().round_lengths()
         col0, row0 = max(0, int(w.col_off) - pad_px), max(0, int(w.row_off) - pad_px)

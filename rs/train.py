@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from models.changenet import ModelSpec, build_network, save_checkpoint
 from rs.align import AlignedPair
 from rs.atomic import atomic_write
-from rs.errors import InputFileError, ModelError
-from rs.evaluate import LABEL_NODATA, evaluate, find_sites, read_label
+from rs.errors import ModelError
+from rs.evaluate import LABEL_NODATA, evaluate, find_sites
 from rs.infer import ChangeModel, InferenceConfig, model_input, resolve_device
 from rs.normalize import METHOD, pair_stats_from_arrays
 
@@ -81,10 +81,9 @@ def load_site(site: Path, select: tuple[str, ...] | None = None) -> SiteArrays:
 
     ``select``: the bands of the site's files to use, by 1-based index or name (None: all)."""
     with AlignedPair(site / "before.tif", site / "after.tif", select) as pair:
-        w = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
-    label = read_label(site / "change.tif")
-    if label.shape != w.valid.shape:
-        raise InputFileError(f"{site / 'change.tif'} is not on the grid of {site / 'before.tif'}")
+        whole = Window(0, 0, pair.grid.width, pair.grid.height)
+        w = pair.read(whole)
+        label = pair.reader_for(site / "change.tif", "label", fill=LABEL_NODATA).read([1], whole, with_valid=False)[0][0]
     label = np.where(w.valid, label, LABEL_NODATA).astype(np.uint8)
     stats = pair_stats_from_arrays(w.before, w.after, w.valid)
     return SiteArrays(site.name, model_input(w.before, w.after, w.valid, stats), label)

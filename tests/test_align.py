@@ -1,4 +1,4 @@
-"""rs.align: AFTER resampled onto BEFORE's grid, validity, and clear errors for bad pairs."""
+"""rs.align: the common grid (overlap, user CRS/resolution), validity, and clear errors for bad pairs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from affine import Affine
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
-from rs.align import AlignedPair, overlap_fraction
+from rs.align import AlignedPair, GridSpec, overlap_fraction
 from rs.errors import IncompatibleScenesError, InputFileError
 from tests.data import ORIGIN, UTM48N, WGS84, textured_scene, utm_transform, write_raster
 
@@ -56,16 +56,54 @@ def test_after_in_other_crs_and_pixel_size_lands_on_before_grid(tmp_path: Path) 
     np.testing.assert_allclose(w.after[0], w.before[0], atol=1.5)
 
 
-def test_partial_overlap_marks_uncovered_pixels_invalid(tmp_path: Path) -> None:
+def test_common_grid_is_the_overlap_on_befores_pixels(tmp_path: Path) -> None:
     scene = textured_scene(40, 40, seed=3)
     write_raster(tmp_path / "before.tif", scene, UTM48N, utm_transform())
     shifted = utm_transform(origin=(ORIGIN[0] + 200.0, ORIGIN[1]))  # 20 pixels east
     write_raster(tmp_path / "after.tif", scene, UTM48N, shifted)
     with AlignedPair(tmp_path / "before.tif", tmp_path / "after.tif") as p:
-        w = p.read(Window(0, 0, 40, 40))
-    assert not w.valid[:, :20].any()
-    assert w.valid[:, 20:].all()
-    np.testing.assert_array_equal(w.after[:, :, 20:], scene[:, :, :20].astype(np.float32))
+        assert (p.grid.height, p.grid.width, p.grid.transform) == (40, 20, shifted)
+        w = p.read(Window(0, 0, 20, 40))
+    assert w.valid.all()
+    np.testing.assert_array_equal(w.before, scene[:, :, 20:].astype(np.float32))
+    np.testing.assert_array_equal(w.after, scene[:, :, :20].astype(np.float32))
+
+
+def test_pixels_inside_the_overlap_box_but_outside_after_are_invalid(tmp_path: Path) -> None:
+    scene = textured_scene(60, 60, seed=3)
+    write_raster(tmp_path / "before.tif", scene, UTM48N, utm_transform())
+    rotated_box = np.zeros((1, 60, 60), np.uint16)  # AFTER covers a diamond: its corners hold nodata
+    r, c = np.mgrid[0:60, 0:60]
+    inside = np.abs(r - 29.5) + np.abs(c - 29.5) < 30
+    rotated_box[0][inside] = 1000
+    write_raster(tmp_path / "after.tif", np.repeat(rotated_box, 4, axis=0), UTM48N, utm_transform(), nodata=0)
+    with AlignedPair(tmp_path / "before.tif", tmp_path / "after.tif") as p:
+        w = p.read(Window(0, 0, p.grid.width, p.grid.height))
+    np.testing.assert_array_equal(w.valid, inside)
+
+
+def test_user_grid_crs_and_resolution(tmp_path: Path) -> None:
+    scene = textured_scene(60, 60, seed=5)
+    write_raster(tmp_path / "before.tif", scene, UTM48N, utm_transform())
+    write_raster(tmp_path / "after.tif", scene, UTM48N, utm_transform())
+    with AlignedPair(tmp_path / "before.tif", tmp_path / "after.tif", grid=GridSpec(resolution=20.0)) as p:
+        assert p.grid.crs == UTM48N and (p.grid.width, p.grid.height) == (30, 30)
+        assert p.grid.transform.a == 20.0 and p.grid.transform.c % 20.0 == 0.0
+        w = p.read(Window(0, 0, 30, 30))
+        assert w.valid.all()
+        np.testing.assert_allclose(w.after, w.before)  # both dates warped the same way
+    with AlignedPair(tmp_path / "before.tif", tmp_path / "after.tif", grid=GridSpec("EPSG:4326")) as p:
+        assert p.grid.crs == WGS84 and 0 < p.grid.transform.a < 1e-3  # ~10 m carried over, in degrees
+        left, bottom, right, top = p.grid.bounds
+        lon, lat = warp_transform(UTM48N, WGS84, [ORIGIN[0] + 300], [ORIGIN[1] - 300])
+        assert left < lon[0] < right and bottom < lat[0] < top
+
+
+def test_bad_user_grid_is_a_clear_error(pair: tuple[Path, Path]) -> None:
+    with pytest.raises(IncompatibleScenesError, match="unknown grid CRS"):
+        AlignedPair(*pair, grid=GridSpec("EPSG:999999"))
+    with pytest.raises(IncompatibleScenesError, match="positive"):
+        GridSpec(resolution=0.0)
 
 
 def test_nodata_on_either_date_is_invalid(tmp_path: Path) -> None:

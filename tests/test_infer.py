@@ -1,4 +1,4 @@
-"""rs.infer: tiled inference stitches exactly, masks invalid pixels, writes a georeferenced COG."""
+"""rs.infer: tiled inference blends exactly and without seams, masks invalid pixels, writes a georeferenced COG."""
 
 from __future__ import annotations
 
@@ -12,13 +12,22 @@ from rasterio.windows import Window
 
 from rs.align import AlignedPair
 from rs.errors import ModelError
-from rs.infer import ChangeModel, InferenceConfig, model_input, predict_pair, resolve_device, write_probability
+from rs.infer import (ChangeModel, InferenceConfig, model_input, predict_pair, read_ahead, resolve_device, tiling,
+                      write_probability)
 from rs.normalize import scene_stats
 from tests.data import UTM48N, BrightnessChangeNet, pointwise_spec, textured_scene, utm_transform, write_raster
 
 
 def pointwise_model(bands: int = 4) -> ChangeModel:
     return ChangeModel(BrightnessChangeNet(bands), pointwise_spec(bands), torch.device("cpu"))
+
+
+def blended(pair: AlignedPair, model: ChangeModel, config: InferenceConfig, folder: Path) -> np.ndarray:
+    """The probability raster ``detect`` would write, read back whole."""
+    path = write_probability(pair.grid, tiling(pair.grid, config), predict_pair(pair, model, config, False),
+                             folder / "prob.tif")
+    with rasterio.open(path) as ds:
+        return ds.read(1)
 
 
 def whole_image_probability(pair: AlignedPair, model: ChangeModel) -> np.ndarray:
@@ -28,14 +37,13 @@ def whole_image_probability(pair: AlignedPair, model: ChangeModel) -> np.ndarray
 
 
 @pytest.mark.parametrize("tile,overlap,batch", [(32, 8, 3), (40, 0, 1), (256, 64, 8)])
-def test_tiled_prediction_equals_whole_image(pair: tuple[Path, Path], tile: int, overlap: int, batch: int) -> None:
+def test_tiled_prediction_equals_whole_image(pair: tuple[Path, Path], tile: int, overlap: int, batch: int,
+                                             tmp_path: Path) -> None:
     model = pointwise_model()
     with AlignedPair(*pair) as p:
         expected = whole_image_probability(p, model)
-        stitched = np.full((96, 96), -1.0, np.float32)
-        for window, prob in predict_pair(p, model, InferenceConfig(tile, overlap, batch), progress=False):
-            stitched[window.toslices()] = prob
-    np.testing.assert_allclose(stitched, expected, atol=1e-6)
+        stitched = blended(p, model, InferenceConfig(tile, overlap, batch), tmp_path)
+    np.testing.assert_allclose(stitched, expected, atol=1e-5)
     # the planted 10×10 square is the change, the rest is not
     assert (stitched[40:50, 30:40] > 0.5).all()
     assert (np.delete(np.delete(stitched, np.s_[40:50], 0), np.s_[30:40], 1) < 0.5).all()
@@ -48,16 +56,33 @@ def test_invalid_pixels_are_nan(tmp_path: Path) -> None:
     write_raster(tmp_path / "b.tif", scene, UTM48N, utm_transform(), nodata=0)
     write_raster(tmp_path / "a.tif", after, UTM48N, utm_transform(), nodata=0)
     with AlignedPair(tmp_path / "b.tif", tmp_path / "a.tif") as p:
-        chunks = list(predict_pair(p, pointwise_model(), InferenceConfig(32, 8, 2), progress=False))
-    out = np.zeros((48, 48), np.float32)
-    for window, prob in chunks:
-        out[window.toslices()] = prob
+        out = blended(p, pointwise_model(), InferenceConfig(32, 8, 2), tmp_path)
     assert np.isnan(out[:, :8]).all() and not np.isnan(out[:, 8:]).any()
+
+
+class TileBorderNet(torch.nn.Module):
+    """A network whose output ignores the image and runs from 0.05 at a tile's left edge to 0.95
+    at its right: the worst case of a border effect, which would show as a seam at every tile edge."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.linspace(0.05, 0.95, x.shape[-1])
+        return torch.logit(p).expand(x.shape[0], 1, x.shape[2], x.shape[3])
+
+
+def test_overlaps_are_blended_without_seams(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    spec = pointwise_spec()
+    model = ChangeModel(TileBorderNet(), spec, torch.device("cpu"))
+    with AlignedPair(*pair) as p:
+        out = blended(p, model, InferenceConfig(64, 32, 2), tmp_path)  # tiles at columns 0 and 32
+    steps = np.abs(np.diff(out, axis=1))
+    assert steps.max() < 0.06  # cropping each tile's middle instead would jump by ≈ 0.45 at column 48
+    np.testing.assert_allclose(out[:, :16], np.broadcast_to(np.linspace(0.05, 0.95, 64)[:16], (96, 16)), atol=1e-5)
 
 
 def test_write_probability_is_a_georeferenced_cog(pair: tuple[Path, Path], tmp_path: Path) -> None:
     with AlignedPair(*pair) as p:
-        path = write_probability(p.grid, predict_pair(p, pointwise_model(), InferenceConfig(32, 8, 4), False),
+        config = InferenceConfig(32, 8, 4)
+        path = write_probability(p.grid, tiling(p.grid, config), predict_pair(p, pointwise_model(), config, False),
                                  tmp_path / "prob.tif")
         grid = p.grid
     with rasterio.open(path) as ds:
@@ -97,22 +122,47 @@ def test_resolve_device() -> None:
             resolve_device("cuda")
 
 
-def test_prefetched_keeps_order_raises_and_stops() -> None:
-    from rs.infer import prefetched
+class FakePair:
+    """Stands in for an AlignedPair in read_ahead: counts re-opened copies and closes."""
 
-    assert list(prefetched(iter(range(100)), depth=3)) == list(range(100))
+    def __init__(self) -> None:
+        self.copies: list[FakePair] = []
+        self.closed = False
 
-    def broken():
-        yield 1
-        raise ValueError("disk on fire")
+    def reopen(self) -> FakePair:
+        copy = FakePair()
+        self.copies.append(copy)
+        return copy
 
-    got = prefetched(broken(), depth=2)
-    assert next(got) == 1
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_read_ahead_keeps_order_raises_and_stops(workers: int) -> None:
+    pair = FakePair()
+    assert list(read_ahead(pair, lambda p, i: i * 2, range(100), workers, depth=4)) == list(range(0, 200, 2))
+    assert 1 <= len(pair.copies) <= workers and all(c.closed for c in pair.copies)
+
+    def broken(p: FakePair, i: int) -> int:
+        if i == 1:
+            raise ValueError("disk on fire")
+        return i
+
+    got = read_ahead(FakePair(), broken, range(10), workers, depth=2)
+    assert next(got) == 0
     with pytest.raises(ValueError, match="disk on fire"):
         next(got)
-    endless = prefetched(iter(range(10**9)), depth=2)
+    endless = read_ahead(pair, lambda p, i: i, iter(range(10**9)), workers, depth=2)
     assert next(endless) == 0
-    endless.close()  # returns: the reader thread is stopped, not left filling the buffer
+    endless.close()  # returns: queued reads are cancelled, not left running
+
+
+def test_more_reader_threads_give_the_same_raster(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    with AlignedPair(*pair) as p:
+        one = blended(p, pointwise_model(), InferenceConfig(32, 8, 2, workers=1), tmp_path)
+        three = blended(p, pointwise_model(), InferenceConfig(32, 8, 2, workers=3), tmp_path)
+    np.testing.assert_array_equal(one, three)
 
 
 def test_tiles_without_valid_pixels_skip_the_network(tmp_path: Path) -> None:
@@ -129,10 +179,8 @@ def test_tiles_without_valid_pixels_skip_the_network(tmp_path: Path) -> None:
             return super().forward(x)
 
     model = ChangeModel(Counting(4), pointwise_spec(), torch.device("cpu"))
-    out = np.zeros((96, 96), np.float32)
     with AlignedPair(tmp_path / "b.tif", tmp_path / "a.tif") as p:
-        for window, prob in predict_pair(p, model, InferenceConfig(32, 0, 1), progress=False):
-            out[window.toslices()] = prob
+        out = blended(p, model, InferenceConfig(32, 0, 1), tmp_path)
     assert sum(calls) == 3 * 1  # 9 tiles of 32², only the right column has AFTER data
     assert np.isnan(out[:, :64]).all() and not np.isnan(out[:, 64:]).any()
 

@@ -45,11 +45,11 @@ def test_reprojected_copy_without_change_gives_no_polygon(tmp_path: Path) -> Non
 
 def test_changes_cut_by_tile_edges_come_out_whole(tmp_path: Path) -> None:
     tile, overlap = 32, 8
-    edges = sorted({int(t.core.col_off) for t in TileGrid(160, 160, tile, overlap)} - {0})
+    edges = sorted({int(t.read.col_off) for t in TileGrid(160, 160, tile, overlap)} - {0})
     before = textured_scene(160, 160, seed=12)
     after = before
     squares = [(edges[0] - 6, edges[0] - 6, 12), (edges[1] - 3, edges[2] - 9, 15), (100, edges[1] - 2, 10)]
-    for row, col, side in squares:  # each straddles a core edge in rows, columns or both
+    for row, col, side in squares:  # each straddles a tile edge in rows, columns or both
         after = plant_square(after, row, col, side)
     write_raster(tmp_path / "before.tif", before, UTM48N, utm_transform())
     write_raster(tmp_path / "after.tif", after, UTM48N, utm_transform())

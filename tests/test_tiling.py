@@ -1,37 +1,45 @@
-"""rs.tiling: cores partition the grid exactly; reads stay inside the scene."""
+"""rs.tiling: blend weights sum to one everywhere; reads stay inside the scene."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rs.tiling import TileGrid
+from rs.tiling import TileGrid, ramp
 
 
 @pytest.mark.parametrize("height,width,tile,overlap", [
     (96, 96, 32, 8), (100, 73, 32, 10), (257, 513, 256, 64), (20, 30, 64, 16), (64, 64, 64, 0), (65, 64, 64, 63),
 ])
-def test_cores_cover_every_pixel_once(height: int, width: int, tile: int, overlap: int) -> None:
-    count = np.zeros((height, width), int)
+def test_blend_weights_of_every_pixel_sum_to_one(height: int, width: int, tile: int, overlap: int) -> None:
+    total = np.zeros((height, width))
     grid = TileGrid(height, width, tile, overlap)
     tiles = list(grid)
     assert len(tiles) == len(grid)
     for t in tiles:
         assert t.read.row_off >= 0 and t.read.col_off >= 0
         assert t.read.row_off + t.read.height <= height and t.read.col_off + t.read.width <= width
-        rows, cols = t.core_in_tile
-        assert 0 <= rows.start < rows.stop <= t.read.height and 0 <= cols.start < cols.stop <= t.read.width
-        count[int(t.core.row_off):int(t.core.row_off + t.core.height),
-              int(t.core.col_off):int(t.core.col_off + t.core.width)] += 1
-    assert (count == 1).all()
+        w = grid.weights(t)
+        assert w.shape == (t.read.height, t.read.width) and (w > 0).all()
+        total[t.slices] += w
+    np.testing.assert_allclose(total, 1.0, rtol=1e-6)
 
 
-def test_interior_cores_keep_half_the_overlap_as_margin() -> None:
-    tiles = list(TileGrid(224, 224, 96, 32))  # starts 0, 64, 128
-    middle = tiles[4]
+def test_ramp_is_smooth_and_complementary() -> None:
+    profile = ramp(96, 32)
+    assert profile[0] > 0 and (profile[32:64] == 1).all()
+    assert (np.diff(profile[:32]) > 0).all() and (np.diff(profile[64:]) < 0).all()
+    np.testing.assert_allclose(profile[64:] + profile[:32], 1.0)  # a neighbour 64 px on rises as this one falls
+    assert (ramp(10, 0) == 1).all()
+
+
+def test_interior_tile_weight_is_one_in_its_middle() -> None:
+    grid = TileGrid(224, 224, 96, 32)  # starts 0, 64, 128
+    middle = list(grid)[4]
     assert (middle.read.col_off, middle.read.row_off) == (64, 64)
-    rows, cols = middle.core_in_tile
-    assert (rows.start, rows.stop, cols.start, cols.stop) == (16, 80, 16, 80)
+    w = grid.weights(middle)
+    np.testing.assert_allclose(w[32:64, 32:64], 1.0)
+    assert w[0, 0] < 0.01 and w[0, 48] < 0.05
 
 
 def test_scene_smaller_than_tile_is_one_tile() -> None:
