@@ -55,7 +55,8 @@ device_opt = click.option(
 tile_opt = click.option("--tile", type=click.IntRange(32, 4096), default=256, show_default=True,
                         help="Side of the square tiles fed to the network, in pixels.")
 overlap_opt = click.option("--overlap", type=click.IntRange(0, 2048), default=64, show_default=True,
-                           help="Pixels shared by neighbouring tiles; each tile keeps only its centre.")
+                           help="Pixels shared by neighbouring tiles, where their predictions are blended with a "
+                                "smooth (cos²) weight so that tile edges leave no seams.")
 batch_opt = click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True,
                          help="Tiles per forward pass.")
 threshold_opt = click.option(
@@ -71,6 +72,14 @@ bands_opt = click.option(
     "--bands", default=None,
     help="Comma-separated bands to compare, the same for both dates, in the model's order: 1-based indexes "
          "(3,2,1,7) or band names from the files' descriptions (B02,B03,B04,B08). Default: every band.")
+crs_opt = click.option(
+    "--crs", "grid_crs", default=None,
+    help="CRS of the common grid the dates are compared and the outputs written on (EPSG:32648, WKT, PROJ). "
+         "Default: BEFORE's own pixel grid, cropped to where the two dates overlap.")
+resolution_opt = click.option(
+    "--resolution", type=click.FloatRange(0.0, min_open=True), default=None,
+    help="Pixel size of the common grid in its CRS's units (metres for UTM, degrees for EPSG:4326); pixel edges "
+         "fall on multiples of it. Default: BEFORE's (carried over to --crs).")
 simplify_opt = click.option("--simplify-m", type=click.FloatRange(0.0), default=0.0, show_default=True,
                             help="Simplify change outlines to this tolerance in metres (topology kept); 0 keeps "
                                  "the exact pixel outlines.")
@@ -121,8 +130,8 @@ def layer_options(func: F) -> F:
 
 def detect_options(func: F) -> F:
     """The model, decision and tiling options shared by detect and batch."""
-    for option in reversed((model_opt, bands_opt, device_opt, amp_opt, threshold_opt, min_area_opt, simplify_opt,
-                            tile_opt, overlap_opt, batch_opt, quiet_opt)):
+    for option in reversed((model_opt, bands_opt, crs_opt, resolution_opt, device_opt, amp_opt, threshold_opt,
+                            min_area_opt, simplify_opt, tile_opt, overlap_opt, batch_opt, quiet_opt)):
         func = option(func)
     return func
 
@@ -132,12 +141,18 @@ def _model(path: str | None) -> str | None:
     return path
 
 
-def _inference(device: str, tile: int, overlap: int, batch_size: int, amp: bool = True) -> Any:
+def _inference(device: str, tile: int, overlap: int, batch_size: int, amp: bool = True, workers: int = 1) -> Any:
     from rs.infer import InferenceConfig
 
     if overlap >= tile:
         raise click.BadParameter(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
-    return InferenceConfig(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp)
+    return InferenceConfig(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp, workers=workers)
+
+
+def _grid(crs: str | None, resolution: float | None) -> Any:
+    from rs.align import GridSpec
+
+    return GridSpec(crs, resolution)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,12 +179,12 @@ def _bands(value: str | None) -> tuple[str, ...] | None:
 
 def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None, bands: str | None,
                 threshold: float | None, min_area_m2: float, simplify_m: float, inference: Any, quiet: bool,
-                masks: tuple[str, ...] = ()) -> None:
+                masks: tuple[str, ...] = (), grid: Any = None) -> None:
     from rs.pipeline import DetectConfig, detect
 
     config = DetectConfig(before=before, after=after, outdir=outdir, layers=layers, model=_model(model_path),
-                          bands=_bands(bands), masks=masks, threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
-                          inference=inference)
+                          bands=_bands(bands), masks=masks, grid=grid or _grid(None, None), threshold=threshold,
+                          min_area_m2=min_area_m2, simplify_m=simplify_m, inference=inference)
     result = detect(config, progress=not quiet)
     for name, path in result.files.items():
         click.echo(f"{name:17s} {path}")
@@ -186,21 +201,28 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
 @click.option("--mask", "masks", multiple=True, type=click.Path(dir_okay=False),
               help="Cloud/invalid mask of either date (a raster, any CRS; band 1 non-zero = invalid): masked pixels "
                    "are never called change. Repeat for several masks.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Background threads that read, warp and normalise the next tiles while the network runs "
+                   "(raise it on a GPU machine with spare CPU cores).")
 @layer_options
 @detect_options
 @reports_errors
-def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], permits: str | None, zoning: str | None,
-           parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None, bands: str | None, device: str, amp: bool,
+def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers: int, permits: str | None,
+           zoning: str | None, parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None,
+           bands: str | None, grid_crs: str | None, resolution: float | None, device: str, amp: bool,
            threshold: float | None, min_area_m2: float, simplify_m: float, tile: int, overlap: int, batch_size: int,
            quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
 
     BEFORE and AFTER are GeoTIFFs of one area with the same bands in the same order (the
-    default model wants blue, green, red, NIR). They may differ in CRS, pixel size and extent:
-    AFTER is resampled onto BEFORE's grid, and the outputs are on BEFORE's grid and CRS.
+    default model wants blue, green, red, NIR; --bands picks them). They may differ in CRS,
+    pixel size and extent: both are compared on a common grid covering where they overlap,
+    BEFORE's own pixels by default (AFTER resampled onto them) or --crs/--resolution; the
+    outputs are on that grid.
     """
     _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, bands,
-                threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp), quiet, masks)
+                threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp, workers), quiet,
+                masks, _grid(grid_crs, resolution))
 
 
 @cli.command()
@@ -241,8 +263,9 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 @reports_errors
 def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
           columns_file: str | None, resume: bool, scheduler: str, workers: int | None, split_mpx: float,
-          json_log: bool, model_path: str | None, bands: str | None, device: str, amp: bool, threshold: float | None,
-          min_area_m2: float, simplify_m: float, tile: int, overlap: int, batch_size: int, quiet: bool) -> None:
+          json_log: bool, model_path: str | None, bands: str | None, grid_crs: str | None, resolution: float | None,
+          device: str, amp: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int,
+          overlap: int, batch_size: int, quiet: bool) -> None:
     """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
 
     \b
@@ -267,7 +290,8 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
     config = BatchConfig(manifest=manifest, outdir=outdir, layers=_layers(permits, zoning, parcels, as_of, columns_file),
                          resume=resume, scheduler=scheduler, workers=workers, split_mpx=split_mpx,
                          model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
-                         bands=_bands(bands), inference=_inference(device, tile, overlap, batch_size, amp))
+                         bands=_bands(bands), grid=_grid(grid_crs, resolution),
+                         inference=_inference(device, tile, overlap, batch_size, amp))
     jobs = read_manifest(manifest, config.shared_layers())
     tiles = tile_counts(jobs, config)
     hide = quiet or json_log

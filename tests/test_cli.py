@@ -53,6 +53,20 @@ def test_detect_writes_all_outputs(pair: tuple[Path, Path], tiny_checkpoint: Pat
     assert not list(tmp_path.glob(".run.staging-*"))
 
 
+def test_detect_on_a_user_grid(pair: tuple[Path, Path], tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run("detect", *pair, "-o", out, "--model", tiny_checkpoint, "--crs", "EPSG:4326",
+                 "--resolution", "0.0002", "--workers", "2", "--threshold", "0.5", "-q")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out / "change_prob.tif") as ds:
+        assert ds.crs == "EPSG:4326" and ds.res == pytest.approx((0.0002, 0.0002))
+        assert (ds.bounds.left / 0.0002) == pytest.approx(round(ds.bounds.left / 0.0002))  # edges on multiples
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["grid"] == {"crs": "EPSG:4326", "resolution": 0.0002}
+    assert summary["config"]["inference"]["workers"] == 2
+    assert gpd.read_file(out / "changes.gpkg").crs == "EPSG:4326"
+
+
 def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list[object], int, str]]:
     junk = tmp_path / "junk.tif"
     junk.write_text("not a raster")
@@ -78,11 +92,13 @@ def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list
                                                              UTM48N, utm_transform(), nodata=0)],
                                       4, "no valid pixels in common"),
         "band count vs model": ([*pair, "--bands", "1,2,3"], 6, "expects 4 bands per date"),
+        "unknown grid CRS": ([*pair, "--crs", "EPSG:999999"], 4, "unknown grid CRS"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing file", "not a raster", "truncated file", "no overlap", "band counts", "permit column",
-                                  "model file", "missing band", "band count vs model", "no valid pixels in common"])
+                                  "model file", "missing band", "band count vs model", "no valid pixels in common",
+                                  "unknown grid CRS"])
 def test_bad_input_one_line_exit_code_no_output(case: str, pair: tuple[Path, Path], tiny_checkpoint: Path,
                                                 tmp_path: Path) -> None:
     args, code, message = _bad_inputs(tmp_path, pair)[case]
