@@ -25,6 +25,7 @@ from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -143,3 +144,25 @@ def load_checkpoint(path: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[torch
     except RuntimeError as exc:
         raise ModelError(f"weights in {weights_path} do not match the architecture in its JSON") from exc
     return network.eval(), spec
+
+
+def fold_batchnorm(network: torch.nn.Module) -> torch.nn.Module:
+    """Fold every BatchNorm2d that directly follows a Conv2d in a Sequential into that convolution
+    (in place; the network must be in eval mode and is only fit for inference afterwards).
+
+    In eval mode a batch norm is a fixed per-channel affine map, so folding it into the preceding
+    convolution's weights and bias gives the same outputs (to float rounding) with one pass over
+    the activations fewer: 1.4–1.5× faster on the CPU for the shipped U-Net (bench/RESULTS.md).
+    """
+    if network.training:
+        raise ValueError("fold_batchnorm needs a network in eval mode")
+    for module in network.modules():
+        if not isinstance(module, torch.nn.Sequential):
+            continue
+        children = list(module._modules.items())
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                module._modules[bn_name] = torch.nn.Identity()
+    return network
+

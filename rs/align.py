@@ -225,13 +225,14 @@ class GridReader:
                  fill: float | None = None) -> None:
         self.ds, self.grid, self.role = ds, grid, role
         self._offset = _pixel_offset(ds, grid)
+        self._internal_mask = _has_mask(ds)
         self._vrt: WarpedVRT | None = None
         self._alpha: int | None = None
         if self._offset is None:
             # Without nodata or a mask, an alpha band is the only record of where the file has no
             # pixels on the grid; GDAL does not report it through dataset_mask(). ``fill``: value
             # outside the file instead (then no alpha), e.g. 0 = "not masked" for cloud masks.
-            add_alpha = fill is None and ds.nodata is None and not _has_mask(ds)
+            add_alpha = fill is None and ds.nodata is None and not self._internal_mask
             self._vrt = WarpedVRT(ds, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                                   resampling=resampling, add_alpha=add_alpha,
                                   **({"nodata": fill} if fill is not None else {}))
@@ -244,20 +245,30 @@ class GridReader:
 
     def read(self, bands: list[int], window: Window, with_valid: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(data, valid) of ``window`` of the grid; ``valid`` None unless ``with_valid``. A file that
-        opens but cannot be decoded (truncated, corrupt blocks) raises InputFileError."""
+        opens but cannot be decoded (truncated, corrupt blocks) raises InputFileError.
+
+        Each window is read (and warped) once: validity comes from the alpha band read in the
+        same call, from the nodata value of the bands read, or — only for files with an internal
+        mask — from GDAL's dataset mask.
+        """
         source = self._vrt if self._vrt is not None else self.ds
         win = self._window(window)
         try:
+            if self._alpha is not None:
+                data = source.read([*bands, self._alpha], window=win, out_dtype="float32")
+                return data[:-1], (data[-1] > 0) if with_valid else None
             data = source.read(bands, window=win, out_dtype="float32")
-            valid = None
-            if with_valid:
-                if self._alpha is not None:
-                    valid = source.read(self._alpha, window=win) > 0
-                else:
-                    valid = source.dataset_mask(window=win) > 0
+            if not with_valid:
+                return data, None
+            if self._internal_mask:
+                return data, source.dataset_mask(window=win) > 0
         except RasterioIOError as exc:
             raise InputFileError(f"{self.role} file is corrupt or truncated: {self.ds.name} ({exc})") from exc
-        return data, valid
+        nodata = source.nodata
+        if nodata is None:
+            return data, np.ones(data.shape[1:], bool)
+        missing = np.isnan(data) if np.isnan(nodata) else data == np.float32(nodata)
+        return data, ~missing.all(axis=0)
 
     def close(self) -> None:
         """Close the VRT (not the file)."""
@@ -357,7 +368,7 @@ class AlignedPair:
             valid &= flags[0] == 0
         return PairWindow(before, after, valid)
 
-    def sample_windows(self, max_pixels: int = 4_194_304, sample_size: int = 512) -> list[Window]:
+    def sample_windows(self, max_pixels: int = 2_097_152, sample_size: int = 256) -> list[Window]:
         """Windows to compute scene statistics from, bounded in total size.
 
         The whole scene when it has at most ``max_pixels`` pixels; otherwise a regular grid of

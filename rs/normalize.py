@@ -59,7 +59,7 @@ def pair_stats_from_arrays(
 def scene_stats(pair: AlignedPair) -> tuple[BandStats, BandStats]:
     """Statistics of both dates of an aligned pair, from a bounded sample of windows.
 
-    Memory: at most about 4 Mpx per date (see ``AlignedPair.sample_windows``).
+    Memory: at most about 2 Mpx per date (see ``AlignedPair.sample_windows``).
     """
     before_px, after_px = [], []
     for window in pair.sample_windows():

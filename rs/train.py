@@ -155,7 +155,6 @@ def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, v
               select: tuple[str, ...] | None) -> tuple[float, dict[str, object]]:
     model = ChangeModel(network, spec, device)
     report = evaluate(val, model, threshold=0.5, config=InferenceConfig(tile=256, overlap=64), bands=select)
-    network.train()
     threshold, pooled = report.histogram.best_threshold()
     return threshold, pooled.metrics()
 

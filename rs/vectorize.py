@@ -87,18 +87,18 @@ def block_pieces(prob: np.ndarray, threshold: float, transform: Affine,
     labels, n = ndimage.label(mask, structure=FOUR_CONNECTED, output=np.int32)
     if n == 0:
         return Pieces.concat([])
-    ids = np.arange(1, n + 1)
-    values = np.where(mask, prob, np.float32(0))
     shapes = rasterio.features.shapes(labels, mask=mask, connectivity=4, transform=transform)
     by_label = {int(v): shapely.geometry.shape(g) for g, v in shapes}
     is_open = np.zeros(n + 1, bool)
     for inner, edge in zip(inner_edges, (labels[0], labels[-1], labels[:, 0], labels[:, -1])):
         if inner:
             is_open[edge] = True
-    return Pieces(np.array([by_label[i] for i in ids], dtype=object),
-                  np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(float),
-                  np.asarray(ndimage.sum_labels(values, labels, ids), float),
-                  np.asarray(ndimage.maximum(values, labels, ids), float), is_open[1:])
+    label, value = labels[mask], prob[mask].astype(float)  # change pixels only: few, so cheap
+    prob_max = np.zeros(n + 1)
+    np.maximum.at(prob_max, label, value)
+    return Pieces(np.array([by_label[i] for i in range(1, n + 1)], dtype=object),
+                  np.bincount(label, minlength=n + 1)[1:].astype(float),
+                  np.bincount(label, weights=value, minlength=n + 1)[1:], prob_max[1:], is_open[1:])
 
 
 def merge_across_blocks(pieces: Pieces) -> Pieces:

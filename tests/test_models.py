@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.changenet import DEFAULT_MODEL, build_network, load_checkpoint, load_spec, save_checkpoint
+from models.changenet import DEFAULT_MODEL, build_network, fold_batchnorm, load_checkpoint, load_spec, save_checkpoint
 from rs.errors import ModelError
 from tests.data import tiny_spec
 
@@ -83,3 +83,25 @@ def test_shipped_rgb_model_is_the_default_for_three_bands() -> None:
     assert "CC BY-NC-SA" in spec.licence and 0.0 < spec.threshold < 1.0
     assert spec.training["config"]["select"] == ["3", "2", "1"]
     assert path.with_suffix(".safetensors").stat().st_size < 25 * 2**20
+
+
+def test_folding_batch_norms_keeps_the_outputs() -> None:
+    network, _ = load_checkpoint(DEFAULT_MODEL)
+    network.eval()
+    x = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (2, 8, 64, 64)).astype(np.float32))
+    with torch.inference_mode():
+        expected = network(x)
+        folded = fold_batchnorm(network)
+        got = folded(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(build_network(tiny_spec()).train())
+
+
+def test_change_model_leaves_a_training_network_alone() -> None:
+    from rs.infer import ChangeModel
+
+    network = build_network(tiny_spec()).train()
+    ChangeModel(network, tiny_spec(), torch.device("cpu"))
+    assert network.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
