@@ -1,21 +1,28 @@
-"""End-to-end ``detect`` against the model-only ceiling, and its peak memory at 1× and 4× the pixels.
+"""Issue 4's three figures: detect ÷ model-only ceiling, peak memory at 1× and 4× the pixels, and
+(with the bench environment) changewatch vs the torchgeo idiom.
 
-    .venv/bin/python bench/detect_scale.py [--sizes 2048 4096] [--device cpu]
+    bash bench/raster_engine.sh                       # all three, setting up the bench environment
+    .venv/bin/python bench/detect_scale.py [--sizes 4096 8192] [--device cpu] [--repeats 1]
 
 Generates a seeded 4-band scene pair per size: BEFORE in UTM 48N at 10 m, AFTER the same ground
 with planted changes, reprojected to EPSG:4326 (so alignment is on the measured path). Then, each in
-a fresh process under ``/usr/bin/time -v`` (``GDAL_CACHEMAX=64``):
+a fresh process under ``/usr/bin/time -v`` (``GDAL_CACHEMAX=64``), alternating:
 
-- ``detect``: the whole pipeline (statistics, aligned reads, inference, COG, vectorise, GeoPackages);
-- the ceiling: the same number of forward passes of the shipped model (same tile, batch, device,
-  channels-last, inference mode) on in-memory random tensors — no I/O at all.
+- ``detect``: the whole pipeline (statistics, aligned reads, inference, blended COG, vectorise,
+  GeoPackages), timed around the ``detect`` call;
+- the ceiling: as many forward passes of the shipped model as detect makes (same tile, batch,
+  device, folded batch norms, channels-last, inference mode) on in-memory random tensors — no I/O.
 
-Prints throughput (Mpx/s), the ratio detect ÷ ceiling, and peak RSS.
+Prints throughput (Mpx/s), ratio 1 = ceiling time ÷ detect time (1.0: detect runs at the model's
+own speed), peak RSS and the memory ratio of the largest to the smallest scene. With
+``--torchgeo-python`` (an interpreter with torchgeo, see ``bench/raster_engine.sh``) it then runs
+``bench/torchgeo_idiom.py`` on the first size for ratio 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,14 +35,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import run_measured  # noqa: E402
+from rs.align import AlignedPair  # noqa: E402
+from rs.infer import InferenceConfig, tiling  # noqa: E402
 from tests.data import UTM48N, WGS84, plant_square, textured_scene, utm_transform, write_raster  # noqa: E402
 
 DETECT = """
 import time, sys
 from rs.pipeline import DetectConfig, detect
 from rs.infer import InferenceConfig
+config = DetectConfig(sys.argv[1], sys.argv[2], sys.argv[3], inference=InferenceConfig(device=sys.argv[4]))
 start = time.perf_counter()
-detect(DetectConfig(sys.argv[1], sys.argv[2], sys.argv[3], inference=InferenceConfig(device=sys.argv[4])), progress=False)
+detect(config, progress=False)
 print(time.perf_counter() - start)
 """
 CEILING = """
@@ -43,11 +53,9 @@ import time, sys
 import numpy as np, torch
 from models.changenet import DEFAULT_MODEL
 from rs.infer import ChangeModel, InferenceConfig
-from rs.tiling import TileGrid
-size, device = int(sys.argv[1]), sys.argv[2]
+tiles, device = int(sys.argv[1]), sys.argv[2]
 config = InferenceConfig(device=device)
 model = ChangeModel.load(DEFAULT_MODEL, device)
-tiles = len(TileGrid(size, size, config.tile, config.overlap))
 x = np.random.default_rng(0).normal(0, 1, (config.batch_size, 8, config.tile, config.tile)).astype(np.float32)
 model.predict(x[:1])  # warm-up, as detect's first batch is not timed apart either
 start = time.perf_counter()
@@ -83,20 +91,38 @@ def timed(code: str, *args: str) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--torchgeo-python", default=None, help="interpreter of the bench environment (ratio 2)")
     args = parser.parse_args()
-    print(f"device {args.device}, tile 256, overlap 64, batch 8\n")
-    print("| scene | detect (s) | detect Mpx/s | ceiling (s) | ceiling Mpx/s | detect ÷ ceiling | detect peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|")
+    config = InferenceConfig(device=args.device)
+    print(f"device {args.device}, tile {config.tile}, overlap {config.overlap}, batch {config.batch_size}\n")
+    print("| scene | tiles | detect (s) | detect Mpx/s | ceiling (s) | ceiling Mpx/s | ratio 1: ceiling ÷ detect "
+          "| detect peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    peaks = {}
     with tempfile.TemporaryDirectory() as tmp:
+        pairs = {}
         for size in args.sizes:
-            before, after = make_pair(Path(tmp), size)
-            seconds, peak = timed(DETECT, str(before), str(after), str(Path(tmp) / f"out{size}"), args.device)
-            ceiling, _ = timed(CEILING, str(size), args.device)
-            mpx = size * size / 1e6
-            print(f"| {size}² | {seconds:.1f} | {mpx / seconds:.2f} | {ceiling:.1f} | {mpx / ceiling:.2f} | "
-                  f"{ceiling / seconds:.2f} | {peak:.0f} |", flush=True)
+            before, after = pairs[size] = make_pair(Path(tmp), size)
+            with AlignedPair(before, after) as pair:
+                tiles, mpx = len(tiling(pair.grid, config)), pair.grid.width * pair.grid.height / 1e6
+            for _ in range(args.repeats):
+                seconds, peak = timed(DETECT, str(before), str(after), str(Path(tmp) / f"out{size}"), args.device)
+                ceiling, _ = timed(CEILING, str(tiles), args.device)
+                peaks[size] = max(peaks.get(size, 0.0), peak)
+                print(f"| {size}² | {tiles} | {seconds:.1f} | {mpx / seconds:.2f} | {ceiling:.1f} | {mpx / ceiling:.2f} "
+                      f"| **{ceiling / seconds:.2f}** | {peak:.0f} |", flush=True)
+        small, large = min(peaks), max(peaks)
+        if large != small:
+            print(f"\nmemory: peak RSS at {large}² ÷ at {small}² ({(large / small) ** 2:.0f}× the pixels) = "
+                  f"**{peaks[large] / peaks[small]:.2f}**")
+        if args.torchgeo_python:
+            print("\n### ratio 2: changewatch vs the torchgeo idiom\n", flush=True)
+            before, after = pairs[args.sizes[0]]
+            subprocess.run([args.torchgeo_python, str(ROOT / "bench" / "torchgeo_idiom.py"), str(before), str(after)],
+                           check=True, cwd=ROOT)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from rasterio.windows import Window
+
+from rs.align import AlignedPair
 
 from rs.normalize import CLIP, band_stats, normalise
 
@@ -37,3 +42,11 @@ def test_gain_change_between_dates_is_normalised_away() -> None:
 def test_no_valid_pixels() -> None:
     with pytest.raises(ValueError):
         band_stats(np.zeros((4, 0), np.float32))
+
+
+def test_large_scenes_are_sampled_evenly(pair: tuple[Path, Path]) -> None:
+    with AlignedPair(*pair) as p:
+        assert p.sample_windows() == [Window(0, 0, 96, 96)]  # small scenes: all of it
+        windows = p.sample_windows(whole_up_to=1000, grid_side=3, sample_size=16)
+    assert len(windows) == 9 and {(w.width, w.height) for w in windows} == {(16, 16)}
+    assert {w.col_off for w in windows} == {0, 40, 80} and {w.row_off for w in windows} == {0, 40, 80}
