@@ -64,6 +64,9 @@ threshold_opt = click.option(
     help="Change probability above which a pixel is change. Default: the model's own, chosen on "
          "its validation cities.")
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+tta_opt = click.option("--tta", is_flag=True,
+                       help="Test-time augmentation: average the predictions of the four flips of every tile "
+                            "(4× the network time).")
 amp_opt = click.option("--amp/--no-amp", default=True, show_default=True,
                        help="fp16 autocast on CUDA GPUs (no effect on the CPU).")
 min_area_opt = click.option("--min-area-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
@@ -130,7 +133,7 @@ def layer_options(func: F) -> F:
 
 def detect_options(func: F) -> F:
     """The model, decision and tiling options shared by detect and batch."""
-    for option in reversed((model_opt, bands_opt, crs_opt, resolution_opt, device_opt, amp_opt, threshold_opt,
+    for option in reversed((model_opt, bands_opt, crs_opt, resolution_opt, device_opt, amp_opt, tta_opt, threshold_opt,
                             min_area_opt, simplify_opt, tile_opt, overlap_opt, batch_opt, quiet_opt)):
         func = option(func)
     return func
@@ -141,12 +144,14 @@ def _model(path: str | None) -> str | None:
     return path
 
 
-def _inference(device: str, tile: int, overlap: int, batch_size: int, amp: bool = True, workers: int = 1) -> Any:
+def _inference(device: str, tile: int, overlap: int, batch_size: int, amp: bool = True, workers: int = 1,
+               tta: bool = False) -> Any:
     from rs.infer import InferenceConfig
 
     if overlap >= tile:
         raise click.BadParameter(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
-    return InferenceConfig(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp, workers=workers)
+    return InferenceConfig(tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp, workers=workers,
+                           tta=tta)
 
 
 def _grid(crs: str | None, resolution: float | None) -> Any:
@@ -209,7 +214,7 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
 @reports_errors
 def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers: int, permits: str | None,
            zoning: str | None, parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None,
-           bands: str | None, grid_crs: str | None, resolution: float | None, device: str, amp: bool,
+           bands: str | None, grid_crs: str | None, resolution: float | None, device: str, amp: bool, tta: bool,
            threshold: float | None, min_area_m2: float, simplify_m: float, tile: int, overlap: int, batch_size: int,
            quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
@@ -221,8 +226,8 @@ def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers
     outputs are on that grid.
     """
     _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, bands,
-                threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp, workers), quiet,
-                masks, _grid(grid_crs, resolution))
+                threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp, workers, tta),
+                quiet, masks, _grid(grid_crs, resolution))
 
 
 @cli.command()
@@ -264,7 +269,7 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
           columns_file: str | None, resume: bool, scheduler: str, workers: int | None, split_mpx: float,
           json_log: bool, model_path: str | None, bands: str | None, grid_crs: str | None, resolution: float | None,
-          device: str, amp: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int,
+          device: str, amp: bool, tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int,
           overlap: int, batch_size: int, quiet: bool) -> None:
     """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
 
@@ -291,7 +296,7 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
                          resume=resume, scheduler=scheduler, workers=workers, split_mpx=split_mpx,
                          model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
                          bands=_bands(bands), grid=_grid(grid_crs, resolution),
-                         inference=_inference(device, tile, overlap, batch_size, amp))
+                         inference=_inference(device, tile, overlap, batch_size, amp, tta=tta))
     jobs = read_manifest(manifest, config.shared_layers())
     tiles = tile_counts(jobs, config)
     hide = quiet or json_log
@@ -371,87 +376,141 @@ def _sites(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
 
+DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.tif, change.tif (OSCD: 1 change, "
+             "0 no change, 255 unlabelled); A/, B/, label/ folders of same-named images (LEVIR-CD: PNG or GeoTIFF, "
+             "labels 0/255 or 0/1, detected; plain images compared pixel for pixel); or <site>/before.tif, "
+             "after.tif with changes.gpkg/.geojson/.shp polygons, rasterised on the fly.")
+
+
 @cli.command()
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=str(DEFAULT_OSCD), show_default=True,
-              help="Folder of labelled sites, each a folder with before.tif, after.tif, change.tif.")
+              help=DATA_HELP)
 @click.option("--train-sites", default=None,
-              help="Comma-separated site names to train on. Default: the 10 OSCD train cities.")
+              help="Comma-separated pair names to train on, or 'all' (every pair not in --val-sites). "
+                   "Default: the 10 OSCD train cities.")
 @click.option("--val-sites", default=None,
-              help="Comma-separated site names to validate on (model and threshold selection). "
+              help="Comma-separated pair names to validate on (checkpoint, threshold and early stopping). "
                    "Default: the 4 OSCD val cities.")
 @click.option("--out", type=click.Path(dir_okay=False), default="models/changewatch-rgbn.json", show_default=True,
-              help="Checkpoint to write (NAME.json + NAME.safetensors + NAME.log.csv).")
+              help="Checkpoint to write (NAME.json + NAME.safetensors; logs NAME.log.csv/.jsonl, state NAME.state.pt).")
 @click.option("--bands", "select", default=None,
-              help="Bands of the site files to train on, by 1-based index or name (default: all, in order).")
+              help="Bands of the data files to train on, by 1-based index or name (default: all, in order).")
 @click.option("--band-names", default="blue,green,red,nir", show_default=True,
               help="What those bands are, in order: recorded in the checkpoint for users.")
-@click.option("--iterations", type=click.IntRange(1), default=10000, show_default=True,
-              help="Optimiser steps.")
+@click.option("--gsd-m", type=click.FloatRange(0.0, min_open=True), default=10.0, show_default=True,
+              help="Ground sampling distance of the training imagery (m), recorded in the checkpoint.")
+@click.option("--architecture", default="unet", show_default=True, help="smp architecture (unet, unetplusplus, fpn…).")
+@click.option("--encoder", default="mobilenet_v2", show_default=True,
+              help="Any smp encoder (resnet18, efficientnet-b0…); random init, nothing is downloaded.")
+@click.option("--fusion", type=click.Choice(["early", "siamese-diff", "siamese-concat"]), default="early",
+              show_default=True, help="Both dates stacked as one image, or one shared encoder per date with its "
+                                      "features differenced or concatenated.")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+              help="Fine-tune: start from this checkpoint (its network; same band count), e.g. a shipped model "
+                   "on a city's own labels.")
+@click.option("--iterations", type=click.IntRange(1), default=10000, show_default=True, help="Optimiser steps.")
+@click.option("--epochs", type=click.FloatRange(0.0, min_open=True), default=None,
+              help="Instead of --iterations: passes over the labelled pixels (batch × crop² pixels per step).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Crops per step.")
-@click.option("--crop", type=click.IntRange(32), default=128, show_default=True, help="Crop side in pixels.")
+@click.option("--crop", type=click.IntRange(32), default=128, show_default=True, help="Crop (tile) side in pixels.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (one-cycle).")
+@click.option("--loss", default="bce+dice", show_default=True, help="'+'-joined terms of bce, dice, focal.")
+@click.option("--pos-weight", type=click.FloatRange(0.0, min_open=True), default=10.0, show_default=True,
+              help="Weight of change pixels in bce and focal (change is rare).")
+@click.option("--focal-gamma", type=click.FloatRange(0.0), default=2.0, show_default=True)
+@click.option("--flips/--no-flips", default=True, show_default=True, help="Random rotations and flips.")
+@click.option("--jitter", type=click.FloatRange(0.0), default=0.1, show_default=True,
+              help="Per-date brightness (gain) and contrast (offset) jitter, sd in normalised units.")
+@click.option("--shift-px", type=click.IntRange(0, 16), default=0, show_default=True,
+              help="Random misregistration of AFTER by up to this many pixels.")
+@click.option("--scale-range", default=None,
+              help="Multi-scale training: random zoom of each crop, e.g. 0.5,2 (default: none).")
 @click.option("--val-every", type=click.IntRange(1), default=500, show_default=True,
               help="Validate every N steps; the best step is kept.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--patience", type=click.IntRange(0), default=0, show_default=True,
+              help="Stop after this many validations without a better val F1 (0: never).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from NAME.state.pt (same settings).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed: runs on the CPU are deterministic.")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="CPU threads for torch.")
 @device_opt
 @quiet_opt
 @reports_errors
 def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: str, select: str | None,
-          band_names: str, iterations: int,
-          batch_size: int, crop: int, lr: float, val_every: int, seed: int, threads: int, device: str,
-          quiet: bool) -> None:
-    """Train the change model on labelled sites and save the best checkpoint on val.
+          band_names: str, gsd_m: float, architecture: str, encoder: str, fusion: str, init_from: str | None,
+          iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, loss: str, pos_weight: float,
+          focal_gamma: float, flips: bool, jitter: float, shift_px: int, scale_range: str | None, val_every: int,
+          patience: int, resume: bool, seed: int, threads: int, device: str, quiet: bool) -> None:
+    """Train the change model on labelled pairs and save the best checkpoint on val.
 
     The defaults reproduce the shipped models/changewatch-rgbn model from ../shared/data/oscd; the
     RGB model: --bands 3,2,1 --band-names red,green,blue --out models/changewatch-rgb.json.
+    Fine-tuning on a city's own labels: --init-from models/changewatch-rgb.json --data CITY
+    --train-sites all --val-sites a,b --gsd-m 0.5.
     """
-    from rs.train import OSCD_TRAIN, OSCD_VAL, TrainConfig
+    from rs.train import OSCD_TRAIN, OSCD_VAL, TrainConfig, parse_loss
     from rs.train import train as run_train
 
+    try:
+        parse_loss(loss)
+        scales = tuple(float(v) for v in scale_range.split(",")) if scale_range else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if scales is not None and (len(scales) != 2 or not 0 < scales[0] <= scales[1]):
+        raise click.BadParameter("--scale-range wants two factors lo,hi with 0 < lo <= hi, e.g. 0.5,2")
     config = TrainConfig(
         data_dir=data_dir, out=out, name=Path(out).stem, select=_bands(select), bands=_bands(band_names) or (),
         train_sites=tuple(_sites(train_sites) or OSCD_TRAIN), val_sites=tuple(_sites(val_sites) or OSCD_VAL),
-        crop=crop, batch_size=batch_size, iterations=iterations, lr=lr, val_every=val_every, seed=seed,
-        threads=threads, device=device)
+        gsd_m=gsd_m, architecture=architecture, encoder=encoder, fusion=fusion, init_from=init_from,
+        crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, loss=loss,
+        pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter, shift_px=shift_px,
+        scale_range=scales, val_every=val_every, patience=patience, resume=resume, seed=seed, threads=threads,
+        device=device)
     result = run_train(config, progress=not quiet)
     click.echo(f"saved {result.checkpoint} (threshold {result.threshold:.2f}, val F1 "
                f"{float(result.val.get('f1', float('nan'))):.3f}) in {result.seconds / 60:.1f} min")
 
 
 @cli.command()
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder of labelled sites, each a folder with before.tif, after.tif, change.tif "
-                   "(1 = change, 0 = no change, 255 = unlabelled; on BEFORE's grid).")
-@click.option("--sites", default=None, help="Comma-separated site names (default: every site in --data).")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help=DATA_HELP)
+@click.option("--sites", default=None, help="Comma-separated pair names (default: every pair in --data).")
 @model_opt
 @bands_opt
 @device_opt
 @threshold_opt
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@tta_opt
+@click.option("--object-min-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
+              help="Smallest true change object counted for object recall, in m² of ground.")
+@click.option("--pixel-size-m", type=click.FloatRange(0.0, min_open=True), default=1.0, show_default=True,
+              help="Pixel size assumed for plain images without georeferencing (LEVIR-CD: 0.5).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: pooled precision, recall, f1, iou, object_recall; per pair under sites.")
 @quiet_opt
 @reports_errors
 def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: str | None, device: str,
-             threshold: float | None, as_json: bool, quiet: bool) -> None:
-    """Pixel precision, recall, F1 and IoU of the change class, pooled over all sites' pixels."""
+             threshold: float | None, tta: bool, object_min_m2: float, pixel_size_m: float, as_json: bool,
+             quiet: bool) -> None:
+    """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels, and
+    object recall (share of true change objects ≥ --object-min-m2 that are hit)."""
     from models.changenet import resolve_model
-    from rs.align import AlignedPair
+    from rs.evaluate import EvalOptions, find_sites
     from rs.evaluate import evaluate as run_evaluate
-    from rs.evaluate import find_sites
     from rs.infer import ChangeModel, InferenceConfig
 
     found = find_sites(data_dir, _sites(sites))
-    with AlignedPair(found[0] / "before.tif", found[0] / "after.tif", _bands(bands)) as first:
+    with found[0].open(_bands(bands)) as first:
         model = ChangeModel.load(resolve_model(model_path, first.band_count), device)
-    report = run_evaluate(found, model, threshold, InferenceConfig(device=device), progress=not quiet and not as_json,
-                          bands=_bands(bands))
+    report = run_evaluate(found, model, threshold, InferenceConfig(device=device, tta=tta),
+                          progress=not quiet and not as_json, bands=_bands(bands),
+                          options=EvalOptions(object_min_m2=object_min_m2, pixel_size_m=pixel_size_m))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
-    click.echo(f"model {model.spec.name}, threshold {report.threshold:.2f}")
-    click.echo(f"{'site':14s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s}")
-    for name, c in [*report.sites.items(), ("POOLED", report.pooled)]:
-        click.echo(f"{name:14s} {c.precision:9.3f} {c.recall:7.3f} {c.f1:6.3f} {c.iou:6.3f}")
+    click.echo(f"model {model.spec.name}, threshold {report.threshold:.2f}, objects ≥ {object_min_m2:g} m²")
+    click.echo(f"{'pair':14s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s} {'obj. recall':>11s}")
+    rows = [*((n, c, report.site_objects[n]) for n, c in report.sites.items()), ("POOLED", report.pooled, report.objects)]
+    for name, c, o in rows:
+        click.echo(f"{name:14s} {c.precision:9.3f} {c.recall:7.3f} {c.f1:6.3f} {c.iou:6.3f} "
+                   f"{o.recall:6.3f} ({o.hit}/{o.total})")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ it can learn band differences and ratios directly, which is what separates new r
 soil from seasonal change on 10 m imagery; (2) one encoder pass per tile instead of two halves
 inference cost on the CPU; (3) on OSCD, early fusion and siamese-difference nets score within a
 few F1 points of each other (Caye Daudt et al., ICIP 2018), and small training sets favour the
-simpler model. A siamese variant can be added as another ``architecture`` without changing the
-checkpoint format.
+simpler model. Siamese variants (one shared encoder per date, features fused by difference or
+by concatenation) are ``fusion`` options of the same checkpoint format, trainable with
+``cli.py train --fusion``.
 
 Checkpoint = ``NAME.safetensors`` (weights, stored fp16 to keep the repository light, loaded as
 fp32) + ``NAME.json`` (the ModelSpec: architecture, bands, normalisation, GSD, decision
@@ -90,17 +91,58 @@ class ModelSpec:
         return cls(**data)
 
 
+FUSIONS = ("early", "siamese-diff", "siamese-concat")
+
+
+def _smp_model(spec: ModelSpec, in_channels: int) -> torch.nn.Module:
+    return smp.create_model(spec.architecture, encoder_name=spec.encoder, encoder_weights=None,
+                            encoder_depth=spec.encoder_depth, decoder_channels=spec.decoder_channels,
+                            in_channels=in_channels, classes=1)
+
+
+class SiameseNet(torch.nn.Module):
+    """One encoder, shared by both dates; its features fused level by level and decoded once.
+
+    ``siamese-diff`` fuses by the absolute difference of the two dates' features (change is where
+    they differ, whatever the direction); ``siamese-concat`` stacks them and mixes them with a 1×1
+    convolution per level, so the decoder can also see *what* each date looks like. Input: (N,
+    2×bands, H, W) like the early-fusion net, BEFORE's bands first.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        base = _smp_model(spec, len(spec.bands))
+        self.bands = len(spec.bands)
+        self.concat = spec.fusion == "siamese-concat"
+        self.encoder, self.decoder, self.segmentation_head = base.encoder, base.decoder, base.segmentation_head
+        channels = list(self.encoder.out_channels)
+        self.fuse = torch.nn.ModuleList(
+            [torch.nn.Conv2d(2 * c, c, kernel_size=1) if self.concat and c > 0 else torch.nn.Identity()
+             for c in channels])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before = self.encoder(x[:, :self.bands])
+        after = self.encoder(x[:, self.bands:])
+        if self.concat:
+            features = [f(torch.cat([b, a], dim=1)) for f, b, a in zip(self.fuse, before, after)]
+        else:
+            features = [torch.abs(a - b) for b, a in zip(before, after)]
+        return self.segmentation_head(self.decoder(features))
+
+
 def build_network(spec: ModelSpec) -> torch.nn.Module:
-    """An untrained network for ``spec`` (random init: no weights are downloaded)."""
-    return smp.create_model(
-        spec.architecture,
-        encoder_name=spec.encoder,
-        encoder_weights=None,
-        encoder_depth=spec.encoder_depth,
-        decoder_channels=spec.decoder_channels,
-        in_channels=spec.in_channels,
-        classes=1,
-    )
+    """An untrained network for ``spec`` (random init: no weights are downloaded): any smp
+    architecture and encoder, with early fusion (both dates stacked as one image) or a siamese
+    encoder (``SiameseNet``). Raises ModelError for an unknown fusion, architecture or encoder."""
+    if spec.fusion not in FUSIONS:
+        raise ModelError(f"unknown fusion {spec.fusion!r}: use one of {', '.join(FUSIONS)}")
+    try:
+        if spec.fusion == "early":
+            return _smp_model(spec, spec.in_channels)
+        return SiameseNet(spec)
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"cannot build {spec.architecture} with encoder {spec.encoder}: {str(exc)[:160]} "
+                         "(segmentation_models_pytorch.encoders.get_encoder_names() lists the encoders)") from exc
 
 
 def save_checkpoint(network: torch.nn.Module, spec: ModelSpec, json_path: str | os.PathLike[str]) -> Path:

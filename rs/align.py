@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -22,7 +23,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
@@ -32,9 +33,10 @@ from rs.errors import IncompatibleScenesError, InputFileError
 
 @dataclass(frozen=True)
 class Grid:
-    """A georeferenced pixel grid: CRS, affine transform (pixel → CRS units) and size in pixels."""
+    """A georeferenced pixel grid: CRS, affine transform (pixel → CRS units) and size in pixels.
+    ``crs`` is None only for plain images compared pixel for pixel (identity transform)."""
 
-    crs: CRS
+    crs: CRS | None
     transform: Affine
     width: int
     height: int
@@ -51,7 +53,7 @@ class Grid:
 
 @dataclass(frozen=True)
 class PairWindow:
-    """One window of an aligned pair, as float32 arrays on BEFORE's grid.
+    """One window of an aligned pair, as float32 arrays on the common grid.
 
     ``before`` and ``after`` are (bands, rows, cols) in the files' own units (e.g. Sentinel-2
     reflectance × 10 000); ``valid`` is (rows, cols), False where either date has no data.
@@ -68,7 +70,9 @@ def open_raster(path: str | os.PathLike[str], role: str) -> rasterio.io.DatasetR
     if not p.exists():
         raise InputFileError(f"{role} file not found: {p}")
     try:
-        return rasterio.open(p)
+        with warnings.catch_warnings():  # plain images (PNG chips) are legitimate input: compared pixel for pixel
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(p)
     except RasterioIOError as exc:
         raise InputFileError(f"{role} file is not a readable raster: {p} ({exc})") from exc
 
@@ -100,6 +104,11 @@ def _check_georeferenced(ds: rasterio.io.DatasetReader, role: str) -> None:
         raise IncompatibleScenesError(f"{role} scene has no CRS: {ds.name}")
     if ds.transform == Affine.identity():
         raise IncompatibleScenesError(f"{role} scene has no georeferencing: {ds.name}")
+
+
+def _is_plain(ds: rasterio.io.DatasetReader) -> bool:
+    """True for an image with neither CRS nor georeferencing (a PNG chip, say)."""
+    return ds.crs is None and ds.transform == Affine.identity()
 
 
 def overlap_fraction(before: rasterio.io.DatasetReader, after: rasterio.io.DatasetReader) -> float:
@@ -302,10 +311,13 @@ class AlignedPair:
         try:
             before = self._open(before_path, "BEFORE")
             after = self._open(after_path, "AFTER")
+            # Two plain images (PNG/JPEG chips, no CRS, no transform) are compared pixel for pixel.
+            self.plain = _is_plain(before) and _is_plain(after)
             self._validate(before, after, bands)
             self._before_bands = select_bands(before, bands, "BEFORE")
             self._after_bands = select_bands(after, bands, "AFTER")
-            self.grid = common_grid(before, after, self.grid_spec)
+            self.grid = (Grid(None, Affine.identity(), before.width, before.height) if self.plain
+                         else common_grid(before, after, self.grid_spec))
             self._before = self._reader(before, Resampling.bilinear, "BEFORE")
             self._after = self._reader(after, Resampling.bilinear, "AFTER")
             self._masks = [self.reader_for(mask, "mask", Resampling.nearest, fill=0) for mask in self.masks]
@@ -333,19 +345,30 @@ class AlignedPair:
                    fill: float | None = None) -> GridReader:
         """Another georeferenced raster (labels, masks) presented on this pair's grid; closed with the pair."""
         ds = self._open(path, role)
-        _check_georeferenced(ds, role)
+        if not self.plain:
+            _check_georeferenced(ds, role)
+        elif (ds.width, ds.height) != (self.grid.width, self.grid.height):
+            raise IncompatibleScenesError(f"{role} {Path(path).name} is not the size of the plain images it labels")
         return self._reader(ds, resampling, role, fill)
 
     def _validate(self, before: rasterio.io.DatasetReader, after: rasterio.io.DatasetReader,
                   bands: tuple[str, ...] | None) -> None:
-        _check_georeferenced(before, "BEFORE")
-        _check_georeferenced(after, "AFTER")
+        if self.plain:
+            if (before.width, before.height) != (after.width, after.height):
+                raise IncompatibleScenesError(
+                    f"BEFORE and AFTER are plain images (no georeferencing) of different sizes "
+                    f"({before.width}×{before.height} vs {after.width}×{after.height}): they cannot be aligned")
+            if self.grid_spec != GridSpec():
+                raise IncompatibleScenesError("--crs/--resolution need georeferenced scenes")
+        else:
+            _check_georeferenced(before, "BEFORE")
+            _check_georeferenced(after, "AFTER")
         if not bands and before.count != after.count:
             raise IncompatibleScenesError(
                 f"BEFORE has {before.count} bands but AFTER has {after.count}: "
                 "both dates must carry the same bands in the same order (or pick them with --bands)"
             )
-        if overlap_fraction(before, after) <= 0.0:
+        if not self.plain and overlap_fraction(before, after) <= 0.0:
             raise IncompatibleScenesError(
                 f"BEFORE ({self.before_path.name}) and AFTER ({self.after_path.name}) do not overlap"
             )

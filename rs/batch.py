@@ -292,10 +292,10 @@ def _worker_models() -> ModelCache:
 
 def _predict_chunk(before: str, after: str, bands: tuple[str, ...] | None, masks: tuple[str, ...], grid: GridSpec,
                    model_path: str, tiles: list[Tile], stats: tuple[BandStats, BandStats],
-                   batch_size: int) -> list[tuple[Tile, np.ndarray]]:
+                   config: InferenceConfig) -> list[tuple[Tile, np.ndarray]]:
     """Dask task: probabilities of some tiles of one scene (the worker opens the pair itself)."""
     with AlignedPair(before, after, bands, masks, grid) as pair:
-        return list(predict_tiles(pair, _worker_models().get(model_path), tiles, stats, batch_size))
+        return list(predict_tiles(pair, _worker_models().get(model_path), tiles, stats, config))
 
 
 @dataclass
@@ -322,7 +322,7 @@ class ClusterPredictor:
         chunks = [tiles[i:i + self.tiles_per_task] for i in range(0, len(tiles), self.tiles_per_task)]
         with worker_client() as client:
             futures = [client.submit(_predict_chunk, str(pair.before_path), str(pair.after_path), pair.bands,
-                                     pair.masks, pair.grid_spec, str(model.path), chunk, stats, config.batch_size, pure=False)
+                                     pair.masks, pair.grid_spec, str(model.path), chunk, stats, config, pure=False)
                        for chunk in chunks]
             self.tasks += len(futures)
             for future in as_completed(futures):

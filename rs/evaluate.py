@@ -1,28 +1,32 @@
-"""Pixel-level change metrics of a model on labelled sites, pooled over all pixels.
+"""Change metrics of a model on labelled pairs: pixel-level (pooled over all pixels and per pair)
+and object-level recall.
 
-A *site* is a folder holding ``before.tif``, ``after.tif`` and ``change.tif`` (uint8, georeferenced:
-1 = change, 0 = no change, 255 = not labelled), the layout of ``shared/data/oscd``. Predictions
-come from the same tiled, blended path as ``detect`` (``rs.infer``), so the figures describe what
-users get.
+Pairs come in any layout ``rs.datasets`` reads (OSCD-style sites, LEVIR-CD A/B/label folders of
+plain or georeferenced images, scenes with a vector layer of changed polygons). Predictions come
+from the same tiled, blended path as ``detect`` (``rs.infer``), so the figures describe what users
+get. *Object recall* is the share of true change objects of at least ``object_min_m2`` — connected
+regions of a label raster, or the polygons of a vector layer — that have at least one pixel
+predicted as change.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.features
+from scipy import ndimage
 
 from rs.align import AlignedPair
-from rs.errors import InputFileError
+from rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability
+from rs.vectorize import FOUR_CONNECTED, pixel_area_m2
 
-LABEL_NODATA = 255
 HIST_BINS = 1000
-SITE_FILES = ("before.tif", "after.tif", "change.tif")
 
 
 @dataclass
@@ -98,85 +102,143 @@ class ProbHistogram:
 
 
 @dataclass
+class ObjectCounts:
+    """True change objects of at least the minimum area, and how many the prediction hit."""
+
+    total: int = 0
+    hit: int = 0
+
+    def __add__(self, other: ObjectCounts) -> ObjectCounts:
+        return ObjectCounts(self.total + other.total, self.hit + other.hit)
+
+    @property
+    def recall(self) -> float:
+        return self.hit / self.total if self.total else 0.0
+
+
+@dataclass
 class SiteResult:
-    """Confusion at the decision threshold and probability histograms of one site."""
+    """Confusion at the decision threshold, probability histograms and object counts of one pair."""
 
     name: str
     confusion: Confusion
     histogram: ProbHistogram
+    objects: ObjectCounts = field(default_factory=ObjectCounts)
 
 
-def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[Path]:
-    """Site folders under ``data_dir`` (those holding before/after/change.tif), sorted by name.
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to score: the decision threshold (None: the model's own), the smallest true object
+    counted for object recall (m² of ground), and the pixel size assumed for plain images without
+    georeferencing (metres)."""
 
-    With ``names``, exactly those sites, in that order; a missing one is an InputFileError.
-    """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise InputFileError(f"data folder not found: {root}")
-    if names:
-        sites = [root / n for n in names]
-        for s in sites:
-            missing = [f for f in SITE_FILES if not (s / f).exists()]
-            if missing:
-                raise InputFileError(f"site {s} lacks {', '.join(missing)}")
-        return sites
-    sites = sorted(p for p in root.iterdir() if p.is_dir() and all((p / f).exists() for f in SITE_FILES))
-    if not sites:
-        raise InputFileError(f"no site folders with {', '.join(SITE_FILES)} under {root}")
-    return sites
+    threshold: float | None = None
+    object_min_m2: float = 200.0
+    pixel_size_m: float = 1.0
 
 
-def evaluate_site(site: Path, model: ChangeModel, threshold: float, config: InferenceConfig,
+def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[LabelledPair]:
+    """Labelled pairs under ``data_dir`` in any layout (see ``rs.datasets.find_pairs``)."""
+    return find_pairs(data_dir, names)
+
+
+def object_counts(label: np.ndarray, objects: np.ndarray, prob: np.ndarray, threshold: float,
+                  min_pixels: float) -> ObjectCounts:
+    """Objects (an int label image, 0 = none) of at least ``min_pixels`` pixels, and how many have
+    a pixel with probability ≥ ``threshold`` (unlabelled pixels and NaN never count)."""
+    n = int(objects.max(initial=0))
+    if n == 0:
+        return ObjectCounts()
+    size = np.bincount(objects.ravel(), minlength=n + 1)
+    with np.errstate(invalid="ignore"):
+        predicted = (prob >= threshold) & (label != LABEL_NODATA)
+    hit = np.zeros(n + 1, bool)
+    hit[objects[predicted]] = True
+    big = size >= min_pixels
+    big[0] = False
+    return ObjectCounts(int(big.sum()), int((big & hit).sum()))
+
+
+def _objects(labels: LabelReader, label: np.ndarray, pair: AlignedPair) -> np.ndarray:
+    """Object ids on the grid: one per polygon for vector labels, else 4-connected regions."""
+    if isinstance(labels, VectorLabels):
+        ids = np.zeros(label.shape, np.int32)
+        shapes = ((g, i) for i, g in enumerate(labels.objects(), start=1))
+        return rasterio.features.rasterize(shapes, out=ids, transform=pair.grid.transform) if len(labels.objects()) else ids
+    objects, _ = ndimage.label(label == 1, structure=FOUR_CONNECTED, output=np.int32)
+    return objects
+
+
+def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfig, options: EvalOptions,
                   progress: bool = False, bands: tuple[str, ...] | None = None) -> SiteResult:
-    """Run the model over one site exactly as ``detect`` does (tiles blended into a probability
-    GeoTIFF, here a temporary one) and compare with its labels, block by block.
+    """Run the model over one pair exactly as ``detect`` does (tiles blended into a probability
+    GeoTIFF, here a temporary one) and compare with its labels.
 
-    ``bands``: the bands of the site's files fed to the model, by 1-based index or name (None: all).
-    The labels are read on the common grid (nearest neighbour), wherever their own grid lies."""
+    ``bands``: the bands of the pair's files fed to the model, by 1-based index or name (None: all).
+    The labels are read on the common grid. Pixel metrics are counted block by block; object
+    recall needs the pair's labels and probabilities whole (memory: about 9 bytes per pixel).
+    """
+    threshold = model.spec.threshold if options.threshold is None else options.threshold
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    with AlignedPair(site / "before.tif", site / "after.tif", bands) as pair, \
-            tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
-        labels = pair.reader_for(site / "change.tif", "label", fill=LABEL_NODATA)
+    with site.open(bands) as pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
+        labels = site.labels(pair)
         prob_path = write_probability(pair.grid, tiling(pair.grid, config),
                                       predict_pair(pair, model, config, progress), Path(tmp) / "prob.tif")
         with rasterio.open(prob_path) as probs:
             for _, window in probs.block_windows(1):
                 prob = probs.read(1, window=window)
-                label = labels.read([1], window, with_valid=False)[0][0]
+                label = labels.read(window)
                 keep = (label != LABEL_NODATA) & ~np.isnan(prob)
                 truth = label[keep] == 1
                 p = prob[keep]
                 result.confusion = result.confusion + confusion(p >= threshold, truth)
                 result.histogram.add(p, truth)
+            whole = read_whole(pair, labels)
+            pixel_m2 = options.pixel_size_m ** 2 if pair.grid.crs is None else pixel_area_m2(pair.grid)
+            result.objects = object_counts(whole, _objects(labels, whole, pair), probs.read(1), threshold,
+                                           options.object_min_m2 / pixel_m2)
     return result
 
 
 @dataclass
 class EvaluationReport:
-    """Pooled and per-site metrics at one threshold."""
+    """Pooled and per-pair metrics at one threshold."""
 
     threshold: float
     pooled: Confusion
     sites: dict[str, Confusion]
     histogram: ProbHistogram
+    objects: ObjectCounts = field(default_factory=ObjectCounts)
+    site_objects: dict[str, ObjectCounts] = field(default_factory=dict)
+    object_min_m2: float = 200.0
 
     def to_dict(self) -> dict[str, object]:
-        """JSON form: pooled precision/recall/f1/iou at the top level, per-site figures under ``sites``."""
-        return {**self.pooled.metrics(), "threshold": self.threshold,
-                "sites": {name: c.metrics() for name, c in self.sites.items()}}
+        """JSON form: pooled precision/recall/f1/iou and object_recall at the top level, per-pair
+        figures under ``sites``."""
+        def objects(o: ObjectCounts) -> dict[str, object]:
+            return {"object_recall": o.recall, "objects": o.total, "objects_hit": o.hit}
+
+        return {**self.pooled.metrics(), **objects(self.objects), "object_min_m2": self.object_min_m2,
+                "threshold": self.threshold,
+                "sites": {name: {**c.metrics(), **objects(self.site_objects.get(name, ObjectCounts()))}
+                          for name, c in self.sites.items()}}
 
 
-def evaluate(sites: list[Path], model: ChangeModel, threshold: float | None = None,
+def evaluate(sites: list[LabelledPair], model: ChangeModel, threshold: float | None = None,
              config: InferenceConfig | None = None, progress: bool = False,
-             bands: tuple[str, ...] | None = None) -> EvaluationReport:
-    """Evaluate ``model`` on ``sites`` at ``threshold`` (default: the model's own), on ``bands`` of the files."""
-    thr = model.spec.threshold if threshold is None else threshold
+             bands: tuple[str, ...] | None = None, options: EvalOptions | None = None) -> EvaluationReport:
+    """Evaluate ``model`` on ``sites`` at ``threshold`` (default: ``options.threshold``, else the
+    model's own), on ``bands`` of the files."""
+    options = options or EvalOptions()
+    thr = next(t for t in (threshold, options.threshold, model.spec.threshold) if t is not None)
+    options = replace(options, threshold=thr)
     config = config or InferenceConfig()
-    pooled, per_site, hist = Confusion(), {}, ProbHistogram()
+    report = EvaluationReport(thr, Confusion(), {}, ProbHistogram(), object_min_m2=options.object_min_m2)
     for site in sites:
-        r = evaluate_site(site, model, thr, config, progress=progress, bands=bands)
-        per_site[r.name] = r.confusion
-        pooled = pooled + r.confusion
-        hist += r.histogram
-    return EvaluationReport(thr, pooled, per_site, hist)
+        r = evaluate_site(site, model, config, options, progress=progress, bands=bands)
+        report.sites[r.name] = r.confusion
+        report.site_objects[r.name] = r.objects
+        report.pooled = report.pooled + r.confusion
+        report.objects = report.objects + r.objects
+        report.histogram += r.histogram
+    return report

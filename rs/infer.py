@@ -13,6 +13,7 @@ import copy
 import os
 import tempfile
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +25,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 import torch
+from rasterio.errors import NotGeoreferencedWarning
 from tqdm.auto import tqdm
 
 from models.changenet import ModelSpec, fold_batchnorm, load_checkpoint
@@ -42,8 +44,9 @@ PROB_MAX_ERROR = 0.0005
 @dataclass(frozen=True)
 class InferenceConfig:
     """How to run the network: tile side and overlap (pixels), tiles per batch, device name,
-    whether to use fp16 autocast on CUDA (ignored on the CPU, where it did not help), and how
-    many background threads read, warp and normalise tiles while the network runs."""
+    whether to use fp16 autocast on CUDA (ignored on the CPU, where it did not help), how many
+    background threads read, warp and normalise tiles while the network runs, and whether to
+    average the four flips of each tile (test-time augmentation: 4× the network time)."""
 
     tile: int = 256
     overlap: int = 64
@@ -51,6 +54,7 @@ class InferenceConfig:
     device: str = "auto"
     amp: bool = True
     workers: int = 1
+    tta: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,10 +99,12 @@ class ChangeModel:
                 f"({', '.join(self.spec.bands)}) but the scenes have {band_count}"
             )
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
         """Change probability (N, rows, cols) for a float32 batch (N, 2×bands, rows, cols).
 
-        Tiles are reflect-padded to the network's size multiple and cropped back.
+        Tiles are reflect-padded to the network's size multiple and cropped back. ``tta``:
+        test-time augmentation, the mean probability over the four flips (none, left-right,
+        up-down, both) of each tile — four forward passes.
         """
         n, _, rows, cols = batch.shape
         pad_r = -rows % self._multiple
@@ -106,10 +112,13 @@ class ChangeModel:
         if pad_r or pad_c:
             batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_r), (0, pad_c)), mode="reflect")
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, memory_format=torch.channels_last)
+        flips: list[tuple[int, ...]] = [(), (3,), (2,), (2, 3)] if tta else [()]
+        prob = torch.zeros((n, 1, *x.shape[2:]), device=self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            logits = self.network(x)
-        prob = torch.sigmoid(logits.float())
-        return prob[:, 0, :rows, :cols].cpu().numpy()
+            for dims in flips:
+                logits = self.network(x.flip(dims) if dims else x)
+                prob += torch.sigmoid(logits.float()).flip(dims) if dims else torch.sigmoid(logits.float())
+        return (prob[:, 0, :rows, :cols] / len(flips)).cpu().numpy()
 
 
 class ModelCache:
@@ -143,22 +152,21 @@ def predict_tiles(
     model: ChangeModel,
     tiles: Iterable[Tile],
     stats: tuple[BandStats, BandStats],
-    batch_size: int,
-    workers: int = 1,
+    config: InferenceConfig,
 ) -> Iterator[tuple[Tile, np.ndarray]]:
     """Yield (tile, float32 probabilities over the tile's window) for ``tiles``, in order,
-    ``batch_size`` tiles per forward pass. Blend them with ``write_probability``.
+    ``config.batch_size`` tiles per forward pass. Blend them with ``write_probability``.
 
     ``stats`` are the whole scene's (``scene_stats``), so any subset of tiles — a Dask task's
     share, say — is normalised exactly as in a single run. Probabilities are NaN where either
-    date is invalid; tiles without a valid pixel skip the network. ``workers`` background threads
-    (each with its own file handles) read, warp and normalise the next tiles while the network
+    date is invalid; tiles without a valid pixel skip the network. ``config.workers`` background
+    threads (each with its own file handles) read, warp and normalise the next tiles while the network
     runs. Memory: about three batches of tiles.
     """
     batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
 
     def flush() -> Iterator[tuple[Tile, np.ndarray]]:
-        probs = model.predict(np.stack([x for _, x, _ in batch]))
+        probs = model.predict(np.stack([x for _, x, _ in batch]), config.tta)
         for (tile, _, valid), prob in zip(batch, probs):
             prob[~valid] = np.nan
             yield tile, prob
@@ -170,12 +178,12 @@ def predict_tiles(
             return tile, None, w.valid
         return tile, model_input(w.before, w.after, w.valid, stats), w.valid
 
-    for tile, x, valid in read_ahead(pair, read, tiles, workers, depth=2 * batch_size):
+    for tile, x, valid in read_ahead(pair, read, tiles, config.workers, depth=2 * config.batch_size):
         if x is None:
             yield tile, np.full(valid.shape, np.nan, np.float32)
             continue
         batch.append((tile, x, valid))
-        if len(batch) == batch_size:
+        if len(batch) == config.batch_size:
             yield from flush()
     if batch:
         yield from flush()
@@ -231,7 +239,7 @@ def predict_pair(
     model.check_bands(pair.band_count)
     tiles = tiling(pair.grid, config)
     bar = tqdm(tiles, total=len(tiles), desc="tiles", unit="tile", disable=not progress)
-    yield from predict_tiles(pair, model, bar, scene_stats(pair), config.batch_size, config.workers)
+    yield from predict_tiles(pair, model, bar, scene_stats(pair), config)
 
 
 def tiling(grid: Grid, config: InferenceConfig) -> TileGrid:
@@ -256,7 +264,8 @@ def write_probability(grid: Grid, tiles: TileGrid, chunks: Iterable[tuple[Tile, 
         "width": grid.width, "height": grid.height, "crs": grid.crs, "transform": grid.transform,
         "tiled": True, "blockxsize": 256, "blockysize": 256,
     }
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".prob-") as scratch:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".prob-") as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain images (no CRS) are compared too
         raw = Path(scratch) / "raw.tif"
         with rasterio.open(raw, "w+", **profile) as dst:  # no nodata yet: unwritten blocks read as 0
             dst.set_band_description(1, "change probability")

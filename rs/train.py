@@ -11,6 +11,7 @@ threshold that achieved it.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,11 +22,11 @@ import torch
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from models.changenet import ModelSpec, build_network, save_checkpoint
-from rs.align import AlignedPair
+from models.changenet import ModelSpec, build_network, load_checkpoint, save_checkpoint
 from rs.atomic import atomic_write
 from rs.errors import ModelError
-from rs.evaluate import LABEL_NODATA, evaluate, find_sites
+from rs.datasets import LABEL_NODATA, LabelledPair, find_pairs, read_whole
+from rs.evaluate import evaluate
 from rs.infer import ChangeModel, InferenceConfig, model_input, resolve_device
 from rs.normalize import METHOD, pair_stats_from_arrays
 
@@ -47,19 +48,31 @@ class TrainConfig:
     train_sites: tuple[str, ...] = OSCD_TRAIN
     val_sites: tuple[str, ...] = OSCD_VAL
     name: str = "changewatch-rgbn"
-    encoder: str = "mobilenet_v2"
+    architecture: str = "unet"  # any smp architecture
+    encoder: str = "mobilenet_v2"  # any smp encoder (random init: nothing is downloaded)
+    fusion: str = "early"  # early | siamese-diff | siamese-concat (models.changenet.FUSIONS)
     bands: tuple[str, ...] = ("blue", "green", "red", "nir")  # what the model's input bands are (its spec)
     select: tuple[str, ...] | None = None  # which bands of the site files feed them (None: all, in order)
     gsd_m: float = 10.0
     crop: int = 128
     batch_size: int = 8
     iterations: int = 6000
+    epochs: float | None = None  # instead of iterations: passes over the training pixels (crop² × batch per step)
     lr: float = 1e-3
-    pos_weight: float = 10.0
+    loss: str = "bce+dice"  # '+'-joined terms of LOSSES
+    pos_weight: float = 10.0  # weight of change pixels in BCE (class imbalance)
+    focal_gamma: float = 2.0
+    flips: bool = True  # random rot90 × flip, the same for both dates
+    jitter: float = 0.1  # sd of a per-date gain and offset (radiometric differences between dates)
+    shift_px: int = 0  # up to this many pixels of random misregistration of AFTER
+    scale_range: tuple[float, float] | None = None  # random zoom of each crop (multi-scale training)
     val_every: int = 500
+    patience: int = 0  # stop after this many validations without a better val F1 (0: never)
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
+    init_from: str | None = None  # fine-tune: start from this checkpoint's network and weights
+    resume: bool = False  # continue an interrupted run from its state file (NAME.state.pt)
     licence: str = OSCD_LICENCE
 
 
@@ -76,14 +89,13 @@ class SiteArrays:
         self.positives = np.argwhere(self.label == 1)
 
 
-def load_site(site: Path, select: tuple[str, ...] | None = None) -> SiteArrays:
-    """Align, normalise (as at inference) and load one site; unlabelled or invalid pixels → 255.
+def load_site(site: LabelledPair, select: tuple[str, ...] | None = None) -> SiteArrays:
+    """Align, normalise (as at inference) and load one labelled pair; unlabelled or invalid pixels → 255.
 
-    ``select``: the bands of the site's files to use, by 1-based index or name (None: all)."""
-    with AlignedPair(site / "before.tif", site / "after.tif", select) as pair:
-        whole = Window(0, 0, pair.grid.width, pair.grid.height)
-        w = pair.read(whole)
-        label = pair.reader_for(site / "change.tif", "label", fill=LABEL_NODATA).read([1], whole, with_valid=False)[0][0]
+    ``select``: the bands of the pair's files to use, by 1-based index or name (None: all)."""
+    with site.open(select) as pair:
+        w = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
+        label = read_whole(pair, site.labels(pair))
     label = np.where(w.valid, label, LABEL_NODATA).astype(np.uint8)
     stats = pair_stats_from_arrays(w.before, w.after, w.valid)
     return SiteArrays(site.name, model_input(w.before, w.after, w.valid, stats), label)
@@ -99,46 +111,96 @@ def _crop_origin(site: SiteArrays, crop: int, rng: np.random.Generator, centre_o
     return int(np.clip(r0, 0, max(0, h - crop))), int(np.clip(c0, 0, max(0, w - crop)))
 
 
+def _zoom(x: np.ndarray, y: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a (C, h, w) crop and its (h, w) labels to crop × crop: bilinear for the image,
+    nearest for the labels (so 255 stays 'ignore')."""
+    xt = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(x))[None], size=(crop, crop),
+                                         mode="bilinear", align_corners=False)[0].numpy()
+    rows = (np.arange(crop) * y.shape[0] / crop).astype(int)
+    cols = (np.arange(crop) * y.shape[1] / crop).astype(int)
+    return xt, y[np.ix_(rows, cols)]
+
+
 def sample_batch(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A batch of augmented crops: x (N, 2×bands, crop, crop) float32, y (N, crop, crop) uint8.
 
-    Augmentation: a random dihedral transform (rot90 × flip) shared by both dates, and an
-    independent gain/offset jitter per date (radiometric differences between acquisitions).
-    Crops smaller than ``crop`` (tiny sites) are padded with ignored pixels.
+    Augmentation (each switchable in TrainConfig): a random zoom of the crop (multi-scale), a
+    random dihedral transform (rot90 × flip) shared by both dates, an independent gain/offset
+    jitter per date (radiometric differences between acquisitions), and a random shift of AFTER
+    by up to ``shift_px`` pixels (the misregistration real pairs have). Crops smaller than ``crop``
+    (tiny sites) are padded with ignored pixels.
     """
     weights = np.array([s.label.size for s in sites], dtype=float)
     nb = len(config.bands)
     xs, ys = [], []
     for _ in range(config.batch_size):
         site = sites[rng.choice(len(sites), p=weights / weights.sum())]
-        r0, c0 = _crop_origin(site, config.crop, rng, centre_on_change=rng.random() < 0.5)
-        x = site.x[:, r0:r0 + config.crop, c0:c0 + config.crop]
-        y = site.label[r0:r0 + config.crop, c0:c0 + config.crop]
+        scale = float(rng.uniform(*config.scale_range)) if config.scale_range else 1.0
+        side = max(8, int(round(config.crop / scale)))
+        margin = config.shift_px
+        r0, c0 = _crop_origin(site, side + 2 * margin, rng, centre_on_change=rng.random() < 0.5)
+        x = site.x[:, r0:r0 + side + 2 * margin, c0:c0 + side + 2 * margin]
+        y = site.label[r0:r0 + side + 2 * margin, c0:c0 + side + 2 * margin]
+        if margin:
+            dr, dc = rng.integers(-margin, margin + 1, size=2)
+            after = x[nb:, margin + dr:margin + dr + side, margin + dc:margin + dc + side]
+            x = np.concatenate([x[:nb, margin:margin + side, margin:margin + side], after])
+            y = y[margin:margin + side, margin:margin + side]
+            if after.shape[1:] != x.shape[1:] or x.shape[1:] != y.shape:  # at a site edge: no shift
+                x, y = site.x[:, r0:r0 + side, c0:c0 + side], site.label[r0:r0 + side, c0:c0 + side]
+        if side != config.crop and y.shape == (side, side):
+            x, y = _zoom(x, y, config.crop)
         ph, pw = config.crop - y.shape[0], config.crop - y.shape[1]
         if ph or pw:
-            x = np.pad(x, ((0, 0), (0, ph), (0, pw)))
-            y = np.pad(y, ((0, ph), (0, pw)), constant_values=LABEL_NODATA)
-        k = int(rng.integers(4))
-        x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
-        if rng.random() < 0.5:
-            x, y = x[:, :, ::-1], y[:, ::-1]
-        gain = 1.0 + rng.normal(0.0, 0.1, size=2).repeat(nb)[:, None, None]
-        offset = rng.normal(0.0, 0.1, size=2).repeat(nb)[:, None, None]
-        xs.append((x * gain + offset).astype(np.float32))
+            x = np.pad(x[:, :config.crop, :config.crop], ((0, 0), (0, max(0, ph)), (0, max(0, pw))))
+            y = np.pad(y[:config.crop, :config.crop], ((0, max(0, ph)), (0, max(0, pw))), constant_values=LABEL_NODATA)
+        if config.flips:
+            k = int(rng.integers(4))
+            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
+            if rng.random() < 0.5:
+                x, y = x[:, :, ::-1], y[:, ::-1]
+        if config.jitter:
+            gain = 1.0 + rng.normal(0.0, config.jitter, size=2).repeat(nb)[:, None, None]
+            offset = rng.normal(0.0, config.jitter, size=2).repeat(nb)[:, None, None]
+            x = x * gain + offset
+        xs.append(np.ascontiguousarray(x, dtype=np.float32))
         ys.append(np.ascontiguousarray(y))
     return np.stack(xs), np.stack(ys)
 
 
-def change_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:
-    """Weighted BCE + soft Dice of the change class over labelled pixels (target 255 ignored)."""
+LOSSES = ("bce", "dice", "focal")
+
+
+def parse_loss(text: str) -> tuple[str, ...]:
+    """'bce+dice' → ('bce', 'dice'); an unknown or empty term is a ValueError."""
+    terms = tuple(t.strip().lower() for t in text.split("+") if t.strip())
+    unknown = [t for t in terms if t not in LOSSES]
+    if not terms or unknown:
+        raise ValueError(f"loss {text!r}: use terms of {', '.join(LOSSES)} joined with '+', e.g. bce+dice")
+    return terms
+
+
+def change_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float, terms: tuple[str, ...] = ("bce", "dice"),
+                gamma: float = 2.0) -> torch.Tensor:
+    """Sum of the ``terms`` over labelled pixels (target 255 ignored): weighted BCE, soft Dice of
+    the change class, and focal loss (BCE down-weighting easy pixels by (1 − p_t)^gamma, with the
+    same class weight)."""
     logits = logits[:, 0]
     keep = target != LABEL_NODATA
     t = (target == 1).float()
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        logits[keep], t[keep], pos_weight=torch.tensor(pos_weight, device=logits.device))
-    p = torch.sigmoid(logits) * keep
-    dice = 1.0 - (2.0 * (p * t).sum() + 1.0) / (p.sum() + t.sum() + 1.0)
-    return bce + dice
+    weight = torch.tensor(pos_weight, device=logits.device)
+    total = logits.new_zeros(())
+    if "bce" in terms:
+        total = total + torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], t[keep], pos_weight=weight)
+    if "focal" in terms:
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], t[keep], reduction="none")
+        p_t = torch.exp(-bce)
+        w = torch.where(t[keep] > 0, weight, torch.ones_like(bce))
+        total = total + (w * (1 - p_t) ** gamma * bce).mean()
+    if "dice" in terms:
+        p = torch.sigmoid(logits) * keep
+        total = total + 1.0 - (2.0 * (p * t).sum() + 1.0) / (p.sum() + t.sum() + 1.0)
+    return total
 
 
 @dataclass
@@ -151,7 +213,7 @@ class TrainResult:
     seconds: float
 
 
-def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: list[Path],
+def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: list[LabelledPair],
               select: tuple[str, ...] | None) -> tuple[float, dict[str, object]]:
     model = ChangeModel(network, spec, device)
     report = evaluate(val, model, threshold=0.5, config=InferenceConfig(tile=256, overlap=64), bands=select)
@@ -159,63 +221,165 @@ def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, v
     return threshold, pooled.metrics()
 
 
+def _split(config: TrainConfig) -> tuple[list[LabelledPair], list[LabelledPair]]:
+    """Training and validation pairs; train_sites ("all",) means every pair not used for val."""
+    val = find_pairs(config.data_dir, list(config.val_sites)) if config.val_sites else []
+    if tuple(config.train_sites) == ("all",):
+        names = {p.name for p in val}
+        return [p for p in find_pairs(config.data_dir) if p.name not in names], val
+    return find_pairs(config.data_dir, list(config.train_sites)), val
+
+
+def _initial_network(config: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, ModelSpec]:
+    """A fresh network for ``config``, or, with ``init_from``, that checkpoint's network and weights
+    (its architecture, fusion and encoder; its band count must match)."""
+    if config.init_from:
+        network, base = load_checkpoint(config.init_from)
+        if len(base.bands) != len(config.bands):
+            raise ModelError(f"--init-from {config.init_from} takes {len(base.bands)} bands per date, "
+                             f"the training data {len(config.bands)}")
+        spec = ModelSpec(name=config.name, architecture=base.architecture, fusion=base.fusion, encoder=base.encoder,
+                         encoder_depth=base.encoder_depth, decoder_channels=base.decoder_channels, bands=config.bands,
+                         gsd_m=config.gsd_m, normalisation=METHOD, licence=config.licence)
+        return network.to(device).train(), spec
+    spec = ModelSpec(name=config.name, architecture=config.architecture, fusion=config.fusion, encoder=config.encoder,
+                     bands=config.bands, gsd_m=config.gsd_m, normalisation=METHOD, licence=config.licence)
+    return build_network(spec).to(device).train(), spec
+
+
+def iterations_for(config: TrainConfig, sites: list[SiteArrays]) -> int:
+    """Optimiser steps: ``config.iterations``, or ``config.epochs`` passes over the labelled pixels."""
+    if config.epochs is None:
+        return config.iterations
+    pixels = sum(int((s.label != LABEL_NODATA).sum()) for s in sites)
+    return max(1, math.ceil(config.epochs * pixels / (config.batch_size * config.crop ** 2)))
+
+
+@dataclass
+class Progress:
+    """What a run has done so far: saved at every validation so that ``resume`` can continue."""
+
+    iteration: int = 0
+    running: float = math.nan
+    best_f1: float = -1.0
+    best_threshold: float = 0.5
+    best_metrics: dict[str, object] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    since_best: int = 0
+    log: list[dict[str, object]] = field(default_factory=list)
+
+
+def _state_path(config: TrainConfig) -> Path:
+    return Path(config.out).with_suffix(".state.pt")
+
+
+def _save_state(config: TrainConfig, progress: Progress, network: torch.nn.Module, optimiser: torch.optim.Optimizer,
+                schedule: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator) -> None:
+    """Everything needed to continue the run, written atomically (tensors and plain data only, so
+    it loads with ``torch.load(weights_only=True)``)."""
+    state = {"progress": asdict(progress), "network": network.state_dict(), "optimiser": optimiser.state_dict(),
+             "schedule": schedule.state_dict(), "numpy_rng": json.dumps(rng.bit_generator.state),
+             "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(config))}
+    with atomic_write(_state_path(config)) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(config: TrainConfig, network: torch.nn.Module, optimiser: torch.optim.Optimizer,
+                schedule: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator) -> Progress:
+    path = _state_path(config)
+    if not path.exists():
+        raise ModelError(f"--resume: no saved training state at {path}")
+    state = torch.load(path, weights_only=True)
+    saved = json.loads(state["config"])
+    changed = [k for k in ("data_dir", "fusion", "encoder", "architecture", "bands", "crop", "batch_size",
+                           "iterations", "epochs", "init_from")
+               if saved.get(k) != json.loads(json.dumps(asdict(config)))[k]]
+    if changed:
+        raise ModelError(f"--resume: {path} was saved by a run with different {', '.join(changed)}")
+    network.load_state_dict(state["network"])
+    optimiser.load_state_dict(state["optimiser"])
+    schedule.load_state_dict(state["schedule"])
+    rng.bit_generator.state = json.loads(state["numpy_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return Progress(**state["progress"])
+
+
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train, validate every ``val_every`` iterations, and save the best checkpoint to ``config.out``."""
+    """Train, validate every ``val_every`` iterations, and save the best checkpoint to ``config.out``.
+
+    Deterministic on the CPU for a given seed. Writes ``NAME.log.csv`` and ``NAME.log.jsonl`` (one
+    row per validation) and ``NAME.state.pt`` (to ``resume`` from) beside the checkpoint; stops
+    early after ``patience`` validations without a better val F1.
+    """
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
-    train_sites = [load_site(s, config.select) for s in find_sites(config.data_dir, list(config.train_sites))]
+    try:
+        terms = parse_loss(config.loss)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from exc
+    train_pairs, val_pairs = _split(config)
+    train_sites = [load_site(s, config.select) for s in train_pairs]
     if train_sites[0].x.shape[0] != 2 * len(config.bands):
         raise ModelError(f"{len(config.bands)} band names given ({', '.join(config.bands)}) for "
                          f"{train_sites[0].x.shape[0] // 2} bands per date in the data")
-    val_sites = find_sites(config.data_dir, list(config.val_sites)) if config.val_sites else []
-    spec = ModelSpec(name=config.name, encoder=config.encoder, bands=config.bands, gsd_m=config.gsd_m,
-                     normalisation=METHOD, licence=config.licence)
-    network = build_network(spec).to(device).train()
+    network, spec = _initial_network(config, device)
+    iterations = iterations_for(config, train_sites)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=config.iterations, pct_start=0.05)
-    best: tuple[float, float, dict[str, object], dict[str, torch.Tensor]] | None = None
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=iterations, pct_start=0.05)
+    state = _load_state(config, network, optimiser, schedule, rng) if config.resume else Progress()
     log_path = Path(config.out).with_suffix(".log.csv")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_rows: list[dict[str, object]] = []
-    running = math.nan
-    bar = tqdm(range(1, config.iterations + 1), desc="train", unit="it", disable=not progress)
+    bar = tqdm(range(state.iteration + 1, iterations + 1), desc="train", unit="it", disable=not progress,
+               initial=state.iteration, total=iterations)
     for it in bar:
         x, y = sample_batch(train_sites, config, rng)
-        loss = change_loss(network(torch.from_numpy(x).to(device)), torch.from_numpy(y).to(device), config.pos_weight)
+        loss = change_loss(network(torch.from_numpy(x).to(device)), torch.from_numpy(y).to(device), config.pos_weight,
+                           terms, config.focal_gamma)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         schedule.step()
-        running = loss.item() if math.isnan(running) else 0.98 * running + 0.02 * loss.item()
-        if it % config.val_every == 0 or it == config.iterations:
-            row: dict[str, object] = {"iteration": it, "loss": round(running, 5), "seconds": round(time.perf_counter() - start, 1)}
-            if val_sites:
-                threshold, metrics = _validate(network, spec, device, val_sites, config.select)
+        state.iteration = it
+        state.running = loss.item() if math.isnan(state.running) else 0.98 * state.running + 0.02 * loss.item()
+        if it % config.val_every == 0 or it == iterations:
+            row: dict[str, object] = {"iteration": it, "loss": round(state.running, 5),
+                                      "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)}
+            if val_pairs:
+                threshold, metrics = _validate(network, spec, device, val_pairs, config.select)
                 row.update(val_f1=round(float(metrics["f1"]), 4), val_threshold=threshold)
-                if best is None or float(metrics["f1"]) > best[0]:
-                    state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-                    best = (float(metrics["f1"]), threshold, metrics, state)
-                bar.set_postfix(loss=f"{running:.3f}", val_f1=f"{float(metrics['f1']):.3f}")
-            log_rows.append(row)
-            _write_log(log_path, log_rows)
-    if best is None:  # no validation sites: keep the last weights at the default threshold
-        best = (math.nan, 0.5, {}, network.state_dict())
-    _, threshold, metrics, state = best
-    network.load_state_dict(state)
-    spec.threshold = threshold
-    spec.metrics = {"val_pooled": metrics, "val_sites": list(config.val_sites)}
-    spec.training = {"config": asdict(config), "log": log_path.name,
-                     "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}
+                if float(metrics["f1"]) > state.best_f1:
+                    state.best_f1, state.best_threshold, state.best_metrics = float(metrics["f1"]), threshold, metrics
+                    state.best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+                    state.since_best = 0
+                else:
+                    state.since_best += 1
+                bar.set_postfix(loss=f"{state.running:.3f}", val_f1=f"{float(metrics['f1']):.3f}")
+            state.log.append(row)
+            _write_logs(log_path, state.log)
+            _save_state(config, state, network, optimiser, schedule, rng)
+            if config.patience and state.since_best >= config.patience:
+                break
+    if not state.best_state:  # no validation pairs: keep the last weights at the default threshold
+        state.best_state, state.best_threshold = network.state_dict(), 0.5
+    network.load_state_dict(state.best_state)
+    spec.threshold = state.best_threshold
+    spec.metrics = {"val_pooled": state.best_metrics, "val_sites": [p.name for p in val_pairs]}
+    spec.training = {"config": asdict(config), "log": log_path.name, "iterations_run": state.iteration,
+                     "iterations_planned": iterations, "seconds": round(time.perf_counter() - start, 1),
+                     "torch": torch.__version__}
     path = save_checkpoint(network, spec, config.out)
-    return TrainResult(path, threshold, metrics, time.perf_counter() - start)
+    return TrainResult(path, state.best_threshold, state.best_metrics, time.perf_counter() - start)
 
 
-def _write_log(path: Path, rows: list[dict[str, object]]) -> None:
+def _write_logs(path: Path, rows: list[dict[str, object]]) -> None:
+    """The validation log as CSV (``path``) and JSON lines (``.jsonl`` beside it), atomically."""
     keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[-1]).index(k) if k in rows[-1] else 99)
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
+    with atomic_write(path.with_suffix(".jsonl")) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))

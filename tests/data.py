@@ -5,13 +5,16 @@ Every function writes real files with rasterio/pyogrio, so tests exercise the sa
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.transform
 import torch
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 
 from models.changenet import ModelSpec
 
@@ -67,6 +70,53 @@ def make_site(root: Path, name: str, seed: int, size: int = 64, squares: tuple[t
     write_raster(site / "before.tif", before, UTM48N, t)
     write_raster(site / "after.tif", after, UTM48N, t)
     write_raster(site / "change.tif", label, UTM48N, t)
+    return site
+
+
+def write_png(path: Path, data: np.ndarray) -> Path:
+    """Write a (bands, rows, cols) uint8 array as a plain PNG (no CRS, no georeferencing)."""
+    data = data if data.ndim == 3 else data[None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                           dtype="uint8") as dst:
+            dst.write(data)
+    return path
+
+
+def make_levir(root: Path, squares: dict[str, tuple[tuple[int, int, int], ...]], size: int = 64,
+               change_value: int = 255) -> Path:
+    """A LEVIR-CD style folder: A/, B/, label/ of same-named plain RGB PNGs (8-bit); labels are 0 and
+    ``change_value`` (255 as LEVIR-CD, or 1) over the planted squares of each image."""
+    for sub in ("A", "B", "label"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for seed, (name, planted) in enumerate(squares.items(), start=1):
+        before = (textured_scene(size, size, bands=3, seed=seed) // 16).astype(np.uint8)
+        after = before.copy()
+        label = np.zeros((size, size), np.uint8)
+        for row, col, side in planted:
+            after = plant_square(after, row, col, side, value=250)
+            label[row:row + side, col:col + side] = change_value
+        write_png(root / "A" / f"{name}.png", before)
+        write_png(root / "B" / f"{name}.png", after)
+        write_png(root / "label" / f"{name}.png", label)
+    return root
+
+
+def make_vector_site(root: Path, name: str, seed: int, squares: tuple[tuple[int, int, int], ...], size: int = 64,
+                     layer_crs: CRS = WGS84) -> Path:
+    """A site with before/after GeoTIFFs (UTM 48N) and its changed squares as polygons in
+    ``changes.gpkg`` (in ``layer_crs``, so they are reprojected when rasterised)."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    site = make_site(root, name, seed, size, squares)
+    (site / "change.tif").unlink()
+    t = utm_transform()
+    polygons = [box(*rasterio.transform.array_bounds(side, side, t * Affine.translation(col, row))) for row, col, side
+                in squares]
+    gpd.GeoDataFrame({"kind": ["new building"] * len(polygons)}, geometry=polygons, crs=UTM48N).to_crs(
+        layer_crs).to_file(site / "changes.gpkg")
     return site
 
 

@@ -48,9 +48,9 @@ def test_histogram_confusion_matches_direct_count() -> None:
 def test_find_sites(sites: Path, tmp_path: Path) -> None:
     assert [s.name for s in find_sites(sites)] == ["alpha", "beta", "gamma"]
     assert [s.name for s in find_sites(sites, ["gamma", "alpha"])] == ["gamma", "alpha"]
-    with pytest.raises(InputFileError, match="lacks"):
+    with pytest.raises(InputFileError, match="no labelled pair named delta"):
         find_sites(sites, ["delta"])
-    with pytest.raises(InputFileError, match="no site folders"):
+    with pytest.raises(InputFileError, match="no labelled pairs"):
         find_sites(tmp_path / "sites" / "alpha")
 
 
@@ -61,4 +61,7 @@ def test_evaluate_known_answer(sites: Path) -> None:
     assert report.pooled.tp == 12 * 12 + 8 * 8 + 10 * 10 + 6 * 6 + 14 * 14
     assert report.pooled.f1 == pytest.approx(1.0)
     d = report.to_dict()
-    assert {"precision", "recall", "f1", "iou", "sites"} <= set(d) and set(d["sites"]) == {"alpha", "beta", "gamma"}
+    assert {"precision", "recall", "f1", "iou", "object_recall", "sites"} <= set(d)
+    assert set(d["sites"]) == {"alpha", "beta", "gamma"}
+    # 10 m pixels: the 6×6 square (3 600 m²) and larger count at the default 200 m²; all five are hit
+    assert (report.objects.total, report.objects.hit) == (5, 5) and d["object_recall"] == 1.0

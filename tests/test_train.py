@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import pytest
+
 from models.changenet import load_checkpoint
-from rs.train import TrainConfig, change_loss, load_site, sample_batch, train
+from rs.datasets import find_pairs
+from rs.errors import ModelError
+from rs.train import TrainConfig, change_loss, iterations_for, load_site, parse_loss, sample_batch, train
 
 
 def test_load_site_and_sample_batch(sites: Path) -> None:
-    site = load_site(sites / "alpha")
+    site = load_site(find_pairs(sites, ["alpha"])[0])
     assert site.x.shape == (8, 64, 64) and site.x.dtype == np.float32
     assert int((site.label == 1).sum()) == 12 * 12 + 8 * 8 and len(site.positives) == 208
     config = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=6)
@@ -45,3 +49,94 @@ def test_short_training_lowers_loss_and_saves_checkpoint(sites: Path, tmp_path: 
     net, spec = load_checkpoint(result.checkpoint)
     assert spec.threshold == result.threshold and spec.metrics["val_sites"] == ["gamma"]
     assert spec.training["config"]["iterations"] == 60
+
+
+def tiny_config(sites: Path, out: Path, **kw: object) -> TrainConfig:
+    base = dict(data_dir=str(sites), out=str(out), train_sites=("alpha", "beta"), val_sites=("gamma",),
+                encoder="resnet18", crop=32, batch_size=2, iterations=6, val_every=3, lr=3e-3, threads=1, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)[0].state_dict()
+
+
+def test_training_is_deterministic_with_a_seed(sites: Path, tmp_path: Path) -> None:
+    a = train(tiny_config(sites, tmp_path / "a.json"), progress=False)
+    b = train(tiny_config(sites, tmp_path / "b.json"), progress=False)
+    for k, v in weights(a.checkpoint).items():
+        torch.testing.assert_close(v, weights(b.checkpoint)[k], rtol=0, atol=0)
+
+
+def test_resume_continues_an_interrupted_run_to_the_same_weights(sites: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = train(tiny_config(sites, tmp_path / "whole.json"), progress=False)
+    import rs.train
+
+    calls = {"n": 0}
+    real = rs.train.sample_batch
+
+    def crash_at_step_5(*args: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # the state saved at step 3 survives
+        return real(*args)
+
+    monkeypatch.setattr(rs.train, "sample_batch", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(sites, tmp_path / "cut.json"), progress=False)
+    monkeypatch.setattr(rs.train, "sample_batch", real)
+    resumed = train(tiny_config(sites, tmp_path / "cut.json", resume=True), progress=False)
+    for k, v in weights(whole.checkpoint).items():
+        torch.testing.assert_close(v, weights(resumed.checkpoint)[k], rtol=0, atol=0)
+    rows = list(csv.DictReader(open(tmp_path / "cut.log.csv")))
+    assert [int(r["iteration"]) for r in rows] == [3, 6]
+    assert (tmp_path / "cut.log.jsonl").read_text().count("\n") == 2
+    with pytest.raises(ModelError, match="different crop"):
+        train(tiny_config(sites, tmp_path / "cut.json", resume=True, crop=64), progress=False)
+
+
+@pytest.mark.parametrize("fusion", ["siamese-diff", "siamese-concat"])
+def test_siamese_networks_train_and_round_trip(sites: Path, tmp_path: Path, fusion: str) -> None:
+    result = train(tiny_config(sites, tmp_path / "s.json", fusion=fusion, iterations=2, val_every=2), progress=False)
+    network, spec = load_checkpoint(result.checkpoint)
+    assert spec.fusion == fusion and type(network).__name__ == "SiameseNet"
+
+
+def test_fine_tuning_starts_from_a_checkpoint(sites: Path, tmp_path: Path) -> None:
+    base = train(tiny_config(sites, tmp_path / "base.json", fusion="siamese-diff", iterations=2, val_every=2),
+                 progress=False)
+    tuned = train(tiny_config(sites, tmp_path / "tuned.json", init_from=str(base.checkpoint), encoder="mobilenet_v2",
+                              iterations=2, val_every=2, lr=1e-12), progress=False)
+    spec = load_checkpoint(tuned.checkpoint)[1]
+    assert (spec.fusion, spec.encoder) == ("siamese-diff", "resnet18")  # the checkpoint's network, not --encoder
+    for k, v in weights(base.checkpoint).items():  # a vanishing learning rate: weights barely move
+        if v.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(v, weights(tuned.checkpoint)[k], rtol=1e-3, atol=1e-3)
+
+
+def test_augmentations_keep_shapes_and_labels(sites: Path) -> None:
+    site = load_site(find_pairs(sites, ["alpha"])[0])
+    config = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=16, shift_px=2,
+                         scale_range=(0.5, 2.0), jitter=0.0, flips=False)
+    x, y = sample_batch([site], config, np.random.default_rng(1))
+    assert x.shape == (16, 8, 32, 32) and y.shape == (16, 32, 32)
+    assert set(np.unique(y)) <= {0, 1, 255} and (y == 1).any()
+
+
+def test_losses_and_epochs(sites: Path) -> None:
+    assert parse_loss("BCE + focal") == ("bce", "focal")
+    with pytest.raises(ValueError, match="terms of"):
+        parse_loss("bce+hinge")
+    logits = torch.zeros(1, 1, 4, 4)
+    target = torch.full((1, 4, 4), 255, dtype=torch.uint8)
+    target[0, 0, 0] = 1
+    a = change_loss(logits, target, 1.0, ("focal",))
+    logits2 = logits.clone()
+    logits2[0, 0, 3, 3] = 50.0  # an ignored pixel
+    assert torch.isclose(a, change_loss(logits2, target, 1.0, ("focal",)))
+    assert a > 0 and torch.isclose(change_loss(logits, target, 1.0, ("focal",), gamma=0.0),
+                                   change_loss(logits, target, 1.0, ("bce",)))
+    site = load_site(find_pairs(sites, ["alpha"])[0])
+    config = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=2, epochs=2.0)
+    assert iterations_for(config, [site]) == 2 * 64 * 64 // (2 * 32 * 32)

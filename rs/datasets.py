@@ -1,0 +1,212 @@
+"""Labelled change data in the layouts users have, read on each pair's common grid.
+
+Three layouts, recognised from the folder given (``find_pairs``):
+
+- **sites** — ``DIR/<site>/before.tif, after.tif, change.tif`` (the OSCD layout of
+  ``shared/data/oscd``): georeferenced rasters, labels 1 = change, 0 = no change, 255 = not labelled;
+- **LEVIR-CD** — ``DIR/A/<name>, DIR/B/<name>, DIR/label/<name>`` with the same file names, PNG,
+  JPEG or GeoTIFF; labels 0/255 (255 = change) or 0/1, detected from the files. Plain images
+  without georeferencing are compared pixel for pixel (the three must have the same size);
+- **vector labels** — ``DIR/<site>/before.tif, after.tif`` and one vector layer of changed
+  polygons, ``changes.gpkg``/``.geojson``/``.shp`` (any CRS), rasterised on the fly onto the common
+  grid: inside a polygon is change, everything else no change.
+
+A LabelledPair's labels come out as uint8 windows with 1 = change, 0 = no change, 255 = not
+labelled, whatever the layout, so training and evaluation read every layout the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import rasterio.features
+import shapely
+from rasterio.windows import Window
+
+from rs.align import AlignedPair, GridReader, open_raster
+from rs.errors import InputFileError
+
+LABEL_NODATA = 255
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+VECTOR_LABELS = ("changes.gpkg", "changes.geojson", "changes.shp")
+SITE_IMAGES = ("before.tif", "after.tif")
+
+
+@dataclass(frozen=True)
+class LabelledPair:
+    """One labelled scene pair: its name, the two dates and its labels (a raster or a vector layer).
+
+    ``encoding`` says how a raster label marks change: ``"0/1"`` (1 = change, 255 = not labelled)
+    or ``"0/255"`` (255 = change); vector labels have ``"vector"``.
+    """
+
+    name: str
+    before: Path
+    after: Path
+    label: Path
+    encoding: str
+
+    def open(self, bands: tuple[str, ...] | None = None) -> AlignedPair:
+        """The pair aligned (on BEFORE's pixels where the dates overlap), ``bands`` selected."""
+        return AlignedPair(self.before, self.after, bands)
+
+    def labels(self, pair: AlignedPair) -> LabelReader:
+        """A reader of this pair's labels on ``pair``'s grid."""
+        if self.encoding == "vector":
+            return VectorLabels(self.label, pair)
+        return RasterLabels(pair.reader_for(self.label, "label", fill=LABEL_NODATA), self.encoding)
+
+
+class LabelReader:
+    """Labels of one pair, a window of its common grid at a time (uint8: 1 change, 0 no, 255 unlabelled)."""
+
+    def read(self, window: Window) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RasterLabels(LabelReader):
+    """A label raster (nearest-neighbour onto the grid; outside it: not labelled)."""
+
+    def __init__(self, reader: GridReader, encoding: str) -> None:
+        self.reader, self.encoding = reader, encoding
+
+    def read(self, window: Window) -> np.ndarray:
+        values = self.reader.read([1], window, with_valid=False)[0][0]
+        if self.encoding == "0/255":
+            return np.where(values == 255, 1, np.where(values == 0, 0, LABEL_NODATA)).astype(np.uint8)
+        return np.where((values == 0) | (values == 1), values, LABEL_NODATA).astype(np.uint8)
+
+
+class VectorLabels(LabelReader):
+    """Changed polygons rasterised per window (a pixel is change when its centre is inside one)."""
+
+    def __init__(self, path: Path, pair: AlignedPair) -> None:
+        if pair.grid.crs is None:
+            raise InputFileError(f"vector labels {path} need georeferenced scenes")
+        try:
+            layer = gpd.read_file(path, bbox=_bbox_in(pair, path))
+        except Exception as exc:  # pyogrio raises several types for unreadable files
+            raise InputFileError(f"label layer is not a readable vector file: {path} ({exc})") from exc
+        if layer.crs is None:
+            raise InputFileError(f"label layer has no CRS: {path}")
+        geoms = shapely.make_valid(layer.to_crs(pair.grid.crs).geometry.values)
+        self.geoms = geoms[~shapely.is_empty(geoms)]
+        self.tree = shapely.STRtree(self.geoms)
+        self.grid = pair.grid
+
+    def read(self, window: Window) -> np.ndarray:
+        shape = (int(window.height), int(window.width))
+        transform = self.grid.window_transform(window)
+        box = shapely.box(*rasterio.windows.bounds(window, self.grid.transform))
+        hits = self.geoms[self.tree.query(box, predicate="intersects")]
+        if len(hits) == 0:
+            return np.zeros(shape, np.uint8)
+        return rasterio.features.rasterize(hits, out_shape=shape, transform=transform, fill=0, default_value=1,
+                                           dtype="uint8")
+
+    def objects(self) -> np.ndarray:
+        """The change polygons (grid CRS)."""
+        return self.geoms
+
+
+def _bbox_in(pair: AlignedPair, path: Path) -> tuple[float, float, float, float] | None:
+    """The grid's bounds in the layer's CRS, to read only features inside (None: read all)."""
+    try:
+        from pyogrio import read_info
+
+        crs = read_info(path).get("crs")
+    except Exception:
+        return None
+    if not crs:
+        return None
+    from rasterio.warp import transform_bounds
+
+    return transform_bounds(pair.grid.crs, crs, *pair.grid.bounds, densify_pts=21)
+
+
+def detect_encoding(labels: list[Path]) -> str:
+    """``"0/1"`` when any label raster holds the value 1 (255, if present, means not labelled),
+    ``"0/255"`` when they hold only 0 and 255 (255 = change, as LEVIR-CD). Other values: an
+    InputFileError. Reads the files block by block."""
+    seen: set[int] = set()
+    for path in labels:
+        with open_raster(path, "label") as ds:
+            for _, window in ds.block_windows(1):
+                seen.update(np.unique(ds.read(1, window=window)).tolist())
+        if 1 in seen:
+            break
+    if 1 in seen:
+        return "0/1"
+    if seen <= {0, 255}:
+        return "0/255"
+    raise InputFileError(f"labels hold values {sorted(seen)[:8]}: expected 0/1 (255 = unlabelled) or 0/255")
+
+
+def _site_pairs(root: Path) -> list[LabelledPair]:
+    pairs = []
+    for site in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not all((site / f).exists() for f in SITE_IMAGES):
+            continue
+        if (site / "change.tif").exists():
+            pairs.append(LabelledPair(site.name, site / "before.tif", site / "after.tif", site / "change.tif", "0/1"))
+        elif vector := next((site / v for v in VECTOR_LABELS if (site / v).exists()), None):
+            pairs.append(LabelledPair(site.name, site / "before.tif", site / "after.tif", vector, "vector"))
+    return pairs
+
+
+def _levir_pairs(root: Path) -> list[LabelledPair]:
+    images = {p.stem: p for p in sorted((root / "A").iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    pairs = []
+    for stem, before in images.items():
+        after = next(((root / "B" / f"{stem}{s}") for s in (before.suffix, *IMAGE_SUFFIXES)
+                      if (root / "B" / f"{stem}{s}").exists()), None)
+        label = next(((root / "label" / f"{stem}{s}") for s in (before.suffix, *IMAGE_SUFFIXES)
+                      if (root / "label" / f"{stem}{s}").exists()), None)
+        if after is None or label is None:
+            raise InputFileError(f"{before.name} in {root / 'A'} has no counterpart in B/ and label/")
+        pairs.append(LabelledPair(stem, before, after, label, ""))
+    if not pairs:
+        raise InputFileError(f"no images in {root / 'A'}")
+    encoding = detect_encoding([p.label for p in pairs])
+    return [LabelledPair(p.name, p.before, p.after, p.label, encoding) for p in pairs]
+
+
+def find_pairs(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[LabelledPair]:
+    """Every labelled pair under ``data_dir`` in whichever layout it uses, sorted by name.
+
+    With ``names``, exactly those pairs, in that order; a missing one is an InputFileError.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise InputFileError(f"data folder not found: {root}")
+    if all((root / d).is_dir() for d in ("A", "B", "label")):
+        pairs = _levir_pairs(root)
+    else:
+        pairs = _site_pairs(root)
+    if not pairs:
+        raise InputFileError(
+            f"no labelled pairs under {root}: expected <site>/before.tif, after.tif and change.tif or "
+            f"changes.gpkg/.geojson/.shp, or A/, B/, label/ folders of images")
+    if not names:
+        return pairs
+    by_name = {p.name: p for p in pairs}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise InputFileError(f"no labelled pair named {', '.join(missing)} under {root}")
+    return [by_name[n] for n in names]
+
+
+def read_whole(pair: AlignedPair, labels: LabelReader) -> np.ndarray:
+    """All labels of a pair's grid (small scenes: training, object counts)."""
+    return labels.read(Window(0, 0, pair.grid.width, pair.grid.height))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of a raster."""
+    with rasterio.open(path) as ds:
+        return ds.height, ds.width
