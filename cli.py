@@ -83,6 +83,11 @@ resolution_opt = click.option(
     "--resolution", type=click.FloatRange(0.0, min_open=True), default=None,
     help="Pixel size of the common grid in its CRS's units (metres for UTM, degrees for EPSG:4326); pixel edges "
          "fall on multiples of it. Default: BEFORE's (carried over to --crs).")
+gsd_opt = click.option(
+    "--gsd", type=click.Choice(["auto", "native"]), default="auto", show_default=True,
+    help="auto: imagery more than twice as fine as the model's training GSD (e.g. 0.5 m under the 10 m shipped "
+         "models) is compared on a grid at the model's GSD, in metres; native: always at the imagery's own pixels. "
+         "Ignored with --crs/--resolution.")
 simplify_opt = click.option("--simplify-m", type=click.FloatRange(0.0), default=0.0, show_default=True,
                             help="Simplify change outlines to this tolerance in metres (topology kept); 0 keeps "
                                  "the exact pixel outlines.")
@@ -133,8 +138,8 @@ def layer_options(func: F) -> F:
 
 def detect_options(func: F) -> F:
     """The model, decision and tiling options shared by detect and batch."""
-    for option in reversed((model_opt, bands_opt, crs_opt, resolution_opt, device_opt, amp_opt, tta_opt, threshold_opt,
-                            min_area_opt, simplify_opt, tile_opt, overlap_opt, batch_opt, quiet_opt)):
+    for option in reversed((model_opt, bands_opt, crs_opt, resolution_opt, gsd_opt, device_opt, amp_opt, tta_opt,
+                            threshold_opt, min_area_opt, simplify_opt, tile_opt, overlap_opt, batch_opt, quiet_opt)):
         func = option(func)
     return func
 
@@ -184,11 +189,11 @@ def _bands(value: str | None) -> tuple[str, ...] | None:
 
 def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None, bands: str | None,
                 threshold: float | None, min_area_m2: float, simplify_m: float, inference: Any, quiet: bool,
-                masks: tuple[str, ...] = (), grid: Any = None) -> None:
+                masks: tuple[str, ...] = (), grid: Any = None, gsd: str = "auto") -> None:
     from rs.pipeline import DetectConfig, detect
 
     config = DetectConfig(before=before, after=after, outdir=outdir, layers=layers, model=_model(model_path),
-                          bands=_bands(bands), masks=masks, grid=grid or _grid(None, None), threshold=threshold,
+                          bands=_bands(bands), masks=masks, grid=grid or _grid(None, None), gsd=gsd, threshold=threshold,
                           min_area_m2=min_area_m2, simplify_m=simplify_m, inference=inference)
     result = detect(config, progress=not quiet)
     for name, path in result.files.items():
@@ -214,9 +219,9 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
 @reports_errors
 def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers: int, permits: str | None,
            zoning: str | None, parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None,
-           bands: str | None, grid_crs: str | None, resolution: float | None, device: str, amp: bool, tta: bool,
-           threshold: float | None, min_area_m2: float, simplify_m: float, tile: int, overlap: int, batch_size: int,
-           quiet: bool) -> None:
+           bands: str | None, grid_crs: str | None, resolution: float | None, gsd: str, device: str, amp: bool,
+           tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int, overlap: int,
+           batch_size: int, quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
 
     BEFORE and AFTER are GeoTIFFs of one area with the same bands in the same order (the
@@ -227,7 +232,7 @@ def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers
     """
     _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, bands,
                 threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp, workers, tta),
-                quiet, masks, _grid(grid_crs, resolution))
+                quiet, masks, _grid(grid_crs, resolution), gsd)
 
 
 @cli.command()
@@ -269,7 +274,7 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
           columns_file: str | None, resume: bool, scheduler: str, workers: int | None, split_mpx: float,
           json_log: bool, model_path: str | None, bands: str | None, grid_crs: str | None, resolution: float | None,
-          device: str, amp: bool, tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int,
+          gsd: str, device: str, amp: bool, tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int,
           overlap: int, batch_size: int, quiet: bool) -> None:
     """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
 
@@ -295,7 +300,7 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
     config = BatchConfig(manifest=manifest, outdir=outdir, layers=_layers(permits, zoning, parcels, as_of, columns_file),
                          resume=resume, scheduler=scheduler, workers=workers, split_mpx=split_mpx,
                          model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
-                         bands=_bands(bands), grid=_grid(grid_crs, resolution),
+                         bands=_bands(bands), grid=_grid(grid_crs, resolution), gsd=gsd,
                          inference=_inference(device, tile, overlap, batch_size, amp, tta=tta))
     jobs = read_manifest(manifest, config.shared_layers())
     tiles = tile_counts(jobs, config)
@@ -478,6 +483,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
 @device_opt
 @threshold_opt
 @tta_opt
+@gsd_opt
 @click.option("--object-min-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
               help="Smallest true change object counted for object recall, in m² of ground.")
 @click.option("--pixel-size-m", type=click.FloatRange(0.0, min_open=True), default=1.0, show_default=True,
@@ -487,7 +493,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
 @quiet_opt
 @reports_errors
 def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: str | None, device: str,
-             threshold: float | None, tta: bool, object_min_m2: float, pixel_size_m: float, as_json: bool,
+             threshold: float | None, tta: bool, gsd: str, object_min_m2: float, pixel_size_m: float, as_json: bool,
              quiet: bool) -> None:
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels, and
     object recall (share of true change objects ≥ --object-min-m2 that are hit)."""
@@ -501,7 +507,7 @@ def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: st
         model = ChangeModel.load(resolve_model(model_path, first.band_count), device)
     report = run_evaluate(found, model, threshold, InferenceConfig(device=device, tta=tta),
                           progress=not quiet and not as_json, bands=_bands(bands),
-                          options=EvalOptions(object_min_m2=object_min_m2, pixel_size_m=pixel_size_m))
+                          options=EvalOptions(object_min_m2=object_min_m2, pixel_size_m=pixel_size_m, gsd=gsd))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -25,6 +25,8 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
+import rasterio.warp
+from pyproj import Geod
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
@@ -49,6 +51,33 @@ class Grid:
     def window_transform(self, window: Window) -> Affine:
         """Affine transform of a window of this grid."""
         return rasterio.windows.transform(window, self.transform)
+
+    def centre_lonlat(self) -> tuple[float, float]:
+        """(longitude, latitude) of the grid's centre (degrees, WGS 84)."""
+        x, y = self.transform * (self.width / 2, self.height / 2)
+        lon, lat = rasterio.warp.transform(self.crs, "EPSG:4326", [x], [y])
+        return lon[0], lat[0]
+
+    def pixel_size_m(self) -> float | None:
+        """Ground size of a pixel's side in metres at the grid's centre (mean of its two sides);
+        None for plain images without a CRS."""
+        if self.crs is None:
+            return None
+        if self.crs.is_projected:
+            return abs(self.transform.a * self.transform.e) ** 0.5 * self.crs.linear_units_factor[1]
+        lon, lat = self.centre_lonlat()
+        geod = Geod(ellps="WGS84")
+        dx = geod.inv(lon, lat, lon + abs(self.transform.a), lat)[2]
+        dy = geod.inv(lon, lat, lon, lat + abs(self.transform.e))[2]
+        return float((dx * dy) ** 0.5)
+
+    def metric_crs(self) -> CRS:
+        """The grid's CRS when it is projected, else the UTM zone of its centre."""
+        if self.crs is not None and self.crs.is_projected:
+            return self.crs
+        lon, lat = self.centre_lonlat()
+        zone = int((lon + 180) // 6) % 60 + 1
+        return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
 @dataclass(frozen=True)
@@ -198,6 +227,25 @@ def common_grid(before: rasterio.io.DatasetReader, after: rasterio.io.DatasetRea
     if width <= 0 or height <= 0:
         raise IncompatibleScenesError("BEFORE and AFTER overlap by less than one pixel of the requested grid")
     return Grid(crs, Affine(resolution, 0.0, left, 0.0, -resolution, top), width, height)
+
+
+GSD_POLICIES = ("auto", "native")
+
+
+def grid_for_gsd(grid: Grid, model_gsd_m: float, policy: str = "auto") -> GridSpec | None:
+    """The grid to compare on for a model trained at ``model_gsd_m`` metres, or None to keep ``grid``.
+
+    ``auto``: imagery more than twice as fine as the model's training GSD (very-high-resolution
+    imagery under a 10 m model, say) is compared on a grid at the model's GSD, in the scene's CRS
+    if projected, else its UTM zone, so that buildings are the size in pixels the model learnt
+    (bench/RESULTS.md measures both ways). ``native``: always the imagery's own pixels.
+    """
+    if policy not in GSD_POLICIES:
+        raise ValueError(f"unknown GSD policy {policy!r}: use one of {', '.join(GSD_POLICIES)}")
+    pixel = grid.pixel_size_m()
+    if policy == "native" or pixel is None or pixel >= model_gsd_m / 2:
+        return None
+    return GridSpec(grid.metric_crs().to_string(), model_gsd_m)
 
 
 def _pixel_offset(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[int, int] | None:

@@ -156,6 +156,7 @@ class BatchConfig:
     simplify_m: float = 0.0
     bands: tuple[str, ...] | None = None
     grid: GridSpec = field(default_factory=GridSpec)
+    gsd: str = "auto"
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def shared_layers(self) -> dict[str, str | None]:
@@ -204,7 +205,7 @@ def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
     return DetectConfig(before=job.before, after=job.after, outdir=str(Path(config.outdir) / job.area_id),
                         masks=job.masks, layers=layers, model=config.model, threshold=config.threshold,
                         min_area_m2=config.min_area_m2, simplify_m=config.simplify_m, bands=config.bands,
-                        grid=config.grid, inference=config.inference)
+                        grid=config.grid, gsd=config.gsd, inference=config.inference)
 
 
 def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predictor = predict_pair) -> JobRecord:

@@ -21,7 +21,7 @@ import rasterio
 import rasterio.features
 from scipy import ndimage
 
-from rs.align import AlignedPair
+from rs.align import AlignedPair, grid_for_gsd
 from rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability
 from rs.vectorize import FOUR_CONNECTED, pixel_area_m2
@@ -129,12 +129,14 @@ class SiteResult:
 @dataclass(frozen=True)
 class EvalOptions:
     """How to score: the decision threshold (None: the model's own), the smallest true object
-    counted for object recall (m² of ground), and the pixel size assumed for plain images without
-    georeferencing (metres)."""
+    counted for object recall (m² of ground), the pixel size assumed for plain images without
+    georeferencing (metres), and whether imagery much finer than the model's GSD is compared at
+    that GSD ("auto") or at its own ("native"), as ``detect`` does."""
 
     threshold: float | None = None
     object_min_m2: float = 200.0
     pixel_size_m: float = 1.0
+    gsd: str = "auto"
 
 
 def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[LabelledPair]:
@@ -180,7 +182,9 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfi
     """
     threshold = model.spec.threshold if options.threshold is None else options.threshold
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    with site.open(bands) as pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
+    with site.open(bands) as native:
+        coarser = grid_for_gsd(native.grid, model.spec.gsd_m, options.gsd)
+    with site.open(bands, coarser) as pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
         labels = site.labels(pair)
         prob_path = write_probability(pair.grid, tiling(pair.grid, config),
                                       predict_pair(pair, model, config, progress), Path(tmp) / "prob.tif")

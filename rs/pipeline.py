@@ -28,8 +28,9 @@ import numpy as np
 
 import rs
 from models.changenet import resolve_model
-from rs.align import AlignedPair, GridSpec, scene_date
+from rs.align import AlignedPair, GridSpec, grid_for_gsd, scene_date
 from rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
+from rs.errors import IncompatibleScenesError
 from rs.export import StagedOutput, write_json, write_judgement
 from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, tiling, write_probability
 from rs.tiling import Tile
@@ -44,7 +45,9 @@ class DetectConfig:
 
     ``bands``: the bands compared, by 1-based index or band name (None: all, in file order);
     ``masks``: cloud/invalid rasters of either date (non-zero = invalid, never change); ``grid``:
-    the common grid (default: BEFORE's pixels where the dates overlap);
+    the common grid (default: BEFORE's pixels where the dates overlap); ``gsd``: "auto" compares
+    imagery more than twice as fine as the model's training GSD on a grid at that GSD, "native"
+    never resamples (``rs.align.grid_for_gsd``; only without a user grid);
     ``model`` None means the shipped model for the scenes' band count (4: blue, green, red, NIR;
     3: red, green, blue); ``threshold`` None means the model's own (chosen on its validation data);
     ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
@@ -59,6 +62,7 @@ class DetectConfig:
     bands: tuple[str, ...] | None = None
     masks: tuple[str, ...] = ()
     grid: GridSpec = field(default_factory=GridSpec)
+    gsd: str = "auto"
     model: str | None = None
     threshold: float | None = None
     min_area_m2: float = 200.0
@@ -92,10 +96,8 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     models = models or ModelCache(config.inference.device, config.inference.amp)
-    with AlignedPair(config.before, config.after, config.bands, config.masks, config.grid) as pair:
-        model_path = resolve_model(config.model, pair.band_count)
-        model = models.get(model_path)
-        model.check_bands(pair.band_count)
+    pair, model, model_path = _open_for_model(config, models)
+    with pair:
         threshold = model.spec.threshold if config.threshold is None else config.threshold
         layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
         as_of, as_of_source = _as_of(config)
@@ -123,6 +125,28 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
                         float(judgement.flagged["area_m2"].sum()), summary)
 
 
+def _open_for_model(config: DetectConfig, models: ModelCache) -> tuple[AlignedPair, ChangeModel, Path]:
+    """The aligned pair, its model and the model's path. Without a user grid, imagery much finer
+    than the model's training GSD is compared on a grid at that GSD (``config.gsd``, see
+    ``rs.align.grid_for_gsd``)."""
+    pair = AlignedPair(config.before, config.after, config.bands, config.masks, config.grid)
+    try:
+        if pair.plain:
+            raise IncompatibleScenesError("detect needs georeferenced scenes: plain images (no CRS) can be "
+                                          "evaluated but not mapped")
+        model_path = resolve_model(config.model, pair.band_count)
+        model = models.get(model_path)
+        model.check_bands(pair.band_count)
+        coarser = grid_for_gsd(pair.grid, model.spec.gsd_m, config.gsd) if config.grid == GridSpec() else None
+        if coarser is not None:
+            pair.close()
+            pair = AlignedPair(config.before, config.after, config.bands, config.masks, coarser)
+    except BaseException:
+        pair.close()
+        raise
+    return pair, model, model_path
+
+
 def _as_of(config: DetectConfig) -> tuple[date, str]:
     """The date the rules are judged on, and where it came from."""
     if config.layers.rules.as_of is not None:
@@ -146,6 +170,7 @@ def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: A
             "before": str(Path(config.before).resolve()), "after": str(Path(config.after).resolve()),
             **layers.provenance(),
             "crs": pair.grid.crs.to_string(), "width": pair.grid.width, "height": pair.grid.height,
+            "pixel_size_m": pair.grid.pixel_size_m(), "grid": asdict(pair.grid_spec),
             "bands_per_date": pair.band_count, "bands": list(config.bands) if config.bands else "all",
             "masks": [str(Path(m).resolve()) for m in config.masks],
         },

@@ -49,7 +49,7 @@ class Run:
     @property
     def grid(self) -> GridSpec:
         """The common grid the run's probability raster is on."""
-        return GridSpec(**self.summary.get("config", {}).get("grid", {}))
+        return GridSpec(**self.summary["inputs"].get("grid", {}))
 
     def summary_table(self) -> pd.DataFrame:
         """One row per figure a planner asks first: counts, areas, date, model, threshold."""

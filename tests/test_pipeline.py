@@ -7,15 +7,17 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pytest
 import rasterio
 import torch
 from affine import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
+from shapely.geometry import Point
 
 from rs.infer import ChangeModel, InferenceConfig, ModelCache
 from rs.pipeline import DetectConfig, detect
 from rs.tiling import TileGrid
-from tests.data import UTM48N, WGS84, BrightnessChangeNet, plant_square, pointwise_spec, textured_scene, \
+from tests.data import ORIGIN, UTM48N, WGS84, BrightnessChangeNet, plant_square, pointwise_spec, textured_scene, \
     utm_transform, write_raster
 
 
@@ -90,3 +92,21 @@ def test_masked_change_is_never_reported(tmp_path: Path) -> None:
     assert run((str(tmp_path / "cloud.tif"),), "cloudy") == 1
     with rasterio.open(tmp_path / "cloudy" / "change_prob.tif") as ds:
         assert np.isnan(ds.read(1)[35:55, 35:55]).all()
+
+
+def test_vhr_input_is_compared_at_the_models_gsd_unless_native(tmp_path: Path) -> None:
+    before = textured_scene(300, 300, seed=15)
+    write_raster(tmp_path / "b.tif", before, UTM48N, utm_transform(pixel_m=2.0))
+    write_raster(tmp_path / "a.tif", plant_square(before, 100, 150, 25), UTM48N, utm_transform(pixel_m=2.0))
+    for gsd, pixel in (("auto", 10.0), ("native", 2.0)):  # the test model says it was trained at 10 m
+        result = detect(DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), str(tmp_path / gsd),
+                                     gsd=gsd, threshold=0.5, min_area_m2=0.0),
+                        progress=False, models=ModelCache(fixed=sensitive_model()))
+        with rasterio.open(tmp_path / gsd / "change_prob.tif") as ds:
+            assert ds.res == (pixel, pixel) and ds.crs == UTM48N
+        assert result.n_changes == 1 and result.summary["inputs"]["pixel_size_m"] == pytest.approx(pixel)
+        changes = gpd.read_file(tmp_path / gsd / "changes.gpkg")
+        # the 50 m square either way; at 10 m its outline may grow by the one pixel the resampling blurs
+        assert 0.8 * 50 * 50 <= changes["area_m2"].iloc[0] <= 70 * 70
+        centre = changes.geometry.iloc[0].centroid
+        assert centre.distance(Point(ORIGIN[0] + 2 * (150 + 12.5), ORIGIN[1] - 2 * (100 + 12.5))) < 5.0
