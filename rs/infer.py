@@ -160,8 +160,8 @@ def predict_tiles(
     ``stats`` are the whole scene's (``scene_stats``), so any subset of tiles — a Dask task's
     share, say — is normalised exactly as in a single run. Probabilities are NaN where either
     date is invalid; tiles without a valid pixel skip the network. ``config.workers`` background
-    threads (each with its own file handles) read, warp and normalise the next tiles while the network
-    runs. Memory: about three batches of tiles.
+    threads (each with its own file handles) read, warp and normalise the next tiles while the
+    network runs. Memory: about three batches of tiles.
     """
     batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
 
