@@ -29,6 +29,7 @@ import rasterio.warp
 from pyproj import Geod
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
+from scipy import ndimage
 
 from rs.errors import IncompatibleScenesError, InputFileError
 
@@ -264,6 +265,11 @@ def _pixel_offset(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[int, int] 
     return col, row
 
 
+def is_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
+    """Where float32 ``data`` equals the nodata value (NaN-aware)."""
+    return np.isnan(data) if np.isnan(nodata) else data == np.float32(nodata)
+
+
 def _has_mask(ds: rasterio.io.DatasetReader) -> bool:
     return any(rasterio.enums.MaskFlags.per_dataset in flags or rasterio.enums.MaskFlags.alpha in flags
                for flags in ds.mask_flag_enums)
@@ -284,15 +290,25 @@ class GridReader:
         self._offset = _pixel_offset(ds, grid)
         self._internal_mask = _has_mask(ds)
         self._vrt: WarpedVRT | None = None
+        self._coverage: WarpedVRT | None = None
         self._alpha: int | None = None
         if self._offset is None:
+            on_grid = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height}
+            if fill is None and ds.nodata is not None and not self._internal_mask and resampling != Resampling.nearest:
+                # GDAL's warper takes a general, 2–3× slower path for sources with nodata. So the data are
+                # warped ignoring nodata, and validity comes from a cheap nearest-neighbour warp (nodata and
+                # coverage, an alpha band), eroded by one pixel so that no value blended with nodata or
+                # with the outside of the file counts as valid.
+                self._vrt = WarpedVRT(ds, resampling=resampling, src_nodata=None, nodata=None, **on_grid)
+                self._coverage = WarpedVRT(ds, resampling=Resampling.nearest, src_nodata=None, nodata=None,
+                                           add_alpha=True, **on_grid)
+                return
             # Without nodata or a mask, an alpha band is the only record of where the file has no
             # pixels on the grid; GDAL does not report it through dataset_mask(). ``fill``: value
             # outside the file instead (then no alpha), e.g. 0 = "not masked" for cloud masks.
             add_alpha = fill is None and ds.nodata is None and not self._internal_mask
-            self._vrt = WarpedVRT(ds, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                                  resampling=resampling, add_alpha=add_alpha,
-                                  **({"nodata": fill} if fill is not None else {}))
+            self._vrt = WarpedVRT(ds, resampling=resampling, add_alpha=add_alpha,
+                                  **({"nodata": fill} if fill is not None else {}), **on_grid)
             self._alpha = self._vrt.count if add_alpha else None
 
     def _window(self, window: Window) -> Window:
@@ -311,6 +327,9 @@ class GridReader:
         source = self._vrt if self._vrt is not None else self.ds
         win = self._window(window)
         try:
+            if self._coverage is not None:
+                data = source.read(bands, window=win, out_dtype="float32")
+                return data, self._eroded_validity(bands, window) if with_valid else None
             if self._alpha is not None:
                 data = source.read([*bands, self._alpha], window=win, out_dtype="float32")
                 return data[:-1], (data[-1] > 0) if with_valid else None
@@ -321,16 +340,29 @@ class GridReader:
                 return data, source.dataset_mask(window=win) > 0
         except RasterioIOError as exc:
             raise InputFileError(f"{self.role} file is corrupt or truncated: {self.ds.name} ({exc})") from exc
-        nodata = source.nodata
-        if nodata is None:
+        if source.nodata is None:
             return data, np.ones(data.shape[1:], bool)
-        missing = np.isnan(data) if np.isnan(nodata) else data == np.float32(nodata)
-        return data, ~missing.all(axis=0)
+        return data, ~is_nodata(data, source.nodata).all(axis=0)
+
+    def _eroded_validity(self, bands: list[int], window: Window) -> np.ndarray:
+        """Pixels of ``window`` whose whole 3×3 neighbourhood is covered by the file and not nodata
+        (read one pixel wider than the window, so that the erosion is exact at its edges)."""
+        assert self._coverage is not None
+        r0, c0 = int(window.row_off), int(window.col_off)
+        r1, c1 = r0 + int(window.height), c0 + int(window.width)
+        pr0, pc0 = max(0, r0 - 1), max(0, c0 - 1)
+        pr1, pc1 = min(self.grid.height, r1 + 1), min(self.grid.width, c1 + 1)
+        padded = Window(pc0, pr0, pc1 - pc0, pr1 - pr0)
+        near = self._coverage.read([*bands, self._coverage.count], window=padded, out_dtype="float32")
+        valid = (near[-1] > 0) & ~is_nodata(near[:-1], self.ds.nodata).all(axis=0)
+        valid = ndimage.binary_erosion(valid, structure=np.ones((3, 3), bool), border_value=1)
+        return valid[r0 - pr0:r0 - pr0 + r1 - r0, c0 - pc0:c0 - pc0 + c1 - c0]
 
     def close(self) -> None:
-        """Close the VRT (not the file)."""
-        if self._vrt is not None:
-            self._vrt.close()
+        """Close the VRTs (not the file)."""
+        for vrt in (self._vrt, self._coverage):
+            if vrt is not None:
+                vrt.close()
 
 
 class AlignedPair:

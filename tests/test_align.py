@@ -220,3 +220,23 @@ def test_grid_for_gsd(tmp_path: Path) -> None:
         assert grid_for_gsd(p.grid, 40.0) == GridSpec("EPSG:32648", 40.0)  # its UTM zone
     with pytest.raises(ValueError, match="unknown GSD policy"):
         grid_for_gsd(p.grid, 10.0, "sometimes")
+
+
+def test_warped_nodata_hole_is_invalid_with_a_one_pixel_margin(tmp_path: Path) -> None:
+    scene = textured_scene(80, 80, seed=7)
+    write_raster(tmp_path / "before.tif", scene, UTM48N, utm_transform())
+    holed = scene.copy()
+    holed[:, 30:40, 30:40] = 0
+    shifted = utm_transform(origin=(ORIGIN[0] + 5.0, ORIGIN[1] - 5.0))  # half a pixel off: AFTER is warped
+    write_raster(tmp_path / "after.tif", holed, UTM48N, shifted, nodata=0)
+    with AlignedPair(tmp_path / "before.tif", tmp_path / "after.tif") as p:
+        w = p.read(Window(0, 0, p.grid.width, p.grid.height))
+        assert p._after._coverage is not None  # the fast path: data warped ignoring nodata
+    r, c = np.mgrid[0:w.valid.shape[0], 0:w.valid.shape[1]]
+    # the hole covers grid columns/rows 30.5–40.5: it and a pixel around it are invalid
+    assert not w.valid[30:41, 30:41].any() and w.valid.sum() <= 80 * 80 - 12 * 12
+    far = (np.abs(r - 35) > 8) | (np.abs(c - 35) > 8)
+    inside = (r >= 1) & (c >= 1) & (r < w.valid.shape[0] - 1) & (c < w.valid.shape[1] - 1)
+    assert w.valid[far & inside].all()
+    # where valid, no value is contaminated by the zeros of the hole
+    assert w.after[:, w.valid].min() > 1000
