@@ -249,6 +249,16 @@ def grid_for_gsd(grid: Grid, model_gsd_m: float, policy: str = "auto") -> GridSp
     return GridSpec(grid.metric_crs().to_string(), model_gsd_m)
 
 
+def at_model_gsd(pair: AlignedPair, model_gsd_m: float, policy: str = "auto") -> AlignedPair:
+    """``pair`` itself, or, when ``grid_for_gsd`` asks for a coarser grid (and the pair is on the
+    default grid), the same pair re-opened on that grid; ``pair`` is then closed."""
+    coarser = grid_for_gsd(pair.grid, model_gsd_m, policy) if pair.grid_spec == GridSpec() else None
+    if coarser is None:
+        return pair
+    pair.close()
+    return pair.reopen(coarser)
+
+
 def _pixel_offset(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[int, int] | None:
     """(col, row) of ``grid``'s origin in ``ds`` when ``grid`` is a window of ``ds``'s own pixel grid
     (same CRS, same pixel size, whole-pixel shift, inside the file), else None: then it is warped."""
@@ -405,10 +415,10 @@ class AlignedPair:
             self.close()
             raise
 
-    def reopen(self) -> AlignedPair:
-        """A second, independent AlignedPair of the same files, bands, masks and grid (for another
-        thread: GDAL handles are not thread-safe)."""
-        return AlignedPair(self.before_path, self.after_path, self.bands, self.masks, self.grid_spec)
+    def reopen(self, grid: GridSpec | None = None) -> AlignedPair:
+        """A second, independent AlignedPair of the same files, bands and masks, on the same grid
+        or on ``grid`` (for another thread: GDAL handles are not thread-safe)."""
+        return AlignedPair(self.before_path, self.after_path, self.bands, self.masks, grid or self.grid_spec)
 
     def _open(self, path: str | os.PathLike[str], role: str) -> rasterio.io.DatasetReader:
         ds = open_raster(path, role)

@@ -28,7 +28,7 @@ import rasterio.features
 import shapely
 from rasterio.windows import Window
 
-from rs.align import AlignedPair, GridReader, GridSpec, open_raster
+from rs.align import AlignedPair, GridReader, open_raster
 from rs.errors import InputFileError
 
 LABEL_NODATA = 255
@@ -51,9 +51,9 @@ class LabelledPair:
     label: Path
     encoding: str
 
-    def open(self, bands: tuple[str, ...] | None = None, grid: GridSpec | None = None) -> AlignedPair:
-        """The pair aligned (by default on BEFORE's pixels where the dates overlap), ``bands`` selected."""
-        return AlignedPair(self.before, self.after, bands, grid=grid)
+    def open(self, bands: tuple[str, ...] | None = None) -> AlignedPair:
+        """The pair aligned (on BEFORE's pixels where the dates overlap), ``bands`` selected."""
+        return AlignedPair(self.before, self.after, bands)
 
     def labels(self, pair: AlignedPair) -> LabelReader:
         """A reader of this pair's labels on ``pair``'s grid."""

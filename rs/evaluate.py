@@ -21,7 +21,7 @@ import rasterio
 import rasterio.features
 from scipy import ndimage
 
-from rs.align import AlignedPair, grid_for_gsd
+from rs.align import AlignedPair, at_model_gsd
 from rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability
 from rs.vectorize import FOUR_CONNECTED, pixel_area_m2
@@ -182,9 +182,8 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfi
     """
     threshold = model.spec.threshold if options.threshold is None else options.threshold
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    with site.open(bands) as native:
-        coarser = grid_for_gsd(native.grid, model.spec.gsd_m, options.gsd)
-    with site.open(bands, coarser) as pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
+    with at_model_gsd(site.open(bands), model.spec.gsd_m, options.gsd) as pair, \
+            tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
         labels = site.labels(pair)
         prob_path = write_probability(pair.grid, tiling(pair.grid, config),
                                       predict_pair(pair, model, config, progress), Path(tmp) / "prob.tif")

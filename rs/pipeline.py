@@ -28,7 +28,7 @@ import numpy as np
 
 import rs
 from models.changenet import resolve_model
-from rs.align import AlignedPair, GridSpec, grid_for_gsd, scene_date
+from rs.align import AlignedPair, GridSpec, at_model_gsd, scene_date
 from rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
 from rs.errors import IncompatibleScenesError
 from rs.export import StagedOutput, write_json, write_judgement
@@ -137,10 +137,7 @@ def _open_for_model(config: DetectConfig, models: ModelCache) -> tuple[AlignedPa
         model_path = resolve_model(config.model, pair.band_count)
         model = models.get(model_path)
         model.check_bands(pair.band_count)
-        coarser = grid_for_gsd(pair.grid, model.spec.gsd_m, config.gsd) if config.grid == GridSpec() else None
-        if coarser is not None:
-            pair.close()
-            pair = AlignedPair(config.before, config.after, config.bands, config.masks, coarser)
+        pair = at_model_gsd(pair, model.spec.gsd_m, config.gsd)
     except BaseException:
         pair.close()
         raise
