@@ -143,10 +143,12 @@ def sample_batch(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Ge
         y = site.label[r0:r0 + side + 2 * margin, c0:c0 + side + 2 * margin]
         if margin:
             dr, dc = rng.integers(-margin, margin + 1, size=2)
+            before = x[:nb, margin:margin + side, margin:margin + side]
             after = x[nb:, margin + dr:margin + dr + side, margin + dc:margin + dc + side]
-            x = np.concatenate([x[:nb, margin:margin + side, margin:margin + side], after])
-            y = y[margin:margin + side, margin:margin + side]
-            if after.shape[1:] != x.shape[1:] or x.shape[1:] != y.shape:  # at a site edge: no shift
+            label = y[margin:margin + side, margin:margin + side]
+            if before.shape[1:] == after.shape[1:] == label.shape:
+                x, y = np.concatenate([before, after]), label
+            else:  # a crop cut short by the site's edge: no shift
                 x, y = site.x[:, r0:r0 + side, c0:c0 + side], site.label[r0:r0 + side, c0:c0 + side]
         if side != config.crop and y.shape == (side, side):
             x, y = _zoom(x, y, config.crop)

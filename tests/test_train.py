@@ -140,3 +140,12 @@ def test_losses_and_epochs(sites: Path) -> None:
     site = load_site(find_pairs(sites, ["alpha"])[0])
     config = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=2, epochs=2.0)
     assert iterations_for(config, [site]) == 2 * 64 * 64 // (2 * 32 * 32)
+
+
+def test_misregistration_shift_on_a_site_smaller_than_the_crop(tmp_path: Path) -> None:
+    from tests.data import make_site
+
+    small = load_site(find_pairs(make_site(tmp_path / "s", "tiny", 4, size=20, squares=((5, 5, 6),)).parent)[0])
+    config = TrainConfig(data_dir="", out="unused", crop=32, batch_size=8, shift_px=2)
+    x, y = sample_batch([small], config, np.random.default_rng(0))
+    assert x.shape == (8, 8, 32, 32) and (y == 255).any() and (y == 1).any()
