@@ -1,11 +1,13 @@
-"""Train the change network on labelled sites (the OSCD layout) and pick its threshold on val.
+"""Train the change network on labelled pairs and pick its checkpoint and threshold on val.
 
-Sites are small (about 1 Mpx each), so each is aligned and normalised once with the same code
-as inference (``rs.align`` + ``rs.normalize``) and kept in memory; training draws random crops,
-half of them centred on a change pixel because change covers only a few percent of the ground.
-Every ``val_every`` iterations the network runs over the validation sites through the real
-tiled inference path; the checkpoint kept is the one with the best pooled val F1, with the
-threshold that achieved it.
+Pairs come in any layout ``rs.datasets`` reads (OSCD-style sites, LEVIR-CD folders, vector
+labels). They are expected to be small (about 1 Mpx each, as OSCD cities or LEVIR-CD chips): each
+is aligned and normalised once with the same code as inference (``rs.align`` + ``rs.normalize``)
+and kept in memory (about 33 bytes per pixel with 4 bands); training draws random crops, half of
+them centred on a change pixel because change covers only a few percent of the ground. Every
+``val_every`` iterations the network runs over the validation pairs through the real tiled
+inference path; the checkpoint kept is the one with the best pooled val F1, with the threshold
+that achieved it.
 """
 
 from __future__ import annotations
