@@ -259,6 +259,9 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
               help="Batch folder: one sub-folder per area_id (as detect writes), batch_summary.json/.csv and "
                    "a combined flagged.gpkg (EPSG:4326).")
 @layer_options
+@click.option("--average-last", type=click.IntRange(0), default=0, show_default=True,
+              help="Also try the mean of the last K validated weights (stochastic weight averaging, batch norms "
+                   "re-estimated); kept only if better on val.")
 @click.option("--resume", is_flag=True,
               help="Skip jobs finished by an earlier run (outputs and completion record intact); redo the rest.")
 @click.option("--scheduler", default="local", show_default=True,
@@ -434,6 +437,9 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
               help="Validate every N steps; the best step is kept.")
 @click.option("--patience", type=click.IntRange(0), default=0, show_default=True,
               help="Stop after this many validations without a better val F1 (0: never).")
+@click.option("--average-last", type=click.IntRange(0), default=0, show_default=True,
+              help="Also try the mean of the last K validated weights (stochastic weight averaging, batch norms "
+                   "re-estimated); kept only if better on val.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from NAME.state.pt (same settings).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed: runs on the CPU are deterministic.")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="CPU threads for torch.")
@@ -444,7 +450,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
           band_names: str, gsd_m: float, architecture: str, encoder: str, fusion: str, init_from: str | None,
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, loss: str, pos_weight: float,
           focal_gamma: float, flips: bool, jitter: float, shift_px: int, scale_range: str | None, val_every: int,
-          patience: int, resume: bool, seed: int, threads: int, device: str, quiet: bool) -> None:
+          patience: int, average_last: int, resume: bool, seed: int, threads: int, device: str, quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
 
     The defaults reproduce the shipped models/changewatch-rgbn model from ../shared/data/oscd; the
@@ -468,7 +474,8 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
         gsd_m=gsd_m, architecture=architecture, encoder=encoder, fusion=fusion, init_from=init_from,
         crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, loss=loss,
         pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter, shift_px=shift_px,
-        scale_range=scales, val_every=val_every, patience=patience, resume=resume, seed=seed, threads=threads,
+        scale_range=scales, val_every=val_every, patience=patience, average_last=average_last, resume=resume,
+        seed=seed, threads=threads,
         device=device)
     result = run_train(config, progress=not quiet)
     click.echo(f"saved {result.checkpoint} (threshold {result.threshold:.2f}, val F1 "

@@ -70,6 +70,7 @@ class TrainConfig:
     scale_range: tuple[float, float] | None = None  # random zoom of each crop (multi-scale training)
     val_every: int = 500
     patience: int = 0  # stop after this many validations without a better val F1 (0: never)
+    average_last: int = 0  # also try the mean of the last K validated weights (SWA); kept if better on val
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
@@ -271,6 +272,7 @@ class Progress:
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     since_best: int = 0
     log: list[dict[str, object]] = field(default_factory=list)
+    recent: list[dict[str, torch.Tensor]] = field(default_factory=list)  # the last validated weights (average_last)
 
 
 def _state_path(config: TrainConfig) -> Path:
@@ -361,11 +363,18 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                 else:
                     state.since_best += 1
                 bar.set_postfix(loss=f"{state.running:.3f}", val_f1=f"{float(metrics['f1']):.3f}")
+                if config.average_last:
+                    snapshot = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+                    state.recent = [*state.recent, snapshot][-config.average_last:]
             state.log.append(row)
             _write_logs(log_path, state.log)
             _save_state(config, state, network, optimiser, schedule, rng)
             if config.patience and state.since_best >= config.patience:
                 break
+    averaged = len(state.recent) > 1 and _try_average(state, network, spec, device, val_pairs, train_sites, config,
+                                                      rng)
+    if averaged:
+        _write_logs(log_path, state.log)
     if not state.best_state:  # no validation pairs: keep the last weights at the default threshold
         state.best_state, state.best_threshold = network.state_dict(), 0.5
     network.load_state_dict(state.best_state)
@@ -373,9 +382,30 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     spec.metrics = {"val_pooled": state.best_metrics, "val_sites": [p.name for p in val_pairs]}
     spec.training = {"config": asdict(config), "log": log_path.name, "iterations_run": state.iteration,
                      "iterations_planned": iterations, "seconds": round(time.perf_counter() - start, 1),
-                     "torch": torch.__version__}
+                     "averaged_weights": averaged, "torch": torch.__version__}
     path = save_checkpoint(network, spec, config.out)
     return TrainResult(path, state.best_threshold, state.best_metrics, time.perf_counter() - start)
+
+
+def _try_average(state: Progress, network: torch.nn.Module, spec: ModelSpec, device: torch.device,
+                 val: list[LabelledPair], sites: list[SiteArrays], config: TrainConfig,
+                 rng: np.random.Generator) -> bool:
+    """Stochastic weight averaging: the mean of the last validated weights, batch-norm statistics
+    re-estimated on 50 training batches, validated like any checkpoint and kept (True) only when
+    its val F1 beats the best single checkpoint."""
+    floating = [k for k, v in state.recent[0].items() if v.is_floating_point()]
+    mean = {**state.recent[-1], **{k: torch.stack([r[k] for r in state.recent]).mean(0) for k in floating}}
+    network.load_state_dict(mean)
+    batches = (torch.from_numpy(sample_batch(sites, config, rng)[0]) for _ in range(50))
+    torch.optim.swa_utils.update_bn(batches, network, device)
+    threshold, metrics = _validate(network, spec, device, val, config.select)
+    state.log.append({"iteration": f"mean of last {len(state.recent)}", "val_f1": round(float(metrics["f1"]), 4),
+                      "val_threshold": threshold})
+    if float(metrics["f1"]) <= state.best_f1:
+        return False
+    state.best_f1, state.best_threshold, state.best_metrics = float(metrics["f1"]), threshold, metrics
+    state.best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    return True
 
 
 def _write_logs(path: Path, rows: list[dict[str, object]]) -> None:

@@ -149,3 +149,12 @@ def test_misregistration_shift_on_a_site_smaller_than_the_crop(tmp_path: Path) -
     config = TrainConfig(data_dir="", out="unused", crop=32, batch_size=8, shift_px=2)
     x, y = sample_batch([small], config, np.random.default_rng(0))
     assert x.shape == (8, 8, 32, 32) and (y == 255).any() and (y == 1).any()
+
+
+def test_weight_averaging_is_validated_and_logged(sites: Path, tmp_path: Path) -> None:
+    result = train(tiny_config(sites, tmp_path / "swa.json", iterations=9, average_last=3), progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "swa.log.csv")))
+    assert [r["iteration"] for r in rows] == ["3", "6", "9", "mean of last 3"]
+    spec = load_checkpoint(result.checkpoint)[1]
+    best_single = max(float(r["val_f1"]) for r in rows[:3])
+    assert spec.training["averaged_weights"] == (float(rows[-1]["val_f1"]) > best_single)
