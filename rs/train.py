@@ -371,9 +371,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             _save_state(config, state, network, optimiser, schedule, rng)
             if config.patience and state.since_best >= config.patience:
                 break
-    averaged = len(state.recent) > 1 and _try_average(state, network, spec, device, val_pairs, train_sites, config,
-                                                      rng)
-    if averaged:
+    averaged = False
+    if len(state.recent) > 1:
+        averaged = _try_average(state, network, spec, device, val_pairs, train_sites, config, rng)
         _write_logs(log_path, state.log)
     if not state.best_state:  # no validation pairs: keep the last weights at the default threshold
         state.best_state, state.best_threshold = network.state_dict(), 0.5
