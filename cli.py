@@ -259,9 +259,6 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
               help="Batch folder: one sub-folder per area_id (as detect writes), batch_summary.json/.csv and "
                    "a combined flagged.gpkg (EPSG:4326).")
 @layer_options
-@click.option("--average-last", type=click.IntRange(0), default=0, show_default=True,
-              help="Also try the mean of the last K validated weights (stochastic weight averaging, batch norms "
-                   "re-estimated); kept only if better on val.")
 @click.option("--resume", is_flag=True,
               help="Skip jobs finished by an earlier run (outputs and completion record intact); redo the rest.")
 @click.option("--scheduler", default="local", show_default=True,
