@@ -109,10 +109,6 @@ class VectorLabels(LabelReader):
         return rasterio.features.rasterize(hits, out_shape=shape, transform=transform, fill=0, default_value=1,
                                            dtype="uint8")
 
-    def objects(self) -> np.ndarray:
-        """The change polygons (grid CRS)."""
-        return self.geoms
-
 
 def _bbox_in(pair: AlignedPair, path: Path) -> tuple[float, float, float, float] | None:
     """The grid's bounds in the layer's CRS, to read only features inside (None: read all)."""

@@ -165,8 +165,10 @@ def _objects(labels: LabelReader, label: np.ndarray, pair: AlignedPair) -> np.nd
     """Object ids on the grid: one per polygon for vector labels, else 4-connected regions."""
     if isinstance(labels, VectorLabels):
         ids = np.zeros(label.shape, np.int32)
-        shapes = ((g, i) for i, g in enumerate(labels.objects(), start=1))
-        return rasterio.features.rasterize(shapes, out=ids, transform=pair.grid.transform) if len(labels.objects()) else ids
+        if len(labels.geoms):
+            shapes = ((g, i) for i, g in enumerate(labels.geoms, start=1))
+            rasterio.features.rasterize(shapes, out=ids, transform=pair.grid.transform)
+        return ids
     objects, _ = ndimage.label(label == 1, structure=FOUR_CONNECTED, output=np.int32)
     return objects
 

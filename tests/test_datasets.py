@@ -124,3 +124,9 @@ def test_evaluate_cli_json_on_levir_pngs(tmp_path: Path) -> None:
     assert set(report["sites"]) == set(SQUARES)
     # 0.5 m pixels: 12×12 px = 36 m² and 10×10 px = 25 m² count, 8×8 px = 16 m² is under 20 m²
     assert report["objects"] == 2 and report["sites"]["tile_0001"]["objects"] == 1
+
+
+def test_object_recall_counts_each_polygon_of_vector_labels(tmp_path: Path) -> None:
+    make_vector_site(tmp_path / "vec", "district", 1, ((10, 10, 12), (40, 30, 8)), layer_crs="EPSG:32648")
+    report = evaluate(find_pairs(tmp_path / "vec"), pointwise(4), threshold=0.5)
+    assert (report.objects.total, report.objects.hit) == (2, 2)  # 10 m pixels: both squares ≥ 200 m², both hit
