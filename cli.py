@@ -419,6 +419,8 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Crops per step.")
 @click.option("--crop", type=click.IntRange(32), default=128, show_default=True, help="Crop (tile) side in pixels.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (one-cycle).")
+@click.option("--weight-decay", type=click.FloatRange(0.0), default=1e-4, show_default=True,
+              help="AdamW weight decay (regularisation).")
 @click.option("--loss", default="bce+dice", show_default=True, help="'+'-joined terms of bce, dice, focal.")
 @click.option("--pos-weight", type=click.FloatRange(0.0, min_open=True), default=10.0, show_default=True,
               help="Weight of change pixels in bce and focal (change is rare).")
@@ -426,6 +428,8 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @click.option("--flips/--no-flips", default=True, show_default=True, help="Random rotations and flips.")
 @click.option("--jitter", type=click.FloatRange(0.0), default=0.1, show_default=True,
               help="Per-date brightness (gain) and contrast (offset) jitter, sd in normalised units.")
+@click.option("--band-jitter", type=click.FloatRange(0.0), default=0.0, show_default=True,
+              help="Extra gain jitter per band and date, sd (spectral differences between sensors).")
 @click.option("--shift-px", type=click.IntRange(0, 16), default=0, show_default=True,
               help="Random misregistration of AFTER by up to this many pixels.")
 @click.option("--scale-range", default=None,
@@ -445,8 +449,8 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @reports_errors
 def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: str, select: str | None,
           band_names: str, gsd_m: float, architecture: str, encoder: str, fusion: str, init_from: str | None,
-          iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, loss: str, pos_weight: float,
-          focal_gamma: float, flips: bool, jitter: float, shift_px: int, scale_range: str | None, val_every: int,
+          iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
+          pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int, scale_range: str | None, val_every: int,
           patience: int, average_last: int, resume: bool, seed: int, threads: int, device: str, quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
 
@@ -469,8 +473,9 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
         data_dir=data_dir, out=out, name=Path(out).stem, select=_bands(select), bands=_bands(band_names) or (),
         train_sites=tuple(_sites(train_sites) or OSCD_TRAIN), val_sites=tuple(_sites(val_sites) or OSCD_VAL),
         gsd_m=gsd_m, architecture=architecture, encoder=encoder, fusion=fusion, init_from=init_from,
-        crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, loss=loss,
-        pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter, shift_px=shift_px,
+        crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, weight_decay=weight_decay,
+        loss=loss, pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter,
+        band_jitter=band_jitter, shift_px=shift_px,
         scale_range=scales, val_every=val_every, patience=patience, average_last=average_last, resume=resume,
         seed=seed, threads=threads,
         device=device)

@@ -61,11 +61,13 @@ class TrainConfig:
     iterations: int = 6000
     epochs: float | None = None  # instead of iterations: passes over the training pixels (crop² × batch per step)
     lr: float = 1e-3
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
     loss: str = "bce+dice"  # '+'-joined terms of LOSSES
     pos_weight: float = 10.0  # weight of change pixels in BCE (class imbalance)
     focal_gamma: float = 2.0
     flips: bool = True  # random rot90 × flip, the same for both dates
     jitter: float = 0.1  # sd of a per-date gain and offset (radiometric differences between dates)
+    band_jitter: float = 0.0  # sd of an extra per-band, per-date gain (spectral differences between sensors)
     shift_px: int = 0  # up to this many pixels of random misregistration of AFTER
     scale_range: tuple[float, float] | None = None  # random zoom of each crop (multi-scale training)
     val_every: int = 500
@@ -129,7 +131,8 @@ def sample_batch(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Ge
 
     Augmentation (each switchable in TrainConfig): a random zoom of the crop (multi-scale), a
     random dihedral transform (rot90 × flip) shared by both dates, an independent gain/offset
-    jitter per date (radiometric differences between acquisitions), and a random shift of AFTER
+    jitter per date (radiometric differences between acquisitions) and optionally per band
+    (``band_jitter``: spectral differences between sensors), and a random shift of AFTER
     by up to ``shift_px`` pixels (the misregistration real pairs have). Crops smaller than ``crop``
     (tiny sites) are padded with ignored pixels.
     """
@@ -168,6 +171,8 @@ def sample_batch(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Ge
             gain = 1.0 + rng.normal(0.0, config.jitter, size=2).repeat(nb)[:, None, None]
             offset = rng.normal(0.0, config.jitter, size=2).repeat(nb)[:, None, None]
             x = x * gain + offset
+        if config.band_jitter:
+            x = x * (1.0 + rng.normal(0.0, config.band_jitter, size=2 * nb))[:, None, None]
         xs.append(np.ascontiguousarray(x, dtype=np.float32))
         ys.append(np.ascontiguousarray(y))
     return np.stack(xs), np.stack(ys)
@@ -333,7 +338,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                          f"{train_sites[0].x.shape[0] // 2} bands per date in the data")
     network, spec = _initial_network(config, device)
     iterations = iterations_for(config, train_sites)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=1e-4)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=iterations, pct_start=0.05)
     state = _load_state(config, network, optimiser, schedule, rng) if config.resume else Progress()
     log_path = Path(config.out).with_suffix(".log.csv")

@@ -124,6 +124,17 @@ def test_augmentations_keep_shapes_and_labels(sites: Path) -> None:
     assert set(np.unique(y)) <= {0, 1, 255} and (y == 1).any()
 
 
+def test_band_jitter_scales_each_band_of_each_date_on_its_own(sites: Path) -> None:
+    site = load_site(find_pairs(sites, ["alpha"])[0])
+    plain = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=4, jitter=0.0)
+    jittered = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=4, jitter=0.0, band_jitter=0.2)
+    x0, y0 = sample_batch([site], plain, np.random.default_rng(3))
+    x1, y1 = sample_batch([site], jittered, np.random.default_rng(3))
+    assert np.array_equal(y0[0], y1[0])  # same first crop: only the gains differ
+    ratios = [float(np.median(x1[0, b][x0[0, b] != 0] / x0[0, b][x0[0, b] != 0])) for b in range(8)]
+    assert len({round(r, 4) for r in ratios}) == 8 and all(0.3 < r < 1.7 for r in ratios)
+
+
 def test_losses_and_epochs(sites: Path) -> None:
     assert parse_loss("BCE + focal") == ("bce", "focal")
     with pytest.raises(ValueError, match="terms of"):
