@@ -34,7 +34,8 @@ import pandas as pd
 import yaml
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker, worker_client
 
-from rs.align import AlignedPair, GridSpec
+from models.changenet import load_spec, resolve_model
+from rs.align import AlignedPair, GridSpec, at_model_gsd
 from rs.atomic import TMP_GLOB, atomic_write
 from rs.crosscheck import SEVERITY, CrosscheckInputs
 from rs.errors import ChangewatchError, ManifestError
@@ -224,15 +225,25 @@ def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predicto
 
 
 def tile_counts(jobs: list[Job], config: BatchConfig) -> dict[str, int]:
-    """Tiles each job's common grid will be cut into (0 where its scenes cannot be aligned)."""
-    counts = {}
-    for job in jobs:
-        try:
-            with AlignedPair(job.before, job.after, config.bands, (), config.grid) as pair:
-                counts[job.area_id] = len(tiling(pair.grid, config.inference))
-        except ChangewatchError:
-            counts[job.area_id] = 0
-    return counts
+    """Tiles each job will be cut into (see ``tile_count``), by area id."""
+    return {job.area_id: tile_count(job, config) for job in jobs}
+
+
+def tile_count(job: Job, config: BatchConfig) -> int:
+    """Tiles ``job`` will be cut into, on the grid its model will see: its common grid, or the
+    coarser one ``config.gsd`` picks for imagery much finer than the model's GSD. 0 where its
+    scenes cannot be aligned or no model fits them (the job itself then reports why)."""
+    try:
+        pair = AlignedPair(job.before, job.after, config.bands, (), config.grid)
+    except ChangewatchError:
+        return 0
+    try:
+        pair = at_model_gsd(pair, load_spec(resolve_model(config.model, pair.band_count)).gsd_m, config.gsd)
+    except ChangewatchError:
+        pair.close()
+        return 0
+    with pair:
+        return len(tiling(pair.grid, config.inference))
 
 
 def skipped_record(job: Job, outdir: Path) -> JobRecord:

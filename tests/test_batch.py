@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from cli import cli
-from rs.batch import BatchConfig, is_done, read_manifest, run_batch
+from rs.batch import BatchConfig, is_done, read_manifest, run_batch, tile_counts
 from rs.crosscheck import CrosscheckInputs
 from rs.errors import ManifestError
 from rs.infer import InferenceConfig
@@ -191,3 +191,16 @@ def test_combined_parcels_over_overlapping_areas(tmp_path: Path, tiny_checkpoint
         assert merged.loc[row["parcel_id"], "flagged_area_m2"] == pytest.approx(2 * row["flagged_area_m2"])
         assert merged.loc[row["parcel_id"], "areas"] == "north,south"
         assert merged.loc[row["parcel_id"], "worst_reason"] == row["worst_reason"]
+
+
+def test_tile_counts_are_on_the_grid_the_model_sees(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """1 m imagery under a 10 m model is compared on a 10 m grid (--gsd auto): the progress bar's
+    tile count follows it; a job that cannot be opened counts 0 tiles."""
+    scene = textured_scene(600, 600, seed=5)
+    write_raster(tmp_path / "b.tif", scene, UTM48N, utm_transform(pixel_m=1.0))
+    write_raster(tmp_path / "a.tif", scene, UTM48N, utm_transform(pixel_m=1.0))
+    (tmp_path / "jobs.csv").write_text("area_id,before,after\nvhr,b.tif,a.tif\nbroken,b.tif,missing.tif\n")
+    jobs = read_manifest(tmp_path / "jobs.csv")
+    native = tile_counts(jobs, config(tmp_path / "jobs.csv", tmp_path / "out", tiny_checkpoint, gsd="native"))
+    auto = tile_counts(jobs, config(tmp_path / "jobs.csv", tmp_path / "out", tiny_checkpoint))
+    assert native == {"vhr": 9, "broken": 0} and auto == {"vhr": 1, "broken": 0}
