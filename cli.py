@@ -88,6 +88,10 @@ gsd_opt = click.option(
     help="auto: imagery more than twice as fine as the model's training GSD (e.g. 0.5 m under the 10 m shipped "
          "models) is compared on a grid at the model's GSD, in metres; native: always at the imagery's own pixels. "
          "Ignored with --crs/--resolution.")
+coreg_opt = click.option(
+    "--coregister/--no-coregister", default=True, show_default=True,
+    help="Measure AFTER's residual shift against BEFORE by phase correlation and remove it when windows across "
+         "the scene agree (a translation; up to 3 pixels). Recorded in summary.json.")
 simplify_opt = click.option("--simplify-m", type=click.FloatRange(0.0), default=0.0, show_default=True,
                             help="Simplify change outlines to this tolerance in metres (topology kept); 0 keeps "
                                  "the exact pixel outlines.")
@@ -138,7 +142,7 @@ def layer_options(func: F) -> F:
 
 def detect_options(func: F) -> F:
     """The model, decision and tiling options shared by detect and batch."""
-    for option in reversed((model_opt, bands_opt, crs_opt, resolution_opt, gsd_opt, device_opt, amp_opt, tta_opt,
+    for option in reversed((model_opt, bands_opt, crs_opt, resolution_opt, gsd_opt, coreg_opt, device_opt, amp_opt, tta_opt,
                             threshold_opt, min_area_opt, simplify_opt, tile_opt, overlap_opt, batch_opt, quiet_opt)):
         func = option(func)
     return func
@@ -189,11 +193,12 @@ def _bands(value: str | None) -> tuple[str, ...] | None:
 
 def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None, bands: str | None,
                 threshold: float | None, min_area_m2: float, simplify_m: float, inference: Any, quiet: bool,
-                masks: tuple[str, ...] = (), grid: Any = None, gsd: str = "auto") -> None:
+                masks: tuple[str, ...] = (), grid: Any = None, gsd: str = "auto", coregister: bool = True) -> None:
     from rs.pipeline import DetectConfig, detect
 
     config = DetectConfig(before=before, after=after, outdir=outdir, layers=layers, model=_model(model_path),
-                          bands=_bands(bands), masks=masks, grid=grid or _grid(None, None), gsd=gsd, threshold=threshold,
+                          bands=_bands(bands), masks=masks, grid=grid or _grid(None, None), gsd=gsd,
+                          coregister=coregister, threshold=threshold,
                           min_area_m2=min_area_m2, simplify_m=simplify_m, inference=inference)
     result = detect(config, progress=not quiet)
     for name, path in result.files.items():
@@ -219,8 +224,8 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
 @reports_errors
 def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers: int, permits: str | None,
            zoning: str | None, parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None,
-           bands: str | None, grid_crs: str | None, resolution: float | None, gsd: str, device: str, amp: bool,
-           tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int, overlap: int,
+           bands: str | None, grid_crs: str | None, resolution: float | None, gsd: str, coregister: bool, device: str,
+           amp: bool, tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int, overlap: int,
            batch_size: int, quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
 
@@ -232,7 +237,7 @@ def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers
     """
     _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, bands,
                 threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp, workers, tta),
-                quiet, masks, _grid(grid_crs, resolution), gsd)
+                quiet, masks, _grid(grid_crs, resolution), gsd, coregister)
 
 
 @cli.command()
@@ -274,7 +279,8 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
           columns_file: str | None, resume: bool, scheduler: str, workers: int | None, split_mpx: float,
           json_log: bool, model_path: str | None, bands: str | None, grid_crs: str | None, resolution: float | None,
-          gsd: str, device: str, amp: bool, tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int,
+          gsd: str, coregister: bool, device: str, amp: bool, tta: bool, threshold: float | None, min_area_m2: float,
+          simplify_m: float, tile: int,
           overlap: int, batch_size: int, quiet: bool) -> None:
     """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
 
@@ -300,7 +306,7 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
     config = BatchConfig(manifest=manifest, outdir=outdir, layers=_layers(permits, zoning, parcels, as_of, columns_file),
                          resume=resume, scheduler=scheduler, workers=workers, split_mpx=split_mpx,
                          model=_model(model_path), threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m,
-                         bands=_bands(bands), grid=_grid(grid_crs, resolution), gsd=gsd,
+                         bands=_bands(bands), grid=_grid(grid_crs, resolution), gsd=gsd, coregister=coregister,
                          inference=_inference(device, tile, overlap, batch_size, amp, tta=tta))
     jobs = read_manifest(manifest, config.shared_layers())
     tiles = tile_counts(jobs, config)
@@ -432,6 +438,7 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
               help="Extra gain jitter per band and date, sd (spectral differences between sensors).")
 @click.option("--shift-px", type=click.IntRange(0, 16), default=0, show_default=True,
               help="Random misregistration of AFTER by up to this many pixels.")
+@coreg_opt
 @click.option("--scale-range", default=None,
               help="Multi-scale training: random zoom of each crop, e.g. 0.5,2 (default: none).")
 @click.option("--val-every", type=click.IntRange(1), default=500, show_default=True,
@@ -450,7 +457,7 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: str, select: str | None,
           band_names: str, gsd_m: float, architecture: str, encoder: str, fusion: str, init_from: str | None,
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
-          pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int, scale_range: str | None, val_every: int,
+          pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int, coregister: bool, scale_range: str | None, val_every: int,
           patience: int, average_last: int, resume: bool, seed: int, threads: int, device: str, quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
 
@@ -475,7 +482,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
         gsd_m=gsd_m, architecture=architecture, encoder=encoder, fusion=fusion, init_from=init_from,
         crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, weight_decay=weight_decay,
         loss=loss, pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter,
-        band_jitter=band_jitter, shift_px=shift_px,
+        band_jitter=band_jitter, shift_px=shift_px, coregister=coregister,
         scale_range=scales, val_every=val_every, patience=patience, average_last=average_last, resume=resume,
         seed=seed, threads=threads,
         device=device)
@@ -493,6 +500,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
 @threshold_opt
 @tta_opt
 @gsd_opt
+@coreg_opt
 @click.option("--object-min-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
               help="Smallest true change object counted for object recall, in m² of ground.")
 @click.option("--pixel-size-m", type=click.FloatRange(0.0, min_open=True), default=1.0, show_default=True,
@@ -502,7 +510,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
 @quiet_opt
 @reports_errors
 def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: str | None, device: str,
-             threshold: float | None, tta: bool, gsd: str, object_min_m2: float, pixel_size_m: float, as_json: bool,
+             threshold: float | None, tta: bool, gsd: str, coregister: bool, object_min_m2: float, pixel_size_m: float, as_json: bool,
              quiet: bool) -> None:
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels, and
     object recall (share of true change objects ≥ --object-min-m2 that are hit)."""
@@ -516,7 +524,8 @@ def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: st
         model = ChangeModel.load(resolve_model(model_path, first.band_count), device)
     report = run_evaluate(found, model, threshold, InferenceConfig(device=device, tta=tta),
                           progress=not quiet and not as_json, bands=_bands(bands),
-                          options=EvalOptions(object_min_m2=object_min_m2, pixel_size_m=pixel_size_m, gsd=gsd))
+                          options=EvalOptions(object_min_m2=object_min_m2, pixel_size_m=pixel_size_m, gsd=gsd,
+                                              coregister=coregister))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

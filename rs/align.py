@@ -295,15 +295,17 @@ class GridReader:
     """
 
     def __init__(self, ds: rasterio.io.DatasetReader, grid: Grid, resampling: Resampling, role: str,
-                 fill: float | None = None) -> None:
+                 fill: float | None = None, src_transform: Affine | None = None) -> None:
         self.ds, self.grid, self.role = ds, grid, role
-        self._offset = _pixel_offset(ds, grid)
+        # ``src_transform``: the file's georeferencing corrected (co-registration), used instead of its own.
+        self._offset = _pixel_offset(ds, grid) if src_transform is None else None
         self._internal_mask = _has_mask(ds)
         self._vrt: WarpedVRT | None = None
         self._coverage: WarpedVRT | None = None
         self._alpha: int | None = None
         if self._offset is None:
-            on_grid = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height}
+            on_grid = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height,
+                       **({"src_transform": src_transform} if src_transform is not None else {})}
             if fill is None and ds.nodata is not None and not self._internal_mask and resampling != Resampling.nearest:
                 # GDAL's warper takes a general, 2–3× slower path for sources with nodata. So the data are
                 # warped ignoring nodata, and validity comes from a cheap nearest-neighbour warp (nodata and
@@ -375,6 +377,23 @@ class GridReader:
                 vrt.close()
 
 
+@dataclass(frozen=True)
+class Shift:
+    """A translation in a grid's CRS units (metres when projected): ``dx`` east, ``dy`` north."""
+
+    dx: float
+    dy: float
+
+    @classmethod
+    def from_pixels(cls, rows: float, cols: float, grid: Grid) -> Shift:
+        """The translation that moves content ``rows`` pixels down and ``cols`` right on ``grid``."""
+        return cls(cols * grid.transform.a, rows * grid.transform.e)
+
+    def pixels(self, grid: Grid) -> tuple[float, float]:
+        """(rows down, cols right) on ``grid``."""
+        return self.dy / grid.transform.e, self.dx / grid.transform.a
+
+
 class AlignedPair:
     """BEFORE and AFTER on one common grid (see GridSpec), read one window at a time.
 
@@ -385,17 +404,19 @@ class AlignedPair:
     neighbour onto the grid: masked pixels are invalid, like nodata. Use as a context manager.
     Raises InputFileError for missing or unreadable files and IncompatibleScenesError when the
     scenes lack a CRS, have different band counts, lack a selected band or do not overlap.
-    Warped dates are resampled bilinearly (they are imagery, not classes).
+    Warped dates are resampled bilinearly (they are imagery, not classes). ``after_shift``: a
+    translation of AFTER against its own georeferencing (co-registration, see ``rs.coregister``).
     """
 
     def __init__(self, before_path: str | os.PathLike[str], after_path: str | os.PathLike[str],
                  bands: tuple[str, ...] | None = None, masks: tuple[str, ...] = (),
-                 grid: GridSpec | None = None) -> None:
+                 grid: GridSpec | None = None, after_shift: Shift | None = None) -> None:
         self.before_path = Path(before_path)
         self.after_path = Path(after_path)
         self.bands = bands
         self.masks = tuple(masks)
         self.grid_spec = grid or GridSpec()
+        self.after_shift = after_shift
         self._files: list[rasterio.io.DatasetReader] = []
         self._readers: list[GridReader] = []
         try:
@@ -409,16 +430,30 @@ class AlignedPair:
             self.grid = (Grid(None, Affine.identity(), before.width, before.height) if self.plain
                          else common_grid(before, after, self.grid_spec))
             self._before = self._reader(before, Resampling.bilinear, "BEFORE")
-            self._after = self._reader(after, Resampling.bilinear, "AFTER")
+            self._after = self._reader(after, Resampling.bilinear, "AFTER",
+                                       src_transform=self._shifted_transform(after) if after_shift else None)
             self._masks = [self.reader_for(mask, "mask", Resampling.nearest, fill=0) for mask in self.masks]
         except Exception:
             self.close()
             raise
 
-    def reopen(self, grid: GridSpec | None = None) -> AlignedPair:
-        """A second, independent AlignedPair of the same files, bands and masks, on the same grid
-        or on ``grid`` (for another thread: GDAL handles are not thread-safe)."""
-        return AlignedPair(self.before_path, self.after_path, self.bands, self.masks, grid or self.grid_spec)
+    def reopen(self, grid: GridSpec | None = None, after_shift: Shift | None = None) -> AlignedPair:
+        """A second, independent AlignedPair of the same files, bands, masks and AFTER shift, on the
+        same grid or on ``grid`` (for another thread: GDAL handles are not thread-safe); with
+        ``after_shift``, that shift instead."""
+        return AlignedPair(self.before_path, self.after_path, self.bands, self.masks, grid or self.grid_spec,
+                           after_shift or self.after_shift)
+
+    def _shifted_transform(self, after: rasterio.io.DatasetReader) -> Affine:
+        """AFTER's georeferencing moved by ``after_shift`` (given in the grid's CRS; converted to
+        AFTER's own CRS at the grid's centre when they differ: a translation is all it corrects)."""
+        assert self.after_shift is not None and self.grid.crs is not None
+        dx, dy = self.after_shift.dx, self.after_shift.dy
+        if after.crs != self.grid.crs:
+            cx, cy = self.grid.transform * (self.grid.width / 2, self.grid.height / 2)
+            xs, ys = rasterio.warp.transform(self.grid.crs, after.crs, [cx, cx + dx], [cy, cy + dy])
+            dx, dy = xs[1] - xs[0], ys[1] - ys[0]
+        return Affine.translation(dx, dy) * after.transform
 
     def _open(self, path: str | os.PathLike[str], role: str) -> rasterio.io.DatasetReader:
         ds = open_raster(path, role)
@@ -426,8 +461,8 @@ class AlignedPair:
         return ds
 
     def _reader(self, ds: rasterio.io.DatasetReader, resampling: Resampling, role: str,
-                fill: float | None = None) -> GridReader:
-        reader = GridReader(ds, self.grid, resampling, role, fill)
+                fill: float | None = None, src_transform: Affine | None = None) -> GridReader:
+        reader = GridReader(ds, self.grid, resampling, role, fill, src_transform)
         self._readers.append(reader)
         return reader
 

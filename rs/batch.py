@@ -35,7 +35,7 @@ import yaml
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker, worker_client
 
 from models.changenet import load_spec, resolve_model
-from rs.align import AlignedPair, GridSpec, at_model_gsd
+from rs.align import AlignedPair, GridSpec, Shift, at_model_gsd
 from rs.atomic import TMP_GLOB, atomic_write
 from rs.crosscheck import SEVERITY, CrosscheckInputs
 from rs.errors import ChangewatchError, ManifestError
@@ -158,6 +158,7 @@ class BatchConfig:
     bands: tuple[str, ...] | None = None
     grid: GridSpec = field(default_factory=GridSpec)
     gsd: str = "auto"
+    coregister: bool = True
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def shared_layers(self) -> dict[str, str | None]:
@@ -206,7 +207,8 @@ def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
     return DetectConfig(before=job.before, after=job.after, outdir=str(Path(config.outdir) / job.area_id),
                         masks=job.masks, layers=layers, model=config.model, threshold=config.threshold,
                         min_area_m2=config.min_area_m2, simplify_m=config.simplify_m, bands=config.bands,
-                        grid=config.grid, gsd=config.gsd, inference=config.inference)
+                        grid=config.grid, gsd=config.gsd, coregister=config.coregister,
+                        inference=config.inference)
 
 
 def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predictor = predict_pair) -> JobRecord:
@@ -303,10 +305,10 @@ def _worker_models() -> ModelCache:
 
 
 def _predict_chunk(before: str, after: str, bands: tuple[str, ...] | None, masks: tuple[str, ...], grid: GridSpec,
-                   model_path: str, tiles: list[Tile], stats: tuple[BandStats, BandStats],
+                   after_shift: Shift | None, model_path: str, tiles: list[Tile], stats: tuple[BandStats, BandStats],
                    config: InferenceConfig) -> list[tuple[Tile, np.ndarray]]:
     """Dask task: probabilities of some tiles of one scene (the worker opens the pair itself)."""
-    with AlignedPair(before, after, bands, masks, grid) as pair:
+    with AlignedPair(before, after, bands, masks, grid, after_shift) as pair:
         return list(predict_tiles(pair, _worker_models().get(model_path), tiles, stats, config))
 
 
@@ -334,7 +336,8 @@ class ClusterPredictor:
         chunks = [tiles[i:i + self.tiles_per_task] for i in range(0, len(tiles), self.tiles_per_task)]
         with worker_client() as client:
             futures = [client.submit(_predict_chunk, str(pair.before_path), str(pair.after_path), pair.bands,
-                                     pair.masks, pair.grid_spec, str(model.path), chunk, stats, config, pure=False)
+                                     pair.masks, pair.grid_spec, pair.after_shift, str(model.path), chunk, stats,
+                                     config, pure=False)
                        for chunk in chunks]
             self.tasks += len(futures)
             for future in as_completed(futures):

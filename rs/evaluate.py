@@ -22,6 +22,7 @@ import rasterio.features
 from scipy import ndimage
 
 from rs.align import AlignedPair, at_model_gsd
+from rs.coregister import coregister
 from rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
 from rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability
 from rs.vectorize import FOUR_CONNECTED, pixel_area_m2
@@ -130,13 +131,15 @@ class SiteResult:
 class EvalOptions:
     """How to score: the decision threshold (None: the model's own), the smallest true object
     counted for object recall (m² of ground), the pixel size assumed for plain images without
-    georeferencing (metres), and whether imagery much finer than the model's GSD is compared at
-    that GSD ("auto") or at its own ("native"), as ``detect`` does."""
+    georeferencing (metres), whether imagery much finer than the model's GSD is compared at
+    that GSD ("auto") or at its own ("native"), and whether AFTER's residual shift is measured
+    and removed (``rs.coregister``), as ``detect`` does."""
 
     threshold: float | None = None
     object_min_m2: float = 200.0
     pixel_size_m: float = 1.0
     gsd: str = "auto"
+    coregister: bool = True
 
 
 def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[LabelledPair]:
@@ -184,8 +187,10 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfi
     """
     threshold = model.spec.threshold if options.threshold is None else options.threshold
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    with at_model_gsd(site.open(bands), model.spec.gsd_m, options.gsd) as pair, \
-            tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
+    pair = at_model_gsd(site.open(bands), model.spec.gsd_m, options.gsd)
+    if options.coregister:
+        pair, _ = coregister(pair)
+    with pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
         labels = site.labels(pair)
         prob_path = write_probability(pair.grid, tiling(pair.grid, config),
                                       predict_pair(pair, model, config, progress), Path(tmp) / "prob.tif")

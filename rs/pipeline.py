@@ -29,6 +29,7 @@ import numpy as np
 import rs
 from models.changenet import resolve_model
 from rs.align import AlignedPair, GridSpec, at_model_gsd, scene_date
+from rs.coregister import Coregistration, coregister
 from rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
 from rs.errors import IncompatibleScenesError
 from rs.export import StagedOutput, write_json, write_judgement
@@ -48,6 +49,7 @@ class DetectConfig:
     the common grid (default: BEFORE's pixels where the dates overlap); ``gsd``: "auto" compares
     imagery more than twice as fine as the model's training GSD on a grid at that GSD, "native"
     never resamples (``rs.align.grid_for_gsd``; only without a user grid);
+    ``coregister``: measure AFTER's residual shift against BEFORE and remove it (``rs.coregister``);
     ``model`` None means the shipped model for the scenes' band count (4: blue, green, red, NIR;
     3: red, green, blue); ``threshold`` None means the model's own (chosen on its validation data);
     ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
@@ -63,6 +65,7 @@ class DetectConfig:
     masks: tuple[str, ...] = ()
     grid: GridSpec = field(default_factory=GridSpec)
     gsd: str = "auto"
+    coregister: bool = True
     model: str | None = None
     threshold: float | None = None
     min_area_m2: float = 200.0
@@ -96,7 +99,7 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     models = models or ModelCache(config.inference.device, config.inference.amp)
-    pair, model, model_path = _open_for_model(config, models)
+    pair, model, model_path, coreg = _open_for_model(config, models)
     with pair:
         threshold = model.spec.threshold if config.threshold is None else config.threshold
         layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
@@ -117,18 +120,19 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
             timings["crosscheck_s"] = time.perf_counter() - t
             write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
             timings["total_s"] = time.perf_counter() - t0
-            summary = _summary(config, model, model_path, pair, threshold, judgement, layers, rules, as_of_source,
-                               timings)
+            summary = _summary(config, model, model_path, pair, coreg, threshold, judgement, layers, rules,
+                               as_of_source, timings)
             write_json(summary, out.path("summary.json"))
     files = {name: out.final(name) for name in OUTPUT_FILES}
     return DetectResult(out.outdir, files, len(judgement.changes), len(judgement.flagged),
                         float(judgement.flagged["area_m2"].sum()), summary)
 
 
-def _open_for_model(config: DetectConfig, models: ModelCache) -> tuple[AlignedPair, ChangeModel, Path]:
-    """The aligned pair, its model and the model's path. Without a user grid, imagery much finer
-    than the model's training GSD is compared on a grid at that GSD (``config.gsd``, see
-    ``rs.align.grid_for_gsd``)."""
+def _open_for_model(config: DetectConfig,
+                    models: ModelCache) -> tuple[AlignedPair, ChangeModel, Path, Coregistration | None]:
+    """The aligned pair, its model, the model's path and the co-registration measured (None when
+    not asked for). Without a user grid, imagery much finer than the model's training GSD is
+    compared on a grid at that GSD (``config.gsd``, see ``rs.align.grid_for_gsd``)."""
     pair = AlignedPair(config.before, config.after, config.bands, config.masks, config.grid)
     try:
         if pair.plain:
@@ -138,10 +142,13 @@ def _open_for_model(config: DetectConfig, models: ModelCache) -> tuple[AlignedPa
         model = models.get(model_path)
         model.check_bands(pair.band_count)
         pair = at_model_gsd(pair, model.spec.gsd_m, config.gsd)
+        coreg = None
+        if config.coregister:
+            pair, coreg = coregister(pair)
     except BaseException:
         pair.close()
         raise
-    return pair, model, model_path
+    return pair, model, model_path, coreg
 
 
 def _as_of(config: DetectConfig) -> tuple[date, str]:
@@ -154,8 +161,8 @@ def _as_of(config: DetectConfig) -> tuple[date, str]:
     return date.today(), "today (AFTER has no date tag)"
 
 
-def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: AlignedPair, threshold: float,
-             judgement: Judgement, layers: Layers, rules: RuleConfig, as_of_source: str,
+def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: AlignedPair,
+             coreg: Coregistration | None, threshold: float, judgement: Judgement, layers: Layers, rules: RuleConfig, as_of_source: str,
              timings: dict[str, float]) -> dict[str, Any]:
     counts = judgement.counts()
     return {
@@ -170,6 +177,7 @@ def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: A
             "pixel_size_m": pair.grid.pixel_size_m(), "grid": asdict(pair.grid_spec),
             "bands_per_date": pair.band_count, "bands": list(config.bands) if config.bands else "all",
             "masks": [str(Path(m).resolve()) for m in config.masks],
+            "coregistration": coreg.to_dict() if coreg else None,
         },
         "model": {"path": str(model_path.resolve()), "name": model.spec.name,
                   "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},

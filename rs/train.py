@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 
 from models.changenet import ModelSpec, build_network, load_checkpoint, save_checkpoint
 from rs.atomic import atomic_write
+from rs.coregister import coregister as coregister_pair
 from rs.errors import ModelError
 from rs.datasets import LABEL_NODATA, LabelledPair, find_pairs, read_whole
-from rs.evaluate import evaluate
+from rs.evaluate import EvalOptions, evaluate
 from rs.infer import ChangeModel, InferenceConfig, model_input, resolve_device
 from rs.normalize import METHOD, pair_stats_from_arrays
 
@@ -69,6 +70,7 @@ class TrainConfig:
     jitter: float = 0.1  # sd of a per-date gain and offset (radiometric differences between dates)
     band_jitter: float = 0.0  # sd of an extra per-band, per-date gain (spectral differences between sensors)
     shift_px: int = 0  # up to this many pixels of random misregistration of AFTER
+    coregister: bool = True  # remove each pair's measured residual shift first (rs.coregister), as detect does
     scale_range: tuple[float, float] | None = None  # random zoom of each crop (multi-scale training)
     val_every: int = 500
     patience: int = 0  # stop after this many validations without a better val F1 (0: never)
@@ -94,11 +96,15 @@ class SiteArrays:
         self.positives = np.argwhere(self.label == 1)
 
 
-def load_site(site: LabelledPair, select: tuple[str, ...] | None = None) -> SiteArrays:
-    """Align, normalise (as at inference) and load one labelled pair; unlabelled or invalid pixels → 255.
+def load_site(site: LabelledPair, select: tuple[str, ...] | None = None, coregister: bool = True) -> SiteArrays:
+    """Align (and co-register, as at inference), normalise and load one labelled pair; unlabelled
+    or invalid pixels → 255.
 
     ``select``: the bands of the pair's files to use, by 1-based index or name (None: all)."""
-    with site.open(select) as pair:
+    pair = site.open(select)
+    if coregister:
+        pair, _ = coregister_pair(pair)
+    with pair:
         w = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
         label = read_whole(pair, site.labels(pair))
     label = np.where(w.valid, label, LABEL_NODATA).astype(np.uint8)
@@ -224,9 +230,10 @@ class TrainResult:
 
 
 def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: list[LabelledPair],
-              select: tuple[str, ...] | None) -> tuple[float, dict[str, object]]:
+              select: tuple[str, ...] | None, coregister: bool) -> tuple[float, dict[str, object]]:
     model = ChangeModel(network, spec, device)
-    report = evaluate(val, model, threshold=0.5, config=InferenceConfig(tile=256, overlap=64), bands=select)
+    report = evaluate(val, model, threshold=0.5, config=InferenceConfig(tile=256, overlap=64), bands=select,
+                      options=EvalOptions(coregister=coregister))
     threshold, pooled = report.histogram.best_threshold()
     return threshold, pooled.metrics()
 
@@ -332,7 +339,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     except ValueError as exc:
         raise ModelError(str(exc)) from exc
     train_pairs, val_pairs = _split(config)
-    train_sites = [load_site(s, config.select) for s in train_pairs]
+    train_sites = [load_site(s, config.select, config.coregister) for s in train_pairs]
     if train_sites[0].x.shape[0] != 2 * len(config.bands):
         raise ModelError(f"{len(config.bands)} band names given ({', '.join(config.bands)}) for "
                          f"{train_sites[0].x.shape[0] // 2} bands per date in the data")
@@ -359,7 +366,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             row: dict[str, object] = {"iteration": it, "loss": round(state.running, 5),
                                       "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)}
             if val_pairs:
-                threshold, metrics = _validate(network, spec, device, val_pairs, config.select)
+                threshold, metrics = _validate(network, spec, device, val_pairs, config.select, config.coregister)
                 row.update(val_f1=round(float(metrics["f1"]), 4), val_threshold=threshold)
                 if float(metrics["f1"]) > state.best_f1:
                     state.best_f1, state.best_threshold, state.best_metrics = float(metrics["f1"]), threshold, metrics
@@ -403,7 +410,7 @@ def _try_average(state: Progress, network: torch.nn.Module, spec: ModelSpec, dev
     network.load_state_dict(mean)
     batches = (torch.from_numpy(sample_batch(sites, config, rng)[0]) for _ in range(50))
     torch.optim.swa_utils.update_bn(batches, network, device)
-    threshold, metrics = _validate(network, spec, device, val, config.select)
+    threshold, metrics = _validate(network, spec, device, val, config.select, config.coregister)
     state.log.append({"iteration": f"mean of last {len(state.recent)}", "val_f1": round(float(metrics["f1"]), 4),
                       "val_threshold": threshold})
     if float(metrics["f1"]) <= state.best_f1:

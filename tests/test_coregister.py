@@ -1,0 +1,92 @@
+"""rs.coregister: a known sub-pixel misregistration of AFTER is measured and removed; aligned
+pairs, plain images and disagreeing windows are left alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rasterio.windows import Window
+from scipy import ndimage
+
+from rs.align import AlignedPair
+from rs.coregister import CoregConfig, coregister, measure_shift
+from rs.pipeline import DetectConfig, detect
+from tests.data import UTM48N, utm_transform, write_png, write_raster
+
+
+def city(rows: int = 300, cols: int = 300, seed: int = 0) -> np.ndarray:
+    """Four bands of seeded, spatially correlated texture (blocks and streets at 10 m), uint16."""
+    rng = np.random.default_rng(seed)
+    grey = ndimage.gaussian_filter(rng.normal(size=(rows, cols)), 1.2)
+    return np.stack([1500 + 200 * b + 4000 * grey for b in range(4)]).clip(0, 65535).astype(np.uint16)
+
+
+def shifted_pair(tmp_path: Path, rows: float, cols: float) -> tuple[Path, Path]:
+    """BEFORE, and AFTER = BEFORE's content moved ``rows`` down and ``cols`` right, same georeferencing."""
+    before = city()
+    after = np.stack([ndimage.shift(b.astype(float), (rows, cols), order=3, mode="nearest") for b in before])
+    t = utm_transform()
+    return (write_raster(tmp_path / "before.tif", before, UTM48N, t),
+            write_raster(tmp_path / "after.tif", after.clip(0, 65535).astype(np.uint16), UTM48N, t))
+
+
+def residual(pair: AlignedPair) -> float:
+    """Mean absolute BEFORE − AFTER difference inside a margin (0 when perfectly aligned)."""
+    w = pair.read(Window(10, 10, pair.grid.width - 20, pair.grid.height - 20))
+    return float(np.abs(w.before - w.after).mean())
+
+
+def test_a_subpixel_shift_is_measured_and_removed(tmp_path: Path) -> None:
+    before, after = shifted_pair(tmp_path, 1.3, -0.6)
+    with AlignedPair(before, after) as pair:
+        misaligned = residual(pair)
+        corrected, found = coregister(pair)
+        with corrected:
+            assert found.applied and found.windows >= 3
+            assert found.rows == pytest.approx(-1.3, abs=0.1) and found.cols == pytest.approx(0.6, abs=0.1)
+            again = measure_shift(corrected)
+            assert abs(again.rows) < 0.1 and abs(again.cols) < 0.1 and not again.applied
+            assert residual(corrected) < 0.3 * misaligned
+            with corrected.reopen() as copy:  # other threads' copies carry the shift
+                assert copy.after_shift == corrected.after_shift and residual(copy) == residual(corrected)
+
+
+def test_aligned_pairs_and_plain_images_are_left_alone(tmp_path: Path) -> None:
+    before, after = shifted_pair(tmp_path, 0.0, 0.0)
+    with AlignedPair(before, after) as pair:
+        same, found = coregister(pair)
+        assert same is pair and not found.applied and abs(found.rows) < 0.05 and abs(found.cols) < 0.05
+    scene = city(64, 64)[:3].astype(np.uint8)
+    a, b = write_png(tmp_path / "a.png", scene), write_png(tmp_path / "b.png", np.roll(scene, 1, axis=1))
+    with AlignedPair(a, b) as plain:
+        same, found = coregister(plain)
+        assert same is plain and found.windows == 0 and not found.applied
+
+
+def test_windows_that_disagree_are_not_applied(tmp_path: Path) -> None:
+    """Left half moved one way, right half the other: no single translation fits, none is applied."""
+    before = city()
+    left = np.stack([ndimage.shift(b.astype(float), (0, 1.5), order=3, mode="nearest") for b in before])
+    right = np.stack([ndimage.shift(b.astype(float), (0, -1.5), order=3, mode="nearest") for b in before])
+    after = np.concatenate([left[:, :, :150], right[:, :, 150:]], axis=2).astype(np.uint16)
+    t = utm_transform()
+    b, a = write_raster(tmp_path / "b.tif", before, UTM48N, t), write_raster(tmp_path / "a.tif", after, UTM48N, t)
+    with AlignedPair(b, a) as pair:
+        found = measure_shift(pair, CoregConfig(window=128))
+        assert not found.applied
+
+
+def test_detect_records_the_correction(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    before, after = shifted_pair(tmp_path, 0.0, 1.0)
+    for flag in (True, False):
+        out = tmp_path / f"out-{flag}"
+        detect(DetectConfig(str(before), str(after), str(out), model=str(tiny_checkpoint), coregister=flag),
+               progress=False)
+        recorded = json.loads((out / "summary.json").read_text())["inputs"]["coregistration"]
+        if flag:
+            assert recorded["applied"] and recorded["shift_px"][1] == pytest.approx(-1.0, abs=0.1)
+        else:
+            assert recorded is None
