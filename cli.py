@@ -461,8 +461,9 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
           patience: int, average_last: int, resume: bool, seed: int, threads: int, device: str, quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
 
-    The defaults reproduce the shipped models/changewatch-rgbn model from ../shared/data/oscd; the
-    RGB model: --bands 3,2,1 --band-names red,green,blue --out models/changewatch-rgb.json.
+    The commands that reproduce the shipped models from ../shared/data/oscd are in models/README.md
+    (the RGBN one: --threads 2 --iterations 8000 --shift-px 1 --scale-range 0.8,1.25
+    --weight-decay 0.01 --band-jitter 0.05 --no-coregister).
     Fine-tuning on a city's own labels: --init-from models/changewatch-rgb.json --data CITY
     --train-sites all --val-sites a,b --gsd-m 0.5.
     """
