@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 from scipy import ndimage
 
 from rs.align import AlignedPair
 from rs.coregister import CoregConfig, coregister, measure_shift
 from rs.pipeline import DetectConfig, detect
-from tests.data import UTM48N, utm_transform, write_png, write_raster
+from tests.data import UTM48N, WGS84, utm_transform, write_png, write_raster
 
 
 def city(rows: int = 300, cols: int = 300, seed: int = 0) -> np.ndarray:
@@ -90,3 +92,27 @@ def test_detect_records_the_correction(tmp_path: Path, tiny_checkpoint: Path) ->
             assert recorded["applied"] and recorded["shift_px"][1] == pytest.approx(-1.0, abs=0.1)
         else:
             assert recorded is None
+
+
+def test_a_shift_is_removed_when_after_is_in_another_crs(tmp_path: Path) -> None:
+    """AFTER in WGS84 (warped onto BEFORE's UTM grid): the correction, measured in grid pixels, is
+    converted into AFTER's own CRS before it is applied."""
+    from rasterio.warp import calculate_default_transform, reproject
+
+    before, shifted = shifted_pair(tmp_path, -0.8, 1.1)
+    with rasterio.open(shifted) as src:
+        transform, width, height = calculate_default_transform(src.crs, WGS84, src.width, src.height, *src.bounds)
+        warped = np.zeros((src.count, height, width), np.float32)
+        for b in range(src.count):
+            reproject(rasterio.band(src, b + 1), warped[b], dst_transform=transform, dst_crs=WGS84,
+                      resampling=Resampling.cubic)
+    after = write_raster(tmp_path / "after4326.tif", warped, WGS84, transform, nodata=0.0)
+    with AlignedPair(before, after) as pair:
+        misaligned = residual(pair)
+        corrected, found = coregister(pair)
+        with corrected:
+            assert found.applied
+            assert found.rows == pytest.approx(0.8, abs=0.15) and found.cols == pytest.approx(-1.1, abs=0.15)
+            again = measure_shift(corrected)
+            assert np.hypot(again.rows, again.cols) < 0.15
+            assert residual(corrected) < 0.5 * misaligned
