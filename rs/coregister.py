@@ -4,10 +4,11 @@ Georeferencing aligns two dates only as well as each was orthorectified: Sentine
 commonly off by up to a pixel (four of the ten OSCD training cities by about one, see
 bench/RESULTS.md), and very-high-resolution images from different passes or sensors by metres.
 A change network then sees every edge as change. ``coregister`` measures the shift by
-cross-correlation (scikit-image's upsampled DFT, on Hann-tapered windows: phase normalisation
-and untapered edges both bias sub-pixel estimates toward whole pixels, measured in
-tests/test_coregister.py) on windows spread over the common grid, keeps it only when they agree, and re-opens the pair with AFTER translated by it. Only a translation is
-corrected: rotation, scale and terrain-dependent distortions need orthorectification upstream.
+cross-correlation (scikit-image's upsampled DFT) of Hann-tapered windows spread over the common
+grid — phase normalisation and untapered edges both biased sub-pixel estimates toward whole
+pixels (bench/RESULTS.md) — keeps it only when the windows agree, and re-opens the pair with
+AFTER translated by it. Only a translation is corrected: rotation, scale and terrain-dependent
+distortions need orthorectification upstream. Cloud masks are not moved.
 """
 
 from __future__ import annotations
