@@ -90,7 +90,7 @@ gsd_opt = click.option(
          "Ignored with --crs/--resolution.")
 coreg_opt = click.option(
     "--coregister/--no-coregister", default=True, show_default=True,
-    help="Measure AFTER's residual shift against BEFORE by phase correlation and remove it when windows across "
+    help="Measure AFTER's residual shift against BEFORE by cross-correlation and remove it when windows across "
          "the scene agree (a translation; up to 3 pixels). Recorded in summary.json.")
 simplify_opt = click.option("--simplify-m", type=click.FloatRange(0.0), default=0.0, show_default=True,
                             help="Simplify change outlines to this tolerance in metres (topology kept); 0 keeps "
@@ -142,8 +142,9 @@ def layer_options(func: F) -> F:
 
 def detect_options(func: F) -> F:
     """The model, decision and tiling options shared by detect and batch."""
-    for option in reversed((model_opt, bands_opt, crs_opt, resolution_opt, gsd_opt, coreg_opt, device_opt, amp_opt, tta_opt,
-                            threshold_opt, min_area_opt, simplify_opt, tile_opt, overlap_opt, batch_opt, quiet_opt)):
+    for option in reversed((model_opt, bands_opt, crs_opt, resolution_opt, gsd_opt, coreg_opt, device_opt, amp_opt,
+                            tta_opt, threshold_opt, min_area_opt, simplify_opt, tile_opt, overlap_opt, batch_opt,
+                            quiet_opt)):
         func = option(func)
     return func
 
@@ -225,8 +226,8 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
 def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers: int, permits: str | None,
            zoning: str | None, parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None,
            bands: str | None, grid_crs: str | None, resolution: float | None, gsd: str, coregister: bool, device: str,
-           amp: bool, tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int, overlap: int,
-           batch_size: int, quiet: bool) -> None:
+           amp: bool, tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int,
+           overlap: int, batch_size: int, quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
 
     BEFORE and AFTER are GeoTIFFs of one area with the same bands in the same order (the
@@ -280,8 +281,7 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
           columns_file: str | None, resume: bool, scheduler: str, workers: int | None, split_mpx: float,
           json_log: bool, model_path: str | None, bands: str | None, grid_crs: str | None, resolution: float | None,
           gsd: str, coregister: bool, device: str, amp: bool, tta: bool, threshold: float | None, min_area_m2: float,
-          simplify_m: float, tile: int,
-          overlap: int, batch_size: int, quiet: bool) -> None:
+          simplify_m: float, tile: int, overlap: int, batch_size: int, quiet: bool) -> None:
     """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
 
     \b
@@ -457,8 +457,9 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: str, select: str | None,
           band_names: str, gsd_m: float, architecture: str, encoder: str, fusion: str, init_from: str | None,
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
-          pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int, coregister: bool, scale_range: str | None, val_every: int,
-          patience: int, average_last: int, resume: bool, seed: int, threads: int, device: str, quiet: bool) -> None:
+          pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int,
+          coregister: bool, scale_range: str | None, val_every: int, patience: int, average_last: int, resume: bool,
+          seed: int, threads: int, device: str, quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
 
     The commands that reproduce the shipped models from ../shared/data/oscd are in models/README.md
@@ -483,10 +484,8 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
         gsd_m=gsd_m, architecture=architecture, encoder=encoder, fusion=fusion, init_from=init_from,
         crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, weight_decay=weight_decay,
         loss=loss, pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter,
-        band_jitter=band_jitter, shift_px=shift_px, coregister=coregister,
-        scale_range=scales, val_every=val_every, patience=patience, average_last=average_last, resume=resume,
-        seed=seed, threads=threads,
-        device=device)
+        band_jitter=band_jitter, shift_px=shift_px, coregister=coregister, scale_range=scales, val_every=val_every,
+        patience=patience, average_last=average_last, resume=resume, seed=seed, threads=threads, device=device)
     result = run_train(config, progress=not quiet)
     click.echo(f"saved {result.checkpoint} (threshold {result.threshold:.2f}, val F1 "
                f"{float(result.val.get('f1', float('nan'))):.3f}) in {result.seconds / 60:.1f} min")
@@ -511,8 +510,8 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
 @quiet_opt
 @reports_errors
 def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: str | None, device: str,
-             threshold: float | None, tta: bool, gsd: str, coregister: bool, object_min_m2: float, pixel_size_m: float, as_json: bool,
-             quiet: bool) -> None:
+             threshold: float | None, tta: bool, gsd: str, coregister: bool, object_min_m2: float, pixel_size_m: float,
+             as_json: bool, quiet: bool) -> None:
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels, and
     object recall (share of true change objects ≥ --object-min-m2 that are hit)."""
     from models.changenet import resolve_model

@@ -389,10 +389,6 @@ class Shift:
         """The translation that moves content ``rows`` pixels down and ``cols`` right on ``grid``."""
         return cls(cols * grid.transform.a, rows * grid.transform.e)
 
-    def pixels(self, grid: Grid) -> tuple[float, float]:
-        """(rows down, cols right) on ``grid``."""
-        return self.dy / grid.transform.e, self.dx / grid.transform.a
-
 
 class AlignedPair:
     """BEFORE and AFTER on one common grid (see GridSpec), read one window at a time.

@@ -162,8 +162,8 @@ def _as_of(config: DetectConfig) -> tuple[date, str]:
 
 
 def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: AlignedPair,
-             coreg: Coregistration | None, threshold: float, judgement: Judgement, layers: Layers, rules: RuleConfig, as_of_source: str,
-             timings: dict[str, float]) -> dict[str, Any]:
+             coreg: Coregistration | None, threshold: float, judgement: Judgement, layers: Layers, rules: RuleConfig,
+             as_of_source: str, timings: dict[str, float]) -> dict[str, Any]:
     counts = judgement.counts()
     return {
         "changewatch_version": rs.__version__,
