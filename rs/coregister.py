@@ -92,10 +92,16 @@ def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Cor
 def coregister(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> tuple[AlignedPair, Coregistration]:
     """``pair`` with AFTER moved onto BEFORE when a consistent shift is measured (then ``pair`` is
     closed and a re-opened pair returned), else ``pair`` itself. Plain images (no CRS) and pairs
-    already shifted are returned as they are (``windows`` 0, not applied)."""
+    already shifted are returned as they are (``windows`` 0, not applied). ``pair`` is closed when
+    the measurement fails (a file that cannot be decoded raises InputFileError), so callers need
+    no clean-up of their own."""
     if pair.plain or pair.after_shift is not None:
         return pair, Coregistration(0.0, 0.0, 0, False)
-    found = measure_shift(pair, config)
+    try:
+        found = measure_shift(pair, config)
+    except BaseException:
+        pair.close()
+        raise
     if not found.applied:
         return pair, found
     pair.close()

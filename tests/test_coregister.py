@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from rs.align import AlignedPair
 from rs.coregister import CoregConfig, coregister, measure_shift
+from rs.errors import InputFileError
 from rs.pipeline import DetectConfig, detect
 from tests.data import UTM48N, WGS84, utm_transform, write_png, write_raster
 
@@ -116,3 +117,17 @@ def test_a_shift_is_removed_when_after_is_in_another_crs(tmp_path: Path) -> None
             again = measure_shift(corrected)
             assert np.hypot(again.rows, again.cols) < 0.15
             assert residual(corrected) < 0.5 * misaligned
+
+
+def test_a_file_that_cannot_be_decoded_raises_and_closes_the_pair(tmp_path: Path) -> None:
+    before, after = shifted_pair(tmp_path, 0.0, 1.0)
+    truncated = tmp_path / "truncated.tif"
+    with rasterio.open(after) as src:
+        profile = {**src.profile, "compress": "deflate", "tiled": True, "blockxsize": 32, "blockysize": 32}
+        with rasterio.open(truncated, "w", **profile) as dst:
+            dst.write(src.read())
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # header intact, data cut
+    pair = AlignedPair(before, truncated)
+    with pytest.raises(InputFileError, match="AFTER file is corrupt or truncated"):
+        coregister(pair)
+    assert all(ds.closed for ds in pair._files)
