@@ -15,15 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-import rs
+import changewatch
 
-ROOT = Path(__file__).resolve().parent
-DEMO_BEFORE = ROOT / "tiles" / "hongkong" / "before.tif"
-DEMO_AFTER = ROOT / "tiles" / "hongkong" / "after.tif"
-DEMO_PERMITS = ROOT / "tiles" / "hongkong_permits_demo.gpkg"
-DEMO_ZONING = ROOT / "tiles" / "hongkong_zoning_demo.gpkg"
-DEMO_PARCELS = ROOT / "tiles" / "hongkong_parcels_demo.gpkg"
-DEFAULT_OSCD = ROOT.parent / "shared" / "data" / "oscd"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,7 +26,7 @@ def reports_errors(func: F) -> F:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from rs.errors import ChangewatchError
+        from changewatch.rs.errors import ChangewatchError
 
         try:
             return func(*args, **kwargs)
@@ -126,7 +119,7 @@ def _layers(permits: str | None, zoning: str | None, parcels: str | None, as_of:
     """CrosscheckInputs from the layer options, --as-of and --columns."""
     from dataclasses import replace
 
-    from rs.crosscheck import CrosscheckInputs, load_rules
+    from changewatch.rs.crosscheck import CrosscheckInputs, load_rules
 
     rules, parcel_columns = load_rules(columns_file)
     return CrosscheckInputs(permits, zoning, parcels, replace(rules, as_of=as_of.date() if as_of else None),
@@ -156,7 +149,7 @@ def _model(path: str | None) -> str | None:
 
 def _inference(device: str, tile: int, overlap: int, batch_size: int, amp: bool = True, workers: int = 1,
                tta: bool = False) -> Any:
-    from rs.infer import InferenceConfig
+    from changewatch.rs.infer import InferenceConfig
 
     if overlap >= tile:
         raise click.BadParameter(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
@@ -165,13 +158,13 @@ def _inference(device: str, tile: int, overlap: int, batch_size: int, amp: bool 
 
 
 def _grid(crs: str | None, resolution: float | None) -> Any:
-    from rs.align import GridSpec
+    from changewatch.rs.align import GridSpec
 
     return GridSpec(crs, resolution)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(rs.__version__, prog_name="changewatch")
+@click.version_option(changewatch.__version__, prog_name="changewatch")
 def cli() -> None:
     """changewatch: find new construction between two satellite scenes and flag what has no permit.
 
@@ -195,7 +188,7 @@ def _bands(value: str | None) -> tuple[str, ...] | None:
 def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None, bands: str | None,
                 threshold: float | None, min_area_m2: float, simplify_m: float, inference: Any, quiet: bool,
                 masks: tuple[str, ...] = (), grid: Any = None, gsd: str = "auto", coregister: bool = True) -> None:
-    from rs.pipeline import DetectConfig, detect
+    from changewatch.rs.pipeline import DetectConfig, detect
 
     config = DetectConfig(before=before, after=after, outdir=outdir, layers=layers, model=_model(model_path),
                           bands=_bands(bands), masks=masks, grid=grid or _grid(None, None), gsd=gsd,
@@ -253,8 +246,11 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
     The imagery is modified Copernicus Sentinel data from the OSCD dataset (see
     tiles/ATTRIBUTION.md); the permit and zoning layers are invented to exercise the cross-check.
     """
-    layers = _layers(str(DEMO_PERMITS), str(DEMO_ZONING), str(DEMO_PARCELS), None, None)
-    _run_detect(str(DEMO_BEFORE), str(DEMO_AFTER), outdir, layers, None, None, None, 200.0, 0.0,
+    from changewatch.tiles import demo_data
+
+    data = demo_data()
+    layers = _layers(str(data.permits), str(data.zoning), str(data.parcels), None, None)
+    _run_detect(str(data.before), str(data.after), outdir, layers, None, None, None, 200.0, 0.0,
                 _inference(device, 256, 64, 8), quiet)
     click.echo(f"demo done: open {Path(outdir) / 'flagged.gpkg'} in QGIS or GeoPandas")
 
@@ -298,8 +294,8 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
 
     from tqdm.auto import tqdm
 
-    from rs.batch import BatchConfig, JobRecord, read_manifest, run_batch, tile_counts
-    from rs.errors import BATCH_JOBS_FAILED
+    from changewatch.rs.batch import BatchConfig, JobRecord, read_manifest, run_batch, tile_counts
+    from changewatch.rs.errors import BATCH_JOBS_FAILED
 
     if not (scheduler in ("serial", "local") or scheduler.startswith(("tcp://", "tls://"))):
         raise click.BadParameter(f"{scheduler!r}: use serial, local or tcp://host:port", param_hint="--scheduler")
@@ -348,7 +344,7 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
     Every change gets a reasons column: NO_PERMIT, PERMIT_NOT_YET_VALID, PERMIT_EXPIRED,
     EXCEEDS_PERMIT, NO_BUILD_ZONE (several possible, comma-separated), or PERMITTED.
     """
-    from rs.pipeline import CrosscheckConfig, run_crosscheck
+    from changewatch.rs.pipeline import CrosscheckConfig, run_crosscheck
 
     layers = _layers(permits, zoning, parcels, as_of, columns_file)
     judgement, summary = run_crosscheck(CrosscheckConfig(changes, outdir, layers))
@@ -372,7 +368,7 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
 @reports_errors
 def export(run_dir: str, outdir: str, formats: str, csv_geometry: str, stac: bool) -> None:
     """Export the layers of a detect or crosscheck run folder (changes, flagged_changes, flagged_parcels)."""
-    from rs.export import FORMATS, export_run
+    from changewatch.rs.export import FORMATS, export_run
 
     chosen = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
     unknown = set(chosen) - set(FORMATS)
@@ -394,16 +390,18 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 
 
 @cli.command()
-@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=str(DEFAULT_OSCD), show_default=True,
-              help=DATA_HELP)
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
+              help=DATA_HELP + " The shipped Sentinel-2 models were trained on ../shared/data/oscd.")
 @click.option("--train-sites", default=None,
               help="Comma-separated pair names to train on, or 'all' (every pair not in --val-sites). "
                    "Default: the 10 OSCD train cities.")
 @click.option("--val-sites", default=None,
               help="Comma-separated pair names to validate on (checkpoint, threshold and early stopping). "
                    "Default: the 4 OSCD val cities.")
-@click.option("--out", type=click.Path(dir_okay=False), default="models/changewatch-rgbn.json", show_default=True,
-              help="Checkpoint to write (NAME.json + NAME.safetensors; logs NAME.log.csv/.jsonl, state NAME.state.pt).")
+@click.option("--out", type=click.Path(dir_okay=False), default="runs/changewatch.json", show_default=True,
+              help="Checkpoint to write (NAME.json + NAME.safetensors; logs NAME.log.csv/.jsonl, state NAME.state.pt). "
+                   "A model shipped with the package is replaced only with --force.")
+@click.option("--force", is_flag=True, help="Allow --out to replace a shipped model.")
 @click.option("--bands", "select", default=None,
               help="Bands of the data files to train on, by 1-based index or name (default: all, in order).")
 @click.option("--band-names", default="blue,green,red,nir", show_default=True,
@@ -459,7 +457,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
           pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int,
           coregister: bool, scale_range: str | None, val_every: int, patience: int, average_last: int, resume: bool,
-          seed: int, threads: int, device: str, quiet: bool) -> None:
+          seed: int, threads: int, device: str, force: bool, quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
 
     The commands that reproduce the shipped models from ../shared/data/oscd are in models/README.md
@@ -468,8 +466,8 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
     Fine-tuning on a city's own labels: --init-from models/changewatch-rgb.json --data CITY
     --train-sites all --val-sites a,b --gsd-m 0.5.
     """
-    from rs.train import OSCD_TRAIN, OSCD_VAL, TrainConfig, parse_loss
-    from rs.train import train as run_train
+    from changewatch.rs.train import OSCD_TRAIN, OSCD_VAL, TrainConfig, parse_loss
+    from changewatch.rs.train import train as run_train
 
     try:
         parse_loss(loss)
@@ -485,7 +483,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
         crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, weight_decay=weight_decay,
         loss=loss, pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter,
         band_jitter=band_jitter, shift_px=shift_px, coregister=coregister, scale_range=scales, val_every=val_every,
-        patience=patience, average_last=average_last, resume=resume, seed=seed, threads=threads, device=device)
+        patience=patience, average_last=average_last, resume=resume, seed=seed, threads=threads, device=device, force=force)
     result = run_train(config, progress=not quiet)
     click.echo(f"saved {result.checkpoint} (threshold {result.threshold:.2f}, val F1 "
                f"{float(result.val.get('f1', float('nan'))):.3f}) in {result.seconds / 60:.1f} min")
@@ -514,10 +512,10 @@ def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: st
              as_json: bool, quiet: bool) -> None:
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels, and
     object recall (share of true change objects ≥ --object-min-m2 that are hit)."""
-    from models.changenet import resolve_model
-    from rs.evaluate import EvalOptions, find_sites
-    from rs.evaluate import evaluate as run_evaluate
-    from rs.infer import ChangeModel, InferenceConfig
+    from changewatch.models.changenet import resolve_model
+    from changewatch.rs.evaluate import EvalOptions, find_sites
+    from changewatch.rs.evaluate import evaluate as run_evaluate
+    from changewatch.rs.infer import ChangeModel, InferenceConfig
 
     found = find_sites(data_dir, _sites(sites))
     with found[0].open(_bands(bands)) as first:

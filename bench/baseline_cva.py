@@ -19,12 +19,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from models.changenet import ModelSpec  # noqa: E402
-from rs.evaluate import evaluate, find_sites  # noqa: E402
-from rs.infer import ChangeModel  # noqa: E402
-from rs.train import OSCD_TRAIN, OSCD_VAL  # noqa: E402
+from changewatch.models.changenet import ModelSpec  # noqa: E402
+from changewatch.rs.evaluate import evaluate, find_sites  # noqa: E402
+from changewatch.rs.infer import ChangeModel  # noqa: E402
+from changewatch.rs.train import OSCD_TRAIN, OSCD_VAL  # noqa: E402
 
 
 class ChangeVectorMagnitude(torch.nn.Module):

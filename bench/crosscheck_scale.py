@@ -24,9 +24,8 @@ import numpy as np
 import shapely
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from rs.crosscheck import Layer, Layers, ParcelColumns, RuleConfig, judge  # noqa: E402
+from changewatch.rs.crosscheck import Layer, Layers, ParcelColumns, RuleConfig, judge  # noqa: E402
 
 CRS = "EPSG:32648"
 X0, Y0, SIDE = 660_000.0, 1_180_000.0, 40_000.0

@@ -32,17 +32,16 @@ import rasterio
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from bench.measure import run_measured  # noqa: E402
-from rs.align import AlignedPair  # noqa: E402
-from rs.infer import InferenceConfig, tiling  # noqa: E402
+from changewatch.rs.align import AlignedPair  # noqa: E402
+from changewatch.rs.infer import InferenceConfig, tiling  # noqa: E402
 from tests.data import UTM48N, WGS84, plant_square, textured_scene, utm_transform, write_raster  # noqa: E402
 
 DETECT = """
 import time, sys
-from rs.pipeline import DetectConfig, detect
-from rs.infer import InferenceConfig
+from changewatch.rs.pipeline import DetectConfig, detect
+from changewatch.rs.infer import InferenceConfig
 config = DetectConfig(sys.argv[1], sys.argv[2], sys.argv[3], inference=InferenceConfig(device=sys.argv[4]))
 start = time.perf_counter()
 detect(config, progress=False)
@@ -51,8 +50,8 @@ print(time.perf_counter() - start)
 CEILING = """
 import time, sys
 import numpy as np, torch
-from models.changenet import DEFAULT_MODEL
-from rs.infer import ChangeModel, InferenceConfig
+from changewatch.models.changenet import DEFAULT_MODEL
+from changewatch.rs.infer import ChangeModel, InferenceConfig
 tiles, device = int(sys.argv[1]), sys.argv[2]
 config = InferenceConfig(device=device)
 model = ChangeModel.load(DEFAULT_MODEL, device)

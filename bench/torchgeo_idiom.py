@@ -35,12 +35,11 @@ import rasterio
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from models.changenet import DEFAULT_MODEL, ModelSpec, load_checkpoint  # noqa: E402
-from rs.align import AlignedPair  # noqa: E402
-from rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability  # noqa: E402
-from rs.normalize import CLIP, BandStats, scene_stats  # noqa: E402
+from changewatch.models.changenet import DEFAULT_MODEL, ModelSpec, load_checkpoint  # noqa: E402
+from changewatch.rs.align import AlignedPair  # noqa: E402
+from changewatch.rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability  # noqa: E402
+from changewatch.rs.normalize import CLIP, BandStats, scene_stats  # noqa: E402
 from tests.data import BrightnessChangeNet, pointwise_spec  # noqa: E402
 
 TILE, STRIDE, BATCH = 256, 192, 8

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from models.changenet import FUSIONS, ModelSpec, build_network  # noqa: E402
-from rs.datasets import find_pairs  # noqa: E402
-from rs.train import OSCD_TRAIN, TrainConfig, change_loss, load_site, sample_batch  # noqa: E402
+from changewatch.models.changenet import FUSIONS, ModelSpec, build_network  # noqa: E402
+from changewatch.rs.datasets import find_pairs  # noqa: E402
+from changewatch.rs.train import OSCD_TRAIN, TrainConfig, change_loss, load_site, sample_batch  # noqa: E402
 
 
 def steps_per_second(fusion: str, threads: int, sites: list, steps: int, device: str) -> float:

@@ -21,7 +21,6 @@ import rasterio
 from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from bench.measure import run_measured  # noqa: E402
 from tests.data import UTM48N, utm_transform  # noqa: E402
@@ -42,7 +41,7 @@ def write_probability(path: Path, size: int, seed: int = 0) -> None:
 
 def measure(path: Path) -> tuple[int, float, float]:
     """(polygons, seconds including interpreter start-up, peak RSS in MB)."""
-    code = ("from rs.vectorize import vectorize, VectorizeConfig; "
+    code = ("from changewatch.rs.vectorize import vectorize, VectorizeConfig; "
             f"print(len(vectorize({str(path)!r}, VectorizeConfig(0.5, 200))))")
     start = time.perf_counter()
     line, peak = run_measured(code)

@@ -23,12 +23,11 @@ from affine import Affine
 from rasterio.enums import Resampling
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from models.changenet import resolve_model  # noqa: E402
-from rs.evaluate import EvalOptions, evaluate, find_sites  # noqa: E402
-from rs.infer import ChangeModel, InferenceConfig  # noqa: E402
-from rs.train import OSCD_VAL  # noqa: E402
+from changewatch.models.changenet import resolve_model  # noqa: E402
+from changewatch.rs.evaluate import EvalOptions, evaluate, find_sites  # noqa: E402
+from changewatch.rs.infer import ChangeModel, InferenceConfig  # noqa: E402
+from changewatch.rs.train import OSCD_VAL  # noqa: E402
 
 
 def upsample(src_path: Path, dst_path: Path, factor: int, resampling: Resampling) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from rs.atomic import atomic_write
-from rs.errors import ModelError
+from changewatch.rs.atomic import atomic_write
+from changewatch.rs.errors import ModelError
 
-MODELS_DIR = Path(__file__).resolve().parent
+MODELS_DIR = Path(str(files(__name__.rpartition(".")[0])))  # the installed changewatch.models folder
 DEFAULT_MODEL = MODELS_DIR / "changewatch-rgbn.json"
 DEFAULT_MODELS = {4: DEFAULT_MODEL, 3: MODELS_DIR / "changewatch-rgb.json"}  # by bands per date
 
@@ -41,6 +42,12 @@ DEFAULT_MODELS = {4: DEFAULT_MODEL, 3: MODELS_DIR / "changewatch-rgb.json"}  # b
 def resolve_model(path: str | os.PathLike[str] | None, band_count: int) -> Path:
     """``path`` when given, else the shipped model for ``band_count`` bands per date."""
     return Path(path) if path else default_model_for(band_count)
+
+
+def is_shipped(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (NAME.json or NAME.safetensors) names a checkpoint shipped with the package."""
+    target = Path(path).resolve().with_suffix(".json")
+    return target.parent == MODELS_DIR.resolve() and target.exists()
 
 
 def default_model_for(band_count: int) -> Path:

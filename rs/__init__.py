@@ -1,7 +1,5 @@
-"""changewatch: find new construction in satellite imagery and flag what has no permit.
+"""The changewatch library, one module per stage of the data flow.
 
-The data flow, one module per stage: ``align`` → ``tiling`` → ``infer`` → ``vectorize`` →
-``crosscheck`` → ``export``; ``pipeline`` runs them in order for one scene pair.
+``align`` → ``tiling`` → ``infer`` → ``vectorize`` → ``crosscheck`` → ``export``; ``pipeline``
+runs them in order for one scene pair.
 """
-
-__version__ = "0.1.0"

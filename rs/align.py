@@ -31,7 +31,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 from scipy import ndimage
 
-from rs.errors import IncompatibleScenesError, InputFileError
+from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 
 
 @dataclass(frozen=True)

@@ -34,16 +34,16 @@ import pandas as pd
 import yaml
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker, worker_client
 
-from models.changenet import load_spec, resolve_model
-from rs.align import AlignedPair, GridSpec, Shift, at_model_gsd
-from rs.atomic import TMP_GLOB, atomic_write
-from rs.crosscheck import SEVERITY, CrosscheckInputs
-from rs.errors import ChangewatchError, ManifestError
-from rs.export import layer_names, sha256, write_gpkg, write_json
-from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, predict_tiles, tiling
-from rs.normalize import BandStats, scene_stats
-from rs.pipeline import OUTPUT_FILES, DetectConfig, Predictor, detect
-from rs.tiling import Tile
+from changewatch.models.changenet import load_spec, resolve_model
+from changewatch.rs.align import AlignedPair, GridSpec, Shift, at_model_gsd
+from changewatch.rs.atomic import TMP_GLOB, atomic_write
+from changewatch.rs.crosscheck import SEVERITY, CrosscheckInputs
+from changewatch.rs.errors import ChangewatchError, ManifestError
+from changewatch.rs.export import layer_names, sha256, write_gpkg, write_json
+from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, predict_tiles, tiling
+from changewatch.rs.normalize import BandStats, scene_stats
+from changewatch.rs.pipeline import OUTPUT_FILES, DetectConfig, Predictor, detect
+from changewatch.rs.tiling import Tile
 
 DONE_RECORD = "_done.json"
 AREA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

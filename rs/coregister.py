@@ -19,7 +19,7 @@ import numpy as np
 from skimage.filters import window as taper
 from skimage.registration import phase_cross_correlation
 
-from rs.align import AlignedPair, Shift
+from changewatch.rs.align import AlignedPair, Shift
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,8 @@ import yaml
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from rs.errors import InputFileError, LayerError
-from rs.vectorize import metric_crs
+from changewatch.rs.errors import InputFileError, LayerError
+from changewatch.rs.vectorize import metric_crs
 
 NO_PERMIT = "NO_PERMIT"
 PERMIT_NOT_YET_VALID = "PERMIT_NOT_YET_VALID"

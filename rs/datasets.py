@@ -28,8 +28,8 @@ import rasterio.features
 import shapely
 from rasterio.windows import Window
 
-from rs.align import AlignedPair, GridReader, open_raster
-from rs.errors import InputFileError
+from changewatch.rs.align import AlignedPair, GridReader, open_raster
+from changewatch.rs.errors import InputFileError
 
 LABEL_NODATA = 255
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")

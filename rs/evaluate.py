@@ -21,11 +21,11 @@ import rasterio
 import rasterio.features
 from scipy import ndimage
 
-from rs.align import AlignedPair, at_model_gsd
-from rs.coregister import coregister
-from rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
-from rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability
-from rs.vectorize import FOUR_CONNECTED, pixel_area_m2
+from changewatch.rs.align import AlignedPair, at_model_gsd
+from changewatch.rs.coregister import coregister
+from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
+from changewatch.rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability
+from changewatch.rs.vectorize import FOUR_CONNECTED, pixel_area_m2
 
 HIST_BINS = 1000
 

@@ -18,7 +18,7 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
-from rs.crosscheck import Judgement
+from changewatch.rs.crosscheck import Judgement
 
 
 class StagedOutput:
@@ -136,7 +136,7 @@ def read_run_layers(run_dir: str | os.PathLike[str]) -> dict[str, gpd.GeoDataFra
     """
     import pyogrio
 
-    from rs.errors import InputFileError
+    from changewatch.rs.errors import InputFileError
 
     run = Path(run_dir)
     sources = {"changes": run / "changes.gpkg", "flagged_changes": run / "flagged.gpkg",
@@ -230,7 +230,7 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
     import pystac
     import shapely
 
-    import rs
+    import changewatch
 
     summary_path = next((p for p in (run_dir / "summary.json", run_dir / "crosscheck_summary.json") if p.is_file()), None)
     summary = json.loads(summary_path.read_text()) if summary_path else {}
@@ -243,7 +243,7 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
     item = pystac.Item(
         id=f"changewatch-{run_dir.resolve().name}", geometry=shapely.geometry.mapping(footprint) if footprint else None,
         bbox=[float(v) for v in bounds] if bounds is not None else None, datetime=when,
-        properties={"changewatch:version": rs.__version__, "changewatch:counts": summary.get("counts"),
+        properties={"changewatch:version": changewatch.__version__, "changewatch:counts": summary.get("counts"),
                     "changewatch:inputs": summary.get("inputs"), "changewatch:model": summary.get("model"),
                     "changewatch:thresholds": summary.get("thresholds"), "changewatch:rules": summary.get("rules")},
         stac_extensions=[FILE_EXTENSION],

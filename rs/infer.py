@@ -28,11 +28,11 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 from tqdm.auto import tqdm
 
-from models.changenet import ModelSpec, fold_batchnorm, load_checkpoint
-from rs.align import AlignedPair, Grid
-from rs.errors import ModelError
-from rs.normalize import BandStats, normalise, scene_stats
-from rs.tiling import Tile, TileGrid
+from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpoint
+from changewatch.rs.align import AlignedPair, Grid
+from changewatch.rs.errors import ModelError
+from changewatch.rs.normalize import BandStats, normalise, scene_stats
+from changewatch.rs.tiling import Tile, TileGrid
 
 
 # Largest error LERC may make storing a probability (absolute, 0–1 scale). Raw float32

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rs.align import AlignedPair
-from rs.errors import IncompatibleScenesError
+from changewatch.rs.align import AlignedPair
+from changewatch.rs.errors import IncompatibleScenesError
 
 CLIP = 3.0
 METHOD = "per-scene per-band (x - p50) / (p98 - p2), clipped to [-3, 3], on pixels valid on both dates"

@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 
-import rs
-from models.changenet import resolve_model
-from rs.align import AlignedPair, GridSpec, at_model_gsd, scene_date
-from rs.coregister import Coregistration, coregister
-from rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
-from rs.errors import IncompatibleScenesError
-from rs.export import StagedOutput, write_json, write_judgement
-from rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, tiling, write_probability
-from rs.tiling import Tile
-from rs.vectorize import VectorizeConfig, metric_crs, vectorize
+import changewatch
+from changewatch.models.changenet import resolve_model
+from changewatch.rs.align import AlignedPair, GridSpec, at_model_gsd, scene_date
+from changewatch.rs.coregister import Coregistration, coregister
+from changewatch.rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
+from changewatch.rs.errors import IncompatibleScenesError
+from changewatch.rs.export import StagedOutput, write_json, write_judgement
+from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, tiling, write_probability
+from changewatch.rs.tiling import Tile
+from changewatch.rs.vectorize import VectorizeConfig, metric_crs, vectorize
 
 OUTPUT_FILES = ("change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json")
 
@@ -166,7 +166,7 @@ def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: A
              as_of_source: str, timings: dict[str, float]) -> dict[str, Any]:
     counts = judgement.counts()
     return {
-        "changewatch_version": rs.__version__,
+        "changewatch_version": changewatch.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "counts": {k: v for k, v in counts.items() if not k.endswith("area_m2")},
         "areas_m2": {"changes": counts["changes_area_m2"], "flagged": counts["flagged_area_m2"]},
@@ -216,7 +216,7 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]
     rules = replace(config.layers.rules, as_of=as_of)
     judgement = judge(data, layers, rules, config.layers.parcel_columns)
     summary = {
-        "changewatch_version": rs.__version__,
+        "changewatch_version": changewatch.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "counts": judgement.counts(),
         "inputs": {"changes": str(Path(changes.path).resolve()), "changes_repaired_geometries": changes.repaired,

@@ -21,10 +21,10 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 
-from rs.align import AlignedPair, GridSpec, open_raster
-from rs.atomic import atomic_write
-from rs.errors import InputFileError
-from rs.export import layer_names, read_run_layers, write_gpkg
+from changewatch.rs.align import AlignedPair, GridSpec, open_raster
+from changewatch.rs.atomic import atomic_write
+from changewatch.rs.errors import InputFileError
+from changewatch.rs.export import layer_names, read_run_layers, write_gpkg
 
 REVIEW_CHOICES = ("confirm", "dismiss", "needs visit")
 REVIEW_LAYER = "review"

@@ -24,14 +24,14 @@ import torch
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from models.changenet import ModelSpec, build_network, load_checkpoint, save_checkpoint
-from rs.atomic import atomic_write
-from rs.coregister import coregister as coregister_pair
-from rs.errors import ModelError
-from rs.datasets import LABEL_NODATA, LabelledPair, find_pairs, read_whole
-from rs.evaluate import EvalOptions, evaluate
-from rs.infer import ChangeModel, InferenceConfig, model_input, resolve_device
-from rs.normalize import METHOD, pair_stats_from_arrays
+from changewatch.models.changenet import ModelSpec, build_network, is_shipped, load_checkpoint, save_checkpoint
+from changewatch.rs.atomic import atomic_write
+from changewatch.rs.coregister import coregister as coregister_pair
+from changewatch.rs.errors import ModelError
+from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, find_pairs, read_whole
+from changewatch.rs.evaluate import EvalOptions, evaluate
+from changewatch.rs.infer import ChangeModel, InferenceConfig, model_input, resolve_device
+from changewatch.rs.normalize import METHOD, pair_stats_from_arrays
 
 OSCD_TRAIN = ("abudhabi", "aguasclaras", "beihai", "bercy", "bordeaux", "mumbai", "paris", "pisa", "rennes", "saclay_e")
 OSCD_VAL = ("beirut", "cupertino", "hongkong", "nantes")
@@ -80,6 +80,7 @@ class TrainConfig:
     device: str = "cpu"
     init_from: str | None = None  # fine-tune: start from this checkpoint's network and weights
     resume: bool = False  # continue an interrupted run from its state file (NAME.state.pt)
+    force: bool = False  # allow ``out`` to replace a model shipped with the package
     licence: str = OSCD_LICENCE
 
 
@@ -329,6 +330,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     row per validation) and ``NAME.state.pt`` (to ``resume`` from) beside the checkpoint; stops
     early after ``patience`` validations without a better val F1.
     """
+    if is_shipped(config.out) and not config.force:
+        raise ModelError(f"{config.out} is a model shipped with changewatch: write elsewhere (default runs/) "
+                         "or pass --force to replace it")
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)

@@ -24,7 +24,7 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from rs.align import Grid
+from changewatch.rs.align import Grid
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models.changenet import build_network, save_checkpoint
+from changewatch.models.changenet import build_network, save_checkpoint
 from tests.data import UTM48N, make_site, plant_square, textured_scene, tiny_spec, utm_transform, write_raster
 
 SHARED_OSCD = Path(__file__).resolve().parents[2] / "shared" / "data" / "oscd"

@@ -16,7 +16,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 
-from models.changenet import ModelSpec
+from changewatch.models.changenet import ModelSpec
 
 UTM48N = CRS.from_epsg(32648)  # Ho Chi Minh City's UTM zone
 WGS84 = CRS.from_epsg(4326)

@@ -12,8 +12,8 @@ from affine import Affine
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
-from rs.align import AlignedPair, GridSpec, grid_for_gsd, overlap_fraction
-from rs.errors import IncompatibleScenesError, InputFileError
+from changewatch.rs.align import AlignedPair, GridSpec, grid_for_gsd, overlap_fraction
+from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from tests.data import ORIGIN, UTM48N, WGS84, textured_scene, utm_transform, write_raster
 
 

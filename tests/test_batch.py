@@ -18,11 +18,11 @@ import rasterio
 from click.testing import CliRunner
 from shapely.geometry import box
 
-from cli import cli
-from rs.batch import BatchConfig, is_done, read_manifest, run_batch, tile_counts
-from rs.crosscheck import CrosscheckInputs
-from rs.errors import ManifestError
-from rs.infer import InferenceConfig
+from changewatch.cli import cli
+from changewatch.rs.batch import BatchConfig, is_done, read_manifest, run_batch, tile_counts
+from changewatch.rs.crosscheck import CrosscheckInputs
+from changewatch.rs.errors import ManifestError
+from changewatch.rs.infer import InferenceConfig
 from tests.data import ORIGIN, UTM48N, plant_square, textured_scene, utm_transform, write_raster
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import rasterio
 from click.testing import CliRunner
 from shapely.geometry import box
 
-from cli import cli
+from changewatch.cli import cli
 from tests.data import ORIGIN, UTM48N, textured_scene, utm_transform, write_raster
 
 

@@ -13,10 +13,10 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from scipy import ndimage
 
-from rs.align import AlignedPair
-from rs.coregister import CoregConfig, coregister, measure_shift
-from rs.errors import InputFileError
-from rs.pipeline import DetectConfig, detect
+from changewatch.rs.align import AlignedPair
+from changewatch.rs.coregister import CoregConfig, coregister, measure_shift
+from changewatch.rs.errors import InputFileError
+from changewatch.rs.pipeline import DetectConfig, detect
 from tests.data import UTM48N, WGS84, utm_transform, write_png, write_raster
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon, box
 
-from rs.crosscheck import (
+from changewatch.rs.crosscheck import (
     EXCEEDS_PERMIT,
     NO_BUILD_ZONE,
     NO_PERMIT,
@@ -24,7 +24,7 @@ from rs.crosscheck import (
     read_layer,
     worst_reason,
 )
-from rs.errors import InputFileError, LayerError
+from changewatch.rs.errors import InputFileError, LayerError
 from tests.data import ORIGIN, UTM48N, WGS84
 
 X, Y = ORIGIN

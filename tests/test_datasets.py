@@ -11,12 +11,12 @@ import torch
 from click.testing import CliRunner
 from rasterio.windows import Window
 
-from cli import cli
-from rs.align import AlignedPair
-from rs.datasets import detect_encoding, find_pairs, read_whole
-from rs.errors import IncompatibleScenesError, InputFileError
-from rs.evaluate import EvalOptions, evaluate, object_counts
-from rs.infer import ChangeModel
+from changewatch.cli import cli
+from changewatch.rs.align import AlignedPair
+from changewatch.rs.datasets import detect_encoding, find_pairs, read_whole
+from changewatch.rs.errors import IncompatibleScenesError, InputFileError
+from changewatch.rs.evaluate import EvalOptions, evaluate, object_counts
+from changewatch.rs.infer import ChangeModel
 from tests.data import (UTM48N, BrightnessChangeNet, make_levir, make_vector_site, pointwise_spec, textured_scene,
                         write_png)
 

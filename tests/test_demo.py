@@ -10,9 +10,9 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from cli import cli
-from models.changenet import DEFAULT_MODEL, load_spec
-from rs.train import OSCD_VAL
+from changewatch.cli import cli
+from changewatch.models.changenet import DEFAULT_MODEL, load_spec
+from changewatch.rs.train import OSCD_VAL
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from rs.errors import InputFileError
-from rs.evaluate import Confusion, ProbHistogram, confusion, evaluate, find_sites
-from rs.infer import ChangeModel
+from changewatch.rs.errors import InputFileError
+from changewatch.rs.evaluate import Confusion, ProbHistogram, confusion, evaluate, find_sites
+from changewatch.rs.infer import ChangeModel
 from tests.data import BrightnessChangeNet, pointwise_spec
 
 

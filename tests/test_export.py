@@ -14,9 +14,9 @@ import pytest
 import shapely
 from click.testing import CliRunner
 
-from cli import cli
-from rs.crosscheck import Layers, Layer, ParcelColumns, RuleConfig, judge
-from rs.export import LINKS, SHAPEFILE_NAMES, StagedOutput, read_run_layers, write_judgement
+from changewatch.cli import cli
+from changewatch.rs.crosscheck import Layers, Layer, ParcelColumns, RuleConfig, judge
+from changewatch.rs.export import LINKS, SHAPEFILE_NAMES, StagedOutput, read_run_layers, write_judgement
 from tests.data import UTM48N
 from tests.test_crosscheck import AS_OF, X, Y, box, rule_case
 

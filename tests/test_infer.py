@@ -10,11 +10,11 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from rs.align import AlignedPair
-from rs.errors import ModelError
-from rs.infer import (PROB_MAX_ERROR, ChangeModel, InferenceConfig, model_input, predict_pair, read_ahead, resolve_device, tiling,
+from changewatch.rs.align import AlignedPair
+from changewatch.rs.errors import ModelError
+from changewatch.rs.infer import (PROB_MAX_ERROR, ChangeModel, InferenceConfig, model_input, predict_pair, read_ahead, resolve_device, tiling,
                       write_probability)
-from rs.normalize import scene_stats
+from changewatch.rs.normalize import scene_stats
 from tests.data import UTM48N, BrightnessChangeNet, pointwise_spec, textured_scene, utm_transform, write_raster
 
 
@@ -195,7 +195,7 @@ def test_amp_only_on_cuda() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_shipped_model_fp16_on_gpu_matches_fp32() -> None:
-    from models.changenet import DEFAULT_MODEL
+    from changewatch.models.changenet import DEFAULT_MODEL
 
     x = np.random.default_rng(0).normal(0, 1, (2, 8, 128, 128)).astype(np.float32)
     fp32 = ChangeModel.load(DEFAULT_MODEL, "cuda", amp=False).predict(x)

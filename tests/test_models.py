@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.changenet import DEFAULT_MODEL, build_network, fold_batchnorm, load_checkpoint, load_spec, save_checkpoint
-from rs.errors import ModelError
+from changewatch.models.changenet import DEFAULT_MODEL, build_network, fold_batchnorm, load_checkpoint, load_spec, save_checkpoint
+from changewatch.rs.errors import ModelError
 from tests.data import tiny_spec
 
 
@@ -66,7 +66,7 @@ def test_shipped_model_loads_and_is_documented() -> None:
 
 
 def test_default_model_by_band_count() -> None:
-    from models.changenet import default_model_for, resolve_model
+    from changewatch.models.changenet import default_model_for, resolve_model
 
     assert default_model_for(4) == DEFAULT_MODEL
     assert resolve_model("mine.json", 4) == Path("mine.json")
@@ -75,7 +75,7 @@ def test_default_model_by_band_count() -> None:
 
 
 def test_shipped_rgb_model_is_the_default_for_three_bands() -> None:
-    from models.changenet import default_model_for
+    from changewatch.models.changenet import default_model_for
 
     path = default_model_for(3)
     net, spec = load_checkpoint(path)
@@ -100,7 +100,7 @@ def test_folding_batch_norms_keeps_the_outputs() -> None:
 
 
 def test_change_model_leaves_a_training_network_alone() -> None:
-    from rs.infer import ChangeModel
+    from changewatch.rs.infer import ChangeModel
 
     network = build_network(tiny_spec()).train()
     ChangeModel(network, tiny_spec(), torch.device("cpu"))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from rs.align import AlignedPair
+from changewatch.rs.align import AlignedPair
 
-from rs.normalize import CLIP, band_stats, normalise
+from changewatch.rs.normalize import CLIP, band_stats, normalise
 
 
 def test_band_stats_are_percentiles() -> None:

@@ -14,9 +14,9 @@ from affine import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 from shapely.geometry import Point
 
-from rs.infer import ChangeModel, InferenceConfig, ModelCache
-from rs.pipeline import DetectConfig, detect
-from rs.tiling import TileGrid
+from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache
+from changewatch.rs.pipeline import DetectConfig, detect
+from changewatch.rs.tiling import TileGrid
 from tests.data import ORIGIN, UTM48N, WGS84, BrightnessChangeNet, plant_square, pointwise_spec, textured_scene, \
     utm_transform, write_raster
 

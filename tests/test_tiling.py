@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rs.tiling import TileGrid, ramp
+from changewatch.rs.tiling import TileGrid, ramp
 
 
 @pytest.mark.parametrize("height,width,tile,overlap", [

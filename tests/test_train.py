@@ -10,10 +10,10 @@ import torch
 
 import pytest
 
-from models.changenet import load_checkpoint
-from rs.datasets import find_pairs
-from rs.errors import ModelError
-from rs.train import TrainConfig, change_loss, iterations_for, load_site, parse_loss, sample_batch, train
+from changewatch.models.changenet import load_checkpoint
+from changewatch.rs.datasets import find_pairs
+from changewatch.rs.errors import ModelError
+from changewatch.rs.train import TrainConfig, change_loss, iterations_for, load_site, parse_loss, sample_batch, train
 
 
 def test_load_site_and_sample_batch(sites: Path) -> None:
@@ -71,10 +71,10 @@ def test_training_is_deterministic_with_a_seed(sites: Path, tmp_path: Path) -> N
 def test_resume_continues_an_interrupted_run_to_the_same_weights(sites: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     whole = train(tiny_config(sites, tmp_path / "whole.json"), progress=False)
-    import rs.train
+    from changewatch.rs import train as train_module
 
     calls = {"n": 0}
-    real = rs.train.sample_batch
+    real = train_module.sample_batch
 
     def crash_at_step_5(*args: object) -> object:
         calls["n"] += 1
@@ -82,10 +82,10 @@ def test_resume_continues_an_interrupted_run_to_the_same_weights(sites: Path, tm
             raise KeyboardInterrupt  # the state saved at step 3 survives
         return real(*args)
 
-    monkeypatch.setattr(rs.train, "sample_batch", crash_at_step_5)
+    monkeypatch.setattr(train_module, "sample_batch", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(sites, tmp_path / "cut.json"), progress=False)
-    monkeypatch.setattr(rs.train, "sample_batch", real)
+    monkeypatch.setattr(train_module, "sample_batch", real)
     resumed = train(tiny_config(sites, tmp_path / "cut.json", resume=True), progress=False)
     for k, v in weights(whole.checkpoint).items():
         torch.testing.assert_close(v, weights(resumed.checkpoint)[k], rtol=0, atol=0)
@@ -169,3 +169,22 @@ def test_weight_averaging_is_validated_and_logged(sites: Path, tmp_path: Path) -
     spec = load_checkpoint(result.checkpoint)[1]
     best_single = max(float(r["val_f1"]) for r in rows[:3])
     assert spec.training["averaged_weights"] == (float(rows[-1]["val_f1"]) > best_single)
+
+
+def test_train_never_replaces_a_shipped_model_without_force(sites: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from changewatch.cli import cli
+    from changewatch.models.changenet import DEFAULT_MODEL
+
+    shipped = {p: p.read_bytes() for p in DEFAULT_MODEL.parent.glob("changewatch-*")}
+    with pytest.raises(ModelError, match="shipped"):
+        train(tiny_config(sites, DEFAULT_MODEL), progress=False)
+    monkeypatch.chdir(tmp_path)  # the default --out is relative: runs/ under the working folder
+    result = CliRunner().invoke(cli, ["train", "--data", str(sites), "--train-sites", "alpha", "--val-sites", "gamma",
+                                      "--encoder", "resnet18", "--crop", "32", "--batch-size", "2", "--iterations",
+                                      "2", "--val-every", "2", "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "changewatch.json").is_file()
+    assert {p: p.read_bytes() for p in DEFAULT_MODEL.parent.glob("changewatch-*")} == shipped

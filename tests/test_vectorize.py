@@ -9,8 +9,8 @@ import pytest
 import rasterio
 from affine import Affine
 
-from rs.align import Grid
-from rs.vectorize import VectorizeConfig, pixel_area_m2, vectorize
+from changewatch.rs.align import Grid
+from changewatch.rs.vectorize import VectorizeConfig, pixel_area_m2, vectorize
 from tests.data import UTM48N, WGS84, utm_transform, write_raster
 
 

@@ -25,10 +25,9 @@ import rasterio
 import shapely
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from rs.align import Grid  # noqa: E402
-from rs.vectorize import metric_crs, polygons_from_mask  # noqa: E402
+from changewatch.rs.align import Grid  # noqa: E402
+from changewatch.rs.vectorize import metric_crs, polygons_from_mask  # noqa: E402
 
 CITY = "hongkong"
 DEMO = ROOT / "tiles" / CITY
