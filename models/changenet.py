@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -102,9 +103,13 @@ FUSIONS = ("early", "siamese-diff", "siamese-concat")
 
 
 def _smp_model(spec: ModelSpec, in_channels: int) -> torch.nn.Module:
-    return smp.create_model(spec.architecture, encoder_name=spec.encoder, encoder_weights=None,
-                            encoder_depth=spec.encoder_depth, decoder_channels=spec.decoder_channels,
-                            in_channels=in_channels, classes=1)
+    with warnings.catch_warnings():
+        # smp 0.6 (pinned) flags its timm- encoders as deprecated; timm-tf_efficientnet_lite0 is the one our
+        # offline ImageNet weights fit (models.pretrained), and the pin keeps it available
+        warnings.filterwarnings("ignore", message="`timm-` encoders are deprecated", category=DeprecationWarning)
+        return smp.create_model(spec.architecture, encoder_name=spec.encoder, encoder_weights=None,
+                                encoder_depth=spec.encoder_depth, decoder_channels=spec.decoder_channels,
+                                in_channels=in_channels, classes=1)
 
 
 class SiameseNet(torch.nn.Module):

@@ -96,10 +96,18 @@ class ProbHistogram:
 
     def best_threshold(self, step: float = 0.01) -> tuple[float, Confusion]:
         """Threshold (multiple of ``step`` in [step, 1 − step]) with the highest F1, and its confusion."""
-        candidates = np.round(np.arange(step, 1.0, step), 6)
-        scored = [(self.confusion_at(t).f1, -abs(t - 0.5), t) for t in candidates]
-        _, _, best = max(scored)
-        return float(best), self.confusion_at(best)
+        threshold, at = best_common_threshold({"": self}, step)
+        return threshold, at[""]
+
+
+def best_common_threshold(histograms: dict[str, ProbHistogram], step: float = 0.01) -> tuple[float, dict[str, Confusion]]:
+    """The one threshold (multiple of ``step`` in [step, 1 − step]; ties go to the one nearest 0.5)
+    maximising the mean F1 over several sets' histograms, and each set's confusion at it."""
+    candidates = np.round(np.arange(step, 1.0, step), 6)
+    scored = [(float(np.mean([h.confusion_at(t).f1 for h in histograms.values()])), -abs(t - 0.5), t)
+              for t in candidates]
+    _, _, best = max(scored)
+    return float(best), {name: h.confusion_at(best) for name, h in histograms.items()}
 
 
 @dataclass

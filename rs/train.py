@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,14 +26,16 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from changewatch.models.changenet import ModelSpec, build_network, is_shipped, load_checkpoint, save_checkpoint
+from changewatch.models.pretrained import load_pretrained_encoder
 from changewatch.rs.atomic import atomic_write
 from changewatch.rs.coregister import coregister as coregister_pair
 from changewatch.rs.errors import ModelError
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, find_pairs, read_whole
-from changewatch.rs.evaluate import EvalOptions, evaluate
+from changewatch.rs.evaluate import EvalOptions, best_common_threshold, evaluate
 from changewatch.rs.infer import ChangeModel, InferenceConfig, model_input, resolve_device
 from changewatch.rs.normalize import METHOD, pair_stats_from_arrays
 
+PRETRAINED_BANDS = ("red", "green", "blue")
 OSCD_TRAIN = ("abudhabi", "aguasclaras", "beihai", "bercy", "bordeaux", "mumbai", "paris", "pisa", "rennes", "saclay_e")
 OSCD_VAL = ("beirut", "cupertino", "hongkong", "nantes")
 OSCD_LICENCE = (
@@ -50,9 +53,11 @@ class TrainConfig:
     out: str
     train_sites: tuple[str, ...] = OSCD_TRAIN
     val_sites: tuple[str, ...] = OSCD_VAL
+    val_data: tuple[str, ...] = ()  # separate val sets (folders, every pair in each); replaces val_sites
     name: str = "changewatch-rgbn"
     architecture: str = "unet"  # any smp architecture
     encoder: str = "mobilenet_v2"  # any smp encoder (random init: nothing is downloaded)
+    encoder_weights: str | None = None  # "imagenet": offline pretrained weights (models.pretrained) for RGB models
     fusion: str = "early"  # early | siamese-diff | siamese-concat (models.changenet.FUSIONS)
     bands: tuple[str, ...] = ("blue", "green", "red", "nir")  # what the model's input bands are (its spec)
     select: tuple[str, ...] | None = None  # which bands of the site files feed them (None: all, in order)
@@ -77,7 +82,9 @@ class TrainConfig:
     average_last: int = 0  # also try the mean of the last K validated weights (SWA); kept if better on val
     seed: int = 0
     threads: int = 1
+    loader_workers: int = 0  # processes sampling batches ahead (0: in the training process, bit-reproducible)
     device: str = "cpu"
+    amp: bool = True  # bf16 autocast on CUDA (no effect on the CPU)
     init_from: str | None = None  # fine-tune: start from this checkpoint's network and weights
     resume: bool = False  # continue an interrupted run from its state file (NAME.state.pt)
     force: bool = False  # allow ``out`` to replace a model shipped with the package
@@ -185,6 +192,35 @@ def sample_batch(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Ge
     return np.stack(xs), np.stack(ys)
 
 
+class _BatchStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+    """Endless augmented batches for one loader worker, from its own seeded generator."""
+
+    def __init__(self, sites: list[SiteArrays], config: TrainConfig, seed: tuple[int, ...]) -> None:
+        self.sites, self.config, self.seed = sites, config, seed
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([*self.seed, info.id if info else 0])
+        while True:
+            yield sample_batch(self.sites, self.config, rng)
+
+
+def _batches(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Generator,
+             start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches: drawn from ``rng`` in this process (``loader_workers`` 0: every run with
+    the same seed sees the same batches, resumed runs too), or sampled ahead by worker processes
+    seeded from (seed, ``start`` iteration, worker), which keeps a GPU fed but is reproducible only
+    for the same worker count and no resume."""
+    if config.loader_workers == 0:
+        while True:
+            x, y = sample_batch(sites, config, rng)
+            yield torch.from_numpy(x), torch.from_numpy(y)
+    loader = torch.utils.data.DataLoader(_BatchStream(sites, config, (config.seed, start)), batch_size=None,
+                                         num_workers=config.loader_workers, pin_memory=torch.cuda.is_available(),
+                                         prefetch_factor=4, persistent_workers=True)
+    yield from loader
+
+
 LOSSES = ("bce", "dice", "focal")
 
 
@@ -230,20 +266,35 @@ class TrainResult:
     seconds: float
 
 
-def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: list[LabelledPair],
+ValSets = dict[str, list[LabelledPair]]
+
+
+def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: ValSets,
               select: tuple[str, ...] | None, coregister: bool) -> tuple[float, dict[str, object]]:
+    """Threshold and metrics of the network on the val sets: the threshold maximises the mean of
+    the sets' pooled F1 (one set: its pooled F1), so a small set weighs as much as a large one;
+    ``f1`` is that mean, and each set's pooled metrics are under ``sets``."""
     model = ChangeModel(network, spec, device)
-    report = evaluate(val, model, threshold=0.5, config=InferenceConfig(tile=256, overlap=64), bands=select,
-                      options=EvalOptions(coregister=coregister))
-    threshold, pooled = report.histogram.best_threshold()
-    return threshold, pooled.metrics()
+    histograms = {name: evaluate(pairs, model, threshold=0.5, config=InferenceConfig(tile=256, overlap=64),
+                                 bands=select, options=EvalOptions(coregister=coregister)).histogram
+                  for name, pairs in val.items()}
+    threshold, per_set = best_common_threshold(histograms)
+    if len(per_set) == 1:
+        return threshold, next(iter(per_set.values())).metrics()
+    mean_f1 = float(np.mean([c.f1 for c in per_set.values()]))
+    return threshold, {"f1": mean_f1, "sets": {name: c.metrics() for name, c in per_set.items()}}
 
 
-def _split(config: TrainConfig) -> tuple[list[LabelledPair], list[LabelledPair]]:
-    """Training and validation pairs; train_sites ("all",) means every pair not used for val."""
-    val = find_pairs(config.data_dir, list(config.val_sites)) if config.val_sites else []
+def _split(config: TrainConfig) -> tuple[list[LabelledPair], ValSets]:
+    """Training pairs and validation sets. With ``val_data`` each folder is a set of its own;
+    otherwise ``val_sites`` of ``data_dir`` are one set. train_sites ("all",) means every pair of
+    ``data_dir`` not used for val."""
+    if config.val_data:
+        val = {Path(d).name: find_pairs(d) for d in config.val_data}
+    else:
+        val = {"val": find_pairs(config.data_dir, list(config.val_sites))} if config.val_sites else {}
     if tuple(config.train_sites) == ("all",):
-        names = {p.name for p in val}
+        names = {p.name for pairs in val.values() for p in pairs if not config.val_data}
         return [p for p in find_pairs(config.data_dir) if p.name not in names], val
     return find_pairs(config.data_dir, list(config.train_sites)), val
 
@@ -262,7 +313,16 @@ def _initial_network(config: TrainConfig, device: torch.device) -> tuple[torch.n
         return network.to(device).train(), spec
     spec = ModelSpec(name=config.name, architecture=config.architecture, fusion=config.fusion, encoder=config.encoder,
                      bands=config.bands, gsd_m=config.gsd_m, normalisation=METHOD, licence=config.licence)
-    return build_network(spec).to(device).train(), spec
+    network = build_network(spec)
+    if config.encoder_weights == "imagenet":
+        if tuple(config.bands) != PRETRAINED_BANDS:
+            raise ModelError(f"--encoder-weights imagenet needs the bands {', '.join(PRETRAINED_BANDS)} in that order "
+                             f"(--band-names), not {', '.join(config.bands)}")
+        source = load_pretrained_encoder(network.encoder, spec.encoder, dates=2 if spec.fusion == "early" else 1)
+        spec.licence = f"{spec.licence} Encoder initialised from ImageNet weights: {source}."
+    elif config.encoder_weights is not None:
+        raise ModelError(f"unknown encoder weights {config.encoder_weights!r}: use imagenet or none")
+    return network.to(device).train(), spec
 
 
 def iterations_for(config: TrainConfig, sites: list[SiteArrays]) -> int:
@@ -342,7 +402,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         terms = parse_loss(config.loss)
     except ValueError as exc:
         raise ModelError(str(exc)) from exc
-    train_pairs, val_pairs = _split(config)
+    train_pairs, val_sets = _split(config)
     train_sites = [load_site(s, config.select, config.coregister) for s in train_pairs]
     if train_sites[0].x.shape[0] != 2 * len(config.bands):
         raise ModelError(f"{len(config.bands)} band names given ({', '.join(config.bands)}) for "
@@ -356,10 +416,13 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(range(state.iteration + 1, iterations + 1), desc="train", unit="it", disable=not progress,
                initial=state.iteration, total=iterations)
+    batches = _batches(train_sites, config, rng, state.iteration)
     for it in bar:
-        x, y = sample_batch(train_sites, config, rng)
-        loss = change_loss(network(torch.from_numpy(x).to(device)), torch.from_numpy(y).to(device), config.pos_weight,
-                           terms, config.focal_gamma)
+        x, y = next(batches)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda"):
+            logits = network(x.to(device, non_blocking=True))
+        loss = change_loss(logits.float(), y.to(device, non_blocking=True), config.pos_weight, terms,
+                           config.focal_gamma)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -369,8 +432,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         if it % config.val_every == 0 or it == iterations:
             row: dict[str, object] = {"iteration": it, "loss": round(state.running, 5),
                                       "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)}
-            if val_pairs:
-                threshold, metrics = _validate(network, spec, device, val_pairs, config.select, config.coregister)
+            if val_sets:
+                threshold, metrics = _validate(network, spec, device, val_sets, config.select, config.coregister)
                 row.update(val_f1=round(float(metrics["f1"]), 4), val_threshold=threshold)
                 if float(metrics["f1"]) > state.best_f1:
                     state.best_f1, state.best_threshold, state.best_metrics = float(metrics["f1"]), threshold, metrics
@@ -389,13 +452,15 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                 break
     averaged = False
     if len(state.recent) > 1:
-        averaged = _try_average(state, network, spec, device, val_pairs, train_sites, config, rng)
+        averaged = _try_average(state, network, spec, device, val_sets, train_sites, config, rng)
         _write_logs(log_path, state.log)
     if not state.best_state:  # no validation pairs: keep the last weights at the default threshold
         state.best_state, state.best_threshold = network.state_dict(), 0.5
     network.load_state_dict(state.best_state)
     spec.threshold = state.best_threshold
-    spec.metrics = {"val_pooled": state.best_metrics, "val_sites": [p.name for p in val_pairs]}
+    spec.metrics = {"val_pooled": state.best_metrics, "val_sites": [p.name for s in val_sets.values() for p in s],
+                    **({"val_sets": {name: Path(d).as_posix() for name, d in zip(val_sets, config.val_data)}}
+                       if config.val_data else {})}
     spec.training = {"config": asdict(config), "log": log_path.name, "iterations_run": state.iteration,
                      "iterations_planned": iterations, "seconds": round(time.perf_counter() - start, 1),
                      "averaged_weights": averaged, "torch": torch.__version__}
@@ -404,7 +469,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
 
 def _try_average(state: Progress, network: torch.nn.Module, spec: ModelSpec, device: torch.device,
-                 val: list[LabelledPair], sites: list[SiteArrays], config: TrainConfig,
+                 val: ValSets, sites: list[SiteArrays], config: TrainConfig,
                  rng: np.random.Generator) -> bool:
     """Stochastic weight averaging: the mean of the last validated weights, batch-norm statistics
     re-estimated on 50 training batches, validated like any checkpoint and kept (True) only when

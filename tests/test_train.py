@@ -188,3 +188,34 @@ def test_train_never_replaces_a_shipped_model_without_force(sites: Path, tmp_pat
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "changewatch.json").is_file()
     assert {p: p.read_bytes() for p in DEFAULT_MODEL.parent.glob("changewatch-*")} == shipped
+
+
+def test_separate_val_sets_choose_one_threshold_by_their_mean_f1(sites: Path, tmp_path: Path) -> None:
+    import shutil
+
+    for name in ("beta", "gamma"):  # two val folders of one pair each
+        shutil.copytree(sites / name, tmp_path / f"set_{name}" / name)
+    config = tiny_config(sites, tmp_path / "m.json", train_sites=("alpha",), val_sites=(),
+                         val_data=(str(tmp_path / "set_beta"), str(tmp_path / "set_gamma")), loader_workers=1)
+    result = train(config, progress=False)
+    metrics = load_checkpoint(result.checkpoint)[1].metrics
+    sets = metrics["val_pooled"]["sets"]
+    assert set(sets) == {"set_beta", "set_gamma"}
+    assert metrics["val_pooled"]["f1"] == pytest.approx((sets["set_beta"]["f1"] + sets["set_gamma"]["f1"]) / 2)
+    assert metrics["val_sites"] == ["beta", "gamma"]
+
+
+def test_common_threshold_maximises_the_mean_of_set_f1() -> None:
+    from changewatch.rs.evaluate import ProbHistogram, best_common_threshold
+
+    big, small = ProbHistogram(), ProbHistogram()
+    big.add(np.array([0.50] * 100 + [0.30] * 1000), np.array([True] * 100 + [False] * 1000))
+    small.add(np.array([0.25] * 10 + [0.10] * 10), np.array([True] * 10 + [False] * 10))
+    threshold, at = best_common_threshold({"big": big, "small": small})
+    # the mean of the two sets' F1 is best where the small set is perfect: (0.10, 0.25]
+    assert 0.10 < threshold <= 0.25 and at["small"].f1 == 1.0
+    # pooling their pixels instead would favour the big set: (0.30, 0.50]
+    pooled = ProbHistogram()
+    pooled += big
+    pooled += small
+    assert 0.30 < pooled.best_threshold()[0] <= 0.50
