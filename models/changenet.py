@@ -74,6 +74,7 @@ class ModelSpec:
     decoder_channels: tuple[int, ...] = (128, 64, 48, 32, 16)
     bands: tuple[str, ...] = ("blue", "green", "red", "nir")
     gsd_m: float = 10.0
+    outputs: tuple[str, ...] = ("change",)  # what each output channel predicts (OUTPUTS), change first
     normalisation: str = ""
     threshold: float = 0.5
     training: dict[str, Any] = field(default_factory=dict)
@@ -93,13 +94,18 @@ class ModelSpec:
         if unknown:
             raise ModelError(f"unknown keys in model metadata: {sorted(unknown)}")
         data = dict(data)
-        for key in ("decoder_channels", "bands"):
+        for key in ("decoder_channels", "bands", "outputs"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
 
 
 FUSIONS = ("early", "siamese-diff", "siamese-concat")
+# What an output channel may predict: change between the dates, and (semantic change models, trained where
+# each date's buildings are known) building presence in BEFORE and in AFTER, which vectorize uses to split
+# change into buildings and to tell new buildings from demolitions.
+OUTPUTS = ("change", "building_before", "building_after")
+SEMANTIC_OUTPUTS = OUTPUTS
 
 
 def _smp_model(spec: ModelSpec, in_channels: int) -> torch.nn.Module:
@@ -109,7 +115,7 @@ def _smp_model(spec: ModelSpec, in_channels: int) -> torch.nn.Module:
         warnings.filterwarnings("ignore", message="`timm-` encoders are deprecated", category=DeprecationWarning)
         return smp.create_model(spec.architecture, encoder_name=spec.encoder, encoder_weights=None,
                                 encoder_depth=spec.encoder_depth, decoder_channels=spec.decoder_channels,
-                                in_channels=in_channels, classes=1)
+                                in_channels=in_channels, classes=len(spec.outputs))
 
 
 class SiameseNet(torch.nn.Module):
@@ -148,6 +154,8 @@ def build_network(spec: ModelSpec) -> torch.nn.Module:
     encoder (``SiameseNet``). Raises ModelError for an unknown fusion, architecture or encoder."""
     if spec.fusion not in FUSIONS:
         raise ModelError(f"unknown fusion {spec.fusion!r}: use one of {', '.join(FUSIONS)}")
+    if not spec.outputs or spec.outputs[0] != "change" or not set(spec.outputs) <= set(OUTPUTS):
+        raise ModelError(f"model outputs {spec.outputs}: the first must be change, the others of {', '.join(OUTPUTS)}")
     try:
         if spec.fusion == "early":
             return _smp_model(spec, spec.in_channels)

@@ -18,7 +18,7 @@ labelled, whatever the layout, so training and evaluation read every layout the 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -32,6 +32,8 @@ from changewatch.rs.align import AlignedPair, GridReader, open_raster
 from changewatch.rs.errors import InputFileError
 
 LABEL_NODATA = 255
+BUILDING_OUTPUTS = ("building_before", "building_after")
+BUILDING_FOLDERS = BUILDING_OUTPUTS  # LEVIR layout: optional building masks of each date, named as the outputs
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 VECTOR_LABELS = ("changes.gpkg", "changes.geojson", "changes.shp")
 SITE_IMAGES = ("before.tif", "after.tif")
@@ -50,6 +52,7 @@ class LabelledPair:
     after: Path
     label: Path
     encoding: str
+    buildings: tuple[Path, Path] | None = None  # building masks of BEFORE and AFTER (same encoding), if known
 
     def open(self, bands: tuple[str, ...] | None = None) -> AlignedPair:
         """The pair aligned (on BEFORE's pixels where the dates overlap), ``bands`` selected."""
@@ -61,12 +64,34 @@ class LabelledPair:
             return VectorLabels(self.label, pair)
         return RasterLabels(pair.reader_for(self.label, "label", fill=LABEL_NODATA), self.encoding)
 
+    def output_labels(self, pair: AlignedPair, outputs: tuple[str, ...]) -> list[LabelReader]:
+        """Readers of the labels of each model output (change, building_before, building_after) on
+        ``pair``'s grid; building outputs of a pair without building masks are unlabelled."""
+        readers = []
+        for output in outputs:
+            if output == "change":
+                readers.append(self.labels(pair))
+                continue
+            if self.buildings is None:  # e.g. a city's change labels: only the change output learns from them
+                readers.append(Unlabelled())
+                continue
+            path = self.buildings[BUILDING_OUTPUTS.index(output)]
+            readers.append(RasterLabels(pair.reader_for(path, "label", fill=LABEL_NODATA), self.encoding))
+        return readers
+
 
 class LabelReader:
     """Labels of one pair, a window of its common grid at a time (uint8: 1 change, 0 no, 255 unlabelled)."""
 
     def read(self, window: Window) -> np.ndarray:
         raise NotImplementedError
+
+
+class Unlabelled(LabelReader):
+    """No labels at all: every pixel 255."""
+
+    def read(self, window: Window) -> np.ndarray:
+        return np.full((int(window.height), int(window.width)), LABEL_NODATA, np.uint8)
 
 
 class RasterLabels(LabelReader):
@@ -165,11 +190,17 @@ def _levir_pairs(root: Path) -> list[LabelledPair]:
                       if (root / "label" / f"{stem}{s}").exists()), None)
         if after is None or label is None:
             raise InputFileError(f"{before.name} in {root / 'A'} has no counterpart in B/ and label/")
-        pairs.append(LabelledPair(stem, before, after, label, ""))
+        pairs.append(LabelledPair(stem, before, after, label, "", _building_masks(root, label.name)))
     if not pairs:
         raise InputFileError(f"no images in {root / 'A'}")
     encoding = detect_encoding([p.label for p in pairs])
-    return [LabelledPair(p.name, p.before, p.after, p.label, encoding) for p in pairs]
+    return [replace(p, encoding=encoding) for p in pairs]
+
+
+def _building_masks(root: Path, name: str) -> tuple[Path, Path] | None:
+    """BUILDING_FOLDERS/<name> when both exist (a semantic change data set, e.g. ``cli.py synth``)."""
+    paths = tuple(root / folder / name for folder in BUILDING_FOLDERS)
+    return (paths[0], paths[1]) if all(p.exists() for p in paths) else None
 
 
 def find_pairs(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[LabelledPair]:

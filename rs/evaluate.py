@@ -201,7 +201,8 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfi
     with pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
         labels = site.labels(pair)
         prob_path = write_probability(pair.grid, tiling(pair.grid, config),
-                                      predict_pair(pair, model, config, progress), Path(tmp) / "prob.tif")
+                                      predict_pair(pair, model, config, progress), Path(tmp) / "prob.tif",
+                                      model.spec.outputs)
         with rasterio.open(prob_path) as probs:
             for _, window in probs.block_windows(1):
                 prob = probs.read(1, window=window)

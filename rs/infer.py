@@ -100,7 +100,8 @@ class ChangeModel:
             )
 
     def predict(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
-        """Change probability (N, rows, cols) for a float32 batch (N, 2×bands, rows, cols).
+        """Probabilities (N, outputs, rows, cols) for a float32 batch (N, 2×bands, rows, cols): one
+        channel per ``spec.outputs``, change first.
 
         Tiles are reflect-padded to the network's size multiple and cropped back. ``tta``:
         test-time augmentation, the mean probability over the four flips (none, left-right,
@@ -113,12 +114,12 @@ class ChangeModel:
             batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_r), (0, pad_c)), mode="reflect")
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, memory_format=torch.channels_last)
         flips: list[tuple[int, ...]] = [(), (3,), (2,), (2, 3)] if tta else [()]
-        prob = torch.zeros((n, 1, *x.shape[2:]), device=self.device)
+        prob = torch.zeros((n, len(self.spec.outputs), *x.shape[2:]), device=self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             for dims in flips:
                 logits = self.network(x.flip(dims) if dims else x)
                 prob += torch.sigmoid(logits.float()).flip(dims) if dims else torch.sigmoid(logits.float())
-        return (prob[:, 0, :rows, :cols] / len(flips)).cpu().numpy()
+        return (prob[:, :, :rows, :cols] / len(flips)).cpu().numpy()
 
 
 class ModelCache:
@@ -154,7 +155,7 @@ def predict_tiles(
     stats: tuple[BandStats, BandStats],
     config: InferenceConfig,
 ) -> Iterator[tuple[Tile, np.ndarray]]:
-    """Yield (tile, float32 probabilities over the tile's window) for ``tiles``, in order,
+    """Yield (tile, float32 probabilities (outputs, rows, cols) over the tile's window) for ``tiles``, in order,
     ``config.batch_size`` tiles per forward pass. Blend them with ``write_probability``.
 
     ``stats`` are the whole scene's (``scene_stats``), so any subset of tiles — a Dask task's
@@ -168,7 +169,7 @@ def predict_tiles(
     def flush() -> Iterator[tuple[Tile, np.ndarray]]:
         probs = model.predict(np.stack([x for _, x, _ in batch]), config.tta)
         for (tile, _, valid), prob in zip(batch, probs):
-            prob[~valid] = np.nan
+            prob[:, ~valid] = np.nan
             yield tile, prob
         batch.clear()
 
@@ -180,7 +181,7 @@ def predict_tiles(
 
     for tile, x, valid in read_ahead(pair, read, tiles, config.workers, depth=2 * config.batch_size):
         if x is None:
-            yield tile, np.full(valid.shape, np.nan, np.float32)
+            yield tile, np.full((len(model.spec.outputs), *valid.shape), np.nan, np.float32)
             continue
         batch.append((tile, x, valid))
         if len(batch) == config.batch_size:
@@ -247,10 +248,15 @@ def tiling(grid: Grid, config: InferenceConfig) -> TileGrid:
     return TileGrid(grid.height, grid.width, config.tile, config.overlap)
 
 
+BAND_DESCRIPTIONS = {"change": "change probability", "building_before": "building probability, BEFORE",
+                     "building_after": "building probability, AFTER"}
+
+
 def write_probability(grid: Grid, tiles: TileGrid, chunks: Iterable[tuple[Tile, np.ndarray]],
-                      path: str | os.PathLike[str]) -> Path:
-    """Blend (tile, probabilities) chunks of ``tiles`` into a float32 COG at ``path`` (CRS and
-    transform of ``grid``; nodata NaN where either date was invalid).
+                      path: str | os.PathLike[str], outputs: tuple[str, ...] = ("change",)) -> Path:
+    """Blend (tile, probabilities (outputs, rows, cols)) chunks of ``tiles`` into a float32 COG at
+    ``path`` (CRS and transform of ``grid``; nodata NaN where either date was invalid), one band
+    per ``outputs`` (band 1: change probability; semantic models add building probabilities).
 
     Each chunk is weighted by ``tiles.weights`` and added into a tiled scratch GeoTIFF next to
     ``path`` as it arrives (in any order: Dask tasks finish out of order), so memory holds one tile
@@ -260,7 +266,7 @@ def write_probability(grid: Grid, tiles: TileGrid, chunks: Iterable[tuple[Tile, 
     """
     path = Path(path)
     profile = {
-        "driver": "GTiff", "dtype": "float32", "count": 1,
+        "driver": "GTiff", "dtype": "float32", "count": len(outputs),
         "width": grid.width, "height": grid.height, "crs": grid.crs, "transform": grid.transform,
         "tiled": True, "blockxsize": 256, "blockysize": 256,
     }
@@ -268,11 +274,12 @@ def write_probability(grid: Grid, tiles: TileGrid, chunks: Iterable[tuple[Tile, 
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain images (no CRS) are compared too
         raw = Path(scratch) / "raw.tif"
         with rasterio.open(raw, "w+", **profile) as dst:  # no nodata yet: unwritten blocks read as 0
-            dst.set_band_description(1, "change probability")
+            for band, name in enumerate(outputs, start=1):
+                dst.set_band_description(band, BAND_DESCRIPTIONS[name])
             for tile, prob in chunks:
-                total = dst.read(1, window=tile.read)
+                total = dst.read(window=tile.read)
                 total += prob * tiles.weights(tile)  # NaN (invalid) stays NaN: every tile sees it invalid
-                dst.write(total, 1, window=tile.read)
+                dst.write(total, window=tile.read)
             dst.nodata = float("nan")
         cog = Path(scratch) / "cog.tif"
         rasterio.shutil.copy(raw, cog, driver="COG", compress="LERC_DEFLATE", max_z_error=PROB_MAX_ERROR,

@@ -109,7 +109,8 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
         with StagedOutput(config.outdir) as out:  # every input is checked: from here on, outputs
             t = time.perf_counter()
             write_probability(pair.grid, tiling(pair.grid, config.inference),
-                              predict(pair, model, config.inference, progress), out.path("change_prob.tif"))
+                              predict(pair, model, config.inference, progress), out.path("change_prob.tif"),
+                              model.spec.outputs)
             timings["infer_s"] = time.perf_counter() - t
             t = time.perf_counter()
             changes = vectorize(out.path("change_prob.tif"),

@@ -25,7 +25,8 @@ import torch
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from changewatch.models.changenet import ModelSpec, build_network, is_shipped, load_checkpoint, save_checkpoint
+from changewatch.models.changenet import (ModelSpec, build_network, is_shipped, load_checkpoint, load_spec,
+                                          save_checkpoint)
 from changewatch.models.pretrained import load_pretrained_encoder
 from changewatch.rs.atomic import atomic_write
 from changewatch.rs.coregister import coregister as coregister_pair
@@ -61,6 +62,7 @@ class TrainConfig:
     fusion: str = "early"  # early | siamese-diff | siamese-concat (models.changenet.FUSIONS)
     bands: tuple[str, ...] = ("blue", "green", "red", "nir")  # what the model's input bands are (its spec)
     select: tuple[str, ...] | None = None  # which bands of the site files feed them (None: all, in order)
+    outputs: tuple[str, ...] = ("change",)  # what the network predicts (models.changenet.OUTPUTS), change first
     gsd_m: float = 10.0
     crop: int = 128
     batch_size: int = 8
@@ -93,7 +95,8 @@ class TrainConfig:
 
 @dataclass
 class SiteArrays:
-    """A training site in memory: model input (2×bands, H, W) and label (H, W; 255 = ignore)."""
+    """A training site in memory: model input (2×bands, H, W) and labels (outputs, H, W; 1 yes,
+    0 no, 255 ignore), change first."""
 
     name: str
     x: np.ndarray
@@ -101,12 +104,13 @@ class SiteArrays:
     positives: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.positives = np.argwhere(self.label == 1)
+        self.positives = np.argwhere(self.label[0] == 1)
 
 
-def load_site(site: LabelledPair, select: tuple[str, ...] | None = None, coregister: bool = True) -> SiteArrays:
-    """Align (and co-register, as at inference), normalise and load one labelled pair; unlabelled
-    or invalid pixels → 255.
+def load_site(site: LabelledPair, select: tuple[str, ...] | None = None, coregister: bool = True,
+              outputs: tuple[str, ...] = ("change",)) -> SiteArrays:
+    """Align (and co-register, as at inference), normalise and load one labelled pair with the
+    labels of each of ``outputs``; unlabelled or invalid pixels → 255.
 
     ``select``: the bands of the pair's files to use, by 1-based index or name (None: all)."""
     pair = site.open(select)
@@ -114,14 +118,14 @@ def load_site(site: LabelledPair, select: tuple[str, ...] | None = None, coregis
         pair, _ = coregister_pair(pair)
     with pair:
         w = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
-        label = read_whole(pair, site.labels(pair))
-    label = np.where(w.valid, label, LABEL_NODATA).astype(np.uint8)
+        labels = np.stack([read_whole(pair, reader) for reader in site.output_labels(pair, outputs)])
+    labels = np.where(w.valid, labels, LABEL_NODATA).astype(np.uint8)
     stats = pair_stats_from_arrays(w.before, w.after, w.valid)
-    return SiteArrays(site.name, model_input(w.before, w.after, w.valid, stats), label)
+    return SiteArrays(site.name, model_input(w.before, w.after, w.valid, stats), labels)
 
 
 def _crop_origin(site: SiteArrays, crop: int, rng: np.random.Generator, centre_on_change: bool) -> tuple[int, int]:
-    h, w = site.label.shape
+    h, w = site.label.shape[1:]
     if centre_on_change and len(site.positives):
         r, c = site.positives[rng.integers(len(site.positives))]
         r0, c0 = r - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), c - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1)
@@ -131,17 +135,17 @@ def _crop_origin(site: SiteArrays, crop: int, rng: np.random.Generator, centre_o
 
 
 def _zoom(x: np.ndarray, y: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize a (C, h, w) crop and its (h, w) labels to crop × crop: bilinear for the image,
-    nearest for the labels (so 255 stays 'ignore')."""
+    """Resize a (C, h, w) crop and its (outputs, h, w) labels to crop × crop: bilinear for the
+    image, nearest for the labels (so 255 stays 'ignore')."""
     xt = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(x))[None], size=(crop, crop),
                                          mode="bilinear", align_corners=False)[0].numpy()
-    rows = (np.arange(crop) * y.shape[0] / crop).astype(int)
-    cols = (np.arange(crop) * y.shape[1] / crop).astype(int)
-    return xt, y[np.ix_(rows, cols)]
+    rows = (np.arange(crop) * y.shape[1] / crop).astype(int)
+    cols = (np.arange(crop) * y.shape[2] / crop).astype(int)
+    return xt, y[:, rows[:, None], cols[None, :]]
 
 
 def sample_batch(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A batch of augmented crops: x (N, 2×bands, crop, crop) float32, y (N, crop, crop) uint8.
+    """A batch of augmented crops: x (N, 2×bands, crop, crop) float32, y (N, outputs, crop, crop) uint8.
 
     Augmentation (each switchable in TrainConfig): a random zoom of the crop (multi-scale), a
     random dihedral transform (rot90 × flip) shared by both dates, an independent gain/offset
@@ -160,27 +164,28 @@ def sample_batch(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Ge
         margin = config.shift_px
         r0, c0 = _crop_origin(site, side + 2 * margin, rng, centre_on_change=rng.random() < 0.5)
         x = site.x[:, r0:r0 + side + 2 * margin, c0:c0 + side + 2 * margin]
-        y = site.label[r0:r0 + side + 2 * margin, c0:c0 + side + 2 * margin]
+        y = site.label[:, r0:r0 + side + 2 * margin, c0:c0 + side + 2 * margin]
         if margin:
             dr, dc = rng.integers(-margin, margin + 1, size=2)
             before = x[:nb, margin:margin + side, margin:margin + side]
             after = x[nb:, margin + dr:margin + dr + side, margin + dc:margin + dc + side]
-            label = y[margin:margin + side, margin:margin + side]
-            if before.shape[1:] == after.shape[1:] == label.shape:
+            label = y[:, margin:margin + side, margin:margin + side]
+            if before.shape[1:] == after.shape[1:] == label.shape[1:]:
                 x, y = np.concatenate([before, after]), label
             else:  # a crop cut short by the site's edge: no shift
-                x, y = site.x[:, r0:r0 + side, c0:c0 + side], site.label[r0:r0 + side, c0:c0 + side]
-        if side != config.crop and y.shape == (side, side):
+                x, y = site.x[:, r0:r0 + side, c0:c0 + side], site.label[:, r0:r0 + side, c0:c0 + side]
+        if side != config.crop and y.shape[1:] == (side, side):
             x, y = _zoom(x, y, config.crop)
-        ph, pw = config.crop - y.shape[0], config.crop - y.shape[1]
+        ph, pw = config.crop - y.shape[1], config.crop - y.shape[2]
         if ph or pw:
             x = np.pad(x[:, :config.crop, :config.crop], ((0, 0), (0, max(0, ph)), (0, max(0, pw))))
-            y = np.pad(y[:config.crop, :config.crop], ((0, max(0, ph)), (0, max(0, pw))), constant_values=LABEL_NODATA)
+            y = np.pad(y[:, :config.crop, :config.crop], ((0, 0), (0, max(0, ph)), (0, max(0, pw))),
+                       constant_values=LABEL_NODATA)
         if config.flips:
             k = int(rng.integers(4))
-            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
+            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
             if rng.random() < 0.5:
-                x, y = x[:, :, ::-1], y[:, ::-1]
+                x, y = x[:, :, ::-1], y[:, :, ::-1]
         if config.jitter:
             gain = 1.0 + rng.normal(0.0, config.jitter, size=2).repeat(nb)[:, None, None]
             offset = rng.normal(0.0, config.jitter, size=2).repeat(nb)[:, None, None]
@@ -234,15 +239,28 @@ def parse_loss(text: str) -> tuple[str, ...]:
 
 
 def change_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float, terms: tuple[str, ...] = ("bce", "dice"),
-                gamma: float = 2.0) -> torch.Tensor:
-    """Sum of the ``terms`` over labelled pixels (target 255 ignored): weighted BCE, soft Dice of
+                gamma: float = 2.0, building_weight: float = 0.5) -> torch.Tensor:
+    """Loss of logits (N, outputs, H, W) against uint8 targets (N, outputs, H, W; 255 ignored).
+
+    Change (channel 0): the sum of the ``terms`` over labelled pixels — weighted BCE, soft Dice of
     the change class, and focal loss (BCE down-weighting easy pixels by (1 − p_t)^gamma, with the
-    same class weight)."""
-    logits = logits[:, 0]
+    same class weight). Building outputs (further channels, if any): BCE + soft Dice each, times
+    ``building_weight`` (an auxiliary task: what stands on the ground at each date)."""
+    total = _binary_loss(logits[:, 0], target[:, 0], pos_weight, terms, gamma)
+    for k in range(1, logits.shape[1]):
+        total = total + building_weight * _binary_loss(logits[:, k], target[:, k], 1.0, ("bce", "dice"), gamma)
+    return total
+
+
+def _binary_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float, terms: tuple[str, ...],
+                 gamma: float) -> torch.Tensor:
+    """``terms`` of one binary output: logits and targets (N, H, W), 255 = ignored."""
     keep = target != LABEL_NODATA
     t = (target == 1).float()
     weight = torch.tensor(pos_weight, device=logits.device)
     total = logits.new_zeros(())
+    if not keep.any():
+        return total + 0.0 * logits.sum()  # nothing labelled (no building masks here): no gradient
     if "bce" in terms:
         total = total + torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], t[keep], pos_weight=weight)
     if "focal" in terms:
@@ -309,10 +327,11 @@ def _initial_network(config: TrainConfig, device: torch.device) -> tuple[torch.n
                              f"the training data {len(config.bands)}")
         spec = ModelSpec(name=config.name, architecture=base.architecture, fusion=base.fusion, encoder=base.encoder,
                          encoder_depth=base.encoder_depth, decoder_channels=base.decoder_channels, bands=config.bands,
-                         gsd_m=config.gsd_m, normalisation=METHOD, licence=config.licence)
+                         gsd_m=config.gsd_m, outputs=base.outputs, normalisation=METHOD, licence=config.licence)
         return network.to(device).train(), spec
     spec = ModelSpec(name=config.name, architecture=config.architecture, fusion=config.fusion, encoder=config.encoder,
-                     bands=config.bands, gsd_m=config.gsd_m, normalisation=METHOD, licence=config.licence)
+                     bands=config.bands, gsd_m=config.gsd_m, outputs=config.outputs, normalisation=METHOD,
+                     licence=config.licence)
     network = build_network(spec)
     if config.encoder_weights == "imagenet":
         if tuple(config.bands) != PRETRAINED_BANDS:
@@ -403,7 +422,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     except ValueError as exc:
         raise ModelError(str(exc)) from exc
     train_pairs, val_sets = _split(config)
-    train_sites = [load_site(s, config.select, config.coregister) for s in train_pairs]
+    outputs = load_spec(config.init_from).outputs if config.init_from else config.outputs
+    train_sites = [load_site(s, config.select, config.coregister, outputs) for s in train_pairs]
     if train_sites[0].x.shape[0] != 2 * len(config.bands):
         raise ModelError(f"{len(config.bands)} band names given ({', '.join(config.bands)}) for "
                          f"{train_sites[0].x.shape[0] // 2} bands per date in the data")

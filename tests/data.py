@@ -85,13 +85,20 @@ def write_png(path: Path, data: np.ndarray) -> Path:
 
 
 def make_levir(root: Path, squares: dict[str, tuple[tuple[int, int, int], ...]], size: int = 64,
-               change_value: int = 255) -> Path:
+               change_value: int = 255, buildings: bool = False) -> Path:
     """A LEVIR-CD style folder: A/, B/, label/ of same-named plain RGB PNGs (8-bit); labels are 0 and
-    ``change_value`` (255 as LEVIR-CD, or 1) over the planted squares of each image."""
-    for sub in ("A", "B", "label"):
+    ``change_value`` (255 as LEVIR-CD, or 1) over the planted squares of each image. ``buildings``:
+    also building_before/ (a standing 6×6 "house" at rows/cols 2–7) and building_after/ (it and the
+    planted squares)."""
+    folders = ("A", "B", "label", "building_before", "building_after") if buildings else ("A", "B", "label")
+    for sub in folders:
         (root / sub).mkdir(parents=True, exist_ok=True)
     for seed, (name, planted) in enumerate(squares.items(), start=1):
         before = (textured_scene(size, size, bands=3, seed=seed) // 16).astype(np.uint8)
+        house = np.zeros((size, size), np.uint8)
+        if buildings:
+            before = plant_square(before, 2, 2, 6, value=200)
+            house[2:8, 2:8] = change_value
         after = before.copy()
         label = np.zeros((size, size), np.uint8)
         for row, col, side in planted:
@@ -100,6 +107,9 @@ def make_levir(root: Path, squares: dict[str, tuple[tuple[int, int, int], ...]],
         write_png(root / "A" / f"{name}.png", before)
         write_png(root / "B" / f"{name}.png", after)
         write_png(root / "label" / f"{name}.png", label)
+        if buildings:
+            write_png(root / "building_before" / f"{name}.png", house)
+            write_png(root / "building_after" / f"{name}.png", np.maximum(house, label))
     return root
 
 

@@ -33,7 +33,7 @@ def blended(pair: AlignedPair, model: ChangeModel, config: InferenceConfig, fold
 def whole_image_probability(pair: AlignedPair, model: ChangeModel) -> np.ndarray:
     w = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
     x = model_input(w.before, w.after, w.valid, scene_stats(pair))
-    return model.predict(x[None])[0]
+    return model.predict(x[None])[0, 0]
 
 
 @pytest.mark.parametrize("tile,overlap,batch", [(32, 8, 3), (40, 0, 1), (256, 64, 8)])
@@ -109,7 +109,7 @@ def test_padding_to_network_multiple() -> None:
 
     model = ChangeModel(Recorder(4), spec, torch.device("cpu"))
     prob = model.predict(np.zeros((2, 8, 45, 70), np.float32))
-    assert prob.shape == (2, 45, 70) and seen == [(2, 8, 64, 96)]
+    assert prob.shape == (2, 1, 45, 70) and seen == [(2, 8, 64, 96)]
 
 
 def test_band_mismatch_is_a_model_error(pair: tuple[Path, Path]) -> None:

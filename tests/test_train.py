@@ -22,14 +22,14 @@ def test_load_site_and_sample_batch(sites: Path) -> None:
     assert int((site.label == 1).sum()) == 12 * 12 + 8 * 8 and len(site.positives) == 208
     config = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=6)
     x, y = sample_batch([site], config, np.random.default_rng(0))
-    assert x.shape == (6, 8, 32, 32) and y.shape == (6, 32, 32)
+    assert x.shape == (6, 8, 32, 32) and y.shape == (6, 1, 32, 32)
     assert (y == 1).any()  # half the crops are centred on change
 
 
 def test_loss_ignores_unlabelled_pixels() -> None:
     logits = torch.zeros(1, 1, 4, 4)
-    target = torch.full((1, 4, 4), 255, dtype=torch.uint8)
-    target[0, 0, 0] = 1
+    target = torch.full((1, 1, 4, 4), 255, dtype=torch.uint8)
+    target[0, 0, 0, 0] = 1
     a = change_loss(logits, target, pos_weight=1.0)
     logits2 = logits.clone()
     logits2[0, 0, 3, 3] = 50.0  # an ignored pixel: must not change the loss's BCE part
@@ -120,7 +120,7 @@ def test_augmentations_keep_shapes_and_labels(sites: Path) -> None:
     config = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=16, shift_px=2,
                          scale_range=(0.5, 2.0), jitter=0.0, flips=False)
     x, y = sample_batch([site], config, np.random.default_rng(1))
-    assert x.shape == (16, 8, 32, 32) and y.shape == (16, 32, 32)
+    assert x.shape == (16, 8, 32, 32) and y.shape == (16, 1, 32, 32)
     assert set(np.unique(y)) <= {0, 1, 255} and (y == 1).any()
 
 
@@ -140,8 +140,8 @@ def test_losses_and_epochs(sites: Path) -> None:
     with pytest.raises(ValueError, match="terms of"):
         parse_loss("bce+hinge")
     logits = torch.zeros(1, 1, 4, 4)
-    target = torch.full((1, 4, 4), 255, dtype=torch.uint8)
-    target[0, 0, 0] = 1
+    target = torch.full((1, 1, 4, 4), 255, dtype=torch.uint8)
+    target[0, 0, 0, 0] = 1
     a = change_loss(logits, target, 1.0, ("focal",))
     logits2 = logits.clone()
     logits2[0, 0, 3, 3] = 50.0  # an ignored pixel
@@ -219,3 +219,36 @@ def test_common_threshold_maximises_the_mean_of_set_f1() -> None:
     pooled += big
     pooled += small
     assert 0.30 < pooled.best_threshold()[0] <= 0.50
+
+
+def test_semantic_model_learns_buildings_of_each_date(tmp_path: Path) -> None:
+    from changewatch.models.changenet import SEMANTIC_OUTPUTS
+    from changewatch.rs.infer import ChangeModel
+    from tests.data import make_levir
+
+    root = make_levir(tmp_path / "levir", {"a": ((30, 30, 12),), "b": ((10, 40, 10),), "c": ((40, 10, 14),)},
+                      buildings=True)
+    site = load_site(find_pairs(root, ["a"])[0], outputs=SEMANTIC_OUTPUTS)
+    assert site.label.shape == (3, 64, 64)
+    assert (site.label[1, 2:8, 2:8] == 1).all() and (site.label[1, 30:42, 30:42] == 0).all()
+    assert (site.label[2, 30:42, 30:42] == 1).all() and (site.label[0, 2:8, 2:8] == 0).all()
+    config = tiny_config(root, tmp_path / "m.json", train_sites=("a", "b"), val_sites=("c",), outputs=SEMANTIC_OUTPUTS,
+                         bands=("red", "green", "blue"))
+    result = train(config, progress=False)
+    network, spec = load_checkpoint(result.checkpoint)
+    assert spec.outputs == SEMANTIC_OUTPUTS
+    prob = ChangeModel(network, spec, torch.device("cpu")).predict(np.zeros((1, 6, 64, 64), np.float32))
+    assert prob.shape == (1, 3, 64, 64)
+
+
+def test_building_outputs_of_pairs_without_building_masks_are_ignored(sites: Path) -> None:
+    from changewatch.models.changenet import SEMANTIC_OUTPUTS
+
+    site = load_site(find_pairs(sites, ["alpha"])[0], outputs=SEMANTIC_OUTPUTS)
+    assert (site.label[1:] == 255).all() and (site.label[0] == 1).any()
+    logits = torch.zeros(1, 3, 8, 8, requires_grad=True)
+    target = torch.full((1, 3, 8, 8), 255, dtype=torch.uint8)
+    target[:, 0] = 0
+    loss = change_loss(logits, target, pos_weight=1.0)
+    loss.backward()
+    assert torch.isfinite(loss) and logits.grad is not None and (logits.grad[:, 1:] == 0).all()
