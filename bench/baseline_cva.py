@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.models.changenet import ModelSpec  # noqa: E402
 from changewatch.rs.evaluate import evaluate, find_sites  # noqa: E402

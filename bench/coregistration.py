@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.rs.coregister import coregister, measure_shift  # noqa: E402
 from changewatch.rs.datasets import find_pairs  # noqa: E402

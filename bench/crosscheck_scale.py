@@ -24,6 +24,7 @@ import numpy as np
 import shapely
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.rs.crosscheck import Layer, Layers, ParcelColumns, RuleConfig, judge  # noqa: E402
 

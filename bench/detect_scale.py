@@ -32,6 +32,7 @@ import rasterio
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from bench.measure import run_measured  # noqa: E402
 from changewatch.rs.align import AlignedPair  # noqa: E402

@@ -35,6 +35,7 @@ import rasterio
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.models.changenet import DEFAULT_MODEL, ModelSpec, load_checkpoint  # noqa: E402
 from changewatch.rs.align import AlignedPair  # noqa: E402

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.models.changenet import FUSIONS, ModelSpec, build_network  # noqa: E402
 from changewatch.rs.datasets import find_pairs  # noqa: E402

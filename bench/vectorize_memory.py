@@ -21,6 +21,7 @@ import rasterio
 from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from bench.measure import run_measured  # noqa: E402
 from tests.data import UTM48N, utm_transform  # noqa: E402

@@ -23,6 +23,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.models.changenet import resolve_model  # noqa: E402
 from changewatch.rs.evaluate import EvalOptions, evaluate, find_sites  # noqa: E402

@@ -26,7 +26,7 @@ from importlib import metadata, resources
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from changewatch.rs.atomic import atomic_write
@@ -103,16 +103,19 @@ def _convert(source: PretrainedSource, target_keys: list[str], target_shapes: li
     return out
 
 
-def encoder_state(encoder: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """ImageNet weights for ``module`` (an smp encoder named ``encoder``, built for 3 input
-    channels' worth of names), from the cache or converted from the pinned package on first use."""
+def encoder_state(encoder: str, module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str]:
+    """ImageNet weights for ``module`` (an smp encoder named ``encoder``), from the cache or
+    converted from the pinned package on first use, and their source (package, version, licence)
+    as recorded when they were converted."""
     source = source_for(encoder)
     reference = module.state_dict()
     cached = cache_dir() / f"{source.encoder}.safetensors"
     if not cached.exists():
         cached = _convert(source, list(reference), [tuple(v.shape) for v in _rgb_shapes(reference)])
     try:
-        return load_file(cached)
+        with safe_open(str(cached), "pt") as f:
+            described = (f.metadata() or {}).get("source", source.encoder)
+        return load_file(cached), described
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"cached encoder weights are not valid safetensors: {cached} ({exc}); delete it") from exc
 
@@ -131,7 +134,7 @@ def load_pretrained_encoder(encoder_module: torch.nn.Module, encoder: str, dates
     channels: the RGB stem repeated per date and halved), 1 for a siamese encoder (3 channels).
     Raises ModelError when the stem does not take 3 channels per date.
     """
-    state = encoder_state(encoder, encoder_module)
+    state, described = encoder_state(encoder, encoder_module)
     own = encoder_module.state_dict()
     stem_key = next(iter(own))
     stem = state[stem_key]
@@ -140,4 +143,4 @@ def load_pretrained_encoder(encoder_module: torch.nn.Module, encoder: str, dates
                          f"{own[stem_key].shape[1] // dates} bands per date")
     state = {**state, stem_key: torch.cat([stem] * dates, dim=1) / dates}
     encoder_module.load_state_dict(state, strict=True)
-    return source_for(encoder).describe()
+    return described

@@ -25,6 +25,7 @@ import rasterio
 import shapely
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.rs.align import Grid  # noqa: E402
 from changewatch.rs.vectorize import metric_crs, polygons_from_mask  # noqa: E402
