@@ -453,6 +453,10 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
               help="Validate every N steps; the best step is kept.")
 @click.option("--patience", type=click.IntRange(0), default=0, show_default=True,
               help="Stop after this many validations without a better val F1 (0: never).")
+@click.option("--max-minutes", type=click.FloatRange(0.0, min_open=True), default=None,
+              help="Stop once this much wall time has passed since the run started (validating once more; the best "
+                   "checkpoint is kept). The learning "
+                   "rate schedule still follows --iterations.")
 @click.option("--average-last", type=click.IntRange(0), default=0, show_default=True,
               help="Also try the mean of the last K validated weights (stochastic weight averaging, batch norms "
                    "re-estimated); kept only if better on val.")
@@ -471,7 +475,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
           building_outputs: bool, fusion: str, init_from: str | None,
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
           pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int,
-          coregister: bool, scale_range: str | None, val_every: int, patience: int, average_last: int, resume: bool,
+          coregister: bool, scale_range: str | None, val_every: int, patience: int, max_minutes: float | None, average_last: int, resume: bool,
           seed: int, threads: int, loader_workers: int, device: str, amp: bool, force: bool, quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
 
@@ -501,7 +505,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
         crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, weight_decay=weight_decay,
         loss=loss, pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter,
         band_jitter=band_jitter, shift_px=shift_px, coregister=coregister, scale_range=scales, val_every=val_every,
-        patience=patience, average_last=average_last, resume=resume, seed=seed, threads=threads,
+        patience=patience, max_minutes=max_minutes, average_last=average_last, resume=resume, seed=seed, threads=threads,
         loader_workers=loader_workers, device=device, amp=amp, force=force)
     result = run_train(config, progress=not quiet)
     click.echo(f"saved {result.checkpoint} (threshold {result.threshold:.2f}, val F1 "

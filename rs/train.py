@@ -81,6 +81,7 @@ class TrainConfig:
     scale_range: tuple[float, float] | None = None  # random zoom of each crop (multi-scale training)
     val_every: int = 500
     patience: int = 0  # stop after this many validations without a better val F1 (0: never)
+    max_minutes: float | None = None  # stop (validating once more) after this much wall time; None: no limit
     average_last: int = 0  # also try the mean of the last K validated weights (SWA); kept if better on val
     seed: int = 0
     threads: int = 1
@@ -449,7 +450,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         schedule.step()
         state.iteration = it
         state.running = loss.item() if math.isnan(state.running) else 0.98 * state.running + 0.02 * loss.item()
-        if it % config.val_every == 0 or it == iterations:
+        out_of_time = config.max_minutes is not None and time.perf_counter() - start > 60 * config.max_minutes
+        if it % config.val_every == 0 or it == iterations or out_of_time:
             row: dict[str, object] = {"iteration": it, "loss": round(state.running, 5),
                                       "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)}
             if val_sets:
@@ -468,7 +470,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             state.log.append(row)
             _write_logs(log_path, state.log)
             _save_state(config, state, network, optimiser, schedule, rng)
-            if config.patience and state.since_best >= config.patience:
+            if config.patience and state.since_best >= config.patience or out_of_time:
                 break
     averaged = False
     if len(state.recent) > 1:

@@ -252,3 +252,11 @@ def test_building_outputs_of_pairs_without_building_masks_are_ignored(sites: Pat
     loss = change_loss(logits, target, pos_weight=1.0)
     loss.backward()
     assert torch.isfinite(loss) and logits.grad is not None and (logits.grad[:, 1:] == 0).all()
+
+
+def test_max_minutes_stops_early_with_a_last_validation(sites: Path, tmp_path: Path) -> None:
+    result = train(tiny_config(sites, tmp_path / "m.json", iterations=50, val_every=25, max_minutes=1e-9),
+                   progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "m.log.csv")))
+    assert [int(r["iteration"]) for r in rows] == [1] and rows[0]["val_f1"] != ""
+    assert load_checkpoint(result.checkpoint)[1].training["iterations_run"] == 1
