@@ -20,17 +20,18 @@ class NuisanceConfig:
     season: float = 0.5  # hue/saturation of green (vegetation) pixels
     season_hue_deg: tuple[float, float] = (-25.0, 12.0)  # negative: towards yellow/brown (dry season)
     season_saturation: tuple[float, float] = (0.5, 1.3)
-    colour: float = 0.9  # per-band gain, gamma and a colour-mixing matrix (illumination, sensor)
-    gain: tuple[float, float] = (0.8, 1.2)
+    colour: float = 0.9  # gain, per-band gain, gamma and a colour-mixing matrix (illumination, sensor)
+    gain: tuple[float, float] = (0.8, 1.2)  # all bands
+    band_gain: tuple[float, float] = (0.93, 1.07)  # each band on top
     gamma: tuple[float, float] = (0.75, 1.35)
-    colour_mix: float = 0.06  # sd of the off-diagonal terms of the 3×3 colour matrix
-    greyscale: float = 0.12  # an old panchromatic aerial photograph
+    colour_mix: float = 0.04  # sd of the off-diagonal terms of the 3×3 colour matrix
+    greyscale: float = 0.1  # share of coloured dates turned into an old panchromatic aerial photograph
     haze: float = 0.25
     haze_strength: tuple[float, float] = (0.05, 0.3)
     shadows: float = 0.3  # existing shadows lifted and cast again at another azimuth and length
     misregister: float = 0.7  # a sub-pixel translation of the date
     misregister_px: float = 2.0  # up to ± this many pixels along each axis
-    blur: float = 0.35
+    blur: float = 0.25
     blur_sigma_px: tuple[float, float] = (0.4, 1.3)
     resample: float = 0.3  # down- then up-sampling (a coarser sensor or a resampled product)
     resample_factor: tuple[float, float] = (1.3, 2.5)
@@ -56,7 +57,7 @@ class SynthConfig:
     out: str
     gsd_m: tuple[float, float] = (0.5, 0.5)
     chip: int = 256  # side of each output image, pixels
-    pairs_per_area: int = 60
+    pairs_per_area: int = 40  # about 190 kB a pair as PNG: 40 × 4 usable areas ≈ 30 MB
     seed: int = 0
     val_area: str = "kampala"
     nuisance_only: float = 0.2  # share of pairs with nuisance only (empty labels)
