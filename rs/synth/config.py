@@ -31,9 +31,9 @@ class NuisanceConfig:
     shadows: float = 0.3  # existing shadows lifted and cast again at another azimuth and length
     misregister: float = 0.7  # a sub-pixel translation of the date
     misregister_px: float = 2.0  # up to ± this many pixels along each axis
-    blur: float = 0.25
+    blur: float = 0.2
     blur_sigma_px: tuple[float, float] = (0.4, 1.3)
-    resample: float = 0.3  # down- then up-sampling (a coarser sensor or a resampled product)
+    resample: float = 0.25  # down- then up-sampling (a coarser sensor or a resampled product)
     resample_factor: tuple[float, float] = (1.3, 2.5)
     jpeg: float = 0.35
     jpeg_quality: tuple[int, int] = (35, 85)
@@ -57,7 +57,7 @@ class SynthConfig:
     out: str
     gsd_m: tuple[float, float] = (0.5, 0.5)
     chip: int = 256  # side of each output image, pixels
-    pairs_per_area: int = 40  # about 190 kB a pair as PNG: 40 × 4 usable areas ≈ 30 MB
+    pairs_per_area: int = 30  # about 240 kB a pair as PNG at 256²: 30 × 4 usable areas ≈ 29 MB
     seed: int = 0
     val_area: str = "kampala"
     nuisance_only: float = 0.2  # share of pairs with nuisance only (empty labels)

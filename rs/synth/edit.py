@@ -18,11 +18,17 @@ from scipy import ndimage
 from rs.synth.shadow import Sun, dilate, luminance, shadow_of
 
 GROW_M = 0.8  # removal reaches this far beyond a footprint (walls, eaves, footprints a little off the roof)
-FILL_TRIES = 48  # candidate ground patches scored per removed building
+FILL_TRIES = 64  # candidate ground patches (among all that fit) scored per removed building
+MAX_FILL_OFFSET = 25.0  # largest mean |colour difference| (0-255) between a patch and the ground around the hole
+MAX_FILL_OUTLIERS = 0.08  # largest share of a patch's pixels unlike any colour around the hole
+PALETTE_BIN = 32  # width of the RGB bins that colours are compared in
+MAX_FILL_M2 = 800.0  # largest region repainted in one piece
 SHADOW_FACTOR = (0.45, 0.7)  # brightness left in a cast shadow (open sky still lights it)
 FAINT_SHADOW_FACTOR = (0.78, 0.92)  # the same where the source shows no clear shadows (overcast)
 PASTE_SHADOW_M = (0.8, 4.0)  # pasted shadows' length, clipped to 1-2 storey houses' (the donors' usual height)
 MAX_REACH_M = 8.0  # removal takes dark pixels at most this far along the shadow
+ROOF_REACH_M = 1.5  # and roof-coloured pixels at most this far beyond the footprint
+ROOF_COLOUR_DISTANCE = 30.0  # RGB distance from the roof's median colour that still counts as roof
 
 
 @dataclass(frozen=True)
@@ -42,11 +48,25 @@ def grow_px(gsd_m: float) -> int:
     return max(1, int(round(GROW_M / gsd_m)))
 
 
+def roof_overhang(image: np.ndarray, instances: np.ndarray, building: int, gsd_m: float) -> np.ndarray:
+    """Pixels next to footprint ``building`` (up to ROOF_REACH_M) that look like its roof — within
+    ROOF_COLOUR_DISTANCE of the footprint's median colour and connected to it: eaves, and roofs a
+    little off or larger than their footprint. (H, W) bool, the footprint included."""
+    footprint = instances == building
+    roof = np.median(image[footprint].reshape(-1, 3).astype(np.float32), axis=0)
+    alike = np.linalg.norm(image.astype(np.float32) - roof, axis=-1) < ROOF_COLOUR_DISTANCE
+    alike &= dilate(footprint, max(1, round(ROOF_REACH_M / gsd_m))) & (instances == 0)
+    return ndimage.binary_propagation(footprint, mask=footprint | alike)
+
+
 def removal_region(image: np.ndarray, instances: np.ndarray, ids: np.ndarray, sun: Sun, gsd_m: float) -> np.ndarray:
-    """Pixels to repaint to remove buildings ``ids``: their footprints with the dark pixels of
-    their shadows (swept along the sun's azimuth, or all round when it was not measured),
-    grown by ``grow_px``, holes filled, other buildings excluded. (H, W) bool."""
+    """Pixels to repaint to remove buildings ``ids``: their footprints and roof overhangs
+    (``roof_overhang``) with the dark pixels of their shadows (swept along the sun's azimuth, or all
+    round when it was not measured), grown by ``grow_px``, holes filled, other buildings excluded.
+    (H, W) bool."""
     footprints = np.isin(instances, ids)
+    for building in ids:
+        footprints |= roof_overhang(image, instances, int(building), gsd_m)
     reach = max(1.0, min(1.3 * sun.length_m, MAX_REACH_M) / gsd_m)
     zone = shadow_of(footprints, sun.azimuth_deg, reach) if sun.measured else dilate(footprints, round(reach)) & ~footprints
     y = luminance(image)
@@ -54,7 +74,7 @@ def removal_region(image: np.ndarray, instances: np.ndarray, ids: np.ndarray, su
     level = float(np.median(y[ground])) if ground.any() else float(np.median(y))
     shade = zone & (y < 0.8 * level)
     region = ndimage.binary_fill_holes(dilate(footprints | shade, grow_px(gsd_m)))
-    return region & ~((instances > 0) & ~footprints)
+    return region & ~((instances > 0) & ~np.isin(instances, ids))
 
 
 def _ring(mask: np.ndarray, width: int) -> np.ndarray:
@@ -71,18 +91,57 @@ def _membrane(difference: np.ndarray, weight: np.ndarray, sigma: float) -> np.nd
     return num / np.maximum(w, 1e-6)[..., None]
 
 
-def _fill_component(image: np.ndarray, component: np.ndarray, ground: np.ndarray, boundary: np.ndarray,
-                    rng: np.random.Generator) -> bool:
-    """Repaint ``component`` (bool) in place with the building-free patch of the same chip whose
-    surroundings best match its own (mean absolute difference on a 3-pixel ring of ``boundary``
-    pixels, plus a penalty for busier texture than the ring's); the patch's colours are then
+def _placements(ground: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """Every (row, col) at which the top-left corner of mask ``shape`` (h, w bool) puts all of it on
+    ``ground`` (H, W bool) and its box inside the image: (N, 2) int (an erosion of ``ground`` by the shape)."""
+    h, w = shape.shape
+    fits = cv2.erode(ground.astype(np.uint8), shape.astype(np.uint8), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT,
+                     borderValue=0)
+    return np.argwhere(fits[:ground.shape[0] - h + 1, :ground.shape[1] - w + 1] > 0)
+
+
+@dataclass(frozen=True)
+class Ground:
+    """Where removal fills are copied from: ``image`` (H', W', 3) uint8 at the chip's GSD around it,
+    ``free`` (H', W') bool its building-free valid pixels, ``offset`` (row, col) of the chip's
+    first pixel in it."""
+
+    image: np.ndarray
+    free: np.ndarray
+    offset: tuple[int, int] = (0, 0)
+
+
+def ground_of(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gsd_m: float,
+              offset: tuple[int, int] = (0, 0)) -> Ground:
+    """``image`` as a Ground: free where valid and more than ``grow_px`` from any footprint."""
+    return Ground(image, valid & ~dilate(instances > 0, grow_px(gsd_m)), offset)
+
+
+def _palette(pixels: np.ndarray) -> np.ndarray:
+    """The colours (N, 3) present, as an occupancy grid of PALETTE_BIN-wide RGB bins:
+    (256 // PALETTE_BIN,) * 3 bool."""
+    n = 256 // PALETTE_BIN
+    grid = np.zeros((n, n, n), bool)
+    grid[tuple((pixels // PALETTE_BIN).astype(int).T)] = True
+    return grid
+
+
+def _fill_component(image: np.ndarray, component: np.ndarray, ground: Ground, free: np.ndarray,
+                    boundary: np.ndarray, rng: np.random.Generator, max_px: int) -> bool:
+    """Repaint ``component`` (bool) of ``image`` in place with a patch of ``ground`` lying wholly on
+    ``free`` pixels, chosen among up to FILL_TRIES placements by how well its surroundings match
+    the component's (mean absolute difference on a 3-pixel ring of ``boundary`` pixels) and how
+    well its inside matches the ring's colours: its mean within MAX_FILL_OFFSET, at most
+    MAX_FILL_OUTLIERS of its pixels of colours absent from the ring (``_palette``; so an unlabelled
+    roof, counted as free ground, is not copied in), and a penalty when busier than the ring. The patch's colours are then
     corrected towards the ring by a smooth membrane (``_membrane``) and its edge feathered over
     2 pixels. Only ``boundary`` pixels (open ground) steer it, so a neighbouring roof does not
-    bleed into the fill. False when no building-free patch fits."""
+    bleed into the fill. False when no patch qualifies or the component exceeds ``max_px``
+    pixels (one patch copied over a block of buildings would bring their unlabelled neighbours)."""
     h, w = component.shape
     rows, cols = np.nonzero(component)
     r0, r1, c0, c1 = rows.min() - 4, rows.max() + 5, cols.min() - 4, cols.max() + 5
-    if r0 < 0 or c0 < 0 or r1 > h or c1 > w:
+    if r0 < 0 or c0 < 0 or r1 > h or c1 > w or len(rows) > max_px:
         return False
     ring = _ring(component, 3)
     steer = ring & boundary
@@ -90,22 +149,27 @@ def _fill_component(image: np.ndarray, component: np.ndarray, ground: np.ndarray
         steer = ring
     rr, rc = np.nonzero(steer)
     target = image[rr, rc].astype(np.float32)
-    busy = float(target.std(axis=0).mean())
+    spread, level = target.std(axis=0), target.mean(axis=0)
+    palette = _palette(target)
     best, best_score = None, math.inf
-    for _ in range(FILL_TRIES):
-        dr, dc = int(rng.integers(-r0, h - r1 + 1)), int(rng.integers(-c0, w - c1 + 1))
-        if (dr, dc) == (0, 0) or not ground[rows + dr, cols + dc].all():
+    corners = _placements(free, component[r0:r1, c0:c1])
+    for y, x in corners[rng.permutation(len(corners))[:FILL_TRIES]]:
+        dr, dc = y - r0, x - c0
+        inside = ground.image[rows + dr, cols + dc].astype(np.float32)
+        off = float(np.abs(inside.mean(axis=0) - level).mean())
+        outliers = float((~palette[tuple((inside // PALETTE_BIN).astype(int).T)]).mean())
+        if off > MAX_FILL_OFFSET or outliers > MAX_FILL_OUTLIERS:
             continue
-        donor_ring = image[rr + dr, rc + dc].astype(np.float32)
-        inside = image[rows + dr, cols + dc].astype(np.float32)
-        score = float(np.abs(donor_ring - target).mean()) + max(0.0, float(inside.std(axis=0).mean()) - 1.5 * busy)
+        donor_ring = ground.image[rr + dr, rc + dc].astype(np.float32)
+        score = (float(np.abs(donor_ring - target).mean()) + off
+                 + max(0.0, float(inside.std(axis=0).mean()) - 1.5 * float(spread.mean())))
         if score < best_score:
-            best, best_score = (dr, dc), score
+            best, best_score = (int(y), int(x)), score
     if best is None:
         return False
-    dr, dc = best
+    y, x = best
     box = (slice(r0, r1), slice(c0, c1))
-    patch = image[r0 + dr:r1 + dr, c0 + dc:c1 + dc].astype(np.float32)
+    patch = ground.image[y:y + r1 - r0, x:x + c1 - c0].astype(np.float32)
     here = image[box].astype(np.float32)
     sigma = max(2.0, math.sqrt(len(rows)) / 3)
     patch += _membrane(here - patch, steer[box], sigma)
@@ -116,20 +180,25 @@ def _fill_component(image: np.ndarray, component: np.ndarray, ground: np.ndarray
 
 
 def remove_buildings(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, ids: np.ndarray, sun: Sun,
-                     gsd_m: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A copy of ``image`` with buildings ``ids`` (and their shadows) replaced by ground texture
-    copied from building-free ground of the same chip and blended in (``_fill_component``), and the ids actually
-    removed (a building whose region touches the chip's edge or finds no ground patch is kept)."""
+                     gsd_m: float, rng: np.random.Generator, ground: Ground | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A copy of ``image`` with buildings ``ids`` (and their shadows) replaced by building-free
+    texture of ``ground`` (default: the chip itself; better, a larger window around it at the same
+    GSD) blended in (``_fill_component``), and the ids actually removed (a building whose region
+    touches the chip's edge, exceeds MAX_FILL_M2 or finds no fitting patch is kept)."""
     out = image.copy()
     region = removal_region(image, instances, ids, sun, gsd_m)
-    ground = valid & ~dilate(instances > 0, grow_px(gsd_m)) & ~dilate(region, 2)
+    ground = ground or ground_of(image, instances, valid, gsd_m)
+    free = ground.free.copy()
+    r, c = ground.offset
+    free[r:r + region.shape[0], c:c + region.shape[1]] &= ~dilate(region, 2)
     boundary = valid & (instances == 0)
+    max_px = int(MAX_FILL_M2 / gsd_m ** 2)
     labels, n = ndimage.label(region)
     removed: list[int] = []
     for k in range(1, n + 1):
         component = labels == k
         inside = np.intersect1d(np.unique(instances[component]), ids)
-        if len(inside) and _fill_component(out, component, ground, boundary, rng):
+        if len(inside) and _fill_component(out, component, ground, free, boundary, rng, max_px):
             removed.extend(int(i) for i in inside)
     return out, np.array(sorted(removed), dtype=np.uint16)
 

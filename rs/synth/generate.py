@@ -30,7 +30,7 @@ import rs
 from rs.errors import InputFileError
 from rs.export import StagedOutput
 from rs.synth.config import ATTRIBUTION, KINDS, SynthConfig
-from rs.synth.edit import Donor, cut_donors, dilate, grow_px, paste_buildings, remove_buildings
+from rs.synth.edit import Donor, cut_donors, dilate, grow_px, ground_of, paste_buildings, remove_buildings
 from rs.synth.nuisance import DateContext, apply_nuisance
 from rs.synth.shadow import Sun
 from rs.synth.sources import Chip, Source, cut_chip, load_sources
@@ -39,6 +39,7 @@ PAD = 8  # pixels of margin around each chip (misregistration, filters), cropped
 CHIP_TRIES = 40  # chip positions tried per pair to find buildings to change
 EDGE_PX = 3  # valid pixels this close to the imagery's edge are written black too (misregistration)
 OPS = ("appear", "disappear", "paste")
+EDIT_TRIES = 3  # chips tried for a pair meant to change before it is kept as nuisance-only
 
 
 @dataclass
@@ -179,56 +180,83 @@ class SynthPair:
     record: PairRecord
 
 
-def make_pair(sources: list[Source], donors: list[Donor], config: SynthConfig, rng: np.random.Generator,
-              name: str, split: str) -> SynthPair:
-    """One synthetic pair from ``sources`` (all of one area, ``usable``), pasting ``donors``."""
-    ops = _choose_ops(config, rng)
-    removals = sum(op in ops for op in ("appear", "disappear"))
-    chip, eligible = _draw_chip(sources, config, removals, rng)
-    if removals and len(eligible) == 0 and "paste" not in ops:
-        ops = (*ops, "paste")  # no building to remove here: build instead
+@dataclass
+class _Edited:
+    """A chip after the labelled edits (padded, before nuisance)."""
+
+    before: np.ndarray
+    after: np.ndarray
+    label: np.ndarray
+    pasted: np.ndarray
+    present: dict[str, np.ndarray]
+    changed: dict[str, int]
+    removed: list[np.ndarray]
+
+
+def _edit(chip: Chip, eligible: np.ndarray, ops: tuple[str, ...], donors: list[Donor], sun: Sun,
+          config: SynthConfig, rng: np.random.Generator) -> _Edited:
+    """Apply ``ops`` to a chip: appear removes buildings from BEFORE, disappear from AFTER (each
+    1 to ``max_changed`` of ``eligible``, never the same one twice), paste adds donors to AFTER."""
+    shape = chip.valid.shape
+    e = _Edited(chip.image, chip.image.copy(), np.zeros(shape, bool), np.zeros(shape, bool),
+                {"before": chip.instances > 0, "after": chip.instances > 0}, dict.fromkeys(OPS, 0), [])
     eligible = rng.permutation(eligible)
-    sun = _pair_sun(chip, rng)
-    before, after = chip.image, chip.image.copy()
-    present = {"before": chip.instances > 0, "after": chip.instances > 0}
-    label = np.zeros(chip.valid.shape, bool)
-    pasted = np.zeros(chip.valid.shape, bool)
-    changed = dict.fromkeys(OPS, 0)
-    all_removed: list[np.ndarray] = []
+    if any(op in ops for op in ("appear", "disappear")):
+        context = chip.around(3)
+        size = chip.image.shape[0]
+        ground = ground_of(context.image, context.instances, context.valid, chip.gsd_m, (size, size))
     for op, date in (("appear", "before"), ("disappear", "after")):
         if op not in ops or len(eligible) == 0:
             continue
         n = int(rng.integers(1, config.max_changed + 1))
         chosen, eligible = eligible[:n], eligible[n:]
-        edited, removed = remove_buildings(before if date == "before" else after, chip.instances, chip.valid,
-                                           chosen, sun, chip.gsd_m, rng)
-        before, after = (edited, after) if date == "before" else (before, edited)
+        edited, removed = remove_buildings(e.before if date == "before" else e.after, chip.instances, chip.valid,
+                                           chosen, sun, chip.gsd_m, rng, ground)
+        e.before, e.after = (edited, e.after) if date == "before" else (e.before, edited)
         footprints = np.isin(chip.instances, removed)
-        label |= footprints
-        present[date] &= ~footprints
-        changed[op] = len(removed)
-        all_removed.append(removed)
+        e.label |= footprints
+        e.present[date] &= ~footprints
+        e.changed[op] = len(removed)
+        e.removed.append(removed)
     if "paste" in ops:
         occupied = dilate(chip.instances > 0, grow_px(chip.gsd_m)) | ~chip.valid
-        after, pasted, changed["paste"] = paste_buildings(after, occupied, _pick_donors(donors, chip, config, rng),
-                                                          sun, chip.gsd_m, rng, PAD + 2)
-        label |= pasted
-        present["after"] |= pasted
-    kinds = [op for op in OPS if changed[op]]
+        e.after, e.pasted, e.changed["paste"] = paste_buildings(
+            e.after, occupied, _pick_donors(donors, chip, config, rng), sun, chip.gsd_m, rng, PAD + 2)
+        e.label |= e.pasted
+        e.present["after"] |= e.pasted
+    return e
+
+
+def make_pair(sources: list[Source], donors: list[Donor], config: SynthConfig, rng: np.random.Generator,
+              name: str, split: str) -> SynthPair:
+    """One synthetic pair from ``sources`` (all of one area, ``usable``), pasting ``donors``.
+
+    A pair meant to change whose edits all failed (no building to remove, no room to paste) is
+    tried again on another chip, up to EDIT_TRIES times, then kept as a nuisance-only pair."""
+    ops = _choose_ops(config, rng)
+    for _ in range(EDIT_TRIES):
+        chip, eligible = _draw_chip(sources, config, sum(op in ops for op in ("appear", "disappear")), rng)
+        sun = _pair_sun(chip, rng)
+        plan = (*ops, "paste") if ops and len(eligible) == 0 and "paste" not in ops else ops
+        edited = _edit(chip, eligible, plan, donors, sun, config, rng)
+        if not ops or any(edited.changed.values()):
+            break
+    kinds = [op for op in OPS if edited.changed[op]]
     kind = "none" if not kinds else kinds[0] if len(kinds) == 1 else "mix"
     images, applied = {}, {}
-    for date, image in (("before", before), ("after", after)):
-        ctx = DateContext(present[date], sun, chip.gsd_m)
+    for date, image in (("before", edited.before), ("after", edited.after)):
+        ctx = DateContext(edited.present[date], sun, chip.gsd_m)
         images[date], applied[date] = apply_nuisance(image, ctx, config.nuisance, rng)
     keep = ~dilate(~chip.valid, EDGE_PX)
     crop = (slice(PAD, -PAD), slice(PAD, -PAD))
     out = [np.where(keep[..., None], images[d], 0)[crop] for d in ("before", "after")]
-    final = (label & keep)[crop]
+    label = (edited.label & keep)[crop]
     record = PairRecord(name, split, chip.source.name, kind, round(chip.gsd_m, 4),
-                        {op: n for op, n in changed.items() if n}, int(final.sum()), applied["before"], applied["after"])
-    removed_ids = np.concatenate(all_removed) if all_removed else np.zeros(0, np.uint16)
-    return SynthPair(out[0], out[1], final.astype(np.uint8) * 255, np.where(keep, chip.instances, 0)[crop],
-                     np.sort(removed_ids), (pasted & keep)[crop], record)
+                        {op: n for op, n in edited.changed.items() if n}, int(label.sum()), applied["before"],
+                        applied["after"])
+    removed = np.sort(np.concatenate(edited.removed)) if edited.removed else np.zeros(0, np.uint16)
+    return SynthPair(out[0], out[1], label.astype(np.uint8) * 255, np.where(keep, chip.instances, 0)[crop], removed,
+                     (edited.pasted & keep)[crop], record)
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:

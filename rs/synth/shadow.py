@@ -87,7 +87,8 @@ def estimate_sun(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gs
     the direction of the resultant Σ f(az)·e^{i·az} (a circular mean), and shadows count as
     measured when its length R = |Σ f·e^{i·az}| / Σ f is at least 0.1 and the darkest band holds at
     least 10 % dark pixels (overcast or nadir-lit images have none). The length is where the dark
-    share of successive 0.5 m bands along that azimuth has fallen halfway back to open ground's.
+    share of successive 0.5 m bands beyond the first 1.5 m along that azimuth has fallen halfway
+    from the first 1.5 m's back to open ground's (so at least 1.5 m).
     """
     buildings = instances > 0
     if buildings.sum() < 200 or valid.sum() < 10_000:
@@ -104,14 +105,13 @@ def estimate_sun(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gs
     if share.sum() == 0 or abs(resultant) / share.sum() < 0.1 or share.max() < 0.1:
         return DEFAULT_SUN
     azimuth = float(np.degrees(np.angle(resultant)) % 360)
+    reach = max(1.0, 1.5 / gsd_m)
+    peak = _dark_share(dark, shadow_of(buildings, azimuth, reach) & open_ground)
     step = max(1.0, 0.5 / gsd_m)
-    length_px, previous = 0.0, buildings
-    first = None
+    length_px, previous = reach, sweep(buildings, azimuth, reach)
     while length_px + step <= max_length_m / gsd_m:
         current = sweep(buildings, azimuth, length_px + step)
-        band_share = _dark_share(dark, current & ~previous & open_ground)
-        first = band_share if first is None else first
-        if band_share < (first + background) / 2:
+        if _dark_share(dark, current & ~previous & open_ground) < (peak + background) / 2:
             break
         length_px, previous = length_px + step, current
-    return Sun(round(azimuth, 1), round(max(length_px * gsd_m, 0.5), 2), True)
+    return Sun(round(azimuth, 1), round(length_px * gsd_m, 2), True)

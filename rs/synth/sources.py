@@ -52,6 +52,7 @@ RAMP_AREAS = {"1": "zanzibar", "2": "kampala", "3": "banepa", "4": "catanduanes"
 TILE_NAME = re.compile(r"^OAM-(\d+)-(\d+)-(\d+)\.png$")
 TILE_PX = 256
 WEB_MERCATOR = CRS.from_epsg(3857)
+SUN_GSD_M = 0.3  # shadows are measured on a grid this fine (or the source's own, when finer)
 MAX_DARK_HOLE_M2 = 50.0  # enclosed alpha-0 regions up to this size are black shadow pixels, not missing imagery
 
 
@@ -308,7 +309,7 @@ def rasterise_instances(footprints: np.ndarray, transform: Affine, shape: tuple[
 class Chip:
     """A square window of a Source resampled to ``gsd_m``: ``image`` (S, S, 3) uint8, ``valid``
     (S, S) bool, ``instances`` (S, S) uint16 (the source's footprint ids, rasterised on the chip's
-    own grid), ``transform`` its grid in ``source.crs``."""
+    own grid), ``transform`` its grid in ``source.crs``, ``window`` where it was cut."""
 
     source: Source
     image: np.ndarray
@@ -316,6 +317,15 @@ class Chip:
     instances: np.ndarray
     transform: Affine
     gsd_m: float
+    window: tuple[int, int, int]  # (row, col, side) on the source's grid
+
+    def around(self, factor: int = 3) -> Chip:
+        """The window ``factor`` times as wide centred on this chip, at its GSD (it lies at
+        ((factor − 1) / 2 · size) pixels in it, both ways)."""
+        row, col, side = self.window
+        margin = (factor - 1) // 2
+        return cut_chip(self.source, row - margin * side, col - margin * side, factor * side,
+                        factor * self.image.shape[0])
 
 
 def _window(array: np.ndarray, row: int, col: int, side: int) -> np.ndarray:
@@ -340,7 +350,7 @@ def cut_chip(source: Source, row: int, col: int, side: int, size: int) -> Chip:
     box = shapely.box(*rasterio.transform.array_bounds(size, size, transform))
     hits = np.flatnonzero(shapely.intersects(source.footprints, box)) if len(source.footprints) else np.array([], int)
     instances = rasterise_instances(source.footprints[hits], transform, (size, size), hits + 1)
-    return Chip(source, image, valid, instances, transform, source.gsd_m * side / size)
+    return Chip(source, image, valid, instances, transform, source.gsd_m * side / size, (row, col, side))
 
 
 def _relative(paths: Iterable[Path], root: Path) -> tuple[str, ...]:
@@ -354,9 +364,17 @@ def _source(area: AreaFiles, name: str, mosaic: Mosaic, gsd_m: float, files: tup
     box = shapely.box(*rasterio.transform.array_bounds(h, w, metric.transform))
     footprints = footprints[shapely.intersects(footprints, box)] if len(footprints) else footprints
     instances = rasterise_instances(footprints, metric.transform, (h, w))
-    sun = estimate_sun(metric.image, instances, metric.valid, gsd_m)
     return Source(area.area, name, files, metric.crs, metric.transform, gsd_m, metric.image, metric.valid,
-                  footprints, instances, sun)
+                  footprints, instances, _sun(mosaic, footprints, metric, instances, gsd_m))
+
+
+def _sun(mosaic: Mosaic, footprints: np.ndarray, metric: Mosaic, instances: np.ndarray, gsd_m: float) -> Sun:
+    """The block's shadows measured at SUN_GSD_M (or finer), so that they do not depend on the GSD asked for."""
+    if gsd_m <= SUN_GSD_M:
+        return estimate_sun(metric.image, instances, metric.valid, gsd_m)
+    fine = to_metric(mosaic, SUN_GSD_M)
+    fine_instances = rasterise_instances(footprints, fine.transform, fine.valid.shape)
+    return estimate_sun(fine.image, fine_instances, fine.valid, SUN_GSD_M)
 
 
 def load_sources(root: str | Path, gsd_m: float) -> list[Source]:
