@@ -564,8 +564,8 @@ SYNTH = _synth_defaults()
               help="Ground sampling distance in metres: one value (0.5), or low,high (0.3,1.0) for a GSD per pair "
                    "drawn log-uniformly in that range.")
 @click.option("--pairs", type=click.IntRange(1), default=SYNTH["pairs_per_area"], show_default=True,
-              help="Pairs per area (every usable area, the val area included). About 190 kB a pair at 256²: "
-                   "190 MB per 1,000 pairs.")
+              help="Pairs per area (every usable area, the val area included). About 240 kB a pair at 256²: "
+                   "240 MB per 1,000 pairs.")
 @click.option("--chip", type=click.IntRange(32), default=SYNTH["chip"], show_default=True,
               help="Side of every image, pixels. Areas whose imagery is smaller than one chip are skipped.")
 @click.option("--seed", type=int, default=SYNTH["seed"], show_default=True,
