@@ -114,15 +114,17 @@ def _draw_chip(sources: list[Source], config: SynthConfig, needs: int,
                rng: np.random.Generator) -> tuple[Chip, np.ndarray]:
     """A chip at a drawn GSD with at least ``needs`` buildings to change when one is found within
     CHIP_TRIES positions (else the one with most), and its eligible ids. The GSD is lowered
-    (×0.9 at a time, not below the range's low end) while no source is large enough for it;
+    (×0.95 at a time, not below the range's low end) while no source is large enough for a chip
+    wholly on imagery; at the low end, chips up to ``max_nodata`` off the imagery are taken.
     ``sources`` must be ``usable``."""
     gsd = config.draw_gsd(float(rng.random()))
     size = config.chip + 2 * PAD
     while True:
-        fits = [s for s in sources if _fits(s, _side(config, gsd, s.gsd_m), config.max_nodata)]
+        fits = [s for s in sources if _fits(s, _side(config, gsd, s.gsd_m), 0.0)]
         if fits or gsd <= config.gsd_m[0]:
             break
-        gsd = max(config.gsd_m[0], gsd * 0.9)
+        gsd = max(config.gsd_m[0], gsd * 0.95)
+    fits = fits or [s for s in sources if _fits(s, _side(config, gsd, s.gsd_m), config.max_nodata)]
     weights = np.array([s.valid_m2 for s in fits])
     best: tuple[Chip, np.ndarray] | None = None
     for _ in range(CHIP_TRIES):
