@@ -18,7 +18,7 @@ from cli import cli
 from rs.datasets import find_pairs
 from rs.synth.config import NuisanceConfig, SynthConfig, parse_gsd
 from rs.synth.edit import cut_donors, grow_px, paste_buildings, remove_buildings
-from rs.synth.generate import PAD, generate, make_pair, usable
+from rs.synth.generate import generate, make_pair, usable
 from rs.synth.nuisance import DateContext, misregister
 from rs.synth.shadow import DEFAULT_SUN, Sun, sweep
 from rs.synth.sources import cut_chip, find_areas, load_sources, real_nodata, tile_bounds

@@ -68,7 +68,10 @@ def removal_region(image: np.ndarray, instances: np.ndarray, ids: np.ndarray, su
     for building in ids:
         footprints |= roof_overhang(image, instances, int(building), gsd_m)
     reach = max(1.0, min(1.3 * sun.length_m, MAX_REACH_M) / gsd_m)
-    zone = shadow_of(footprints, sun.azimuth_deg, reach) if sun.measured else dilate(footprints, round(reach)) & ~footprints
+    if sun.measured:
+        zone = shadow_of(footprints, sun.azimuth_deg, reach)
+    else:
+        zone = dilate(footprints, round(reach)) & ~footprints
     y = luminance(image)
     ground = (instances == 0) & ~zone
     level = float(np.median(y[ground])) if ground.any() else float(np.median(y))
@@ -133,9 +136,9 @@ def _fill_component(image: np.ndarray, component: np.ndarray, ground: Ground, fr
     the component's (mean absolute difference on a 3-pixel ring of ``boundary`` pixels) and how
     well its inside matches the ring's colours: its mean within MAX_FILL_OFFSET, at most
     MAX_FILL_OUTLIERS of its pixels of colours absent from the ring (``_palette``; so an unlabelled
-    roof, counted as free ground, is not copied in), and a penalty when busier than the ring. The patch's colours are then
-    corrected towards the ring by a smooth membrane (``_membrane``) and its edge feathered over
-    2 pixels. Only ``boundary`` pixels (open ground) steer it, so a neighbouring roof does not
+    roof, counted as free ground, is not copied in), and a penalty when busier than the ring. The
+    patch's colours are then corrected towards the ring by a smooth membrane (``_membrane``) and
+    its edge feathered over 2 pixels. Only ``boundary`` pixels (open ground) steer it, so a neighbouring roof does not
     bleed into the fill. False when no patch qualifies or the component exceeds ``max_px``
     pixels (one patch copied over a block of buildings would bring their unlabelled neighbours)."""
     h, w = component.shape
@@ -180,7 +183,8 @@ def _fill_component(image: np.ndarray, component: np.ndarray, ground: Ground, fr
 
 
 def remove_buildings(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, ids: np.ndarray, sun: Sun,
-                     gsd_m: float, rng: np.random.Generator, ground: Ground | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     gsd_m: float, rng: np.random.Generator,
+                     ground: Ground | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A copy of ``image`` with buildings ``ids`` (and their shadows) replaced by building-free
     texture of ``ground`` (default: the chip itself; better, a larger window around it at the same
     GSD) blended in (``_fill_component``), and the ids actually removed (a building whose region
@@ -253,12 +257,14 @@ def _place(occupied: np.ndarray, shape: np.ndarray, rng: np.random.Generator, ma
 
 def paste_buildings(image: np.ndarray, occupied: np.ndarray, donors: list[Donor], sun: Sun, gsd_m: float,
                     rng: np.random.Generator, margin: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """A copy of ``image`` with each donor building pasted onto free ground (where ``occupied`` is
-    False, with 1 m to spare) with its own shadow — the footprint swept along ``sun.azimuth_deg``
-    for ``sun.length_m`` clipped to PASTE_SHADOW_M (± 30 %), ground darkened with a soft edge and a
-    bluish cast (shadows are lit by the sky), faintly when the sun was not measured — the mask (H, W bool) of the footprints pasted (area share ≥ 0.5) and
-    how many were pasted.
-    ``occupied`` is updated in place. Donors that fit nowhere are skipped."""
+    """A copy of ``image`` (H, W, 3 uint8) with each donor building pasted onto free ground (where
+    ``occupied`` is False, with 1 m to spare, ``margin`` pixels inside the edge) with its own shadow:
+    the footprint swept along ``sun.azimuth_deg`` for ``sun.length_m`` clipped to PASTE_SHADOW_M
+    (± 30 %; L = h / tan(sun elevation), ``rs.synth.shadow``), ground darkened with a soft edge and
+    a bluish cast (shadows are lit by the sky), faintly when the sun was not measured. Donor colours
+    get a gain towards the chip's mean (0.85-1.15). Returns the image, the mask (H, W bool) of the
+    footprints pasted (area share ≥ 0.5) and how many were pasted. ``occupied`` is updated in
+    place. Donors that fit nowhere are skipped."""
     out = image.astype(np.float32)
     pasted = np.zeros(occupied.shape, bool)
     count = 0

@@ -154,7 +154,8 @@ def find_areas(root: str | Path) -> list[AreaFiles]:
 
 
 def read_tile(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One 256² web-map tile as (RGB (256, 256, 3) uint8, valid (256, 256) bool: alpha > 0)."""
+    """One 256² web-map tile as (RGB (256, 256, 3) uint8, valid (256, 256) bool: alpha > 0).
+    Raises InputFileError for an unreadable image or one of another size."""
     try:
         with Image.open(path) as im:
             rgba = np.asarray(im.convert("RGBA"))
@@ -188,8 +189,9 @@ def tile_blocks(tiles: Iterable[tuple[int, int]]) -> list[list[tuple[int, int]]]
 
 
 def xyz_mosaic(tiles: dict[tuple[int, int], Path], zoom: int) -> Mosaic:
-    """Tiles of one zoom mosaicked in EPSG:3857; missing tiles and alpha-0 regions that are not
-    enclosed dark holes (``real_nodata``) are not valid."""
+    """Tiles (x, y) → path of one zoom mosaicked in EPSG:3857 at the zoom's own resolution
+    (2πR / 2^z / 256 m per pixel); missing tiles and alpha-0 regions that are not enclosed dark
+    holes (``real_nodata``) are not valid. Raises InputFileError for an unreadable tile."""
     xs, ys = [t[0] for t in tiles], [t[1] for t in tiles]
     x0, y0 = min(xs), min(ys)
     rows, cols = (max(ys) - y0 + 1) * TILE_PX, (max(xs) - x0 + 1) * TILE_PX
@@ -219,7 +221,9 @@ def real_nodata(missing: np.ndarray, max_hole_px: int) -> np.ndarray:
 
 
 def geotiff_mosaic(paths: tuple[Path, ...]) -> Mosaic:
-    """Adjacent georeferenced RGB chips merged on the first chip's grid (uncovered: not valid)."""
+    """Adjacent georeferenced RGB chips (any CRS, the same for all) merged on the first chip's grid
+    (``rasterio.merge``; pixels no chip covers: not valid). Raises InputFileError for an unreadable
+    file, a chip without CRS or with fewer than three bands."""
     try:
         datasets = [rasterio.open(p) for p in paths]
     except rasterio.errors.RasterioIOError as exc:
@@ -248,8 +252,8 @@ def metric_grid(mosaic: Mosaic, gsd_m: float) -> tuple[CRS, Affine, int, int]:
     edges on multiples of ``gsd_m``, in the UTM zone of the mosaic's centre."""
     h, w = mosaic.valid.shape
     crs = utm_crs(*Grid(mosaic.crs, mosaic.transform, w, h).centre_lonlat())
-    left, bottom, right, top = transform_bounds(mosaic.crs, crs, *rasterio.transform.array_bounds(h, w, mosaic.transform),
-                                                densify_pts=21)
+    bounds = rasterio.transform.array_bounds(h, w, mosaic.transform)
+    left, bottom, right, top = transform_bounds(mosaic.crs, crs, *bounds, densify_pts=21)
     left, bottom = np.floor(left / gsd_m) * gsd_m, np.floor(bottom / gsd_m) * gsd_m
     width, height = int(np.ceil((right - left) / gsd_m)), int(np.ceil((top - bottom) / gsd_m))
     return crs, Affine(gsd_m, 0.0, left, 0.0, -gsd_m, bottom + height * gsd_m), width, height
