@@ -558,14 +558,11 @@ def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: st
                    f"{o.recall:6.3f} ({o.hit}/{o.total})")
 
 
-DEFAULT_VHR = ROOT.parent / "shared" / "data" / "vhr-buildings"
-
-
 def _synth_defaults() -> dict[str, Any]:
     """SynthConfig's defaults (defined there once), for the synth options."""
     from dataclasses import MISSING, fields
 
-    from rs.synth.config import SynthConfig
+    from changewatch.rs.synth.config import SynthConfig
 
     return {f.name: f.default for f in fields(SynthConfig) if f.default is not MISSING}
 
@@ -574,10 +571,10 @@ SYNTH = _synth_defaults()
 
 
 @cli.command()
-@click.option("--source", type=click.Path(file_okay=False), required=not DEFAULT_VHR.is_dir(),
-              default=str(DEFAULT_VHR) if DEFAULT_VHR.is_dir() else None, show_default=True,
+@click.option("--source", type=click.Path(file_okay=False), required=True,
               help="Single-date VHR imagery with building polygons: folders of OAM-<x>-<y>-<z>.png web-map tiles "
-                   "with a labels.geojson, and/or oam/*.tif chips beside osm/*.geojson.")
+                   "with a labels.geojson, and/or oam/*.tif chips beside osm/*.geojson (e.g. "
+                   "../shared/data/vhr-buildings).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
               help="Folder to write: train/ and val/ with A/, B/, label/ PNGs (the LEVIR-CD layout train and "
                    "evaluate read) and synth.json.")
@@ -610,8 +607,8 @@ def synth(source: str, out: str, gsd: str, pairs: int, chip: int, seed: int, val
     Licences: imagery © OpenAerialMap contributors, CC BY 4.0; footprints © OpenStreetMap
     contributors, ODbL 1.0 (recorded in OUT/synth.json).
     """
-    from rs.synth.config import SynthConfig, parse_gsd
-    from rs.synth.generate import generate
+    from changewatch.rs.synth.config import SynthConfig, parse_gsd
+    from changewatch.rs.synth.generate import generate
 
     try:
         config = SynthConfig(source=source, out=out, gsd_m=parse_gsd(gsd), chip=chip, pairs_per_area=pairs,

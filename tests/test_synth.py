@@ -14,14 +14,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import cli
-from rs.datasets import find_pairs
-from rs.synth.config import NuisanceConfig, SynthConfig, parse_gsd
-from rs.synth.edit import cut_donors, grow_px, paste_buildings, remove_buildings
-from rs.synth.generate import generate, make_pair, usable
-from rs.synth.nuisance import DateContext, misregister
-from rs.synth.shadow import DEFAULT_SUN, Sun, sweep
-from rs.synth.sources import cut_chip, find_areas, load_sources, real_nodata, tile_bounds
+from changewatch.cli import cli
+from changewatch.rs.datasets import find_pairs
+from changewatch.rs.synth.config import NuisanceConfig, SynthConfig, parse_gsd
+from changewatch.rs.synth.edit import cut_donors, grow_px, paste_buildings, remove_buildings
+from changewatch.rs.synth.generate import generate, make_pair, usable
+from changewatch.rs.synth.nuisance import DateContext, misregister
+from changewatch.rs.synth.shadow import DEFAULT_SUN, Sun, sweep
+from changewatch.rs.synth.sources import cut_chip, find_areas, load_sources, real_nodata, tile_bounds
 from tests.synth_data import SENTINEL, make_source_tree
 
 SHARED_VHR = Path(__file__).resolve().parents[2] / "shared" / "data" / "vhr-buildings"
@@ -224,7 +224,7 @@ def test_the_shared_vhr_buildings_areas() -> None:
     assert sorted({a.area for a in areas}) == ["banepa", "catanduanes", "kampala", "nairobi", "zanzibar"]
     assert sum(len(a.images) for a in areas if a.kind == "xyz") == 1869 and len(areas) == 6
     kampala = next(a for a in areas if a.area == "kampala")
-    from rs.synth.sources import _tile_index, tile_blocks, xyz_mosaic
+    from changewatch.rs.synth.sources import _tile_index, tile_blocks, xyz_mosaic
 
     zoom, tiles = _tile_index(kampala.images)
     block = min(tile_blocks(tiles), key=len)  # the single zoom-19 tile, 4×4 tiles at zoom 21

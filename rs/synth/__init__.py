@@ -6,8 +6,8 @@ The modules follow the data flow: ``sources`` (imagery and footprints on a metri
 LEVIR-CD layout with ``synth.json``). ``config`` holds ``SynthConfig``, every default in one place.
 This package imports nothing itself, so that reading a config stays light::
 
-    from rs.synth.config import SynthConfig
-    from rs.synth.generate import generate
+    from changewatch.rs.synth.config import SynthConfig
+    from changewatch.rs.synth.generate import generate
 
     generate(SynthConfig("../shared/data/vhr-buildings", "runs/synth-0.5", gsd_m=(0.5, 0.5)))
 """

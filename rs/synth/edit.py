@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from rs.synth.shadow import Sun, dilate, luminance, shadow_of
+from changewatch.rs.synth.shadow import Sun, dilate, luminance, shadow_of
 
 GROW_M = 0.8  # removal reaches this far beyond a footprint (walls, eaves, footprints a little off the roof)
 FILL_TRIES = 64  # candidate ground patches (among all that fit) scored per removed building

@@ -26,14 +26,14 @@ from PIL import Image
 from rasterio.transform import array_bounds
 from tqdm.auto import tqdm
 
-import rs
-from rs.errors import InputFileError
-from rs.export import StagedOutput
-from rs.synth.config import ATTRIBUTION, KINDS, SynthConfig
-from rs.synth.edit import Donor, cut_donors, dilate, grow_px, ground_of, paste_buildings, remove_buildings
-from rs.synth.nuisance import DateContext, apply_nuisance
-from rs.synth.shadow import Sun
-from rs.synth.sources import Chip, Source, cut_chip, load_sources
+import changewatch
+from changewatch.rs.errors import InputFileError
+from changewatch.rs.export import StagedOutput
+from changewatch.rs.synth.config import ATTRIBUTION, KINDS, SynthConfig
+from changewatch.rs.synth.edit import Donor, cut_donors, dilate, grow_px, ground_of, paste_buildings, remove_buildings
+from changewatch.rs.synth.nuisance import DateContext, apply_nuisance
+from changewatch.rs.synth.shadow import Sun
+from changewatch.rs.synth.sources import Chip, Source, cut_chip, load_sources
 
 PAD = 8  # pixels of margin around each chip (misregistration, filters), cropped before writing
 CHIP_TRIES = 40  # chip positions tried per pair to find buildings to change
@@ -284,7 +284,7 @@ def _manifest(config: SynthConfig, sources: list[Source], records: list[PairReco
                          "changed_buildings": sum(sum(r.changed.values()) for r in mine)}
     gsds = [r.gsd_m for r in records]
     return {
-        "generator": f"changewatch {rs.__version__} rs.synth",
+        "generator": f"changewatch {changewatch.__version__} changewatch.rs.synth",
         "attribution": ATTRIBUTION,
         "licences": {"imagery": "CC BY 4.0 (OpenAerialMap contributors)",
                      "building_footprints": "ODbL 1.0 (OpenStreetMap contributors)"},

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rs.synth.config import NuisanceConfig
-from rs.synth.shadow import Sun, dilate, luminance, shadow_of
+from changewatch.rs.synth.config import NuisanceConfig
+from changewatch.rs.synth.shadow import Sun, dilate, luminance, shadow_of
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,9 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 from scipy import ndimage
 
-from rs.align import Grid
-from rs.errors import InputFileError
-from rs.synth.shadow import Sun, estimate_sun
+from changewatch.rs.align import Grid
+from changewatch.rs.errors import InputFileError
+from changewatch.rs.synth.shadow import Sun, estimate_sun
 
 RAMP_AREAS = {"1": "zanzibar", "2": "kampala", "3": "banepa", "4": "catanduanes", "5": "nairobi"}
 TILE_NAME = re.compile(r"^OAM-(\d+)-(\d+)-(\d+)\.png$")
