@@ -134,6 +134,11 @@ def test_labels_are_exactly_the_removed_and_pasted_footprints(source_dir: Path, 
         expected = np.isin(pair.instances, pair.removed) | pair.pasted
         assert ((pair.label == 255) == expected).all() and set(np.unique(pair.label)) <= {0, 255}
         assert not (pair.pasted & (pair.instances > 0)).any()  # pasted on free ground
+        # the buildings of each date: change is where exactly one date has a building, and every footprint
+        # of the chip (and every pasted one) stands on at least one date
+        before, after = pair.building_before == 255, pair.building_after == 255
+        assert ((before ^ after) == (pair.label == 255)).all()
+        assert ((before | after) == ((pair.instances > 0) | pair.pasted)).all()
         differs = np.any(pair.before != pair.after, axis=-1)
         assert differs[pair.label == 255].mean() > 0.8  # the labelled change is visible
         if pair.record.kind == "appear":
@@ -168,7 +173,7 @@ def test_same_seed_same_bytes_in_the_levir_layout(source_dir: Path, tmp_path: Pa
     assert m["counts"]["train"]["pairs"] == 8 and m["counts"]["val"]["pairs"] == 4
     assert m["gsd_m"]["requested"] == [0.5, 0.5] and len(m["sources"]) == 3
     pairs = find_pairs(tmp_path / "one" / "train")
-    assert len(pairs) == 8 and {p.encoding for p in pairs} == {"0/255"}
+    assert len(pairs) == 8 and {p.encoding for p in pairs} == {"0/255"} and all(p.buildings for p in pairs)
     with Image.open(pairs[0].before) as im:
         assert im.mode == "RGB" and im.size == (64, 64)
     assert len(first.pairs) == 12 and not list(tmp_path.glob(".*staging*"))

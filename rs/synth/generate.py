@@ -27,6 +27,7 @@ from rasterio.transform import array_bounds
 from tqdm.auto import tqdm
 
 import changewatch
+from changewatch.rs.datasets import BUILDING_FOLDERS
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.export import StagedOutput
 from changewatch.rs.synth.config import ATTRIBUTION, KINDS, SynthConfig
@@ -169,13 +170,16 @@ def _pick_donors(donors: list[Donor], chip: Chip, config: SynthConfig, rng: np.r
 @dataclass(frozen=True)
 class SynthPair:
     """One pair as written: ``before``, ``after`` (chip, chip, 3) uint8 RGB, ``label`` (chip, chip)
-    uint8, 255 = change; with what it was made from: the chip's footprint ids ``instances``
-    (chip, chip) uint16 on the same pixels, the ids ``removed`` (appear and disappear) and the
-    mask of the footprints ``pasted``."""
+    uint8, 255 = change, and the buildings standing at each date, ``building_before`` and
+    ``building_after`` (chip, chip) uint8, 255 = building (footprints, before misregistration);
+    with what it was made from: the chip's footprint ids ``instances`` (chip, chip) uint16 on the
+    same pixels, the ids ``removed`` (appear and disappear) and the mask of the footprints ``pasted``."""
 
     before: np.ndarray
     after: np.ndarray
     label: np.ndarray
+    building_before: np.ndarray
+    building_after: np.ndarray
     instances: np.ndarray
     removed: np.ndarray
     pasted: np.ndarray
@@ -257,8 +261,9 @@ def make_pair(sources: list[Source], donors: list[Donor], config: SynthConfig, r
                         {op: n for op, n in edited.changed.items() if n}, int(label.sum()), applied["before"],
                         applied["after"])
     removed = np.sort(np.concatenate(edited.removed)) if edited.removed else np.zeros(0, np.uint16)
-    return SynthPair(out[0], out[1], label.astype(np.uint8) * 255, np.where(keep, chip.instances, 0)[crop], removed,
-                     (edited.pasted & keep)[crop], record)
+    standing = [((edited.present[d] & keep)[crop]).astype(np.uint8) * 255 for d in ("before", "after")]
+    return SynthPair(out[0], out[1], label.astype(np.uint8) * 255, standing[0], standing[1],
+                     np.where(keep, chip.instances, 0)[crop], removed, (edited.pasted & keep)[crop], record)
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:
@@ -288,7 +293,8 @@ def _manifest(config: SynthConfig, sources: list[Source], records: list[PairReco
         "attribution": ATTRIBUTION,
         "licences": {"imagery": "CC BY 4.0 (OpenAerialMap contributors)",
                      "building_footprints": "ODbL 1.0 (OpenStreetMap contributors)"},
-        "layout": "LEVIR-CD: {train,val}/{A,B,label}/<name>.png; A before, B after, label 0 / 255 change",
+        "layout": "LEVIR-CD: {train,val}/{A,B,label}/<name>.png; A before, B after, label 0 / 255 change; "
+                  "building_before/, building_after/: 0 / 255 the buildings standing at each date",
         "seed": config.seed,
         "val_area": config.val_area,
         "areas": {"train": [a for a in areas if a != config.val_area], "val": [config.val_area],
@@ -306,7 +312,7 @@ def generate(config: SynthConfig, progress: bool = True) -> SynthResult:
     """Write ``config.pairs_per_area`` pairs for every area under ``config.source`` (but those too small
     for one chip, listed in the result and synth.json) into
     ``config.out`` (``train/`` and, for ``config.val_area``, ``val/``, each with ``A/``, ``B/``,
-    ``label/``) and ``synth.json``; all staged beside ``out`` and moved in only on success.
+    ``label/``, ``building_before/``, ``building_after/``) and ``synth.json``; all staged beside ``out`` and moved in only on success.
 
     Raises InputFileError for a missing or unreadable source folder or file, a ``val_area``
     that is not among the areas found or is too small, or fewer than two usable areas.
@@ -335,7 +341,9 @@ def generate(config: SynthConfig, progress: bool = True) -> SynthResult:
                 rng = np.random.default_rng([config.seed, a, i])
                 name = f"{area}-{i:04d}"
                 pair = make_pair(mine, donors[split], config, rng, name, split)
-                for folder, array in (("A", pair.before), ("B", pair.after), ("label", pair.label)):
+                for folder, array in (("A", pair.before), ("B", pair.after), ("label", pair.label),
+                                      (BUILDING_FOLDERS[0], pair.building_before),
+                                      (BUILDING_FOLDERS[1], pair.building_after)):
                     _write_png(array, out.path(split) / folder / f"{name}.png")
                 records.append(pair.record)
                 bar.update()
