@@ -169,7 +169,7 @@ def test_columns_config_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("permits:\n  permit_no: X\n")
     result = run("crosscheck", tmp_path / "changes.gpkg", "-o", tmp_path / "o", "--permits",
                  tmp_path / "permits.gpkg", "--columns", tmp_path / "bad.yaml")
-    assert result.exit_code == 3 and "permits has no column(s) permit_no" in result.output
+    assert result.exit_code == 3 and "permits: unknown key(s) permit_no" in result.output
     (tmp_path / "map.yaml").write_text("permits:\n  permit_id: SO_GP\n")
     result = run("crosscheck", tmp_path / "changes.gpkg", "-o", tmp_path / "o", "--permits",
                  tmp_path / "permits.gpkg", "--columns", tmp_path / "map.yaml")
