@@ -185,7 +185,8 @@ def cli() -> None:
       python cli.py evaluate --data DIR --sites a,b --json
 
     Exit codes: 0 ok, 1 bug, 2 usage, 3 unreadable input file, 4 scenes cannot be compared,
-    5 vector layer lacks CRS or column, 6 model problem, 7 batch finished with failed jobs.
+    5 vector layer problem (no CRS, missing column, not polygons, unreadable dates, several layers),
+    6 model problem, 7 batch finished with failed jobs.
     """
 
 

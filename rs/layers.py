@@ -102,16 +102,18 @@ def _ids(gdf: pd.DataFrame, column: str | None, rows: np.ndarray) -> list[str]:
 def _choose_layer(p: Path, role: str, layer: str | None) -> str | None:
     """The layer to read from a pyogrio source: ``layer`` (checked), or its only spatial layer."""
     listed = pyogrio.list_layers(p)
-    names = [str(n) for n, _ in listed]
     spatial = [str(n) for n, kind in listed if kind is not None]
+    if layer is not None and layer not in spatial:
+        names = ", ".join(spatial) or "none"
+        raise LayerError(f"{role} file {p} has no layer {layer!r} with geometries (layers with geometries: {names})")
     if layer is not None:
-        if layer not in names:
-            raise LayerError(f"{role} file {p} has no layer {layer!r} (layers: {', '.join(names)})")
         return layer
+    if not spatial:
+        raise LayerError(f"{role} file {p} has no layer with geometries")
     if len(spatial) > 1:
         raise LayerError(f"{role} file {p} holds {len(spatial)} layers ({', '.join(spatial)}): say which with "
-                         f"{p}:{spatial[-1]} (or layer: in the --columns file)")
-    return spatial[0] if spatial else None
+                         f"{p}:LAYER, e.g. {p}:{spatial[0]} (or layer: in the --columns file)")
+    return spatial[0]
 
 
 def _in_extent(gdf: gpd.GeoDataFrame, bbox: tuple[float, float, float, float]) -> gpd.GeoDataFrame:

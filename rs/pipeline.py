@@ -208,7 +208,7 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]
     The as-of date is ``config.layers.rules.as_of``, else the one recorded in a ``summary.json`` beside
     the change layer (a detect run's), else today. Changes without ``change_id`` are numbered 1…n.
     """
-    changes = read_layer(config.changes, "changes", ids="change_id")
+    changes = read_layer(config.changes, "changes", ids="change_id", source=config.layers.sources.changes)
     numbered = "change_id" not in changes.data
     data = changes.data.assign(change_id=range(1, len(changes.data) + 1)) if numbered else changes.data
     if "area_m2" not in data:

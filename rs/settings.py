@@ -12,6 +12,7 @@ Everything here can come from the ``--columns`` file (YAML or TOML), read by ``l
       wkt: WKT                    # CSV only: the WKT geometry column (or x: lon, y: lat)
     zoning: {construction_allowed: DUOC_XAY}
     parcels: {parcel_id: MA_THUA, ward: PHUONG, owner: CHU_SO_HUU}
+    changes: {crs: EPSG:4326}     # crosscheck's CHANGES layer: layer, crs, wkt, x/y only
     exceed_min_m2: 20
     exceed_min_fraction: 0.10
 
@@ -106,11 +107,12 @@ class Source:
 
 @dataclass(frozen=True)
 class Sources:
-    """How each reference layer's file is read."""
+    """How each layer's file is read (``changes``: the change layer of ``crosscheck``)."""
 
     permits: Source = field(default_factory=Source)
     zoning: Source = field(default_factory=Source)
     parcels: Source = field(default_factory=Source)
+    changes: Source = field(default_factory=Source)
 
 
 @dataclass(frozen=True)
@@ -217,24 +219,25 @@ def load_settings(path: str | os.PathLike[str] | None) -> Settings:
     if not p.is_file():
         raise InputFileError(f"columns config not found: {p}")
     data = _read_mapping(p)
-    unknown = set(data) - set(COLUMN_SECTIONS) - set(TOLERANCES)
+    unknown = set(data) - set(COLUMN_SECTIONS) - {"changes"} - set(TOLERANCES)
     if unknown:
         raise InputFileError(f"columns config {p}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-                             f"(known: {', '.join([*COLUMN_SECTIONS, *TOLERANCES])})")
+                             f"(known: {', '.join([*COLUMN_SECTIONS, 'changes', *TOLERANCES])})")
     columns, sources, dates = {}, {}, DateFormat()
-    for section, cls in COLUMN_SECTIONS.items():
+    for section, cls in (*COLUMN_SECTIONS.items(), ("changes", None)):
         where = f"columns config {p}, {section}"
         values = data.get(section) or {}
+        names = tuple(cls.__dataclass_fields__) if cls else ()
         if not isinstance(values, dict):
             raise InputFileError(f"{where} must be a mapping of our column name to yours (e.g. "
-                                 f"{next(iter(cls.__dataclass_fields__))}: NAME), not a {type(values).__name__}")
-        names = tuple(cls.__dataclass_fields__)
+                                 f"{(names or SOURCE_KEYS)[0]}: NAME), not a {type(values).__name__}")
         allowed = (*names, *SOURCE_KEYS, *(DATE_KEYS if section == "permits" else ()))
         bad = set(values) - set(allowed)
         if bad:
             raise InputFileError(f"{where}: unknown key(s) {', '.join(sorted(map(str, bad)))} "
                                  f"(known: {', '.join(allowed)})")
-        columns[section] = cls(**{k: _text(v, f"{where}: {k}") for k, v in values.items() if k in names})
+        if cls:
+            columns[section] = cls(**{k: _text(v, f"{where}: {k}") for k, v in values.items() if k in names})
         sources[section] = _source(values, where)
         if section == "permits":
             dates = _dates(values, where)

@@ -10,6 +10,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import pytest
 import shapely
 from shapely.geometry import GeometryCollection, LineString, MultiPolygon, Point, Polygon, box
@@ -192,12 +193,15 @@ def by_year(tmp_path: Path) -> Path:
 
 def test_a_geopackage_with_several_layers_needs_a_choice(tmp_path: Path) -> None:
     path = by_year(tmp_path)
-    with pytest.raises(LayerError, match=r"holds 2 layers \(permits_2017, permits_2018\): say which with .*:permits_"):
+    with pytest.raises(LayerError, match=r"holds 2 layers \(permits_2017, permits_2018\): say which with .*:LAYER, e.g. .*:permits_2017"):
         read_layer(path, "permits")
     assert list(read_layer(f"{path}:permits_2018", "permits").data["permit_id"]) == ["B-2018"]
     assert list(read_layer(path, "permits", source=Source(layer="permits_2017")).data["permit_id"]) == ["A-2017"]
     with pytest.raises(LayerError, match="has no layer 'permits_2019'"):
         read_layer(f"{path}:permits_2019", "permits")
+    pyogrio.write_dataframe(pd.DataFrame({"permit_id": ["T"]}), path, layer="attributes")  # a table, no geometry
+    with pytest.raises(LayerError, match="no layer 'attributes' with geometries"):
+        read_layer(f"{path}:attributes", "permits")
     assert split_layer_path(f"{path}:permits_2018") == (path, "permits_2018")
     assert split_layer_path(tmp_path / "missing.gpkg:x") == (Path(f"{tmp_path / 'missing.gpkg'}:x"), None)
 

@@ -25,6 +25,7 @@ def test_every_key(tmp_path: Path) -> None:
 permits: {permit_id: SỐ_GIẤY_PHÉP, issued: NGÀY_CẤP, date_format: "%d/%m/%Y", layer: permits_2018, crs: 4326}
 zoning: {construction_allowed: DUOC_XAY}
 parcels: {parcel_id: MA_THUA, owner: CHU, crs: "EPSG:32648", x: X, y: Y}
+changes: {crs: "EPSG:4326", wkt: WKT}
 exceed_min_m2: 35
 exceed_min_fraction: 0.2
 """))
@@ -35,6 +36,7 @@ exceed_min_fraction: 0.2
     assert settings.parcel_columns == ParcelColumns(parcel_id="MA_THUA", owner="CHU")
     assert settings.sources.permits == Source(layer="permits_2018", crs="EPSG:4326")
     assert settings.sources.parcels == Source(crs="EPSG:32648", x="X", y="Y")
+    assert settings.sources.changes == Source(crs="EPSG:4326", wkt="WKT")
     toml = load_settings(write(tmp_path, '[permits]\ndate_format = ["%d/%m/%Y", "%d/%m/%Y %H:%M"]\n', ".toml"))
     assert toml.rules.dates == DateFormat(formats=("%d/%m/%Y", "%d/%m/%Y %H:%M"))
     assert load_settings(write(tmp_path, "[permits]\ndayfirst = true\n", ".toml")).rules.dates.dayfirst
@@ -57,6 +59,7 @@ exceed_min_fraction: 0.2
     ("permits: {crs: 'EPSG:4326', x: lon}\n", "give both"),
     ("permits: {crs: 'EPSG:4326', x: lon, y: lat, wkt: WKT}\n", "not both"),
     ("zoning: {date_format: '%d/%m/%Y'}\n", r"zoning: unknown key\(s\) date_format"),
+    ("changes: {change_id: ID}\n", r"changes: unknown key\(s\) change_id"),
     ("permits: {permit_id: X\n", "cannot be parsed"),
 ])
 def test_malformed_settings_are_one_input_file_error(tmp_path: Path, text: str, message: str) -> None:
