@@ -48,6 +48,7 @@ POLYGON_TYPES = (3, 6)  # shapely type ids: Polygon, MultiPolygon
 NO_AREA_TYPES = (0, 1, 2, 4, 5)  # Point, LineString, LinearRing, MultiPoint, MultiLineString
 COLLECTION = 7
 EXAMPLES = 5  # rows named in an error message
+DATE_EXAMPLES = 3  # values (with their rows) quoted in a date error
 DAY_FIRST = re.compile(r"\d{1,2}\D")
 
 
@@ -112,7 +113,7 @@ def _choose_layer(p: Path, role: str, layer: str | None) -> str | None:
         raise LayerError(f"{role} file {p} has no layer with geometries")
     if len(spatial) > 1:
         raise LayerError(f"{role} file {p} holds {len(spatial)} layers ({', '.join(spatial)}): say which with "
-                         f"{p}:LAYER, e.g. {p}:{spatial[0]} (or layer: in the --columns file)")
+                         f"FILE:LAYER, e.g. {p.name}:{spatial[0]} (or layer: in the --columns file)")
     return spatial[0]
 
 
@@ -178,33 +179,32 @@ def _read_csv(p: Path, role: str, source: Source) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry=geometry, crs=source.crs)
 
 
+def _read_parquet(p: Path, role: str, source: Source) -> gpd.GeoDataFrame:
+    """A GeoParquet file (as ``export`` writes it), with its CRS or the declared one."""
+    try:
+        gdf = gpd.read_parquet(p)
+    except (ValueError, OSError) as exc:
+        raise InputFileError(f"{role} layer is not a readable GeoParquet file: {p} "
+                             f"({' '.join(str(exc).split())})") from exc
+    crs = _declared_crs(p, role, gdf.crs, source)
+    return gdf if gdf.crs is not None or crs is None else gdf.set_crs(crs)
+
+
 def _read(p: Path, role: str, layer: str | None, source: Source, extent: Extent | None,
           text_dates: bool) -> tuple[gpd.GeoDataFrame, int | None]:
     """The features of ``p`` meeting ``extent`` (all without one), with the CRS set, and how many
-    features the layer holds."""
+    features the layer holds (None: unknown)."""
     suffix = p.suffix.lower()
-    if suffix in PARQUET_SUFFIXES or suffix in CSV_SUFFIXES:
+    if (source.wkt or source.x) and suffix not in CSV_SUFFIXES:
+        raise LayerError(f"{role} layer {p}: wkt/x/y in the --columns file are for CSV files only")
+    if suffix in CSV_SUFFIXES or suffix in PARQUET_SUFFIXES:
         if layer is not None:
             raise LayerError(f"{role} file {p} has one layer: drop ':{layer}' (or layer:) for it")
-        if suffix in CSV_SUFFIXES:
-            gdf = _read_csv(p, role, source)
-        else:
-            if source.wkt or source.x:
-                raise LayerError(f"{role} layer {p}: wkt/x/y in the --columns file are for CSV files only")
-            try:
-                gdf = gpd.read_parquet(p)
-            except (ValueError, OSError) as exc:
-                raise InputFileError(f"{role} layer is not a readable GeoParquet file: {p} "
-                                     f"({' '.join(str(exc).split())})") from exc
-            crs = _declared_crs(p, role, gdf.crs, source)
-            gdf = gdf if gdf.crs is not None or crs is None else gdf.set_crs(crs)
+        gdf = _read_csv(p, role, source) if suffix in CSV_SUFFIXES else _read_parquet(p, role, source)
         if gdf.crs is None:
             raise LayerError(f"{role} layer has no CRS: {p} ({_no_crs_hint(p, role)})")
-        total = len(gdf)
         bbox = _bbox(extent, gdf.crs)
-        return (_in_extent(gdf, bbox) if bbox else gdf), total
-    if source.wkt or source.x:
-        raise LayerError(f"{role} layer {p}: wkt/x/y in the --columns file are for CSV files only")
+        return (_in_extent(gdf, bbox) if bbox else gdf), len(gdf)
     layer = _choose_layer(p, role, layer)
     info = pyogrio.read_info(p, layer=layer, force_feature_count=True)
     crs = _declared_crs(p, role, info["crs"], source)
@@ -346,7 +346,7 @@ def parse_dates(values: pd.Series, how: DateFormat = DateFormat(), column: str =
     bad = np.flatnonzero(~blank)[parsed.isna().to_numpy()]
     if len(bad):
         label = str(ids.name) if ids is not None else "row"
-        names = (ids.to_numpy() if ids is not None else values.index.to_numpy())[bad[:EXAMPLES]]
+        names = (ids.to_numpy() if ids is not None else values.index.to_numpy())[bad[:DATE_EXAMPLES]]
         shown = ", ".join(f"{values.iloc[i]!r} ({label} {n})" for i, n in zip(bad, names))
         if how.formats or how.dayfirst:
             raise LayerError(f"{role} column {column}: {len(bad)} date(s) cannot be read as {how.describe()}: "
@@ -391,7 +391,8 @@ class Layers:
         counts: dict[str, object] = {}
         for role in ("permits", "zoning", "parcels"):
             layer = getattr(self, role)
-            out[role] = (str(Path(layer.path).resolve()) + (f":{layer.layer}" if layer.layer else "")) if layer else None
+            where = str(Path(layer.path).resolve()) + (f":{layer.layer}" if layer.layer else "") if layer else None
+            out[role] = where
             out[f"{role}_repaired_geometries"] = layer.repaired if layer else 0
             counts[role] = layer.counts() if layer else None
         out["layer_counts"] = counts

@@ -37,7 +37,8 @@ def at(geom: shapely.Geometry, k: int) -> shapely.Geometry:
     return shapely.affinity.translate(geom, X + 200 * k, Y)
 
 
-def permits(geoms: list[object], ids: list[str] | None = None, crs: object = UTM48N, **columns: object) -> gpd.GeoDataFrame:
+def permits(geoms: list[object], ids: list[str] | None = None, crs: object = UTM48N,
+            **columns: object) -> gpd.GeoDataFrame:
     ids = ids or [f"P{i}" for i in range(len(geoms))]
     data = {"permit_id": ids, "issued": "2023-01-01", "expires": None, **columns}
     return gpd.GeoDataFrame(data, geometry=geoms, crs=crs)
@@ -165,7 +166,8 @@ def test_mixed_offsets_in_a_geojson_keep_the_day_written(tmp_path: Path) -> None
     """GDAL types these as datetimes (and pyogrio would turn them into UTC: 2023-04-01T00:00+07:00 is
     31 March in UTC); the day written counts."""
     footprints = [at(box(-5, -5, 45, 45), k) for k in range(4)]
-    issued = ["2023-04-01T00:00:00+07:00", "2023-03-20T09:30:00Z", "2022-02-10T00:00:00+07:00", "2023-04-02T00:00:00+07:00"]
+    issued = ["2023-04-01T00:00:00+07:00", "2023-03-20T09:30:00Z", "2022-02-10T00:00:00+07:00",
+              "2023-04-02T00:00:00+07:00"]
     expires = ["2025-03-05T00:00:00+07:00", "2024-09-20T00:00:00Z", "2023-03-31T23:00:00-05:00", None]
     permits(footprints, ["T1", "T2", "T3", "T4"], issued=issued, expires=expires).to_crs(WGS84).to_file(
         tmp_path / "p.geojson")
@@ -177,7 +179,8 @@ def test_mixed_offsets_in_a_geojson_keep_the_day_written(tmp_path: Path) -> None
 
 
 def test_an_unreadable_date_is_never_open_ended(tmp_path: Path) -> None:
-    permits([box(X, Y, X + 9, Y + 9)] * 2, ["A", "B"], expires=["2020-01-01", "unbefristet"]).to_file(tmp_path / "p.gpkg")
+    permits([box(X, Y, X + 9, Y + 9)] * 2, ["A", "B"], expires=["2020-01-01", "unbefristet"]).to_file(
+        tmp_path / "p.gpkg")
     with pytest.raises(LayerError, match=r"permits column expires: 1 date\(s\).*'unbefristet' \(permit_id B\)"):
         CrosscheckInputs(permits=str(tmp_path / "p.gpkg")).read()
 
@@ -193,7 +196,8 @@ def by_year(tmp_path: Path) -> Path:
 
 def test_a_geopackage_with_several_layers_needs_a_choice(tmp_path: Path) -> None:
     path = by_year(tmp_path)
-    with pytest.raises(LayerError, match=r"holds 2 layers \(permits_2017, permits_2018\): say which with .*:LAYER, e.g. .*:permits_2017"):
+    with pytest.raises(LayerError, match=r"holds 2 layers \(permits_2017, permits_2018\): say which with FILE:LAYER, "
+                                         r"e.g. permits.gpkg:permits_2017"):
         read_layer(path, "permits")
     assert list(read_layer(f"{path}:permits_2018", "permits").data["permit_id"]) == ["B-2018"]
     assert list(read_layer(path, "permits", source=Source(layer="permits_2017")).data["permit_id"]) == ["A-2017"]
