@@ -92,8 +92,9 @@ simplify_opt = click.option("--simplify-m", type=click.FloatRange(0.0), default=
 
 permits_opt = click.option(
     "--permits", type=click.Path(dir_okay=False), default=None,
-    help="Permit footprints (any vector format GDAL reads, any CRS) with columns permit_id, issued, expires "
-         "(dates). Without it every change is flagged NO_PERMIT.")
+    help="Permit footprints (polygons; any vector format GDAL reads, GeoParquet, or a CSV with WKT; any CRS; "
+         "FILE.gpkg:LAYER picks a layer) with columns permit_id, issued, expires (ISO dates unless --columns "
+         "declares a date_format). Without it every change is flagged NO_PERMIT.")
 zoning_opt = click.option(
     "--zoning", type=click.Path(dir_okay=False), default=None,
     help="Zoning/planning polygons with columns zone_id, construction_allowed (yes/no); changes in a zone "
@@ -110,8 +111,9 @@ as_of_opt = click.option(
 
 columns_opt = click.option(
     "--columns", "columns_file", type=click.Path(dir_okay=False), default=None,
-    help="YAML or TOML mapping our column names to your layers' (sections permits, zoning, parcels) and the "
-         "EXCEEDS_PERMIT tolerances exceed_min_m2 (default 20) and exceed_min_fraction (default 0.1).")
+    help="YAML or TOML mapping our column names to your layers' (sections permits, zoning, parcels; in each "
+         "also layer, crs, and for a CSV wkt or x/y; in permits date_format or dayfirst) and the EXCEEDS_PERMIT "
+         "tolerances exceed_min_m2 (default 20) and exceed_min_fraction (default 0.1).")
 
 
 def _layers(permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
@@ -119,11 +121,18 @@ def _layers(permits: str | None, zoning: str | None, parcels: str | None, as_of:
     """CrosscheckInputs from the layer options, --as-of and --columns."""
     from dataclasses import replace
 
-    from changewatch.rs.crosscheck import CrosscheckInputs, load_rules
+    from changewatch.rs.crosscheck import CrosscheckInputs
+    from changewatch.rs.settings import load_settings
 
-    rules, parcel_columns = load_rules(columns_file)
-    return CrosscheckInputs(permits, zoning, parcels, replace(rules, as_of=as_of.date() if as_of else None),
-                            parcel_columns)
+    settings = load_settings(columns_file)
+    return CrosscheckInputs(permits, zoning, parcels, replace(settings.rules, as_of=as_of.date() if as_of else None),
+                            settings.parcel_columns, settings.sources)
+
+
+def _warn(summary: dict[str, Any]) -> None:
+    """The run's warnings (summary.json ``warnings``), one ``warning:`` line each on stderr."""
+    for line in summary.get("warnings") or ():
+        click.echo(f"warning: {line}", err=True)
 
 
 def layer_options(func: F) -> F:
@@ -176,7 +185,8 @@ def cli() -> None:
       python cli.py evaluate --data DIR --sites a,b --json
 
     Exit codes: 0 ok, 1 bug, 2 usage, 3 unreadable input file, 4 scenes cannot be compared,
-    5 vector layer lacks CRS or column, 6 model problem, 7 batch finished with failed jobs.
+    5 vector layer problem (no CRS, missing column, not polygons, unreadable dates, several layers),
+    6 model problem, 7 batch finished with failed jobs.
     """
 
 
@@ -195,6 +205,7 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
                           coregister=coregister, threshold=threshold,
                           min_area_m2=min_area_m2, simplify_m=simplify_m, inference=inference)
     result = detect(config, progress=not quiet)
+    _warn(result.summary)
     for name, path in result.files.items():
         click.echo(f"{name:17s} {path}")
     click.echo(f"{result.n_changes} change polygons, {result.n_flagged} flagged "
@@ -348,6 +359,7 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
 
     layers = _layers(permits, zoning, parcels, as_of, columns_file)
     judgement, summary = run_crosscheck(CrosscheckConfig(changes, outdir, layers))
+    _warn(summary)
     counts = summary["counts"]
     click.echo(f"{counts['changes']} changes, {counts['flagged']} flagged as of {summary['rules']['as_of']} — "
                f"reasons: {counts['by_reason'] or 'none'}"

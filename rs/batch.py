@@ -121,8 +121,8 @@ def read_manifest(path: str | os.PathLike[str], shared: dict[str, str | None] | 
     if not p.is_file():
         raise ManifestError(f"manifest not found: {p}")
     base = p.resolve().parent
-    text = p.read_text(encoding="utf-8")
     try:
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's CSV) is not part of area_id
         if p.suffix.lower() in (".yml", ".yaml"):
             data = yaml.safe_load(text)
             if isinstance(data, dict):

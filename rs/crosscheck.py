@@ -2,7 +2,8 @@
 
 Two polygons *touch* when their intersection has an area > 0 (m², local UTM): sharing only an
 edge does not count. A permit is *valid* on the as-of date when issued ≤ as-of ≤ expires (no
-expiry date: open-ended; no or unreadable issue date: never valid). The rules, each a reason code:
+expiry date: open-ended; no issue date: never valid; a date that cannot be read is an error, see
+``rs.layers.parse_dates``). The rules, each a reason code:
 
 - ``NO_PERMIT``: no permit touches the change;
 - ``PERMIT_NOT_YET_VALID``: permits touch it, none is valid, and all were issued after as-of;
@@ -25,23 +26,29 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
-import pyogrio.errors
 import shapely
-import tomllib
-import yaml
-from rasterio.crs import CRS
-from rasterio.warp import transform_bounds
 
-from changewatch.rs.errors import InputFileError, LayerError
+from changewatch.rs.layers import CrosscheckInputs, Layer, Layers, parse_allowed, parse_dates, read_layer
+from changewatch.rs.settings import (
+    DASK_MIN_FEATURES,
+    ParcelColumns,
+    PermitColumns,
+    RuleConfig,
+    ZoningColumns,
+)
 from changewatch.rs.vectorize import metric_crs
+
+# Reading layers and settings moved to rs.layers and rs.settings; these names stay importable from here.
+__all__ = ["EXCEEDS_PERMIT", "NO_BUILD_ZONE", "NO_PERMIT", "PERMITTED", "PERMIT_EXPIRED", "PERMIT_NOT_YET_VALID",
+           "SEVERITY", "CrosscheckInputs", "Judgement", "Layer", "Layers", "ParcelColumns", "PermitColumns",
+           "RuleConfig", "ZoningColumns", "attribute_parcels", "crosscheck", "judge", "read_layer",
+           "reasons_from_codes", "worst_reason"]
 
 NO_PERMIT = "NO_PERMIT"
 PERMIT_NOT_YET_VALID = "PERMIT_NOT_YET_VALID"
@@ -51,81 +58,6 @@ NO_BUILD_ZONE = "NO_BUILD_ZONE"
 PERMITTED = "PERMITTED"
 SEVERITY = (NO_BUILD_ZONE, NO_PERMIT, EXCEEDS_PERMIT, PERMIT_EXPIRED, PERMIT_NOT_YET_VALID, PERMITTED)  # worst first
 MIN_OVERLAP_M2 = 1e-6  # intersection area (m²) above which two polygons overlap rather than touch
-# From this many changes + other features on, the join runs partitioned on dask-geopandas. On one
-# 2-core machine the plain STRtree join was faster at every size benchmarked (bench/RESULTS.md), so
-# the partitioned join is kept for layers beyond those sizes.
-DASK_MIN_FEATURES = 5_000_000
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A vector layer read for the cross-check, with how many invalid geometries were repaired."""
-
-    data: gpd.GeoDataFrame
-    repaired: int
-    path: str
-
-
-def read_layer(path: str | os.PathLike[str], role: str, required: tuple[str, ...] = (),
-               extent: tuple[tuple[float, float, float, float], CRS] | None = None) -> Layer:
-    """Read a vector layer any pyogrio driver can open, check it, and repair invalid geometries.
-
-    ``extent`` = ((left, bottom, right, top), crs): read only features whose bounding boxes meet
-    it (through the file's spatial index where it has one), so a city-wide layer costs a scene
-    only its own share. Raises InputFileError when the file is missing or unreadable, LayerError
-    when it has no CRS or lacks a ``required`` column. Invalid geometries are repaired with
-    ``make_valid`` (and counted); empty geometries are dropped.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{role} layer not found: {p}")
-    try:
-        info = pyogrio.read_info(p)
-        if info["crs"] is None:
-            raise LayerError(f"{role} layer has no CRS: {p}")
-        bbox = transform_bounds(extent[1], CRS.from_user_input(info["crs"]), *extent[0], densify_pts=21) if extent else None
-        gdf = gpd.read_file(p, bbox=bbox)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, ValueError) as exc:
-        raise InputFileError(f"{role} layer is not a readable vector file: {p} ({exc})") from exc
-    missing = [c for c in required if c not in gdf.columns]
-    if missing:
-        raise LayerError(f"{role} layer {p} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, gdf.columns.drop('geometry')))})")
-    invalid = ~gdf.geometry.is_valid & gdf.geometry.notna()
-    if invalid.any():
-        gdf.loc[invalid, "geometry"] = shapely.make_valid(gdf.geometry[invalid].values)
-    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty].reset_index(drop=True)
-    return Layer(gdf, int(invalid.sum()), str(p))
-
-
-@dataclass(frozen=True)
-class PermitColumns:
-    """Column names of the permit layer (dates: anything pandas parses, e.g. ISO 8601)."""
-
-    permit_id: str = "permit_id"
-    issued: str = "issued"
-    expires: str = "expires"
-    status: str = "status"
-
-
-@dataclass(frozen=True)
-class ZoningColumns:
-    """Column names of the zoning/planning layer (``construction_allowed``: boolean, yes/no, 1/0)."""
-
-    zone_id: str = "zone_id"
-    zone_class: str = "zone_class"
-    construction_allowed: str = "construction_allowed"
-
-
-@dataclass(frozen=True)
-class RuleConfig:
-    """The as-of date the rules are judged on (None: today) and the EXCEEDS_PERMIT tolerances."""
-
-    as_of: date | None = None
-    exceed_min_m2: float = 20.0
-    exceed_min_fraction: float = 0.10
-    permit_columns: PermitColumns = field(default_factory=PermitColumns)
-    zoning_columns: ZoningColumns = field(default_factory=ZoningColumns)
-    dask_min_features: int = DASK_MIN_FEATURES
 
 
 def intersecting_pairs(left: gpd.GeoSeries, right: gpd.GeoSeries, dask_min_features: int,
@@ -244,17 +176,14 @@ def _ids_by_change(pairs: pd.DataFrame, ids: pd.Series, index: pd.Index) -> pd.S
     return result
 
 
-def _dates(values: pd.Series) -> pd.Series:
-    return pd.to_datetime(values, errors="coerce").dt.tz_localize(None) if len(values) else pd.Series(dtype="datetime64[ns]")
-
-
 def _permit_rules(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, rules: RuleConfig,
                   codes: dict[str, np.ndarray], out: gpd.GeoDataFrame) -> None:
     cols = rules.permit_columns
     pairs = touching(changes_m, permits, rules.dask_min_features)
     as_of = pd.Timestamp(rules.as_of or date.today())
-    issued = _dates(permits[cols.issued])
-    expires = _dates(permits[cols.expires])
+    ids = permits[cols.permit_id]
+    issued = parse_dates(permits[cols.issued], rules.dates, cols.issued, "permits", ids)
+    expires = parse_dates(permits[cols.expires], rules.dates, cols.expires, "permits", ids)
     valid = ((issued <= as_of) & (expires.isna() | (as_of <= expires))).to_numpy()
     not_yet = (issued > as_of).to_numpy()
     other = permits.index.get_indexer(pairs["other"])
@@ -308,23 +237,10 @@ def _exceeds(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, valid_pairs
     return result
 
 
-def _allowed(values: pd.Series, column: str) -> pd.Series:
-    """construction_allowed as booleans; LayerError for values that are not yes/no."""
-    if values.dtype == bool:
-        return values
-    text = values.astype(str).str.strip().str.lower()
-    mapping = {"true": True, "yes": True, "y": True, "1": True, "false": False, "no": False, "n": False, "0": False}
-    parsed = text.map(mapping)
-    if parsed.isna().any():
-        bad = sorted(set(values[parsed.isna()].astype(str)))[:5]
-        raise LayerError(f"zoning column {column} must be yes/no (true/false, 1/0); found {', '.join(bad)}")
-    return parsed.astype(bool)
-
-
 def _zoning_rules(changes_m: gpd.GeoDataFrame, zoning: gpd.GeoDataFrame, rules: RuleConfig,
                   codes: dict[str, np.ndarray], out: gpd.GeoDataFrame) -> None:
     cols = rules.zoning_columns
-    allowed = _allowed(zoning[cols.construction_allowed], cols.construction_allowed)
+    allowed = parse_allowed(zoning[cols.construction_allowed], cols.construction_allowed)
     pairs = touching(changes_m, zoning, rules.dask_min_features)
     banned = pairs[~allowed.to_numpy()[zoning.index.get_indexer(pairs["other"])]]
     codes[NO_BUILD_ZONE] = out.index.isin(banned["change"])
@@ -370,15 +286,6 @@ def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
     out["reasons"] = pd.Series(reasons_from_codes(codes, len(out)), index=out.index, dtype=object)
     out["flagged"] = out["reasons"] != PERMITTED
     return out
-
-
-@dataclass(frozen=True)
-class ParcelColumns:
-    """Column names of the parcel layer (``owner``: optional, carried into the parcel table)."""
-
-    parcel_id: str = "parcel_id"
-    ward: str = "ward"
-    owner: str | None = None
 
 
 def attribute_parcels(flagged: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
@@ -429,47 +336,6 @@ def attribute_parcels(flagged: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
 
 
 @dataclass(frozen=True)
-class Layers:
-    """The reference layers a cross-check runs against (each optional)."""
-
-    permits: Layer | None = None
-    zoning: Layer | None = None
-    parcels: Layer | None = None
-
-    def provenance(self) -> dict[str, object]:
-        """Paths and repaired-geometry counts, for summaries."""
-        out: dict[str, object] = {}
-        for role in ("permits", "zoning", "parcels"):
-            layer = getattr(self, role)
-            out[role] = str(Path(layer.path).resolve()) if layer else None
-            out[f"{role}_repaired_geometries"] = layer.repaired if layer else 0
-        return out
-
-
-@dataclass(frozen=True)
-class CrosscheckInputs:
-    """The reference layers of a run (paths, each optional) and how to read and judge them."""
-
-    permits: str | None = None
-    zoning: str | None = None
-    parcels: str | None = None
-    rules: RuleConfig = field(default_factory=RuleConfig)
-    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
-
-    def read(self, extent: tuple[tuple[float, float, float, float], CRS] | None = None) -> Layers:
-        """Read and check every given layer (see ``read_layer``) before any work starts."""
-        pc, zc, qc = self.rules.permit_columns, self.rules.zoning_columns, self.parcel_columns
-        return Layers(
-            read_layer(self.permits, "permits", (pc.permit_id, pc.issued, pc.expires), extent)
-            if self.permits else None,
-            read_layer(self.zoning, "zoning", (zc.zone_id, zc.construction_allowed), extent)
-            if self.zoning else None,
-            read_layer(self.parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c), extent)
-            if self.parcels else None,
-        )
-
-
-@dataclass(frozen=True)
 class Judgement:
     """A cross-check's result: every change with its reasons, the flagged ones (with ``parcel_ids``
     when parcels were given), the per-parcel table and the change–parcel overlaps (``change_id``,
@@ -503,38 +369,3 @@ def judge(changes: gpd.GeoDataFrame, layers: Layers, rules: RuleConfig,
     keys, joined = join_ids(links["change_id"].to_numpy(), ranks, names)
     flagged["parcel_ids"] = flagged["change_id"].map(pd.Series(joined, index=keys)).fillna("").astype(object)
     return Judgement(checked, flagged, table, links)
-
-
-def load_rules(path: str | os.PathLike[str] | None) -> tuple[RuleConfig, ParcelColumns]:
-    """Column names and tolerances from a YAML (.yaml/.yml) or TOML (.toml) file; defaults without one.
-
-    Keys: ``permits``, ``zoning``, ``parcels`` (mappings of our column name → the layer's), and
-    ``exceed_min_m2``, ``exceed_min_fraction``. Unknown keys are an InputFileError, so a typo
-    never silently falls back to a default.
-    """
-    if path is None:
-        return RuleConfig(), ParcelColumns()
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError(f"columns config not found: {p}")
-    try:
-        if p.suffix.lower() == ".toml":
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        else:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"columns config {p} cannot be parsed: {exc}") from exc
-    sections = {"permits": PermitColumns, "zoning": ZoningColumns, "parcels": ParcelColumns}
-    unknown = set(data) - set(sections) - {"exceed_min_m2", "exceed_min_fraction"}
-    if unknown:
-        raise InputFileError(f"columns config {p}: unknown key(s) {', '.join(sorted(unknown))}")
-    built = {}
-    for key, cls in sections.items():
-        values = data.get(key) or {}
-        bad = set(values) - set(cls.__dataclass_fields__)
-        if bad:
-            raise InputFileError(f"columns config {p}: {key} has no column(s) {', '.join(sorted(bad))} "
-                                 f"(known: {', '.join(cls.__dataclass_fields__)})")
-        built[key] = cls(**values)
-    tolerances = {k: float(data[k]) for k in ("exceed_min_m2", "exceed_min_fraction") if k in data}
-    return RuleConfig(permit_columns=built["permits"], zoning_columns=built["zoning"], **tolerances), built["parcels"]

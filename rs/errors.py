@@ -10,10 +10,13 @@ code  exception                   meaning
 ====  ==========================  =====================================================
 1     (any other exception)       a bug: please report it with the traceback
 2     (click usage error)         wrong options or arguments on the command line
-3     InputFileError              a file is missing, unreadable or not a raster/vector
+3     InputFileError              a file is missing, unreadable or not a raster/vector;
+                                  a malformed settings (--columns) file or manifest
 4     IncompatibleScenesError     the scenes cannot be compared (no overlap, no CRS,
                                   different band counts)
-5     LayerError                  a vector layer lacks a CRS or a required column
+5     LayerError                  a vector layer lacks a CRS or a required column, is not
+                                  polygons, holds unreadable dates or values, or is
+                                  ambiguous (several layers, none chosen)
 6     ModelError                  a checkpoint is missing, unsafe, or does not fit the input
 7     (batch)                     a batch finished, but some of its jobs failed
 ====  ==========================  =====================================================
@@ -45,7 +48,8 @@ class IncompatibleScenesError(ChangewatchError):
 
 
 class LayerError(ChangewatchError):
-    """A vector layer (permits, zoning, parcels) lacks a CRS or a required column."""
+    """A vector layer (permits, zoning, parcels) lacks a CRS or a required column, holds points or
+    lines, dates or values that cannot be read, or several layers of which none was chosen."""
 
     exit_code = 5
 

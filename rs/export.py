@@ -11,11 +11,13 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 from changewatch.rs.crosscheck import Judgement
@@ -124,9 +126,16 @@ def write_judgement(judgement: Judgement, changes_path: Path, flagged_path: Path
 FORMATS = ("gpkg", "parquet", "geojson", "csv", "shp")
 LAYERS = ("changes", "flagged_changes", "flagged_parcels")
 LINKS = "flagged_change_parcels"  # attribute table: change_id, parcel_id, overlap_m2
-# Shapefile (dBASE) field names stop at 10 characters: the long ones get these names.
+# Shapefile (dBASE) field names stop at 10 bytes: the long ones get these names (others are cut, see
+# ``shapefile_fields``), and text stops at 254 bytes (longer values are cut, and kept whole beside it).
 SHAPEFILE_NAMES = {"valid_permit_ids": "valid_pids", "flagged_area_m2": "flag_am2", "worst_reason": "worst_rsn"}
+DBF_NAME_BYTES = 10
+DBF_TEXT_BYTES = 254
+SHAPEFILE_KEYS = ("change_id", "parcel_id")  # what a side table of full values is keyed by, first found
 GEOGRAPHIC = "EPSG:4326"
+# every file or folder an export can write (stale ones from an earlier export are removed)
+EXPORT_NAMES = frozenset({"changewatch.gpkg", "shapefile", "item.json"} | {
+    f"{layer}.{suffix}" for layer in (*LAYERS, LINKS) for suffix in ("parquet", "geojson", "csv")})
 
 
 def read_run_layers(run_dir: str | os.PathLike[str]) -> dict[str, gpd.GeoDataFrame]:
@@ -165,16 +174,101 @@ def _csv(gdf: gpd.GeoDataFrame, path: Path, geometry: str) -> None:
     table.to_csv(path, index=False)
 
 
+def _utf8_prefix(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` of at most ``limit`` bytes in UTF-8, cut between characters."""
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+
+
+def shapefile_fields(columns: list[str]) -> dict[str, str]:
+    """Shapefile field names for ``columns`` (geometry excluded): SHAPEFILE_NAMES for ours, else a
+    name longer than 10 bytes (UTF-8) cut between characters, a repeat made unique with ``_1``,
+    ``_2``…; returns only the names that change (our name → Shapefile name)."""
+    renamed: dict[str, str] = {}
+    taken = {c.lower() for c in columns if len(c.encode("utf-8")) <= DBF_NAME_BYTES and c not in SHAPEFILE_NAMES}
+    for column in columns:
+        if column not in SHAPEFILE_NAMES and len(column.encode("utf-8")) <= DBF_NAME_BYTES:
+            continue
+        short = SHAPEFILE_NAMES.get(column) or _utf8_prefix(column, DBF_NAME_BYTES)
+        n = 0
+        while short.lower() in taken:
+            n += 1
+            short = _utf8_prefix(column, DBF_NAME_BYTES - len(f"_{n}")) + f"_{n}"
+        taken.add(short.lower())
+        renamed[column] = short
+    return renamed
+
+
+@dataclass(frozen=True)
+class Shortened:
+    """What one layer's Shapefile could not hold: fields renamed (our name → Shapefile name), text
+    values cut to 254 bytes (column → how many), and the side table holding those values whole
+    (path relative to the export folder; None when nothing was cut)."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    values: dict[str, int] = field(default_factory=dict)
+    full_values: str | None = None
+
+
+def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str) -> Shortened:
+    """``folder/name.shp`` (UTF-8, CRS kept), with nothing lost silently: long field names are
+    renamed (``shapefile_fields``), and text longer than dBASE's 254 bytes is cut between characters
+    in the Shapefile and written whole to ``folder/name_full_values.csv`` (keyed by ``change_id``
+    or ``parcel_id``, else by ``row``, 1-based; columns under our names). Returns what was shortened."""
+    table = gdf.copy()
+    cut: dict[str, int] = {}
+    long_rows = np.zeros(len(table), bool)
+    for column in table.columns.drop(table.geometry.name):
+        if not (pd.api.types.is_object_dtype(table[column]) or pd.api.types.is_string_dtype(table[column])):
+            continue
+        text = table[column].astype(object)
+        present = text.notna().to_numpy()
+        nbytes = np.zeros(len(text), np.int64)
+        nbytes[present] = [len(str(v).encode("utf-8")) for v in text[present]]
+        over = nbytes > DBF_TEXT_BYTES
+        if over.any():
+            cut[column] = int(over.sum())
+            long_rows |= over
+            table.loc[over, column] = [_utf8_prefix(str(v), DBF_TEXT_BYTES) for v in text[over]]
+    full_values = None
+    if cut:
+        key = next((k for k in SHAPEFILE_KEYS if k in gdf), None)
+        side = pd.DataFrame(gdf.loc[long_rows, [*([key] if key else []), *cut]])
+        if key is None:
+            side.insert(0, "row", np.flatnonzero(long_rows) + 1)
+        side.to_csv(folder / f"{name}_full_values.csv", index=False)
+        full_values = f"{folder.name}/{name}_full_values.csv"
+    renamed = shapefile_fields([c for c in table.columns if c != table.geometry.name])
+    write_vector(table.rename(columns=renamed), folder / f"{name}.shp", "ESRI Shapefile", encoding="UTF-8")
+    return Shortened(renamed, cut, full_values)
+
+
+@dataclass(frozen=True)
+class Exports:
+    """What ``write_exports`` wrote: file and folder names, and per layer what its Shapefile
+    could not hold (only layers with something shortened)."""
+
+    names: list[str]
+    shapefile: dict[str, Shortened]
+
+    def shapefile_record(self) -> dict[str, Any]:
+        """The shortenings as plain data (for ``item.json``)."""
+        return {layer: asdict(s) for layer, s in self.shapefile.items()}
+
+
 def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, formats: tuple[str, ...] = FORMATS,
-                  csv_geometry: str = "wkt") -> list[str]:
-    """Write ``layers`` in each of ``formats`` into the staging folder; returns the file names.
+                  csv_geometry: str = "wkt") -> Exports:
+    """Write ``layers`` in each of ``formats`` into the staging folder; returns the names written
+    and what the Shapefiles could not hold.
 
     gpkg: one ``changewatch.gpkg`` with every layer (CRS kept); parquet: GeoParquet 1.1 with a
     bbox covering column, one file per layer (CRS kept); geojson: EPSG:4326 (RFC 7946); csv:
-    EPSG:4326, WKT or centroid lon/lat; shp: one Shapefile per layer in ``shapefile/``, long
-    field names shortened as in SHAPEFILE_NAMES.
+    EPSG:4326, WKT or centroid lon/lat; shp: one Shapefile per layer in ``shapefile/``
+    (``write_shapefile``: long field names shortened as in SHAPEFILE_NAMES, long text kept whole in
+    a side table), and ``shapefile/field_names.csv`` (layer, field, shapefile_field) when a field
+    was renamed.
     """
     names = []
+    shortened: dict[str, Shortened] = {}
     links = layers.get(LINKS)
     if links is not None:  # a table without geometry: GeoPackage attribute table, Parquet and CSV only
         if "gpkg" in formats:
@@ -202,13 +296,18 @@ def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, format
         if "shp" in formats:
             folder = out.path("shapefile")
             folder.mkdir(exist_ok=True)
-            write_vector(gdf.rename(columns=SHAPEFILE_NAMES), folder / f"{name}.shp", "ESRI Shapefile",
-                         encoding="UTF-8")
+            report = write_shapefile(gdf, folder, name)
+            if report.fields or report.values:
+                shortened[name] = report
     if "gpkg" in formats:
         names.insert(0, "changewatch.gpkg")
     if "shp" in formats:
+        renamed = [(layer, ours, short) for layer, s in shortened.items() for ours, short in s.fields.items()]
+        if renamed:
+            pd.DataFrame(renamed, columns=["layer", "field", "shapefile_field"]).to_csv(
+                out.path("shapefile") / "field_names.csv", index=False)
         names.append("shapefile")
-    return names
+    return Exports(names, shortened)
 
 
 FILE_EXTENSION = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
@@ -222,9 +321,11 @@ def _asset_files(root: Path, names: list[str]) -> list[Path]:
     return files
 
 
-def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[str, gpd.GeoDataFrame]) -> dict[str, Any]:
+def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[str, gpd.GeoDataFrame],
+              shapefile: dict[str, Any] | None = None) -> dict[str, Any]:
     """A STAC Item (pystac) describing one run: footprint, as-of date, inputs, model, thresholds,
-    software version, and every output with its size and SHA-256 (file extension, multihash)."""
+    software version, every output with its size and SHA-256 (file extension, multihash), and under
+    ``changewatch:shapefile`` what the Shapefiles could not hold (``Exports.shapefile_record``)."""
     from datetime import date, datetime, timezone
 
     import pystac
@@ -245,7 +346,8 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
         bbox=[float(v) for v in bounds] if bounds is not None else None, datetime=when,
         properties={"changewatch:version": changewatch.__version__, "changewatch:counts": summary.get("counts"),
                     "changewatch:inputs": summary.get("inputs"), "changewatch:model": summary.get("model"),
-                    "changewatch:thresholds": summary.get("thresholds"), "changewatch:rules": summary.get("rules")},
+                    "changewatch:thresholds": summary.get("thresholds"), "changewatch:rules": summary.get("rules"),
+                    "changewatch:shapefile": shapefile or {}},
         stac_extensions=[FILE_EXTENSION],
     )
     outputs = [(run_dir, p) for p in sorted(run_dir.iterdir()) if p.is_file()]
@@ -264,10 +366,22 @@ def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str], 
     run = Path(run_dir)
     layers = read_run_layers(run)
     with StagedOutput(outdir) as out:
-        names = write_exports(layers, out, formats, csv_geometry)
+        exports = write_exports(layers, out, formats, csv_geometry)
+        names = exports.names
         if stac:
-            item = stac_item(run, out.stage, names, layers)
+            item = stac_item(run, out.stage, names, layers, exports.shapefile_record())
             for asset in item["assets"].values():  # point at where the files will be, not the staging folder
                 asset["href"] = asset["href"].replace(str(out.stage.resolve()), str(out.outdir.resolve()))
             write_json(item, out.path("item.json"))
-    return [out.final(n) for n in (*names, *(["item.json"] if stac else []))]
+    written = [*names, *(["item.json"] if stac else [])]
+    remove_stale_exports(out.outdir, written)
+    return [out.final(n) for n in written]
+
+
+def remove_stale_exports(outdir: Path, written: list[str]) -> list[Path]:
+    """Remove what an earlier export left in ``outdir`` that this one did not write (another
+    format, a layer this run lacks, an old item.json); files that are not exports are kept."""
+    stale = [outdir / n for n in sorted(EXPORT_NAMES - set(written)) if (outdir / n).exists()]
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return stale

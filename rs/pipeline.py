@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rasterio.crs import CRS
 
 import changewatch
 from changewatch.models.changenet import resolve_model
@@ -186,6 +187,7 @@ def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: A
         "rules": {"as_of": rules.as_of.isoformat() if rules.as_of else None, "as_of_source": as_of_source,
                   "exceed_min_m2": rules.exceed_min_m2, "exceed_min_fraction": rules.exceed_min_fraction},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "warnings": layers.warnings(),
         "config": asdict(config),
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }
@@ -207,12 +209,13 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]
     The as-of date is ``config.layers.rules.as_of``, else the one recorded in a ``summary.json`` beside
     the change layer (a detect run's), else today. Changes without ``change_id`` are numbered 1…n.
     """
-    changes = read_layer(config.changes, "changes")
+    changes = read_layer(config.changes, "changes", ids="change_id", source=config.layers.sources.changes)
     numbered = "change_id" not in changes.data
     data = changes.data.assign(change_id=range(1, len(changes.data) + 1)) if numbered else changes.data
     if "area_m2" not in data:
         data = data.assign(area_m2=data.to_crs(metric_crs(data)).area if len(data) else [])
-    layers = config.layers.read()
+    # the layers are read where the changes are: their counts say what lies inside the changes' extent
+    layers = config.layers.read((tuple(data.total_bounds), CRS.from_user_input(data.crs)) if len(data) else None)
     as_of, source = _crosscheck_as_of(config)
     rules = replace(config.layers.rules, as_of=as_of)
     judgement = judge(data, layers, rules, config.layers.parcel_columns)
@@ -224,6 +227,7 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]
                    "change_ids_assigned": numbered, **layers.provenance()},
         "rules": {"as_of": as_of.isoformat(), "as_of_source": source, "exceed_min_m2": rules.exceed_min_m2,
                   "exceed_min_fraction": rules.exceed_min_fraction},
+        "warnings": layers.warnings(),
         "config": asdict(config),
     }
     with StagedOutput(config.outdir) as out:

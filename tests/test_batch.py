@@ -99,6 +99,20 @@ def test_bad_manifests(tmp_path: Path, text: str, message: str) -> None:
         read_manifest(tmp_path / "m.csv")
 
 
+@pytest.mark.parametrize("name", ["m.csv", "m.yaml"])
+def test_manifest_that_is_not_utf8(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes("area_id,before,after\nw1,São_Paulo/b.tif,a.tif\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match="cannot be parsed.*utf-8"):
+        read_manifest(tmp_path / name)
+    result = CliRunner().invoke(cli, ["batch", str(tmp_path / name), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 3 and result.output.startswith("error: manifest") and "Traceback" not in result.output
+
+
+def test_manifest_with_a_byte_order_mark(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("area_id,before,after\nw1,b.tif,a.tif\n", encoding="utf-8-sig")  # Excel's CSV
+    assert [j.area_id for j in read_manifest(tmp_path / "m.csv")] == ["w1"]
+
+
 def test_three_jobs_one_broken(tmp_path: Path, tiny_checkpoint: Path) -> None:
     manifest = make_manifest(tmp_path)
     out = tmp_path / "out"

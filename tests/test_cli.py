@@ -53,6 +53,23 @@ def test_detect_writes_all_outputs(pair: tuple[Path, Path], tiny_checkpoint: Pat
     assert not list(tmp_path.glob(".run.staging-*"))
 
 
+def test_detect_warns_about_a_layer_outside_the_scene(pair: tuple[Path, Path], tiny_checkpoint: Path,
+                                                      tmp_path: Path) -> None:
+    import shapely
+
+    inside = gpd.read_file(permits_file(tmp_path)).to_crs(4326)
+    swapped = inside.set_geometry(shapely.transform(inside.geometry.to_numpy(), lambda xy: xy[:, ::-1]))  # lat/lon
+    swapped.to_file(tmp_path / "swapped.gpkg")
+    result = run("detect", *pair, "-o", tmp_path / "run", "--model", tiny_checkpoint, "--permits",
+                 tmp_path / "swapped.gpkg", "--threshold", "0.5", "--tile", "64", "--overlap", "16", "-q")
+    assert result.exit_code == 0, result.output
+    assert f"warning: permits layer {tmp_path / 'swapped.gpkg'}: none of its 1 features lies inside" in result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["inputs"]["layer_counts"]["permits"] == {"features": 1, "in_scene": 0, "repaired": 0,
+                                                            "dropped_empty": 0}
+    assert len(summary["warnings"]) == 1 and summary["inputs"]["layer_counts"]["zoning"] is None
+
+
 def test_detect_on_a_user_grid(pair: tuple[Path, Path], tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run("detect", *pair, "-o", out, "--model", tiny_checkpoint, "--crs", "EPSG:4326",
@@ -169,7 +186,7 @@ def test_columns_config_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("permits:\n  permit_no: X\n")
     result = run("crosscheck", tmp_path / "changes.gpkg", "-o", tmp_path / "o", "--permits",
                  tmp_path / "permits.gpkg", "--columns", tmp_path / "bad.yaml")
-    assert result.exit_code == 3 and "permits has no column(s) permit_no" in result.output
+    assert result.exit_code == 3 and "permits: unknown key(s) permit_no" in result.output
     (tmp_path / "map.yaml").write_text("permits:\n  permit_id: SO_GP\n")
     result = run("crosscheck", tmp_path / "changes.gpkg", "-o", tmp_path / "o", "--permits",
                  tmp_path / "permits.gpkg", "--columns", tmp_path / "map.yaml")

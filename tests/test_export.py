@@ -125,3 +125,63 @@ def test_export_of_a_non_run_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "e").exists()
     bad = CliRunner().invoke(cli, ["export", str(tmp_path), "-o", str(tmp_path / "e"), "--formats", "kml"])
     assert bad.exit_code == 2
+
+
+def long_text_run(tmp_path: Path) -> Path:
+    """A run folder whose change 2 touches 40 permits (permit_ids: 479 bytes) and carries an owner column
+    with a long Vietnamese name (more than 10 bytes in UTF-8)."""
+    from changewatch.rs.crosscheck import Judgement
+
+    many = ",".join(f"GP-{i:04d}/2023" for i in range(40))
+    ch = gpd.GeoDataFrame({"change_id": [1, 2], "area_m2": [400.0, 400.0], "permit_ids": ["GP-1", many],
+                           "reasons": ["PERMITTED", "EXCEEDS_PERMIT"], "CHỦ_ĐẦU_TƯ": ["Nguyễn Văn A", "Đ" * 200]},
+                          geometry=[box(X, Y, X + 20, Y + 20), box(X + 100, Y, X + 120, Y + 20)], crs=UTM48N)
+    run = tmp_path / "run"
+    with StagedOutput(run) as out:
+        write_judgement(Judgement(ch, ch[ch["reasons"] != "PERMITTED"].reset_index(drop=True), None),
+                        out.path("changes.gpkg"), out.path("flagged.gpkg"))
+    return run
+
+
+def test_shapefile_loses_nothing_silently(tmp_path: Path) -> None:
+    import warnings
+
+    run = long_text_run(tmp_path)
+    out = tmp_path / "e"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # GDAL's "truncated"/"laundered" warnings would mean it cut something itself
+        result = CliRunner().invoke(cli, ["export", str(run), "-o", str(out), "--formats", "shp"],
+                                    catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    source = read_run_layers(run)["changes"]
+    shp = gpd.read_file(out / "shapefile" / "changes.shp")  # readable: names cut between characters
+    assert list(shp.columns) == ["change_id", "area_m2", "permit_ids", "reasons", "CHỦ_Đ", "geometry"]
+    assert shp["permit_ids"].iloc[1] == source["permit_ids"].iloc[1].encode()[:254].decode()
+    assert shp["CHỦ_Đ"].iloc[1] == "Đ" * 127  # 254 bytes
+    full = pd.read_csv(out / "shapefile" / "changes_full_values.csv")
+    assert list(full.columns) == ["change_id", "permit_ids", "CHỦ_ĐẦU_TƯ"] and list(full["change_id"]) == [2]
+    assert full["permit_ids"].iloc[0] == source["permit_ids"].iloc[1] and full["CHỦ_ĐẦU_TƯ"].iloc[0] == "Đ" * 200
+    names = pd.read_csv(out / "shapefile" / "field_names.csv")
+    assert ["changes", "CHỦ_ĐẦU_TƯ", "CHỦ_Đ"] in names.values.tolist()
+    record = json.loads((out / "item.json").read_text())["properties"]["changewatch:shapefile"]
+    assert record["changes"] == {"fields": {"CHỦ_ĐẦU_TƯ": "CHỦ_Đ"}, "values": {"permit_ids": 1, "CHỦ_ĐẦU_TƯ": 1},
+                                 "full_values": "shapefile/changes_full_values.csv"}
+
+
+def test_shapefile_field_names_are_unique() -> None:
+    from changewatch.rs.export import shapefile_fields
+
+    assert shapefile_fields(["change_id", "valid_permit_ids", "construction_a", "construction_b", "constructi"]) == {
+        "valid_permit_ids": "valid_pids", "construction_a": "construc_1", "construction_b": "construc_2"}
+
+
+def test_export_into_an_earlier_export_leaves_no_stale_files(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "e"
+    assert CliRunner().invoke(cli, ["export", str(run_dir), "-o", str(out)]).exit_code == 0
+    (out / "notes.txt").write_text("mine")  # not an export: kept
+    assert CliRunner().invoke(cli, ["export", str(run_dir), "-o", str(out), "--formats", "geojson"]).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["changes.geojson", "flagged_changes.geojson",
+                                                     "flagged_parcels.geojson", "item.json", "notes.txt"]
+    item = json.loads((out / "item.json").read_text())
+    assert sorted(k for k in item["assets"] if not k.startswith("run/")) == [
+        "changes.geojson", "flagged_changes.geojson", "flagged_parcels.geojson"]

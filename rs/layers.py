@@ -1,0 +1,451 @@
+"""Reading the cross-check's vector layers (permits, zoning, parcels, changes) and their values.
+
+A layer is a file any pyogrio driver opens (one layer of it: ``path.gpkg:layer`` or ``layer:`` in
+the ``--columns`` file when it holds several), a GeoParquet file (``.parquet``, read with
+``geopandas.read_parquet``) or a CSV (``.csv``; geometry from a WKT column or x/y columns, CRS
+declared in the ``--columns`` file). Every layer is checked before any work starts:
+
+- it has a CRS (its own, or the one declared; both must agree);
+- it holds the required columns;
+- its geometries are polygons: point and line features are an error (they cannot cover a
+  change), geometry collections keep their polygons, and invalid polygons are repaired so that a
+  feature covers the *union* of its parts (``shapely.make_valid(method="structure")``: overlapping
+  or nested parts of a MultiPolygon never become holes); empty and null geometries are dropped
+  and counted;
+- permit dates are read by the declared rule (``settings.DateFormat``) and zoning's
+  ``construction_allowed`` as yes/no: a value that cannot be read is an error naming the rows.
+
+Per layer, the features in the file and those inside the scene are counted (``Layer``); a layer
+with features of which none lies inside the scene gets a warning (``Layers.warnings``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pyogrio.errors
+import shapely
+from dateutil import parser as dateparser
+from pyproj import CRS as ProjCRS
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds
+
+from changewatch.rs.errors import InputFileError, LayerError
+from changewatch.rs.settings import DateFormat, ParcelColumns, RuleConfig, Source, Sources
+
+Extent = tuple[tuple[float, float, float, float], CRS]  # (left, bottom, right, top), its CRS
+PARQUET_SUFFIXES = (".parquet", ".geoparquet")
+CSV_SUFFIXES = (".csv",)
+POLYGON_TYPES = (3, 6)  # shapely type ids: Polygon, MultiPolygon
+NO_AREA_TYPES = (0, 1, 2, 4, 5)  # Point, LineString, LinearRing, MultiPoint, MultiLineString
+COLLECTION = 7
+EXAMPLES = 5  # rows named in an error message
+DATE_EXAMPLES = 3  # values (with their rows) quoted in a date error
+DAY_FIRST = re.compile(r"\d{1,2}\D")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A vector layer read for the cross-check.
+
+    ``repaired``: invalid geometries repaired (and collections reduced to their polygons);
+    ``path``: the file; ``layer``: which of its layers (None: its only one); ``features``: features
+    in that layer (None: unknown); ``in_scene``: those whose bounding box meets the scene's extent
+    (None: read without an extent); ``dropped``: empty, null or zero-area geometries left out.
+    """
+
+    data: gpd.GeoDataFrame
+    repaired: int
+    path: str
+    layer: str | None = None
+    features: int | None = None
+    in_scene: int | None = None
+    dropped: int = 0
+
+    @property
+    def name(self) -> str:
+        """``path`` or ``path:layer``, as a user would write it."""
+        return f"{self.path}:{self.layer}" if self.layer else self.path
+
+    def counts(self) -> dict[str, int | None]:
+        """Features in the file, inside the scene, repaired, dropped (for summaries)."""
+        return {"features": self.features, "in_scene": self.in_scene, "repaired": self.repaired,
+                "dropped_empty": self.dropped}
+
+
+def split_layer_path(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``file.gpkg:layer`` → (file.gpkg, layer); a path that exists as written is never split
+    (so ``C:\\data\\p.gpkg`` stays whole), nor one whose part before the last ``:`` does not exist."""
+    text = os.fspath(path)
+    if Path(text).exists() or ":" not in text:
+        return Path(text), None
+    head, _, layer = text.rpartition(":")
+    if head and layer and Path(head).is_file():
+        return Path(head), layer
+    return Path(text), None
+
+
+def _ids(gdf: pd.DataFrame, column: str | None, rows: np.ndarray) -> list[str]:
+    """How to name some rows in a message: their ids, or their positions when there is no id column."""
+    if column and column in gdf:
+        return [str(v) for v in gdf[column].to_numpy()[rows][:EXAMPLES]]
+    return [f"feature #{i + 1}" for i in rows[:EXAMPLES]]
+
+
+def _choose_layer(p: Path, role: str, layer: str | None) -> str | None:
+    """The layer to read from a pyogrio source: ``layer`` (checked), or its only spatial layer."""
+    listed = pyogrio.list_layers(p)
+    spatial = [str(n) for n, kind in listed if kind is not None]
+    if layer is not None and layer not in spatial:
+        names = ", ".join(spatial) or "none"
+        raise LayerError(f"{role} file {p} has no layer {layer!r} with geometries (layers with geometries: {names})")
+    if layer is not None:
+        return layer
+    if not spatial:
+        raise LayerError(f"{role} file {p} has no layer with geometries")
+    if len(spatial) > 1:
+        raise LayerError(f"{role} file {p} holds {len(spatial)} layers ({', '.join(spatial)}): say which with "
+                         f"FILE:LAYER, e.g. {p.name}:{spatial[0]} (or layer: in the --columns file)")
+    return spatial[0]
+
+
+def _in_extent(gdf: gpd.GeoDataFrame, bbox: tuple[float, float, float, float]) -> gpd.GeoDataFrame:
+    """Rows whose bounding box meets ``bbox`` (same CRS), as GDAL's spatial filter selects them."""
+    b = gdf.geometry.bounds
+    keep = (b["minx"] <= bbox[2]) & (b["maxx"] >= bbox[0]) & (b["miny"] <= bbox[3]) & (b["maxy"] >= bbox[1])
+    return gdf[keep.to_numpy()]
+
+
+def _bbox(extent: Extent | None, crs: ProjCRS | str | None) -> tuple[float, float, float, float] | None:
+    if extent is None or crs is None:
+        return None
+    return transform_bounds(extent[1], CRS.from_user_input(crs), *extent[0], densify_pts=21)
+
+
+def _declared_crs(p: Path, role: str, found: ProjCRS | str | None, source: Source) -> ProjCRS | None:
+    """The layer's CRS: its own, else the declared one; LayerError when both exist and disagree."""
+    own = ProjCRS.from_user_input(found) if found is not None else None
+    declared = ProjCRS.from_user_input(source.crs) if source.crs else None
+    if own is not None and declared is not None and not own.equals(declared, ignore_axis_order=True):
+        raise LayerError(f"{role} layer {p} has CRS {own.to_string()} but the --columns file declares "
+                         f"{declared.to_string()}: remove crs: from its {role} section, or fix the file")
+    return own or declared
+
+
+def _no_crs_hint(p: Path, role: str) -> str:
+    if p.suffix.lower() == ".shp":
+        return (f"a Shapefile without its .prj file: put the .prj that came with it beside {p.name}, or declare "
+                f"the CRS in the --columns file, e.g. {role}: {{crs: EPSG:32648}}")
+    return f"declare it in the --columns file, e.g. {role}: {{crs: EPSG:4326}}"
+
+
+def _read_csv(p: Path, role: str, source: Source) -> gpd.GeoDataFrame:
+    """A CSV (UTF-8, every column as text) with its geometry from a WKT column or x/y columns."""
+    example = f"{role}: {{crs: EPSG:4326, wkt: WKT}} or {role}: {{crs: EPSG:4326, x: lon, y: lat}}"
+    if source.crs is None:
+        raise LayerError(f"{role} layer {p} is a CSV, which carries no CRS: declare its CRS and geometry "
+                         f"column(s) in the --columns file, e.g. {example}")
+    try:
+        frame = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputFileError(f"{role} layer {p} is not a readable UTF-8 CSV ({' '.join(str(exc).split())})") from exc
+    wkt = None if source.x else source.wkt or next((c for c in frame.columns if c.lower() == "wkt"), None)
+    wanted = [wkt] if wkt else [source.x, source.y] if source.x else []
+    if not wanted:
+        raise LayerError(f"{role} layer {p}: say which column(s) hold the geometry, e.g. {example}")
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise LayerError(f"{role} layer {p} lacks geometry column(s) {', '.join(missing)} "
+                         f"(has: {', '.join(frame.columns)})")
+    blank = frame[wanted].isna().all(axis=1).to_numpy()
+    if wkt:
+        geometry = shapely.from_wkt(frame[wkt].to_numpy(dtype=object), on_invalid="ignore")
+        frame = frame.drop(columns=wkt)
+    else:
+        xy = frame[wanted].apply(pd.to_numeric, errors="coerce")
+        geometry = np.where(xy.isna().any(axis=1), None, shapely.points(xy.to_numpy()))
+    bad = np.flatnonzero(pd.isna(geometry) & ~blank)
+    if len(bad):
+        raise LayerError(f"{role} layer {p}: {len(bad)} row(s) have geometry that cannot be read from "
+                         f"{', '.join(wanted)} (CSV lines {', '.join(str(i + 2) for i in bad[:EXAMPLES])})")
+    return gpd.GeoDataFrame(frame, geometry=geometry, crs=source.crs)
+
+
+def _read_parquet(p: Path, role: str, source: Source) -> gpd.GeoDataFrame:
+    """A GeoParquet file (as ``export`` writes it), with its CRS or the declared one."""
+    try:
+        gdf = gpd.read_parquet(p)
+    except (ValueError, OSError) as exc:
+        raise InputFileError(f"{role} layer is not a readable GeoParquet file: {p} "
+                             f"({' '.join(str(exc).split())})") from exc
+    crs = _declared_crs(p, role, gdf.crs, source)
+    return gdf if gdf.crs is not None or crs is None else gdf.set_crs(crs)
+
+
+def _read(p: Path, role: str, layer: str | None, source: Source, extent: Extent | None,
+          text_dates: bool) -> tuple[gpd.GeoDataFrame, int | None]:
+    """The features of ``p`` meeting ``extent`` (all without one), with the CRS set, and how many
+    features the layer holds (None: unknown)."""
+    suffix = p.suffix.lower()
+    if (source.wkt or source.x) and suffix not in CSV_SUFFIXES:
+        raise LayerError(f"{role} layer {p}: wkt/x/y in the --columns file are for CSV files only")
+    if suffix in CSV_SUFFIXES or suffix in PARQUET_SUFFIXES:
+        if layer is not None:
+            raise LayerError(f"{role} file {p} has one layer: drop ':{layer}' (or layer:) for it")
+        gdf = _read_csv(p, role, source) if suffix in CSV_SUFFIXES else _read_parquet(p, role, source)
+        if gdf.crs is None:
+            raise LayerError(f"{role} layer has no CRS: {p} ({_no_crs_hint(p, role)})")
+        bbox = _bbox(extent, gdf.crs)
+        return (_in_extent(gdf, bbox) if bbox else gdf), len(gdf)
+    layer = _choose_layer(p, role, layer)
+    info = pyogrio.read_info(p, layer=layer, force_feature_count=True)
+    crs = _declared_crs(p, role, info["crs"], source)
+    if crs is None:
+        raise LayerError(f"{role} layer has no CRS: {p} ({_no_crs_hint(p, role)})")
+    # with text_dates, date columns come back as the text GDAL holds (ISO 8601 with each value's own UTC
+    # offset), not converted to UTC as pyogrio does when offsets are mixed: a date stays the day written
+    gdf = pyogrio.read_dataframe(p, layer=layer, bbox=_bbox(extent, crs), datetime_as_string=text_dates)
+    if text_dates:  # columns the file types as dates are used as they are, whatever rule the text follows
+        for column, kind in zip(info["fields"], info["ogr_types"]):
+            if kind in ("OFTDate", "OFTDateTime") and column in gdf:
+                gdf[column] = parse_dates(gdf[column], DateFormat(), str(column), role)
+    if gdf.crs is None:
+        gdf = gdf.set_crs(crs)
+    features = int(info["features"])
+    return gdf, features if features >= 0 else None
+
+
+def polygons(gdf: gpd.GeoDataFrame, role: str, name: str, ids: str | None = None) -> tuple[gpd.GeoDataFrame, int, int]:
+    """The layer's polygons: (layer, repaired, dropped).
+
+    Invalid geometries are repaired with ``shapely.make_valid(method="structure")``, so a feature
+    covers the union of its parts (overlapping or nested parts of a MultiPolygon are unioned, a
+    bow-tie becomes its two triangles); geometry collections keep their polygonal parts (lines in
+    them add no area); empty, null and zero-area geometries are dropped. Raises LayerError when
+    features are points or lines (naming them by ``ids`` column, or position).
+    """
+    geoms = gdf.geometry.to_numpy().copy()
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    types = shapely.get_type_id(geoms)
+    no_area = np.isin(types, NO_AREA_TYPES) & ~missing
+    if no_area.any():
+        rows = np.flatnonzero(no_area)
+        kinds = ", ".join(sorted({g.geom_type for g in geoms[rows]}))
+        raise LayerError(f"{role} layer {name}: {len(rows)} of {len(geoms)} features are not polygons ({kinds}; "
+                         f"e.g. {', '.join(_ids(gdf, ids, rows))}): {role} must be polygons (an outline covers a "
+                         f"change; a point or a line cannot)")
+    fix = ~missing & (~shapely.is_valid(geoms) | (types == COLLECTION))
+    if fix.any():
+        fixed = shapely.make_valid(geoms[fix], method="structure", keep_collapsed=False)
+        for i in np.flatnonzero(~np.isin(shapely.get_type_id(fixed), POLYGON_TYPES)):  # keep the polygonal parts
+            parts = shapely.get_parts(fixed[i])
+            fixed[i] = shapely.union_all(parts[np.isin(shapely.get_type_id(parts), POLYGON_TYPES)])
+        lines_only = (types[fix] == COLLECTION) & shapely.is_empty(fixed)
+        if lines_only.any():
+            rows = np.flatnonzero(fix)[lines_only]
+            raise LayerError(f"{role} layer {name}: {len(rows)} of {len(geoms)} features are geometry collections "
+                             f"without polygons (e.g. {', '.join(_ids(gdf, ids, rows))}): {role} must be polygons")
+        geoms[fix] = fixed
+    keep = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    keep[keep] = shapely.area(geoms[keep]) > 0
+    out = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs))
+    return out[keep].reset_index(drop=True), int(fix.sum()), int((~keep).sum())
+
+
+def read_layer(path: str | os.PathLike[str], role: str, required: tuple[str, ...] = (), extent: Extent | None = None,
+               source: Source = Source(), ids: str | None = None, text_dates: bool = False) -> Layer:
+    """Read one polygon layer (see the module docstring), check it and repair its geometries.
+
+    ``path``: a file, or ``file:layer``; ``extent`` = ((left, bottom, right, top), crs): read only
+    features whose bounding boxes meet it (through the file's spatial index where it has one), so a
+    city-wide layer costs a scene only its own share; ``source``: layer, CRS and CSV geometry
+    columns from the ``--columns`` file; ``ids``: the column naming rows in messages;
+    ``text_dates``: read date columns as the text the file holds (for ``parse_dates``).
+    Raises InputFileError when the file is missing or unreadable, LayerError when it has no CRS
+    (or not the declared one), several layers and none chosen, lacks a ``required`` column, or
+    holds points or lines.
+    """
+    p, layer = split_layer_path(path)
+    if layer and source.layer and layer != source.layer:
+        raise LayerError(f"{role} layer: {path} names layer {layer!r} but the --columns file says {source.layer!r}")
+    layer = layer or source.layer
+    if not p.exists():
+        raise InputFileError(f"{role} layer not found: {p}")
+    try:
+        gdf, features = _read(p, role, layer, source, extent, text_dates)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError,
+            pyogrio.errors.GeometryError, ValueError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{role} layer is not a readable vector file: {p} ({' '.join(str(exc).split())})") from exc
+    name = f"{p}:{layer}" if layer else str(p)
+    missing = [c for c in required if c not in gdf.columns]
+    if missing:
+        raise LayerError(f"{role} layer {name} lacks column(s) {', '.join(missing)} "
+                         f"(has: {', '.join(map(str, gdf.columns.drop(gdf.geometry.name)))})")
+    in_scene = len(gdf) if extent is not None else None
+    data, repaired, dropped = polygons(gdf, role, name, ids)
+    return Layer(data, repaired, str(p), layer, features, in_scene, dropped)
+
+
+# --- values ----------------------------------------------------------------------------------------
+
+
+def _calendar_date(value: object, how: DateFormat) -> date | None:
+    """The date ``value`` stands for by the rule ``how`` (its wall-clock date: time and UTC offset
+    are ignored), or None when it cannot be read by that rule."""
+    if isinstance(value, datetime):  # also pandas.Timestamp
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    if how.formats:
+        for fmt in how.formats:
+            try:
+                return datetime.strptime(text, fmt).date()
+            except ValueError:
+                continue
+        return None
+    try:
+        return datetime.fromisoformat(text).date()
+    except ValueError:
+        pass
+    if how.dayfirst and DAY_FIRST.match(text):  # not a year first: dateutil would read 2023/03/05 as 3 May
+        try:  # parsed against two defaults: a date missing its day, month or year differs between them
+            a = dateparser.parse(text, dayfirst=True, default=datetime(2000, 1, 1))
+            b = dateparser.parse(text, dayfirst=True, default=datetime(2001, 2, 2))
+        except (ValueError, OverflowError):
+            return None
+        return a.date() if a.date() == b.date() else None
+    return None
+
+
+def parse_dates(values: pd.Series, how: DateFormat = DateFormat(), column: str = "date", role: str = "permits",
+                ids: pd.Series | None = None) -> pd.Series:
+    """Calendar dates (datetime64[s] at midnight, same index; NaT where blank) of a date column.
+
+    Columns already typed as dates are used as they are (their wall-clock date). Text is read by
+    ``how`` (see ``settings.DateFormat``); each value's own date as written counts — its time and
+    UTC offset are ignored, so ``2023-03-05T00:00:00+07:00`` is 5 March. Raises LayerError naming
+    the rows (by ``ids``) of every value that is not blank and cannot be read: never a guess, and
+    never an empty date (which the rules would read as open-ended).
+    """
+    if pd.api.types.is_datetime64_any_dtype(values):
+        plain = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) is not None else values
+        return plain.dt.normalize().astype("datetime64[s]")
+    blank = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+    unique = pd.unique(values[~blank].to_numpy(dtype=object))
+    lookup = {v: _calendar_date(v, how) for v in unique}
+    parsed = values[~blank].map(lookup)
+    bad = np.flatnonzero(~blank)[parsed.isna().to_numpy()]
+    if len(bad):
+        label = str(ids.name) if ids is not None else "row"
+        names = (ids.to_numpy() if ids is not None else values.index.to_numpy())[bad[:DATE_EXAMPLES]]
+        shown = ", ".join(f"{values.iloc[i]!r} ({label} {n})" for i, n in zip(bad, names))
+        if how.formats or how.dayfirst:
+            raise LayerError(f"{role} column {column}: {len(bad)} date(s) cannot be read as {how.describe()}: "
+                             f"{shown}")
+        raise LayerError(f"{role} column {column}: {len(bad)} date(s) are not ISO 8601 (YYYY-MM-DD), e.g. {shown}; "
+                         f"a date like 03/04/2023 can be 3 April or 4 March, so declare how to read them in the "
+                         f"--columns file: {role}: {{date_format: '%d/%m/%Y'}} (or {{dayfirst: true}})")
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[s]")
+    out[~blank] = np.array(parsed.tolist(), dtype="datetime64[s]")
+    return out
+
+
+ALLOWED = {"true": True, "yes": True, "y": True, "1": True, "false": False, "no": False, "n": False, "0": False}
+
+
+def parse_allowed(values: pd.Series, column: str) -> pd.Series:
+    """construction_allowed as booleans; LayerError for values that are not yes/no (true/false, 1/0)."""
+    if values.dtype == bool:
+        return values
+    parsed = values.astype(str).str.strip().str.lower().map(ALLOWED)
+    if parsed.isna().any():
+        bad = sorted(set(values[parsed.isna()].astype(str)))[:EXAMPLES]
+        raise LayerError(f"zoning column {column} must be yes/no (true/false, 1/0); found {', '.join(bad)}")
+    return parsed.astype(bool)
+
+
+# --- the layers of a run -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The reference layers a cross-check runs against (each optional)."""
+
+    permits: Layer | None = None
+    zoning: Layer | None = None
+    parcels: Layer | None = None
+
+    def provenance(self) -> dict[str, object]:
+        """Paths (``path`` or ``path:layer``), repaired-geometry counts and, under ``layer_counts``,
+        each layer's features in the file and inside the scene (see ``Layer.counts``)."""
+        out: dict[str, object] = {}
+        counts: dict[str, object] = {}
+        for role in ("permits", "zoning", "parcels"):
+            layer = getattr(self, role)
+            where = str(Path(layer.path).resolve()) + (f":{layer.layer}" if layer.layer else "") if layer else None
+            out[role] = where
+            out[f"{role}_repaired_geometries"] = layer.repaired if layer else 0
+            counts[role] = layer.counts() if layer else None
+        out["layer_counts"] = counts
+        return out
+
+    def warnings(self) -> list[str]:
+        """One line per layer that has features but none inside the scene (a wrong file, lon/lat
+        swapped, coordinates in another CRS than the file says), and per layer with dropped geometries."""
+        lines = []
+        for role in ("permits", "zoning", "parcels"):
+            layer = getattr(self, role)
+            if layer is None:
+                continue
+            if layer.in_scene == 0 and layer.features:
+                lines.append(f"{role} layer {layer.name}: none of its {layer.features} features lies inside the "
+                             f"scene (the wrong file? lon/lat swapped? coordinates in another CRS than the file "
+                             f"says?): every change is judged as if there were no {role}")
+            if layer.dropped:
+                lines.append(f"{role} layer {layer.name}: {layer.dropped} feature(s) with an empty, null or zero-area "
+                             f"geometry were left out")
+        return lines
+
+
+@dataclass(frozen=True)
+class CrosscheckInputs:
+    """The reference layers of a run (paths, each optional; ``file:layer`` picks a layer) and how
+    to read and judge them."""
+
+    permits: str | None = None
+    zoning: str | None = None
+    parcels: str | None = None
+    rules: RuleConfig = field(default_factory=RuleConfig)
+    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
+    sources: Sources = field(default_factory=Sources)
+
+    def read(self, extent: Extent | None = None) -> Layers:
+        """Read and check every given layer (see ``read_layer``) before any work starts: permit
+        dates are parsed (``parse_dates``) and zoning's construction_allowed read as yes/no here,
+        so an unreadable value stops the run before it writes anything."""
+        pc, zc, qc = self.rules.permit_columns, self.rules.zoning_columns, self.parcel_columns
+        permits = zoning = parcels = None
+        if self.permits:
+            permits = read_layer(self.permits, "permits", (pc.permit_id, pc.issued, pc.expires), extent,
+                                 self.sources.permits, pc.permit_id, text_dates=True)
+            data = permits.data.copy()
+            for column in dict.fromkeys((pc.issued, pc.expires)):
+                data[column] = parse_dates(data[column], self.rules.dates, column, "permits", data[pc.permit_id])
+            permits = replace(permits, data=data)
+        if self.zoning:
+            zoning = read_layer(self.zoning, "zoning", (zc.zone_id, zc.construction_allowed), extent,
+                                self.sources.zoning, zc.zone_id)
+            parse_allowed(zoning.data[zc.construction_allowed], zc.construction_allowed)
+        if self.parcels:
+            parcels = read_layer(self.parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c),
+                                 extent, self.sources.parcels, qc.parcel_id)
+        return Layers(permits, zoning, parcels)
