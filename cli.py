@@ -605,10 +605,13 @@ SYNTH = _synth_defaults()
                    "catanduanes or nairobi.")
 @click.option("--nuisance-only", type=click.FloatRange(0.0, 1.0), default=SYNTH["nuisance_only"], show_default=True,
               help="Share of pairs with nothing but nuisance change (empty labels).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=SYNTH["image_quality"],
+              help="Write the images (A/, B/) as JPEG of this quality, about 5× smaller than the default lossless "
+                   "PNG; labels stay PNG.")
 @quiet_opt
 @reports_errors
 def synth(source: str, out: str, gsd: str, pairs: int, chip: int, seed: int, val_area: str, nuisance_only: float,
-          quiet: bool) -> None:
+          jpeg_quality: int | None, quiet: bool) -> None:
     """Make synthetic VHR change pairs from single-date imagery with building footprints.
 
     Buildings are removed from BEFORE (appear), from AFTER (disappear) or cut from elsewhere and
@@ -624,7 +627,7 @@ def synth(source: str, out: str, gsd: str, pairs: int, chip: int, seed: int, val
 
     try:
         config = SynthConfig(source=source, out=out, gsd_m=parse_gsd(gsd), chip=chip, pairs_per_area=pairs,
-                             seed=seed, val_area=val_area, nuisance_only=nuisance_only)
+                             seed=seed, val_area=val_area, nuisance_only=nuisance_only, image_quality=jpeg_quality)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     result = generate(config, progress=not quiet)

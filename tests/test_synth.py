@@ -236,3 +236,11 @@ def test_the_shared_vhr_buildings_areas() -> None:
     assert zoom == 21 and len(block) == 16
     mosaic = xyz_mosaic({t: tiles[t] for t in block}, zoom)
     assert mosaic.image.shape == (1024, 1024, 3) and mosaic.valid.mean() > 0.9
+
+
+def test_jpeg_images_keep_labels_lossless(source_dir: Path, tmp_path: Path) -> None:
+    generate(config(source_dir, tmp_path / "jpeg", image_quality=90), progress=False)
+    pairs = find_pairs(tmp_path / "jpeg" / "train")
+    assert {p.before.suffix for p in pairs} == {p.after.suffix for p in pairs} == {".jpg"}
+    assert {p.label.suffix for p in pairs} == {".png"} and {p.encoding for p in pairs} == {"0/255"}
+    assert all(p.buildings and p.buildings[0].suffix == ".png" for p in pairs)

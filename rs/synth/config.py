@@ -65,6 +65,7 @@ class SynthConfig:
     max_changed: int = 5  # buildings changed per change kind in one pair: 1 to this many
     max_nodata: float = 0.15  # largest share of a chip outside the imagery (written black in both dates)
     min_building_m2: float = 8.0  # smaller footprints are never changed or pasted
+    image_quality: int | None = None  # None: A/ and B/ as lossless PNG; 1-100: JPEG of that quality (≈ 5× smaller)
     nuisance: NuisanceConfig = field(default_factory=NuisanceConfig)
 
     def __post_init__(self) -> None:
@@ -79,6 +80,8 @@ class SynthConfig:
             raise ValueError("nuisance-only share must lie in [0, 1]")
         if not 0 <= self.max_nodata < 1:
             raise ValueError("max_nodata must lie in [0, 1)")
+        if self.image_quality is not None and not 1 <= self.image_quality <= 100:
+            raise ValueError(f"JPEG quality must lie in 1-100, got {self.image_quality}")
 
     def draw_gsd(self, u: float) -> float:
         """The GSD (m) for a uniform draw ``u`` in [0, 1): log-uniform in ``gsd_m``."""

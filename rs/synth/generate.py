@@ -266,9 +266,13 @@ def make_pair(sources: list[Source], donors: list[Donor], config: SynthConfig, r
                      np.where(keep, chip.instances, 0)[crop], removed, (edited.pasted & keep)[crop], record)
 
 
-def _write_png(array: np.ndarray, path: Path) -> None:
+def _write_image(array: np.ndarray, path: Path, quality: int | None = None) -> None:
+    """PNG (lossless), or JPEG at ``quality`` (the path's suffix is set accordingly)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG", compress_level=9)
+    if quality is None:
+        Image.fromarray(array).save(path.with_suffix(".png"), format="PNG", compress_level=9)
+    else:
+        Image.fromarray(array).save(path.with_suffix(".jpg"), format="JPEG", quality=quality)
 
 
 def _source_record(source: Source, split: str) -> dict[str, object]:
@@ -293,7 +297,8 @@ def _manifest(config: SynthConfig, sources: list[Source], records: list[PairReco
         "attribution": ATTRIBUTION,
         "licences": {"imagery": "CC BY 4.0 (OpenAerialMap contributors)",
                      "building_footprints": "ODbL 1.0 (OpenStreetMap contributors)"},
-        "layout": "LEVIR-CD: {train,val}/{A,B,label}/<name>.png; A before, B after, label 0 / 255 change; "
+        "layout": "LEVIR-CD: {train,val}/{A,B,label}/<name>.png (A, B .jpg with image_quality); A before, B after, "
+                  "label 0 / 255 change; "
                   "building_before/, building_after/: 0 / 255 the buildings standing at each date",
         "seed": config.seed,
         "val_area": config.val_area,
@@ -344,7 +349,8 @@ def generate(config: SynthConfig, progress: bool = True) -> SynthResult:
                 for folder, array in (("A", pair.before), ("B", pair.after), ("label", pair.label),
                                       (BUILDING_FOLDERS[0], pair.building_before),
                                       (BUILDING_FOLDERS[1], pair.building_after)):
-                    _write_png(array, out.path(split) / folder / f"{name}.png")
+                    quality = config.image_quality if folder in ("A", "B") else None  # labels stay lossless
+                    _write_image(array, out.path(split) / folder / name, quality)
                 records.append(pair.record)
                 bar.update()
         manifest = _manifest(config, sources, records, areas, skipped)
