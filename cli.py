@@ -423,6 +423,9 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
               help="What those bands are, in order: recorded in the checkpoint for users.")
 @click.option("--gsd-m", type=click.FloatRange(0.0, min_open=True), default=10.0, show_default=True,
               help="Ground sampling distance of the training imagery (m), recorded in the checkpoint.")
+@click.option("--gsd-range", default=None,
+              help="lo,hi: the input GSDs (m) the model serves at the imagery's own pixels, recorded in the checkpoint "
+                   "(default: half to three times --gsd-m); imagery outside is resampled to --gsd-m by --gsd auto.")
 @click.option("--architecture", default="unet", show_default=True, help="smp architecture (unet, unetplusplus, fpn…).")
 @click.option("--encoder", default="mobilenet_v2", show_default=True,
               help="Any smp encoder (resnet18, efficientnet-b0…); random init, nothing is downloaded.")
@@ -483,7 +486,7 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @quiet_opt
 @reports_errors
 def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_data: tuple[str, ...], out: str, select: str | None,
-          band_names: str, gsd_m: float, architecture: str, encoder: str, encoder_weights: str,
+          band_names: str, gsd_m: float, gsd_range: str | None, architecture: str, encoder: str, encoder_weights: str,
           building_outputs: bool, fusion: str, init_from: str | None,
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
           pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int,
@@ -508,10 +511,16 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
         raise click.BadParameter(str(exc)) from exc
     if scales is not None and (len(scales) != 2 or not 0 < scales[0] <= scales[1]):
         raise click.BadParameter("--scale-range wants two factors lo,hi with 0 < lo <= hi, e.g. 0.5,2")
+    try:
+        served = tuple(float(v) for v in gsd_range.split(",")) if gsd_range else None
+    except ValueError as exc:
+        raise click.BadParameter(f"--gsd-range wants lo,hi in metres, e.g. 0.25,2.5 ({exc})") from exc
+    if served is not None and (len(served) != 2 or not 0 < served[0] <= gsd_m <= served[1]):
+        raise click.BadParameter("--gsd-range wants lo,hi in metres with 0 < lo <= --gsd-m <= hi, e.g. 0.25,2.5")
     config = TrainConfig(
         data_dir=data_dir, out=out, name=Path(out).stem, select=_bands(select), bands=_bands(band_names) or (),
         train_sites=tuple(_sites(train_sites) or OSCD_TRAIN), val_sites=tuple(_sites(val_sites) or OSCD_VAL), val_data=val_data,
-        gsd_m=gsd_m, architecture=architecture, encoder=encoder,
+        gsd_m=gsd_m, gsd_range_m=served, architecture=architecture, encoder=encoder,
         encoder_weights=None if encoder_weights == "none" else encoder_weights, fusion=fusion,
         outputs=SEMANTIC_OUTPUTS if building_outputs else ("change",), init_from=init_from,
         crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, weight_decay=weight_decay,

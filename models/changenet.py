@@ -74,12 +74,19 @@ class ModelSpec:
     decoder_channels: tuple[int, ...] = (128, 64, 48, 32, 16)
     bands: tuple[str, ...] = ("blue", "green", "red", "nir")
     gsd_m: float = 10.0
+    gsd_range_m: tuple[float, float] | None = None  # input GSDs served at their own pixels (None: gsd_m/2 to 3×gsd_m)
     outputs: tuple[str, ...] = ("change",)  # what each output channel predicts (OUTPUTS), change first
     normalisation: str = ""
     threshold: float = 0.5
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     licence: str = ""
+
+    @property
+    def serves_gsd_m(self) -> tuple[float, float]:
+        """(finest, coarsest) input GSD in metres the model compares at the imagery's own pixels;
+        imagery outside is resampled to ``gsd_m`` (``rs.align.grid_for_gsd``)."""
+        return self.gsd_range_m or (self.gsd_m / 2, self.gsd_m * 3)
 
     @property
     def in_channels(self) -> int:
@@ -94,7 +101,7 @@ class ModelSpec:
         if unknown:
             raise ModelError(f"unknown keys in model metadata: {sorted(unknown)}")
         data = dict(data)
-        for key in ("decoder_channels", "bands", "outputs"):
+        for key in ("decoder_channels", "bands", "outputs", "gsd_range_m"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)

@@ -64,6 +64,7 @@ class TrainConfig:
     select: tuple[str, ...] | None = None  # which bands of the site files feed them (None: all, in order)
     outputs: tuple[str, ...] = ("change",)  # what the network predicts (models.changenet.OUTPUTS), change first
     gsd_m: float = 10.0
+    gsd_range_m: tuple[float, float] | None = None  # input GSDs the model serves at native pixels (ModelSpec)
     crop: int = 128
     batch_size: int = 8
     iterations: int = 6000
@@ -328,11 +329,12 @@ def _initial_network(config: TrainConfig, device: torch.device) -> tuple[torch.n
                              f"the training data {len(config.bands)}")
         spec = ModelSpec(name=config.name, architecture=base.architecture, fusion=base.fusion, encoder=base.encoder,
                          encoder_depth=base.encoder_depth, decoder_channels=base.decoder_channels, bands=config.bands,
-                         gsd_m=config.gsd_m, outputs=base.outputs, normalisation=METHOD, licence=config.licence)
+                         gsd_m=config.gsd_m, gsd_range_m=config.gsd_range_m, outputs=base.outputs,
+                         normalisation=METHOD, licence=config.licence)
         return network.to(device).train(), spec
     spec = ModelSpec(name=config.name, architecture=config.architecture, fusion=config.fusion, encoder=config.encoder,
-                     bands=config.bands, gsd_m=config.gsd_m, outputs=config.outputs, normalisation=METHOD,
-                     licence=config.licence)
+                     bands=config.bands, gsd_m=config.gsd_m, gsd_range_m=config.gsd_range_m, outputs=config.outputs,
+                     normalisation=METHOD, licence=config.licence)
     network = build_network(spec)
     if config.encoder_weights == "imagenet":
         if tuple(config.bands) != PRETRAINED_BANDS:

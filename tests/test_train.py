@@ -260,3 +260,17 @@ def test_max_minutes_stops_early_with_a_last_validation(sites: Path, tmp_path: P
     rows = list(csv.DictReader(open(tmp_path / "m.log.csv")))
     assert [int(r["iteration"]) for r in rows] == [1] and rows[0]["val_f1"] != ""
     assert load_checkpoint(result.checkpoint)[1].training["iterations_run"] == 1
+
+
+def test_gsd_range_is_recorded_and_checked(sites: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from changewatch.cli import cli
+
+    result = train(tiny_config(sites, tmp_path / "m.json", gsd_m=0.5, gsd_range_m=(0.25, 2.5)), progress=False)
+    spec = load_checkpoint(result.checkpoint)[1]
+    assert spec.gsd_range_m == (0.25, 2.5) and spec.serves_gsd_m == (0.25, 2.5)
+    assert load_checkpoint(train(tiny_config(sites, tmp_path / "n.json", gsd_m=10.0), progress=False).checkpoint)[
+        1].serves_gsd_m == (5.0, 30.0)  # by default half to three times the training GSD
+    bad = CliRunner().invoke(cli, ["train", "--data", str(sites), "--gsd-m", "0.5", "--gsd-range", "1,2"])
+    assert bad.exit_code == 2 and "--gsd-range" in bad.output
