@@ -102,7 +102,7 @@ class ModelSpec:
             raise ModelError(f"unknown keys in model metadata: {sorted(unknown)}")
         data = dict(data)
         for key in ("decoder_channels", "bands", "outputs", "gsd_range_m"):
-            if key in data:
+            if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)
 
