@@ -417,6 +417,9 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
               help="Checkpoint to write (NAME.json + NAME.safetensors; logs NAME.log.csv/.jsonl, state NAME.state.pt). "
                    "A model shipped with the package is replaced only with --force.")
 @click.option("--force", is_flag=True, help="Allow --out to replace a shipped model.")
+@click.option("--licence", default=None,
+              help="Licence of the training data, recorded in the checkpoint. Default: what the data declares "
+                   "(synth.json's attribution; the OSCD statement for the OSCD folder), else 'not declared'.")
 @click.option("--bands", "select", default=None,
               help="Bands of the data files to train on, by 1-based index or name (default: all, in order).")
 @click.option("--band-names", default="blue,green,red,nir", show_default=True,
@@ -491,7 +494,8 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
           pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int,
           coregister: bool, scale_range: str | None, val_every: int, patience: int, max_minutes: float | None, average_last: int, resume: bool,
-          seed: int, threads: int, loader_workers: int, device: str, amp: bool, force: bool, quiet: bool) -> None:
+          seed: int, threads: int, loader_workers: int, device: str, amp: bool, force: bool, licence: str | None,
+          quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
 
     The commands that reproduce the shipped models from ../shared/data/oscd are in models/README.md
@@ -527,7 +531,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
         loss=loss, pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter,
         band_jitter=band_jitter, shift_px=shift_px, coregister=coregister, scale_range=scales, val_every=val_every,
         patience=patience, max_minutes=max_minutes, average_last=average_last, resume=resume, seed=seed, threads=threads,
-        loader_workers=loader_workers, device=device, amp=amp, force=force)
+        loader_workers=loader_workers, device=device, amp=amp, force=force, licence=licence)
     result = run_train(config, progress=not quiet)
     click.echo(f"saved {result.checkpoint} (threshold {result.threshold:.2f}, val F1 "
                f"{float(result.val.get('f1', float('nan'))):.3f}) in {result.seconds / 60:.1f} min")

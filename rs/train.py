@@ -92,7 +92,7 @@ class TrainConfig:
     init_from: str | None = None  # fine-tune: start from this checkpoint's network and weights
     resume: bool = False  # continue an interrupted run from its state file (NAME.state.pt)
     force: bool = False  # allow ``out`` to replace a model shipped with the package
-    licence: str = OSCD_LICENCE
+    licence: str | None = None  # of the training data; None: declared by the data itself (data_licence)
 
 
 @dataclass
@@ -319,9 +319,24 @@ def _split(config: TrainConfig) -> tuple[list[LabelledPair], ValSets]:
     return find_pairs(config.data_dir, list(config.train_sites)), val
 
 
+def data_licence(data_dir: str | Path) -> str:
+    """The licence the training data declares: the attribution in a ``synth.json`` in ``data_dir``
+    or its parent (``cli.py synth`` output), the OSCD statement for the OSCD folder (it holds
+    ``README_OSCD_labels.txt``), else a note that none was declared (pass ``licence``)."""
+    root = Path(data_dir)
+    for manifest in (root / "synth.json", root.parent / "synth.json"):
+        if manifest.is_file():
+            declared = json.loads(manifest.read_text())
+            return f"Trained on synthetic change pairs made by changewatch synth from {declared['attribution']}"
+    if (root / "README_OSCD_labels.txt").is_file():
+        return OSCD_LICENCE
+    return "Training data licence not declared (train --licence)."
+
+
 def _initial_network(config: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, ModelSpec]:
     """A fresh network for ``config``, or, with ``init_from``, that checkpoint's network and weights
     (its architecture, fusion and encoder; its band count must match)."""
+    licence = config.licence or data_licence(config.data_dir)
     if config.init_from:
         network, base = load_checkpoint(config.init_from)
         if len(base.bands) != len(config.bands):
@@ -330,11 +345,11 @@ def _initial_network(config: TrainConfig, device: torch.device) -> tuple[torch.n
         spec = ModelSpec(name=config.name, architecture=base.architecture, fusion=base.fusion, encoder=base.encoder,
                          encoder_depth=base.encoder_depth, decoder_channels=base.decoder_channels, bands=config.bands,
                          gsd_m=config.gsd_m, gsd_range_m=config.gsd_range_m, outputs=base.outputs,
-                         normalisation=METHOD, licence=config.licence)
+                         normalisation=METHOD, licence=f"{licence} Fine-tuned from {base.name}: {base.licence}")
         return network.to(device).train(), spec
     spec = ModelSpec(name=config.name, architecture=config.architecture, fusion=config.fusion, encoder=config.encoder,
                      bands=config.bands, gsd_m=config.gsd_m, gsd_range_m=config.gsd_range_m, outputs=config.outputs,
-                     normalisation=METHOD, licence=config.licence)
+                     normalisation=METHOD, licence=licence)
     network = build_network(spec)
     if config.encoder_weights == "imagenet":
         if tuple(config.bands) != PRETRAINED_BANDS:

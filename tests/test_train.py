@@ -274,3 +274,18 @@ def test_gsd_range_is_recorded_and_checked(sites: Path, tmp_path: Path) -> None:
         1].serves_gsd_m == (5.0, 30.0)  # by default half to three times the training GSD
     bad = CliRunner().invoke(cli, ["train", "--data", str(sites), "--gsd-m", "0.5", "--gsd-range", "1,2"])
     assert bad.exit_code == 2 and "--gsd-range" in bad.output
+
+
+def test_licence_comes_from_what_the_data_declares(sites: Path, tmp_path: Path) -> None:
+    from changewatch.rs.train import OSCD_LICENCE, data_licence
+
+    assert "not declared" in data_licence(sites)
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "synth.json").write_text('{"attribution": "imagery X, CC BY 4.0; footprints Y, ODbL 1.0"}')
+    (tmp_path / "synth" / "train").mkdir()
+    assert "CC BY 4.0" in data_licence(tmp_path / "synth" / "train") and "ODbL" in data_licence(tmp_path / "synth")
+    (tmp_path / "oscd").mkdir()
+    (tmp_path / "oscd" / "README_OSCD_labels.txt").write_text("labels")
+    assert data_licence(tmp_path / "oscd") == OSCD_LICENCE
+    result = train(tiny_config(sites, tmp_path / "m.json", licence="CC0 city labels"), progress=False)
+    assert load_checkpoint(result.checkpoint)[1].licence == "CC0 city labels"
