@@ -186,7 +186,8 @@ def cli() -> None:
 
     Exit codes: 0 ok, 1 bug, 2 usage, 3 unreadable input file, 4 scenes cannot be compared,
     5 vector layer problem (no CRS, missing column, not polygons, unreadable dates, several layers),
-    6 model problem, 7 batch finished with failed jobs.
+    6 model problem, 7 batch finished with failed jobs,
+    8 outputs cannot be written (permission, read-only or full disk, OUTDIR holds other files).
     """
 
 
@@ -210,14 +211,24 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
         click.echo(f"{name:17s} {path}")
     click.echo(f"{result.n_changes} change polygons, {result.n_flagged} flagged "
                f"({result.flagged_area_m2:,.0f} m²) — reasons: {result.summary['counts']['by_reason'] or 'none'}")
+    _report_review(result.summary)
+
+
+def _report_review(summary: dict[str, Any]) -> None:
+    """One line when review decisions of the earlier run were carried over."""
+    review = summary.get("review")
+    if review:
+        click.echo(f"review decisions kept: {review['carried']} on the new flags (layer review), "
+                   f"{review['unmatched']} matching no new flag (layer review_unmatched)")
 
 
 @cli.command()
 @click.argument("before", type=click.Path(dir_okay=False))
 @click.argument("after", type=click.Path(dir_okay=False))
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
-              help="Folder for change_prob.tif, changes.gpkg, flagged.gpkg, summary.json "
-                   "(created; files in it are replaced only when the run succeeds).")
+              help="Folder for change_prob.tif, changes.gpkg, flagged.gpkg, summary.json, replaced as a whole "
+                   "when the run succeeds (left as it was when it fails); it may hold only changewatch's outputs. "
+                   "Review decisions in its flagged.gpkg are carried to the new flags.")
 @click.option("--mask", "masks", multiple=True, type=click.Path(dir_okay=False),
               help="Cloud/invalid mask of either date (a raster, any CRS; band 1 non-zero = invalid): masked pixels "
                    "are never called change. Repeat for several masks.")
@@ -273,7 +284,8 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
                    "a combined flagged.gpkg (EPSG:4326).")
 @layer_options
 @click.option("--resume", is_flag=True,
-              help="Skip jobs finished by an earlier run (outputs and completion record intact); redo the rest.")
+              help="Skip jobs finished by an earlier run whose outputs, inputs (size and time), settings, model and "
+                   "changewatch version are unchanged; redo the rest.")
 @click.option("--scheduler", default="local", show_default=True,
               help="serial (this process), local (a Dask LocalCluster on this machine) or tcp://host:8786 "
                    "(an existing Dask cluster).")
@@ -329,8 +341,9 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
         elif record.status == "failed":
             job_bar.write(f"[failed]  {record.area_id}: {record.error}")
         else:
+            redone = f" — redone: {record.resume_reason}" if record.resume_reason not in ("", "not done") else ""
             job_bar.write(f"[{record.status}] {record.area_id}: {record.changes} changes, {record.flagged} flagged "
-                          f"({record.seconds:.1f} s)")
+                          f"({record.seconds:.1f} s){redone}")
 
     result = run_batch(config, on_record=report)
     tile_bar.close()
@@ -345,7 +358,9 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
 @cli.command()
 @click.argument("changes", type=click.Path(dir_okay=False))
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
-              help="Folder for changes.gpkg, flagged.gpkg (flagged_changes, flagged_parcels) and crosscheck_summary.json.")
+              help="Folder for changes.gpkg, flagged.gpkg (flagged_changes, flagged_parcels) and "
+                   "crosscheck_summary.json, replaced as a whole when the run succeeds; review decisions in its "
+                   "flagged.gpkg are carried over.")
 @layer_options
 @reports_errors
 def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None,
@@ -364,12 +379,15 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
     click.echo(f"{counts['changes']} changes, {counts['flagged']} flagged as of {summary['rules']['as_of']} — "
                f"reasons: {counts['by_reason'] or 'none'}"
                + (f"; {counts['flagged_parcels']} parcels with flags" if counts["flagged_parcels"] is not None else ""))
+    _report_review(summary)
     click.echo(f"outputs in {outdir}")
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Folder for the exports.")
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the exports, replaced as a whole when the export succeeds (not RUN_DIR or a folder "
+                   "holding it).")
 @click.option("--formats", default="gpkg,parquet,geojson,csv,shp", show_default=True,
               help="Comma-separated: gpkg (one file, all layers), parquet (GeoParquet 1.1), geojson (EPSG:4326), "
                    "csv (EPSG:4326), shp (Shapefiles, for legacy desks).")

@@ -24,7 +24,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import segmentation_models_pytorch as smp
 import torch
@@ -94,17 +95,41 @@ class ModelSpec:
         return 2 * len(self.bands)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        """Build from a parsed JSON object; unknown keys are rejected so typos surface."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
+    def from_dict(cls, data: object) -> ModelSpec:
+        """Build from a parsed JSON object. Raises ModelError for anything else, for unknown keys
+        (so typos surface), for a value of the wrong type (``bands`` a list of names, ``threshold``
+        a number…), and for a threshold outside (0, 1) or a GSD that is not positive."""
+        if not isinstance(data, dict):
+            raise ModelError(f"model metadata must be a JSON object, not {type(data).__name__}")
+        hints = get_type_hints(cls)
+        unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ModelError(f"unknown keys in model metadata: {sorted(unknown)}")
-        data = dict(data)
-        for key in ("decoder_channels", "bands", "outputs", "gsd_range_m"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        return cls(**data)
+            raise ModelError(f"unknown keys in model metadata: {sorted(map(str, unknown))}")
+        wrong = sorted(key for key, value in data.items() if not _is_a(value, hints[key]))
+        if wrong:
+            raise ModelError(f"model metadata has values of the wrong type for {', '.join(wrong)}")
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}  # JSON lists: tuple fields
+        spec = cls(**data)
+        if not 0.0 < spec.threshold < 1.0 or not spec.gsd_m > 0:
+            raise ModelError(f"model metadata: threshold must be in (0, 1) and gsd_m positive "
+                             f"(got {spec.threshold}, {spec.gsd_m})")
+        return spec
+
+
+def _is_a(value: object, hint: Any) -> bool:
+    """Whether a JSON value fits a ModelSpec field's type (a tuple field is a JSON list)."""
+    origin = get_origin(hint)
+    if origin in (Union, UnionType):  # an optional field: None or its type
+        return any(_is_a(value, arg) for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        return isinstance(value, list) and all(_is_a(v, get_args(hint)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
 
 
 FUSIONS = ("early", "siamese-diff", "siamese-concat")
@@ -186,25 +211,32 @@ def save_checkpoint(network: torch.nn.Module, spec: ModelSpec, json_path: str | 
 
 
 def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
-    """Read a checkpoint's metadata from ``NAME.json`` (``NAME.safetensors`` is accepted too)."""
+    """Read a checkpoint's metadata from ``NAME.json`` (``NAME.safetensors`` is accepted too).
+    Raises ModelError when it is missing, not UTF-8 JSON, or not a valid ``ModelSpec``."""
     json_path = Path(path).with_suffix(".json")
     if not json_path.exists():
         raise ModelError(f"model metadata not found: {json_path}")
     try:
-        return ModelSpec.from_dict(json.loads(json_path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ModelError(f"model metadata is not valid: {json_path} ({exc})") from exc
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model metadata is not a readable JSON file: {json_path} ({exc})") from exc
+    try:
+        return ModelSpec.from_dict(data)
+    except ModelError as exc:
+        raise ModelError(f"{json_path}: {exc}") from exc
 
 
 def load_checkpoint(path: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[torch.nn.Module, ModelSpec]:
-    """Rebuild a network from a safetensors checkpoint, in eval mode on the CPU, fp32."""
+    """Rebuild a network from a safetensors checkpoint, in eval mode on the CPU, fp32. Raises
+    ModelError when a file is missing, is not what it claims (``load_spec``; weights that are not
+    safetensors), or the weights do not fit the architecture."""
     spec = load_spec(path)
     weights_path = Path(path).with_suffix(".safetensors")
     if not weights_path.exists():
         raise ModelError(f"model weights not found: {weights_path}")
     network = build_network(spec)
     try:
-        state = load_file(weights_path)
+        state = load_file(weights_path)  # safetensors: a JSON header and raw tensors, nothing is executed
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"model weights are not a valid safetensors file: {weights_path} ({exc})") from exc
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

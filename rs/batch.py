@@ -1,10 +1,14 @@
 """Batch runs: many areas and dates from one manifest, resumable, optionally on Dask.
 
-Each job is one ``rs.pipeline.detect`` run into ``OUTDIR/<area_id>/``. A job is *done* only
-when its outputs are in place and its completion record ``_done.json`` (written last,
-atomically, with the outputs' SHA-256) agrees with them; ``resume`` skips done jobs and redoes
-every other one, so a batch killed at any moment and resumed ends as an uninterrupted one would.
-A failing job is recorded with its error and exit code and does not stop the others.
+Each job is one ``rs.pipeline.detect`` run into ``OUTDIR/<area_id>/`` (replaced as a whole,
+``rs.atomic.StagedDir``). A job is *done* only when its outputs are in place and its completion
+record ``_done.json`` (written last, atomically) agrees with them and with what the job depended
+on: the outputs' SHA-256, the changewatch version, the job's settings, the size and modification
+time of every input file (scenes with their sidecars, masks, layers) and of the model's files.
+``resume`` skips done jobs and redoes every other one (``stale_reason`` says why), so a batch
+killed at any moment and resumed ends as an uninterrupted one would, and a job whose inputs,
+settings or model changed since it completed is redone. A failing job is recorded with its
+error and exit code and does not stop the others.
 
 Jobs run in this process (``scheduler="serial"``), on a Dask ``LocalCluster`` (``"local"``)
 or on an existing Dask cluster (``"tcp://host:8786"``). On Dask each job is a task, and the
@@ -16,11 +20,11 @@ per task. Workers pick a CUDA GPU when torch sees one (``--device auto``).
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -31,12 +35,14 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import rasterio
 import yaml
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker, worker_client
 
+import changewatch
 from changewatch.models.changenet import load_spec, resolve_model
 from changewatch.rs.align import AlignedPair, GridSpec, Shift, at_model_gsd
-from changewatch.rs.atomic import TMP_GLOB, atomic_write
+from changewatch.rs.atomic import TMP_GLOB, atomic_write, recover_children, writing
 from changewatch.rs.crosscheck import SEVERITY, CrosscheckInputs
 from changewatch.rs.errors import ChangewatchError, ManifestError
 from changewatch.rs.export import layer_names, sha256, write_gpkg, write_json
@@ -179,25 +185,132 @@ class JobRecord:
     error: str = ""
     exit_code: int = 0
     tile_tasks: int = 0  # Dask tasks the scene's tiles were spread over (0: run within the job's task)
+    resume_reason: str = ""  # with --resume: why the job was run again (``stale_reason``)
 
 
-def is_done(area_dir: Path) -> bool:
-    """True when the completion record exists and every output it lists is present and unchanged."""
-    record = area_dir / DONE_RECORD
-    if not record.is_file():
-        return False
+# Settings that cannot change a job's outputs: a completed job is not redone when only they change.
+NON_RESULT_SETTINGS = frozenset({"outdir", "inference.batch_size", "inference.workers"})
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level with dotted keys (``inference.tile``)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def job_settings(job: Job, config: BatchConfig) -> dict[str, Any]:
+    """Every setting of ``job``'s detect run (``DetectConfig``, dotted keys, as JSON stores them)
+    except NON_RESULT_SETTINGS."""
+    flat = _flat(json.loads(json.dumps(asdict(_detect_config(job, config)), default=str)))
+    return {k: v for k, v in sorted(flat.items()) if k not in NON_RESULT_SETTINGS}
+
+
+def dataset_files(path: str, raster: bool) -> list[str]:
+    """The files a dataset is made of: GDAL's list for a raster (sidecars such as ``.aux.xml`` and
+    ``.ovr``, a VRT's sources), every file of the same stem beside a vector layer (a Shapefile's
+    ``.dbf``, ``.prj``…). A ``path.gpkg:layer`` name is reduced to its file."""
+    p = Path(path)
+    if not p.exists() and ":" in p.name and p.with_name(p.name.rsplit(":", 1)[0]).exists():
+        p = p.with_name(p.name.rsplit(":", 1)[0])
+    files = {str(p)}
+    if raster:
+        try:
+            with rasterio.open(p) as ds:
+                files.update(str(f) for f in ds.files)
+        except (rasterio.errors.RasterioError, OSError):
+            pass  # not readable: the job itself reports why
+    else:
+        files.update(str(f) for f in p.parent.glob(f"{glob.escape(p.stem)}.*") if f.is_file())
+    return sorted(files)
+
+
+def job_files(job: Job) -> list[str]:
+    """Every file ``job`` reads: its scenes and masks, its layers (``dataset_files``)."""
+    rasters = [job.before, job.after, *job.masks]
+    vectors = [p for p in (job.permits, job.zoning, job.parcels) if p]
+    return sorted({f for p in rasters for f in dataset_files(p, True)}
+                  | {f for p in vectors for f in dataset_files(p, False)})
+
+
+def model_files(model_path: str) -> list[str]:
+    """A checkpoint's files: ``NAME.json`` and ``NAME.safetensors``."""
+    return [str(Path(model_path).with_suffix(".json")), str(Path(model_path).with_suffix(".safetensors"))]
+
+
+def fingerprint(paths: list[str]) -> dict[str, list[int] | None]:
+    """``{path: [size in bytes, modification time in ns]}`` of each file; None where it cannot be read.
+    Size and time, not a hash, so that a resume does not read every scene again."""
+    out: dict[str, list[int] | None] = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out[path] = None
+        else:
+            out[path] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _differing(now: dict[str, Any], then: dict[str, Any]) -> list[str]:
+    return sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+
+
+def _shown(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def stale_reason(area_dir: Path, job: Job, config: BatchConfig) -> str | None:
+    """Why ``job`` must be (re)done, or None when it is done and still up to date: its completion
+    record exists, every output it lists is present and unchanged (SHA-256), and what the job
+    depended on is as it was then — the changewatch version, the job's settings
+    (``job_settings``), the size and time of every input file (``job_files``) and of the model's files."""
+    record_path = area_dir / DONE_RECORD
+    if not record_path.is_file():
+        return "not done"
     try:
-        outputs = json.loads(record.read_text())["outputs"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return False
-    return set(outputs) == set(OUTPUT_FILES) and all(
-        (area_dir / name).is_file() and sha256(area_dir / name) == digest for name, digest in outputs.items())
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        outputs, depends = record["outputs"], record["depends"]
+        version, settings, files, model = (depends["changewatch_version"], depends["settings"], depends["files"],
+                                           depends["model"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return "its completion record is unreadable or from an older changewatch"
+    if set(outputs) != set(OUTPUT_FILES) or not all(
+            (area_dir / name).is_file() and sha256(area_dir / name) == digest for name, digest in outputs.items()):
+        return "outputs missing or changed"
+    if version != changewatch.__version__:
+        return f"changewatch changed ({version} → {changewatch.__version__})"
+    changed = _differing(job_settings(job, config), settings)
+    if changed:
+        return f"settings changed: {_shown(changed)}"
+    changed = _differing(fingerprint(job_files(job)), files)
+    if changed:
+        return f"inputs changed: {_shown(changed)}"
+    if fingerprint(model_files(model["path"])) != model["files"]:
+        return f"model changed: {model['path']}"
+    return None
 
 
-def _write_done(area_dir: Path, job: Job) -> None:
+def is_done(area_dir: Path, job: Job, config: BatchConfig) -> bool:
+    """True when ``job``'s outputs in ``area_dir`` are complete and up to date (``stale_reason``)."""
+    return stale_reason(area_dir, job, config) is None
+
+
+def _write_done(area_dir: Path, job: Job, config: BatchConfig, files: dict[str, list[int] | None],
+                model_path: str) -> None:
+    """The completion record, written last: the job, its outputs' SHA-256 and what it depended on
+    (``files``: the inputs' fingerprint taken before the run, so an input edited during the run
+    makes the job stale)."""
     record = {"job": asdict(job), "outputs": {name: sha256(area_dir / name) for name in OUTPUT_FILES},
+              "depends": {"changewatch_version": changewatch.__version__, "settings": job_settings(job, config),
+                          "files": files, "model": {"path": model_path,
+                                                    "files": fingerprint(model_files(model_path))}},
               "finished_unix": time.time()}
-    with atomic_write(area_dir / DONE_RECORD) as tmp:
+    with writing(area_dir / DONE_RECORD), atomic_write(area_dir / DONE_RECORD) as tmp:
         write_json(record, tmp)
 
 
@@ -214,14 +327,16 @@ def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
 def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predictor = predict_pair) -> JobRecord:
     """Run one job; a ChangewatchError becomes a failed record (other exceptions are bugs and propagate)."""
     area_dir = Path(config.outdir) / job.area_id
-    (area_dir / DONE_RECORD).unlink(missing_ok=True)  # from now on the area is not done
     start = time.perf_counter()
     try:
+        with writing(area_dir / DONE_RECORD):
+            (area_dir / DONE_RECORD).unlink(missing_ok=True)  # from now on the area is not done
+        files = fingerprint(job_files(job))
         result = detect(_detect_config(job, config), progress=False, models=models, predict=predict)
+        _write_done(area_dir, job, config, files, result.summary["model"]["path"])
     except ChangewatchError as exc:
         return JobRecord(job.area_id, "failed", seconds=time.perf_counter() - start, error=str(exc),
                          exit_code=exc.exit_code)
-    _write_done(area_dir, job)
     return JobRecord(job.area_id, "done", result.n_changes, result.n_flagged, result.flagged_area_m2,
                      time.perf_counter() - start)
 
@@ -255,13 +370,13 @@ def skipped_record(job: Job, outdir: Path) -> JobRecord:
                      summary["areas_m2"]["flagged"], 0.0)
 
 
-def remove_stale_staging(outdir: Path) -> int:
-    """Delete staging folders and temporary files left by an interrupted run; returns how many."""
-    stale = [p for p in outdir.glob("*/.*.staging-*")] + [p for p in outdir.glob(".*.staging-*")]
-    stale += list(outdir.glob(f"*/{TMP_GLOB}")) + list(outdir.glob(TMP_GLOB))
-    for p in stale:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    return len(stale)
+def remove_stale_staging(outdir: Path) -> None:
+    """Restore area folders a killed run was replacing, and delete the staging folders and
+    temporary files killed runs left (``rs.atomic.recover_children``)."""
+    with writing(outdir):
+        recover_children(outdir)
+        for tmp in outdir.glob(f"*/{TMP_GLOB}"):
+            tmp.unlink(missing_ok=True)
 
 
 # --- running the jobs -----------------------------------------------------------------------
@@ -434,6 +549,11 @@ def write_batch_outputs(result: BatchResult) -> None:
     """``batch_summary.json``/``.csv`` and one combined ``flagged.gpkg`` (EPSG:4326): layer
     ``flagged_changes`` (every area's flags, with ``area_id``) and, when areas had parcels,
     ``flagged_parcels`` combined over the areas (``combine_parcels``)."""
+    with writing(result.outdir):
+        _write_batch_outputs(result)
+
+
+def _write_batch_outputs(result: BatchResult) -> None:
     out = result.outdir
     rows = [asdict(r) for r in result.records]
     with atomic_write(out / "batch_summary.json") as tmp:
@@ -456,19 +576,23 @@ def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None
     """Run every job of the manifest (skipping done ones when ``config.resume``) and write batch outputs."""
     jobs = read_manifest(config.manifest, config.shared_layers())
     outdir = Path(config.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    with writing(outdir):
+        outdir.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(outdir)
     records: dict[str, JobRecord] = {}
-    todo = []
+    todo, reasons = [], {}
     for job in jobs:
-        if config.resume and is_done(outdir / job.area_id):
+        reason = stale_reason(outdir / job.area_id, job, config) if config.resume else None
+        if config.resume and reason is None:
             records[job.area_id] = skipped_record(job, outdir)
             if on_record:
                 on_record(records[job.area_id])
         else:
             todo.append(job)
+            reasons[job.area_id] = reason or ""
     if todo:
         for record in (runner or runner_for(config.scheduler))(todo, config):
+            record.resume_reason = reasons[record.area_id]
             records[record.area_id] = record
             if on_record:
                 on_record(record)

@@ -19,6 +19,8 @@ code  exception                   meaning
                                   ambiguous (several layers, none chosen)
 6     ModelError                  a checkpoint is missing, unsafe, or does not fit the input
 7     (batch)                     a batch finished, but some of its jobs failed
+8     OutputError                 outputs cannot be written (permission denied, read-only
+                                  or full disk, OUTDIR holds files changewatch did not write)
 ====  ==========================  =====================================================
 """
 
@@ -58,6 +60,14 @@ class ModelError(ChangewatchError):
     """A model checkpoint is missing, malformed, or does not match the input bands."""
 
     exit_code = 6
+
+
+class OutputError(ChangewatchError):
+    """Outputs cannot be written: permission denied, a read-only or full disk, or an output folder
+    that a run may not replace (it holds files changewatch did not write, or the run's inputs).
+    The output folder is left as it was."""
+
+    exit_code = 8
 
 
 BATCH_JOBS_FAILED = 7

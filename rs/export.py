@@ -1,7 +1,9 @@
-"""Stage 6 — export: write a run's outputs so that a reader never sees a half-written file.
+"""Stage 6 — export: write a run's outputs so that a reader never sees a half-written run.
 
-Every output is written into a staging folder beside OUTDIR and moved into OUTDIR only when the
-whole run has succeeded (``StagedOutput``). A run that fails leaves OUTDIR as it was.
+Every output is written into a staging folder beside OUTDIR, which replaces OUTDIR as a whole
+only when the whole run has succeeded (``StagedOutput``, ``rs.atomic.StagedDir``): at every
+instant OUTDIR is the complete earlier run or the complete new one. A run that fails leaves
+OUTDIR as it was.
 """
 
 from __future__ import annotations
@@ -9,62 +11,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from changewatch.rs.atomic import StagedDir, recover
 from changewatch.rs.crosscheck import Judgement
 
 
-class StagedOutput:
-    """A staging folder whose files are moved into ``outdir`` on success, and deleted on failure.
+class StagedOutput(StagedDir):
+    """A run's output folder, replaced as a whole when the run succeeds (``rs.atomic.StagedDir``).
 
-    Use as a context manager; write files under ``.path(name)``. Each file is moved with
-    ``os.replace`` (atomic on one filesystem), so each output is either the old one or the new one.
+    Write files under ``.path(name)``; on success the staging folder becomes ``outdir`` (the
+    earlier run's files, including any this run does not write, are gone), on failure ``outdir``
+    is left as it was. ``outdir`` may hold only names in ``RUN_FILES`` (and their sidecars), and
+    none of ``inputs``; raises OutputError otherwise, or when it cannot be written.
     """
 
-    def __init__(self, outdir: str | os.PathLike[str]) -> None:
-        self.outdir = Path(outdir)
-        self.outdir.parent.mkdir(parents=True, exist_ok=True)
-        self.stage = Path(tempfile.mkdtemp(dir=self.outdir.parent, prefix=f".{self.outdir.name}.staging-"))
-
-    def path(self, name: str) -> Path:
-        """Where to write output ``name`` while the run is in progress."""
-        return self.stage / name
-
-    def final(self, name: str) -> Path:
-        """Where output ``name`` will be once the run has succeeded."""
-        return self.outdir / name
-
-    def commit(self) -> list[Path]:
-        """Move every staged file into ``outdir``; returns their final paths."""
-        self.outdir.mkdir(parents=True, exist_ok=True)
-        moved = []
-        for f in sorted(self.stage.iterdir()):
-            target = self.outdir / f.name
-            if f.is_dir() and target.is_dir():  # a folder output (Shapefiles) replaces the old folder
-                shutil.rmtree(target)
-            os.replace(f, target)
-            moved.append(target)
-        shutil.rmtree(self.stage, ignore_errors=True)
-        return moved
-
-    def __enter__(self) -> StagedOutput:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            shutil.rmtree(self.stage, ignore_errors=True)
+    def __init__(self, outdir: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
+        super().__init__(outdir, RUN_FILES, inputs)
 
 
 def write_vector(gdf: gpd.GeoDataFrame, path: Path, driver: str, **options: Any) -> Path:
@@ -133,9 +103,13 @@ DBF_NAME_BYTES = 10
 DBF_TEXT_BYTES = 254
 SHAPEFILE_KEYS = ("change_id", "parcel_id")  # what a side table of full values is keyed by, first found
 GEOGRAPHIC = "EPSG:4326"
-# every file or folder an export can write (stale ones from an earlier export are removed)
-EXPORT_NAMES = frozenset({"changewatch.gpkg", "shapefile", "item.json"} | {
-    f"{layer}.{suffix}" for layer in (*LAYERS, LINKS) for suffix in ("parquet", "geojson", "csv")})
+# Every name a changewatch command writes into an output folder: detect, crosscheck, export and a
+# batch job's completion record. A folder holding only these (and their sidecars) may be replaced.
+RUN_FILES = frozenset({
+    "change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json", "crosscheck_summary.json", "_done.json",
+    "changewatch.gpkg", "item.json", "shapefile",
+    *(f"{layer}.{ext}" for layer in (*LAYERS, LINKS) for ext in ("parquet", "geojson", "csv")),
+})
 
 
 def read_run_layers(run_dir: str | os.PathLike[str]) -> dict[str, gpd.GeoDataFrame]:
@@ -148,6 +122,7 @@ def read_run_layers(run_dir: str | os.PathLike[str]) -> dict[str, gpd.GeoDataFra
     from changewatch.rs.errors import InputFileError
 
     run = Path(run_dir)
+    recover(run)  # a run killed while replacing this folder left it beside, whole
     sources = {"changes": run / "changes.gpkg", "flagged_changes": run / "flagged.gpkg",
                "flagged_parcels": run / "flagged.gpkg", LINKS: run / "flagged.gpkg"}
     layers = {}
@@ -362,26 +337,19 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
 
 def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str], formats: tuple[str, ...] = FORMATS,
                csv_geometry: str = "wkt", stac: bool = True) -> list[Path]:
-    """Export a run folder's layers in ``formats`` (and a STAC ``item.json``) into ``outdir``, atomically."""
+    """Export a run folder's layers in ``formats`` (and a STAC ``item.json``) into ``outdir``, which is
+    replaced as a whole (``StagedOutput``; it may not contain ``run_dir``). Raises InputFileError for a
+    folder that is not a run, OutputError when ``outdir`` cannot be written."""
     run = Path(run_dir)
     layers = read_run_layers(run)
-    with StagedOutput(outdir) as out:
-        exports = write_exports(layers, out, formats, csv_geometry)
+    with StagedOutput(outdir, inputs=[run]) as out:
+        with out.writing():
+            exports = write_exports(layers, out, formats, csv_geometry)
         names = exports.names
         if stac:
             item = stac_item(run, out.stage, names, layers, exports.shapefile_record())
             for asset in item["assets"].values():  # point at where the files will be, not the staging folder
                 asset["href"] = asset["href"].replace(str(out.stage.resolve()), str(out.outdir.resolve()))
-            write_json(item, out.path("item.json"))
-    written = [*names, *(["item.json"] if stac else [])]
-    remove_stale_exports(out.outdir, written)
-    return [out.final(n) for n in written]
-
-
-def remove_stale_exports(outdir: Path, written: list[str]) -> list[Path]:
-    """Remove what an earlier export left in ``outdir`` that this one did not write (another
-    format, a layer this run lacks, an old item.json); files that are not exports are kept."""
-    stale = [outdir / n for n in sorted(EXPORT_NAMES - set(written)) if (outdir / n).exists()]
-    for path in stale:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    return stale
+            with out.writing("item.json"):
+                write_json(item, out.path("item.json"))
+    return [out.final(n) for n in (*names, *(["item.json"] if stac else []))]

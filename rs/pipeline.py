@@ -1,7 +1,10 @@
 """One detection run: align → tiling → infer → vectorize → crosscheck → export.
 
-``detect`` checks every input before it writes anything, writes all outputs through a staging
-folder (``rs.export.StagedOutput``), and returns a DetectResult. Outputs in OUTDIR:
+``detect`` checks every input before it writes anything, writes all outputs into a staging
+folder that replaces OUTDIR as a whole when the run has succeeded (``rs.export.StagedOutput``:
+OUTDIR is at every instant the complete earlier run or the complete new one; a failed run
+leaves it as it was), and returns a DetectResult. Review decisions a planner saved in the earlier
+run's ``flagged.gpkg`` are carried to the new flags (``rs.review.match_decisions``). Outputs in OUTDIR:
 
 - ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.align.GridSpec``:
   by default BEFORE's pixels where the two dates overlap; nodata NaN);
@@ -10,6 +13,7 @@ folder (``rs.export.StagedOutput``), and returns a DetectResult. Outputs in OUTD
 - ``flagged.gpkg`` — layer ``flagged_changes``: the changes with a reason code other than
   PERMITTED (with ``parcel_ids`` when parcels are given), and layer ``flagged_parcels``: one row
   per parcel with flags (parcel geometry, ``n_flags``, ``flagged_area_m2``, ``worst_reason``, ``max_prob``);
+  layers ``review`` and ``review_unmatched`` when decisions were carried over;
 - ``summary.json`` — counts, areas, inputs, model, thresholds, timings and this run's config.
 """
 
@@ -24,7 +28,9 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 
 import changewatch
@@ -32,9 +38,10 @@ from changewatch.models.changenet import resolve_model
 from changewatch.rs.align import AlignedPair, GridSpec, at_model_gsd, scene_date
 from changewatch.rs.coregister import Coregistration, coregister
 from changewatch.rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
-from changewatch.rs.errors import IncompatibleScenesError
+from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from changewatch.rs.export import StagedOutput, write_json, write_judgement
 from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, tiling, write_probability
+from changewatch.rs.review import CarriedReview, match_decisions, previous_decisions
 from changewatch.rs.tiling import Tile
 from changewatch.rs.vectorize import VectorizeConfig, metric_crs, vectorize
 
@@ -91,7 +98,9 @@ Predictor = Callable[[AlignedPair, ChangeModel, InferenceConfig, bool], Iterator
 
 def detect(config: DetectConfig, progress: bool = True, models: ModelCache | None = None,
            predict: Predictor = predict_pair) -> DetectResult:
-    """Run the whole pipeline for one scene pair. Raises a ChangewatchError subclass on bad input.
+    """Run the whole pipeline for one scene pair into ``config.outdir`` (replaced as a whole, see the
+    module docstring). Raises a ChangewatchError subclass on bad input, OutputError when the outputs
+    cannot be written (OUTDIR is then as it was).
 
     ``models``: where loaded models are kept for reuse (batch runs keep one per worker); by
     default a fresh one on ``config.inference.device``. ``predict``: how the tiles are run — in
@@ -107,11 +116,13 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
         as_of, as_of_source = _as_of(config)
         rules = replace(config.layers.rules, as_of=as_of)
         timings["load_s"] = time.perf_counter() - t0
-        with StagedOutput(config.outdir) as out:  # every input is checked: from here on, outputs
+        with StagedOutput(config.outdir, inputs=_inputs(config)) as out:  # every input is checked: now outputs
+            previous = previous_decisions(out.final("flagged.gpkg"))  # unreadable: refused before the long part
             t = time.perf_counter()
-            write_probability(pair.grid, tiling(pair.grid, config.inference),
-                              predict(pair, model, config.inference, progress), out.path("change_prob.tif"),
-                              model.spec.outputs)
+            with out.writing("change_prob.tif"):
+                write_probability(pair.grid, tiling(pair.grid, config.inference),
+                                  _reading(predict(pair, model, config.inference, progress)),
+                                  out.path("change_prob.tif"), model.spec.outputs)
             timings["infer_s"] = time.perf_counter() - t
             t = time.perf_counter()
             changes = vectorize(out.path("change_prob.tif"),
@@ -120,14 +131,44 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
             t = time.perf_counter()
             judgement = judge(changes, layers, rules, config.layers.parcel_columns)
             timings["crosscheck_s"] = time.perf_counter() - t
-            write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
+            carried = _write_judgement(judgement, previous, out)
             timings["total_s"] = time.perf_counter() - t0
             summary = _summary(config, model, model_path, pair, coreg, threshold, judgement, layers, rules,
                                as_of_source, timings)
-            write_json(summary, out.path("summary.json"))
+            summary["review"] = carried.to_dict() if carried else None
+            with out.writing("summary.json"):
+                write_json(summary, out.path("summary.json"))
     files = {name: out.final(name) for name in OUTPUT_FILES}
     return DetectResult(out.outdir, files, len(judgement.changes), len(judgement.flagged),
                         float(judgement.flagged["area_m2"].sum()), summary)
+
+
+def _inputs(config: DetectConfig) -> list[str]:
+    """Every file a detect run reads (none may lie inside the folder it replaces)."""
+    layers = config.layers
+    return [p for p in (config.before, config.after, *config.masks, layers.permits, layers.zoning, layers.parcels,
+                        config.model) if p]
+
+
+def _reading(chunks: Iterator[tuple[Tile, np.ndarray]]) -> Iterator[tuple[Tile, np.ndarray]]:
+    """``chunks``, with a read failure of the scenes reported as InputFileError (so that it is not
+    taken for a failure to write the probability raster they are blended into)."""
+    try:
+        yield from chunks
+    except (OSError, CPLE_BaseError) as exc:
+        raise InputFileError(f"the scenes could not be read: {' '.join(str(exc).split())}") from exc
+
+
+def _write_judgement(judgement: Judgement, previous: gpd.GeoDataFrame | None,
+                     out: StagedOutput) -> CarriedReview | None:
+    """changes.gpkg and flagged.gpkg into the staging folder, with the earlier run's review
+    decisions carried to the new flags (``rs.review.match_decisions``; None when there were none)."""
+    carried = match_decisions(previous, judgement.flagged, out.final("flagged.gpkg")) if previous is not None else None
+    with out.writing():
+        write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
+        if carried is not None:
+            carried.write(out.path("flagged.gpkg"))
+    return carried
 
 
 def _open_for_model(config: DetectConfig,
@@ -230,9 +271,13 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]
         "warnings": layers.warnings(),
         "config": asdict(config),
     }
-    with StagedOutput(config.outdir) as out:
-        write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
-        write_json(summary, out.path("crosscheck_summary.json"))
+    given = config.layers
+    with StagedOutput(config.outdir, inputs=[p for p in (config.changes, given.permits, given.zoning, given.parcels)
+                                             if p]) as out:
+        carried = _write_judgement(judgement, previous_decisions(out.final("flagged.gpkg")), out)
+        summary["review"] = carried.to_dict() if carried else None
+        with out.writing("crosscheck_summary.json"):
+            write_json(summary, out.path("crosscheck_summary.json"))
     return judgement, summary
 
 

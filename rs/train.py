@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import pickle
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 from changewatch.models.changenet import (ModelSpec, build_network, is_shipped, load_checkpoint, load_spec,
                                           save_checkpoint)
 from changewatch.models.pretrained import load_pretrained_encoder
-from changewatch.rs.atomic import atomic_write
+from changewatch.rs.atomic import atomic_write, writing
 from changewatch.rs.coregister import coregister as coregister_pair
 from changewatch.rs.errors import ModelError
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, find_pairs, read_whole
@@ -402,22 +404,41 @@ def _save_state(config: TrainConfig, progress: Progress, network: torch.nn.Modul
 
 def _load_state(config: TrainConfig, network: torch.nn.Module, optimiser: torch.optim.Optimizer,
                 schedule: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator) -> Progress:
+    """Restore a run from ``NAME.state.pt``; returns its progress. Loaded with
+    ``torch.load(weights_only=True)``: tensors and plain data only, nothing in the file is executed.
+    Raises ModelError when the file is missing, holds pickled objects, is truncated or corrupt, or
+    was saved by a run with other settings."""
     path = _state_path(config)
     if not path.exists():
         raise ModelError(f"--resume: no saved training state at {path}")
-    state = torch.load(path, weights_only=True)
-    saved = json.loads(state["config"])
-    changed = [k for k in ("data_dir", "fusion", "encoder", "architecture", "bands", "crop", "batch_size",
-                           "iterations", "epochs", "init_from")
-               if saved.get(k) != json.loads(json.dumps(asdict(config)))[k]]
-    if changed:
-        raise ModelError(f"--resume: {path} was saved by a run with different {', '.join(changed)}")
-    network.load_state_dict(state["network"])
-    optimiser.load_state_dict(state["optimiser"])
-    schedule.load_state_dict(state["schedule"])
-    rng.bit_generator.state = json.loads(state["numpy_rng"])
-    torch.set_rng_state(state["torch_rng"])
-    return Progress(**state["progress"])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on a foreign pickle protocol: the file is judged below
+            state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"--resume: {path} is not a training state changewatch wrote (it holds pickled objects "
+                         "other than tensors and plain data, or is not a torch file); it was refused without "
+                         "running anything in it. Delete it to train from the start") from exc
+    except (OSError, EOFError, RuntimeError, ValueError) as exc:
+        raise ModelError(f"--resume: {path} is truncated or corrupt ({type(exc).__name__}); delete it to train "
+                         "from the start") from exc
+    try:
+        saved = json.loads(state["config"])
+        changed = [k for k in ("data_dir", "fusion", "encoder", "architecture", "bands", "crop", "batch_size",
+                               "iterations", "epochs", "init_from")
+                   if saved.get(k) != json.loads(json.dumps(asdict(config)))[k]]
+        if changed:
+            raise ModelError(f"--resume: {path} was saved by a run with different {', '.join(changed)}")
+        network.load_state_dict(state["network"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        return Progress(**state["progress"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        raise ModelError(f"--resume: {path} does not hold a complete training state of this run "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); delete it to train "
+                         "from the start") from exc
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -451,7 +472,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=iterations, pct_start=0.05)
     state = _load_state(config, network, optimiser, schedule, rng) if config.resume else Progress()
     log_path = Path(config.out).with_suffix(".log.csv")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(log_path.parent):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(range(state.iteration + 1, iterations + 1), desc="train", unit="it", disable=not progress,
                initial=state.iteration, total=iterations)
     batches = _batches(train_sites, config, rng, state.iteration)
@@ -485,14 +507,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                     snapshot = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
                     state.recent = [*state.recent, snapshot][-config.average_last:]
             state.log.append(row)
-            _write_logs(log_path, state.log)
-            _save_state(config, state, network, optimiser, schedule, rng)
+            with writing(log_path.parent):
+                _write_logs(log_path, state.log)
+                _save_state(config, state, network, optimiser, schedule, rng)
             if config.patience and state.since_best >= config.patience or out_of_time:
                 break
     averaged = False
     if len(state.recent) > 1:
         averaged = _try_average(state, network, spec, device, val_sets, train_sites, config, rng)
-        _write_logs(log_path, state.log)
+        with writing(log_path.parent):
+            _write_logs(log_path, state.log)
     if not state.best_state:  # no validation pairs: keep the last weights at the default threshold
         state.best_state, state.best_threshold = network.state_dict(), 0.5
     network.load_state_dict(state.best_state)
@@ -503,7 +527,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     spec.training = {"config": asdict(config), "log": log_path.name, "iterations_run": state.iteration,
                      "iterations_planned": iterations, "seconds": round(time.perf_counter() - start, 1),
                      "averaged_weights": averaged, "torch": torch.__version__}
-    path = save_checkpoint(network, spec, config.out)
+    with writing(config.out):
+        path = save_checkpoint(network, spec, config.out)
     return TrainResult(path, state.best_threshold, state.best_metrics, time.perf_counter() - start)
 
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from changewatch.cli import cli
-from changewatch.rs.batch import BatchConfig, is_done, read_manifest, run_batch, tile_counts
+from changewatch.rs.batch import BatchConfig, is_done, read_manifest, run_batch, stale_reason, tile_counts
 from changewatch.rs.crosscheck import CrosscheckInputs
 from changewatch.rs.errors import ManifestError
 from changewatch.rs.infer import InferenceConfig
@@ -123,7 +123,10 @@ def test_three_jobs_one_broken(tmp_path: Path, tiny_checkpoint: Path) -> None:
     records = {r["area_id"]: r for r in map(json.loads, result.output.strip().splitlines())}
     assert {k: r["status"] for k, r in records.items()} == {"ward0": "done", "ward1": "done", "broken": "failed"}
     assert "AFTER file not found" in records["broken"]["error"] and records["broken"]["exit_code"] == 3
-    assert is_done(out / "ward0") and is_done(out / "ward1") and not (out / "broken").exists()
+    jobs = {j.area_id: j for j in read_manifest(manifest)}
+    settings = config(manifest, out, tiny_checkpoint)
+    assert all(stale_reason(out / a, jobs[a], settings) is None for a in ("ward0", "ward1"))
+    assert not (out / "broken").exists()
     summary = json.loads((out / "batch_summary.json").read_text())
     assert [j["area_id"] for j in summary["jobs"]] == ["ward0", "ward1", "broken"]
     assert (out / "batch_summary.csv").read_text().count("\n") == 4
@@ -140,7 +143,59 @@ def test_resume_skips_done_and_redoes_tampered(tmp_path: Path, tiny_checkpoint: 
     (out / "ward1" / "changes.gpkg").write_bytes(b"half-written")  # a corrupted output
     statuses = {r.area_id: r.status for r in run_batch(config(manifest, out, tiny_checkpoint, resume=True)).records}
     assert statuses == {"ward0": "skipped", "ward1": "done"}
-    assert is_done(out / "ward1")
+    assert is_done(out / "ward1", read_manifest(manifest)[1], config(manifest, out, tiny_checkpoint))
+
+
+def test_resume_redoes_jobs_whose_inputs_settings_or_model_changed(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The completion record stores what the job depended on; --resume compares (the outputs of a job
+    skipped after its AFTER was replaced would be stale)."""
+    import torch
+
+    from changewatch.models.changenet import build_network, load_spec, save_checkpoint
+
+    manifest = make_manifest(tmp_path, broken=False)
+    x, y = ORIGIN
+    permits = gpd.GeoDataFrame({"permit_id": ["P1"], "issued": ["2020-01-01"], "expires": [None]},
+                               geometry=[box(x, y - 300, x + 300, y)], crs=UTM48N)
+    permits.to_file(tmp_path / "permits.gpkg")
+    layers = CrosscheckInputs(permits=str(tmp_path / "permits.gpkg"))
+    out = tmp_path / "out"
+    run_batch(config(manifest, out, tiny_checkpoint, layers=layers))
+
+    def resume(**kw: object) -> dict[str, tuple[str, str]]:
+        result = run_batch(config(manifest, out, tiny_checkpoint, layers=layers, resume=True, **kw))
+        return {r.area_id: (r.status, r.resume_reason) for r in result.records}
+
+    up_to_date = {"ward0": ("skipped", ""), "ward1": ("skipped", "")}
+    assert resume() == up_to_date
+    # ward1's AFTER is replaced by another scene of the same size
+    write_raster(tmp_path / "a1.tif", plant_square(textured_scene(96, 96, seed=11), 60, 60, 12), UTM48N,
+                 utm_transform(origin=(ORIGIN[0] + 5000, ORIGIN[1])))
+    statuses = resume()
+    assert statuses["ward0"] == ("skipped", "") and statuses["ward1"][0] == "done"
+    assert statuses["ward1"][1].startswith("inputs changed") and "a1.tif" in statuses["ward1"][1]
+    assert resume() == up_to_date  # the redone job's record is up to date
+    # a sidecar GDAL reads with the scene appears beside ward0's BEFORE
+    (tmp_path / "b0.tif.aux.xml").write_text("<PAMDataset></PAMDataset>\n")
+    assert resume()["ward0"] == ("done", f"inputs changed: {tmp_path / 'b0.tif.aux.xml'}")
+    # the permit layer every job reads is edited
+    permits.assign(expires="2021-01-01").to_file(tmp_path / "permits.gpkg")
+    assert {a: s[1].split(":")[0] for a, s in resume().items()} == {a: "inputs changed" for a in ("ward0", "ward1")}
+    # a setting that changes results, then one that does not
+    assert resume(min_area_m2=100.0) == {a: ("done", "settings changed: min_area_m2") for a in ("ward0", "ward1")}
+    assert resume(min_area_m2=100.0, inference=InferenceConfig(batch_size=3)) == up_to_date
+    # the model is retrained in place
+    torch.manual_seed(7)
+    spec = load_spec(tiny_checkpoint)
+    save_checkpoint(build_network(spec), spec, tiny_checkpoint)
+    assert resume(min_area_m2=100.0) == {a: ("done", f"model changed: {tiny_checkpoint.resolve()}")
+                                         for a in ("ward0", "ward1")}
+    # a record written before dependencies were recorded
+    record = json.loads((out / "ward0" / "_done.json").read_text())
+    del record["depends"]
+    (out / "ward0" / "_done.json").write_text(json.dumps(record))
+    assert resume(min_area_m2=100.0)["ward0"] == ("done", "its completion record is unreadable or from an older "
+                                                          "changewatch")
 
 
 @pytest.mark.slow

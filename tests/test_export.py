@@ -178,10 +178,12 @@ def test_shapefile_field_names_are_unique() -> None:
 def test_export_into_an_earlier_export_leaves_no_stale_files(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "e"
     assert CliRunner().invoke(cli, ["export", str(run_dir), "-o", str(out)]).exit_code == 0
-    (out / "notes.txt").write_text("mine")  # not an export: kept
     assert CliRunner().invoke(cli, ["export", str(run_dir), "-o", str(out), "--formats", "geojson"]).exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == ["changes.geojson", "flagged_changes.geojson",
-                                                     "flagged_parcels.geojson", "item.json", "notes.txt"]
+                                                     "flagged_parcels.geojson", "item.json"]
+    (out / "notes.txt").write_text("mine")  # not ours: the folder is not replaced, nothing is lost
+    refused = CliRunner().invoke(cli, ["export", str(run_dir), "-o", str(out)])
+    assert refused.exit_code == 8 and (out / "notes.txt").read_text() == "mine"
     item = json.loads((out / "item.json").read_text())
     assert sorted(k for k in item["assets"] if not k.startswith("run/")) == [
         "changes.geojson", "flagged_changes.geojson", "flagged_parcels.geojson"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,89 @@ def test_change_model_leaves_a_training_network_alone() -> None:
     network = build_network(tiny_spec()).train()
     ChangeModel(network, tiny_spec(), torch.device("cpu"))
     assert network.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that a loader ran code from a model or state file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (Path.touch, (Path(self.marker),))  # type: ignore[return-value]
+
+
+def _corrupt(kind: str, path: Path, marker: Path) -> str:
+    """Make the checkpoint at ``path`` (NAME.json) not what it claims; returns the words expected."""
+    import pickle
+
+    weights = path.with_suffix(".safetensors")
+    good = weights.read_bytes()
+    if kind == "json not json":
+        path.write_text("{'name': 'tiny', threshold: 0.5")
+        return "not a readable JSON file"
+    if kind == "json binary":
+        path.write_bytes(bytes(range(256)))
+        return "not a readable JSON file"
+    if kind == "json a list":
+        path.write_text("[1, 2, 3]")
+        return "must be a JSON object"
+    if kind == "json wrong types":
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "bands": "b0,b1,b2,b3", "threshold": "0.5"}))
+        return "wrong type for bands, threshold"
+    if kind == "threshold out of range":
+        path.write_text(json.dumps({**json.loads(path.read_text()), "threshold": 5}))
+        return "threshold must be in (0, 1)"
+    if kind == "weights a pickle":
+        weights.write_bytes(pickle.dumps({"w": _Payload(marker)}))
+        return "not a valid safetensors file"
+    if kind == "weights truncated":
+        weights.write_bytes(good[: len(good) // 2])
+        return "not a valid safetensors file"
+    if kind == "weights empty":
+        weights.write_bytes(b"")
+        return "not a valid safetensors file"
+    raise ValueError(kind)
+
+
+MODEL_FAULTS = ["json not json", "json binary", "json a list", "json wrong types", "threshold out of range",
+                "weights a pickle", "weights truncated", "weights empty"]
+
+
+@pytest.mark.parametrize("kind", MODEL_FAULTS)
+def test_model_files_that_are_not_what_they_claim(kind: str, tmp_path: Path) -> None:
+    spec = tiny_spec()
+    path = save_checkpoint(build_network(spec), spec, tmp_path / "m.json")
+    marker = tmp_path / "payload-ran"
+    words = _corrupt(kind, path, marker)
+    with pytest.raises(ModelError, match=re.escape(words)):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["json not json", "weights a pickle"])
+def test_detect_with_a_broken_model_is_one_line_exit_6(kind: str, pair: tuple[Path, Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from changewatch.cli import cli
+
+    spec = tiny_spec()
+    path = save_checkpoint(build_network(spec), spec, tmp_path / "m.json")
+    marker = tmp_path / "payload-ran"
+    words = _corrupt(kind, path, marker)
+    result = CliRunner().invoke(cli, ["detect", *map(str, pair), "-o", str(tmp_path / "out"), "--model", str(path),
+                                      "-q"])
+    assert result.exit_code == 6
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_the_payload_would_run_if_unpickled(tmp_path: Path) -> None:
+    """The control for the tests above and in test_train: unpickling _Payload does create the file."""
+    import pickle
+
+    marker = tmp_path / "payload-ran"
+    pickle.loads(pickle.dumps(_Payload(marker)))
+    assert marker.exists()

@@ -289,3 +289,46 @@ def test_licence_comes_from_what_the_data_declares(sites: Path, tmp_path: Path) 
     assert data_licence(tmp_path / "oscd") == OSCD_LICENCE
     result = train(tiny_config(sites, tmp_path / "m.json", licence="CC0 city labels"), progress=False)
     assert load_checkpoint(result.checkpoint)[1].licence == "CC0 city labels"
+
+
+def test_resume_from_state_files_that_are_not_what_they_claim(sites: Path, tmp_path: Path) -> None:
+    """A .state.pt holding pickled objects, truncated, garbage or incomplete: exit 6 with one line,
+    and nothing in it runs (torch.load(weights_only=True))."""
+    import io
+    import pickle
+
+    from click.testing import CliRunner
+
+    from changewatch.cli import cli
+    from tests.test_models import _Payload
+
+    train(tiny_config(sites, tmp_path / "m.json"), progress=False)
+    state = tmp_path / "m.state.pt"
+    good = state.read_bytes()
+    marker = tmp_path / "payload-ran"
+    zipped = io.BytesIO()
+    torch.save({"progress": _Payload(marker)}, zipped)
+    incomplete = io.BytesIO()
+    torch.save({k: v for k, v in torch.load(state, weights_only=True).items() if k != "optimiser"}, incomplete)
+    cases = {
+        "pickled objects": (pickle.dumps({"config": _Payload(marker)}), "holds pickled objects"),
+        "pickled objects in a torch file": (zipped.getvalue(), "holds pickled objects"),
+        "truncated": (good[: len(good) // 2], "truncated or corrupt"),
+        "empty": (b"", "truncated or corrupt"),
+        "garbage": (b"PK\x03\x04" + bytes(range(200)), "truncated or corrupt"),
+        "incomplete": (incomplete.getvalue(), "does not hold a complete training state"),
+    }
+    for name, (data, words) in cases.items():
+        state.write_bytes(data)
+        with pytest.raises(ModelError, match=words):
+            train(tiny_config(sites, tmp_path / "m.json", resume=True), progress=False)
+        assert not marker.exists(), name
+    state.write_bytes(cases["pickled objects"][0])
+    result = CliRunner().invoke(cli, ["train", "--data", str(sites), "--out", str(tmp_path / "m.json"), "--resume",
+                                      "--train-sites", "alpha,beta", "--val-sites", "gamma", "--encoder", "resnet18",
+                                      "--crop", "32", "--batch-size", "2", "--iterations", "6", "--val-every", "3",
+                                      "--lr", "3e-3", "-q"])
+    assert result.exit_code == 6, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --resume:") and "holds pickled objects" in lines[0]
+    assert not marker.exists()
