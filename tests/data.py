@@ -32,6 +32,23 @@ def write_raster(path: Path, data: np.ndarray, crs: CRS | None, transform: Affin
     return path
 
 
+def write_probabilities(path: Path, change: np.ndarray, building_before: np.ndarray | None = None,
+                        building_after: np.ndarray | None = None, pixel_m: float = 0.5) -> Path:
+    """A probability raster as ``rs.infer.write_probability`` lays it out (UTM 48N, ``pixel_m``
+    pixels, nodata NaN): band 1 change, then the building probabilities given, each with its band
+    description (a semantic change model's outputs)."""
+    from changewatch.rs.infer import BAND_DESCRIPTIONS
+
+    named = [("change", change), ("building_before", building_before), ("building_after", building_after)]
+    bands = [(name, band) for name, band in named if band is not None]
+    data = np.stack([band for _, band in bands]).astype(np.float32)
+    write_raster(path, data, UTM48N, utm_transform(pixel_m), nodata=np.nan)
+    with rasterio.open(path, "r+") as ds:
+        for i, (name, _) in enumerate(bands, start=1):
+            ds.set_band_description(i, BAND_DESCRIPTIONS[name])
+    return path
+
+
 def utm_transform(pixel_m: float = 10.0, origin: tuple[float, float] = ORIGIN) -> Affine:
     """North-up UTM 48N transform with square pixels of ``pixel_m`` metres."""
     return Affine(pixel_m, 0.0, origin[0], 0.0, -pixel_m, origin[1])

@@ -29,7 +29,8 @@ def test_polygons_areas_and_probabilities(tmp_path: Path) -> None:
     gdf = vectorize(probability_raster(tmp_path), VectorizeConfig(threshold=0.5, min_area_m2=200.0))
     assert gdf.crs == UTM48N
     assert list(gdf["change_id"]) == [1, 2]
-    assert list(gdf.columns) == ["change_id", "area_m2", "mean_prob", "max_prob", "geometry"]
+    assert list(gdf.columns) == ["change_id", "area_m2", "mean_prob", "max_prob", "change_type", "geometry"]
+    assert gdf["change_type"].isna().all()  # a change-only (Sentinel-2) model cannot tell what changed
     np.testing.assert_allclose(gdf["area_m2"], [9600.0, 2500.0], rtol=1e-3)  # UTM in UTM: exact
     np.testing.assert_allclose(gdf["mean_prob"], [0.9, 0.7], atol=1e-6)
     assert len(gdf.geometry.iloc[0].interiors) == 1  # hole kept (400 m² ≥ the sieve size)
