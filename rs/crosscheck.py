@@ -10,7 +10,11 @@ expiry date: open-ended; no or unreadable issue date: never valid). The rules, e
 - ``EXCEEDS_PERMIT``: a valid permit touches it, but the part of the change outside the union of
   the valid permits' footprints is larger than ``exceed_min_m2`` *and* ``exceed_min_fraction``
   of the change;
-- ``NO_BUILD_ZONE``: it touches a zone where new construction is not allowed.
+- ``NO_BUILD_ZONE``: it touches a zone where new construction is not allowed;
+- ``DEMOLISHED``: a change whose ``change_type`` is ``demolished`` (``rs.buildings``) gets this
+  code alone instead of the rules above — removing a building is not construction — unless
+  ``RuleConfig.demolition_needs_permit``, when it is judged like construction. It is the least
+  severe code (SEVERITY): a parcel's worst reason is a construction rule whenever it has one.
 
 A change may carry several codes (sorted, comma-separated in ``reasons``); one with none is
 ``PERMITTED`` and stays in the output, unflagged, so the record is complete.
@@ -40,6 +44,7 @@ import yaml
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
+from changewatch.rs.buildings import DEMOLISHED as DEMOLISHED_TYPE
 from changewatch.rs.errors import InputFileError, LayerError
 from changewatch.rs.vectorize import metric_crs
 
@@ -48,8 +53,10 @@ PERMIT_NOT_YET_VALID = "PERMIT_NOT_YET_VALID"
 PERMIT_EXPIRED = "PERMIT_EXPIRED"
 EXCEEDS_PERMIT = "EXCEEDS_PERMIT"
 NO_BUILD_ZONE = "NO_BUILD_ZONE"
+DEMOLISHED = "DEMOLISHED"
 PERMITTED = "PERMITTED"
-SEVERITY = (NO_BUILD_ZONE, NO_PERMIT, EXCEEDS_PERMIT, PERMIT_EXPIRED, PERMIT_NOT_YET_VALID, PERMITTED)  # worst first
+SEVERITY = (NO_BUILD_ZONE, NO_PERMIT, EXCEEDS_PERMIT, PERMIT_EXPIRED, PERMIT_NOT_YET_VALID, DEMOLISHED,
+            PERMITTED)  # worst first
 MIN_OVERLAP_M2 = 1e-6  # intersection area (m²) above which two polygons overlap rather than touch
 # From this many changes + other features on, the join runs partitioned on dask-geopandas. On one
 # 2-core machine the plain STRtree join was faster at every size benchmarked (bench/RESULTS.md), so
@@ -118,11 +125,13 @@ class ZoningColumns:
 
 @dataclass(frozen=True)
 class RuleConfig:
-    """The as-of date the rules are judged on (None: today) and the EXCEEDS_PERMIT tolerances."""
+    """The as-of date the rules are judged on (None: today), the EXCEEDS_PERMIT tolerances, and
+    whether demolitions are judged like construction (else they get DEMOLISHED alone)."""
 
     as_of: date | None = None
     exceed_min_m2: float = 20.0
     exceed_min_fraction: float = 0.10
+    demolition_needs_permit: bool = False
     permit_columns: PermitColumns = field(default_factory=PermitColumns)
     zoning_columns: ZoningColumns = field(default_factory=ZoningColumns)
     dask_min_features: int = DASK_MIN_FEATURES
@@ -355,7 +364,8 @@ def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
     ``valid_permit_ids``, ``zone_ids``, ``reasons`` and ``flagged``.
 
     Without a permit layer there is nothing to check against, and every change is ``NO_PERMIT``;
-    without zoning, ``NO_BUILD_ZONE`` is not judged.
+    without zoning, ``NO_BUILD_ZONE`` is not judged. Changes whose ``change_type`` column says
+    ``demolished`` are ``DEMOLISHED`` unless ``rules.demolition_needs_permit``.
     """
     out = changes.copy()
     for column in ("permit_ids", "valid_permit_ids", "zone_ids"):
@@ -367,6 +377,10 @@ def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
             _permit_rules(changes_m, permits, rules, codes, out)
         if zoning is not None and not zoning.empty:
             _zoning_rules(changes_m, zoning, rules, codes, out)
+    if "change_type" in out and not rules.demolition_needs_permit:
+        demolished = (out["change_type"] == DEMOLISHED_TYPE).to_numpy()
+        codes = {name: hit & ~demolished for name, hit in codes.items()}
+        codes[DEMOLISHED] = demolished
     out["reasons"] = pd.Series(reasons_from_codes(codes, len(out)), index=out.index, dtype=object)
     out["flagged"] = out["reasons"] != PERMITTED
     return out
@@ -508,9 +522,10 @@ def judge(changes: gpd.GeoDataFrame, layers: Layers, rules: RuleConfig,
 def load_rules(path: str | os.PathLike[str] | None) -> tuple[RuleConfig, ParcelColumns]:
     """Column names and tolerances from a YAML (.yaml/.yml) or TOML (.toml) file; defaults without one.
 
-    Keys: ``permits``, ``zoning``, ``parcels`` (mappings of our column name → the layer's), and
-    ``exceed_min_m2``, ``exceed_min_fraction``. Unknown keys are an InputFileError, so a typo
-    never silently falls back to a default.
+    Keys: ``permits``, ``zoning``, ``parcels`` (mappings of our column name → the layer's),
+    ``exceed_min_m2``, ``exceed_min_fraction`` and ``demolition_needs_permit`` (true/false).
+    Unknown keys, and a ``demolition_needs_permit`` that is not a boolean, are an InputFileError,
+    so a typo never silently falls back to a default.
     """
     if path is None:
         return RuleConfig(), ParcelColumns()
@@ -525,7 +540,7 @@ def load_rules(path: str | os.PathLike[str] | None) -> tuple[RuleConfig, ParcelC
     except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputFileError(f"columns config {p} cannot be parsed: {exc}") from exc
     sections = {"permits": PermitColumns, "zoning": ZoningColumns, "parcels": ParcelColumns}
-    unknown = set(data) - set(sections) - {"exceed_min_m2", "exceed_min_fraction"}
+    unknown = set(data) - set(sections) - {"exceed_min_m2", "exceed_min_fraction", "demolition_needs_permit"}
     if unknown:
         raise InputFileError(f"columns config {p}: unknown key(s) {', '.join(sorted(unknown))}")
     built = {}
@@ -537,4 +552,8 @@ def load_rules(path: str | os.PathLike[str] | None) -> tuple[RuleConfig, ParcelC
                                  f"(known: {', '.join(cls.__dataclass_fields__)})")
         built[key] = cls(**values)
     tolerances = {k: float(data[k]) for k in ("exceed_min_m2", "exceed_min_fraction") if k in data}
-    return RuleConfig(permit_columns=built["permits"], zoning_columns=built["zoning"], **tolerances), built["parcels"]
+    demolition = data.get("demolition_needs_permit", RuleConfig.demolition_needs_permit)
+    if not isinstance(demolition, bool):
+        raise InputFileError(f"columns config {p}: demolition_needs_permit must be true or false, not {demolition!r}")
+    return RuleConfig(permit_columns=built["permits"], zoning_columns=built["zoning"],
+                      demolition_needs_permit=demolition, **tolerances), built["parcels"]
