@@ -197,7 +197,9 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
     result = detect(config, progress=not quiet)
     for name, path in result.files.items():
         click.echo(f"{name:17s} {path}")
-    click.echo(f"{result.n_changes} change polygons, {result.n_flagged} flagged "
+    by_type = result.summary["counts"]["by_change_type"]  # None: the model has no building outputs
+    types = f" ({', '.join(f'{n} {kind}' for kind, n in by_type.items())})" if by_type is not None else ""
+    click.echo(f"{result.n_changes} change polygons{types}, {result.n_flagged} flagged "
                f"({result.flagged_area_m2:,.0f} m²) — reasons: {result.summary['counts']['by_reason'] or 'none'}")
 
 

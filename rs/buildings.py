@@ -107,7 +107,8 @@ def split_region(region: np.ndarray, b_before: np.ndarray, b_after: np.ndarray, 
     """
     with np.errstate(invalid="ignore"):
         building = region & ((b_before >= config.building_threshold) | (b_after >= config.building_threshold))
-    inside = ndimage.distance_transform_edt(building, sampling=pixel_m)
+    # distance to the nearest non-building pixel, counting the window's surroundings as none
+    inside = ndimage.distance_transform_edt(np.pad(building, 1), sampling=pixel_m)[1:-1, 1:-1]
     outside = ndimage.distance_transform_edt(~building, sampling=pixel_m) if building.any() else None
     markers = _markers(building, inside, pixel_m, config)
     objects = np.zeros(region.shape, np.int32)

@@ -167,6 +167,42 @@ def pointwise_spec(bands: int = 4) -> ModelSpec:
     return ModelSpec(name="brightness-test", encoder_depth=0, bands=tuple(f"b{i}" for i in range(bands)))
 
 
+class BuildingBrightnessNet(torch.nn.Module):
+    """A pointwise semantic change model with a known answer: a pixel is building at a date where that
+    date's normalised mean band is bright (logit gain × (mean − level)), and change where the two
+    dates' means differ by more than ``level`` − 0.5 (a roof appeared or went)."""
+
+    def __init__(self, bands: int, gain: float = 4.0, level: float = 1.5) -> None:
+        super().__init__()
+        self.bands, self.gain, self.level = bands, gain, level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before, after = x[:, : self.bands].mean(1, keepdim=True), x[:, self.bands:].mean(1, keepdim=True)
+        change = self.gain * ((after - before).abs() - (self.level - 0.5))
+        return torch.cat([change, self.gain * (before - self.level), self.gain * (after - self.level)], dim=1)
+
+
+def building_spec(bands: int = 4, gsd_m: float = 0.5) -> ModelSpec:
+    """A spec for BuildingBrightnessNet: a VHR model (``gsd_m``) with building outputs."""
+    return ModelSpec(name="buildings-test", encoder_depth=0, bands=tuple(f"b{i}" for i in range(bands)), gsd_m=gsd_m,
+                     outputs=("change", "building_before", "building_after"))
+
+
+def constant_checkpoint(path: Path, logits: tuple[float, ...], bands: int = 4) -> Path:
+    """A small U-Net checkpoint whose every pixel gets ``logits`` (one per output: change, building
+    BEFORE, building AFTER): its head's weights are zero, its biases the logits."""
+    from changewatch.models.changenet import OUTPUTS, build_network, save_checkpoint
+
+    spec = tiny_spec(bands)
+    spec.outputs = OUTPUTS[:len(logits)]
+    network = build_network(spec)
+    head = network.segmentation_head[0]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor(logits))
+    return save_checkpoint(network, spec, path)
+
+
 def tiny_spec(bands: int = 4) -> ModelSpec:
     """A small real smp U-Net spec, quick to build and train in tests."""
     return ModelSpec(name="tiny-test", encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8),

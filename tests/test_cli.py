@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from changewatch.cli import cli
-from tests.data import ORIGIN, UTM48N, textured_scene, utm_transform, write_raster
+from tests.data import ORIGIN, UTM48N, constant_checkpoint, textured_scene, utm_transform, write_raster
 
 
 def run(*args: str) -> "CliRunner.invoke":
@@ -51,6 +51,17 @@ def test_detect_writes_all_outputs(pair: tuple[Path, Path], tiny_checkpoint: Pat
     assert summary["thresholds"] == {"probability": 0.5, "min_area_m2": 200.0, "simplify_m": 0.0}
     assert summary["model"]["name"] == "tiny-test" and summary["inputs"]["crs"] == "EPSG:32648"
     assert not list(tmp_path.glob(".run.staging-*"))
+
+
+def test_detect_line_counts_change_types_of_a_building_model(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    # every pixel: change, no building BEFORE, a building AFTER → one new building over the whole scene
+    buildings = constant_checkpoint(tmp_path / "models" / "buildings.json", (5.0, -5.0, 5.0))
+    result = run("detect", *pair, "-o", tmp_path / "b", "--model", buildings, "--tile", "64", "--overlap", "16", "-q")
+    assert result.exit_code == 0, result.output
+    assert "1 change polygons (1 new_building, 0 demolished, 0 enlarged, 0 other_change), 1 flagged" in result.output
+    change_only = constant_checkpoint(tmp_path / "models" / "change.json", (5.0,))
+    result = run("detect", *pair, "-o", tmp_path / "c", "--model", change_only, "--tile", "64", "--overlap", "16", "-q")
+    assert result.exit_code == 0 and "1 change polygons, 1 flagged" in result.output
 
 
 def test_detect_on_a_user_grid(pair: tuple[Path, Path], tiny_checkpoint: Path, tmp_path: Path) -> None:
