@@ -170,15 +170,18 @@ def pointwise_spec(bands: int = 4) -> ModelSpec:
 class BuildingBrightnessNet(torch.nn.Module):
     """A pointwise semantic change model with a known answer: a pixel is building at a date where that
     date's normalised mean band is bright (logit gain × (mean − level)), and change where the two
-    dates' means differ by more than ``level`` − 0.5 (a roof appeared or went)."""
+    dates' means differ by more than ``level`` − 0.5 (a roof appeared or went). Without
+    ``building_outputs`` it predicts the change channel only."""
 
-    def __init__(self, bands: int, gain: float = 4.0, level: float = 1.5) -> None:
+    def __init__(self, bands: int, gain: float = 4.0, level: float = 1.5, building_outputs: bool = True) -> None:
         super().__init__()
-        self.bands, self.gain, self.level = bands, gain, level
+        self.bands, self.gain, self.level, self.building_outputs = bands, gain, level, building_outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         before, after = x[:, : self.bands].mean(1, keepdim=True), x[:, self.bands:].mean(1, keepdim=True)
         change = self.gain * ((after - before).abs() - (self.level - 0.5))
+        if not self.building_outputs:  # the change channel alone, as a change-only model
+            return change
         return torch.cat([change, self.gain * (before - self.level), self.gain * (after - self.level)], dim=1)
 
 

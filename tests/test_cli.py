@@ -143,8 +143,11 @@ def test_evaluate_json(sites: Path, tiny_checkpoint: Path) -> None:
     assert result.exit_code == 0
     report = json.loads(result.output)
     assert {"precision", "recall", "f1", "iou"} <= set(report) and set(report["sites"]) == {"alpha", "beta"}
+    objects = {"object_precision", "object_recall_iou50", "object_f1", "objects_predicted", "objects_matched"}
+    assert objects <= set(report) and objects <= set(report["sites"]["alpha"])
     table = run("evaluate", "--data", sites, "--model", tiny_checkpoint, "-q")
     assert table.exit_code == 0 and "POOLED" in table.output and "gamma" in table.output
+    assert "obj. F1@.5" in table.output and "objects at IoU ≥ 0.5:" in table.output
 
 
 def test_crosscheck_command_with_column_mapping(tmp_path: Path) -> None:
