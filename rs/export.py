@@ -125,7 +125,8 @@ FORMATS = ("gpkg", "parquet", "geojson", "csv", "shp")
 LAYERS = ("changes", "flagged_changes", "flagged_parcels")
 LINKS = "flagged_change_parcels"  # attribute table: change_id, parcel_id, overlap_m2
 # Shapefile (dBASE) field names stop at 10 characters: the long ones get these names.
-SHAPEFILE_NAMES = {"valid_permit_ids": "valid_pids", "flagged_area_m2": "flag_am2", "worst_reason": "worst_rsn"}
+SHAPEFILE_NAMES = {"valid_permit_ids": "valid_pids", "flagged_area_m2": "flag_am2", "worst_reason": "worst_rsn",
+                   "change_type": "chg_type"}
 GEOGRAPHIC = "EPSG:4326"
 
 

@@ -189,3 +189,26 @@ def test_columns_config_errors(tmp_path: Path) -> None:
                  tmp_path / "permits.gpkg", "--columns", tmp_path / "map.yaml")
     assert result.exit_code == 5 and "lacks column(s) SO_GP" in result.output
     assert not (tmp_path / "o").exists()
+
+
+# Rows of the README's "Bad inputs" table added with change types: (rules file text, exit code, message words)
+BAD_RULES = [
+    ("demolition_needs_permit: maybe\n", 3, "demolition_needs_permit must be true or false, not 'maybe'"),
+    ("demolition_needs_permit: 1\n", 3, "demolition_needs_permit must be true or false, not 1"),
+]
+
+
+@pytest.mark.parametrize("text, code, words", BAD_RULES)
+def test_bad_rules_one_line_exit_code_nothing_written(text: str, code: int, words: str, tmp_path: Path) -> None:
+    from tests.test_crosscheck import rule_case
+
+    ch, permits, _ = rule_case()
+    ch.to_file(tmp_path / "changes.gpkg")
+    permits.to_file(tmp_path / "permits.gpkg")
+    (tmp_path / "rules.yaml").write_text(text)
+    result = run("crosscheck", tmp_path / "changes.gpkg", "-o", tmp_path / "o", "--permits",
+                 tmp_path / "permits.gpkg", "--columns", tmp_path / "rules.yaml")
+    assert result.exit_code == code
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: columns config") and words in lines[0]
+    assert not (tmp_path / "o").exists()
