@@ -37,7 +37,7 @@ def write_probabilities(path: Path, change: np.ndarray, building_before: np.ndar
     """A probability raster as ``rs.infer.write_probability`` lays it out (UTM 48N, ``pixel_m``
     pixels, nodata NaN): band 1 change, then the building probabilities given, each with its band
     description (a semantic change model's outputs)."""
-    from changewatch.rs.infer import BAND_DESCRIPTIONS
+    from changewatch.rs.buildings import BAND_DESCRIPTIONS
 
     named = [("change", change), ("building_before", building_before), ("building_after", building_after)]
     bands = [(name, band) for name, band in named if band is not None]

@@ -109,3 +109,13 @@ def test_simplify_in_metres(tmp_path: Path) -> None:
     assert count(simple) < count(exact) / 4
     # straight edges through the stair corners: about half a pixel more on each side of a 12-pixel band
     assert simple["area_m2"].iloc[0] == pytest.approx(exact["area_m2"].iloc[0], rel=0.1)
+
+
+def test_vectorize_and_crosscheck_import_without_torch() -> None:
+    # bench/vectorize_memory.py measures the vectorizer alone; torch would add hundreds of MB
+    import subprocess
+    import sys
+
+    code = "import sys, changewatch.rs.vectorize, changewatch.rs.crosscheck; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
