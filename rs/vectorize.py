@@ -246,7 +246,8 @@ def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig
         if bands:
             pieces, unsplit = _split_buildings(ds, bands, pieces, config, m2_per_pixel)
         else:
-            notes.append("no building probabilities in the raster: one object per change region, change_type empty")
+            notes.append("no building probabilities of both dates in the raster: one object per change region, "
+                         "change_type empty")
     if unsplit:
         notes.append(f"{unsplit} change region(s) larger than {config.buildings.max_split_pixels} pixels (bounding "
                      "box) were not split into buildings; typed from their pixel counts, never as enlarged")
@@ -276,7 +277,7 @@ def _pixel_m2(grid: Grid, pixel_size_m: float | None, path: str | os.PathLike[st
         return pixel_area_m2(grid)
     if pixel_size_m is None:
         raise InputFileError(f"{path} has no CRS: its pixel size in metres is needed to measure areas")
-    return pixel_size_m ** 2 * abs(grid.transform.determinant)
+    return pixel_size_m ** 2
 
 
 # Regions whose convex hull is under this share of the minimum area are dropped whatever their
@@ -289,8 +290,10 @@ def _split_buildings(ds: rasterio.io.DatasetReader, bands: tuple[int, int], piec
                      m2_per_pixel: float) -> tuple[Pieces, int]:
     """Every region split into buildings (``rs.buildings.split_region``), each from its own window;
     regions whose window exceeds ``config.buildings.max_split_pixels`` are kept whole and counted."""
+    if not len(pieces.geometry):
+        return pieces, 0
     m2_per_crs_unit = m2_per_pixel / abs(ds.transform.determinant)
-    hull_m2 = shapely.area(shapely.convex_hull(pieces.geometry)) * m2_per_crs_unit if len(pieces.geometry) else []
+    hull_m2 = shapely.area(shapely.convex_hull(pieces.geometry)) * m2_per_crs_unit
     whole = np.zeros(len(pieces.geometry), bool)
     parts, unsplit = [], 0
     for k, geom in enumerate(pieces.geometry):

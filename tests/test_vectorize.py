@@ -119,3 +119,22 @@ def test_vectorize_and_crosscheck_import_without_torch() -> None:
     code = "import sys, changewatch.rs.vectorize, changewatch.rs.crosscheck; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
+
+
+def test_plain_raster_areas_from_the_given_pixel_size(tmp_path: Path) -> None:
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from changewatch.rs.errors import InputFileError
+
+    prob = np.zeros((1, 30, 30), np.float32)
+    prob[0, 2:12, 2:8] = 0.9            # 60 px
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        path = write_raster(tmp_path / "plain.tif", prob, None, Affine.identity())
+    gdf = vectorize(path, VectorizeConfig(0.5, 10.0), pixel_size_m=0.5)
+    assert gdf.crs is None and list(gdf["area_m2"]) == [15.0]  # 60 px of 0.25 m²
+    assert vectorize(path, VectorizeConfig(0.5, 16.0), pixel_size_m=0.5).empty
+    with pytest.raises(InputFileError, match="has no CRS: its pixel size in metres is needed"):
+        vectorize(path, VectorizeConfig(0.5, 10.0))
