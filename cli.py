@@ -209,7 +209,9 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
     _warn(result.summary)
     for name, path in result.files.items():
         click.echo(f"{name:17s} {path}")
-    click.echo(f"{result.n_changes} change polygons, {result.n_flagged} flagged "
+    by_type = result.summary["counts"]["by_change_type"]  # None: the model has no building outputs
+    types = f" ({', '.join(f'{n} {kind}' for kind, n in by_type.items())})" if by_type is not None else ""
+    click.echo(f"{result.n_changes} change polygons{types}, {result.n_flagged} flagged "
                f"({result.flagged_area_m2:,.0f} m²) — reasons: {result.summary['counts']['by_reason'] or 'none'}")
     _report_review(result.summary)
 
@@ -566,18 +568,22 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
 @gsd_opt
 @coreg_opt
 @click.option("--object-min-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
-              help="Smallest true change object counted for object recall, in m² of ground.")
+              help="Smallest change object counted for the object metrics (true objects, and predicted objects as "
+                   "--min-area-m2 of detect), in m² of ground.")
 @click.option("--pixel-size-m", type=click.FloatRange(0.0, min_open=True), default=1.0, show_default=True,
               help="Pixel size assumed for plain images without georeferencing (LEVIR-CD: 0.5).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: pooled precision, recall, f1, iou, object_recall; per pair under sites.")
+              help="Print one JSON object: pooled precision, recall, f1, iou, object_recall, object_precision, "
+                   "object_recall_iou50, object_f1; per pair under sites.")
 @quiet_opt
 @reports_errors
 def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: str | None, device: str,
              threshold: float | None, tta: bool, gsd: str, coregister: bool, object_min_m2: float, pixel_size_m: float,
              as_json: bool, quiet: bool) -> None:
-    """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels, and
-    object recall (share of true change objects ≥ --object-min-m2 that are hit)."""
+    """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels;
+    object recall (share of true change objects ≥ --object-min-m2 that are hit); and object
+    precision, recall and F1, where a predicted change object (as detect writes them: one per
+    building for models with building outputs) matches a true one at IoU ≥ 0.5, one to one."""
     from changewatch.models.changenet import resolve_model
     from changewatch.rs.evaluate import EvalOptions, find_sites
     from changewatch.rs.evaluate import evaluate as run_evaluate
@@ -594,11 +600,15 @@ def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: st
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     click.echo(f"model {model.spec.name}, threshold {report.threshold:.2f}, objects ≥ {object_min_m2:g} m²")
-    click.echo(f"{'pair':14s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s} {'obj. recall':>11s}")
+    click.echo(f"{'pair':14s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s} {'obj. recall':>17s} "
+               f"{'obj. P@.5':>9s} {'obj. R@.5':>9s} {'obj. F1@.5':>10s}")
     rows = [*((n, c, report.site_objects[n]) for n, c in report.sites.items()), ("POOLED", report.pooled, report.objects)]
     for name, c, o in rows:
-        click.echo(f"{name:14s} {c.precision:9.3f} {c.recall:7.3f} {c.f1:6.3f} {c.iou:6.3f} "
-                   f"{o.recall:6.3f} ({o.hit}/{o.total})")
+        hits = f"{o.recall:.3f} ({o.hit}/{o.total})"
+        click.echo(f"{name:14s} {c.precision:9.3f} {c.recall:7.3f} {c.f1:6.3f} {c.iou:6.3f} {hits:>17s} "
+                   f"{o.precision_iou50:9.3f} {o.recall_iou50:9.3f} {o.f1_iou50:10.3f}")
+    click.echo(f"objects at IoU ≥ 0.5: {report.objects.matched} matched of {report.objects.predicted} predicted and "
+               f"{report.objects.total} true")
 
 
 def _synth_defaults() -> dict[str, Any]:

@@ -11,7 +11,11 @@ expiry date: open-ended; no issue date: never valid; a date that cannot be read 
 - ``EXCEEDS_PERMIT``: a valid permit touches it, but the part of the change outside the union of
   the valid permits' footprints is larger than ``exceed_min_m2`` *and* ``exceed_min_fraction``
   of the change;
-- ``NO_BUILD_ZONE``: it touches a zone where new construction is not allowed.
+- ``NO_BUILD_ZONE``: it touches a zone where new construction is not allowed;
+- ``DEMOLISHED``: a change whose ``change_type`` is ``demolished`` (``rs.buildings``) gets this
+  code alone instead of the rules above — removing a building is not construction — unless
+  ``RuleConfig.demolition_needs_permit``, when it is judged like construction. It is the least
+  severe code (SEVERITY): a parcel's worst reason is a construction rule whenever it has one.
 
 A change may carry several codes (sorted, comma-separated in ``reasons``); one with none is
 ``PERMITTED`` and stays in the output, unflagged, so the record is complete.
@@ -34,6 +38,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from changewatch.rs.buildings import DEMOLISHED as DEMOLISHED_TYPE
 from changewatch.rs.layers import CrosscheckInputs, Layer, Layers, parse_allowed, parse_dates, read_layer
 from changewatch.rs.settings import (
     DASK_MIN_FEATURES,
@@ -45,7 +50,7 @@ from changewatch.rs.settings import (
 from changewatch.rs.vectorize import metric_crs
 
 # Reading layers and settings moved to rs.layers and rs.settings; these names stay importable from here.
-__all__ = ["EXCEEDS_PERMIT", "NO_BUILD_ZONE", "NO_PERMIT", "PERMITTED", "PERMIT_EXPIRED", "PERMIT_NOT_YET_VALID",
+__all__ = ["DEMOLISHED", "EXCEEDS_PERMIT", "NO_BUILD_ZONE", "NO_PERMIT", "PERMITTED", "PERMIT_EXPIRED", "PERMIT_NOT_YET_VALID",
            "SEVERITY", "CrosscheckInputs", "Judgement", "Layer", "Layers", "ParcelColumns", "PermitColumns",
            "RuleConfig", "ZoningColumns", "attribute_parcels", "crosscheck", "judge", "read_layer",
            "reasons_from_codes", "worst_reason"]
@@ -55,8 +60,10 @@ PERMIT_NOT_YET_VALID = "PERMIT_NOT_YET_VALID"
 PERMIT_EXPIRED = "PERMIT_EXPIRED"
 EXCEEDS_PERMIT = "EXCEEDS_PERMIT"
 NO_BUILD_ZONE = "NO_BUILD_ZONE"
+DEMOLISHED = "DEMOLISHED"
 PERMITTED = "PERMITTED"
-SEVERITY = (NO_BUILD_ZONE, NO_PERMIT, EXCEEDS_PERMIT, PERMIT_EXPIRED, PERMIT_NOT_YET_VALID, PERMITTED)  # worst first
+SEVERITY = (NO_BUILD_ZONE, NO_PERMIT, EXCEEDS_PERMIT, PERMIT_EXPIRED, PERMIT_NOT_YET_VALID, DEMOLISHED,
+            PERMITTED)  # worst first
 MIN_OVERLAP_M2 = 1e-6  # intersection area (m²) above which two polygons overlap rather than touch
 
 
@@ -271,7 +278,8 @@ def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
     ``valid_permit_ids``, ``zone_ids``, ``reasons`` and ``flagged``.
 
     Without a permit layer there is nothing to check against, and every change is ``NO_PERMIT``;
-    without zoning, ``NO_BUILD_ZONE`` is not judged.
+    without zoning, ``NO_BUILD_ZONE`` is not judged. Changes whose ``change_type`` column says
+    ``demolished`` are ``DEMOLISHED`` unless ``rules.demolition_needs_permit``.
     """
     out = changes.copy()
     for column in ("permit_ids", "valid_permit_ids", "zone_ids"):
@@ -283,6 +291,10 @@ def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
             _permit_rules(changes_m, permits, rules, codes, out)
         if zoning is not None and not zoning.empty:
             _zoning_rules(changes_m, zoning, rules, codes, out)
+    if "change_type" in out and not rules.demolition_needs_permit:
+        demolished = (out["change_type"] == DEMOLISHED_TYPE).to_numpy()
+        codes = {name: hit & ~demolished for name, hit in codes.items()}
+        codes[DEMOLISHED] = demolished
     out["reasons"] = pd.Series(reasons_from_codes(codes, len(out)), index=out.index, dtype=object)
     out["flagged"] = out["reasons"] != PERMITTED
     return out

@@ -98,7 +98,8 @@ LAYERS = ("changes", "flagged_changes", "flagged_parcels")
 LINKS = "flagged_change_parcels"  # attribute table: change_id, parcel_id, overlap_m2
 # Shapefile (dBASE) field names stop at 10 bytes: the long ones get these names (others are cut, see
 # ``shapefile_fields``), and text stops at 254 bytes (longer values are cut, and kept whole beside it).
-SHAPEFILE_NAMES = {"valid_permit_ids": "valid_pids", "flagged_area_m2": "flag_am2", "worst_reason": "worst_rsn"}
+SHAPEFILE_NAMES = {"valid_permit_ids": "valid_pids", "flagged_area_m2": "flag_am2", "worst_reason": "worst_rsn",
+                   "change_type": "chg_type"}
 DBF_NAME_BYTES = 10
 DBF_TEXT_BYTES = 254
 SHAPEFILE_KEYS = ("change_id", "parcel_id")  # what a side table of full values is keyed by, first found

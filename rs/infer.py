@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpoint
 from changewatch.rs.align import AlignedPair, Grid
+from changewatch.rs.buildings import BAND_DESCRIPTIONS
 from changewatch.rs.errors import ModelError
 from changewatch.rs.normalize import BandStats, normalise, scene_stats
 from changewatch.rs.tiling import Tile, TileGrid
@@ -246,10 +247,6 @@ def predict_pair(
 def tiling(grid: Grid, config: InferenceConfig) -> TileGrid:
     """The tiles ``config`` cuts ``grid`` into."""
     return TileGrid(grid.height, grid.width, config.tile, config.overlap)
-
-
-BAND_DESCRIPTIONS = {"change": "change probability", "building_before": "building probability, BEFORE",
-                     "building_after": "building probability, AFTER"}
 
 
 def write_probability(grid: Grid, tiles: TileGrid, chunks: Iterable[tuple[Tile, np.ndarray]],

@@ -9,12 +9,14 @@ run's ``flagged.gpkg`` are carried to the new flags (``rs.review.match_decisions
 - ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.align.GridSpec``:
   by default BEFORE's pixels where the two dates overlap; nodata NaN);
 - ``changes.gpkg`` — layer ``changes``: every change polygon (scene CRS) with ``change_id``,
-  ``area_m2``, ``mean_prob``, ``max_prob``, ``permit_ids``, ``reasons``, ``flagged``;
+  ``area_m2``, ``mean_prob``, ``max_prob``, ``change_type`` (models with building outputs: one
+  polygon per building, see ``rs.buildings``; else NULL), ``permit_ids``, ``reasons``, ``flagged``;
 - ``flagged.gpkg`` — layer ``flagged_changes``: the changes with a reason code other than
   PERMITTED (with ``parcel_ids`` when parcels are given), and layer ``flagged_parcels``: one row
   per parcel with flags (parcel geometry, ``n_flags``, ``flagged_area_m2``, ``worst_reason``, ``max_prob``);
   layers ``review`` and ``review_unmatched`` when decisions were carried over;
-- ``summary.json`` — counts, areas, inputs, model, thresholds, timings and this run's config.
+- ``summary.json`` — counts (by reason code and by change type), areas, inputs, model,
+  thresholds, how changes were split into buildings, timings and this run's config.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from changewatch.rs.export import StagedOutput, write_json, write_judgement
 from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, tiling, write_probability
 from changewatch.rs.review import CarriedReview, match_decisions, previous_decisions
 from changewatch.rs.tiling import Tile
-from changewatch.rs.vectorize import VectorizeConfig, metric_crs, vectorize
+from changewatch.rs.buildings import CHANGE_TYPES, BuildingConfig
+from changewatch.rs.vectorize import Vectorized, VectorizeConfig, metric_crs, vectorize_changes
 
 OUTPUT_FILES = ("change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json")
 
@@ -61,8 +64,10 @@ class DetectConfig:
     ``model`` None means the shipped model for the scenes' band count (4: blue, green, red, NIR;
     3: red, green, blue); ``threshold`` None means the model's own (chosen on its validation data);
     ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
-    simplification tolerance in metres (0: exact pixel outlines); ``layers.rules.as_of`` None means
-    the AFTER scene's acquisition date (its TIFF date tag), or today when it has none.
+    simplification tolerance in metres (0: exact pixel outlines); ``buildings``: how change is
+    split into buildings and typed when the model predicts building outputs (``rs.buildings``);
+    ``layers.rules.as_of`` None means the AFTER scene's acquisition date (its TIFF date tag), or
+    today when it has none.
     """
 
     before: str
@@ -78,6 +83,7 @@ class DetectConfig:
     threshold: float | None = None
     min_area_m2: float = 200.0
     simplify_m: float = 0.0
+    buildings: BuildingConfig = field(default_factory=BuildingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
@@ -125,16 +131,16 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
                                   out.path("change_prob.tif"), model.spec.outputs)
             timings["infer_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            changes = vectorize(out.path("change_prob.tif"),
-                                VectorizeConfig(threshold, config.min_area_m2, config.simplify_m))
+            vectorized = vectorize_changes(out.path("change_prob.tif"), VectorizeConfig(
+                threshold, config.min_area_m2, config.simplify_m, config.buildings))
             timings["vectorize_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            judgement = judge(changes, layers, rules, config.layers.parcel_columns)
+            judgement = judge(vectorized.changes, layers, rules, config.layers.parcel_columns)
             timings["crosscheck_s"] = time.perf_counter() - t
             carried = _write_judgement(judgement, previous, out)
             timings["total_s"] = time.perf_counter() - t0
-            summary = _summary(config, model, model_path, pair, coreg, threshold, judgement, layers, rules,
-                               as_of_source, timings)
+            summary = _summary(config, model, model_path, pair, coreg, threshold, vectorized, judgement, layers,
+                               rules, as_of_source, timings)
             summary["review"] = carried.to_dict() if carried else None
             with out.writing("summary.json"):
                 write_json(summary, out.path("summary.json"))
@@ -204,14 +210,24 @@ def _as_of(config: DetectConfig) -> tuple[date, str]:
     return date.today(), "today (AFTER has no date tag)"
 
 
+def change_type_counts(vectorized: Vectorized) -> dict[str, int] | None:
+    """Changes per change type (every type listed), or None when the raster had no building
+    probabilities (the model cannot tell)."""
+    if not vectorized.buildings:
+        return None
+    found = vectorized.changes["change_type"].value_counts()
+    return {kind: int(found.get(kind, 0)) for kind in CHANGE_TYPES}
+
+
 def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: AlignedPair,
-             coreg: Coregistration | None, threshold: float, judgement: Judgement, layers: Layers, rules: RuleConfig,
-             as_of_source: str, timings: dict[str, float]) -> dict[str, Any]:
+             coreg: Coregistration | None, threshold: float, vectorized: Vectorized, judgement: Judgement,
+             layers: Layers, rules: RuleConfig, as_of_source: str, timings: dict[str, float]) -> dict[str, Any]:
     counts = judgement.counts()
     return {
         "changewatch_version": changewatch.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "counts": {k: v for k, v in counts.items() if not k.endswith("area_m2")},
+        "counts": {**{k: v for k, v in counts.items() if not k.endswith("area_m2")},
+                   "by_change_type": change_type_counts(vectorized)},
         "areas_m2": {"changes": counts["changes_area_m2"], "flagged": counts["flagged_area_m2"]},
         "inputs": {
             "before": str(Path(config.before).resolve()), "after": str(Path(config.after).resolve()),
@@ -225,8 +241,11 @@ def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: A
         "model": {"path": str(model_path.resolve()), "name": model.spec.name,
                   "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},
         "thresholds": {"probability": threshold, "min_area_m2": config.min_area_m2, "simplify_m": config.simplify_m},
+        "buildings": {"split_per_building": vectorized.buildings, "unsplit_regions": vectorized.unsplit,
+                      "notes": list(vectorized.notes)},
         "rules": {"as_of": rules.as_of.isoformat() if rules.as_of else None, "as_of_source": as_of_source,
-                  "exceed_min_m2": rules.exceed_min_m2, "exceed_min_fraction": rules.exceed_min_fraction},
+                  "exceed_min_m2": rules.exceed_min_m2, "exceed_min_fraction": rules.exceed_min_fraction,
+                  "demolition_needs_permit": rules.demolition_needs_permit},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "warnings": layers.warnings(),
         "config": asdict(config),
@@ -267,7 +286,8 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]
         "inputs": {"changes": str(Path(changes.path).resolve()), "changes_repaired_geometries": changes.repaired,
                    "change_ids_assigned": numbered, **layers.provenance()},
         "rules": {"as_of": as_of.isoformat(), "as_of_source": source, "exceed_min_m2": rules.exceed_min_m2,
-                  "exceed_min_fraction": rules.exceed_min_fraction},
+                  "exceed_min_fraction": rules.exceed_min_fraction,
+                  "demolition_needs_permit": rules.demolition_needs_permit},
         "warnings": layers.warnings(),
         "config": asdict(config),
     }

@@ -15,6 +15,7 @@ Everything here can come from the ``--columns`` file (YAML or TOML), read by ``l
     changes: {crs: EPSG:4326}     # crosscheck's CHANGES layer: layer, crs, wkt, x/y only
     exceed_min_m2: 20
     exceed_min_fraction: 0.10
+    demolition_needs_permit: false  # true: demolitions are judged like construction, not DEMOLISHED
 
 A file that is not such a mapping, an unknown key, a value of the wrong type (a list where a
 column name belongs, a tolerance that is not a number) or an unknown CRS is an InputFileError
@@ -118,11 +119,13 @@ class Sources:
 @dataclass(frozen=True)
 class RuleConfig:
     """The as-of date the rules are judged on (None: today), the EXCEEDS_PERMIT tolerances (m²,
-    fraction of the change), the permit and zoning column names and how permit dates are read."""
+    fraction of the change), whether demolitions are judged like construction (else they get
+    DEMOLISHED alone), the permit and zoning column names and how permit dates are read."""
 
     as_of: date | None = None
     exceed_min_m2: float = 20.0
     exceed_min_fraction: float = 0.10
+    demolition_needs_permit: bool = False
     permit_columns: PermitColumns = field(default_factory=PermitColumns)
     zoning_columns: ZoningColumns = field(default_factory=ZoningColumns)
     dates: DateFormat = field(default_factory=DateFormat)
@@ -142,6 +145,7 @@ COLUMN_SECTIONS: dict[str, type] = {"permits": PermitColumns, "zoning": ZoningCo
 DATE_KEYS = ("date_format", "dayfirst")
 SOURCE_KEYS = tuple(f.name for f in fields(Source))
 TOLERANCES = {"exceed_min_m2": (0.0, None), "exceed_min_fraction": (0.0, 1.0)}  # key: (min, max)
+DEMOLITION_KEY = "demolition_needs_permit"
 
 
 def _read_mapping(p: Path) -> dict[str, Any]:
@@ -219,10 +223,10 @@ def load_settings(path: str | os.PathLike[str] | None) -> Settings:
     if not p.is_file():
         raise InputFileError(f"columns config not found: {p}")
     data = _read_mapping(p)
-    unknown = set(data) - set(COLUMN_SECTIONS) - {"changes"} - set(TOLERANCES)
+    unknown = set(data) - set(COLUMN_SECTIONS) - {"changes", DEMOLITION_KEY} - set(TOLERANCES)
     if unknown:
         raise InputFileError(f"columns config {p}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-                             f"(known: {', '.join([*COLUMN_SECTIONS, 'changes', *TOLERANCES])})")
+                             f"(known: {', '.join([*COLUMN_SECTIONS, 'changes', *TOLERANCES, DEMOLITION_KEY])})")
     columns, sources, dates = {}, {}, DateFormat()
     for section, cls in (*COLUMN_SECTIONS.items(), ("changes", None)):
         where = f"columns config {p}, {section}"
@@ -242,5 +246,9 @@ def load_settings(path: str | os.PathLike[str] | None) -> Settings:
         if section == "permits":
             dates = _dates(values, where)
     tolerances = {k: _number(data[k], k, f"columns config {p}") for k in TOLERANCES if k in data}
-    rules = RuleConfig(permit_columns=columns["permits"], zoning_columns=columns["zoning"], dates=dates, **tolerances)
+    demolition = data.get(DEMOLITION_KEY, RuleConfig.demolition_needs_permit)
+    if not isinstance(demolition, bool):
+        raise InputFileError(f"columns config {p}: {DEMOLITION_KEY} must be true or false, not {demolition!r}")
+    rules = RuleConfig(permit_columns=columns["permits"], zoning_columns=columns["zoning"], dates=dates,
+                       demolition_needs_permit=demolition, **tolerances)
     return Settings(rules, columns["parcels"], Sources(**sources))

@@ -32,6 +32,23 @@ def write_raster(path: Path, data: np.ndarray, crs: CRS | None, transform: Affin
     return path
 
 
+def write_probabilities(path: Path, change: np.ndarray, building_before: np.ndarray | None = None,
+                        building_after: np.ndarray | None = None, pixel_m: float = 0.5) -> Path:
+    """A probability raster as ``rs.infer.write_probability`` lays it out (UTM 48N, ``pixel_m``
+    pixels, nodata NaN): band 1 change, then the building probabilities given, each with its band
+    description (a semantic change model's outputs)."""
+    from changewatch.rs.buildings import BAND_DESCRIPTIONS
+
+    named = [("change", change), ("building_before", building_before), ("building_after", building_after)]
+    bands = [(name, band) for name, band in named if band is not None]
+    data = np.stack([band for _, band in bands]).astype(np.float32)
+    write_raster(path, data, UTM48N, utm_transform(pixel_m), nodata=np.nan)
+    with rasterio.open(path, "r+") as ds:
+        for i, (name, _) in enumerate(bands, start=1):
+            ds.set_band_description(i, BAND_DESCRIPTIONS[name])
+    return path
+
+
 def utm_transform(pixel_m: float = 10.0, origin: tuple[float, float] = ORIGIN) -> Affine:
     """North-up UTM 48N transform with square pixels of ``pixel_m`` metres."""
     return Affine(pixel_m, 0.0, origin[0], 0.0, -pixel_m, origin[1])
@@ -148,6 +165,45 @@ class BrightnessChangeNet(torch.nn.Module):
 def pointwise_spec(bands: int = 4) -> ModelSpec:
     """A spec for BrightnessChangeNet (no padding needed: encoder_depth 0)."""
     return ModelSpec(name="brightness-test", encoder_depth=0, bands=tuple(f"b{i}" for i in range(bands)))
+
+
+class BuildingBrightnessNet(torch.nn.Module):
+    """A pointwise semantic change model with a known answer: a pixel is building at a date where that
+    date's normalised mean band is bright (logit gain × (mean − level)), and change where the two
+    dates' means differ by more than ``level`` − 0.5 (a roof appeared or went). Without
+    ``building_outputs`` it predicts the change channel only."""
+
+    def __init__(self, bands: int, gain: float = 4.0, level: float = 1.5, building_outputs: bool = True) -> None:
+        super().__init__()
+        self.bands, self.gain, self.level, self.building_outputs = bands, gain, level, building_outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before, after = x[:, : self.bands].mean(1, keepdim=True), x[:, self.bands:].mean(1, keepdim=True)
+        change = self.gain * ((after - before).abs() - (self.level - 0.5))
+        if not self.building_outputs:  # the change channel alone, as a change-only model
+            return change
+        return torch.cat([change, self.gain * (before - self.level), self.gain * (after - self.level)], dim=1)
+
+
+def building_spec(bands: int = 4, gsd_m: float = 0.5) -> ModelSpec:
+    """A spec for BuildingBrightnessNet: a VHR model (``gsd_m``) with building outputs."""
+    return ModelSpec(name="buildings-test", encoder_depth=0, bands=tuple(f"b{i}" for i in range(bands)), gsd_m=gsd_m,
+                     outputs=("change", "building_before", "building_after"))
+
+
+def constant_checkpoint(path: Path, logits: tuple[float, ...], bands: int = 4) -> Path:
+    """A small U-Net checkpoint whose every pixel gets ``logits`` (one per output: change, building
+    BEFORE, building AFTER): its head's weights are zero, its biases the logits."""
+    from changewatch.models.changenet import OUTPUTS, build_network, save_checkpoint
+
+    spec = tiny_spec(bands)
+    spec.outputs = OUTPUTS[:len(logits)]
+    network = build_network(spec)
+    head = network.segmentation_head[0]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor(logits))
+    return save_checkpoint(network, spec, path)
 
 
 def tiny_spec(bands: int = 4) -> ModelSpec:

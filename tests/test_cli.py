@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from changewatch.cli import cli
-from tests.data import ORIGIN, UTM48N, textured_scene, utm_transform, write_raster
+from tests.data import ORIGIN, UTM48N, constant_checkpoint, textured_scene, utm_transform, write_raster
 
 
 def run(*args: str) -> "CliRunner.invoke":
@@ -68,6 +68,17 @@ def test_detect_warns_about_a_layer_outside_the_scene(pair: tuple[Path, Path], t
     assert summary["inputs"]["layer_counts"]["permits"] == {"features": 1, "in_scene": 0, "repaired": 0,
                                                             "dropped_empty": 0}
     assert len(summary["warnings"]) == 1 and summary["inputs"]["layer_counts"]["zoning"] is None
+
+
+def test_detect_line_counts_change_types_of_a_building_model(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    # every pixel: change, no building BEFORE, a building AFTER → one new building over the whole scene
+    buildings = constant_checkpoint(tmp_path / "models" / "buildings.json", (5.0, -5.0, 5.0))
+    result = run("detect", *pair, "-o", tmp_path / "b", "--model", buildings, "--tile", "64", "--overlap", "16", "-q")
+    assert result.exit_code == 0, result.output
+    assert "1 change polygons (1 new_building, 0 demolished, 0 enlarged, 0 other_change), 1 flagged" in result.output
+    change_only = constant_checkpoint(tmp_path / "models" / "change.json", (5.0,))
+    result = run("detect", *pair, "-o", tmp_path / "c", "--model", change_only, "--tile", "64", "--overlap", "16", "-q")
+    assert result.exit_code == 0 and "1 change polygons, 1 flagged" in result.output
 
 
 def test_detect_on_a_user_grid(pair: tuple[Path, Path], tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -149,8 +160,11 @@ def test_evaluate_json(sites: Path, tiny_checkpoint: Path) -> None:
     assert result.exit_code == 0
     report = json.loads(result.output)
     assert {"precision", "recall", "f1", "iou"} <= set(report) and set(report["sites"]) == {"alpha", "beta"}
+    objects = {"object_precision", "object_recall_iou50", "object_f1", "objects_predicted", "objects_matched"}
+    assert objects <= set(report) and objects <= set(report["sites"]["alpha"])
     table = run("evaluate", "--data", sites, "--model", tiny_checkpoint, "-q")
     assert table.exit_code == 0 and "POOLED" in table.output and "gamma" in table.output
+    assert "obj. F1@.5" in table.output and "objects at IoU ≥ 0.5:" in table.output
 
 
 def test_crosscheck_command_with_column_mapping(tmp_path: Path) -> None:
@@ -191,4 +205,27 @@ def test_columns_config_errors(tmp_path: Path) -> None:
     result = run("crosscheck", tmp_path / "changes.gpkg", "-o", tmp_path / "o", "--permits",
                  tmp_path / "permits.gpkg", "--columns", tmp_path / "map.yaml")
     assert result.exit_code == 5 and "lacks column(s) SO_GP" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+# Rows of the README's "Bad inputs" table added with change types: (rules file text, exit code, message words)
+BAD_RULES = [
+    ("demolition_needs_permit: maybe\n", 3, "demolition_needs_permit must be true or false, not 'maybe'"),
+    ("demolition_needs_permit: 1\n", 3, "demolition_needs_permit must be true or false, not 1"),
+]
+
+
+@pytest.mark.parametrize("text, code, words", BAD_RULES)
+def test_bad_rules_one_line_exit_code_nothing_written(text: str, code: int, words: str, tmp_path: Path) -> None:
+    from tests.test_crosscheck import rule_case
+
+    ch, permits, _ = rule_case()
+    ch.to_file(tmp_path / "changes.gpkg")
+    permits.to_file(tmp_path / "permits.gpkg")
+    (tmp_path / "rules.yaml").write_text(text)
+    result = run("crosscheck", tmp_path / "changes.gpkg", "-o", tmp_path / "o", "--permits",
+                 tmp_path / "permits.gpkg", "--columns", tmp_path / "rules.yaml")
+    assert result.exit_code == code
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: columns config") and words in lines[0]
     assert not (tmp_path / "o").exists()

@@ -11,6 +11,7 @@ import pytest
 from shapely.geometry import Polygon, box
 
 from changewatch.rs.crosscheck import (
+    DEMOLISHED,
     EXCEEDS_PERMIT,
     NO_BUILD_ZONE,
     NO_PERMIT,
@@ -25,6 +26,7 @@ from changewatch.rs.crosscheck import (
     worst_reason,
 )
 from changewatch.rs.errors import InputFileError, LayerError
+from changewatch.rs.settings import load_settings
 from tests.data import ORIGIN, UTM48N, WGS84
 
 X, Y = ORIGIN
@@ -227,3 +229,55 @@ def test_parcels_with_nothing_flagged() -> None:
     parcels = gpd.GeoDataFrame({"parcel_id": ["A"], "ward": ["W"]}, geometry=[box(X, Y, X + 50, Y + 50)], crs=UTM48N)
     links, table = attribute_parcels(ch.iloc[:0].assign(reasons=[], max_prob=[]), parcels)
     assert links.empty and table.empty and "worst_reason" in table.columns
+
+
+def typed_rule_case() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """rule_case with a change_type per change: changes 2 (expired permit), 5 (exceeds its permit),
+    8 (in the no-build zone) and 9 (no permit, no-build zone) are demolitions."""
+    ch, permits, zoning = rule_case()
+    kinds = ["new_building", "demolished", "enlarged", "new_building", "demolished", "other_change",
+             "new_building", "demolished", "demolished"]
+    return ch.assign(change_type=kinds), permits, zoning
+
+
+def test_demolitions_get_their_own_reason() -> None:
+    ch, permits, zoning = typed_rule_case()
+    out = crosscheck(ch, permits, zoning, RuleConfig(as_of=AS_OF))
+    assert list(out["reasons"]) == [
+        PERMITTED, DEMOLISHED, PERMIT_NOT_YET_VALID, PERMIT_EXPIRED, DEMOLISHED, PERMITTED, PERMITTED,
+        DEMOLISHED, DEMOLISHED]
+    assert out["flagged"].iloc[1] and out["permit_ids"].iloc[1] == "expired"  # still listed for the inspector
+    untyped = crosscheck(ch.assign(change_type=None), permits, zoning, RuleConfig(as_of=AS_OF))
+    assert DEMOLISHED not in set(untyped["reasons"])  # a model without building outputs cannot tell
+
+
+def test_demolitions_judged_like_construction_when_the_rules_say_so(tmp_path: Path) -> None:
+    ch, permits, zoning = typed_rule_case()
+    (tmp_path / "rules.yaml").write_text("demolition_needs_permit: true\n")
+    rules = load_settings(tmp_path / "rules.yaml").rules
+    assert rules.demolition_needs_permit and not load_settings(None).rules.demolition_needs_permit
+    judged = crosscheck(ch, permits, zoning, RuleConfig(as_of=AS_OF, demolition_needs_permit=True))
+    plain = crosscheck(ch.drop(columns="change_type"), permits, zoning, RuleConfig(as_of=AS_OF))
+    assert list(judged["reasons"]) == list(plain["reasons"])
+    (tmp_path / "rules.toml").write_text("demolition_needs_permit = false\n")
+    assert not load_settings(tmp_path / "rules.toml").rules.demolition_needs_permit
+
+
+def test_demolition_setting_must_be_a_boolean(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text("demolition_needs_permit: maybe\n")
+    with pytest.raises(InputFileError, match="demolition_needs_permit must be true or false, not 'maybe'"):
+        load_settings(tmp_path / "rules.yaml")
+
+
+def test_demolished_is_the_least_severe_flag() -> None:
+    reasons = gpd.pd.Series([DEMOLISHED, f"{DEMOLISHED},{PERMIT_NOT_YET_VALID}", PERMITTED])
+    assert list(worst_reason(reasons)) == [DEMOLISHED, PERMIT_NOT_YET_VALID, PERMITTED]
+    ch, permits, zoning = typed_rule_case()
+    flagged = crosscheck(ch, permits, zoning, RuleConfig(as_of=AS_OF)).assign(max_prob=0.9)
+    flagged = flagged[flagged["flagged"]].reset_index(drop=True)  # changes 2, 3, 4, 5, 8, 9
+    parcels = gpd.GeoDataFrame({"parcel_id": ["A", "B"], "ward": ["W1", "W1"]},
+                               geometry=[box(X + 90, Y - 10, X + 250, Y + 30), box(X + 390, Y - 10, X + 430, Y + 30)],
+                               crs=UTM48N)
+    _, table = attribute_parcels(flagged, parcels)
+    # A holds a demolition (change 2) and a permit not yet valid (change 3); B only a demolition
+    assert list(table["worst_reason"]) == [PERMIT_NOT_YET_VALID, DEMOLISHED]

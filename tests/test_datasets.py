@@ -110,8 +110,13 @@ def test_evaluate_on_plain_png_pairs(tmp_path: Path) -> None:
     report = evaluate(find_pairs(root), pointwise(3), threshold=0.5, options=EvalOptions(object_min_m2=50.0))
     assert report.pooled.f1 == pytest.approx(1.0) and report.pooled.tp == 12 * 12 + 8 * 8 + 10 * 10
     assert (report.objects.total, report.objects.hit) == (3, 3)  # 1 m pixels: every square ≥ 50 m²
+    assert (report.objects.predicted, report.objects.matched) == (3, 3)  # areas of plain pixels: --pixel-size-m
     small = evaluate(find_pairs(root), pointwise(3), threshold=0.5, options=EvalOptions(100.0, 100.0, 1.0))
     assert small.objects.total == 2  # the 8×8 square is under 100 m²
+    assert (small.objects.predicted, small.objects.matched) == (2, 2)  # and so is its prediction
+    half = evaluate(find_pairs(root), pointwise(3), threshold=0.5, options=EvalOptions(object_min_m2=20.0,
+                                                                                        pixel_size_m=0.5))
+    assert (half.objects.total, half.objects.predicted, half.objects.matched) == (2, 2, 2)  # 8×8 px = 16 m²
 
 
 def test_evaluate_cli_json_on_levir_pngs(tmp_path: Path) -> None:

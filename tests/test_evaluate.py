@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import torch
+from shapely.geometry import box
 
 from changewatch.rs.errors import InputFileError
-from changewatch.rs.evaluate import Confusion, ProbHistogram, confusion, evaluate, find_sites
+from changewatch.rs.evaluate import (
+    Confusion,
+    EvalOptions,
+    ObjectCounts,
+    ProbHistogram,
+    confusion,
+    evaluate,
+    find_sites,
+    match_objects,
+)
 from changewatch.rs.infer import ChangeModel
-from tests.data import BrightnessChangeNet, pointwise_spec
+from tests.data import ORIGIN, UTM48N, BrightnessChangeNet, BuildingBrightnessNet, building_spec, plant_square, \
+    pointwise_spec, textured_scene, utm_transform, write_raster
 
 
 def test_confusion_metrics_by_hand() -> None:
@@ -65,3 +78,76 @@ def test_evaluate_known_answer(sites: Path) -> None:
     assert set(d["sites"]) == {"alpha", "beta", "gamma"}
     # 10 m pixels: the 6×6 square (3 600 m²) and larger count at the default 200 m²; all five are hit
     assert (report.objects.total, report.objects.hit) == (5, 5) and d["object_recall"] == 1.0
+
+
+def test_object_matching_by_hand() -> None:
+    truth = np.zeros((60, 80), np.int32)
+    truth[0:10, 0:10] = 1            # T1, 100 px
+    truth[20:30, 0:10] = 2           # T2, 100 px
+    truth[40:42, 40:42] = 3          # T3, 4 px: under the 50-pixel minimum, not counted
+    predicted = np.zeros_like(truth)
+    predicted[0:10, 0:6] = 1         # inside T1: IoU 60 / 100 = 0.6 → a match
+    predicted[20:30, 0:3] = 2        # inside T2: IoU 30 / 100 = 0.3 → none
+    predicted[0:10, 50:60] = 3       # on no true object: a false positive
+    predicted[40:42, 40:42] = 4      # matches only the small T3: not counted
+    predicted[50:55, 70:75] = 5      # all unlabelled: not counted
+    labelled = np.ones(truth.shape, bool)
+    labelled[48:, 65:] = False
+    assert match_objects(predicted, truth, labelled, min_pixels=50) == (3, 1)
+    counts = ObjectCounts(total=2, hit=2, predicted=3, matched=1)
+    assert counts.precision_iou50 == pytest.approx(1 / 3) and counts.recall_iou50 == pytest.approx(1 / 2)
+    assert counts.f1_iou50 == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))  # 0.4
+    # exactly 0.5 matches; one to one: a second prediction on T1 at 0.5 is left unmatched
+    predicted[0:10, 5:10] = 6        # T1 now: pred 1 → cols 0–4 (IoU 0.5), pred 6 → cols 5–9 (IoU 0.5)
+    assert match_objects(predicted, truth, labelled, min_pixels=50) == (4, 1)
+
+
+def test_object_precision_recall_f1_of_a_known_prediction(tmp_path: Path) -> None:
+    # the pointwise model predicts the three planted squares exactly; the labels are other shapes
+    site = tmp_path / "sites" / "one"
+    site.mkdir(parents=True)
+    before = textured_scene(64, 64, seed=4)
+    after = plant_square(plant_square(plant_square(before, 10, 10, 10), 40, 40, 10), 5, 45, 10)
+    label = np.zeros((64, 64), np.uint8)
+    label[10:20, 10:16] = 1          # IoU with the first square 0.6
+    label[40:50, 40:43] = 1          # IoU with the second 0.3; the third square is a false positive
+    for name, data in (("before.tif", before), ("after.tif", after), ("change.tif", label)):
+        write_raster(site / name, data, UTM48N, utm_transform())
+    model = ChangeModel(BrightnessChangeNet(4), pointwise_spec(), torch.device("cpu"))
+    report = evaluate(find_sites(tmp_path / "sites"), model, threshold=0.5)
+    assert (report.objects.total, report.objects.predicted, report.objects.matched) == (2, 3, 1)
+    d = report.to_dict()
+    assert d["object_precision"] == pytest.approx(1 / 3) and d["object_recall_iou50"] == pytest.approx(0.5)
+    assert d["object_f1"] == pytest.approx(0.4) and d["object_recall"] == 1.0  # both true objects are touched
+    assert d["sites"]["one"]["object_f1"] == pytest.approx(0.4)
+
+
+def touching_houses_site(root: Path) -> Path:
+    """A vector-labelled site at 0.5 m: two new houses (16 × 16 and 12 × 12 px) joined by a 2 m wide
+    passage, one change region; labelled as two polygons, the passage unlabelled change."""
+    site = root / "houses"
+    site.mkdir(parents=True)
+    before = textured_scene(200, 200, seed=5)
+    after = plant_square(plant_square(before, 20, 20, 16), 22, 40, 12)
+    after[:, 26:30, 36:40] = 6000
+    t = utm_transform(pixel_m=0.5)
+    write_raster(site / "before.tif", before, UTM48N, t)
+    write_raster(site / "after.tif", after, UTM48N, t)
+    x, y = ORIGIN
+    houses = [box(x + 10, y - 18, x + 18, y - 10), box(x + 20, y - 17, x + 26, y - 11)]
+    gpd.GeoDataFrame({"kind": ["house", "house"]}, geometry=houses, crs=UTM48N).to_file(site / "changes.gpkg")
+    return root
+
+
+def test_predicted_objects_are_split_per_building_with_building_outputs(tmp_path: Path) -> None:
+    sites = find_sites(touching_houses_site(tmp_path / "sites"))
+    options = EvalOptions(object_min_m2=10.0)
+    split = evaluate(sites, ChangeModel(BuildingBrightnessNet(4), building_spec(), torch.device("cpu")),
+                     options=options).objects
+    assert (split.total, split.predicted, split.matched) == (2, 2, 2)
+    # the same prediction without building outputs: one region, which matches the larger house
+    # only (IoU 256 / 416)
+    change_only = replace(building_spec(), outputs=("change",))
+    whole = evaluate(sites, ChangeModel(BuildingBrightnessNet(4, building_outputs=False), change_only,
+                                        torch.device("cpu")), options=options).objects
+    assert (whole.total, whole.predicted, whole.matched) == (2, 1, 1)

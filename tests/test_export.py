@@ -27,6 +27,8 @@ def run_dir(tmp_path: Path) -> Path:
     ch, permits, zoning = rule_case()
     ch["area_m2"] = ch.area
     ch["max_prob"] = np.linspace(0.5, 0.9, len(ch)).astype(np.float32)
+    ch["change_type"] = ["new_building", "enlarged", None, "other_change", "new_building", None, "enlarged",
+                         "new_building", "enlarged"]  # None: a change-only model cannot tell
     parcels = gpd.GeoDataFrame({"parcel_id": ["A", "C"], "ward": ["Phường 1", "Phường 2"]},
                                geometry=[box(X - 10, Y - 10, X + 250, Y + 30), box(X + 690, Y - 10, X + 900, Y + 30)],
                                crs=UTM48N)

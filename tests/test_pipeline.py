@@ -12,13 +12,14 @@ import rasterio
 import torch
 from affine import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
-from shapely.geometry import Point
+from shapely.geometry import Point, box
 
+from changewatch.rs.crosscheck import CrosscheckInputs
 from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache
 from changewatch.rs.pipeline import DetectConfig, detect
 from changewatch.rs.tiling import TileGrid
-from tests.data import ORIGIN, UTM48N, WGS84, BrightnessChangeNet, plant_square, pointwise_spec, textured_scene, \
-    utm_transform, write_raster
+from tests.data import ORIGIN, UTM48N, WGS84, BrightnessChangeNet, BuildingBrightnessNet, building_spec, \
+    plant_square, pointwise_spec, textured_scene, utm_transform, write_raster
 
 
 def sensitive_model() -> ChangeModel:
@@ -110,3 +111,55 @@ def test_vhr_input_is_compared_at_the_models_gsd_unless_native(tmp_path: Path) -
         assert 0.8 * 50 * 50 <= changes["area_m2"].iloc[0] <= 70 * 70
         centre = changes.geometry.iloc[0].centroid
         assert centre.distance(Point(ORIGIN[0] + 2 * (150 + 12.5), ORIGIN[1] - 2 * (100 + 12.5))) < 5.0
+
+
+def building_model() -> ChangeModel:
+    return ChangeModel(BuildingBrightnessNet(4), building_spec(), torch.device("cpu"))
+
+
+def building_scenes(tmp_path: Path) -> tuple[Path, Path]:
+    """200 × 200 pixels at 0.5 m: a house standing on both dates (rows 20–35, cols 20–35) gets an
+    8 × 4 m extension (cols 36–43); a house at rows 120–135, cols 120–135 is demolished; a new house
+    rises at rows 60–75, cols 140–155. Roofs cover under 2 % of each date, so they normalise bright."""
+    before = textured_scene(200, 200, seed=16)
+    before = plant_square(plant_square(before, 20, 20, 16), 120, 120, 16)
+    after = plant_square(plant_square(textured_scene(200, 200, seed=16), 20, 20, 16), 60, 140, 16)
+    after[:, 20:36, 36:44] = 6000
+    t = utm_transform(pixel_m=0.5)
+    return write_raster(tmp_path / "b.tif", before, UTM48N, t), write_raster(tmp_path / "a.tif", after, UTM48N, t)
+
+
+def test_building_model_writes_one_typed_object_per_building(tmp_path: Path) -> None:
+    before, after = building_scenes(tmp_path)
+    x, y = ORIGIN
+    permit = gpd.GeoDataFrame({"permit_id": ["P-new"], "issued": ["2020-01-01"], "expires": [None]},
+                              geometry=[box(x + 0.5 * 139, y - 0.5 * 77, x + 0.5 * 157, y - 0.5 * 59)], crs=UTM48N)
+    permit.to_file(tmp_path / "permits.gpkg")
+    result = detect(DetectConfig(str(before), str(after), str(tmp_path / "out"), min_area_m2=10.0,
+                                 layers=CrosscheckInputs(permits=str(tmp_path / "permits.gpkg")),
+                                 inference=InferenceConfig(64, 16, 4)),
+                    progress=False, models=ModelCache(fixed=building_model()))
+    changes = gpd.read_file(tmp_path / "out" / "changes.gpkg", layer="changes")
+    assert list(changes["change_type"]) == ["enlarged", "new_building", "demolished"]
+    np.testing.assert_allclose(changes["area_m2"], [32.0, 64.0, 64.0], rtol=0.15)
+    assert list(changes["reasons"]) == ["NO_PERMIT", "PERMITTED", "DEMOLISHED"]
+    flagged = gpd.read_file(tmp_path / "out" / "flagged.gpkg", layer="flagged_changes")
+    assert list(flagged["change_type"]) == ["enlarged", "demolished"]
+    counts = result.summary["counts"]
+    assert counts["by_change_type"] == {"new_building": 1, "demolished": 1, "enlarged": 1, "other_change": 0}
+    assert counts["by_reason"] == {"NO_PERMIT": 1, "DEMOLISHED": 1}
+    assert result.summary["buildings"] == {"split_per_building": True, "unsplit_regions": 0, "notes": []}
+    assert result.summary["rules"]["demolition_needs_permit"] is False
+
+
+def test_change_only_model_leaves_change_type_empty(tmp_path: Path) -> None:
+    before = textured_scene(64, 64, seed=14)
+    write_raster(tmp_path / "b.tif", before, UTM48N, utm_transform())
+    write_raster(tmp_path / "a.tif", plant_square(before, 5, 5, 8), UTM48N, utm_transform())
+    result = detect(DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), str(tmp_path / "o"),
+                                 threshold=0.5, min_area_m2=0.0),
+                    progress=False, models=ModelCache(fixed=sensitive_model()))
+    changes = gpd.read_file(tmp_path / "o" / "changes.gpkg", layer="changes")
+    assert len(changes) == 1 and "change_type" in changes and changes["change_type"].isna().all()
+    assert result.summary["counts"]["by_change_type"] is None
+    assert not result.summary["buildings"]["split_per_building"]

@@ -29,7 +29,8 @@ def test_polygons_areas_and_probabilities(tmp_path: Path) -> None:
     gdf = vectorize(probability_raster(tmp_path), VectorizeConfig(threshold=0.5, min_area_m2=200.0))
     assert gdf.crs == UTM48N
     assert list(gdf["change_id"]) == [1, 2]
-    assert list(gdf.columns) == ["change_id", "area_m2", "mean_prob", "max_prob", "geometry"]
+    assert list(gdf.columns) == ["change_id", "area_m2", "mean_prob", "max_prob", "change_type", "geometry"]
+    assert gdf["change_type"].isna().all()  # a change-only (Sentinel-2) model cannot tell what changed
     np.testing.assert_allclose(gdf["area_m2"], [9600.0, 2500.0], rtol=1e-3)  # UTM in UTM: exact
     np.testing.assert_allclose(gdf["mean_prob"], [0.9, 0.7], atol=1e-6)
     assert len(gdf.geometry.iloc[0].interiors) == 1  # hole kept (400 m² ≥ the sieve size)
@@ -108,3 +109,32 @@ def test_simplify_in_metres(tmp_path: Path) -> None:
     assert count(simple) < count(exact) / 4
     # straight edges through the stair corners: about half a pixel more on each side of a 12-pixel band
     assert simple["area_m2"].iloc[0] == pytest.approx(exact["area_m2"].iloc[0], rel=0.1)
+
+
+def test_vectorize_and_crosscheck_import_without_torch() -> None:
+    # bench/vectorize_memory.py measures the vectorizer alone; torch would add hundreds of MB
+    import subprocess
+    import sys
+
+    code = "import sys, changewatch.rs.vectorize, changewatch.rs.crosscheck; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
+
+
+def test_plain_raster_areas_from_the_given_pixel_size(tmp_path: Path) -> None:
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from changewatch.rs.errors import InputFileError
+
+    prob = np.zeros((1, 30, 30), np.float32)
+    prob[0, 2:12, 2:8] = 0.9            # 60 px
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        path = write_raster(tmp_path / "plain.tif", prob, None, Affine.identity())
+    gdf = vectorize(path, VectorizeConfig(0.5, 10.0), pixel_size_m=0.5)
+    assert gdf.crs is None and list(gdf["area_m2"]) == [15.0]  # 60 px of 0.25 m²
+    assert vectorize(path, VectorizeConfig(0.5, 16.0), pixel_size_m=0.5).empty
+    with pytest.raises(InputFileError, match="has no CRS: its pixel size in metres is needed"):
+        vectorize(path, VectorizeConfig(0.5, 10.0))
