@@ -85,6 +85,10 @@ coreg_opt = click.option(
     "--coregister/--no-coregister", default=True, show_default=True,
     help="Measure AFTER's residual shift against BEFORE by cross-correlation and remove it when windows across "
          "the scene agree (a translation; up to 3 pixels). Recorded in summary.json.")
+zero_valid_opt = click.option(
+    "--zero-is-valid", is_flag=True,
+    help="Pixels 0 in every band are data. By default they are nodata when a file declares no nodata, mask or "
+         "alpha band (Sentinel-2 and most exports fill with 0); NaN is always nodata. Recorded in summary.json.")
 simplify_opt = click.option("--simplify-m", type=click.FloatRange(0.0), default=0.0, show_default=True,
                             help="Simplify change outlines to this tolerance in metres (topology kept); 0 keeps "
                                  "the exact pixel outlines.")
@@ -187,12 +191,13 @@ def _bands(value: str | None) -> tuple[str, ...] | None:
 
 def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None, bands: str | None,
                 threshold: float | None, min_area_m2: float, simplify_m: float, inference: Any, quiet: bool,
-                masks: tuple[str, ...] = (), grid: Any = None, gsd: str = "auto", coregister: bool = True) -> None:
+                masks: tuple[str, ...] = (), grid: Any = None, gsd: str = "auto", coregister: bool = True,
+                zero_is_valid: bool = False) -> None:
     from changewatch.rs.pipeline import DetectConfig, detect
 
     config = DetectConfig(before=before, after=after, outdir=outdir, layers=layers, model=_model(model_path),
                           bands=_bands(bands), masks=masks, grid=grid or _grid(None, None), gsd=gsd,
-                          coregister=coregister, threshold=threshold,
+                          coregister=coregister, zero_is_valid=zero_is_valid, threshold=threshold,
                           min_area_m2=min_area_m2, simplify_m=simplify_m, inference=inference)
     result = detect(config, progress=not quiet)
     for name, path in result.files.items():
@@ -213,11 +218,12 @@ def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: s
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Background threads that read, warp and normalise the next tiles while the network runs "
                    "(raise it on a GPU machine with spare CPU cores).")
+@zero_valid_opt
 @layer_options
 @detect_options
 @reports_errors
-def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers: int, permits: str | None,
-           zoning: str | None, parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None,
+def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers: int, zero_is_valid: bool,
+           permits: str | None, zoning: str | None, parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None,
            bands: str | None, grid_crs: str | None, resolution: float | None, gsd: str, coregister: bool, device: str,
            amp: bool, tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int,
            overlap: int, batch_size: int, quiet: bool) -> None:
@@ -231,7 +237,7 @@ def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers
     """
     _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, bands,
                 threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp, workers, tta),
-                quiet, masks, _grid(grid_crs, resolution), gsd, coregister)
+                quiet, masks, _grid(grid_crs, resolution), gsd, coregister, zero_is_valid)
 
 
 @cli.command()

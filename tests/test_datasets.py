@@ -115,7 +115,7 @@ def test_evaluate_on_plain_png_pairs(tmp_path: Path) -> None:
 
 
 def test_evaluate_cli_json_on_levir_pngs(tmp_path: Path) -> None:
-    root = make_levir(tmp_path / "levir", SQUARES)
+    root = make_levir(tmp_path / "levir", SQUARES, size=128)  # the shipped model's minimum scene side
     result = CliRunner().invoke(cli, ["evaluate", "--data", str(root), "--json", "-q", "--object-min-m2", "20",
                                       "--pixel-size-m", "0.5"], catch_exceptions=False)  # the shipped RGB model
     assert result.exit_code == 0, result.output
