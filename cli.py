@@ -443,6 +443,7 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @click.option("--shift-px", type=click.IntRange(0, 16), default=0, show_default=True,
               help="Random misregistration of AFTER by up to this many pixels.")
 @coreg_opt
+@zero_valid_opt
 @click.option("--scale-range", default=None,
               help="Multi-scale training: random zoom of each crop, e.g. 0.5,2 (default: none).")
 @click.option("--val-every", type=click.IntRange(1), default=500, show_default=True,
@@ -462,7 +463,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
           band_names: str, gsd_m: float, architecture: str, encoder: str, fusion: str, init_from: str | None,
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
           pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int,
-          coregister: bool, scale_range: str | None, val_every: int, patience: int, average_last: int, resume: bool,
+          coregister: bool, zero_is_valid: bool, scale_range: str | None, val_every: int, patience: int, average_last: int, resume: bool,
           seed: int, threads: int, device: str, force: bool, quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
 
@@ -488,7 +489,8 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
         gsd_m=gsd_m, architecture=architecture, encoder=encoder, fusion=fusion, init_from=init_from,
         crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, weight_decay=weight_decay,
         loss=loss, pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter,
-        band_jitter=band_jitter, shift_px=shift_px, coregister=coregister, scale_range=scales, val_every=val_every,
+        band_jitter=band_jitter, shift_px=shift_px, coregister=coregister, zero_is_valid=zero_is_valid,
+        scale_range=scales, val_every=val_every,
         patience=patience, average_last=average_last, resume=resume, seed=seed, threads=threads, device=device, force=force)
     result = run_train(config, progress=not quiet)
     click.echo(f"saved {result.checkpoint} (threshold {result.threshold:.2f}, val F1 "
@@ -505,6 +507,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
 @tta_opt
 @gsd_opt
 @coreg_opt
+@zero_valid_opt
 @click.option("--object-min-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
               help="Smallest true change object counted for object recall, in m² of ground.")
 @click.option("--pixel-size-m", type=click.FloatRange(0.0, min_open=True), default=1.0, show_default=True,
@@ -514,8 +517,8 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, out: st
 @quiet_opt
 @reports_errors
 def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: str | None, device: str,
-             threshold: float | None, tta: bool, gsd: str, coregister: bool, object_min_m2: float, pixel_size_m: float,
-             as_json: bool, quiet: bool) -> None:
+             threshold: float | None, tta: bool, gsd: str, coregister: bool, zero_is_valid: bool, object_min_m2: float,
+             pixel_size_m: float, as_json: bool, quiet: bool) -> None:
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels, and
     object recall (share of true change objects ≥ --object-min-m2 that are hit)."""
     from changewatch.models.changenet import resolve_model
@@ -524,12 +527,12 @@ def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: st
     from changewatch.rs.infer import ChangeModel, InferenceConfig
 
     found = find_sites(data_dir, _sites(sites))
-    with found[0].open(_bands(bands)) as first:
+    with found[0].open(_bands(bands), zero_is_valid) as first:
         model = ChangeModel.load(resolve_model(model_path, first.band_count), device)
     report = run_evaluate(found, model, threshold, InferenceConfig(device=device, tta=tta),
                           progress=not quiet and not as_json, bands=_bands(bands),
                           options=EvalOptions(object_min_m2=object_min_m2, pixel_size_m=pixel_size_m, gsd=gsd,
-                                              coregister=coregister))
+                                              coregister=coregister, zero_is_valid=zero_is_valid))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -23,12 +23,16 @@ WGS84 = CRS.from_epsg(4326)
 ORIGIN = (680_000.0, 1_200_000.0)  # UTM 48N easting/northing, near Ho Chi Minh City
 
 
-def write_raster(path: Path, data: np.ndarray, crs: CRS | None, transform: Affine, nodata: float | None = None) -> Path:
-    """Write a (bands, rows, cols) array as a GeoTIFF."""
+def write_raster(path: Path, data: np.ndarray, crs: CRS | None, transform: Affine, nodata: float | None = None,
+                 descriptions: tuple[str, ...] | None = None, **profile: object) -> Path:
+    """Write a (bands, rows, cols) array as a GeoTIFF; ``descriptions``: band names; ``profile``:
+    more creation options (``photometric="RGB"``, ``alpha="UNASSOCIATED"``…)."""
     data = data if data.ndim == 3 else data[None]
     with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, **profile) as dst:
         dst.write(data)
+        if descriptions:
+            dst.descriptions = descriptions
     return path
 
 
