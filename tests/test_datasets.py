@@ -156,10 +156,10 @@ def test_lossy_and_colour_labels_read_as_their_white_change(tmp_path: Path) -> N
     assert jpeg.pooled.f1 == pytest.approx(reference.pooled.f1, abs=0.02)  # was 0.0: read as 0/1 labels
 
     rgb_root = make_levir(tmp_path / "rgb", SQUARES)
-    for label in (rgb_root / "label").iterdir():  # white = change, in three channels
+    for k, label in enumerate(sorted((rgb_root / "label").iterdir())):  # white, or a colour, = change
         with open_plain(label) as ds:
             grey = ds.read(1)
-        write_png(label, np.stack([grey] * 3))
+        write_png(label, np.stack([grey] * 3) if k == 0 else np.stack([np.zeros_like(grey)] * 2 + [grey]))
     rgb = evaluate(find_pairs(rgb_root), pointwise(3), threshold=0.5)
     assert (rgb.pooled.tp, rgb.pooled.fp, rgb.pooled.fn) == (reference.pooled.tp, reference.pooled.fp,
                                                              reference.pooled.fn)

@@ -52,6 +52,20 @@ def test_nan_declared_as_nodata_gives_the_same_validity(tmp_path: Path) -> None:
         assert pair.provenance()["validity"]["after"]["declared_nodata"] == "nan"
 
 
+def test_nan_under_a_files_own_mask_is_still_invalid(tmp_path: Path) -> None:
+    before, after, expected = float_pair(tmp_path)
+    import rasterio
+
+    with rasterio.open(after, "r+") as ds:  # the file's mask marks a strip, not the NaN cloud
+        mask = np.full((96, 96), 255, np.uint8)
+        mask[:, :4] = 0
+        ds.write_mask(mask)
+    expected[:, :4] = False
+    with AlignedPair(before, after) as pair:
+        assert pair.validity[1].internal_mask and not pair.validity[1].zero_fill
+        np.testing.assert_array_equal(pair.read(WHOLE).valid, expected)
+
+
 def test_co_registration_measures_around_nan(tmp_path: Path) -> None:
     before, after, _ = float_pair(tmp_path, size=300)  # clouds cover < 1 % of each 256 px window
     with AlignedPair(before, after) as pair:
