@@ -33,7 +33,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 from scipy import ndimage
 
-from changewatch.rs.bands import BandChoice, choose_bands
+from changewatch.rs.bands import RADIOMETRY_NOTE, BandChoice, choose_bands, radiometry
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from changewatch.rs.georef import Dataset, Grid, data_bounds, georeferenced, is_plain, native_grid
 from changewatch.rs.validity import (Validity, alpha_band, has_internal_mask, infer_validity, is_nodata,
@@ -389,13 +389,17 @@ class AlignedPair:
     def provenance(self) -> dict[str, object]:
         """What was decided about the inputs, for ``summary.json``: ``validity`` (per date, the rule,
         see ``rs.validity.Validity.to_dict``, and what a bounded sample of the file holds:
-        ``rs.validity.sample_counts``) and ``bands_compared`` (per date, the source band indexes
-        and names, and the rule that paired them)."""
+        ``rs.validity.sample_counts``), ``bands_compared`` (per date, the source band indexes
+        and names, and the rule that paired them) and ``radiometry`` (offset tags and scales seen,
+        ``rs.bands.radiometry``)."""
         dates = zip(("before", "after"), self.validity, (self._before, self._after),
                     (self._before_bands, self._after_bands))
+        files = (self._files[0], self._files[1])
         return {"validity": {role: {**rule.to_dict(), "sample": sample_counts(reader.ds, bands)}
                              for role, rule, reader, bands in dates},
-                "bands_compared": self.band_choice.to_dict()}
+                "bands_compared": self.band_choice.to_dict(),
+                "radiometry": {"before": radiometry(files[0], self.band_choice.before),
+                               "after": radiometry(files[1], self.band_choice.after), "note": RADIOMETRY_NOTE}}
 
     def _shifted_transform(self, after: Dataset) -> Affine:
         """AFTER's georeferencing moved by ``after_shift`` (given in the grid's CRS; converted to

@@ -150,3 +150,20 @@ def choose_bands(before: Dataset, after: Dataset, bands: tuple[str, ...] | None)
 
 def _listing(names: dict[int, str], indexes: list[int]) -> str:
     return ",".join(names.get(i, "?") for i in indexes)
+
+
+OFFSET_TAGS = ("PROCESSING_BASELINE", "BOA_ADD_OFFSET", "RADIO_ADD_OFFSET", "BOA_QUANTIFICATION_VALUE")
+RADIOMETRY_NOTE = ("each date is normalised on its own statistics (rs.normalize), so per-band gains and offsets — "
+                   "Sentinel-2 processing baseline 04.00's +1000 DN, GDAL scales and offsets — are not change and "
+                   "are not applied")
+
+
+def radiometry(ds: Dataset, bands: tuple[int, ...]) -> dict[str, object]:
+    """A file's radiometric metadata for the record: Sentinel-2 processing-baseline tags (of the
+    dataset or of ``bands``) and GDAL scales/offsets of ``bands`` other than 1 and 0."""
+    tags = {k: v for k, v in ds.tags().items() if k.upper() in OFFSET_TAGS}
+    for i in bands:
+        tags.update({f"{k}[{i}]": v for k, v in ds.tags(i).items() if k.upper() in OFFSET_TAGS})
+    scaled = {i: (ds.scales[i - 1], ds.offsets[i - 1]) for i in bands if (ds.scales[i - 1], ds.offsets[i - 1]) != (1, 0)}
+    return {"tags": tags, "scale_offset": {str(i): list(v) for i, v in scaled.items()}}
+

@@ -161,8 +161,13 @@ def test_a_sentinel2_baseline_0400_offset_on_one_date_changes_nothing(tmp_path: 
     write_raster(tmp_path / "b.tif", before, UTM48N, utm_transform(), nodata=0)
     write_raster(tmp_path / "a.tif", after, UTM48N, utm_transform(), nodata=0)
     write_raster(tmp_path / "a2022.tif", after + 1000, UTM48N, utm_transform(), nodata=0)
+    with rasterio.open(tmp_path / "a2022.tif", "r+") as ds:
+        ds.update_tags(PROCESSING_BASELINE="04.00", BOA_ADD_OFFSET="-1000")
     for after_file in ("a.tif", "a2022.tif"):
-        detect(DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / after_file), str(tmp_path / after_file[:-4]),
-                            threshold=0.5, min_area_m2=0.0), progress=False, models=ModelCache(fixed=sensitive_model()))
+        result = detect(DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / after_file),
+                                     str(tmp_path / after_file[:-4]), threshold=0.5, min_area_m2=0.0),
+                        progress=False, models=ModelCache(fixed=sensitive_model()))
+    assert result.summary["inputs"]["radiometry"]["after"]["tags"] == {"PROCESSING_BASELINE": "04.00",
+                                                                       "BOA_ADD_OFFSET": "-1000"}
     with rasterio.open(tmp_path / "a" / "change_prob.tif") as a, rasterio.open(tmp_path / "a2022" / "change_prob.tif") as o:
         np.testing.assert_allclose(a.read(1), o.read(1), atol=1e-3)
