@@ -179,7 +179,7 @@ def cli() -> None:
       python cli.py batch manifest.csv -o out/batch --resume
       python cli.py evaluate --data DIR --sites a,b --json
 
-    Exit codes: 0 ok, 1 bug, 2 usage, 3 unreadable input file, 4 scenes cannot be compared,
+    Exit codes: 0 ok, 1 bug, 2 usage, 3 unreadable input file, 4 scenes cannot be compared (or too small),
     5 vector layer lacks CRS or column, 6 model problem, 7 batch finished with failed jobs.
     """
 
@@ -229,8 +229,9 @@ def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers
            overlap: int, batch_size: int, quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
 
-    BEFORE and AFTER are GeoTIFFs of one area with the same bands in the same order (the
-    default model wants blue, green, red, NIR; --bands picks them). They may differ in CRS,
+    BEFORE and AFTER are GeoTIFFs of one area with the same bands (matched by name when both
+    files name them, else in file order; the default model wants blue, green, red, NIR, or red,
+    green, blue for 3-band imagery; --bands picks them). They may differ in CRS,
     pixel size and extent: both are compared on a common grid covering where they overlap,
     BEFORE's own pixels by default (AFTER resampled onto them) or --crs/--resolution; the
     outputs are on that grid.

@@ -16,7 +16,7 @@ from rasterio.windows import Window
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.errors import IncompatibleScenesError
 from changewatch.rs.georef import data_window, native_grid
-from tests.data import ORIGIN, UTM48N, textured_scene, utm_transform, write_raster
+from tests.data import ORIGIN, UTM48N, textured_scene, utm_transform, write_raster, write_vrt
 
 
 def bottom_up(transform: Affine, height: int) -> Affine:
@@ -98,26 +98,11 @@ def test_rasters_that_cannot_be_located_name_the_fix(tmp_path: Path) -> None:
         AlignedPair(ok, write_raster(tmp_path / "nocrs.tif", scene, None, utm_transform()))
 
 
-def write_vrt(path: Path, source: Path, size: int, col: int, row: int) -> Path:
-    """A ``size``² virtual mosaic (10 m, UTM 48N) holding ``source`` at (col, row) and nothing else."""
-    with rasterio.open(source) as ds:
-        t, w, h, count = ds.transform, ds.width, ds.height, ds.count
-    origin = t * (-col, -row)
-    bands = "".join(
-        f'<VRTRasterBand dataType="UInt16" band="{b}"><SimpleSource><SourceFilename>{source}</SourceFilename>'
-        f'<SourceBand>{b}</SourceBand><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-        f'<DstRect xOff="{col}" yOff="{row}" xSize="{w}" ySize="{h}"/></SimpleSource></VRTRasterBand>'
-        for b in range(1, count + 1))
-    path.write_text(f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>{UTM48N.to_wkt()}</SRS>'
-                    f'<GeoTransform>{origin[0]}, 10, 0, {origin[1]}, 0, -10</GeoTransform>{bands}</VRTDataset>')
-    return path
-
-
 def test_a_huge_sparse_mosaic_is_worked_on_where_its_sources_are(tmp_path: Path) -> None:
     before = write_raster(tmp_path / "b.tif", textured_scene(40, 50, seed=1), UTM48N, utm_transform())
     shifted = utm_transform(origin=(ORIGIN[0] + 100.0, ORIGIN[1]))  # 10 pixels east: they share 40 columns
     after = write_raster(tmp_path / "a.tif", textured_scene(40, 50, seed=2), UTM48N, shifted)
-    vrts = [write_vrt(tmp_path / f"{n}.vrt", src, 200_000, 150_000, 120_000) for n, src in (("b", before), ("a", after))]
+    vrts = [write_vrt(tmp_path / f"{n}.vrt", [(src, 150_000, 120_000)], 200_000) for n, src in (("b", before), ("a", after))]
     with rasterio.open(vrts[1]) as ds:
         assert data_window(ds) == Window(150_000, 120_000, 50, 40)
     with AlignedPair(*vrts) as pair:  # 200 000² pixels each: a traceback or an hour before
