@@ -85,6 +85,10 @@ coreg_opt = click.option(
     "--coregister/--no-coregister", default=True, show_default=True,
     help="Measure AFTER's residual shift against BEFORE by cross-correlation and remove it when windows across "
          "the scene agree (a translation; up to 3 pixels). Recorded in summary.json.")
+zero_valid_opt = click.option(
+    "--zero-is-valid", is_flag=True,
+    help="Pixels 0 in every band are data. By default they are nodata when a file declares no nodata, mask or "
+         "alpha band (Sentinel-2 and most exports fill with 0); NaN is always nodata. Recorded in summary.json.")
 simplify_opt = click.option("--simplify-m", type=click.FloatRange(0.0), default=0.0, show_default=True,
                             help="Simplify change outlines to this tolerance in metres (topology kept); 0 keeps "
                                  "the exact pixel outlines.")
@@ -184,7 +188,7 @@ def cli() -> None:
       python cli.py batch manifest.csv -o out/batch --resume
       python cli.py evaluate --data DIR --sites a,b --json
 
-    Exit codes: 0 ok, 1 bug, 2 usage, 3 unreadable input file, 4 scenes cannot be compared,
+    Exit codes: 0 ok, 1 bug, 2 usage, 3 unreadable input file, 4 scenes cannot be compared (or too small),
     5 vector layer problem (no CRS, missing column, not polygons, unreadable dates, several layers),
     6 model problem, 7 batch finished with failed jobs,
     8 outputs cannot be written (permission, read-only or full disk, OUTDIR holds other files).
@@ -198,12 +202,13 @@ def _bands(value: str | None) -> tuple[str, ...] | None:
 
 def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None, bands: str | None,
                 threshold: float | None, min_area_m2: float, simplify_m: float, inference: Any, quiet: bool,
-                masks: tuple[str, ...] = (), grid: Any = None, gsd: str = "auto", coregister: bool = True) -> None:
+                masks: tuple[str, ...] = (), grid: Any = None, gsd: str = "auto", coregister: bool = True,
+                zero_is_valid: bool = False) -> None:
     from changewatch.rs.pipeline import DetectConfig, detect
 
     config = DetectConfig(before=before, after=after, outdir=outdir, layers=layers, model=_model(model_path),
                           bands=_bands(bands), masks=masks, grid=grid or _grid(None, None), gsd=gsd,
-                          coregister=coregister, threshold=threshold,
+                          coregister=coregister, zero_is_valid=zero_is_valid, threshold=threshold,
                           min_area_m2=min_area_m2, simplify_m=simplify_m, inference=inference)
     result = detect(config, progress=not quiet)
     _warn(result.summary)
@@ -237,25 +242,27 @@ def _report_review(summary: dict[str, Any]) -> None:
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Background threads that read, warp and normalise the next tiles while the network runs "
                    "(raise it on a GPU machine with spare CPU cores).")
+@zero_valid_opt
 @layer_options
 @detect_options
 @reports_errors
-def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers: int, permits: str | None,
-           zoning: str | None, parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None,
+def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers: int, zero_is_valid: bool,
+           permits: str | None, zoning: str | None, parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None,
            bands: str | None, grid_crs: str | None, resolution: float | None, gsd: str, coregister: bool, device: str,
            amp: bool, tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int,
            overlap: int, batch_size: int, quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
 
-    BEFORE and AFTER are GeoTIFFs of one area with the same bands in the same order (the
-    default model wants blue, green, red, NIR; --bands picks them). They may differ in CRS,
+    BEFORE and AFTER are GeoTIFFs of one area with the same bands (matched by name when both
+    files name them, else in file order; the default model wants blue, green, red, NIR, or red,
+    green, blue for 3-band imagery; --bands picks them). They may differ in CRS,
     pixel size and extent: both are compared on a common grid covering where they overlap,
     BEFORE's own pixels by default (AFTER resampled onto them) or --crs/--resolution; the
     outputs are on that grid.
     """
     _run_detect(before, after, outdir, _layers(permits, zoning, parcels, as_of, columns_file), model_path, bands,
                 threshold, min_area_m2, simplify_m, _inference(device, tile, overlap, batch_size, amp, workers, tta),
-                quiet, masks, _grid(grid_crs, resolution), gsd, coregister)
+                quiet, masks, _grid(grid_crs, resolution), gsd, coregister, zero_is_valid)
 
 
 @cli.command()
@@ -485,6 +492,7 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 @click.option("--shift-px", type=click.IntRange(0, 16), default=0, show_default=True,
               help="Random misregistration of AFTER by up to this many pixels.")
 @coreg_opt
+@zero_valid_opt
 @click.option("--scale-range", default=None,
               help="Multi-scale training: random zoom of each crop, e.g. 0.5,2 (default: none).")
 @click.option("--val-every", type=click.IntRange(1), default=500, show_default=True,
@@ -513,7 +521,8 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
           building_outputs: bool, fusion: str, init_from: str | None,
           iterations: int, epochs: float | None, batch_size: int, crop: int, lr: float, weight_decay: float, loss: str,
           pos_weight: float, focal_gamma: float, flips: bool, jitter: float, band_jitter: float, shift_px: int,
-          coregister: bool, scale_range: str | None, val_every: int, patience: int, max_minutes: float | None, average_last: int, resume: bool,
+          coregister: bool, zero_is_valid: bool, scale_range: str | None, val_every: int, patience: int,
+          max_minutes: float | None, average_last: int, resume: bool,
           seed: int, threads: int, loader_workers: int, device: str, amp: bool, force: bool, licence: str | None,
           quiet: bool) -> None:
     """Train the change model on labelled pairs and save the best checkpoint on val.
@@ -549,8 +558,9 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
         outputs=SEMANTIC_OUTPUTS if building_outputs else ("change",), init_from=init_from,
         crop=crop, batch_size=batch_size, iterations=iterations, epochs=epochs, lr=lr, weight_decay=weight_decay,
         loss=loss, pos_weight=pos_weight, focal_gamma=focal_gamma, flips=flips, jitter=jitter,
-        band_jitter=band_jitter, shift_px=shift_px, coregister=coregister, scale_range=scales, val_every=val_every,
-        patience=patience, max_minutes=max_minutes, average_last=average_last, resume=resume, seed=seed, threads=threads,
+        band_jitter=band_jitter, shift_px=shift_px, coregister=coregister, zero_is_valid=zero_is_valid,
+        scale_range=scales, val_every=val_every, patience=patience, max_minutes=max_minutes,
+        average_last=average_last, resume=resume, seed=seed, threads=threads,
         loader_workers=loader_workers, device=device, amp=amp, force=force, licence=licence)
     result = run_train(config, progress=not quiet)
     click.echo(f"saved {result.checkpoint} (threshold {result.threshold:.2f}, val F1 "
@@ -567,6 +577,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
 @tta_opt
 @gsd_opt
 @coreg_opt
+@zero_valid_opt
 @click.option("--object-min-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
               help="Smallest change object counted for the object metrics (true objects, and predicted objects as "
                    "--min-area-m2 of detect), in m² of ground.")
@@ -578,8 +589,8 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
 @quiet_opt
 @reports_errors
 def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: str | None, device: str,
-             threshold: float | None, tta: bool, gsd: str, coregister: bool, object_min_m2: float, pixel_size_m: float,
-             as_json: bool, quiet: bool) -> None:
+             threshold: float | None, tta: bool, gsd: str, coregister: bool, zero_is_valid: bool, object_min_m2: float,
+             pixel_size_m: float, as_json: bool, quiet: bool) -> None:
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels;
     object recall (share of true change objects ≥ --object-min-m2 that are hit); and object
     precision, recall and F1, where a predicted change object (as detect writes them: one per
@@ -590,12 +601,12 @@ def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: st
     from changewatch.rs.infer import ChangeModel, InferenceConfig
 
     found = find_sites(data_dir, _sites(sites))
-    with found[0].open(_bands(bands)) as first:
+    with found[0].open(_bands(bands), zero_is_valid) as first:
         model = ChangeModel.load(resolve_model(model_path, first.band_count), device)
     report = run_evaluate(found, model, threshold, InferenceConfig(device=device, tta=tta),
                           progress=not quiet and not as_json, bands=_bands(bands),
                           options=EvalOptions(object_min_m2=object_min_m2, pixel_size_m=pixel_size_m, gsd=gsd,
-                                              coregister=coregister))
+                                              coregister=coregister, zero_is_valid=zero_is_valid))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

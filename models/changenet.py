@@ -90,6 +90,15 @@ class ModelSpec:
         return self.gsd_range_m or (self.gsd_m / 2, self.gsd_m * 3)
 
     @property
+    def min_side_px(self) -> int:
+        """Smallest scene side, in pixels of the grid the model sees, it is trusted on: the crop side
+        it was trained on (less context than it ever learnt from gives other answers: a 30×24 px
+        clip of an OSCD city scores F1 0, 128 px clips as the whole city), else its size multiple."""
+        config = self.training.get("config") if isinstance(self.training, dict) else None
+        crop = config.get("crop") if isinstance(config, dict) else None
+        return int(crop) if isinstance(crop, int) and crop > 0 else 2 ** self.encoder_depth
+
+    @property
     def in_channels(self) -> int:
         """Input channels of the network: the bands of both dates."""
         return 2 * len(self.bands)

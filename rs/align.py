@@ -5,7 +5,10 @@ the overlap), or a grid of a user-given CRS and resolution (``GridSpec``). A dat
 already on that grid is read directly by window; any other is reprojected lazily through a GDAL
 WarpedVRT, so nothing is warped until a window is read and no whole scene is ever held in memory.
 Pixels that a date does not cover, that either date marks as nodata, or that a cloud mask covers
-come out as invalid and are never reported as change.
+come out as invalid and are never reported as change. Which pixels a file leaves invalid is
+decided in ``rs.validity`` (declared nodata, NaN, zero fill, alpha bands), which bands are compared
+in ``rs.bands`` (by name when both files name them), and where a raster lies in ``rs.georef``
+(bottom-up, rotated and GCP-only rasters; the data footprint of VRT mosaics).
 """
 
 from __future__ import annotations
@@ -26,59 +29,18 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 import rasterio.warp
-from pyproj import Geod
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 from scipy import ndimage
 
+from changewatch.rs.bands import RADIOMETRY_NOTE, BandChoice, choose_bands, radiometry
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
+from changewatch.rs.georef import Dataset, Grid, data_bounds, georeferenced, is_plain, native_grid
+from changewatch.rs.validity import (Validity, alpha_band, has_internal_mask, infer_validity, is_nodata,
+                                     sample_counts)
 
-
-@dataclass(frozen=True)
-class Grid:
-    """A georeferenced pixel grid: CRS, affine transform (pixel → CRS units) and size in pixels.
-    ``crs`` is None only for plain images compared pixel for pixel (identity transform)."""
-
-    crs: CRS | None
-    transform: Affine
-    width: int
-    height: int
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in the grid's CRS units."""
-        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
-
-    def window_transform(self, window: Window) -> Affine:
-        """Affine transform of a window of this grid."""
-        return rasterio.windows.transform(window, self.transform)
-
-    def centre_lonlat(self) -> tuple[float, float]:
-        """(longitude, latitude) of the grid's centre (degrees, WGS 84)."""
-        x, y = self.transform * (self.width / 2, self.height / 2)
-        lon, lat = rasterio.warp.transform(self.crs, "EPSG:4326", [x], [y])
-        return lon[0], lat[0]
-
-    def pixel_size_m(self) -> float | None:
-        """Ground size of a pixel's side in metres at the grid's centre (mean of its two sides);
-        None for plain images without a CRS."""
-        if self.crs is None:
-            return None
-        if self.crs.is_projected:
-            return abs(self.transform.a * self.transform.e) ** 0.5 * self.crs.linear_units_factor[1]
-        lon, lat = self.centre_lonlat()
-        geod = Geod(ellps="WGS84")
-        dx = geod.inv(lon, lat, lon + abs(self.transform.a), lat)[2]
-        dy = geod.inv(lon, lat, lon, lat + abs(self.transform.e))[2]
-        return float((dx * dy) ** 0.5)
-
-    def metric_crs(self) -> CRS:
-        """The grid's CRS when it is projected, else the UTM zone of its centre."""
-        if self.crs is not None and self.crs.is_projected:
-            return self.crs
-        lon, lat = self.centre_lonlat()
-        zone = int((lon + 180) // 6) % 60 + 1
-        return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+__all__ = ["AlignedPair", "Grid", "GridReader", "GridSpec", "PairWindow", "Shift", "at_model_gsd", "common_grid",
+           "grid_for_gsd", "is_nodata", "open_raster", "overlap_fraction", "scene_date"]
 
 
 @dataclass(frozen=True)
@@ -129,47 +91,16 @@ def scene_date(path: str | os.PathLike[str]) -> date | None:
     return None
 
 
-def _check_georeferenced(ds: rasterio.io.DatasetReader, role: str) -> None:
-    if ds.crs is None:
-        raise IncompatibleScenesError(f"{role} scene has no CRS: {ds.name}")
-    if ds.transform == Affine.identity():
-        raise IncompatibleScenesError(f"{role} scene has no georeferencing: {ds.name}")
-
-
-def _is_plain(ds: rasterio.io.DatasetReader) -> bool:
-    """True for an image with neither CRS nor georeferencing (a PNG chip, say)."""
-    return ds.crs is None and ds.transform == Affine.identity()
-
-
-def overlap_fraction(before: rasterio.io.DatasetReader, after: rasterio.io.DatasetReader) -> float:
-    """Share of BEFORE's footprint covered by AFTER's bounding box (0–1), compared in BEFORE's CRS."""
-    a_left, a_bottom, a_right, a_top = transform_bounds(after.crs, before.crs, *after.bounds, densify_pts=21)
-    b_left, b_bottom, b_right, b_top = before.bounds
+def overlap_fraction(before: Dataset, after: Dataset) -> float:
+    """Share of BEFORE's data footprint (``rs.georef.data_bounds``) covered by AFTER's (0–1),
+    compared as bounding boxes in BEFORE's CRS; any geotransform (bottom-up, rotated)."""
+    a_left, a_bottom, a_right, a_top = transform_bounds(after.crs, before.crs, *data_bounds(after), densify_pts=21)
+    b_left, b_bottom, b_right, b_top = data_bounds(before)
     width = min(a_right, b_right) - max(a_left, b_left)
     height = min(a_top, b_top) - max(a_bottom, b_bottom)
     if width <= 0 or height <= 0:
         return 0.0
     return (width * height) / ((b_right - b_left) * (b_top - b_bottom))
-
-
-def select_bands(ds: rasterio.io.DatasetReader, bands: tuple[str, ...] | None, role: str) -> list[int]:
-    """1-based band indexes of ``bands`` in ``ds``: each a 1-based index ("4") or a band name matched,
-    case-insensitively, against the file's band descriptions ("B08"). None: every band, in order."""
-    if not bands:
-        return list(range(1, ds.count + 1))
-    names = {(d or "").strip().lower(): i for i, d in enumerate(ds.descriptions, start=1) if d}
-    chosen = []
-    for band in bands:
-        key = str(band).strip()
-        if key.isdigit() and 1 <= int(key) <= ds.count:
-            chosen.append(int(key))
-        elif key.lower() in names:
-            chosen.append(names[key.lower()])
-        else:
-            known = ", ".join(d or "?" for d in ds.descriptions)
-            raise IncompatibleScenesError(
-                f"{role} has no band {key!r}: give 1-based indexes (1..{ds.count}) or names ({known})")
-    return chosen
 
 
 @dataclass(frozen=True)
@@ -191,35 +122,38 @@ class GridSpec:
             raise IncompatibleScenesError(f"grid resolution must be positive, got {self.resolution}")
 
 
-def _overlap_bounds(before: rasterio.io.DatasetReader, after: rasterio.io.DatasetReader,
-                    crs: CRS) -> tuple[float, float, float, float]:
-    """(left, bottom, right, top) in ``crs`` of the intersection of the two footprints' boxes."""
-    boxes = [transform_bounds(ds.crs, crs, *ds.bounds, densify_pts=21) for ds in (before, after)]
+def _overlap_bounds(before: Dataset, after: Dataset, crs: CRS) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) in ``crs`` of the intersection of the two data footprints' boxes."""
+    boxes = [transform_bounds(ds.crs, crs, *data_bounds(ds), densify_pts=21) for ds in (before, after)]
     left, bottom = max(b[0] for b in boxes), max(b[1] for b in boxes)
     right, top = min(b[2] for b in boxes), min(b[3] for b in boxes)
     return left, bottom, right, top
 
 
-def common_grid(before: rasterio.io.DatasetReader, after: rasterio.io.DatasetReader, spec: GridSpec) -> Grid:
-    """The grid both dates are compared on (see GridSpec). Raises IncompatibleScenesError when the
-    scenes do not overlap by at least one pixel."""
+def common_grid(before: Dataset, after: Dataset, spec: GridSpec) -> Grid:
+    """The grid both dates are compared on (see GridSpec), always north-up: by default BEFORE's
+    ``native_grid`` (its own pixels; for a bottom-up or rotated BEFORE the north-up grid of its
+    pixel size), cropped to where the two data footprints overlap. Raises IncompatibleScenesError
+    when the scenes do not overlap by at least one pixel."""
     if spec.crs is None and spec.resolution is None:
+        base = native_grid(before)
         left, bottom, right, top = _overlap_bounds(before, after, before.crs)
-        window = rasterio.windows.from_bounds(left, bottom, right, top, before.transform)
+        window = rasterio.windows.from_bounds(left, bottom, right, top, base.transform)
         col0, row0 = max(0, math.floor(window.col_off + 1e-6)), max(0, math.floor(window.row_off + 1e-6))
-        col1 = min(before.width, math.ceil(window.col_off + window.width - 1e-6))
-        row1 = min(before.height, math.ceil(window.row_off + window.height - 1e-6))
+        col1 = min(base.width, math.ceil(window.col_off + window.width - 1e-6))
+        row1 = min(base.height, math.ceil(window.row_off + window.height - 1e-6))
         if col1 <= col0 or row1 <= row0:
             raise IncompatibleScenesError("BEFORE and AFTER overlap by less than one pixel")
         crop = Window(col0, row0, col1 - col0, row1 - row0)
-        return Grid(before.crs, rasterio.windows.transform(crop, before.transform), crop.width, crop.height)
+        return Grid(before.crs, rasterio.windows.transform(crop, base.transform), crop.width, crop.height)
     try:
         crs = CRS.from_user_input(spec.crs) if spec.crs else before.crs
     except rasterio.errors.CRSError as exc:
         raise IncompatibleScenesError(f"unknown grid CRS {spec.crs!r}: {exc}") from exc
     resolution = spec.resolution
     if resolution is None:
-        carried, _, _ = calculate_default_transform(before.crs, crs, before.width, before.height, *before.bounds)
+        base = native_grid(before)
+        carried, _, _ = calculate_default_transform(before.crs, crs, base.width, base.height, *base.bounds)
         resolution = abs(carried.a)
     left, bottom, right, top = _overlap_bounds(before, after, crs)
     left, top = math.floor(left / resolution) * resolution, math.ceil(top / resolution) * resolution
@@ -275,53 +209,50 @@ def _pixel_offset(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[int, int] 
     return col, row
 
 
-def is_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
-    """Where float32 ``data`` equals the nodata value (NaN-aware)."""
-    return np.isnan(data) if np.isnan(nodata) else data == np.float32(nodata)
-
-
-def _has_mask(ds: rasterio.io.DatasetReader) -> bool:
-    return any(rasterio.enums.MaskFlags.per_dataset in flags or rasterio.enums.MaskFlags.alpha in flags
-               for flags in ds.mask_flag_enums)
-
-
 class GridReader:
     """One raster presented on a common grid, read a window at a time.
 
     Read straight from the file when the grid is a window of the file's own grid, otherwise
     through a lazy WarpedVRT (``resampling``: bilinear for imagery, nearest for classes and masks).
-    ``read`` returns (bands, rows, cols) float32 and a validity mask: False where the file has
-    nodata or does not reach. Not thread-safe: one per thread.
+    ``read`` returns (bands, rows, cols) float32 and a validity mask: False where the file does not
+    reach or, for imagery (``validity`` given, see ``rs.validity``), where its rule says so; for
+    other rasters where their nodata value is. Not thread-safe: one per thread.
     """
 
-    def __init__(self, ds: rasterio.io.DatasetReader, grid: Grid, resampling: Resampling, role: str,
-                 fill: float | None = None, src_transform: Affine | None = None) -> None:
-        self.ds, self.grid, self.role = ds, grid, role
+    def __init__(self, ds: Dataset, grid: Grid, resampling: Resampling, role: str,
+                 fill: float | None = None, src_transform: Affine | None = None,
+                 validity: Validity | None = None) -> None:
+        self.ds, self.grid, self.role, self.validity = ds, grid, role, validity
         # ``src_transform``: the file's georeferencing corrected (co-registration), used instead of its own.
         self._offset = _pixel_offset(ds, grid) if src_transform is None else None
-        self._internal_mask = _has_mask(ds)
+        self._internal_mask = validity.internal_mask if validity is not None else has_internal_mask(ds)
         self._vrt: WarpedVRT | None = None
         self._coverage: WarpedVRT | None = None
-        self._alpha: int | None = None
-        if self._offset is None:
-            on_grid = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height,
-                       **({"src_transform": src_transform} if src_transform is not None else {})}
-            if fill is None and ds.nodata is not None and not self._internal_mask and resampling != Resampling.nearest:
-                # GDAL's warper takes a general, 2–3× slower path for sources with nodata. So the data are
-                # warped ignoring nodata, and validity comes from a cheap nearest-neighbour warp (nodata and
-                # coverage, an alpha band), eroded by one pixel so that no value blended with nodata or
-                # with the outside of the file counts as valid.
-                self._vrt = WarpedVRT(ds, resampling=resampling, src_nodata=None, nodata=None, **on_grid)
-                self._coverage = WarpedVRT(ds, resampling=Resampling.nearest, src_nodata=None, nodata=None,
-                                           add_alpha=True, **on_grid)
-                return
-            # Without nodata or a mask, an alpha band is the only record of where the file has no
-            # pixels on the grid; GDAL does not report it through dataset_mask(). ``fill``: value
-            # outside the file instead (then no alpha), e.g. 0 = "not masked" for cloud masks.
-            add_alpha = fill is None and ds.nodata is None and not self._internal_mask
-            self._vrt = WarpedVRT(ds, resampling=resampling, add_alpha=add_alpha,
-                                  **({"nodata": fill} if fill is not None else {}), **on_grid)
-            self._alpha = self._vrt.count if add_alpha else None
+        # An alpha band read with the data: the file's own (a mask, warped as alpha by GDAL) or one
+        # the warper adds to mark where the file reaches.
+        self._alpha: int | None = validity.alpha_band if validity is not None else alpha_band(ds)
+        if self._offset is not None:
+            return
+        on_grid = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height,
+                   **({"src_transform": src_transform} if src_transform is not None else {})}
+        if validity is not None and validity.tests_values and self._alpha is None and not self._internal_mask:
+            # Validity depends on the values (nodata, zero fill, NaN) at the file's own pixels, and GDAL's
+            # warper takes a general, 2–3× slower path for sources with nodata. So the data are warped
+            # ignoring nodata, and validity comes from a cheap nearest-neighbour warp of the same bands
+            # (with an alpha band for coverage), eroded by one pixel so that no value blended with an
+            # invalid pixel or with the outside of the file counts as valid.
+            self._vrt = WarpedVRT(ds, resampling=resampling, src_nodata=None, nodata=None, **on_grid)
+            self._coverage = WarpedVRT(ds, resampling=Resampling.nearest, src_nodata=None, nodata=None,
+                                       add_alpha=True, **on_grid)
+            return
+        # Without nodata or a mask, an alpha band is the only record of where the file has no
+        # pixels on the grid; GDAL does not report it through dataset_mask(). ``fill``: value
+        # outside the file instead (then no alpha), e.g. 0 = "not masked" for cloud masks.
+        add_alpha = fill is None and ds.nodata is None and not self._internal_mask and self._alpha is None
+        self._vrt = WarpedVRT(ds, resampling=resampling, add_alpha=add_alpha,
+                              **({"nodata": fill} if fill is not None else {}), **on_grid)
+        if add_alpha:
+            self._alpha = self._vrt.count
 
     def _window(self, window: Window) -> Window:
         if self._offset is None:
@@ -333,40 +264,47 @@ class GridReader:
         opens but cannot be decoded (truncated, corrupt blocks) raises InputFileError.
 
         Each window is read (and warped) once: validity comes from the alpha band read in the
-        same call, from the nodata value of the bands read, or — only for files with an internal
-        mask — from GDAL's dataset mask.
+        same call, from the values of the bands read (imagery: ``rs.validity``; others: their
+        nodata value), or — only for files with an internal mask — from GDAL's dataset mask. NaN
+        is never valid imagery, whichever way validity is known.
         """
         source = self._vrt if self._vrt is not None else self.ds
         win = self._window(window)
         try:
-            if self._coverage is not None:
-                data = source.read(bands, window=win, out_dtype="float32")
-                return data, self._eroded_validity(bands, window) if with_valid else None
             if self._alpha is not None:
                 data = source.read([*bands, self._alpha], window=win, out_dtype="float32")
-                return data[:-1], (data[-1] > 0) if with_valid else None
-            data = source.read(bands, window=win, out_dtype="float32")
+                data, valid = data[:-1], data[-1] > 0
+            else:
+                data = source.read(bands, window=win, out_dtype="float32")
+                valid = None
             if not with_valid:
                 return data, None
-            if self._internal_mask:
-                return data, source.dataset_mask(window=win) > 0
+            if self._coverage is not None:
+                valid = self._eroded_validity(bands, window)
+            elif valid is None and self._internal_mask:
+                valid = source.dataset_mask(window=win) > 0
         except RasterioIOError as exc:
             raise InputFileError(f"{self.role} file is corrupt or truncated: {self.ds.name} ({exc})") from exc
-        if source.nodata is None:
-            return data, np.ones(data.shape[1:], bool)
-        return data, ~is_nodata(data, source.nodata).all(axis=0)
+        if valid is None and self.validity is not None:
+            return data, self.validity.valid(data)
+        if valid is None:
+            valid = (~is_nodata(data, source.nodata).all(axis=0) if source.nodata is not None
+                     else np.ones(data.shape[1:], bool))
+        if self.validity is not None and self.validity.floating:
+            valid &= ~np.isnan(data).any(axis=0)
+        return data, valid
 
     def _eroded_validity(self, bands: list[int], window: Window) -> np.ndarray:
-        """Pixels of ``window`` whose whole 3×3 neighbourhood is covered by the file and not nodata
-        (read one pixel wider than the window, so that the erosion is exact at its edges)."""
-        assert self._coverage is not None
+        """Pixels of ``window`` whose whole 3×3 neighbourhood is covered by the file and valid by
+        its rule (read one pixel wider than the window, so that the erosion is exact at its edges)."""
+        assert self._coverage is not None and self.validity is not None
         r0, c0 = int(window.row_off), int(window.col_off)
         r1, c1 = r0 + int(window.height), c0 + int(window.width)
         pr0, pc0 = max(0, r0 - 1), max(0, c0 - 1)
         pr1, pc1 = min(self.grid.height, r1 + 1), min(self.grid.width, c1 + 1)
         padded = Window(pc0, pr0, pc1 - pc0, pr1 - pr0)
         near = self._coverage.read([*bands, self._coverage.count], window=padded, out_dtype="float32")
-        valid = (near[-1] > 0) & ~is_nodata(near[:-1], self.ds.nodata).all(axis=0)
+        valid = (near[-1] > 0) & self.validity.valid(near[:-1])
         valid = ndimage.binary_erosion(valid, structure=np.ones((3, 3), bool), border_value=1)
         return valid[r0 - pr0:r0 - pr0 + r1 - r0, c0 - pc0:c0 - pc0 + c1 - c0]
 
@@ -393,40 +331,48 @@ class Shift:
 class AlignedPair:
     """BEFORE and AFTER on one common grid (see GridSpec), read one window at a time.
 
-    ``bands`` picks the bands compared, the same for both dates, by 1-based index or by name
-    (the files' band descriptions), so scenes with different band sets or orders can be compared;
-    by default every band, and both dates must have as many. ``masks`` are rasters (any CRS and
-    grid; band 1, non-zero = invalid: clouds, shadows, haze) from either date, warped nearest-
-    neighbour onto the grid: masked pixels are invalid, like nodata. Use as a context manager.
-    Raises InputFileError for missing or unreadable files and IncompatibleScenesError when the
-    scenes lack a CRS, have different band counts, lack a selected band or do not overlap.
-    Warped dates are resampled bilinearly (they are imagery, not classes). ``after_shift``: a
-    translation of AFTER against its own georeferencing (co-registration, see ``rs.coregister``).
+    Bands compared (``rs.bands``): by default every colour band (alpha bands are masks), matched
+    by name when both files name their bands, else in file order; ``bands`` picks them, the same
+    for both dates, by 1-based index or by name (band descriptions or colour interpretation), so
+    scenes with different band sets or orders can be compared. Invalid pixels of each date follow
+    ``rs.validity`` (declared nodata, NaN, alpha, all-bands-zero fill unless ``zero_is_valid``).
+    ``masks`` are rasters (any CRS and grid; band 1, non-zero = invalid: clouds, shadows, haze)
+    from either date, warped nearest-neighbour onto the grid: masked pixels are invalid, like
+    nodata. Use as a context manager. Raises InputFileError for missing or unreadable files and
+    IncompatibleScenesError when the scenes cannot be located, have different bands, lack a
+    selected band or do not overlap. Warped dates are resampled bilinearly (they are imagery, not
+    classes). ``after_shift``: a translation of AFTER against its own georeferencing
+    (co-registration, see ``rs.coregister``).
     """
 
     def __init__(self, before_path: str | os.PathLike[str], after_path: str | os.PathLike[str],
                  bands: tuple[str, ...] | None = None, masks: tuple[str, ...] = (),
-                 grid: GridSpec | None = None, after_shift: Shift | None = None) -> None:
+                 grid: GridSpec | None = None, after_shift: Shift | None = None, zero_is_valid: bool = False) -> None:
         self.before_path = Path(before_path)
         self.after_path = Path(after_path)
         self.bands = bands
         self.masks = tuple(masks)
         self.grid_spec = grid or GridSpec()
         self.after_shift = after_shift
-        self._files: list[rasterio.io.DatasetReader] = []
+        self.zero_is_valid = zero_is_valid
+        self._files: list[Dataset] = []
         self._readers: list[GridReader] = []
         try:
-            before = self._open(before_path, "BEFORE")
-            after = self._open(after_path, "AFTER")
+            before_file = self._open(before_path, "BEFORE")
+            after_file = self._open(after_path, "AFTER")
             # Two plain images (PNG/JPEG chips, no CRS, no transform) are compared pixel for pixel.
-            self.plain = _is_plain(before) and _is_plain(after)
-            self._validate(before, after, bands)
-            self._before_bands = select_bands(before, bands, "BEFORE")
-            self._after_bands = select_bands(after, bands, "AFTER")
+            self.plain = is_plain(before_file) and is_plain(after_file)
+            before, after = (before_file, after_file) if self.plain else (
+                self._located(before_file, "BEFORE"), self._located(after_file, "AFTER"))
+            self._validate(before, after)
+            self.band_choice: BandChoice = choose_bands(before_file, after_file, bands)
+            self._before_bands, self._after_bands = list(self.band_choice.before), list(self.band_choice.after)
+            self.validity = (infer_validity(before, self._before_bands, zero_is_valid, declared=before_file),
+                             infer_validity(after, self._after_bands, zero_is_valid, declared=after_file))
             self.grid = (Grid(None, Affine.identity(), before.width, before.height) if self.plain
                          else common_grid(before, after, self.grid_spec))
-            self._before = self._reader(before, Resampling.bilinear, "BEFORE")
-            self._after = self._reader(after, Resampling.bilinear, "AFTER",
+            self._before = self._reader(before, Resampling.bilinear, "BEFORE", validity=self.validity[0])
+            self._after = self._reader(after, Resampling.bilinear, "AFTER", validity=self.validity[1],
                                        src_transform=self._shifted_transform(after) if after_shift else None)
             self._masks = [self.reader_for(mask, "mask", Resampling.nearest, fill=0) for mask in self.masks]
         except Exception:
@@ -434,13 +380,28 @@ class AlignedPair:
             raise
 
     def reopen(self, grid: GridSpec | None = None, after_shift: Shift | None = None) -> AlignedPair:
-        """A second, independent AlignedPair of the same files, bands, masks and AFTER shift, on the
-        same grid or on ``grid`` (for another thread: GDAL handles are not thread-safe); with
-        ``after_shift``, that shift instead."""
+        """A second, independent AlignedPair of the same files, bands, masks, validity rule and AFTER
+        shift, on the same grid or on ``grid`` (for another thread: GDAL handles are not
+        thread-safe); with ``after_shift``, that shift instead."""
         return AlignedPair(self.before_path, self.after_path, self.bands, self.masks, grid or self.grid_spec,
-                           after_shift or self.after_shift)
+                           after_shift or self.after_shift, self.zero_is_valid)
 
-    def _shifted_transform(self, after: rasterio.io.DatasetReader) -> Affine:
+    def provenance(self) -> dict[str, object]:
+        """What was decided about the inputs, for ``summary.json``: ``validity`` (per date, the rule,
+        see ``rs.validity.Validity.to_dict``, and what a bounded sample of the file holds:
+        ``rs.validity.sample_counts``), ``bands_compared`` (per date, the source band indexes
+        and names, and the rule that paired them) and ``radiometry`` (offset tags and scales seen,
+        ``rs.bands.radiometry``)."""
+        dates = zip(("before", "after"), self.validity, (self._before, self._after),
+                    (self._before_bands, self._after_bands))
+        files = (self._files[0], self._files[1])
+        return {"validity": {role: {**rule.to_dict(), "sample": sample_counts(reader.ds, bands)}
+                             for role, rule, reader, bands in dates},
+                "bands_compared": self.band_choice.to_dict(),
+                "radiometry": {"before": radiometry(files[0], self.band_choice.before),
+                               "after": radiometry(files[1], self.band_choice.after), "note": RADIOMETRY_NOTE}}
+
+    def _shifted_transform(self, after: Dataset) -> Affine:
         """AFTER's georeferencing moved by ``after_shift`` (given in the grid's CRS; converted to
         AFTER's own CRS at the grid's centre when they differ: a translation is all it corrects)."""
         assert self.after_shift is not None and self.grid.crs is not None
@@ -451,14 +412,21 @@ class AlignedPair:
             dx, dy = xs[1] - xs[0], ys[1] - ys[0]
         return Affine.translation(dx, dy) * after.transform
 
-    def _open(self, path: str | os.PathLike[str], role: str) -> rasterio.io.DatasetReader:
+    def _open(self, path: str | os.PathLike[str], role: str) -> Dataset:
         ds = open_raster(path, role)
         self._files.append(ds)
         return ds
 
-    def _reader(self, ds: rasterio.io.DatasetReader, resampling: Resampling, role: str,
-                fill: float | None = None, src_transform: Affine | None = None) -> GridReader:
-        reader = GridReader(ds, self.grid, resampling, role, fill, src_transform)
+    def _located(self, ds: Dataset, role: str) -> Dataset:
+        """``ds`` as a georeferenced dataset (a GCP-only raster warped through its GCPs, closed with the pair)."""
+        view = georeferenced(ds, role)
+        if view is not ds:
+            self._files.append(view)
+        return view
+
+    def _reader(self, ds: Dataset, resampling: Resampling, role: str, fill: float | None = None,
+                src_transform: Affine | None = None, validity: Validity | None = None) -> GridReader:
+        reader = GridReader(ds, self.grid, resampling, role, fill, src_transform, validity)
         self._readers.append(reader)
         return reader
 
@@ -467,13 +435,12 @@ class AlignedPair:
         """Another georeferenced raster (labels, masks) presented on this pair's grid; closed with the pair."""
         ds = self._open(path, role)
         if not self.plain:
-            _check_georeferenced(ds, role)
+            ds = self._located(ds, role)
         elif (ds.width, ds.height) != (self.grid.width, self.grid.height):
             raise IncompatibleScenesError(f"{role} {Path(path).name} is not the size of the plain images it labels")
         return self._reader(ds, resampling, role, fill)
 
-    def _validate(self, before: rasterio.io.DatasetReader, after: rasterio.io.DatasetReader,
-                  bands: tuple[str, ...] | None) -> None:
+    def _validate(self, before: Dataset, after: Dataset) -> None:
         if self.plain:
             if (before.width, before.height) != (after.width, after.height):
                 raise IncompatibleScenesError(
@@ -481,15 +448,7 @@ class AlignedPair:
                     f"({before.width}×{before.height} vs {after.width}×{after.height}): they cannot be aligned")
             if self.grid_spec != GridSpec():
                 raise IncompatibleScenesError("--crs/--resolution need georeferenced scenes")
-        else:
-            _check_georeferenced(before, "BEFORE")
-            _check_georeferenced(after, "AFTER")
-        if not bands and before.count != after.count:
-            raise IncompatibleScenesError(
-                f"BEFORE has {before.count} bands but AFTER has {after.count}: "
-                "both dates must carry the same bands in the same order (or pick them with --bands)"
-            )
-        if not self.plain and overlap_fraction(before, after) <= 0.0:
+        elif overlap_fraction(before, after) <= 0.0:
             raise IncompatibleScenesError(
                 f"BEFORE ({self.before_path.name}) and AFTER ({self.after_path.name}) do not overlap"
             )
@@ -527,11 +486,16 @@ class AlignedPair:
         cols = np.linspace(0, max(0, w - sample_size), grid_side).astype(int)
         return [Window(int(c), int(r), min(sample_size, w), min(sample_size, h)) for r in rows for c in cols]
 
+    def scan_windows(self, size: int = 512) -> list[Window]:
+        """Every ``size``-pixel block of the grid, row by row (for a pass over the whole scene)."""
+        h, w = self.grid.height, self.grid.width
+        return [Window(c, r, min(size, w - c), min(size, h - r)) for r in range(0, h, size) for c in range(0, w, size)]
+
     def close(self) -> None:
         """Close the VRTs and every file."""
         for reader in getattr(self, "_readers", []):
             reader.close()
-        for ds in getattr(self, "_files", []):
+        for ds in reversed(getattr(self, "_files", [])):  # virtual views before the files they read
             ds.close()
 
     def __enter__(self) -> AlignedPair:

@@ -5,7 +5,9 @@ Three layouts, recognised from the folder given (``find_pairs``):
 - **sites** — ``DIR/<site>/before.tif, after.tif, change.tif`` (the OSCD layout of
   ``shared/data/oscd``): georeferenced rasters, labels 1 = change, 0 = no change, 255 = not labelled;
 - **LEVIR-CD** — ``DIR/A/<name>, DIR/B/<name>, DIR/label/<name>`` with the same file names, PNG,
-  JPEG or GeoTIFF; labels 0/255 (255 = change) or 0/1, detected from the files. Plain images
+  JPEG or GeoTIFF; labels 0/255 (255 = change) or 0/1, detected from the files (``label_encodings``);
+  labels that are lossy (JPEG: its noise turns 0/255 into 0…255) or in colour (3-channel PNG,
+  white = change) are binarised at 128 when their values are not exactly 0/255. Plain images
   without georeferencing are compared pixel for pixel (the three must have the same size);
 - **vector labels** — ``DIR/<site>/before.tif, after.tif`` and one vector layer of changed
   polygons, ``changes.gpkg``/``.geojson``/``.shp`` (any CRS), rasterised on the fly onto the common
@@ -30,10 +32,13 @@ from rasterio.windows import Window
 
 from changewatch.rs.align import AlignedPair, GridReader, open_raster
 from changewatch.rs.errors import InputFileError
+from changewatch.rs.validity import colour_bands
 
 LABEL_NODATA = 255
 BUILDING_OUTPUTS = ("building_before", "building_after")
 BUILDING_FOLDERS = BUILDING_OUTPUTS  # LEVIR layout: optional building masks of each date, named as the outputs
+BINARISED = ">=128"  # label encoding of lossy or colour labels: a value (max over channels) >= 128 is change
+LOSSY_DRIVERS = ("JPEG", "JP2OpenJPEG", "WEBP")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 VECTOR_LABELS = ("changes.gpkg", "changes.geojson", "changes.shp")
 SITE_IMAGES = ("before.tif", "after.tif")
@@ -43,8 +48,9 @@ SITE_IMAGES = ("before.tif", "after.tif")
 class LabelledPair:
     """One labelled scene pair: its name, the two dates and its labels (a raster or a vector layer).
 
-    ``encoding`` says how a raster label marks change: ``"0/1"`` (1 = change, 255 = not labelled)
-    or ``"0/255"`` (255 = change); vector labels have ``"vector"``.
+    ``encoding`` says how a raster label marks change: ``"0/1"`` (1 = change, 255 = not labelled),
+    ``"0/255"`` (255 = change) or ``BINARISED`` (≥ 128 = change); vector labels have ``"vector"``.
+    A multi-channel label is read as the maximum of its channels (alpha excluded).
     """
 
     name: str
@@ -54,15 +60,16 @@ class LabelledPair:
     encoding: str
     buildings: tuple[Path, Path] | None = None  # building masks of BEFORE and AFTER (same encoding), if known
 
-    def open(self, bands: tuple[str, ...] | None = None) -> AlignedPair:
-        """The pair aligned (on BEFORE's pixels where the dates overlap), ``bands`` selected."""
-        return AlignedPair(self.before, self.after, bands)
+    def open(self, bands: tuple[str, ...] | None = None, zero_is_valid: bool = False) -> AlignedPair:
+        """The pair aligned (on BEFORE's pixels where the dates overlap), ``bands`` selected;
+        ``zero_is_valid``: pixels 0 in every band are data (``rs.validity``)."""
+        return AlignedPair(self.before, self.after, bands, zero_is_valid=zero_is_valid)
 
     def labels(self, pair: AlignedPair) -> LabelReader:
         """A reader of this pair's labels on ``pair``'s grid."""
         if self.encoding == "vector":
             return VectorLabels(self.label, pair)
-        return RasterLabels(pair.reader_for(self.label, "label", fill=LABEL_NODATA), self.encoding)
+        return RasterLabels(pair.reader_for(self.label, "label"), self.encoding)
 
     def output_labels(self, pair: AlignedPair, outputs: tuple[str, ...]) -> list[LabelReader]:
         """Readers of the labels of each model output (change, building_before, building_after) on
@@ -76,7 +83,7 @@ class LabelledPair:
                 readers.append(Unlabelled())
                 continue
             path = self.buildings[BUILDING_OUTPUTS.index(output)]
-            readers.append(RasterLabels(pair.reader_for(path, "label", fill=LABEL_NODATA), self.encoding))
+            readers.append(RasterLabels(pair.reader_for(path, "label"), self.encoding))
         return readers
 
 
@@ -95,16 +102,24 @@ class Unlabelled(LabelReader):
 
 
 class RasterLabels(LabelReader):
-    """A label raster (nearest-neighbour onto the grid; outside it: not labelled)."""
+    """A label raster (nearest-neighbour onto the grid; outside it, under its nodata or where its
+    alpha is 0: not labelled), read as the maximum of its channels."""
 
     def __init__(self, reader: GridReader, encoding: str) -> None:
         self.reader, self.encoding = reader, encoding
+        self.bands = colour_bands(reader.ds)
 
     def read(self, window: Window) -> np.ndarray:
-        values = self.reader.read([1], window, with_valid=False)[0][0]
-        if self.encoding == "0/255":
-            return np.where(values == 255, 1, np.where(values == 0, 0, LABEL_NODATA)).astype(np.uint8)
-        return np.where((values == 0) | (values == 1), values, LABEL_NODATA).astype(np.uint8)
+        data, valid = self.reader.read(self.bands, window)
+        values = data.max(axis=0)
+        if self.encoding == BINARISED:
+            labels = (values >= 128).astype(np.uint8)
+        elif self.encoding == "0/255":
+            labels = np.where(values == 255, 1, np.where(values == 0, 0, LABEL_NODATA)).astype(np.uint8)
+        else:
+            labels = np.where((values == 0) | (values == 1), values, LABEL_NODATA).astype(np.uint8)
+        labels[~valid] = LABEL_NODATA
+        return labels
 
 
 class VectorLabels(LabelReader):
@@ -150,22 +165,47 @@ def _bbox_in(pair: AlignedPair, path: Path) -> tuple[float, float, float, float]
     return transform_bounds(pair.grid.crs, crs, *pair.grid.bounds, densify_pts=21)
 
 
+def _label_values(path: Path) -> tuple[set[int], bool]:
+    """The values a label raster holds (maximum over its channels, alpha excluded; read block by
+    block) and whether it is lossy (JPEG and the like) or multi-channel."""
+    seen: set[int] = set()
+    with open_raster(path, "label") as ds:
+        bands = colour_bands(ds)
+        for _, window in ds.block_windows(1):
+            seen.update(np.unique(ds.read(bands, window=window).max(axis=0)).tolist())
+        return seen, ds.driver in LOSSY_DRIVERS or len(bands) > 1
+
+
 def detect_encoding(labels: list[Path]) -> str:
     """``"0/1"`` when any label raster holds the value 1 (255, if present, means not labelled),
     ``"0/255"`` when they hold only 0 and 255 (255 = change, as LEVIR-CD). Other values: an
     InputFileError. Reads the files block by block."""
     seen: set[int] = set()
     for path in labels:
-        with open_raster(path, "label") as ds:
-            for _, window in ds.block_windows(1):
-                seen.update(np.unique(ds.read(1, window=window)).tolist())
+        seen |= _label_values(path)[0]
         if 1 in seen:
             break
-    if 1 in seen:
+    return _exact_encoding(seen)
+
+
+def _exact_encoding(seen: set[int]) -> str:
+    if 1 in seen and seen <= {0, 1, 255}:
         return "0/1"
     if seen <= {0, 255}:
         return "0/255"
     raise InputFileError(f"labels hold values {sorted(seen)[:8]}: expected 0/1 (255 = unlabelled) or 0/255")
+
+
+def label_encodings(labels: list[Path]) -> list[str]:
+    """The encoding of each label raster (see LabelledPair). Lossy or multi-channel labels whose
+    values are not exactly 0 and 255 (JPEG noise, anti-aliased colour edges) are ``BINARISED`` at
+    128; the others are read exactly, with one encoding for the folder (``detect_encoding``: an
+    all-zero label alone cannot tell 0/1 from 0/255)."""
+    found = [_label_values(path) for path in labels]
+    binarised = [approximate and not values <= {0, 255} for values, approximate in found]
+    exact: set[int] = set().union(*(values for (values, _), b in zip(found, binarised) if not b))
+    encoding = _exact_encoding(exact) if not all(binarised) else BINARISED
+    return [BINARISED if b else encoding for b in binarised]
 
 
 def _site_pairs(root: Path) -> list[LabelledPair]:
@@ -193,8 +233,8 @@ def _levir_pairs(root: Path) -> list[LabelledPair]:
         pairs.append(LabelledPair(stem, before, after, label, "", _building_masks(root, label.name)))
     if not pairs:
         raise InputFileError(f"no images in {root / 'A'}")
-    encoding = detect_encoding([p.label for p in pairs])
-    return [replace(p, encoding=encoding) for p in pairs]
+    encodings = label_encodings([p.label for p in pairs])
+    return [replace(p, encoding=e) for p, e in zip(pairs, encodings)]
 
 
 def _building_masks(root: Path, name: str) -> tuple[Path, Path] | None:

@@ -12,8 +12,8 @@ code  exception                   meaning
 2     (click usage error)         wrong options or arguments on the command line
 3     InputFileError              a file is missing, unreadable or not a raster/vector;
                                   a malformed settings (--columns) file or manifest
-4     IncompatibleScenesError     the scenes cannot be compared (no overlap, no CRS,
-                                  different band counts)
+4     IncompatibleScenesError     the scenes cannot be compared (no overlap, not located,
+                                  different bands, too small or too large for a run)
 5     LayerError                  a vector layer lacks a CRS or a required column, is not
                                   polygons, holds unreadable dates or values, or is
                                   ambiguous (several layers, none chosen)
@@ -44,7 +44,8 @@ class ManifestError(InputFileError):
 
 
 class IncompatibleScenesError(ChangewatchError):
-    """BEFORE and AFTER cannot be compared: no overlap, no CRS, or different band counts."""
+    """BEFORE and AFTER cannot be compared: no overlap, no location (CRS, GCPs), different bands,
+    or a common grid too small for the model or too large for one run."""
 
     exit_code = 4
 

@@ -167,14 +167,16 @@ class EvalOptions:
     """How to score: the decision threshold (None: the model's own), the smallest true object
     counted for object recall (m² of ground), the pixel size assumed for plain images without
     georeferencing (metres), whether imagery much finer than the model's GSD is compared at
-    that GSD ("auto") or at its own ("native"), and whether AFTER's residual shift is measured
-    and removed (``rs.coregister``), as ``detect`` does."""
+    that GSD ("auto") or at its own ("native"), whether AFTER's residual shift is measured
+    and removed (``rs.coregister``), as ``detect`` does, and whether pixels 0 in every band are
+    data (``rs.validity``)."""
 
     threshold: float | None = None
     object_min_m2: float = 200.0
     pixel_size_m: float = 1.0
     gsd: str = "auto"
     coregister: bool = True
+    zero_is_valid: bool = False
 
 
 def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[LabelledPair]:
@@ -270,7 +272,7 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfi
     """
     threshold = model.spec.threshold if options.threshold is None else options.threshold
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    pair = at_model_gsd(site.open(bands), model.spec.gsd_m, options.gsd)
+    pair = at_model_gsd(site.open(bands, options.zero_is_valid), model.spec.gsd_m, options.gsd)
     if options.coregister:
         pair, _ = coregister(pair)
     with pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:

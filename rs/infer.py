@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpoint
 from changewatch.rs.align import AlignedPair, Grid
 from changewatch.rs.buildings import BAND_DESCRIPTIONS
-from changewatch.rs.errors import ModelError
+from changewatch.rs.errors import IncompatibleScenesError, ModelError
 from changewatch.rs.normalize import BandStats, normalise, scene_stats
 from changewatch.rs.tiling import Tile, TileGrid
 
@@ -40,6 +40,7 @@ from changewatch.rs.tiling import Tile, TileGrid
 # probabilities barely compress (71 MB for 4096² with deflate); within 1/2000 they shrink ~50×
 # and write 3× faster (bench/RESULTS.md), far below any meaningful difference in a probability.
 PROB_MAX_ERROR = 0.0005
+MAX_GRID_PX = 4_000_000_000  # pixels of one run's common grid (16 GB of raw float32 probabilities)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,21 @@ class ChangeModel:
                 f"model {self.spec.name} expects {len(self.spec.bands)} bands per date "
                 f"({', '.join(self.spec.bands)}) but the scenes have {band_count}"
             )
+
+    def check_grid(self, grid: Grid) -> None:
+        """Raise IncompatibleScenesError when ``grid`` (the grid the model will see) has a side shorter
+        than the model's ``min_side_px`` or more than ``MAX_GRID_PX`` pixels."""
+        side = self.spec.min_side_px
+        if min(grid.width, grid.height) < side:
+            raise IncompatibleScenesError(
+                f"the scenes overlap on {grid.width}×{grid.height} pixels of the grid the model sees, too small for "
+                f"model {self.spec.name}: it needs at least {side}×{side} (the context it was trained on); give "
+                "scenes reaching further around the area of interest")
+        if grid.width * grid.height > MAX_GRID_PX:
+            raise IncompatibleScenesError(
+                f"the common grid is {grid.width}×{grid.height} pixels ({grid.width * grid.height / 1e9:.1f} Gpx), "
+                f"more than the {MAX_GRID_PX / 1e9:.0f} Gpx one run takes: crop the scenes to the area of interest "
+                "or split it into the jobs of a batch manifest")
 
     def predict(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
         """Probabilities (N, outputs, rows, cols) for a float32 batch (N, 2×bands, rows, cols): one
@@ -239,6 +255,7 @@ def predict_pair(
 ) -> Iterator[tuple[Tile, np.ndarray]]:
     """Yield (tile, float32 probabilities) for every tile of the pair's grid, in this process."""
     model.check_bands(pair.band_count)
+    model.check_grid(pair.grid)
     tiles = tiling(pair.grid, config)
     bar = tqdm(tiles, total=len(tiles), desc="tiles", unit="tile", disable=not progress)
     yield from predict_tiles(pair, model, bar, scene_stats(pair), config)

@@ -10,9 +10,11 @@ described by the same ground.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from rasterio.windows import Window
 
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.errors import IncompatibleScenesError
@@ -56,18 +58,35 @@ def pair_stats_from_arrays(
     return band_stats(before[:, valid]), band_stats(after[:, valid])
 
 
+MIN_SAMPLE_PX = 4096  # fewer valid pixels in the sample: the scene is scanned whole
+MAX_SCAN_PX = 2_097_152  # at most this many pixels kept per date from a whole-scene scan
+
+
+def _valid_pixels(pair: AlignedPair, windows: list[Window], stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(bands, n) pixels of both dates valid on both, from ``windows``; every ``stride``-th valid
+    pixel of each window (memory: one window plus what is kept)."""
+    before_px, after_px = [np.empty((pair.band_count, 0), np.float32)], [np.empty((pair.band_count, 0), np.float32)]
+    for window in windows:
+        w = pair.read(window)
+        keep = np.flatnonzero(w.valid)[::stride]
+        before_px.append(w.before.reshape(w.before.shape[0], -1)[:, keep])
+        after_px.append(w.after.reshape(w.after.shape[0], -1)[:, keep])
+    return np.concatenate(before_px, axis=1), np.concatenate(after_px, axis=1)
+
+
 def scene_stats(pair: AlignedPair) -> tuple[BandStats, BandStats]:
     """Statistics of both dates of an aligned pair, from a bounded sample of windows.
 
-    Memory: at most about 2 Mpx per date (see ``AlignedPair.sample_windows``).
+    Memory: at most about 2 Mpx per date (see ``AlignedPair.sample_windows``). When the sample
+    holds fewer than ``MIN_SAMPLE_PX`` valid pixels (a small valid block in a large, mostly empty
+    mosaic), the whole grid is read block by block and every k-th valid pixel kept (at most
+    ``MAX_SCAN_PX``). Raises IncompatibleScenesError when no pixel is valid on both dates.
     """
-    before_px, after_px = [], []
-    for window in pair.sample_windows():
-        w = pair.read(window)
-        before_px.append(w.before[:, w.valid])
-        after_px.append(w.after[:, w.valid])
-    before = np.concatenate(before_px, axis=1)
-    after = np.concatenate(after_px, axis=1)
+    windows = pair.sample_windows()
+    before, after = _valid_pixels(pair, windows)
+    if before.shape[1] < MIN_SAMPLE_PX and windows != [Window(0, 0, pair.grid.width, pair.grid.height)]:
+        stride = max(1, math.ceil(pair.grid.width * pair.grid.height / MAX_SCAN_PX))
+        before, after = _valid_pixels(pair, pair.scan_windows(), stride)
     if before.shape[1] == 0:
         raise IncompatibleScenesError(
             f"BEFORE ({pair.before_path.name}) and AFTER ({pair.after_path.name}) have no valid pixels in common "

@@ -61,6 +61,7 @@ class DetectConfig:
     imagery more than twice as fine as the model's training GSD on a grid at that GSD, "native"
     never resamples (``rs.align.grid_for_gsd``; only without a user grid);
     ``coregister``: measure AFTER's residual shift against BEFORE and remove it (``rs.coregister``);
+    ``zero_is_valid``: pixels 0 in every band are data, not nodata (``rs.validity``);
     ``model`` None means the shipped model for the scenes' band count (4: blue, green, red, NIR;
     3: red, green, blue); ``threshold`` None means the model's own (chosen on its validation data);
     ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
@@ -79,6 +80,7 @@ class DetectConfig:
     grid: GridSpec = field(default_factory=GridSpec)
     gsd: str = "auto"
     coregister: bool = True
+    zero_is_valid: bool = False
     model: str | None = None
     threshold: float | None = None
     min_area_m2: float = 200.0
@@ -182,7 +184,8 @@ def _open_for_model(config: DetectConfig,
     """The aligned pair, its model, the model's path and the co-registration measured (None when
     not asked for). Without a user grid, imagery much finer than the model's training GSD is
     compared on a grid at that GSD (``config.gsd``, see ``rs.align.grid_for_gsd``)."""
-    pair = AlignedPair(config.before, config.after, config.bands, config.masks, config.grid)
+    pair = AlignedPair(config.before, config.after, config.bands, config.masks, config.grid,
+                       zero_is_valid=config.zero_is_valid)
     try:
         if pair.plain:
             raise IncompatibleScenesError("detect needs georeferenced scenes: plain images (no CRS) can be "
@@ -191,6 +194,7 @@ def _open_for_model(config: DetectConfig,
         model = models.get(model_path)
         model.check_bands(pair.band_count)
         pair = at_model_gsd(pair, model.spec.gsd_m, config.gsd)
+        model.check_grid(pair.grid)
         coreg = None
         if config.coregister:
             pair, coreg = coregister(pair)
@@ -236,7 +240,7 @@ def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: A
             "pixel_size_m": pair.grid.pixel_size_m(), "grid": asdict(pair.grid_spec),
             "bands_per_date": pair.band_count, "bands": list(config.bands) if config.bands else "all",
             "masks": [str(Path(m).resolve()) for m in config.masks],
-            "coregistration": coreg.to_dict() if coreg else None,
+            "coregistration": coreg.to_dict() if coreg else None, **pair.provenance(),
         },
         "model": {"path": str(model_path.resolve()), "name": model.spec.name,
                   "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},

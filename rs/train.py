@@ -81,6 +81,7 @@ class TrainConfig:
     band_jitter: float = 0.0  # sd of an extra per-band, per-date gain (spectral differences between sensors)
     shift_px: int = 0  # up to this many pixels of random misregistration of AFTER
     coregister: bool = True  # remove each pair's measured residual shift first (rs.coregister), as detect does
+    zero_is_valid: bool = False  # pixels 0 in every band are data, not nodata (rs.validity)
     scale_range: tuple[float, float] | None = None  # random zoom of each crop (multi-scale training)
     val_every: int = 500
     patience: int = 0  # stop after this many validations without a better val F1 (0: never)
@@ -112,12 +113,13 @@ class SiteArrays:
 
 
 def load_site(site: LabelledPair, select: tuple[str, ...] | None = None, coregister: bool = True,
-              outputs: tuple[str, ...] = ("change",)) -> SiteArrays:
+              outputs: tuple[str, ...] = ("change",), zero_is_valid: bool = False) -> SiteArrays:
     """Align (and co-register, as at inference), normalise and load one labelled pair with the
-    labels of each of ``outputs``; unlabelled or invalid pixels → 255.
+    labels of each of ``outputs``; unlabelled or invalid pixels → 255. ``zero_is_valid``: pixels
+    0 in every band are data (``rs.validity``).
 
     ``select``: the bands of the pair's files to use, by 1-based index or name (None: all)."""
-    pair = site.open(select)
+    pair = site.open(select, zero_is_valid)
     if coregister:
         pair, _ = coregister_pair(pair)
     with pair:
@@ -292,13 +294,15 @@ ValSets = dict[str, list[LabelledPair]]
 
 
 def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: ValSets,
-              select: tuple[str, ...] | None, coregister: bool) -> tuple[float, dict[str, object]]:
+              select: tuple[str, ...] | None, coregister: bool,
+              zero_is_valid: bool = False) -> tuple[float, dict[str, object]]:
     """Threshold and metrics of the network on the val sets: the threshold maximises the mean of
     the sets' pooled F1 (one set: its pooled F1), so a small set weighs as much as a large one;
     ``f1`` is that mean, and each set's pooled metrics are under ``sets``."""
     model = ChangeModel(network, spec, device)
+    options = EvalOptions(coregister=coregister, zero_is_valid=zero_is_valid)
     histograms = {name: evaluate(pairs, model, threshold=0.5, config=InferenceConfig(tile=256, overlap=64),
-                                 bands=select, options=EvalOptions(coregister=coregister)).histogram
+                                 bands=select, options=options).histogram
                   for name, pairs in val.items()}
     threshold, per_set = best_common_threshold(histograms)
     if len(per_set) == 1:
@@ -462,7 +466,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         raise ModelError(str(exc)) from exc
     train_pairs, val_sets = _split(config)
     outputs = load_spec(config.init_from).outputs if config.init_from else config.outputs
-    train_sites = [load_site(s, config.select, config.coregister, outputs) for s in train_pairs]
+    train_sites = [load_site(s, config.select, config.coregister, outputs, config.zero_is_valid) for s in train_pairs]
     if train_sites[0].x.shape[0] != 2 * len(config.bands):
         raise ModelError(f"{len(config.bands)} band names given ({', '.join(config.bands)}) for "
                          f"{train_sites[0].x.shape[0] // 2} bands per date in the data")
@@ -494,7 +498,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             row: dict[str, object] = {"iteration": it, "loss": round(state.running, 5),
                                       "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)}
             if val_sets:
-                threshold, metrics = _validate(network, spec, device, val_sets, config.select, config.coregister)
+                threshold, metrics = _validate(network, spec, device, val_sets, config.select, config.coregister,
+                                               config.zero_is_valid)
                 row.update(val_f1=round(float(metrics["f1"]), 4), val_threshold=threshold)
                 if float(metrics["f1"]) > state.best_f1:
                     state.best_f1, state.best_threshold, state.best_metrics = float(metrics["f1"]), threshold, metrics
@@ -543,7 +548,7 @@ def _try_average(state: Progress, network: torch.nn.Module, spec: ModelSpec, dev
     network.load_state_dict(mean)
     batches = (torch.from_numpy(sample_batch(sites, config, rng)[0]) for _ in range(50))
     torch.optim.swa_utils.update_bn(batches, network, device)
-    threshold, metrics = _validate(network, spec, device, val, config.select, config.coregister)
+    threshold, metrics = _validate(network, spec, device, val, config.select, config.coregister, config.zero_is_valid)
     state.log.append({"iteration": f"mean of last {len(state.recent)}", "val_f1": round(float(metrics["f1"]), 4),
                       "val_threshold": threshold})
     if float(metrics["f1"]) <= state.best_f1:

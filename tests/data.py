@@ -23,12 +23,39 @@ WGS84 = CRS.from_epsg(4326)
 ORIGIN = (680_000.0, 1_200_000.0)  # UTM 48N easting/northing, near Ho Chi Minh City
 
 
-def write_raster(path: Path, data: np.ndarray, crs: CRS | None, transform: Affine, nodata: float | None = None) -> Path:
-    """Write a (bands, rows, cols) array as a GeoTIFF."""
+def write_raster(path: Path, data: np.ndarray, crs: CRS | None, transform: Affine, nodata: float | None = None,
+                 descriptions: tuple[str, ...] | None = None, **profile: object) -> Path:
+    """Write a (bands, rows, cols) array as a GeoTIFF; ``descriptions``: band names; ``profile``:
+    more creation options (``photometric="RGB"``, ``alpha="UNASSOCIATED"``…)."""
     data = data if data.ndim == 3 else data[None]
     with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, **profile) as dst:
         dst.write(data)
+        if descriptions:
+            dst.descriptions = descriptions
+    return path
+
+
+def write_vrt(path: Path, sources: list[tuple[Path, int, int]], size: int) -> Path:
+    """A ``size``² virtual mosaic on the grid of the first source (its CRS and pixel size) holding
+    each source at its (col, row) and nothing else; sources share CRS, pixel size, dtype and bands."""
+    with rasterio.open(sources[0][0]) as ds:
+        t, count, dtype, crs = ds.transform, ds.count, ds.dtypes[0], ds.crs
+    origin = t * (-sources[0][1], -sources[0][2])
+    vrt_type = {"uint8": "Byte", "uint16": "UInt16", "float32": "Float32"}[dtype]
+
+    def source(src: Path, col: int, row: int, band: int) -> str:
+        with rasterio.open(src) as ds:
+            w, h = ds.width, ds.height
+        return (f'<SimpleSource><SourceFilename>{src}</SourceFilename><SourceBand>{band}</SourceBand>'
+                f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+                f'<DstRect xOff="{col}" yOff="{row}" xSize="{w}" ySize="{h}"/></SimpleSource>')
+
+    bands = "".join(f'<VRTRasterBand dataType="{vrt_type}" band="{b}">'
+                    + "".join(source(src, col, row, b) for src, col, row in sources) + "</VRTRasterBand>"
+                    for b in range(1, count + 1))
+    path.write_text(f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>{crs.to_wkt()}</SRS>'
+                    f'<GeoTransform>{origin[0]}, {t.a}, 0, {origin[1]}, 0, {t.e}</GeoTransform>{bands}</VRTDataset>')
     return path
 
 

@@ -9,6 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from click.testing import CliRunner
 from shapely.geometry import box
 
@@ -229,3 +230,186 @@ def test_bad_rules_one_line_exit_code_nothing_written(text: str, code: int, word
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: columns config") and words in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+# --- README "Bad inputs": every row, run through the CLI ------------------------------------------
+
+def _scenes(tmp_path: Path, before: np.ndarray, after: np.ndarray, **kw: object) -> list[Path]:
+    return [write_raster(tmp_path / "b.tif", before, UTM48N, utm_transform(), **kw),
+            write_raster(tmp_path / "a.tif", after, UTM48N, utm_transform(), **kw)]
+
+
+def _nan(tmp_path: Path) -> list[Path]:
+    scene = textured_scene(96, 96, seed=1).astype(np.float32) / 10000
+    after = scene.copy()
+    after[:, 60:, :30] = np.nan
+    return _scenes(tmp_path, scene, after)
+
+
+def _zero_fill(tmp_path: Path) -> list[Path]:
+    scene = textured_scene(96, 96, seed=1)
+    after = scene.copy()
+    after[:, 60:, :30] = 0
+    return _scenes(tmp_path, scene, after)
+
+
+def _rgba(tmp_path: Path) -> list[Path]:
+    alpha = np.full((1, 128, 128), 255, np.uint8)
+    alpha[:, :8] = 0
+    data = [np.concatenate([(textured_scene(128, 128, bands=3, seed=s) // 16).astype(np.uint8), alpha]) for s in (1, 2)]
+    return _scenes(tmp_path, *data, photometric="RGB", alpha="YES")
+
+
+S2 = ("B02", "B03", "B04", "B08")
+
+
+def _reordered(tmp_path: Path, names: tuple[str, ...] = ("B08", "B04", "B03", "B02")) -> list[Path]:
+    scene = textured_scene(96, 96, seed=1)
+    return [write_raster(tmp_path / "b.tif", scene, UTM48N, utm_transform(), descriptions=S2),
+            write_raster(tmp_path / "a.tif", scene[::-1], UTM48N, utm_transform(), descriptions=names)]
+
+
+def _flipped(tmp_path: Path) -> list[Path]:
+    t = utm_transform()
+    up = Affine(t.a, 0.0, t.c, 0.0, -t.e, t.f + t.e * 96)
+    return [write_raster(tmp_path / f"{n}.tif", textured_scene(96, 96, seed=s)[:, ::-1].copy(), UTM48N, up)
+            for n, s in (("b", 1), ("a", 2))]
+
+
+def _rotated(tmp_path: Path) -> list[Path]:
+    t = utm_transform()
+    rot = Affine.translation(*(t * (48, 48))) * Affine.rotation(3.0) * Affine.translation(*(-v for v in t * (48, 48))) * t
+    return [write_raster(tmp_path / "b.tif", textured_scene(96, 96, seed=1), UTM48N, rot),
+            write_raster(tmp_path / "a.tif", textured_scene(96, 96, seed=2), UTM48N, t)]
+
+
+def _located_by(tmp_path: Path, kind: str) -> list[Path]:
+    from rasterio.control import GroundControlPoint
+    from rasterio.rpc import RPC
+
+    t = utm_transform()
+    before = write_raster(tmp_path / "b.tif", textured_scene(96, 96, seed=1), UTM48N, t)
+    with rasterio.open(tmp_path / "a.tif", "w", driver="GTiff", width=96, height=96, count=4, dtype="uint16") as ds:
+        ds.write(textured_scene(96, 96, seed=2))
+        if kind == "gcps":
+            ds.gcps = ([GroundControlPoint(row=r, col=c, x=(t * (c, r))[0], y=(t * (c, r))[1])
+                        for r in (0, 48, 96) for c in (0, 48, 96)], UTM48N)
+        else:
+            ds.rpcs = RPC(height_off=0, height_scale=1, lat_off=10.8, lat_scale=0.1, line_den_coeff=[1] + [0] * 19,
+                          line_num_coeff=[0, 0, 1] + [0] * 17, line_off=48, line_scale=48, long_off=106.7,
+                          long_scale=0.1, samp_den_coeff=[1] + [0] * 19, samp_num_coeff=[0, 1] + [0] * 18,
+                          samp_off=48, samp_scale=48)
+    return [before, tmp_path / "a.tif"]
+
+
+def _mosaics(tmp_path: Path, far: bool) -> list[Path]:
+    from tests.data import write_vrt
+
+    out = []
+    for name, seed in (("b", 1), ("a", 2)):
+        tile = write_raster(tmp_path / f"{name}.tif", textured_scene(96, 96, seed=seed), UTM48N, utm_transform())
+        spots = [(tile, 150_000, 120_000)] + ([(tile, 10, 10)] if far else [])
+        out.append(write_vrt(tmp_path / f"{name}.vrt", spots, 200_000))
+    return out
+
+
+def _tiny_clip(tmp_path: Path) -> list[Path]:
+    return _scenes(tmp_path, textured_scene(24, 30, seed=1), textured_scene(24, 30, seed=2))
+
+
+def _baseline_0400(tmp_path: Path) -> list[Path]:
+    scene = textured_scene(96, 96, seed=1)
+    paths = _scenes(tmp_path, scene, scene + 1000, nodata=0)
+    with rasterio.open(paths[1], "r+") as ds:
+        ds.update_tags(PROCESSING_BASELINE="04.00", BOA_ADD_OFFSET="-1000")
+    return paths
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+BAD_INPUTS = {  # README row's input → (make the inputs, extra options, exit code, check of the output or message)
+    "float imagery with NaN and no nodata tag":
+        (_nan, [], 0, lambda out, msg: _summary(out)["inputs"]["validity"]["after"]["sample"]["nan"] == 36 * 30),
+    "pixels 0 in every band, no nodata declared (Sentinel-2 swath edge)":
+        (_zero_fill, [], 0, lambda out, msg: _summary(out)["inputs"]["validity"]["after"]["zero_fill"]),
+    "RGB + alpha band (GIS and tile-tool exports)":
+        (_rgba, ["--model", None], 0, lambda out, msg: _summary(out)["model"]["name"] == "changewatch-rgb"
+         and _summary(out)["inputs"]["validity"]["after"]["alpha_band_as_mask"] == 4),
+    "AFTER's named bands stored in another order (B08,B04,B03,B02)":
+        (_reordered, [], 0, lambda out, msg: [b["index"] for b in _summary(out)["inputs"]["bands_compared"]["after"]]
+         == [4, 3, 2, 1]),
+    "both files name their bands and the names differ":
+        (lambda p: _reordered(p, ("B08", "B04", "B03", "B01")), [], 4,
+         lambda out, msg: "differ" in msg and "--bands" in msg),
+    "`--bands 1,2,3,4` picking the same named bands in another order":
+        (_reordered, ["--bands", "1,2,3,4"], 4, lambda out, msg: "the same bands in another order" in msg),
+    "`--bands` that includes an alpha band":
+        (_rgba, ["--bands", "1,2,3,4"], 4, lambda out, msg: "band 4 of BEFORE is its alpha band" in msg),
+    "bottom-up raster (positive y pixel size)":
+        (_flipped, [], 0, lambda out, msg: rasterio.open(out / "change_prob.tif").transform == utm_transform()),
+    "rotated geotransform":
+        (_rotated, [], 0, lambda out, msg: rasterio.open(out / "change_prob.tif").transform.b == 0),
+    "raster located only by ground control points":
+        (lambda p: _located_by(p, "gcps"), [], 0, lambda out, msg: _summary(out)["inputs"]["width"] == 96),
+    "raster located only by RPCs":
+        (lambda p: _located_by(p, "rpcs"), [], 4, lambda out, msg: "located only by RPCs" in msg
+         and "gdalwarp -rpc" in msg),
+    "VRT mosaic of a few tiles in a huge extent (200 000² pixels)":
+        (lambda p: _mosaics(p, far=False), [], 0, lambda out, msg: _summary(out)["inputs"]["width"] == 96),
+    "common grid over 4 Gpx":
+        (lambda p: _mosaics(p, far=True), [], 4, lambda out, msg: "4 Gpx one run takes" in msg),
+    "scene smaller than the model's training crops (30 × 24 px)":
+        (_tiny_clip, ["--model", None], 4, lambda out, msg: "needs at least 128×128" in msg),
+    "Sentinel-2 processing baseline 04.00 date (+1000 DN) against an older one":
+        (_baseline_0400, [], 0, lambda out, msg: _summary(out)["inputs"]["radiometry"]["after"]["tags"]
+         == {"PROCESSING_BASELINE": "04.00", "BOA_ADD_OFFSET": "-1000"}),
+}
+
+
+def readme_bad_inputs() -> dict[str, str]:
+    """The README's Bad inputs table: input → exit code."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    return {row[0].lstrip("| ").strip(): row[-1].rstrip(" |").strip() for row in rows[1:]}
+
+
+def test_every_imagery_row_of_the_readme_table_is_checked() -> None:
+    table = readme_bad_inputs()
+    for name, (_, _, code, _) in BAD_INPUTS.items():
+        assert table.get(name) == str(code), name
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_inputs_table(name: str, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    make, options, code, check = BAD_INPUTS[name]
+    before, after = make(tmp_path)
+    model = [] if options[:2] == ["--model", None] else ["--model", tiny_checkpoint]
+    options = [] if options[:2] == ["--model", None] else options
+    out = tmp_path / "out"
+    result = run("detect", before, after, "-o", out, *model, *options, "--threshold", "0.5", "--tile", "64",
+                 "--overlap", "16", "-q")
+    assert result.exit_code == code, result.output
+    assert (code == 0) != result.output.startswith("error:") and check(out, result.output), result.output
+    if code:
+        assert not out.exists()  # inputs are checked before anything is written
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_bad_inputs_table_jpeg_labels(tmp_path: Path) -> None:
+    import rasterio.shutil
+
+    from tests.data import make_levir
+
+    assert readme_bad_inputs()["JPEG or 3-channel label images (`evaluate`, `train`)"] == "0"
+    root = make_levir(tmp_path / "levir", {"a": ((10, 10, 30), (70, 60, 20)), "b": ((40, 40, 25),)}, size=128)
+    for png in list((root / "label").iterdir()):
+        rasterio.shutil.copy(png, png.with_suffix(".jpg"), driver="JPEG", QUALITY="75")
+        png.unlink()
+    result = run("evaluate", "--data", root, "--json", "-q", "--object-min-m2", "100", "--no-coregister")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["sites"]["a"]["objects"] == 2 and report["sites"]["b"]["objects"] == 1  # the squares, not noise

@@ -120,7 +120,7 @@ def test_evaluate_on_plain_png_pairs(tmp_path: Path) -> None:
 
 
 def test_evaluate_cli_json_on_levir_pngs(tmp_path: Path) -> None:
-    root = make_levir(tmp_path / "levir", SQUARES)
+    root = make_levir(tmp_path / "levir", SQUARES, size=128)  # the shipped model's minimum scene side
     result = CliRunner().invoke(cli, ["evaluate", "--data", str(root), "--json", "-q", "--object-min-m2", "20",
                                       "--pixel-size-m", "0.5"], catch_exceptions=False)  # the shipped RGB model
     assert result.exit_code == 0, result.output
@@ -135,3 +135,62 @@ def test_object_recall_counts_each_polygon_of_vector_labels(tmp_path: Path) -> N
     make_vector_site(tmp_path / "vec", "district", 1, ((10, 10, 12), (40, 30, 8)), layer_crs="EPSG:32648")
     report = evaluate(find_pairs(tmp_path / "vec"), pointwise(4), threshold=0.5)
     assert (report.objects.total, report.objects.hit) == (2, 2)  # 10 m pixels: both squares ≥ 200 m², both hit
+
+
+def as_jpeg(png: Path, quality: int = 75) -> Path:
+    """A lossy copy of a label PNG, as cities save labels from image editors (rasterio's JPEG driver)."""
+    import rasterio.shutil
+
+    jpeg = png.with_suffix(".jpg")
+    rasterio.shutil.copy(png, jpeg, driver="JPEG", QUALITY=str(quality))
+    png.unlink()
+    return jpeg
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_lossy_and_colour_labels_read_as_their_white_change(tmp_path: Path) -> None:
+    reference = evaluate(find_pairs(make_levir(tmp_path / "png", SQUARES)), pointwise(3), threshold=0.5)
+    jpeg_root = make_levir(tmp_path / "jpeg", SQUARES)
+    noisy = [as_jpeg(p) for p in sorted((jpeg_root / "label").iterdir())]
+    with open_plain(noisy[0]) as ds:  # JPEG noise: the 0/255 label now holds other values, 1 among them
+        values = np.unique(ds.read(1))
+    assert len(values) > 2 and 1 in values
+    pairs = find_pairs(jpeg_root)
+    assert [p.encoding for p in pairs] == [">=128", ">=128", "0/255"]  # tile_0003 has no change: still exact 0
+    jpeg = evaluate(pairs, pointwise(3), threshold=0.5)
+    assert jpeg.pooled.f1 == pytest.approx(reference.pooled.f1, abs=0.02)  # was 0.0: read as 0/1 labels
+
+    rgb_root = make_levir(tmp_path / "rgb", SQUARES)
+    for k, label in enumerate(sorted((rgb_root / "label").iterdir())):  # white, or a colour, = change
+        with open_plain(label) as ds:
+            grey = ds.read(1)
+        write_png(label, np.stack([grey] * 3) if k == 0 else np.stack([np.zeros_like(grey)] * 2 + [grey]))
+    rgb = evaluate(find_pairs(rgb_root), pointwise(3), threshold=0.5)
+    assert (rgb.pooled.tp, rgb.pooled.fp, rgb.pooled.fn) == (reference.pooled.tp, reference.pooled.fp,
+                                                             reference.pooled.fn)
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_label_encodings_per_file(tmp_path: Path) -> None:
+    from changewatch.rs.datasets import BINARISED, label_encodings
+
+    exact = write_png(tmp_path / "exact.png", np.where(expected_labels(((5, 5, 9),)) == 1, 255, 0).astype(np.uint8))
+    soft = np.stack([np.where(expected_labels(((5, 5, 9),)) == 1, 255, 0)] * 3).astype(np.uint8)
+    soft[:, 4, 4:15] = 128  # an anti-aliased edge in a colour label
+    write_png(tmp_path / "soft.png", soft)
+    grey_soft = soft[:1].copy()
+    write_png(tmp_path / "grey_soft.png", grey_soft)
+    assert label_encodings([tmp_path / "exact.png", tmp_path / "soft.png"]) == ["0/255", BINARISED]
+    with pytest.raises(InputFileError, match="expected 0/1"):  # a lossless single-band label must be exact
+        label_encodings([tmp_path / "grey_soft.png"])
+
+
+def open_plain(path: Path):  # noqa: ANN201
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)

@@ -10,6 +10,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from changewatch.models.changenet import DEFAULT_MODEL
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.errors import ModelError
 from changewatch.rs.infer import (PROB_MAX_ERROR, ChangeModel, InferenceConfig, model_input, predict_pair, read_ahead, resolve_device, tiling,
@@ -203,3 +204,24 @@ def test_shipped_model_fp16_on_gpu_matches_fp32() -> None:
     cpu = ChangeModel.load(DEFAULT_MODEL, "cpu").predict(x)
     np.testing.assert_allclose(fp32, cpu, atol=1e-3)
     np.testing.assert_allclose(fp16, fp32, atol=2e-2)
+
+
+def test_a_scene_smaller_than_the_model_was_trained_on_is_refused(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from changewatch.models.changenet import load_spec
+    from changewatch.rs.align import Grid
+    from changewatch.rs.errors import IncompatibleScenesError
+
+    assert load_spec(DEFAULT_MODEL).min_side_px == 128  # trained on 128 px crops
+    assert pointwise_spec().min_side_px == 1  # no training record: its size multiple, 2**0
+    model = ChangeModel(BrightnessChangeNet(4), replace(pointwise_spec(), training={"config": {"crop": 64}}),
+                        torch.device("cpu"))
+    with pytest.raises(IncompatibleScenesError, match=r"30×24 pixels.*needs at least 64×64"):
+        model.check_grid(Grid(UTM48N, utm_transform(), 30, 24))
+    model.check_grid(Grid(UTM48N, utm_transform(), 64, 500))
+    with pytest.raises(IncompatibleScenesError, match=r"200000×200000 pixels \(40.0 Gpx\).*crop the scenes"):
+        model.check_grid(Grid(UTM48N, utm_transform(), 200_000, 200_000))
+    before = write_raster(tmp_path / "b.tif", textured_scene(24, 30), UTM48N, utm_transform())
+    with AlignedPair(before, before) as pair, pytest.raises(IncompatibleScenesError, match="at least 64×64"):
+        next(predict_pair(pair, model, InferenceConfig(), progress=False))

@@ -9,8 +9,8 @@ import pytest
 from rasterio.windows import Window
 
 from changewatch.rs.align import AlignedPair
-
-from changewatch.rs.normalize import CLIP, band_stats, normalise
+from changewatch.rs.normalize import CLIP, band_stats, normalise, scene_stats
+from tests.data import UTM48N, textured_scene, utm_transform, write_raster
 
 
 def test_band_stats_are_percentiles() -> None:
@@ -50,3 +50,18 @@ def test_large_scenes_are_sampled_evenly(pair: tuple[Path, Path]) -> None:
         windows = p.sample_windows(whole_up_to=1000, grid_side=3, sample_size=16)
     assert len(windows) == 9 and {(w.width, w.height) for w in windows} == {(16, 16)}
     assert {w.col_off for w in windows} == {0, 40, 80} and {w.row_off for w in windows} == {0, 40, 80}
+
+
+def test_a_small_valid_block_the_sample_misses_is_found_by_a_whole_scan(tmp_path: Path) -> None:
+    # 2000² pixels of 0 fill (nodata by the zero rule) around one 40² block that lies between the
+    # 6×6 sample windows: the statistics come from that block, not "no valid pixels in common".
+    block = textured_scene(40, 40, bands=1, seed=4)
+    data = np.zeros((1, 2000, 2000), np.uint16)
+    data[:, 200:240, 200:240] = block
+    for name in ("before.tif", "after.tif"):
+        write_raster(tmp_path / name, data, UTM48N, utm_transform(), compress="deflate", tiled=True)
+    with AlignedPair(tmp_path / "before.tif", tmp_path / "after.tif") as pair:
+        assert not any(pair.read(w).valid.any() for w in pair.sample_windows())
+        before, after = scene_stats(pair)
+    np.testing.assert_allclose(before.p50, np.percentile(block, 50), rtol=0.01)
+    np.testing.assert_allclose(after.p98, np.percentile(block, 98), rtol=0.01)

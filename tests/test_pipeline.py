@@ -163,3 +163,64 @@ def test_change_only_model_leaves_change_type_empty(tmp_path: Path) -> None:
     assert len(changes) == 1 and "change_type" in changes and changes["change_type"].isna().all()
     assert result.summary["counts"]["by_change_type"] is None
     assert not result.summary["buildings"]["split_per_building"]
+
+
+def test_an_undeclared_zero_wedge_is_never_change_and_the_rule_is_recorded(tmp_path: Path) -> None:
+    # BEFORE has a 0-filled Sentinel-2 swath edge and no nodata tag: read as data, the wedge would be
+    # the brightest "change" of the scene; read by the zero rule, it is nodata.
+    before = textured_scene(96, 96, seed=16)
+    rows, cols = np.mgrid[0:96, 0:96]
+    wedge = rows > 40 + cols * 0.9
+    write_raster(tmp_path / "a.tif", plant_square(before, 10, 50, 10), UTM48N, utm_transform())
+    before[:, wedge] = 0
+    write_raster(tmp_path / "b.tif", before, UTM48N, utm_transform())
+
+    def run(out: str, zero_is_valid: bool) -> dict:
+        config = DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), str(tmp_path / out), threshold=0.5,
+                              min_area_m2=0.0, zero_is_valid=zero_is_valid)
+        return detect(config, progress=False, models=ModelCache(fixed=sensitive_model())).summary
+
+    summary = run("rule", False)
+    assert summary["counts"]["changes"] == 1  # the planted roof only
+    with rasterio.open(tmp_path / "rule" / "change_prob.tif") as ds:
+        assert np.isnan(ds.read(1)[wedge]).all()
+    validity = summary["inputs"]["validity"]
+    assert validity["before"]["zero_fill"] and validity["before"]["sample"]["all_bands_zero"] == wedge.sum()
+    assert validity["after"]["sample"]["all_bands_zero"] == 0
+    assert summary["inputs"]["bands_compared"]["rule"].startswith("file order")
+    assert run("told", True)["counts"]["changes"] == 2  # --zero-is-valid: the user says 0 is data
+
+
+def test_an_after_stored_in_another_band_order_gives_the_same_answer(tmp_path: Path) -> None:
+    before = textured_scene(64, 64, seed=17)
+    after = plant_square(before, 20, 20, 8)
+    bands = ("B02", "B03", "B04", "B08")
+    write_raster(tmp_path / "b.tif", before, UTM48N, utm_transform(), descriptions=bands)
+    write_raster(tmp_path / "a.tif", after, UTM48N, utm_transform(), descriptions=bands)
+    write_raster(tmp_path / "r.tif", after[::-1], UTM48N, utm_transform(), descriptions=bands[::-1])
+    for after_file in ("a.tif", "r.tif"):
+        detect(DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / after_file), str(tmp_path / after_file[0]),
+                            threshold=0.5, min_area_m2=0.0), progress=False, models=ModelCache(fixed=sensitive_model()))
+    with rasterio.open(tmp_path / "a" / "change_prob.tif") as a, rasterio.open(tmp_path / "r" / "change_prob.tif") as r:
+        np.testing.assert_array_equal(a.read(1), r.read(1))
+
+
+def test_a_sentinel2_baseline_0400_offset_on_one_date_changes_nothing(tmp_path: Path) -> None:
+    # Processing baseline 04.00 (from January 2022) stores reflectance × 10 000 + 1000 (BOA_ADD_OFFSET
+    # -1000); a 2021 date against a 2023 date is 1000 DN brighter in every band. Each date is
+    # normalised on its own statistics, so the offset is not change.
+    before = textured_scene(64, 64, seed=18)
+    after = plant_square(before, 20, 20, 8)
+    write_raster(tmp_path / "b.tif", before, UTM48N, utm_transform(), nodata=0)
+    write_raster(tmp_path / "a.tif", after, UTM48N, utm_transform(), nodata=0)
+    write_raster(tmp_path / "a2022.tif", after + 1000, UTM48N, utm_transform(), nodata=0)
+    with rasterio.open(tmp_path / "a2022.tif", "r+") as ds:
+        ds.update_tags(PROCESSING_BASELINE="04.00", BOA_ADD_OFFSET="-1000")
+    for after_file in ("a.tif", "a2022.tif"):
+        result = detect(DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / after_file),
+                                     str(tmp_path / after_file[:-4]), threshold=0.5, min_area_m2=0.0),
+                        progress=False, models=ModelCache(fixed=sensitive_model()))
+    assert result.summary["inputs"]["radiometry"]["after"]["tags"] == {"PROCESSING_BASELINE": "04.00",
+                                                                       "BOA_ADD_OFFSET": "-1000"}
+    with rasterio.open(tmp_path / "a" / "change_prob.tif") as a, rasterio.open(tmp_path / "a2022" / "change_prob.tif") as o:
+        np.testing.assert_allclose(a.read(1), o.read(1), atol=1e-3)

@@ -1,0 +1,188 @@
+"""Where a raster lies: pixel grids, a north-up grid for any georeferencing, and where data can be.
+
+Rasters reach users north-up (most GeoTIFFs), bottom-up (a positive y pixel size: NetCDF and
+xarray exports, GDAL#6946), rotated (rotation terms in the geotransform: the QGIS Georeferencer,
+some orthophotos) or located by ground control points only (scanned maps, some L1 products).
+
+- ``georeferenced`` presents a GCP-only raster as a north-up virtual raster warped through its GCPs
+  (GDAL's polynomial fit, as ``gdalwarp`` does) and names the fix for rasters it cannot place;
+- ``native_grid`` gives the north-up grid, in the raster's CRS and at its own pixel size, that
+  covers it: its own grid when it is north-up already, so common grids are always north-up and
+  GDAL's warper reads any of the others onto them;
+- ``data_bounds`` gives the part of a raster that can hold data: for a virtual mosaic (VRT) the
+  rectangles its sources fill, so a 200 000² VRT holding a few tiles is worked on where its tiles are.
+
+Nothing here reads pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import rasterio
+import rasterio.transform
+import rasterio.warp
+import rasterio.windows
+from affine import Affine
+from pyproj import Geod
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import WindowError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from changewatch.rs.errors import IncompatibleScenesError
+
+Dataset = Any  # a rasterio DatasetReader or WarpedVRT: both read the same way
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A georeferenced pixel grid: CRS, affine transform (pixel → CRS units) and size in pixels.
+    ``crs`` is None only for plain images compared pixel for pixel (identity transform)."""
+
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the grid's CRS units."""
+        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
+
+    def window_transform(self, window: Window) -> Affine:
+        """Affine transform of a window of this grid."""
+        return rasterio.windows.transform(window, self.transform)
+
+    def centre_lonlat(self) -> tuple[float, float]:
+        """(longitude, latitude) of the grid's centre (degrees, WGS 84)."""
+        x, y = self.transform * (self.width / 2, self.height / 2)
+        lon, lat = rasterio.warp.transform(self.crs, "EPSG:4326", [x], [y])
+        return lon[0], lat[0]
+
+    def pixel_size_m(self) -> float | None:
+        """Ground size of a pixel's side in metres at the grid's centre (mean of its two sides);
+        None for plain images without a CRS."""
+        if self.crs is None:
+            return None
+        if self.crs.is_projected:
+            return abs(self.transform.a * self.transform.e) ** 0.5 * self.crs.linear_units_factor[1]
+        lon, lat = self.centre_lonlat()
+        geod = Geod(ellps="WGS84")
+        dx = geod.inv(lon, lat, lon + abs(self.transform.a), lat)[2]
+        dy = geod.inv(lon, lat, lon, lat + abs(self.transform.e))[2]
+        return float((dx * dy) ** 0.5)
+
+    def metric_crs(self) -> CRS:
+        """The grid's CRS when it is projected, else the UTM zone of its centre."""
+        if self.crs is not None and self.crs.is_projected:
+            return self.crs
+        lon, lat = self.centre_lonlat()
+        zone = int((lon + 180) // 6) % 60 + 1
+        return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def is_plain(ds: Dataset) -> bool:
+    """True for an image with no CRS, no geotransform, no GCPs and no RPCs (a PNG chip, say)."""
+    return ds.crs is None and ds.transform == Affine.identity() and not ds.gcps[0] and not ds.rpcs
+
+
+def georeferenced(ds: Dataset, role: str) -> Dataset:
+    """``ds`` itself when it has a CRS and a geotransform (north-up, bottom-up or rotated); for a
+    raster located only by ground control points, a north-up WarpedVRT of it in the GCPs' CRS
+    (bilinear; an alpha band marks where the image lies). The caller closes what it gets.
+
+    Raises IncompatibleScenesError, naming the fix, for rasters without a usable location.
+    """
+    if ds.crs is not None and ds.transform != Affine.identity():
+        return ds
+    gcps, gcp_crs = ds.gcps
+    if gcps and gcp_crs is not None:
+        has_alpha = any(c == rasterio.enums.ColorInterp.alpha for c in ds.colorinterp)
+        return WarpedVRT(ds, src_crs=gcp_crs, resampling=Resampling.bilinear,
+                         add_alpha=ds.nodata is None and not has_alpha)
+    if gcps:
+        raise IncompatibleScenesError(f"{role} scene has ground control points but no CRS for them: {ds.name} "
+                                      "(set it, e.g. gdal_edit.py -a_srs EPSG:4326 FILE)")
+    if ds.rpcs:
+        raise IncompatibleScenesError(
+            f"{role} scene is located only by RPCs (a sensor model, not a map grid): {ds.name}; orthorectify it "
+            "first, e.g. gdalwarp -rpc -t_srs EPSG:32648 -r bilinear IN.tif OUT.tif")
+    if ds.crs is None:
+        raise IncompatibleScenesError(f"{role} scene has no CRS: {ds.name}")
+    raise IncompatibleScenesError(f"{role} scene has no georeferencing: {ds.name}")
+
+
+def is_north_up(transform: Affine) -> bool:
+    """True for a geotransform without rotation whose rows run north to south and columns west to east."""
+    return transform.b == 0 and transform.d == 0 and transform.a > 0 and transform.e < 0
+
+
+def _corners(window: Window, transform: Affine) -> tuple[list[float], list[float]]:
+    """x and y (CRS units) of a window's four corners."""
+    c0, r0 = window.col_off, window.row_off
+    c1, r1 = c0 + window.width, r0 + window.height
+    points = [transform * (c, r) for c, r in ((c0, r0), (c1, r0), (c0, r1), (c1, r1))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def native_grid(ds: Dataset) -> Grid:
+    """The north-up grid covering ``ds`` in its CRS at its pixel size: its own grid when it is
+    north-up; for a bottom-up raster the same pixels stored the other way up; for a rotated one
+    the north-up grid of its pixel size around its rotated footprint (``ds`` must have a CRS and
+    a geotransform: see ``georeferenced``)."""
+    t = ds.transform
+    if is_north_up(t):
+        return Grid(ds.crs, t, ds.width, ds.height)
+    xres, yres = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    xs, ys = _corners(Window(0, 0, ds.width, ds.height), t)
+    width = max(1, math.ceil((max(xs) - min(xs)) / xres - 1e-6))
+    height = max(1, math.ceil((max(ys) - min(ys)) / yres - 1e-6))
+    return Grid(ds.crs, Affine(xres, 0.0, min(xs), 0.0, -yres, max(ys)), width, height)
+
+
+VRT_SOURCES = ("SimpleSource", "ComplexSource", "AveragedSource", "KernelFilteredSource", "NoDataFromMaskSource")
+
+
+def data_window(ds: Dataset) -> Window:
+    """The window of ``ds``'s pixels that can hold data: for a VRT mosaic file, the bounding box of
+    the destination rectangles of its sources (parsed from the .vrt; nothing is read); for any
+    other raster, or a VRT it cannot parse, the whole raster."""
+    whole = Window(0, 0, ds.width, ds.height)
+    path = Path(str(ds.name))
+    if ds.driver != "VRT" or path.suffix.lower() != ".vrt" or not path.is_file():
+        return whole
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (OSError, ElementTree.ParseError):
+        return whole
+    rects = []
+    for band in root.iter("VRTRasterBand"):
+        for source in band:
+            if source.tag not in VRT_SOURCES:
+                continue
+            rect = source.find("DstRect")
+            if rect is None:  # a source without DstRect fills the whole raster
+                return whole
+            try:
+                rects.append(Window(*(float(rect.get(k, "nan")) for k in ("xOff", "yOff", "xSize", "ySize"))))
+            except ValueError:
+                return whole
+    if not rects or any(math.isnan(v) for r in rects for v in r.flatten()):
+        return whole
+    try:
+        return rasterio.windows.intersection(rasterio.windows.union(*rects), whole)
+    except WindowError:  # every source lies outside the raster
+        return whole
+
+
+def data_bounds(ds: Dataset) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) in ``ds``'s CRS of the part that can hold data (``data_window``),
+    for any geotransform (bottom-up and rotated included)."""
+    xs, ys = _corners(data_window(ds), ds.transform)
+    return min(xs), min(ys), max(xs), max(ys)
