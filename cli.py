@@ -581,8 +581,10 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
 @click.option("--object-min-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
               help="Smallest change object counted for the object metrics (true objects, and predicted objects as "
                    "--min-area-m2 of detect), in m² of ground.")
-@click.option("--pixel-size-m", type=click.FloatRange(0.0, min_open=True), default=1.0, show_default=True,
-              help="Pixel size assumed for plain images without georeferencing (LEVIR-CD: 0.5).")
+@click.option("--pixel-size-m", type=click.FloatRange(0.0, min_open=True), default=None,
+              help="GSD in metres of plain images without georeferencing (LEVIR-CD: 0.5): the model is then chosen "
+                   "and the images resampled (--gsd auto) as for georeferenced imagery of that GSD. Without it plain "
+                   "images are compared pixel for pixel and object areas assume 1 m pixels.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: pooled precision, recall, f1, iou, object_recall, object_precision, "
                    "object_recall_iou50, object_f1; per pair under sites.")
@@ -590,19 +592,20 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
 @reports_errors
 def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: str | None, device: str,
              threshold: float | None, tta: bool, gsd: str, coregister: bool, zero_is_valid: bool, object_min_m2: float,
-             pixel_size_m: float, as_json: bool, quiet: bool) -> None:
+             pixel_size_m: float | None, as_json: bool, quiet: bool) -> None:
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels;
     object recall (share of true change objects ≥ --object-min-m2 that are hit); and object
     precision, recall and F1, where a predicted change object (as detect writes them: one per
     building for models with building outputs) matches a true one at IoU ≥ 0.5, one to one."""
-    from changewatch.models.changenet import resolve_model
+    from changewatch.models.spec import choose_model
     from changewatch.rs.evaluate import EvalOptions, find_sites
     from changewatch.rs.evaluate import evaluate as run_evaluate
     from changewatch.rs.infer import ChangeModel, InferenceConfig
 
     found = find_sites(data_dir, _sites(sites))
-    with found[0].open(_bands(bands), zero_is_valid) as first:
-        model = ChangeModel.load(resolve_model(model_path, first.band_count), device)
+    with found[0].open(_bands(bands), zero_is_valid, pixel_size_m) as first:
+        choice = choose_model(model_path, first.band_count, first.grid.pixel_size_m())
+    model = ChangeModel.load(choice.path, device)
     report = run_evaluate(found, model, threshold, InferenceConfig(device=device, tta=tta),
                           progress=not quiet and not as_json, bands=_bands(bands),
                           options=EvalOptions(object_min_m2=object_min_m2, pixel_size_m=pixel_size_m, gsd=gsd,
@@ -610,7 +613,8 @@ def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: st
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
-    click.echo(f"model {model.spec.name}, threshold {report.threshold:.2f}, objects ≥ {object_min_m2:g} m²")
+    click.echo(f"model {model.spec.name} ({choice.reason}), threshold {report.threshold:.2f}, "
+               f"objects ≥ {object_min_m2:g} m²")
     click.echo(f"{'pair':14s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s} {'obj. recall':>17s} "
                f"{'obj. P@.5':>9s} {'obj. R@.5':>9s} {'obj. F1@.5':>10s}")
     rows = [*((n, c, report.site_objects[n]) for n, c in report.sites.items()), ("POOLED", report.pooled, report.objects)]

@@ -25,7 +25,7 @@ from rasterio.enums import Resampling
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
-from changewatch.models.changenet import resolve_model  # noqa: E402
+from changewatch.models.spec import choose_model  # noqa: E402
 from changewatch.rs.evaluate import EvalOptions, evaluate, find_sites  # noqa: E402
 from changewatch.rs.infer import ChangeModel, InferenceConfig  # noqa: E402
 from changewatch.rs.train import OSCD_VAL  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--bands", default="3,2,1")
     args = parser.parse_args()
     bands = tuple(args.bands.split(","))
-    model = ChangeModel.load(resolve_model(None, len(bands)), "cpu")
+    model = ChangeModel.load(choose_model(None, len(bands), 10.0).path, "cpu")
     print(f"model {model.spec.name} (trained at {model.spec.gsd_m:g} m), bands {args.bands}, OSCD val cities\n")
     print("| pixel size | --gsd | pooled F1 | precision | recall | object recall (≥ 200 m²) |")
     print("|---|---|---|---|---|---|")

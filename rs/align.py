@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from changewatch.rs.bands import RADIOMETRY_NOTE, BandChoice, choose_bands, radiometry
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
-from changewatch.rs.georef import Dataset, Grid, data_bounds, georeferenced, is_plain, native_grid
+from changewatch.rs.georef import Dataset, Grid, data_bounds, georeferenced, is_plain, native_grid, placed
 from changewatch.rs.validity import (Validity, alpha_band, has_internal_mask, infer_validity, is_nodata,
                                      sample_counts)
 
@@ -167,30 +167,36 @@ def common_grid(before: Dataset, after: Dataset, spec: GridSpec) -> Grid:
 GSD_POLICIES = ("auto", "native")
 
 
-def grid_for_gsd(grid: Grid, model_gsd_m: float, policy: str = "auto") -> GridSpec | None:
-    """The grid to compare on for a model trained at ``model_gsd_m`` metres, or None to keep ``grid``.
+def grid_for_gsd(grid: Grid, model_gsd_m: float, policy: str = "auto",
+                 serves: tuple[float, float] | None = None) -> GridSpec | None:
+    """The grid to compare on for a model trained at ``model_gsd_m`` metres that serves input GSDs
+    ``serves`` = (finest, coarsest) at their own pixels (default: half to three times
+    ``model_gsd_m``; ``ModelSpec.serves_gsd_m``), or None to keep ``grid``.
 
-    ``auto``: imagery more than twice as fine as the model's training GSD (very-high-resolution
-    imagery under a 10 m model, say) is compared on a grid at the model's GSD, in the scene's CRS
-    if projected, else its UTM zone, so that buildings are the size in pixels the model learnt
-    (bench/RESULTS.md measures both ways). ``native``: always the imagery's own pixels.
+    ``auto``: imagery whose pixel size lies outside ``serves`` (very-high-resolution imagery under
+    a 10 m model, say) is compared on a grid at the model's GSD, in the scene's CRS if projected,
+    else its UTM zone, so that buildings are the size in pixels the model learnt (bench/RESULTS.md
+    measures both ways). ``native``: always the imagery's own pixels. Plain images of unknown
+    pixel size are kept as they are.
     """
     if policy not in GSD_POLICIES:
         raise ValueError(f"unknown GSD policy {policy!r}: use one of {', '.join(GSD_POLICIES)}")
+    lo, hi = serves or (model_gsd_m / 2, model_gsd_m * 3)
     pixel = grid.pixel_size_m()
-    if policy == "native" or pixel is None or pixel >= model_gsd_m / 2:
+    if policy == "native" or pixel is None or lo <= pixel <= hi:
         return None
     return GridSpec(grid.metric_crs().to_string(), model_gsd_m)
 
 
-def at_model_gsd(pair: AlignedPair, model_gsd_m: float, policy: str = "auto") -> AlignedPair:
-    """``pair`` itself, or, when ``grid_for_gsd`` asks for a coarser grid (and the pair is on the
+def at_model_gsd(pair: AlignedPair, model_gsd_m: float, policy: str = "auto",
+                 serves: tuple[float, float] | None = None) -> AlignedPair:
+    """``pair`` itself, or, when ``grid_for_gsd`` asks for another grid (and the pair is on the
     default grid), the same pair re-opened on that grid; ``pair`` is then closed."""
-    coarser = grid_for_gsd(pair.grid, model_gsd_m, policy) if pair.grid_spec == GridSpec() else None
-    if coarser is None:
+    regrid = grid_for_gsd(pair.grid, model_gsd_m, policy, serves) if pair.grid_spec == GridSpec() else None
+    if regrid is None:
         return pair
     pair.close()
-    return pair.reopen(coarser)
+    return pair.reopen(regrid)
 
 
 def _pixel_offset(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[int, int] | None:
@@ -347,7 +353,8 @@ class AlignedPair:
 
     def __init__(self, before_path: str | os.PathLike[str], after_path: str | os.PathLike[str],
                  bands: tuple[str, ...] | None = None, masks: tuple[str, ...] = (),
-                 grid: GridSpec | None = None, after_shift: Shift | None = None, zero_is_valid: bool = False) -> None:
+                 grid: GridSpec | None = None, after_shift: Shift | None = None, zero_is_valid: bool = False,
+                 pixel_size_m: float | None = None) -> None:
         self.before_path = Path(before_path)
         self.after_path = Path(after_path)
         self.bands = bands
@@ -355,13 +362,18 @@ class AlignedPair:
         self.grid_spec = grid or GridSpec()
         self.after_shift = after_shift
         self.zero_is_valid = zero_is_valid
+        self.pixel_size_m = pixel_size_m
         self._files: list[Dataset] = []
         self._readers: list[GridReader] = []
         try:
             before_file = self._open(before_path, "BEFORE")
             after_file = self._open(after_path, "AFTER")
-            # Two plain images (PNG/JPEG chips, no CRS, no transform) are compared pixel for pixel.
-            self.plain = is_plain(before_file) and is_plain(after_file)
+            # Two plain images (PNG/JPEG chips, no CRS, no transform) are compared pixel for pixel; with
+            # a known pixel size they are placed on a local metric grid (rs.georef.placed) first.
+            plain = is_plain(before_file) and is_plain(after_file)
+            if plain:
+                self._same_size(before_file, after_file)
+            self.plain = plain and pixel_size_m is None
             before, after = (before_file, after_file) if self.plain else (
                 self._located(before_file, "BEFORE"), self._located(after_file, "AFTER"))
             self._validate(before, after)
@@ -384,7 +396,7 @@ class AlignedPair:
         shift, on the same grid or on ``grid`` (for another thread: GDAL handles are not
         thread-safe); with ``after_shift``, that shift instead."""
         return AlignedPair(self.before_path, self.after_path, self.bands, self.masks, grid or self.grid_spec,
-                           after_shift or self.after_shift, self.zero_is_valid)
+                           after_shift or self.after_shift, self.zero_is_valid, self.pixel_size_m)
 
     def provenance(self) -> dict[str, object]:
         """What was decided about the inputs, for ``summary.json``: ``validity`` (per date, the rule,
@@ -418,8 +430,9 @@ class AlignedPair:
         return ds
 
     def _located(self, ds: Dataset, role: str) -> Dataset:
-        """``ds`` as a georeferenced dataset (a GCP-only raster warped through its GCPs, closed with the pair)."""
-        view = georeferenced(ds, role)
+        """``ds`` as a georeferenced dataset (a GCP-only raster warped through its GCPs, a plain image
+        of known pixel size placed on a local metric grid; closed with the pair)."""
+        view = placed(ds, self.pixel_size_m) if self.pixel_size_m and is_plain(ds) else georeferenced(ds, role)
         if view is not ds:
             self._files.append(view)
         return view
@@ -434,18 +447,21 @@ class AlignedPair:
                    fill: float | None = None) -> GridReader:
         """Another georeferenced raster (labels, masks) presented on this pair's grid; closed with the pair."""
         ds = self._open(path, role)
+        if is_plain(ds) and (ds.width, ds.height) != (self._files[0].width, self._files[0].height):
+            raise IncompatibleScenesError(f"{role} {Path(path).name} is not the size of the plain images it labels")
         if not self.plain:
             ds = self._located(ds, role)
-        elif (ds.width, ds.height) != (self.grid.width, self.grid.height):
-            raise IncompatibleScenesError(f"{role} {Path(path).name} is not the size of the plain images it labels")
         return self._reader(ds, resampling, role, fill)
+
+    @staticmethod
+    def _same_size(before: Dataset, after: Dataset) -> None:
+        if (before.width, before.height) != (after.width, after.height):
+            raise IncompatibleScenesError(
+                f"BEFORE and AFTER are plain images (no georeferencing) of different sizes "
+                f"({before.width}×{before.height} vs {after.width}×{after.height}): they cannot be aligned")
 
     def _validate(self, before: Dataset, after: Dataset) -> None:
         if self.plain:
-            if (before.width, before.height) != (after.width, after.height):
-                raise IncompatibleScenesError(
-                    f"BEFORE and AFTER are plain images (no georeferencing) of different sizes "
-                    f"({before.width}×{before.height} vs {after.width}×{after.height}): they cannot be aligned")
             if self.grid_spec != GridSpec():
                 raise IncompatibleScenesError("--crs/--resolution need georeferenced scenes")
         elif overlap_fraction(before, after) <= 0.0:

@@ -40,7 +40,7 @@ import yaml
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker, worker_client
 
 import changewatch
-from changewatch.models.changenet import load_spec, resolve_model
+from changewatch.models.spec import choose_model, load_spec
 from changewatch.rs.align import AlignedPair, GridSpec, Shift, at_model_gsd
 from changewatch.rs.atomic import TMP_GLOB, atomic_write, recover_children, writing
 from changewatch.rs.crosscheck import SEVERITY, CrosscheckInputs
@@ -355,7 +355,8 @@ def tile_count(job: Job, config: BatchConfig) -> int:
     except ChangewatchError:
         return 0
     try:
-        pair = at_model_gsd(pair, load_spec(resolve_model(config.model, pair.band_count)).gsd_m, config.gsd)
+        spec = load_spec(choose_model(config.model, pair.band_count, pair.grid.pixel_size_m()).path)
+        pair = at_model_gsd(pair, spec.gsd_m, config.gsd, spec.serves_gsd_m)
     except ChangewatchError:
         pair.close()
         return 0

@@ -60,10 +60,13 @@ class LabelledPair:
     encoding: str
     buildings: tuple[Path, Path] | None = None  # building masks of BEFORE and AFTER (same encoding), if known
 
-    def open(self, bands: tuple[str, ...] | None = None, zero_is_valid: bool = False) -> AlignedPair:
+    def open(self, bands: tuple[str, ...] | None = None, zero_is_valid: bool = False,
+             pixel_size_m: float | None = None) -> AlignedPair:
         """The pair aligned (on BEFORE's pixels where the dates overlap), ``bands`` selected;
-        ``zero_is_valid``: pixels 0 in every band are data (``rs.validity``)."""
-        return AlignedPair(self.before, self.after, bands, zero_is_valid=zero_is_valid)
+        ``zero_is_valid``: pixels 0 in every band are data (``rs.validity``); ``pixel_size_m``: the
+        GSD of plain images (no georeferencing), which are then placed on a local metric grid
+        (``rs.georef.placed``) so GSD rules apply; None compares them pixel for pixel."""
+        return AlignedPair(self.before, self.after, bands, zero_is_valid=zero_is_valid, pixel_size_m=pixel_size_m)
 
     def labels(self, pair: AlignedPair) -> LabelReader:
         """A reader of this pair's labels on ``pair``'s grid."""

@@ -37,6 +37,7 @@ from changewatch.rs.infer import ChangeModel, InferenceConfig, predict_pair, til
 from changewatch.rs.vectorize import FOUR_CONNECTED, VectorizeConfig, pixel_area_m2, vectorize
 
 HIST_BINS = 1000
+PLAIN_PIXEL_M = 1.0  # pixel size assumed for object areas of plain images when none is given
 MATCH_IOU = 0.5  # intersection over union from which a predicted object matches a true one
 
 
@@ -173,7 +174,7 @@ class EvalOptions:
 
     threshold: float | None = None
     object_min_m2: float = 200.0
-    pixel_size_m: float = 1.0
+    pixel_size_m: float | None = None
     gsd: str = "auto"
     coregister: bool = True
     zero_is_valid: bool = False
@@ -240,7 +241,7 @@ def predicted_objects(prob_path: Path, pair: AlignedPair, threshold: float, opti
     from a probability raster (``rs.vectorize`` at ``threshold``, objects under
     ``options.object_min_m2`` dropped, exact outlines)."""
     changes = vectorize(prob_path, VectorizeConfig(threshold, options.object_min_m2),
-                        pixel_size_m=options.pixel_size_m if pair.grid.crs is None else None)
+                        pixel_size_m=(options.pixel_size_m or PLAIN_PIXEL_M) if pair.grid.crs is None else None)
     ids = np.zeros((pair.grid.height, pair.grid.width), np.int32)
     if len(changes):
         shapes = zip(changes.geometry, changes["change_id"].astype(np.int32))
@@ -272,7 +273,8 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfi
     """
     threshold = model.spec.threshold if options.threshold is None else options.threshold
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    pair = at_model_gsd(site.open(bands, options.zero_is_valid), model.spec.gsd_m, options.gsd)
+    pair = at_model_gsd(site.open(bands, options.zero_is_valid, options.pixel_size_m), model.spec.gsd_m, options.gsd,
+                        model.spec.serves_gsd_m)
     if options.coregister:
         pair, _ = coregister(pair)
     with pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
@@ -290,7 +292,7 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfi
                 result.confusion = result.confusion + confusion(p >= threshold, truth)
                 result.histogram.add(p, truth)
             whole = read_whole(pair, labels)
-            pixel_m2 = options.pixel_size_m ** 2 if pair.grid.crs is None else pixel_area_m2(pair.grid)
+            pixel_m2 = (options.pixel_size_m or PLAIN_PIXEL_M) ** 2 if pair.grid.crs is None else pixel_area_m2(pair.grid)
             truth = _objects(labels, whole, pair)
             min_pixels = options.object_min_m2 / pixel_m2
             touched = object_counts(whole, truth, probs.read(1), threshold, min_pixels)

@@ -92,6 +92,23 @@ def is_plain(ds: Dataset) -> bool:
     return ds.crs is None and ds.transform == Affine.identity() and not ds.gcps[0] and not ds.rpcs
 
 
+# Where plain images of a known pixel size are placed: UTM zone 31N at its central meridian and the
+# equator, where the zone's own metres are ground metres (scale 0.9996), so areas and GSDs come out in
+# metres. The place is arbitrary: nothing is mapped from such images, they are only compared.
+LOCAL_FRAME_CRS = CRS.from_epsg(32631)
+LOCAL_FRAME_ORIGIN = (500_000.0, 0.0)  # easting, northing of the image's bottom-left corner
+
+
+def placed(ds: Dataset, pixel_size_m: float) -> WarpedVRT:
+    """A plain image (``is_plain``) presented as lying on a local metric grid of ``pixel_size_m``
+    metres (``LOCAL_FRAME_CRS``), north-up and pixel for pixel, so that GSD rules, resampling and
+    areas work on it as on georeferenced imagery. The caller closes what it gets."""
+    x0, y0 = LOCAL_FRAME_ORIGIN
+    transform = Affine(pixel_size_m, 0.0, x0, 0.0, -pixel_size_m, y0 + ds.height * pixel_size_m)
+    return WarpedVRT(ds, src_crs=LOCAL_FRAME_CRS, src_transform=transform, crs=LOCAL_FRAME_CRS, transform=transform,
+                     width=ds.width, height=ds.height, resampling=Resampling.nearest)
+
+
 def georeferenced(ds: Dataset, role: str) -> Dataset:
     """``ds`` itself when it has a CRS and a geotransform (north-up, bottom-up or rotated); for a
     raster located only by ground control points, a north-up WarpedVRT of it in the GCPs' CRS

@@ -36,7 +36,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 
 import changewatch
-from changewatch.models.changenet import resolve_model
+from changewatch.models.spec import ModelChoice, choose_model
 from changewatch.rs.align import AlignedPair, GridSpec, at_model_gsd, scene_date
 from changewatch.rs.coregister import Coregistration, coregister
 from changewatch.rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
@@ -117,7 +117,7 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     models = models or ModelCache(config.inference.device, config.inference.amp)
-    pair, model, model_path, coreg = _open_for_model(config, models)
+    pair, model, choice, coreg = _open_for_model(config, models)
     with pair:
         threshold = model.spec.threshold if config.threshold is None else config.threshold
         layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
@@ -141,7 +141,7 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
             timings["crosscheck_s"] = time.perf_counter() - t
             carried = _write_judgement(judgement, previous, out)
             timings["total_s"] = time.perf_counter() - t0
-            summary = _summary(config, model, model_path, pair, coreg, threshold, vectorized, judgement, layers,
+            summary = _summary(config, model, choice, pair, coreg, threshold, vectorized, judgement, layers,
                                rules, as_of_source, timings)
             summary["review"] = carried.to_dict() if carried else None
             with out.writing("summary.json"):
@@ -180,20 +180,21 @@ def _write_judgement(judgement: Judgement, previous: gpd.GeoDataFrame | None,
 
 
 def _open_for_model(config: DetectConfig,
-                    models: ModelCache) -> tuple[AlignedPair, ChangeModel, Path, Coregistration | None]:
-    """The aligned pair, its model, the model's path and the co-registration measured (None when
-    not asked for). Without a user grid, imagery much finer than the model's training GSD is
-    compared on a grid at that GSD (``config.gsd``, see ``rs.align.grid_for_gsd``)."""
+                    models: ModelCache) -> tuple[AlignedPair, ChangeModel, ModelChoice, Coregistration | None]:
+    """The aligned pair, its model, which model and why (``models.spec.choose_model``: by band count
+    and GSD), and the co-registration measured (None when not asked for). Without a user grid,
+    imagery outside the GSDs the model serves is compared on a grid at the model's GSD
+    (``config.gsd``, see ``rs.align.grid_for_gsd``)."""
     pair = AlignedPair(config.before, config.after, config.bands, config.masks, config.grid,
                        zero_is_valid=config.zero_is_valid)
     try:
         if pair.plain:
             raise IncompatibleScenesError("detect needs georeferenced scenes: plain images (no CRS) can be "
                                           "evaluated but not mapped")
-        model_path = resolve_model(config.model, pair.band_count)
-        model = models.get(model_path)
+        choice = choose_model(config.model, pair.band_count, pair.grid.pixel_size_m())
+        model = models.get(choice.path)
         model.check_bands(pair.band_count)
-        pair = at_model_gsd(pair, model.spec.gsd_m, config.gsd)
+        pair = at_model_gsd(pair, model.spec.gsd_m, config.gsd, model.spec.serves_gsd_m)
         model.check_grid(pair.grid)
         coreg = None
         if config.coregister:
@@ -201,7 +202,7 @@ def _open_for_model(config: DetectConfig,
     except BaseException:
         pair.close()
         raise
-    return pair, model, model_path, coreg
+    return pair, model, choice, coreg
 
 
 def _as_of(config: DetectConfig) -> tuple[date, str]:
@@ -223,7 +224,7 @@ def change_type_counts(vectorized: Vectorized) -> dict[str, int] | None:
     return {kind: int(found.get(kind, 0)) for kind in CHANGE_TYPES}
 
 
-def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: AlignedPair,
+def _summary(config: DetectConfig, model: ChangeModel, choice: ModelChoice, pair: AlignedPair,
              coreg: Coregistration | None, threshold: float, vectorized: Vectorized, judgement: Judgement,
              layers: Layers, rules: RuleConfig, as_of_source: str, timings: dict[str, float]) -> dict[str, Any]:
     counts = judgement.counts()
@@ -242,7 +243,9 @@ def _summary(config: DetectConfig, model: ChangeModel, model_path: Path, pair: A
             "masks": [str(Path(m).resolve()) for m in config.masks],
             "coregistration": coreg.to_dict() if coreg else None, **pair.provenance(),
         },
-        "model": {"path": str(model_path.resolve()), "name": model.spec.name,
+        "model": {"path": str(choice.path.resolve()), "name": model.spec.name, "chosen_because": choice.reason,
+                  "gsd_m": model.spec.gsd_m, "serves_gsd_m": list(model.spec.serves_gsd_m),
+                  "compared_at_gsd_m": pair.grid.pixel_size_m(),
                   "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},
         "thresholds": {"probability": threshold, "min_area_m2": config.min_area_m2, "simplify_m": config.simplify_m},
         "buildings": {"split_per_building": vectorized.buildings, "unsplit_regions": vectorized.unsplit,

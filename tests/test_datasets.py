@@ -115,14 +115,28 @@ def test_evaluate_on_plain_png_pairs(tmp_path: Path) -> None:
     assert small.objects.total == 2  # the 8×8 square is under 100 m²
     assert (small.objects.predicted, small.objects.matched) == (2, 2)  # and so is its prediction
     half = evaluate(find_pairs(root), pointwise(3), threshold=0.5, options=EvalOptions(object_min_m2=20.0,
-                                                                                        pixel_size_m=0.5))
+                                                                                        pixel_size_m=0.5, gsd="native"))
     assert (half.objects.total, half.objects.predicted, half.objects.matched) == (2, 2, 2)  # 8×8 px = 16 m²
+
+
+def test_plain_images_of_a_given_gsd_follow_the_gsd_rules(tmp_path: Path) -> None:
+    root = make_levir(tmp_path / "levir", SQUARES, size=128)
+    with find_pairs(root)[0].open(pixel_size_m=0.5) as pair:  # placed on a local metric grid of 0.5 m pixels
+        assert pair.grid.crs is not None and pair.grid.pixel_size_m() == pytest.approx(0.5)
+        assert (pair.grid.width, pair.grid.height) == (128, 128)
+    # a 10 m model compares 0.5 m imagery at 10 m: 128 px of 0.5 m become 7 px, too small to judge
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(root), "--pixel-size-m", "0.5", "-q"])
+    assert result.exit_code == 4 and "too small" in result.output
+    native = CliRunner().invoke(cli, ["evaluate", "--data", str(root), "--pixel-size-m", "0.5", "--gsd", "native",
+                                      "-q"])
+    assert native.exit_code == 0, native.output
 
 
 def test_evaluate_cli_json_on_levir_pngs(tmp_path: Path) -> None:
     root = make_levir(tmp_path / "levir", SQUARES, size=128)  # the shipped model's minimum scene side
     result = CliRunner().invoke(cli, ["evaluate", "--data", str(root), "--json", "-q", "--object-min-m2", "20",
-                                      "--pixel-size-m", "0.5"], catch_exceptions=False)  # the shipped RGB model
+                                      "--pixel-size-m", "0.5", "--gsd", "native"],
+                                catch_exceptions=False)  # the shipped RGB model at the images' own pixels
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert {"precision", "recall", "f1", "iou", "object_recall", "sites"} <= set(report)

@@ -40,6 +40,8 @@ def test_demo_flags_real_changes(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["flagged"] == len(flagged)
     assert summary["rules"]["as_of"] == "2018-03-23" and summary["rules"]["as_of_source"] == "AFTER scene date tag"
+    assert summary["model"]["name"] == "changewatch-rgbn" and summary["model"]["serves_gsd_m"] == [5.0, 30.0]
+    assert summary["model"]["chosen_because"].startswith("4 bands per date at 9.98 m GSD, within")  # EPSG:4326
 
 
 @pytest.mark.parametrize("bands,model", [(None, DEFAULT_MODEL), ("3,2,1", DEFAULT_MODEL.with_name("changewatch-rgb.json"))],

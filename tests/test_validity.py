@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from changewatch.models.changenet import resolve_model
+from changewatch.models.spec import choose_model
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.coregister import coregister
 from changewatch.rs.normalize import scene_stats
@@ -138,7 +138,7 @@ def test_an_alpha_band_is_a_mask_and_the_model_is_chosen_from_the_colour_bands(t
     with AlignedPair(before, after) as pair:
         w = pair.read(Window(0, 0, 96, 96))
         record = pair.provenance()
-        assert pair.band_count == 3 and resolve_model(None, pair.band_count).stem == "changewatch-rgb"
+        assert pair.band_count == 3 and choose_model(None, pair.band_count, pair.grid.pixel_size_m()).path.stem == "changewatch-rgb"
     assert not w.valid[:16].any() and not w.valid[-16:].any() and not w.valid[:, -16:].any()  # AFTER's frame
     assert w.valid[18:-18, 18:-18].all()
     assert record["validity"]["after"]["alpha_band_as_mask"] == 4 and record["validity"]["after"]["zero_fill"] is False

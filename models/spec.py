@@ -1,0 +1,182 @@
+"""What a checkpoint is and which shipped model fits a scene: light, no torch.
+
+``ModelSpec`` is a checkpoint's metadata (``NAME.json`` beside ``NAME.safetensors``): the network,
+the bands it takes, the ground sampling distances it serves, its outputs, decision threshold,
+training record and licence. ``choose_model`` picks the shipped model for a scene by its band
+count and its GSD, and says why. Reading a spec never imports torch, so commands that fail on
+bad input, or never run a network, stay fast (``models.changenet`` builds the networks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from changewatch.rs.errors import ModelError
+
+MODELS_DIR = Path(str(files(__name__.rpartition(".")[0])))  # the installed changewatch.models folder
+DEFAULT_MODEL = MODELS_DIR / "changewatch-rgbn.json"
+# The shipped models, each described by its JSON (bands, GSDs served): choose_model picks among them.
+SHIPPED = ("changewatch-rgbn", "changewatch-rgb", "changewatch-vhr-rgb")
+VHR_MAX_GSD_M = 2.5  # imagery this fine or finer is very-high-resolution: buildings are many pixels
+
+# What an output channel may predict: change between the dates, and (semantic change models, trained where
+# each date's buildings are known) building presence in BEFORE and in AFTER, which vectorize uses to split
+# change into buildings and to tell new buildings from demolitions.
+OUTPUTS = ("change", "building_before", "building_after")
+SEMANTIC_OUTPUTS = OUTPUTS
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a change network and feed it correctly (serialised as JSON)."""
+
+    name: str = "changewatch-rgbn"
+    architecture: str = "unet"
+    fusion: str = "early"
+    encoder: str = "mobilenet_v2"
+    encoder_depth: int = 5
+    decoder_channels: tuple[int, ...] = (128, 64, 48, 32, 16)
+    bands: tuple[str, ...] = ("blue", "green", "red", "nir")
+    gsd_m: float = 10.0
+    gsd_range_m: tuple[float, float] | None = None  # input GSDs served at their own pixels (None: gsd_m/2 to 3×gsd_m)
+    outputs: tuple[str, ...] = ("change",)  # what each output channel predicts (OUTPUTS), change first
+    normalisation: str = ""
+    threshold: float = 0.5
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    licence: str = ""
+
+    @property
+    def serves_gsd_m(self) -> tuple[float, float]:
+        """(finest, coarsest) input GSD in metres the model compares at the imagery's own pixels;
+        imagery outside is resampled to ``gsd_m`` (``rs.align.grid_for_gsd``)."""
+        return self.gsd_range_m or (self.gsd_m / 2, self.gsd_m * 3)
+
+    @property
+    def min_side_px(self) -> int:
+        """Smallest scene side, in pixels of the grid the model sees, it is trusted on: the crop side
+        it was trained on (less context than it ever learnt from gives other answers: a 30×24 px
+        clip of an OSCD city scores F1 0, 128 px clips as the whole city), else its size multiple."""
+        config = self.training.get("config") if isinstance(self.training, dict) else None
+        crop = config.get("crop") if isinstance(config, dict) else None
+        return int(crop) if isinstance(crop, int) and crop > 0 else 2 ** self.encoder_depth
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the network: the bands of both dates."""
+        return 2 * len(self.bands)
+
+    @classmethod
+    def from_dict(cls, data: object) -> ModelSpec:
+        """Build from a parsed JSON object. Raises ModelError for anything else, for unknown keys
+        (so typos surface), for a value of the wrong type (``bands`` a list of names, ``threshold``
+        a number…), and for a threshold outside (0, 1) or a GSD that is not positive."""
+        if not isinstance(data, dict):
+            raise ModelError(f"model metadata must be a JSON object, not {type(data).__name__}")
+        hints = get_type_hints(cls)
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ModelError(f"unknown keys in model metadata: {sorted(map(str, unknown))}")
+        wrong = sorted(key for key, value in data.items() if not _is_a(value, hints[key]))
+        if wrong:
+            raise ModelError(f"model metadata has values of the wrong type for {', '.join(wrong)}")
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}  # JSON lists: tuple fields
+        spec = cls(**data)
+        if not 0.0 < spec.threshold < 1.0 or not spec.gsd_m > 0:
+            raise ModelError(f"model metadata: threshold must be in (0, 1) and gsd_m positive "
+                             f"(got {spec.threshold}, {spec.gsd_m})")
+        return spec
+
+
+def _is_a(value: object, hint: Any) -> bool:
+    """Whether a JSON value fits a ModelSpec field's type (a tuple field is a JSON list)."""
+    origin = get_origin(hint)
+    if origin in (Union, UnionType):  # an optional field: None or its type
+        return any(_is_a(value, arg) for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        return isinstance(value, list) and all(_is_a(v, get_args(hint)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
+    """Read a checkpoint's metadata from ``NAME.json`` (``NAME.safetensors`` is accepted too).
+    Raises ModelError when it is missing, not UTF-8 JSON, or not a valid ``ModelSpec``."""
+    json_path = Path(path).with_suffix(".json")
+    if not json_path.exists():
+        raise ModelError(f"model metadata not found: {json_path}")
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model metadata is not a readable JSON file: {json_path} ({exc})") from exc
+    try:
+        return ModelSpec.from_dict(data)
+    except ModelError as exc:
+        raise ModelError(f"{json_path}: {exc}") from exc
+
+
+def is_shipped(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (NAME.json or NAME.safetensors) names a checkpoint shipped with the package."""
+    target = Path(path).resolve().with_suffix(".json")
+    return target.parent == MODELS_DIR.resolve() and target.exists()
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The checkpoint a run uses and why (recorded in ``summary.json``)."""
+
+    path: Path
+    reason: str
+
+
+def shipped_models() -> list[tuple[Path, ModelSpec]]:
+    """The shipped checkpoints present in the package, with their specs."""
+    paths = [MODELS_DIR / f"{name}.json" for name in SHIPPED]
+    return [(p, load_spec(p)) for p in paths if p.exists()]
+
+
+def _distance(gsd_m: float, served: tuple[float, float]) -> float:
+    """How far ``gsd_m`` lies outside ``served``, as a ratio in log scale (0 inside)."""
+    lo, hi = served
+    return max(0.0, math.log(lo / gsd_m), math.log(gsd_m / hi))
+
+
+def choose_model(path: str | os.PathLike[str] | None, band_count: int, gsd_m: float | None = None) -> ModelChoice:
+    """``path`` when given; else the shipped model for ``band_count`` bands per date whose served
+    GSD range (``ModelSpec.serves_gsd_m``) holds ``gsd_m`` (metres: the scene's pixel size), or
+    lies nearest to it in log scale. Without a GSD (plain images of unknown pixel size) the
+    coarsest-GSD model of that band count.
+
+    Raises ModelError when no shipped model takes ``band_count`` bands, naming the ones that
+    exist (and, for very-high-resolution imagery, how to pick red, green, blue with --bands).
+    """
+    if path:
+        return ModelChoice(Path(path), "given with --model")
+    shipped = shipped_models()
+    fitting = [(p, s) for p, s in shipped if len(s.bands) == band_count]
+    if not fitting:
+        offered = "; ".join(f"{p.stem}: {', '.join(s.bands)} at {s.serves_gsd_m[0]:g}–{s.serves_gsd_m[1]:g} m"
+                            for p, s in shipped)
+        hint = (" (very-high-resolution imagery: pick red, green, blue, e.g. --bands 3,2,1 or by band name)"
+                if gsd_m is not None and gsd_m <= VHR_MAX_GSD_M else "")
+        raise ModelError(f"no shipped model takes {band_count} bands per date ({offered}){hint}; pick bands "
+                         "with --bands or give a model with --model")
+    if gsd_m is None:
+        p, s = max(fitting, key=lambda ps: ps[1].gsd_m)
+        return ModelChoice(p, f"{band_count} bands per date, GSD unknown (plain images): {p.stem}")
+    p, s = min(fitting, key=lambda ps: (_distance(gsd_m, ps[1].serves_gsd_m), abs(math.log(gsd_m / ps[1].gsd_m))))
+    lo, hi = s.serves_gsd_m
+    where = "within" if lo <= gsd_m <= hi else "nearest to"
+    return ModelChoice(p, f"{band_count} bands per date at {gsd_m:.3g} m GSD, {where} the {lo:g}–{hi:g} m "
+                          f"{p.stem} serves")
