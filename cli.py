@@ -62,8 +62,9 @@ tta_opt = click.option("--tta", is_flag=True,
                             "(4× the network time).")
 amp_opt = click.option("--amp/--no-amp", default=True, show_default=True,
                        help="fp16 autocast on CUDA GPUs (no effect on the CPU).")
-min_area_opt = click.option("--min-area-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
-                            help="Smallest change kept, in m² of ground (2 Sentinel-2 pixels by default).")
+min_area_opt = click.option("--min-area-m2", type=click.FloatRange(0.0), default=None,
+                            help="Smallest change kept, in m² of ground. Default: the model's, two pixels at its GSD "
+                                 "and at least 10 m² (200 m² for the Sentinel-2 models, 10 m² for the VHR model).")
 bands_opt = click.option(
     "--bands", default=None,
     help="Comma-separated bands to compare, the same for both dates, in the model's order: 1-based indexes "
@@ -201,7 +202,7 @@ def _bands(value: str | None) -> tuple[str, ...] | None:
 
 
 def _run_detect(before: str, after: str, outdir: str, layers: Any, model_path: str | None, bands: str | None,
-                threshold: float | None, min_area_m2: float, simplify_m: float, inference: Any, quiet: bool,
+                threshold: float | None, min_area_m2: float | None, simplify_m: float, inference: Any, quiet: bool,
                 masks: tuple[str, ...] = (), grid: Any = None, gsd: str = "auto", coregister: bool = True,
                 zero_is_valid: bool = False) -> None:
     from changewatch.rs.pipeline import DetectConfig, detect
@@ -249,7 +250,7 @@ def _report_review(summary: dict[str, Any]) -> None:
 def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], workers: int, zero_is_valid: bool,
            permits: str | None, zoning: str | None, parcels: str | None, as_of: Any, columns_file: str | None, model_path: str | None,
            bands: str | None, grid_crs: str | None, resolution: float | None, gsd: str, coregister: bool, device: str,
-           amp: bool, tta: bool, threshold: float | None, min_area_m2: float, simplify_m: float, tile: int,
+           amp: bool, tta: bool, threshold: float | None, min_area_m2: float | None, simplify_m: float, tile: int,
            overlap: int, batch_size: int, quiet: bool) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
 
@@ -281,7 +282,7 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 
     data = demo_data()
     layers = _layers(str(data.permits), str(data.zoning), str(data.parcels), None, None)
-    _run_detect(str(data.before), str(data.after), outdir, layers, None, None, None, 200.0, 0.0,
+    _run_detect(str(data.before), str(data.after), outdir, layers, None, None, None, None, 0.0,
                 _inference(device, 256, 64, 8), quiet)
     click.echo(f"demo done: open {Path(outdir) / 'flagged.gpkg'} in QGIS or GeoPandas")
 
@@ -308,7 +309,7 @@ def demo(outdir: str, device: str, quiet: bool) -> None:
 def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
           columns_file: str | None, resume: bool, scheduler: str, workers: int | None, split_mpx: float,
           json_log: bool, model_path: str | None, bands: str | None, grid_crs: str | None, resolution: float | None,
-          gsd: str, coregister: bool, device: str, amp: bool, tta: bool, threshold: float | None, min_area_m2: float,
+          gsd: str, coregister: bool, device: str, amp: bool, tta: bool, threshold: float | None, min_area_m2: float | None,
           simplify_m: float, tile: int, overlap: int, batch_size: int, quiet: bool) -> None:
     """Run detect for every job of MANIFEST; failed jobs are recorded and do not stop the others.
 
@@ -578,9 +579,9 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
 @gsd_opt
 @coreg_opt
 @zero_valid_opt
-@click.option("--object-min-m2", type=click.FloatRange(0.0), default=200.0, show_default=True,
+@click.option("--object-min-m2", type=click.FloatRange(0.0), default=None,
               help="Smallest change object counted for the object metrics (true objects, and predicted objects as "
-                   "--min-area-m2 of detect), in m² of ground.")
+                   "--min-area-m2 of detect), in m² of ground. Default: the model's, as detect's --min-area-m2.")
 @click.option("--pixel-size-m", type=click.FloatRange(0.0, min_open=True), default=None,
               help="GSD in metres of plain images without georeferencing (LEVIR-CD: 0.5): the model is then chosen "
                    "and the images resampled (--gsd auto) as for georeferenced imagery of that GSD. Without it plain "
@@ -591,7 +592,7 @@ def train(data_dir: str, train_sites: str | None, val_sites: str | None, val_dat
 @quiet_opt
 @reports_errors
 def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: str | None, device: str,
-             threshold: float | None, tta: bool, gsd: str, coregister: bool, zero_is_valid: bool, object_min_m2: float,
+             threshold: float | None, tta: bool, gsd: str, coregister: bool, zero_is_valid: bool, object_min_m2: float | None,
              pixel_size_m: float | None, as_json: bool, quiet: bool) -> None:
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels;
     object recall (share of true change objects ≥ --object-min-m2 that are hit); and object
@@ -614,7 +615,7 @@ def evaluate(data_dir: str, sites: str | None, model_path: str | None, bands: st
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     click.echo(f"model {model.spec.name} ({choice.reason}), threshold {report.threshold:.2f}, "
-               f"objects ≥ {object_min_m2:g} m²")
+               f"objects ≥ {report.object_min_m2:g} m²")
     click.echo(f"{'pair':14s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s} {'obj. recall':>17s} "
                f"{'obj. P@.5':>9s} {'obj. R@.5':>9s} {'obj. F1@.5':>10s}")
     rows = [*((n, c, report.site_objects[n]) for n, c in report.sites.items()), ("POOLED", report.pooled, report.objects)]

@@ -25,6 +25,7 @@ DEFAULT_MODEL = MODELS_DIR / "changewatch-rgbn.json"
 # The shipped models, each described by its JSON (bands, GSDs served): choose_model picks among them.
 SHIPPED = ("changewatch-rgbn", "changewatch-rgb", "changewatch-vhr-rgb")
 VHR_MAX_GSD_M = 2.5  # imagery this fine or finer is very-high-resolution: buildings are many pixels
+MIN_OBJECT_M2 = 10.0  # the smallest change object worth a flag on any imagery: a small house or shed
 
 # What an output channel may predict: change between the dates, and (semantic change models, trained where
 # each date's buildings are known) building presence in BEFORE and in AFTER, which vectorize uses to split
@@ -57,6 +58,12 @@ class ModelSpec:
         """(finest, coarsest) input GSD in metres the model compares at the imagery's own pixels;
         imagery outside is resampled to ``gsd_m`` (``rs.align.grid_for_gsd``)."""
         return self.gsd_range_m or (self.gsd_m / 2, self.gsd_m * 3)
+
+    @property
+    def min_area_m2(self) -> float:
+        """The smallest change object kept by default, in m² of ground: two pixels at the model's GSD,
+        and never under MIN_OBJECT_M2 (200 m² for the 10 m Sentinel-2 models, 10 m² at 0.5 m)."""
+        return max(2 * self.gsd_m ** 2, MIN_OBJECT_M2)
 
     @property
     def min_side_px(self) -> int:

@@ -159,7 +159,7 @@ class BatchConfig:
     tiles_per_task: int = 32
     model: str | None = None  # None: the shipped model for each job's band count
     threshold: float | None = None
-    min_area_m2: float = 200.0
+    min_area_m2: float | None = None  # None: each model's own (ModelSpec.min_area_m2)
     simplify_m: float = 0.0
     bands: tuple[str, ...] | None = None
     grid: GridSpec = field(default_factory=GridSpec)

@@ -173,11 +173,17 @@ class EvalOptions:
     data (``rs.validity``)."""
 
     threshold: float | None = None
-    object_min_m2: float = 200.0
+    object_min_m2: float | None = None  # None: the model's ModelSpec.min_area_m2
     pixel_size_m: float | None = None
     gsd: str = "auto"
     coregister: bool = True
     zero_is_valid: bool = False
+
+
+def resolved(options: EvalOptions, model: ChangeModel) -> EvalOptions:
+    """``options`` with the model's own decision threshold and smallest object filled in where None."""
+    return replace(options, threshold=model.spec.threshold if options.threshold is None else options.threshold,
+                   object_min_m2=model.spec.min_area_m2 if options.object_min_m2 is None else options.object_min_m2)
 
 
 def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[LabelledPair]:
@@ -271,7 +277,8 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfi
     metrics need the pair's labels, true and predicted object ids whole (memory: about 20 bytes per
     pixel at the peak), one pair at a time.
     """
-    threshold = model.spec.threshold if options.threshold is None else options.threshold
+    options = resolved(options, model)
+    threshold = options.threshold
     result = SiteResult(site.name, Confusion(), ProbHistogram())
     pair = at_model_gsd(site.open(bands, options.zero_is_valid, options.pixel_size_m), model.spec.gsd_m, options.gsd,
                         model.spec.serves_gsd_m)
@@ -312,7 +319,7 @@ class EvaluationReport:
     histogram: ProbHistogram
     objects: ObjectCounts = field(default_factory=ObjectCounts)
     site_objects: dict[str, ObjectCounts] = field(default_factory=dict)
-    object_min_m2: float = 200.0
+    object_min_m2: float = 200.0  # as used (the model's own when none was given)
 
     def to_dict(self) -> dict[str, object]:
         """JSON form: pooled precision/recall/f1/iou, object_recall and object_precision,
@@ -335,8 +342,10 @@ def evaluate(sites: list[LabelledPair], model: ChangeModel, threshold: float | N
     """Evaluate ``model`` on ``sites`` at ``threshold`` (default: ``options.threshold``, else the
     model's own), on ``bands`` of the files."""
     options = options or EvalOptions()
-    thr = next(t for t in (threshold, options.threshold, model.spec.threshold) if t is not None)
-    options = replace(options, threshold=thr)
+    if threshold is not None:
+        options = replace(options, threshold=threshold)
+    options = resolved(options, model)
+    thr = options.threshold
     config = config or InferenceConfig()
     report = EvaluationReport(thr, Confusion(), {}, ProbHistogram(), object_min_m2=options.object_min_m2)
     for site in sites:

@@ -64,7 +64,8 @@ class DetectConfig:
     ``zero_is_valid``: pixels 0 in every band are data, not nodata (``rs.validity``);
     ``model`` None means the shipped model for the scenes' band count (4: blue, green, red, NIR;
     3: red, green, blue); ``threshold`` None means the model's own (chosen on its validation data);
-    ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
+    ``min_area_m2`` is the smallest change kept, in m² of ground (None: the model's,
+    ``ModelSpec.min_area_m2``); ``simplify_m`` the outline
     simplification tolerance in metres (0: exact pixel outlines); ``buildings``: how change is
     split into buildings and typed when the model predicts building outputs (``rs.buildings``);
     ``layers.rules.as_of`` None means the AFTER scene's acquisition date (its TIFF date tag), or
@@ -83,7 +84,7 @@ class DetectConfig:
     zero_is_valid: bool = False
     model: str | None = None
     threshold: float | None = None
-    min_area_m2: float = 200.0
+    min_area_m2: float | None = None
     simplify_m: float = 0.0
     buildings: BuildingConfig = field(default_factory=BuildingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
@@ -134,7 +135,7 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
             timings["infer_s"] = time.perf_counter() - t
             t = time.perf_counter()
             vectorized = vectorize_changes(out.path("change_prob.tif"), VectorizeConfig(
-                threshold, config.min_area_m2, config.simplify_m, config.buildings))
+                threshold, _min_area(config, model), config.simplify_m, config.buildings))
             timings["vectorize_s"] = time.perf_counter() - t
             t = time.perf_counter()
             judgement = judge(vectorized.changes, layers, rules, config.layers.parcel_columns)
@@ -205,6 +206,11 @@ def _open_for_model(config: DetectConfig,
     return pair, model, choice, coreg
 
 
+def _min_area(config: DetectConfig, model: ChangeModel) -> float:
+    """The smallest change kept (m²): the configured one, else the model's."""
+    return model.spec.min_area_m2 if config.min_area_m2 is None else config.min_area_m2
+
+
 def _as_of(config: DetectConfig) -> tuple[date, str]:
     """The date the rules are judged on, and where it came from."""
     if config.layers.rules.as_of is not None:
@@ -247,7 +253,8 @@ def _summary(config: DetectConfig, model: ChangeModel, choice: ModelChoice, pair
                   "gsd_m": model.spec.gsd_m, "serves_gsd_m": list(model.spec.serves_gsd_m),
                   "compared_at_gsd_m": pair.grid.pixel_size_m(),
                   "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},
-        "thresholds": {"probability": threshold, "min_area_m2": config.min_area_m2, "simplify_m": config.simplify_m},
+        "thresholds": {"probability": threshold, "min_area_m2": _min_area(config, model),
+                       "simplify_m": config.simplify_m},
         "buildings": {"split_per_building": vectorized.buildings, "unsplit_regions": vectorized.unsplit,
                       "notes": list(vectorized.notes)},
         "rules": {"as_of": rules.as_of.isoformat() if rules.as_of else None, "as_of_source": as_of_source,

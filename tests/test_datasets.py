@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from rasterio.windows import Window
 
 from changewatch.cli import cli
+from changewatch.models.spec import DEFAULT_MODEL
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.datasets import detect_encoding, find_pairs, read_whole
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
@@ -125,11 +126,15 @@ def test_plain_images_of_a_given_gsd_follow_the_gsd_rules(tmp_path: Path) -> Non
         assert pair.grid.crs is not None and pair.grid.pixel_size_m() == pytest.approx(0.5)
         assert (pair.grid.width, pair.grid.height) == (128, 128)
     # a 10 m model compares 0.5 m imagery at 10 m: 128 px of 0.5 m become 7 px, too small to judge
-    result = CliRunner().invoke(cli, ["evaluate", "--data", str(root), "--pixel-size-m", "0.5", "-q"])
+    s2 = ["--model", str(DEFAULT_MODEL.with_name("changewatch-rgb.json"))]
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(root), "--pixel-size-m", "0.5", "-q", *s2])
     assert result.exit_code == 4 and "too small" in result.output
     native = CliRunner().invoke(cli, ["evaluate", "--data", str(root), "--pixel-size-m", "0.5", "--gsd", "native",
-                                      "-q"])
+                                      "-q", *s2])
     assert native.exit_code == 0, native.output
+    # without --model, 0.5 m RGB imagery gets the very-high-resolution model, at its own pixels
+    vhr = CliRunner().invoke(cli, ["evaluate", "--data", str(root), "--pixel-size-m", "0.5", "-q"])
+    assert vhr.exit_code == 0 and "changewatch-vhr-rgb (3 bands per date at 0.5 m GSD, within" in vhr.output
 
 
 def test_evaluate_cli_json_on_levir_pngs(tmp_path: Path) -> None:
