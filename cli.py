@@ -171,7 +171,7 @@ def _inference(device: str, tile: int, overlap: int, batch_size: int, amp: bool 
 
 
 def _grid(crs: str | None, resolution: float | None) -> Any:
-    from changewatch.rs.align import GridSpec
+    from changewatch.rs.grid import GridSpec
 
     return GridSpec(crs, resolution)
 

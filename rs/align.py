@@ -35,7 +35,8 @@ from scipy import ndimage
 
 from changewatch.rs.bands import RADIOMETRY_NOTE, BandChoice, choose_bands, radiometry
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
-from changewatch.rs.georef import Dataset, Grid, data_bounds, georeferenced, is_plain, native_grid, placed
+from changewatch.rs.georef import Dataset, data_bounds, georeferenced, is_plain, native_grid, placed
+from changewatch.rs.grid import Grid, GridSpec, GsdPolicy, grid_for_gsd
 from changewatch.rs.validity import (Validity, alpha_band, has_internal_mask, infer_validity, is_nodata,
                                      sample_counts)
 
@@ -103,25 +104,6 @@ def overlap_fraction(before: Dataset, after: Dataset) -> float:
     return (width * height) / ((b_right - b_left) * (b_top - b_bottom))
 
 
-@dataclass(frozen=True)
-class GridSpec:
-    """Where the common grid of a pair lies.
-
-    Default (both None): BEFORE's own pixel grid, cropped to where BEFORE and AFTER overlap. With
-    ``crs`` (any string rasterio reads: "EPSG:32648", WKT, PROJ) and/or ``resolution`` (pixel size
-    in that CRS's units: metres for UTM, degrees for EPSG:4326) a new north-up grid over the
-    overlap, with pixel edges on multiples of the resolution (like ``gdalwarp -tap``), so grids of
-    different runs line up; a missing resolution is BEFORE's, carried over to ``crs``.
-    """
-
-    crs: str | None = None
-    resolution: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.resolution is not None and not self.resolution > 0:
-            raise IncompatibleScenesError(f"grid resolution must be positive, got {self.resolution}")
-
-
 def _overlap_bounds(before: Dataset, after: Dataset, crs: CRS) -> tuple[float, float, float, float]:
     """(left, bottom, right, top) in ``crs`` of the intersection of the two data footprints' boxes."""
     boxes = [transform_bounds(ds.crs, crs, *data_bounds(ds), densify_pts=21) for ds in (before, after)]
@@ -164,31 +146,7 @@ def common_grid(before: Dataset, after: Dataset, spec: GridSpec) -> Grid:
     return Grid(crs, Affine(resolution, 0.0, left, 0.0, -resolution, top), width, height)
 
 
-GSD_POLICIES = ("auto", "native")
-
-
-def grid_for_gsd(grid: Grid, model_gsd_m: float, policy: str = "auto",
-                 serves: tuple[float, float] | None = None) -> GridSpec | None:
-    """The grid to compare on for a model trained at ``model_gsd_m`` metres that serves input GSDs
-    ``serves`` = (finest, coarsest) at their own pixels (default: half to three times
-    ``model_gsd_m``; ``ModelSpec.serves_gsd_m``), or None to keep ``grid``.
-
-    ``auto``: imagery whose pixel size lies outside ``serves`` (very-high-resolution imagery under
-    a 10 m model, say) is compared on a grid at the model's GSD, in the scene's CRS if projected,
-    else its UTM zone, so that buildings are the size in pixels the model learnt (bench/RESULTS.md
-    measures both ways). ``native``: always the imagery's own pixels. Plain images of unknown
-    pixel size are kept as they are.
-    """
-    if policy not in GSD_POLICIES:
-        raise ValueError(f"unknown GSD policy {policy!r}: use one of {', '.join(GSD_POLICIES)}")
-    lo, hi = serves or (model_gsd_m / 2, model_gsd_m * 3)
-    pixel = grid.pixel_size_m()
-    if policy == "native" or pixel is None or lo <= pixel <= hi:
-        return None
-    return GridSpec(grid.metric_crs().to_string(), model_gsd_m)
-
-
-def at_model_gsd(pair: AlignedPair, model_gsd_m: float, policy: str = "auto",
+def at_model_gsd(pair: AlignedPair, model_gsd_m: float, policy: GsdPolicy,
                  serves: tuple[float, float] | None = None) -> AlignedPair:
     """``pair`` itself, or, when ``grid_for_gsd`` asks for another grid (and the pair is on the
     default grid), the same pair re-opened on that grid; ``pair`` is then closed."""

@@ -41,7 +41,8 @@ from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_wo
 
 import changewatch
 from changewatch.models.spec import choose_model, load_spec
-from changewatch.rs.align import AlignedPair, GridSpec, Shift, at_model_gsd
+from changewatch.rs.align import AlignedPair, Shift, at_model_gsd
+from changewatch.rs.grid import GridSpec
 from changewatch.rs.atomic import TMP_GLOB, atomic_write, recover_children, writing
 from changewatch.rs.crosscheck import SEVERITY, CrosscheckInputs
 from changewatch.rs.errors import ChangewatchError, ManifestError

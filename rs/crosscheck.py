@@ -47,7 +47,7 @@ from changewatch.rs.settings import (
     RuleConfig,
     ZoningColumns,
 )
-from changewatch.rs.vectorize import metric_crs
+from changewatch.rs.grid import metric_crs
 
 # Reading layers and settings moved to rs.layers and rs.settings; these names stay importable from here.
 __all__ = ["DEMOLISHED", "EXCEEDS_PERMIT", "NO_BUILD_ZONE", "NO_PERMIT", "PERMITTED", "PERMIT_EXPIRED", "PERMIT_NOT_YET_VALID",

@@ -34,7 +34,8 @@ from changewatch.rs.align import AlignedPair, at_model_gsd
 from changewatch.rs.coregister import coregister
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
 from changewatch.rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability
-from changewatch.rs.vectorize import FOUR_CONNECTED, VectorizeConfig, pixel_area_m2, vectorize
+from changewatch.rs.grid import pixel_area_m2
+from changewatch.rs.vectorize import FOUR_CONNECTED, VectorizeConfig, vectorize
 
 HIST_BINS = 1000
 PLAIN_PIXEL_M = 1.0  # pixel size assumed for object areas of plain images when none is given

@@ -22,6 +22,7 @@ import pandas as pd
 
 from changewatch.rs.atomic import StagedDir, recover
 from changewatch.rs.crosscheck import Judgement
+from changewatch.rs.grid import metric_crs
 
 
 class StagedOutput(StagedDir):
@@ -145,7 +146,7 @@ def _csv(gdf: gpd.GeoDataFrame, path: Path, geometry: str) -> None:
     if geometry == "wkt":
         table["wkt"] = g.geometry.to_wkt(rounding_precision=10)  # 1e-10° ≈ 0.01 mm
     else:  # centroid of the polygon, computed in local UTM so it is exact on the ground
-        centres = gdf.geometry.to_crs(gdf.estimate_utm_crs()).centroid.to_crs(GEOGRAPHIC) if len(gdf) else g.geometry
+        centres = gdf.geometry.to_crs(metric_crs(gdf)).centroid.to_crs(GEOGRAPHIC) if len(gdf) else g.geometry
         table["lon"], table["lat"] = centres.x, centres.y
     table.to_csv(path, index=False)
 

@@ -29,7 +29,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from tqdm.auto import tqdm
 
 from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpoint
-from changewatch.rs.align import AlignedPair, Grid
+from changewatch.rs.align import AlignedPair
+from changewatch.rs.grid import Grid
 from changewatch.rs.buildings import BAND_DESCRIPTIONS
 from changewatch.rs.errors import IncompatibleScenesError, ModelError
 from changewatch.rs.normalize import BandStats, normalise, scene_stats

@@ -37,7 +37,8 @@ from rasterio.crs import CRS
 
 import changewatch
 from changewatch.models.spec import ModelChoice, choose_model
-from changewatch.rs.align import AlignedPair, GridSpec, at_model_gsd, scene_date
+from changewatch.rs.align import AlignedPair, at_model_gsd, scene_date
+from changewatch.rs.grid import GridSpec
 from changewatch.rs.coregister import Coregistration, coregister
 from changewatch.rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
@@ -46,7 +47,8 @@ from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache, predi
 from changewatch.rs.review import CarriedReview, match_decisions, previous_decisions
 from changewatch.rs.tiling import Tile
 from changewatch.rs.buildings import CHANGE_TYPES, BuildingConfig
-from changewatch.rs.vectorize import Vectorized, VectorizeConfig, metric_crs, vectorize_changes
+from changewatch.rs.grid import metric_crs
+from changewatch.rs.vectorize import Vectorized, VectorizeConfig, vectorize_changes
 
 OUTPUT_FILES = ("change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json")
 

@@ -27,7 +27,8 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 
-from changewatch.rs.align import AlignedPair, GridSpec, open_raster
+from changewatch.rs.align import AlignedPair, open_raster
+from changewatch.rs.grid import GridSpec
 from changewatch.rs.atomic import atomic_write, recover
 from changewatch.rs.errors import InputFileError, OutputError
 from changewatch.rs.export import layer_names, read_run_layers, write_gpkg

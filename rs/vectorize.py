@@ -22,14 +22,13 @@ import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
-from pyproj import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from changewatch.rs.align import Grid
+from changewatch.rs.grid import Grid, metric_crs, pixel_area_m2
 from changewatch.rs.buildings import (
     BAND_DESCRIPTIONS,
     FOUR_CONNECTED,
@@ -54,19 +53,6 @@ class VectorizeConfig:
     min_area_m2: float = 200.0
     simplify_m: float = 0.0
     buildings: BuildingConfig = field(default_factory=BuildingConfig)
-
-
-def metric_crs(gdf: gpd.GeoDataFrame) -> CRS:
-    """The local UTM CRS of a layer (for areas and distances in metres)."""
-    return gdf.estimate_utm_crs()
-
-
-def pixel_area_m2(grid: Grid) -> float:
-    """Ground area of one pixel at the centre of the grid, in m² (measured in local UTM)."""
-    col, row = grid.width // 2, grid.height // 2
-    corners = [grid.transform @ (c, r) for c, r in ((col, row), (col + 1, row), (col + 1, row + 1), (col, row + 1))]
-    pixel = gpd.GeoSeries([shapely.Polygon(corners)], crs=grid.crs)
-    return float(pixel.to_crs(pixel.estimate_utm_crs()).area.iloc[0])
 
 
 @dataclass

@@ -210,7 +210,7 @@ def test_a_scene_smaller_than_the_model_was_trained_on_is_refused(tmp_path: Path
     from dataclasses import replace
 
     from changewatch.models.changenet import load_spec
-    from changewatch.rs.align import Grid
+    from changewatch.rs.grid import Grid
     from changewatch.rs.errors import IncompatibleScenesError
 
     assert load_spec(DEFAULT_MODEL).min_side_px == 128  # trained on 128 px crops
