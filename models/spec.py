@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from changewatch.rs.errors import ModelError
 
@@ -31,6 +31,11 @@ VHR_MAX_GSD_M = 2.5  # imagery this fine or finer is very-high-resolution: build
 # change into buildings and to tell new buildings from demolitions.
 OUTPUTS = ("change", "building_before", "building_after")
 SEMANTIC_OUTPUTS = OUTPUTS
+# How the two dates meet in the network (``models.changenet``): stacked as one image, or one shared encoder
+# per date with its features differenced or concatenated.
+Fusion = Literal["early", "siamese-diff", "siamese-concat"]
+FUSIONS: tuple[str, ...] = get_args(Fusion)
+
 
 @dataclass
 class ModelSpec:
@@ -38,7 +43,7 @@ class ModelSpec:
 
     name: str = "changewatch-rgbn"
     architecture: str = "unet"
-    fusion: str = "early"
+    fusion: Fusion = "early"
     encoder: str = "mobilenet_v2"
     encoder_depth: int = 5
     decoder_channels: tuple[int, ...] = (128, 64, 48, 32, 16)
@@ -57,6 +62,11 @@ class ModelSpec:
         """(finest, coarsest) input GSD in metres the model compares at the imagery's own pixels;
         imagery outside is resampled to ``gsd_m`` (``rs.align.grid_for_gsd``)."""
         return self.gsd_range_m or (self.gsd_m / 2, self.gsd_m * 3)
+
+    def decision_threshold(self, given: float | None = None) -> float:
+        """The probability from which a pixel is change: ``given``, or, when it is None, the
+        model's own threshold (chosen on its validation data)."""
+        return self.threshold if given is None else given
 
     @property
     def min_side_px(self) -> int:
@@ -101,6 +111,8 @@ def _is_a(value: object, hint: Any) -> bool:
         return any(_is_a(value, arg) for arg in get_args(hint))
     if hint is type(None):
         return value is None
+    if origin is Literal:  # a name from a fixed list: its type is checked here, the name where it is used
+        return all(isinstance(value, type(arg)) for arg in get_args(hint))
     if origin is tuple:
         return isinstance(value, list) and all(_is_a(v, get_args(hint)[0]) for v in value)
     if origin is dict:

@@ -27,7 +27,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -44,12 +44,13 @@ from changewatch.models.spec import choose_model, load_spec
 from changewatch.rs.align import AlignedPair, Shift, at_model_gsd
 from changewatch.rs.grid import GridSpec
 from changewatch.rs.atomic import TMP_GLOB, atomic_write, recover_children, writing
-from changewatch.rs.crosscheck import SEVERITY, CrosscheckInputs
+from changewatch.rs.config import BatchConfig, DetectConfig, DetectOptions, InferenceConfig
+from changewatch.rs.crosscheck import SEVERITY
 from changewatch.rs.errors import ChangewatchError, ManifestError
 from changewatch.rs.export import layer_names, sha256, write_gpkg, write_json
-from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, predict_tiles, tiling
+from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, predict_tiles, tiling
 from changewatch.rs.normalize import BandStats, scene_stats
-from changewatch.rs.pipeline import OUTPUT_FILES, DetectConfig, Predictor, detect
+from changewatch.rs.pipeline import OUTPUT_FILES, Predictor, detect
 from changewatch.rs.tiling import Tile
 
 DONE_RECORD = "_done.json"
@@ -146,33 +147,6 @@ def read_manifest(path: str | os.PathLike[str], shared: dict[str, str | None] | 
     return _jobs_from_rows(rows, base, shared, p)
 
 
-@dataclass(frozen=True)
-class BatchConfig:
-    """One batch: where jobs come from and go, how they run, and the detect settings they share."""
-
-    manifest: str
-    outdir: str
-    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)  # for jobs whose row names none
-    resume: bool = False
-    scheduler: str = "local"
-    workers: int | None = None
-    split_mpx: float = 64.0
-    tiles_per_task: int = 32
-    model: str | None = None  # None: the shipped model for each job's band count
-    threshold: float | None = None
-    min_area_m2: float = 200.0
-    simplify_m: float = 0.0
-    bands: tuple[str, ...] | None = None
-    grid: GridSpec = field(default_factory=GridSpec)
-    gsd: str = "auto"
-    coregister: bool = True
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-
-    def shared_layers(self) -> dict[str, str | None]:
-        """Layers given for every job whose manifest row names none."""
-        return {"permits": self.layers.permits, "zoning": self.layers.zoning, "parcels": self.layers.parcels}
-
-
 @dataclass
 class JobRecord:
     """What became of one job."""
@@ -190,7 +164,7 @@ class JobRecord:
 
 
 # Settings that cannot change a job's outputs: a completed job is not redone when only they change.
-NON_RESULT_SETTINGS = frozenset({"outdir", "inference.batch_size", "inference.workers"})
+NON_RESULT_SETTINGS = frozenset({"outdir", "inference.batch_size", "inference.readers"})
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -318,11 +292,9 @@ def _write_done(area_dir: Path, job: Job, config: BatchConfig, files: dict[str, 
 def _detect_config(job: Job, config: BatchConfig) -> DetectConfig:
     rules = replace(config.layers.rules, as_of=job.as_of or config.layers.rules.as_of)
     layers = replace(config.layers, permits=job.permits, zoning=job.zoning, parcels=job.parcels, rules=rules)
+    shared = {f.name: getattr(config, f.name) for f in fields(DetectOptions)}  # the batch's detect settings
     return DetectConfig(before=job.before, after=job.after, outdir=str(Path(config.outdir) / job.area_id),
-                        masks=job.masks, layers=layers, model=config.model, threshold=config.threshold,
-                        min_area_m2=config.min_area_m2, simplify_m=config.simplify_m, bands=config.bands,
-                        grid=config.grid, gsd=config.gsd, coregister=config.coregister,
-                        inference=config.inference)
+                        masks=job.masks, layers=layers, **shared)
 
 
 def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predictor = predict_pair) -> JobRecord:

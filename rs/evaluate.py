@@ -31,11 +31,12 @@ import rasterio.features
 from scipy import ndimage
 
 from changewatch.rs.align import AlignedPair, at_model_gsd
+from changewatch.rs.config import EvalOptions, InferenceConfig, VectorizeConfig
 from changewatch.rs.coregister import coregister
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
-from changewatch.rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability
+from changewatch.rs.infer import ChangeModel, predict_pair, tiling, write_probability
 from changewatch.rs.grid import pixel_area_m2
-from changewatch.rs.vectorize import FOUR_CONNECTED, VectorizeConfig, vectorize
+from changewatch.rs.vectorize import FOUR_CONNECTED, vectorize
 
 HIST_BINS = 1000
 PLAIN_PIXEL_M = 1.0  # pixel size assumed for object areas of plain images when none is given
@@ -164,23 +165,6 @@ class SiteResult:
     objects: ObjectCounts = field(default_factory=ObjectCounts)
 
 
-@dataclass(frozen=True)
-class EvalOptions:
-    """How to score: the decision threshold (None: the model's own), the smallest true object
-    counted for object recall (m² of ground), the pixel size assumed for plain images without
-    georeferencing (metres), whether imagery much finer than the model's GSD is compared at
-    that GSD ("auto") or at its own ("native"), whether AFTER's residual shift is measured
-    and removed (``rs.coregister``), as ``detect`` does, and whether pixels 0 in every band are
-    data (``rs.validity``)."""
-
-    threshold: float | None = None
-    object_min_m2: float = 200.0
-    pixel_size_m: float | None = None
-    gsd: str = "auto"
-    coregister: bool = True
-    zero_is_valid: bool = False
-
-
 def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[LabelledPair]:
     """Labelled pairs under ``data_dir`` in any layout (see ``rs.datasets.find_pairs``)."""
     return find_pairs(data_dir, names)
@@ -262,26 +246,27 @@ def _objects(labels: LabelReader, label: np.ndarray, pair: AlignedPair) -> np.nd
     return objects
 
 
-def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfig, options: EvalOptions,
-                  progress: bool = False, bands: tuple[str, ...] | None = None) -> SiteResult:
+def evaluate_site(site: LabelledPair, model: ChangeModel, options: EvalOptions, inference: InferenceConfig,
+                  progress: bool = False) -> SiteResult:
     """Run the model over one pair exactly as ``detect`` does (tiles blended into a probability
-    GeoTIFF, here a temporary one) and compare with its labels.
+    GeoTIFF, here a temporary one) and compare with its labels, at ``options.threshold`` (None:
+    the model's own).
 
-    ``bands``: the bands of the pair's files fed to the model, by 1-based index or name (None: all).
-    The labels are read on the common grid. Pixel metrics are counted block by block; object
+    The pair is prepared as ``options`` says (bands, GSD, co-registration); the labels are read on
+    its common grid. Pixel metrics are counted block by block; object
     metrics need the pair's labels, true and predicted object ids whole (memory: about 20 bytes per
     pixel at the peak), one pair at a time.
     """
-    threshold = model.spec.threshold if options.threshold is None else options.threshold
+    threshold = model.spec.decision_threshold(options.threshold)
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    pair = at_model_gsd(site.open(bands, options.zero_is_valid, options.pixel_size_m), model.spec.gsd_m, options.gsd,
-                        model.spec.serves_gsd_m)
+    pair = at_model_gsd(site.open(options.bands, options.zero_is_valid, options.pixel_size_m), model.spec.gsd_m,
+                        options.gsd, model.spec.serves_gsd_m)
     if options.coregister:
         pair, _ = coregister(pair)
     with pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
         labels = site.labels(pair)
-        prob_path = write_probability(pair.grid, tiling(pair.grid, config),
-                                      predict_pair(pair, model, config, progress), Path(tmp) / "prob.tif",
+        prob_path = write_probability(pair.grid, tiling(pair.grid, inference),
+                                      predict_pair(pair, model, inference, progress), Path(tmp) / "prob.tif",
                                       model.spec.outputs)
         with rasterio.open(prob_path) as probs:
             for _, window in probs.block_windows(1):
@@ -313,7 +298,7 @@ class EvaluationReport:
     histogram: ProbHistogram
     objects: ObjectCounts = field(default_factory=ObjectCounts)
     site_objects: dict[str, ObjectCounts] = field(default_factory=dict)
-    object_min_m2: float = 200.0
+    object_min_m2: float = EvalOptions.object_min_m2
 
     def to_dict(self) -> dict[str, object]:
         """JSON form: pooled precision/recall/f1/iou, object_recall and object_precision,
@@ -330,18 +315,14 @@ class EvaluationReport:
                           for name, c in self.sites.items()}}
 
 
-def evaluate(sites: list[LabelledPair], model: ChangeModel, threshold: float | None = None,
-             config: InferenceConfig | None = None, progress: bool = False,
-             bands: tuple[str, ...] | None = None, options: EvalOptions | None = None) -> EvaluationReport:
-    """Evaluate ``model`` on ``sites`` at ``threshold`` (default: ``options.threshold``, else the
-    model's own), on ``bands`` of the files."""
-    options = options or EvalOptions()
-    thr = next(t for t in (threshold, options.threshold, model.spec.threshold) if t is not None)
-    options = replace(options, threshold=thr)
-    config = config or InferenceConfig()
-    report = EvaluationReport(thr, Confusion(), {}, ProbHistogram(), object_min_m2=options.object_min_m2)
+def evaluate(sites: list[LabelledPair], model: ChangeModel, options: EvalOptions = EvalOptions(),
+             inference: InferenceConfig = InferenceConfig(), progress: bool = False) -> EvaluationReport:
+    """Evaluate ``model`` on ``sites`` as ``options`` say (threshold None: the model's own; the
+    bands of the files compared, GSD, co-registration, object size), running it as ``inference`` says."""
+    options = replace(options, threshold=model.spec.decision_threshold(options.threshold))
+    report = EvaluationReport(options.threshold, Confusion(), {}, ProbHistogram(), object_min_m2=options.object_min_m2)
     for site in sites:
-        r = evaluate_site(site, model, config, options, progress=progress, bands=bands)
+        r = evaluate_site(site, model, options, inference, progress=progress)
         report.sites[r.name] = r.confusion
         report.site_objects[r.name] = r.objects
         report.pooled = report.pooled + r.confusion

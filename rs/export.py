@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from changewatch.rs.atomic import StagedDir, recover
+from changewatch.rs.config import CsvGeometry, ExportConfig, ExportFormat
 from changewatch.rs.crosscheck import Judgement
 from changewatch.rs.grid import metric_crs
 
@@ -94,7 +95,6 @@ def write_judgement(judgement: Judgement, changes_path: Path, flagged_path: Path
 
 # --- exports for GIS desks ---------------------------------------------------------------------
 
-FORMATS = ("gpkg", "parquet", "geojson", "csv", "shp")
 LAYERS = ("changes", "flagged_changes", "flagged_parcels")
 LINKS = "flagged_change_parcels"  # attribute table: change_id, parcel_id, overlap_m2
 # Shapefile (dBASE) field names stop at 10 bytes: the long ones get these names (others are cut, see
@@ -232,8 +232,8 @@ class Exports:
         return {layer: asdict(s) for layer, s in self.shapefile.items()}
 
 
-def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, formats: tuple[str, ...] = FORMATS,
-                  csv_geometry: str = "wkt") -> Exports:
+def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, formats: tuple[ExportFormat, ...],
+                  csv_geometry: CsvGeometry) -> Exports:
     """Write ``layers`` in each of ``formats`` into the staging folder; returns the names written
     and what the Shapefiles could not hold.
 
@@ -337,21 +337,22 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
     return item.to_dict(include_self_link=False)
 
 
-def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str], formats: tuple[str, ...] = FORMATS,
-               csv_geometry: str = "wkt", stac: bool = True) -> list[Path]:
-    """Export a run folder's layers in ``formats`` (and a STAC ``item.json``) into ``outdir``, which is
-    replaced as a whole (``StagedOutput``; it may not contain ``run_dir``). Raises InputFileError for a
-    folder that is not a run, OutputError when ``outdir`` cannot be written."""
+def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str],
+               config: ExportConfig = ExportConfig()) -> list[Path]:
+    """Export a run folder's layers in ``config.formats`` (and, with ``config.stac``, a STAC
+    ``item.json``) into ``outdir``, which is replaced as a whole (``StagedOutput``; it may not
+    contain ``run_dir``). Raises InputFileError for a folder that is not a run, OutputError when
+    ``outdir`` cannot be written."""
     run = Path(run_dir)
     layers = read_run_layers(run)
     with StagedOutput(outdir, inputs=[run]) as out:
         with out.writing():
-            exports = write_exports(layers, out, formats, csv_geometry)
+            exports = write_exports(layers, out, config.formats, config.csv_geometry)
         names = exports.names
-        if stac:
+        if config.stac:
             item = stac_item(run, out.stage, names, layers, exports.shapefile_record())
             for asset in item["assets"].values():  # point at where the files will be, not the staging folder
                 asset["href"] = asset["href"].replace(str(out.stage.resolve()), str(out.outdir.resolve()))
             with out.writing("item.json"):
                 write_json(item, out.path("item.json"))
-    return [out.final(n) for n in (*names, *(["item.json"] if stac else []))]
+    return [out.final(n) for n in (*names, *(["item.json"] if config.stac else []))]

@@ -17,7 +17,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +31,7 @@ from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpo
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.grid import Grid
 from changewatch.rs.buildings import BAND_DESCRIPTIONS
+from changewatch.rs.config import InferenceConfig
 from changewatch.rs.errors import IncompatibleScenesError, ModelError
 from changewatch.rs.normalize import BandStats, normalise, scene_stats
 from changewatch.rs.tiling import Tile, TileGrid
@@ -42,22 +42,6 @@ from changewatch.rs.tiling import Tile, TileGrid
 # and write 3× faster (bench/RESULTS.md), far below any meaningful difference in a probability.
 PROB_MAX_ERROR = 0.0005
 MAX_GRID_PX = 4_000_000_000  # pixels of one run's common grid (16 GB of raw float32 probabilities)
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """How to run the network: tile side and overlap (pixels), tiles per batch, device name,
-    whether to use fp16 autocast on CUDA (ignored on the CPU, where it did not help), how many
-    background threads read, warp and normalise tiles while the network runs, and whether to
-    average the four flips of each tile (test-time augmentation: 4× the network time)."""
-
-    tile: int = 256
-    overlap: int = 64
-    batch_size: int = 8
-    device: str = "auto"
-    amp: bool = True
-    workers: int = 1
-    tta: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -178,7 +162,7 @@ def predict_tiles(
 
     ``stats`` are the whole scene's (``scene_stats``), so any subset of tiles — a Dask task's
     share, say — is normalised exactly as in a single run. Probabilities are NaN where either
-    date is invalid; tiles without a valid pixel skip the network. ``config.workers`` background
+    date is invalid; tiles without a valid pixel skip the network. ``config.readers`` background
     threads (each with its own file handles) read, warp and normalise the next tiles while the
     network runs. Memory: about three batches of tiles.
     """
@@ -197,7 +181,7 @@ def predict_tiles(
             return tile, None, w.valid
         return tile, model_input(w.before, w.after, w.valid, stats), w.valid
 
-    for tile, x, valid in read_ahead(pair, read, tiles, config.workers, depth=2 * config.batch_size):
+    for tile, x, valid in read_ahead(pair, read, tiles, config.readers, depth=2 * config.batch_size):
         if x is None:
             yield tile, np.full((len(model.spec.outputs), *valid.shape), np.nan, np.float32)
             continue
@@ -212,9 +196,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def read_ahead(pair: AlignedPair, read: Callable[[AlignedPair, T], R], items: Iterable[T], workers: int,
+def read_ahead(pair: AlignedPair, read: Callable[[AlignedPair, T], R], items: Iterable[T], readers: int,
                depth: int) -> Iterator[R]:
-    """``read(pair, item)`` for each item, in order, computed by ``workers`` background threads up to
+    """``read(pair, item)`` for each item, in order, computed by ``readers`` background threads up to
     ``depth`` items ahead of the consumer.
 
     Reading, warping and decoding (GDAL releases the GIL) overlap with the network's forward pass.
@@ -233,12 +217,12 @@ def read_ahead(pair: AlignedPair, read: Callable[[AlignedPair, T], R], items: It
                 opened.append(local.pair)
         return read(local.pair, item)
 
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="changewatch-reader")
+    pool = ThreadPoolExecutor(max(1, readers), thread_name_prefix="changewatch-reader")
     pending: deque[Future[R]] = deque()
     try:
         for item in items:
             pending.append(pool.submit(task, item))
-            if len(pending) >= max(depth, workers):
+            if len(pending) >= max(depth, readers):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()

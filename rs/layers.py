@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from changewatch.rs.errors import InputFileError, LayerError
-from changewatch.rs.settings import DateFormat, ParcelColumns, RuleConfig, Source, Sources
+from changewatch.rs.settings import CrosscheckInputs, DateFormat, Source
 
 Extent = tuple[tuple[float, float, float, float], CRS]  # (left, bottom, right, top), its CRS
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -416,36 +416,25 @@ class Layers:
         return lines
 
 
-@dataclass(frozen=True)
-class CrosscheckInputs:
-    """The reference layers of a run (paths, each optional; ``file:layer`` picks a layer) and how
-    to read and judge them."""
-
-    permits: str | None = None
-    zoning: str | None = None
-    parcels: str | None = None
-    rules: RuleConfig = field(default_factory=RuleConfig)
-    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
-    sources: Sources = field(default_factory=Sources)
-
-    def read(self, extent: Extent | None = None) -> Layers:
-        """Read and check every given layer (see ``read_layer``) before any work starts: permit
-        dates are parsed (``parse_dates``) and zoning's construction_allowed read as yes/no here,
-        so an unreadable value stops the run before it writes anything."""
-        pc, zc, qc = self.rules.permit_columns, self.rules.zoning_columns, self.parcel_columns
-        permits = zoning = parcels = None
-        if self.permits:
-            permits = read_layer(self.permits, "permits", (pc.permit_id, pc.issued, pc.expires), extent,
-                                 self.sources.permits, pc.permit_id, text_dates=True)
-            data = permits.data.copy()
-            for column in dict.fromkeys((pc.issued, pc.expires)):
-                data[column] = parse_dates(data[column], self.rules.dates, column, "permits", data[pc.permit_id])
-            permits = replace(permits, data=data)
-        if self.zoning:
-            zoning = read_layer(self.zoning, "zoning", (zc.zone_id, zc.construction_allowed), extent,
-                                self.sources.zoning, zc.zone_id)
-            parse_allowed(zoning.data[zc.construction_allowed], zc.construction_allowed)
-        if self.parcels:
-            parcels = read_layer(self.parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c),
-                                 extent, self.sources.parcels, qc.parcel_id)
-        return Layers(permits, zoning, parcels)
+def read_layers(inputs: CrosscheckInputs, extent: Extent | None = None) -> Layers:
+    """Read and check every layer ``inputs`` gives (see ``read_layer``) before any work starts:
+    permit dates are parsed (``parse_dates``) and zoning's construction_allowed read as yes/no
+    here, so an unreadable value stops the run before it writes anything. ``extent``: read only
+    the features whose bounding boxes meet it."""
+    pc, zc, qc = inputs.rules.permit_columns, inputs.rules.zoning_columns, inputs.parcel_columns
+    permits = zoning = parcels = None
+    if inputs.permits:
+        permits = read_layer(inputs.permits, "permits", (pc.permit_id, pc.issued, pc.expires), extent,
+                             inputs.sources.permits, pc.permit_id, text_dates=True)
+        data = permits.data.copy()
+        for column in dict.fromkeys((pc.issued, pc.expires)):
+            data[column] = parse_dates(data[column], inputs.rules.dates, column, "permits", data[pc.permit_id])
+        permits = replace(permits, data=data)
+    if inputs.zoning:
+        zoning = read_layer(inputs.zoning, "zoning", (zc.zone_id, zc.construction_allowed), extent,
+                            inputs.sources.zoning, zc.zone_id)
+        parse_allowed(zoning.data[zc.construction_allowed], zc.construction_allowed)
+    if inputs.parcels:
+        parcels = read_layer(inputs.parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c),
+                             extent, inputs.sources.parcels, qc.parcel_id)
+    return Layers(permits, zoning, parcels)

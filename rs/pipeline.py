@@ -25,7 +25,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,57 +38,19 @@ from rasterio.crs import CRS
 import changewatch
 from changewatch.models.spec import ModelChoice, choose_model
 from changewatch.rs.align import AlignedPair, at_model_gsd, scene_date
-from changewatch.rs.grid import GridSpec
+from changewatch.rs.config import CrosscheckConfig, DetectConfig, InferenceConfig, VectorizeConfig
 from changewatch.rs.coregister import Coregistration, coregister
-from changewatch.rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
+from changewatch.rs.crosscheck import Judgement, Layers, RuleConfig, judge, read_layer
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from changewatch.rs.export import StagedOutput, write_json, write_judgement
-from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, tiling, write_probability
+from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling, write_probability
 from changewatch.rs.review import CarriedReview, match_decisions, previous_decisions
 from changewatch.rs.tiling import Tile
-from changewatch.rs.buildings import CHANGE_TYPES, BuildingConfig
+from changewatch.rs.buildings import CHANGE_TYPES
 from changewatch.rs.grid import metric_crs
-from changewatch.rs.vectorize import Vectorized, VectorizeConfig, vectorize_changes
+from changewatch.rs.vectorize import Vectorized, vectorize_changes
 
 OUTPUT_FILES = ("change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json")
-
-
-@dataclass(frozen=True)
-class DetectConfig:
-    """Everything one detection run depends on; serialised into ``summary.json``.
-
-    ``bands``: the bands compared, by 1-based index or band name (None: all, in file order);
-    ``masks``: cloud/invalid rasters of either date (non-zero = invalid, never change); ``grid``:
-    the common grid (default: BEFORE's pixels where the dates overlap); ``gsd``: "auto" compares
-    imagery more than twice as fine as the model's training GSD on a grid at that GSD, "native"
-    never resamples (``rs.align.grid_for_gsd``; only without a user grid);
-    ``coregister``: measure AFTER's residual shift against BEFORE and remove it (``rs.coregister``);
-    ``zero_is_valid``: pixels 0 in every band are data, not nodata (``rs.validity``);
-    ``model`` None means the shipped model for the scenes' band count (4: blue, green, red, NIR;
-    3: red, green, blue); ``threshold`` None means the model's own (chosen on its validation data);
-    ``min_area_m2`` is the smallest change kept, in m² of ground; ``simplify_m`` the outline
-    simplification tolerance in metres (0: exact pixel outlines); ``buildings``: how change is
-    split into buildings and typed when the model predicts building outputs (``rs.buildings``);
-    ``layers.rules.as_of`` None means the AFTER scene's acquisition date (its TIFF date tag), or
-    today when it has none.
-    """
-
-    before: str
-    after: str
-    outdir: str
-    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
-    bands: tuple[str, ...] | None = None
-    masks: tuple[str, ...] = ()
-    grid: GridSpec = field(default_factory=GridSpec)
-    gsd: str = "auto"
-    coregister: bool = True
-    zero_is_valid: bool = False
-    model: str | None = None
-    threshold: float | None = None
-    min_area_m2: float = 200.0
-    simplify_m: float = 0.0
-    buildings: BuildingConfig = field(default_factory=BuildingConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
 @dataclass(frozen=True)
@@ -121,7 +83,7 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
     models = models or ModelCache(config.inference.device, config.inference.amp)
     pair, model, choice, coreg = _open_for_model(config, models)
     with pair:
-        threshold = model.spec.threshold if config.threshold is None else config.threshold
+        threshold = model.spec.decision_threshold(config.threshold)
         layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
         as_of, as_of_source = _as_of(config)
         rules = replace(config.layers.rules, as_of=as_of)
@@ -260,15 +222,6 @@ def _summary(config: DetectConfig, model: ChangeModel, choice: ModelChoice, pair
         "config": asdict(config),
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }
-
-
-@dataclass(frozen=True)
-class CrosscheckConfig:
-    """A cross-check of an existing change layer (any polygons; ``change_id`` carried through)."""
-
-    changes: str
-    outdir: str
-    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
 
 
 def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]:

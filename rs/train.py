@@ -34,68 +34,13 @@ from changewatch.rs.atomic import atomic_write, writing
 from changewatch.rs.coregister import coregister as coregister_pair
 from changewatch.rs.errors import ModelError
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, find_pairs, read_whole
-from changewatch.rs.evaluate import EvalOptions, best_common_threshold, evaluate
-from changewatch.rs.infer import ChangeModel, InferenceConfig, model_input, resolve_device
+from changewatch.rs.config import EvalOptions
+from changewatch.rs.evaluate import best_common_threshold, evaluate
+from changewatch.rs.infer import ChangeModel, model_input, resolve_device
 from changewatch.rs.normalize import METHOD, pair_stats_from_arrays
+from changewatch.rs.training.config import OSCD_LICENCE, TrainConfig
 
 PRETRAINED_BANDS = ("red", "green", "blue")
-OSCD_TRAIN = ("abudhabi", "aguasclaras", "beihai", "bercy", "bordeaux", "mumbai", "paris", "pisa", "rennes", "saclay_e")
-OSCD_VAL = ("beirut", "cupertino", "hongkong", "nantes")
-OSCD_LICENCE = (
-    "Trained on the Onera Satellite Change Detection dataset (Caye Daudt et al., IGARSS 2018): "
-    "modified Copernicus Sentinel data 2015-2018; change labels CC BY-NC-SA 4.0, so these weights "
-    "carry CC BY-NC-SA 4.0 (non-commercial; contact the dataset authors for commercial use)."
-)
-
-
-@dataclass
-class TrainConfig:
-    """One training run. Paths are strings so the config serialises into the checkpoint."""
-
-    data_dir: str
-    out: str
-    train_sites: tuple[str, ...] = OSCD_TRAIN
-    val_sites: tuple[str, ...] = OSCD_VAL
-    val_data: tuple[str, ...] = ()  # separate val sets (folders, every pair in each); replaces val_sites
-    name: str = "changewatch-rgbn"
-    architecture: str = "unet"  # any smp architecture
-    encoder: str = "mobilenet_v2"  # any smp encoder (random init: nothing is downloaded)
-    encoder_weights: str | None = None  # "imagenet": offline pretrained weights (models.pretrained) for RGB models
-    fusion: str = "early"  # early | siamese-diff | siamese-concat (models.changenet.FUSIONS)
-    bands: tuple[str, ...] = ("blue", "green", "red", "nir")  # what the model's input bands are (its spec)
-    select: tuple[str, ...] | None = None  # which bands of the site files feed them (None: all, in order)
-    outputs: tuple[str, ...] = ("change",)  # what the network predicts (models.changenet.OUTPUTS), change first
-    gsd_m: float = 10.0
-    gsd_range_m: tuple[float, float] | None = None  # input GSDs the model serves at native pixels (ModelSpec)
-    crop: int = 128
-    batch_size: int = 8
-    iterations: int = 6000
-    epochs: float | None = None  # instead of iterations: passes over the training pixels (crop² × batch per step)
-    lr: float = 1e-3
-    weight_decay: float = 1e-4  # AdamW decoupled weight decay
-    loss: str = "bce+dice"  # '+'-joined terms of LOSSES
-    pos_weight: float = 10.0  # weight of change pixels in BCE (class imbalance)
-    focal_gamma: float = 2.0
-    flips: bool = True  # random rot90 × flip, the same for both dates
-    jitter: float = 0.1  # sd of a per-date gain and offset (radiometric differences between dates)
-    band_jitter: float = 0.0  # sd of an extra per-band, per-date gain (spectral differences between sensors)
-    shift_px: int = 0  # up to this many pixels of random misregistration of AFTER
-    coregister: bool = True  # remove each pair's measured residual shift first (rs.coregister), as detect does
-    zero_is_valid: bool = False  # pixels 0 in every band are data, not nodata (rs.validity)
-    scale_range: tuple[float, float] | None = None  # random zoom of each crop (multi-scale training)
-    val_every: int = 500
-    patience: int = 0  # stop after this many validations without a better val F1 (0: never)
-    max_minutes: float | None = None  # stop (validating once more) after this much wall time; None: no limit
-    average_last: int = 0  # also try the mean of the last K validated weights (SWA); kept if better on val
-    seed: int = 0
-    threads: int = 1
-    loader_workers: int = 0  # processes sampling batches ahead (0: in the training process, bit-reproducible)
-    device: str = "cpu"
-    amp: bool = True  # bf16 autocast on CUDA (no effect on the CPU)
-    init_from: str | None = None  # fine-tune: start from this checkpoint's network and weights
-    resume: bool = False  # continue an interrupted run from its state file (NAME.state.pt)
-    force: bool = False  # allow ``out`` to replace a model shipped with the package
-    licence: str | None = None  # of the training data; None: declared by the data itself (data_licence)
 
 
 @dataclass
@@ -300,10 +245,8 @@ def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, v
     the sets' pooled F1 (one set: its pooled F1), so a small set weighs as much as a large one;
     ``f1`` is that mean, and each set's pooled metrics are under ``sets``."""
     model = ChangeModel(network, spec, device)
-    options = EvalOptions(coregister=coregister, zero_is_valid=zero_is_valid)
-    histograms = {name: evaluate(pairs, model, threshold=0.5, config=InferenceConfig(tile=256, overlap=64),
-                                 bands=select, options=options).histogram
-                  for name, pairs in val.items()}
+    options = EvalOptions(bands=select, coregister=coregister, zero_is_valid=zero_is_valid, threshold=0.5)
+    histograms = {name: evaluate(pairs, model, options).histogram for name, pairs in val.items()}
     threshold, per_set = best_common_threshold(histograms)
     if len(per_set) == 1:
         return threshold, next(iter(per_set.values())).metrics()

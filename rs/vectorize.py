@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
@@ -32,27 +32,15 @@ from changewatch.rs.grid import Grid, metric_crs, pixel_area_m2
 from changewatch.rs.buildings import (
     BAND_DESCRIPTIONS,
     FOUR_CONNECTED,
-    BuildingConfig,
     change_types,
     object_counts,
     pixel_classes,
     split_region,
 )
+from changewatch.rs.config import BuildingConfig, VectorizeConfig
 from changewatch.rs.errors import InputFileError
 
 COLUMNS = ("change_id", "area_m2", "mean_prob", "max_prob", "change_type", "geometry")
-
-
-@dataclass(frozen=True)
-class VectorizeConfig:
-    """Decision threshold on probability (0–1), smallest change object kept (m² of ground), the
-    tolerance outlines are simplified to (metres; 0 keeps the exact pixel outlines), and how
-    regions are split into buildings when the raster has building probabilities."""
-
-    threshold: float = 0.5
-    min_area_m2: float = 200.0
-    simplify_m: float = 0.0
-    buildings: BuildingConfig = field(default_factory=BuildingConfig)
 
 
 @dataclass

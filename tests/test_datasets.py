@@ -15,7 +15,8 @@ from changewatch.cli import cli
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.datasets import detect_encoding, find_pairs, read_whole
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
-from changewatch.rs.evaluate import EvalOptions, evaluate, object_counts
+from changewatch.rs.config import EvalOptions
+from changewatch.rs.evaluate import evaluate, object_counts
 from changewatch.rs.infer import ChangeModel
 from tests.data import (UTM48N, BrightnessChangeNet, make_levir, make_vector_site, pointwise_spec, textured_scene,
                         write_png)
@@ -107,15 +108,15 @@ def test_object_counts_by_hand() -> None:
 
 def test_evaluate_on_plain_png_pairs(tmp_path: Path) -> None:
     root = make_levir(tmp_path / "levir", SQUARES)
-    report = evaluate(find_pairs(root), pointwise(3), threshold=0.5, options=EvalOptions(object_min_m2=50.0))
+    report = evaluate(find_pairs(root), pointwise(3), EvalOptions(threshold=0.5, object_min_m2=50.0))
     assert report.pooled.f1 == pytest.approx(1.0) and report.pooled.tp == 12 * 12 + 8 * 8 + 10 * 10
     assert (report.objects.total, report.objects.hit) == (3, 3)  # 1 m pixels: every square ≥ 50 m²
     assert (report.objects.predicted, report.objects.matched) == (3, 3)  # areas of plain pixels: --pixel-size-m
-    small = evaluate(find_pairs(root), pointwise(3), threshold=0.5, options=EvalOptions(100.0, 100.0, 1.0))
+    small = evaluate(find_pairs(root), pointwise(3), EvalOptions(0.5, 100.0, 1.0))
     assert small.objects.total == 2  # the 8×8 square is under 100 m²
     assert (small.objects.predicted, small.objects.matched) == (2, 2)  # and so is its prediction
-    half = evaluate(find_pairs(root), pointwise(3), threshold=0.5, options=EvalOptions(object_min_m2=20.0,
-                                                                                        pixel_size_m=0.5, gsd="native"))
+    half = evaluate(find_pairs(root), pointwise(3), EvalOptions(threshold=0.5, object_min_m2=20.0,
+                                                                      pixel_size_m=0.5, gsd="native"))
     assert (half.objects.total, half.objects.predicted, half.objects.matched) == (2, 2, 2)  # 8×8 px = 16 m²
 
 
@@ -147,7 +148,7 @@ def test_evaluate_cli_json_on_levir_pngs(tmp_path: Path) -> None:
 
 def test_object_recall_counts_each_polygon_of_vector_labels(tmp_path: Path) -> None:
     make_vector_site(tmp_path / "vec", "district", 1, ((10, 10, 12), (40, 30, 8)), layer_crs="EPSG:32648")
-    report = evaluate(find_pairs(tmp_path / "vec"), pointwise(4), threshold=0.5)
+    report = evaluate(find_pairs(tmp_path / "vec"), pointwise(4), EvalOptions(threshold=0.5))
     assert (report.objects.total, report.objects.hit) == (2, 2)  # 10 m pixels: both squares ≥ 200 m², both hit
 
 
@@ -163,7 +164,7 @@ def as_jpeg(png: Path, quality: int = 75) -> Path:
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_lossy_and_colour_labels_read_as_their_white_change(tmp_path: Path) -> None:
-    reference = evaluate(find_pairs(make_levir(tmp_path / "png", SQUARES)), pointwise(3), threshold=0.5)
+    reference = evaluate(find_pairs(make_levir(tmp_path / "png", SQUARES)), pointwise(3), EvalOptions(threshold=0.5))
     jpeg_root = make_levir(tmp_path / "jpeg", SQUARES)
     noisy = [as_jpeg(p) for p in sorted((jpeg_root / "label").iterdir())]
     with open_plain(noisy[0]) as ds:  # JPEG noise: the 0/255 label now holds other values, 1 among them
@@ -171,7 +172,7 @@ def test_lossy_and_colour_labels_read_as_their_white_change(tmp_path: Path) -> N
     assert len(values) > 2 and 1 in values
     pairs = find_pairs(jpeg_root)
     assert [p.encoding for p in pairs] == [">=128", ">=128", "0/255"]  # tile_0003 has no change: still exact 0
-    jpeg = evaluate(pairs, pointwise(3), threshold=0.5)
+    jpeg = evaluate(pairs, pointwise(3), EvalOptions(threshold=0.5))
     assert jpeg.pooled.f1 == pytest.approx(reference.pooled.f1, abs=0.02)  # was 0.0: read as 0/1 labels
 
     rgb_root = make_levir(tmp_path / "rgb", SQUARES)
@@ -179,7 +180,7 @@ def test_lossy_and_colour_labels_read_as_their_white_change(tmp_path: Path) -> N
         with open_plain(label) as ds:
             grey = ds.read(1)
         write_png(label, np.stack([grey] * 3) if k == 0 else np.stack([np.zeros_like(grey)] * 2 + [grey]))
-    rgb = evaluate(find_pairs(rgb_root), pointwise(3), threshold=0.5)
+    rgb = evaluate(find_pairs(rgb_root), pointwise(3), EvalOptions(threshold=0.5))
     assert (rgb.pooled.tp, rgb.pooled.fp, rgb.pooled.fn) == (reference.pooled.tp, reference.pooled.fp,
                                                              reference.pooled.fn)
 

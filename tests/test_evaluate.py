@@ -12,9 +12,9 @@ import torch
 from shapely.geometry import box
 
 from changewatch.rs.errors import InputFileError
+from changewatch.rs.config import EvalOptions
 from changewatch.rs.evaluate import (
     Confusion,
-    EvalOptions,
     ObjectCounts,
     ProbHistogram,
     confusion,
@@ -70,7 +70,7 @@ def test_find_sites(sites: Path, tmp_path: Path) -> None:
 def test_evaluate_known_answer(sites: Path) -> None:
     # The pointwise brightness model finds exactly the planted squares: perfect scores.
     model = ChangeModel(BrightnessChangeNet(4), pointwise_spec(), torch.device("cpu"))
-    report = evaluate(find_sites(sites), model, threshold=0.5)
+    report = evaluate(find_sites(sites), model, EvalOptions(threshold=0.5))
     assert report.pooled.tp == 12 * 12 + 8 * 8 + 10 * 10 + 6 * 6 + 14 * 14
     assert report.pooled.f1 == pytest.approx(1.0)
     d = report.to_dict()
@@ -114,7 +114,7 @@ def test_object_precision_recall_f1_of_a_known_prediction(tmp_path: Path) -> Non
     for name, data in (("before.tif", before), ("after.tif", after), ("change.tif", label)):
         write_raster(site / name, data, UTM48N, utm_transform())
     model = ChangeModel(BrightnessChangeNet(4), pointwise_spec(), torch.device("cpu"))
-    report = evaluate(find_sites(tmp_path / "sites"), model, threshold=0.5)
+    report = evaluate(find_sites(tmp_path / "sites"), model, EvalOptions(threshold=0.5))
     assert (report.objects.total, report.objects.predicted, report.objects.matched) == (2, 3, 1)
     d = report.to_dict()
     assert d["object_precision"] == pytest.approx(1 / 3) and d["object_recall_iou50"] == pytest.approx(0.5)
@@ -143,11 +143,11 @@ def test_predicted_objects_are_split_per_building_with_building_outputs(tmp_path
     sites = find_sites(touching_houses_site(tmp_path / "sites"))
     options = EvalOptions(object_min_m2=10.0)
     split = evaluate(sites, ChangeModel(BuildingBrightnessNet(4), building_spec(), torch.device("cpu")),
-                     options=options).objects
+                     options).objects
     assert (split.total, split.predicted, split.matched) == (2, 2, 2)
     # the same prediction without building outputs: one region, which matches the larger house
     # only (IoU 256 / 416)
     change_only = replace(building_spec(), outputs=("change",))
     whole = evaluate(sites, ChangeModel(BuildingBrightnessNet(4, building_outputs=False), change_only,
-                                        torch.device("cpu")), options=options).objects
+                                        torch.device("cpu")), options).objects
     assert (whole.total, whole.predicted, whole.matched) == (2, 1, 1)

@@ -164,8 +164,8 @@ def test_read_ahead_keeps_order_raises_and_stops(workers: int) -> None:
 
 def test_more_reader_threads_give_the_same_raster(pair: tuple[Path, Path], tmp_path: Path) -> None:
     with AlignedPair(*pair) as p:
-        one = blended(p, pointwise_model(), InferenceConfig(32, 8, 2, workers=1), tmp_path)
-        three = blended(p, pointwise_model(), InferenceConfig(32, 8, 2, workers=3), tmp_path)
+        one = blended(p, pointwise_model(), InferenceConfig(32, 8, 2, readers=1), tmp_path)
+        three = blended(p, pointwise_model(), InferenceConfig(32, 8, 2, readers=3), tmp_path)
     np.testing.assert_array_equal(one, three)
 
 

@@ -13,7 +13,8 @@ import pytest
 from changewatch.models.changenet import load_checkpoint
 from changewatch.rs.datasets import find_pairs
 from changewatch.rs.errors import ModelError
-from changewatch.rs.train import TrainConfig, change_loss, iterations_for, load_site, parse_loss, sample_batch, train
+from changewatch.rs.train import change_loss, iterations_for, load_site, parse_loss, sample_batch, train
+from changewatch.rs.training.config import TrainConfig
 
 
 def test_load_site_and_sample_batch(sites: Path) -> None:
@@ -277,7 +278,8 @@ def test_gsd_range_is_recorded_and_checked(sites: Path, tmp_path: Path) -> None:
 
 
 def test_licence_comes_from_what_the_data_declares(sites: Path, tmp_path: Path) -> None:
-    from changewatch.rs.train import OSCD_LICENCE, data_licence
+    from changewatch.rs.train import data_licence
+    from changewatch.rs.training.config import OSCD_LICENCE
 
     assert "not declared" in data_licence(sites)
     (tmp_path / "synth").mkdir()
