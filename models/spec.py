@@ -16,15 +16,19 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from changewatch.rs.errors import ModelError
+from changewatch.rs.errors import IncompatibleScenesError, ModelError
+
+if TYPE_CHECKING:
+    from changewatch.rs.grid import Grid
 
 MODELS_DIR = Path(str(files(__name__.rpartition(".")[0])))  # the installed changewatch.models folder
 DEFAULT_MODEL = MODELS_DIR / "changewatch-rgbn.json"
 # The shipped models, each described by its JSON (bands, GSDs served): choose_model picks among them.
 SHIPPED = ("changewatch-rgbn", "changewatch-rgb", "changewatch-vhr-rgb")
 VHR_MAX_GSD_M = 2.5  # imagery this fine or finer is very-high-resolution: buildings are many pixels
+MAX_GRID_PX = 4_000_000_000  # pixels of one run's common grid (16 GB of raw float32 probabilities)
 
 # What an output channel may predict: change between the dates, and (semantic change models, trained where
 # each date's buildings are known) building presence in BEFORE and in AFTER, which vectorize uses to split
@@ -76,6 +80,29 @@ class ModelSpec:
         config = self.training.get("config") if isinstance(self.training, dict) else None
         crop = config.get("crop") if isinstance(config, dict) else None
         return int(crop) if isinstance(crop, int) and crop > 0 else 2 ** self.encoder_depth
+
+    def check_bands(self, band_count: int) -> None:
+        """Raise ModelError unless the input has as many bands per date as the model expects."""
+        if band_count != len(self.bands):
+            raise ModelError(
+                f"model {self.name} expects {len(self.bands)} bands per date "
+                f"({', '.join(self.bands)}) but the scenes have {band_count}"
+            )
+
+    def check_grid(self, grid: Grid) -> None:
+        """Raise IncompatibleScenesError when ``grid`` (the grid the model will see) has a side shorter
+        than ``min_side_px`` or more than ``MAX_GRID_PX`` pixels."""
+        side = self.min_side_px
+        if min(grid.width, grid.height) < side:
+            raise IncompatibleScenesError(
+                f"the scenes overlap on {grid.width}×{grid.height} pixels of the grid the model sees, too small for "
+                f"model {self.name}: it needs at least {side}×{side} (the context it was trained on); give "
+                "scenes reaching further around the area of interest")
+        if grid.width * grid.height > MAX_GRID_PX:
+            raise IncompatibleScenesError(
+                f"the common grid is {grid.width}×{grid.height} pixels ({grid.width * grid.height / 1e9:.1f} Gpx), "
+                f"more than the {MAX_GRID_PX / 1e9:.0f} Gpx one run takes: crop the scenes to the area of interest "
+                "or split it into the jobs of a batch manifest")
 
     @property
     def in_channels(self) -> int:

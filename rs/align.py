@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -36,12 +37,15 @@ from scipy import ndimage
 from changewatch.rs.bands import RADIOMETRY_NOTE, BandChoice, choose_bands, radiometry
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from changewatch.rs.georef import Dataset, data_bounds, georeferenced, is_plain, native_grid, placed
-from changewatch.rs.grid import Grid, GridSpec, GsdPolicy, grid_for_gsd
+from changewatch.rs.grid import Grid, GridSpec
 from changewatch.rs.validity import (Validity, alpha_band, has_internal_mask, infer_validity, is_nodata,
                                      sample_counts)
 
-__all__ = ["AlignedPair", "Grid", "GridReader", "GridSpec", "PairWindow", "Shift", "at_model_gsd", "common_grid",
-           "grid_for_gsd", "is_nodata", "open_raster", "overlap_fraction", "scene_date"]
+if TYPE_CHECKING:
+    from changewatch.rs.config import PairOptions
+
+__all__ = ["AlignedPair", "GridReader", "PairSource", "PairWindow", "Shift", "common_grid", "is_nodata", "open_raster",
+           "overlap_fraction", "scene_date"]
 
 
 @dataclass(frozen=True)
@@ -144,17 +148,6 @@ def common_grid(before: Dataset, after: Dataset, spec: GridSpec) -> Grid:
     if width <= 0 or height <= 0:
         raise IncompatibleScenesError("BEFORE and AFTER overlap by less than one pixel of the requested grid")
     return Grid(crs, Affine(resolution, 0.0, left, 0.0, -resolution, top), width, height)
-
-
-def at_model_gsd(pair: AlignedPair, model_gsd_m: float, policy: GsdPolicy,
-                 serves: tuple[float, float] | None = None) -> AlignedPair:
-    """``pair`` itself, or, when ``grid_for_gsd`` asks for another grid (and the pair is on the
-    default grid), the same pair re-opened on that grid; ``pair`` is then closed."""
-    regrid = grid_for_gsd(pair.grid, model_gsd_m, policy, serves) if pair.grid_spec == GridSpec() else None
-    if regrid is None:
-        return pair
-    pair.close()
-    return pair.reopen(regrid)
 
 
 def _pixel_offset(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[int, int] | None:
@@ -292,6 +285,35 @@ class Shift:
         return cls(cols * grid.transform.a, rows * grid.transform.e)
 
 
+@dataclass(frozen=True)
+class PairSource:
+    """Everything that opens an ``AlignedPair`` (see there): both scenes, the bands compared, cloud or
+    invalid masks, the common grid, AFTER's shift, whether pixels 0 in every band are data, and the
+    pixel size of plain images. Plain data: it pickles (a Dask task opens the pair on its worker)
+    and opens the pair as often as needed (``open``; one per thread)."""
+
+    before: str
+    after: str
+    bands: tuple[str, ...] | None = None
+    masks: tuple[str, ...] = ()
+    grid: GridSpec = field(default_factory=GridSpec)
+    after_shift: Shift | None = None
+    zero_is_valid: bool = False
+    pixel_size_m: float | None = None
+
+    @classmethod
+    def of(cls, before: str | os.PathLike[str], after: str | os.PathLike[str], options: PairOptions,
+           masks: tuple[str, ...] = (), pixel_size_m: float | None = None) -> PairSource:
+        """The source of two scenes compared as ``options`` say (bands, grid, validity rule)."""
+        return cls(str(before), str(after), options.bands, tuple(masks), options.grid,
+                   zero_is_valid=options.zero_is_valid, pixel_size_m=pixel_size_m)
+
+    def open(self) -> AlignedPair:
+        """The pair, open (a context manager: close it when done)."""
+        return AlignedPair(self.before, self.after, self.bands, self.masks, self.grid, self.after_shift,
+                           self.zero_is_valid, self.pixel_size_m)
+
+
 class AlignedPair:
     """BEFORE and AFTER on one common grid (see GridSpec), read one window at a time.
 
@@ -349,12 +371,16 @@ class AlignedPair:
             self.close()
             raise
 
-    def reopen(self, grid: GridSpec | None = None, after_shift: Shift | None = None) -> AlignedPair:
-        """A second, independent AlignedPair of the same files, bands, masks, validity rule and AFTER
-        shift, on the same grid or on ``grid`` (for another thread: GDAL handles are not
-        thread-safe); with ``after_shift``, that shift instead."""
-        return AlignedPair(self.before_path, self.after_path, self.bands, self.masks, grid or self.grid_spec,
-                           after_shift or self.after_shift, self.zero_is_valid, self.pixel_size_m)
+    @property
+    def source(self) -> PairSource:
+        """What opens this pair again: files, bands, masks, grid, AFTER's shift, validity rule."""
+        return PairSource(str(self.before_path), str(self.after_path), self.bands, self.masks, self.grid_spec,
+                          self.after_shift, self.zero_is_valid, self.pixel_size_m)
+
+    def reopen(self) -> AlignedPair:
+        """A second, independent AlignedPair of the same source (for another thread: GDAL handles are
+        not thread-safe)."""
+        return self.source.open()
 
     def provenance(self) -> dict[str, object]:
         """What was decided about the inputs, for ``summary.json``: ``validity`` (per date, the rule,

@@ -40,9 +40,7 @@ import yaml
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker, worker_client
 
 import changewatch
-from changewatch.models.spec import choose_model, load_spec
-from changewatch.rs.align import AlignedPair, Shift, at_model_gsd
-from changewatch.rs.grid import GridSpec
+from changewatch.rs.align import AlignedPair, PairSource
 from changewatch.rs.atomic import TMP_GLOB, atomic_write, recover_children, writing
 from changewatch.rs.config import BatchConfig, DetectConfig, DetectOptions, InferenceConfig
 from changewatch.rs.crosscheck import SEVERITY
@@ -51,6 +49,7 @@ from changewatch.rs.export import layer_names, sha256, write_gpkg, write_json
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, predict_tiles, tiling
 from changewatch.rs.normalize import BandStats, scene_stats
 from changewatch.rs.pipeline import OUTPUT_FILES, Predictor, detect
+from changewatch.rs.prepare import prepare_for_model
 from changewatch.rs.tiling import Tile
 
 DONE_RECORD = "_done.json"
@@ -323,18 +322,11 @@ def tile_count(job: Job, config: BatchConfig) -> int:
     """Tiles ``job`` will be cut into, on the grid its model will see: its common grid, or the
     coarser one ``config.gsd`` picks for imagery much finer than the model's GSD. 0 where its
     scenes cannot be aligned or no model fits them (the job itself then reports why)."""
-    try:
-        pair = AlignedPair(job.before, job.after, config.bands, (), config.grid)
+    try:  # masks and AFTER's shift leave the grid as it is
+        prepared = prepare_for_model(job.before, job.after, replace(config, coregister=False), config.model)
     except ChangewatchError:
         return 0
-    try:
-        spec = load_spec(choose_model(config.model, pair.band_count, pair.grid.pixel_size_m()).path)
-        pair = at_model_gsd(pair, spec.gsd_m, config.gsd, spec.serves_gsd_m)
-    except ChangewatchError:
-        pair.close()
-        return 0
-    with pair:
-        return len(tiling(pair.grid, config.inference))
+    return len(tiling(prepared.grid, config.inference))
 
 
 def skipped_record(job: Job, outdir: Path) -> JobRecord:
@@ -393,11 +385,10 @@ def _worker_models() -> ModelCache:
     return plugin.models
 
 
-def _predict_chunk(before: str, after: str, bands: tuple[str, ...] | None, masks: tuple[str, ...], grid: GridSpec,
-                   after_shift: Shift | None, model_path: str, tiles: list[Tile], stats: tuple[BandStats, BandStats],
+def _predict_chunk(source: PairSource, model_path: str, tiles: list[Tile], stats: tuple[BandStats, BandStats],
                    config: InferenceConfig) -> list[tuple[Tile, np.ndarray]]:
-    """Dask task: probabilities of some tiles of one scene (the worker opens the pair itself)."""
-    with AlignedPair(before, after, bands, masks, grid, after_shift) as pair:
+    """Dask task: probabilities of some tiles of one scene (the worker opens the pair itself, as prepared)."""
+    with source.open() as pair:
         return list(predict_tiles(pair, _worker_models().get(model_path), tiles, stats, config))
 
 
@@ -424,9 +415,7 @@ class ClusterPredictor:
         tiles = list(tiling(pair.grid, config))
         chunks = [tiles[i:i + self.tiles_per_task] for i in range(0, len(tiles), self.tiles_per_task)]
         with worker_client() as client:
-            futures = [client.submit(_predict_chunk, str(pair.before_path), str(pair.after_path), pair.bands,
-                                     pair.masks, pair.grid_spec, pair.after_shift, str(model.path), chunk, stats,
-                                     config, pure=False)
+            futures = [client.submit(_predict_chunk, pair.source, str(model.path), chunk, stats, config, pure=False)
                        for chunk in chunks]
             self.tasks += len(futures)
             for future in as_completed(futures):

@@ -30,12 +30,13 @@ import rasterio
 import rasterio.features
 from scipy import ndimage
 
-from changewatch.rs.align import AlignedPair, at_model_gsd
+from changewatch.models.spec import ModelChoice
+from changewatch.rs.align import AlignedPair
 from changewatch.rs.config import EvalOptions, InferenceConfig, VectorizeConfig
-from changewatch.rs.coregister import coregister
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
-from changewatch.rs.infer import ChangeModel, predict_pair, tiling, write_probability
 from changewatch.rs.grid import pixel_area_m2
+from changewatch.rs.infer import ChangeModel, predict_pair, tiling, write_probability
+from changewatch.rs.prepare import choose_for, prepare_pair
 from changewatch.rs.vectorize import FOUR_CONNECTED, vectorize
 
 HIST_BINS = 1000
@@ -259,11 +260,8 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, options: EvalOptions, 
     """
     threshold = model.spec.decision_threshold(options.threshold)
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    pair = at_model_gsd(site.open(options.bands, options.zero_is_valid, options.pixel_size_m), model.spec.gsd_m,
-                        options.gsd, model.spec.serves_gsd_m)
-    if options.coregister:
-        pair, _ = coregister(pair)
-    with pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
+    prepared = prepare_pair(site.before, site.after, options, model.spec, pixel_size_m=options.pixel_size_m)
+    with prepared.open() as pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
         labels = site.labels(pair)
         prob_path = write_probability(pair.grid, tiling(pair.grid, inference),
                                       predict_pair(pair, model, inference, progress), Path(tmp) / "prob.tif",
@@ -329,3 +327,28 @@ def evaluate(sites: list[LabelledPair], model: ChangeModel, options: EvalOptions
         report.objects = report.objects + r.objects
         report.histogram += r.histogram
     return report
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An evaluation of a folder of labelled pairs: the report, the model's name and which
+    checkpoint was used and why."""
+
+    report: EvaluationReport
+    model: str
+    choice: ModelChoice
+
+
+def evaluate_folder(data_dir: str | os.PathLike[str], names: list[str] | None = None, model: str | None = None,
+                    options: EvalOptions = EvalOptions(), inference: InferenceConfig = InferenceConfig(),
+                    progress: bool = False) -> Evaluation:
+    """Evaluate a checkpoint on the labelled pairs under ``data_dir`` (``names``: those pairs only,
+    in that order): ``model``, or, when it is None, the shipped model that fits the first pair
+    (``rs.prepare.choose_for``: by band count and GSD), loaded on ``inference.device``. Raises
+    InputFileError when the folder holds no labelled pairs (or not the ones named), ModelError
+    when no model fits, and the errors of ``evaluate``."""
+    found = find_sites(data_dir, names)
+    with found[0].source(options, options.pixel_size_m).open() as first:
+        choice = choose_for(first, model)
+    network = ChangeModel.load(choice.path, inference.device)
+    return Evaluation(evaluate(found, network, options, inference, progress), network.spec.name, choice)

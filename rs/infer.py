@@ -27,12 +27,12 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 from tqdm.auto import tqdm
 
-from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpoint
+from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpoint, load_spec
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.grid import Grid
 from changewatch.rs.buildings import BAND_DESCRIPTIONS
 from changewatch.rs.config import InferenceConfig
-from changewatch.rs.errors import IncompatibleScenesError, ModelError
+from changewatch.rs.errors import ModelError
 from changewatch.rs.normalize import BandStats, normalise, scene_stats
 from changewatch.rs.tiling import Tile, TileGrid
 
@@ -41,7 +41,6 @@ from changewatch.rs.tiling import Tile, TileGrid
 # probabilities barely compress (71 MB for 4096² with deflate); within 1/2000 they shrink ~50×
 # and write 3× faster (bench/RESULTS.md), far below any meaningful difference in a probability.
 PROB_MAX_ERROR = 0.0005
-MAX_GRID_PX = 4_000_000_000  # pixels of one run's common grid (16 GB of raw float32 probabilities)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,26 +79,11 @@ class ChangeModel:
 
     def check_bands(self, band_count: int) -> None:
         """Raise ModelError unless the input has as many bands per date as the model expects."""
-        if band_count != len(self.spec.bands):
-            raise ModelError(
-                f"model {self.spec.name} expects {len(self.spec.bands)} bands per date "
-                f"({', '.join(self.spec.bands)}) but the scenes have {band_count}"
-            )
+        self.spec.check_bands(band_count)
 
     def check_grid(self, grid: Grid) -> None:
-        """Raise IncompatibleScenesError when ``grid`` (the grid the model will see) has a side shorter
-        than the model's ``min_side_px`` or more than ``MAX_GRID_PX`` pixels."""
-        side = self.spec.min_side_px
-        if min(grid.width, grid.height) < side:
-            raise IncompatibleScenesError(
-                f"the scenes overlap on {grid.width}×{grid.height} pixels of the grid the model sees, too small for "
-                f"model {self.spec.name}: it needs at least {side}×{side} (the context it was trained on); give "
-                "scenes reaching further around the area of interest")
-        if grid.width * grid.height > MAX_GRID_PX:
-            raise IncompatibleScenesError(
-                f"the common grid is {grid.width}×{grid.height} pixels ({grid.width * grid.height / 1e9:.1f} Gpx), "
-                f"more than the {MAX_GRID_PX / 1e9:.0f} Gpx one run takes: crop the scenes to the area of interest "
-                "or split it into the jobs of a batch manifest")
+        """Raise IncompatibleScenesError when the model cannot run on ``grid`` (``ModelSpec.check_grid``)."""
+        self.spec.check_grid(grid)
 
     def predict(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
         """Probabilities (N, outputs, rows, cols) for a float32 batch (N, 2×bands, rows, cols): one
@@ -131,6 +115,13 @@ class ModelCache:
     def __init__(self, device: str = "auto", amp: bool = True, fixed: ChangeModel | None = None) -> None:
         self.device, self.amp, self.fixed = device, amp, fixed
         self._models: dict[Path, ChangeModel] = {}
+
+    def spec(self, path: str | os.PathLike[str]) -> ModelSpec:
+        """The metadata of the model ``get`` hands out for ``path``, without loading its weights."""
+        if self.fixed is not None:
+            return self.fixed.spec
+        key = Path(path).resolve()
+        return self._models[key].spec if key in self._models else load_spec(key)
 
     def get(self, path: str | os.PathLike[str]) -> ChangeModel:
         """The model stored at ``path`` (loaded on first use)."""

@@ -36,14 +36,13 @@ from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 
 import changewatch
-from changewatch.models.spec import ModelChoice, choose_model
-from changewatch.rs.align import AlignedPair, at_model_gsd, scene_date
+from changewatch.rs.align import AlignedPair, scene_date
 from changewatch.rs.config import CrosscheckConfig, DetectConfig, InferenceConfig, VectorizeConfig
-from changewatch.rs.coregister import Coregistration, coregister
 from changewatch.rs.crosscheck import Judgement, Layers, RuleConfig, judge, read_layer
-from changewatch.rs.errors import IncompatibleScenesError, InputFileError
+from changewatch.rs.errors import InputFileError
 from changewatch.rs.export import StagedOutput, write_json, write_judgement
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling, write_probability
+from changewatch.rs.prepare import PreparedPair, prepare_for_model
 from changewatch.rs.review import CarriedReview, match_decisions, previous_decisions
 from changewatch.rs.tiling import Tile
 from changewatch.rs.buildings import CHANGE_TYPES
@@ -81,8 +80,11 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     models = models or ModelCache(config.inference.device, config.inference.amp)
-    pair, model, choice, coreg = _open_for_model(config, models)
-    with pair:
+    prepared = prepare_for_model(config.before, config.after, config, config.model, masks=config.masks,
+                                 spec_of=models.spec, georeferenced=True)
+    assert prepared.choice is not None  # prepare_for_model always chooses
+    model = models.get(prepared.choice.path)
+    with prepared.open() as pair:
         threshold = model.spec.decision_threshold(config.threshold)
         layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
         as_of, as_of_source = _as_of(config)
@@ -105,8 +107,8 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
             timings["crosscheck_s"] = time.perf_counter() - t
             carried = _write_judgement(judgement, previous, out)
             timings["total_s"] = time.perf_counter() - t0
-            summary = _summary(config, model, choice, pair, coreg, threshold, vectorized, judgement, layers,
-                               rules, as_of_source, timings)
+            summary = _summary(config, model, prepared, pair, threshold, vectorized, judgement, layers, rules,
+                               as_of_source, timings)
             summary["review"] = carried.to_dict() if carried else None
             with out.writing("summary.json"):
                 write_json(summary, out.path("summary.json"))
@@ -143,32 +145,6 @@ def _write_judgement(judgement: Judgement, previous: gpd.GeoDataFrame | None,
     return carried
 
 
-def _open_for_model(config: DetectConfig,
-                    models: ModelCache) -> tuple[AlignedPair, ChangeModel, ModelChoice, Coregistration | None]:
-    """The aligned pair, its model, which model and why (``models.spec.choose_model``: by band count
-    and GSD), and the co-registration measured (None when not asked for). Without a user grid,
-    imagery outside the GSDs the model serves is compared on a grid at the model's GSD
-    (``config.gsd``, see ``rs.align.grid_for_gsd``)."""
-    pair = AlignedPair(config.before, config.after, config.bands, config.masks, config.grid,
-                       zero_is_valid=config.zero_is_valid)
-    try:
-        if pair.plain:
-            raise IncompatibleScenesError("detect needs georeferenced scenes: plain images (no CRS) can be "
-                                          "evaluated but not mapped")
-        choice = choose_model(config.model, pair.band_count, pair.grid.pixel_size_m())
-        model = models.get(choice.path)
-        model.check_bands(pair.band_count)
-        pair = at_model_gsd(pair, model.spec.gsd_m, config.gsd, model.spec.serves_gsd_m)
-        model.check_grid(pair.grid)
-        coreg = None
-        if config.coregister:
-            pair, coreg = coregister(pair)
-    except BaseException:
-        pair.close()
-        raise
-    return pair, model, choice, coreg
-
-
 def _as_of(config: DetectConfig) -> tuple[date, str]:
     """The date the rules are judged on, and where it came from."""
     if config.layers.rules.as_of is not None:
@@ -188,9 +164,11 @@ def change_type_counts(vectorized: Vectorized) -> dict[str, int] | None:
     return {kind: int(found.get(kind, 0)) for kind in CHANGE_TYPES}
 
 
-def _summary(config: DetectConfig, model: ChangeModel, choice: ModelChoice, pair: AlignedPair,
-             coreg: Coregistration | None, threshold: float, vectorized: Vectorized, judgement: Judgement,
-             layers: Layers, rules: RuleConfig, as_of_source: str, timings: dict[str, float]) -> dict[str, Any]:
+def _summary(config: DetectConfig, model: ChangeModel, prepared: PreparedPair, pair: AlignedPair, threshold: float,
+             vectorized: Vectorized, judgement: Judgement, layers: Layers, rules: RuleConfig, as_of_source: str,
+             timings: dict[str, float]) -> dict[str, Any]:
+    choice, coreg = prepared.choice, prepared.coregistration
+    assert choice is not None  # prepare_for_model always chooses
     counts = judgement.counts()
     return {
         "changewatch_version": changewatch.__version__,

@@ -31,13 +31,13 @@ from changewatch.models.changenet import (ModelSpec, build_network, is_shipped, 
                                           save_checkpoint)
 from changewatch.models.pretrained import load_pretrained_encoder
 from changewatch.rs.atomic import atomic_write, writing
-from changewatch.rs.coregister import coregister as coregister_pair
 from changewatch.rs.errors import ModelError
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, find_pairs, read_whole
-from changewatch.rs.config import EvalOptions
+from changewatch.rs.config import EvalOptions, PairOptions
 from changewatch.rs.evaluate import best_common_threshold, evaluate
 from changewatch.rs.infer import ChangeModel, model_input, resolve_device
 from changewatch.rs.normalize import METHOD, pair_stats_from_arrays
+from changewatch.rs.prepare import prepare_pair
 from changewatch.rs.training.config import OSCD_LICENCE, TrainConfig
 
 PRETRAINED_BANDS = ("red", "green", "blue")
@@ -57,22 +57,25 @@ class SiteArrays:
         self.positives = np.argwhere(self.label[0] == 1)
 
 
-def load_site(site: LabelledPair, select: tuple[str, ...] | None = None, coregister: bool = True,
-              outputs: tuple[str, ...] = ("change",), zero_is_valid: bool = False) -> SiteArrays:
-    """Align (and co-register, as at inference), normalise and load one labelled pair with the
-    labels of each of ``outputs``; unlabelled or invalid pixels → 255. ``zero_is_valid``: pixels
-    0 in every band are data (``rs.validity``).
-
-    ``select``: the bands of the pair's files to use, by 1-based index or name (None: all)."""
-    pair = site.open(select, zero_is_valid)
-    if coregister:
-        pair, _ = coregister_pair(pair)
-    with pair:
+def load_site(site: LabelledPair, options: PairOptions = PairOptions(),
+              outputs: tuple[str, ...] = ("change",)) -> SiteArrays:
+    """Prepare (``rs.prepare``: aligned and co-registered as at inference, at the data's own pixels),
+    normalise and load one labelled pair with the labels of each of ``outputs``; unlabelled or
+    invalid pixels → 255. ``options``: the bands of the pair's files used (by 1-based index or name;
+    None: all), co-registration, whether pixels 0 in every band are data (``rs.validity``)."""
+    prepared = prepare_pair(site.before, site.after, options)
+    with prepared.open() as pair:
         w = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
         labels = np.stack([read_whole(pair, reader) for reader in site.output_labels(pair, outputs)])
     labels = np.where(w.valid, labels, LABEL_NODATA).astype(np.uint8)
     stats = pair_stats_from_arrays(w.before, w.after, w.valid)
     return SiteArrays(site.name, model_input(w.before, w.after, w.valid, stats), labels)
+
+
+def _pair_options(config: TrainConfig) -> PairOptions:
+    """How training and validation pairs are prepared: the selected bands, at their own pixels."""
+    return PairOptions(bands=config.select, gsd="native", coregister=config.coregister,
+                       zero_is_valid=config.zero_is_valid)
 
 
 def _crop_origin(site: SiteArrays, crop: int, rng: np.random.Generator, centre_on_change: bool) -> tuple[int, int]:
@@ -239,13 +242,14 @@ ValSets = dict[str, list[LabelledPair]]
 
 
 def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: ValSets,
-              select: tuple[str, ...] | None, coregister: bool,
-              zero_is_valid: bool = False) -> tuple[float, dict[str, object]]:
-    """Threshold and metrics of the network on the val sets: the threshold maximises the mean of
-    the sets' pooled F1 (one set: its pooled F1), so a small set weighs as much as a large one;
-    ``f1`` is that mean, and each set's pooled metrics are under ``sets``."""
+              config: TrainConfig) -> tuple[float, dict[str, object]]:
+    """Threshold and metrics of the network on the val sets, run as ``evaluate`` runs a model
+    (tiled, GSD policy auto): the threshold maximises the mean of the sets' pooled F1 (one set: its
+    pooled F1), so a small set weighs as much as a large one; ``f1`` is that mean, and each set's
+    pooled metrics are under ``sets``."""
     model = ChangeModel(network, spec, device)
-    options = EvalOptions(bands=select, coregister=coregister, zero_is_valid=zero_is_valid, threshold=0.5)
+    options = EvalOptions(bands=config.select, coregister=config.coregister, zero_is_valid=config.zero_is_valid,
+                          threshold=0.5)
     histograms = {name: evaluate(pairs, model, options).histogram for name, pairs in val.items()}
     threshold, per_set = best_common_threshold(histograms)
     if len(per_set) == 1:
@@ -409,7 +413,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         raise ModelError(str(exc)) from exc
     train_pairs, val_sets = _split(config)
     outputs = load_spec(config.init_from).outputs if config.init_from else config.outputs
-    train_sites = [load_site(s, config.select, config.coregister, outputs, config.zero_is_valid) for s in train_pairs]
+    train_sites = [load_site(s, _pair_options(config), outputs) for s in train_pairs]
     if train_sites[0].x.shape[0] != 2 * len(config.bands):
         raise ModelError(f"{len(config.bands)} band names given ({', '.join(config.bands)}) for "
                          f"{train_sites[0].x.shape[0] // 2} bands per date in the data")
@@ -441,8 +445,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             row: dict[str, object] = {"iteration": it, "loss": round(state.running, 5),
                                       "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)}
             if val_sets:
-                threshold, metrics = _validate(network, spec, device, val_sets, config.select, config.coregister,
-                                               config.zero_is_valid)
+                threshold, metrics = _validate(network, spec, device, val_sets, config)
                 row.update(val_f1=round(float(metrics["f1"]), 4), val_threshold=threshold)
                 if float(metrics["f1"]) > state.best_f1:
                     state.best_f1, state.best_threshold, state.best_metrics = float(metrics["f1"]), threshold, metrics
@@ -491,7 +494,7 @@ def _try_average(state: Progress, network: torch.nn.Module, spec: ModelSpec, dev
     network.load_state_dict(mean)
     batches = (torch.from_numpy(sample_batch(sites, config, rng)[0]) for _ in range(50))
     torch.optim.swa_utils.update_bn(batches, network, device)
-    threshold, metrics = _validate(network, spec, device, val, config.select, config.coregister, config.zero_is_valid)
+    threshold, metrics = _validate(network, spec, device, val, config)
     state.log.append({"iteration": f"mean of last {len(state.recent)}", "val_f1": round(float(metrics["f1"]), 4),
                       "val_threshold": threshold})
     if float(metrics["f1"]) <= state.best_f1:

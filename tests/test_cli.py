@@ -429,8 +429,8 @@ def _capture(seen: dict[str, object], key: str):
 
 def test_commands_use_the_library_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without options, each command builds exactly the configuration the library defaults to."""
-    from changewatch.rs import batch, pipeline, train
-    from changewatch.rs.config import BatchConfig, DetectConfig
+    from changewatch.rs import batch, evaluate, pipeline, train
+    from changewatch.rs.config import BatchConfig, DetectConfig, EvalOptions, InferenceConfig
     from changewatch.rs.training.config import TrainConfig
 
     seen: dict[str, object] = {}
@@ -438,11 +438,16 @@ def test_commands_use_the_library_defaults(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(train, "train", _capture(seen, "train"))
     monkeypatch.setattr(batch, "read_manifest", lambda *a, **k: [])
     monkeypatch.setattr(batch, "tile_counts", lambda jobs, config: _capture(seen, "batch")(config))
-    for args in (["detect", "b.tif", "a.tif", "-o", "out"], ["train", "--data", "d"], ["batch", "m.csv", "-o", "o"]):
+    monkeypatch.setattr(evaluate, "evaluate_folder",
+                        lambda data, names, model, options, inference, **kw: _capture(seen, "evaluate")(
+                            (data, names, model, options, inference)))
+    for args in (["detect", "b.tif", "a.tif", "-o", "out"], ["train", "--data", "d"], ["batch", "m.csv", "-o", "o"],
+                 ["evaluate", "--data", "d"]):
         assert isinstance(CliRunner().invoke(cli, args).exception, _Captured), args
     assert seen["detect"] == DetectConfig("b.tif", "a.tif", "out")
     assert seen["train"] == TrainConfig(data_dir="d")
     assert seen["batch"] == BatchConfig(manifest="m.csv", outdir="o")
+    assert seen["evaluate"] == ("d", None, None, EvalOptions(), InferenceConfig())
 
 
 def test_detect_workers_is_a_deprecated_spelling_of_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

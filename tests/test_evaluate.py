@@ -11,7 +11,7 @@ import pytest
 import torch
 from shapely.geometry import box
 
-from changewatch.rs.errors import InputFileError
+from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from changewatch.rs.config import EvalOptions
 from changewatch.rs.evaluate import (
     Confusion,
@@ -19,6 +19,7 @@ from changewatch.rs.evaluate import (
     ProbHistogram,
     confusion,
     evaluate,
+    evaluate_folder,
     find_sites,
     match_objects,
 )
@@ -151,3 +152,11 @@ def test_predicted_objects_are_split_per_building_with_building_outputs(tmp_path
     whole = evaluate(sites, ChangeModel(BuildingBrightnessNet(4, building_outputs=False), change_only,
                                         torch.device("cpu")), options).objects
     assert (whole.total, whole.predicted, whole.matched) == (2, 1, 1)
+
+
+def test_a_folder_is_evaluated_from_python_as_the_command_does(sites: Path, tiny_checkpoint: Path) -> None:
+    done = evaluate_folder(sites, ["gamma", "alpha"], str(tiny_checkpoint), EvalOptions(threshold=0.5))
+    assert list(done.report.sites) == ["gamma", "alpha"] and done.report.threshold == 0.5
+    assert done.model == "tiny-test" and done.choice.reason == "given with --model"
+    with pytest.raises(IncompatibleScenesError, match="too small for model changewatch-rgbn"):
+        evaluate_folder(sites, ["beta"])  # without --model: the shipped model for 4 bands at 10 m, which wants 128²

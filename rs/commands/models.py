@@ -23,7 +23,8 @@ from changewatch.rs.commands.options import (
     tta_opt,
     zero_valid_opt,
 )
-from changewatch.rs.config import EvalOptions
+from changewatch.rs.config import Device, EvalOptions
+from changewatch.rs.grid import GsdPolicy
 from changewatch.rs.training.config import EncoderWeights, TrainConfig
 
 EVAL = defaults(EvalOptions)
@@ -58,34 +59,27 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
                    "object_recall_iou50, object_f1; per pair under sites.")
 @quiet_opt
 @reports_errors
-def evaluate(data_dir: str, sites: str | None, model: str | None, bands: str | None, device: str,
-             threshold: float | None, tta: bool, gsd: str, coregister: bool, zero_is_valid: bool, object_min_m2: float,
-             pixel_size_m: float | None, as_json: bool, quiet: bool) -> None:
+def evaluate(data_dir: str, sites: str | None, model: str | None, bands: str | None, device: Device,
+             threshold: float | None, tta: bool, gsd: GsdPolicy, coregister: bool, zero_is_valid: bool,
+             object_min_m2: float, pixel_size_m: float | None, as_json: bool, quiet: bool) -> None:
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels;
     object recall (share of true change objects ≥ --object-min-m2 that are hit); and object
     precision, recall and F1, where a predicted change object (as detect writes them: one per
     building for models with building outputs) matches a true one at IoU ≥ 0.5, one to one."""
-    from changewatch.models.spec import choose_model
     from changewatch.rs.config import InferenceConfig
-    from changewatch.rs.evaluate import evaluate as run_evaluate
-    from changewatch.rs.evaluate import find_sites
-    from changewatch.rs.infer import ChangeModel
+    from changewatch.rs.evaluate import evaluate_folder
 
-    found = find_sites(data_dir, list(split_list(sites) or ()))
-    with found[0].open(split_list(bands), zero_is_valid, pixel_size_m) as first:
-        choice = choose_model(model, first.band_count, first.grid.pixel_size_m())
-    network = ChangeModel.load(choice.path, device)
-    options = EvalOptions(bands=split_list(bands), gsd=gsd, coregister=coregister,  # type: ignore[arg-type]
-                          zero_is_valid=zero_is_valid, threshold=threshold, object_min_m2=object_min_m2,
-                          pixel_size_m=pixel_size_m)
-    report = run_evaluate(found, network, options, InferenceConfig(device=device, tta=tta),  # type: ignore[arg-type]
-                          progress=not quiet and not as_json)
+    options = EvalOptions(bands=split_list(bands), gsd=gsd, coregister=coregister, zero_is_valid=zero_is_valid,
+                          threshold=threshold, object_min_m2=object_min_m2, pixel_size_m=pixel_size_m)
+    names = list(split_list(sites) or ()) or None
+    done = evaluate_folder(data_dir, names, model, options, InferenceConfig(device=device, tta=tta),
+                           progress=not quiet and not as_json)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(json.dumps(done.report.to_dict(), indent=2))
         return
-    click.echo(f"model {network.spec.name} ({choice.reason}), threshold {report.threshold:.2f}, "
+    click.echo(f"model {done.model} ({done.choice.reason}), threshold {done.report.threshold:.2f}, "
                f"objects ≥ {object_min_m2:g} m²")
-    _print_table(report)
+    _print_table(done.report)
 
 
 def _print_table(report: Any) -> None:
