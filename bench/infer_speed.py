@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 from bench.detect_scale import make_pair  # noqa: E402
 from changewatch.models.changenet import DEFAULT_MODEL, ModelSpec, build_network  # noqa: E402
 from changewatch.rs.align import AlignedPair  # noqa: E402
-from changewatch.rs.infer import (ChangeModel, InferenceConfig, predict_pair, resolve_device, tiling,  # noqa: E402
-                                  write_probability)
+from changewatch.rs.infer import ChangeModel, InferenceConfig, predict_pair, resolve_device, tiling  # noqa: E402
+from changewatch.rs.io.raster import write_probability  # noqa: E402
 
 
 def load(name: str, device: str) -> ChangeModel:

@@ -32,7 +32,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from changewatch.models.spec import (DEFAULT_MODEL, FUSIONS, MODELS_DIR, OUTPUTS, SEMANTIC_OUTPUTS, ModelSpec,
                                      choose_model, is_shipped, load_spec)
-from changewatch.rs.atomic import atomic_write
+from changewatch.rs.io.files import atomic_write
 from changewatch.rs.errors import ModelError
 
 __all__ = ["DEFAULT_MODEL", "FUSIONS", "MODELS_DIR", "OUTPUTS", "SEMANTIC_OUTPUTS", "ModelSpec", "SiameseNet",

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 import rasterio.warp
 from rasterio.warp import calculate_default_transform, transform_bounds
@@ -38,14 +37,14 @@ from changewatch.rs.bands import RADIOMETRY_NOTE, BandChoice, choose_bands, radi
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from changewatch.rs.georef import Dataset, data_bounds, georeferenced, is_plain, native_grid, placed
 from changewatch.rs.grid import Grid, GridSpec
+from changewatch.rs.io.raster import open_raster
 from changewatch.rs.validity import (Validity, alpha_band, has_internal_mask, infer_validity, is_nodata,
                                      sample_counts)
 
 if TYPE_CHECKING:
     from changewatch.rs.config import PairOptions
 
-__all__ = ["AlignedPair", "GridReader", "PairSource", "PairWindow", "Shift", "common_grid", "is_nodata", "open_raster",
-           "overlap_fraction", "scene_date"]
+__all__ = ["AlignedPair", "GridReader", "PairSource", "PairWindow", "Shift", "common_grid", "overlap_fraction"]
 
 
 @dataclass(frozen=True)
@@ -59,41 +58,6 @@ class PairWindow:
     before: np.ndarray
     after: np.ndarray
     valid: np.ndarray
-
-
-def open_raster(path: str | os.PathLike[str], role: str) -> rasterio.io.DatasetReader:
-    """Open a raster for reading, turning every way it can fail into one clear InputFileError."""
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{role} file not found: {p}")
-    try:
-        with warnings.catch_warnings():  # plain images (PNG chips) are legitimate input: compared pixel for pixel
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(p)
-    except RasterioIOError as exc:
-        raise InputFileError(f"{role} file is not a readable raster: {p} ({exc})") from exc
-
-
-DATE_TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "datetime", "TIFFTAG_DATETIME")
-
-
-def scene_date(path: str | os.PathLike[str]) -> date | None:
-    """Acquisition date from a raster's metadata tags (first of DATE_TAGS that parses), else None.
-
-    ``TIFFTAG_DATETIME`` is written ``YYYY:MM:DD HH:MM:SS``; the others ISO 8601.
-    """
-    with open_raster(path, "scene") as ds:
-        tags = ds.tags()
-    for key in DATE_TAGS:
-        value = tags.get(key, "").strip()
-        if not value:
-            continue
-        text = value[:10].replace(":", "-") if key == "TIFFTAG_DATETIME" else value[:10]
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            continue
-    return None
 
 
 def overlap_fraction(before: Dataset, after: Dataset) -> float:
@@ -382,7 +346,7 @@ class AlignedPair:
         not thread-safe)."""
         return self.source.open()
 
-    def provenance(self) -> dict[str, object]:
+    def provenance(self) -> dict[str, Any]:
         """What was decided about the inputs, for ``summary.json``: ``validity`` (per date, the rule,
         see ``rs.validity.Validity.to_dict``, and what a bounded sample of the file holds:
         ``rs.validity.sample_counts``), ``bands_compared`` (per date, the source band indexes

@@ -1,7 +1,7 @@
 """Batch runs: many areas and dates from one manifest, resumable, optionally on Dask.
 
 Each job is one ``rs.pipeline.detect`` run into ``OUTDIR/<area_id>/`` (replaced as a whole,
-``rs.atomic.StagedDir``). A job is *done* only when its outputs are in place and its completion
+``rs.runfolder.StagedOutput``). A job is *done* only when its outputs are in place and its completion
 record ``_done.json`` (written last, atomically) agrees with them and with what the job depended
 on: the outputs' SHA-256, the changewatch version, the job's settings, the size and modification
 time of every input file (scenes with their sidecars, masks, layers) and of the model's files.
@@ -41,18 +41,20 @@ from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_wo
 
 import changewatch
 from changewatch.rs.align import AlignedPair, PairSource
-from changewatch.rs.atomic import TMP_GLOB, atomic_write, recover_children, writing
 from changewatch.rs.config import BatchConfig, DetectConfig, DetectOptions, InferenceConfig
 from changewatch.rs.crosscheck import SEVERITY
 from changewatch.rs.errors import ChangewatchError, ManifestError
-from changewatch.rs.export import layer_names, sha256, write_gpkg, write_json
+from changewatch.rs.io.files import TMP_GLOB, atomic_write, sha256, write_json, writing
+from changewatch.rs.io.staging import recover_children
+from changewatch.rs.io.vector import layer_names, write_gpkg
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, predict_tiles, tiling
 from changewatch.rs.normalize import BandStats, scene_stats
-from changewatch.rs.pipeline import OUTPUT_FILES, Predictor, detect
+from changewatch.rs.pipeline import Predictor, detect
 from changewatch.rs.prepare import prepare_for_model
+from changewatch.rs.runfolder import (DETECT_FILES, DONE_RECORD, FLAGGED_GPKG, LAYER_FLAGGED, LAYER_PARCELS, SUMMARY,
+                                      read_summary)
 from changewatch.rs.tiling import Tile
 
-DONE_RECORD = "_done.json"
 AREA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REQUIRED_COLUMNS = ("area_id", "before", "after")
 LAYER_COLUMNS = ("permits", "zoning", "parcels")
@@ -253,7 +255,7 @@ def stale_reason(area_dir: Path, job: Job, config: BatchConfig) -> str | None:
                                            depends["model"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return "its completion record is unreadable or from an older changewatch"
-    if set(outputs) != set(OUTPUT_FILES) or not all(
+    if set(outputs) != set(DETECT_FILES) or not all(
             (area_dir / name).is_file() and sha256(area_dir / name) == digest for name, digest in outputs.items()):
         return "outputs missing or changed"
     if version != changewatch.__version__:
@@ -279,7 +281,7 @@ def _write_done(area_dir: Path, job: Job, config: BatchConfig, files: dict[str, 
     """The completion record, written last: the job, its outputs' SHA-256 and what it depended on
     (``files``: the inputs' fingerprint taken before the run, so an input edited during the run
     makes the job stale)."""
-    record = {"job": asdict(job), "outputs": {name: sha256(area_dir / name) for name in OUTPUT_FILES},
+    record = {"job": asdict(job), "outputs": {name: sha256(area_dir / name) for name in DETECT_FILES},
               "depends": {"changewatch_version": changewatch.__version__, "settings": job_settings(job, config),
                           "files": files, "model": {"path": model_path,
                                                     "files": fingerprint(model_files(model_path))}},
@@ -305,7 +307,8 @@ def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predicto
             (area_dir / DONE_RECORD).unlink(missing_ok=True)  # from now on the area is not done
         files = fingerprint(job_files(job))
         result = detect(_detect_config(job, config), progress=False, models=models, predict=predict)
-        _write_done(area_dir, job, config, files, result.summary["model"]["path"])
+        assert result.summary.model is not None  # a detect run's
+        _write_done(area_dir, job, config, files, result.summary.model.path)
     except ChangewatchError as exc:
         return JobRecord(job.area_id, "failed", seconds=time.perf_counter() - start, error=str(exc),
                          exit_code=exc.exit_code)
@@ -331,14 +334,14 @@ def tile_count(job: Job, config: BatchConfig) -> int:
 
 def skipped_record(job: Job, outdir: Path) -> JobRecord:
     """The record of a job finished by an earlier run, from its summary.json."""
-    summary = json.loads((outdir / job.area_id / "summary.json").read_text())
-    return JobRecord(job.area_id, "skipped", summary["counts"]["changes"], summary["counts"]["flagged"],
-                     summary["areas_m2"]["flagged"], 0.0)
+    summary = read_summary(outdir / job.area_id / SUMMARY)
+    return JobRecord(job.area_id, "skipped", summary.counts.changes, summary.counts.flagged,
+                     summary.areas_m2.flagged or 0.0, 0.0)
 
 
 def remove_stale_staging(outdir: Path) -> None:
     """Restore area folders a killed run was replacing, and delete the staging folders and
-    temporary files killed runs left (``rs.atomic.recover_children``)."""
+    temporary files killed runs left (``rs.io.staging.recover_children``)."""
     with writing(outdir):
         recover_children(outdir)
         for tmp in outdir.glob(f"*/{TMP_GLOB}"):
@@ -480,12 +483,12 @@ def _area_layers(out: Path, records: list[JobRecord]) -> tuple[list[gpd.GeoDataF
     for r in records:
         if r.status not in ("done", "skipped"):
             continue
-        gpkg = out / r.area_id / "flagged.gpkg"
-        flagged = gpd.read_file(gpkg, layer="flagged_changes")
+        gpkg = out / r.area_id / FLAGGED_GPKG
+        flagged = gpd.read_file(gpkg, layer=LAYER_FLAGGED)
         changes.append(flagged.assign(area_id=r.area_id).to_crs(COMBINED_CRS))
-        if "flagged_parcels" in layer_names(gpkg):
-            source = json.loads((out / r.area_id / "summary.json").read_text())["inputs"]["parcels"]
-            table = gpd.read_file(gpkg, layer="flagged_parcels")
+        if LAYER_PARCELS in layer_names(gpkg):
+            source = read_summary(out / r.area_id / SUMMARY).inputs.parcels
+            table = gpd.read_file(gpkg, layer=LAYER_PARCELS)
             parcels.append(table.assign(area_id=r.area_id, parcels_layer=source).to_crs(COMBINED_CRS))
     return changes, parcels
 
@@ -528,10 +531,10 @@ def _write_batch_outputs(result: BatchResult) -> None:
     combined = (gpd.GeoDataFrame(pd.concat(changes, ignore_index=True), crs=COMBINED_CRS) if changes
                 else gpd.GeoDataFrame({"area_id": []}, geometry=[], crs=COMBINED_CRS))
     combined = combined[["area_id", *[c for c in combined.columns if c != "area_id"]]]
-    with atomic_write(out / "flagged.gpkg") as tmp:
-        write_gpkg(combined, tmp, "flagged_changes")
+    with atomic_write(out / FLAGGED_GPKG) as tmp:
+        write_gpkg(combined, tmp, LAYER_FLAGGED)
         if parcels:
-            write_gpkg(combine_parcels(parcels), tmp, "flagged_parcels")
+            write_gpkg(combine_parcels(parcels), tmp, LAYER_PARCELS)
 
 
 def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None = None,

@@ -53,11 +53,6 @@ from skimage.segmentation import watershed
 
 from changewatch.rs.config import BuildingConfig
 
-# Descriptions of the probability raster's bands, by model output (``rs.infer.write_probability``
-# writes them; ``rs.vectorize`` finds the building bands by them). Kept here, free of torch, so the
-# vectorizer and the cross-check import light.
-BAND_DESCRIPTIONS = {"change": "change probability", "building_before": "building probability, BEFORE",
-                     "building_after": "building probability, AFTER"}
 NEW_BUILDING = "new_building"
 DEMOLISHED = "demolished"
 ENLARGED = "enlarged"

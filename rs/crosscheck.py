@@ -48,6 +48,7 @@ from changewatch.rs.settings import (
     ZoningColumns,
 )
 from changewatch.rs.grid import metric_crs
+from changewatch.rs.summary import Areas, Counts
 
 # Reading layers and settings moved to rs.layers and rs.settings; these names stay importable from here.
 __all__ = ["DEMOLISHED", "EXCEEDS_PERMIT", "NO_BUILD_ZONE", "NO_PERMIT", "PERMITTED", "PERMIT_EXPIRED", "PERMIT_NOT_YET_VALID",
@@ -358,14 +359,17 @@ class Judgement:
     parcels: gpd.GeoDataFrame | None
     links: pd.DataFrame | None = None
 
-    def counts(self) -> dict[str, object]:
-        """Numbers of changes, flags per reason code and flagged parcels; areas in m²."""
+    def counts(self, by_change_type: dict[str, int] | None = None) -> Counts:
+        """Numbers of changes, flags per reason code and flagged parcels (and ``by_change_type``, as
+        given: the judgement does not know whether the model could tell)."""
         by_reason = self.flagged["reasons"].str.split(",").explode().value_counts().to_dict() if len(self.flagged) else {}
-        return {"changes": len(self.changes), "flagged": len(self.flagged),
-                "permitted": len(self.changes) - len(self.flagged), "by_reason": by_reason,
-                "flagged_parcels": None if self.parcels is None else len(self.parcels),
-                "changes_area_m2": float(self.changes["area_m2"].sum()) if "area_m2" in self.changes else None,
-                "flagged_area_m2": float(self.flagged["area_m2"].sum()) if "area_m2" in self.flagged else None}
+        return Counts(len(self.changes), len(self.flagged), len(self.changes) - len(self.flagged), by_reason,
+                      None if self.parcels is None else len(self.parcels), by_change_type)
+
+    def areas(self) -> Areas:
+        """Area of all changes and of the flagged ones, m² (None without an ``area_m2`` column)."""
+        return Areas(float(self.changes["area_m2"].sum()) if "area_m2" in self.changes else None,
+                     float(self.flagged["area_m2"].sum()) if "area_m2" in self.flagged else None)
 
 
 def judge(changes: gpd.GeoDataFrame, layers: Layers, rules: RuleConfig,

@@ -35,13 +35,73 @@ from changewatch.rs.align import AlignedPair
 from changewatch.rs.config import EvalOptions, InferenceConfig, VectorizeConfig
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
 from changewatch.rs.grid import pixel_area_m2
-from changewatch.rs.infer import ChangeModel, predict_pair, tiling, write_probability
+from changewatch.rs.infer import ChangeModel, predict_pair, tiling
+from changewatch.rs.io.raster import write_probability
 from changewatch.rs.prepare import choose_for, prepare_pair
 from changewatch.rs.vectorize import FOUR_CONNECTED, vectorize
 
 HIST_BINS = 1000
 PLAIN_PIXEL_M = 1.0  # pixel size assumed for object areas of plain images when none is given
 MATCH_IOU = 0.5  # intersection over union from which a predicted object matches a true one
+
+
+@dataclass(frozen=True)
+class PixelMetrics:
+    """Pixel figures of the change class: precision, recall, F1, IoU (0–1) and the counts of true
+    and false positives, false and true negatives."""
+
+    precision: float
+    recall: float
+    f1: float
+    iou: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+
+@dataclass(frozen=True)
+class ObjectMetrics:
+    """Object figures (see the module docstring): object recall (share of true objects hit) over
+    ``objects`` true objects of which ``objects_hit`` were hit; precision, recall and F1 at IoU ≥
+    0.5 over ``objects_predicted`` predicted objects of which ``objects_matched`` matched."""
+
+    object_recall: float
+    objects: int
+    objects_hit: int
+    object_precision: float
+    object_recall_iou50: float
+    object_f1: float
+    objects_predicted: int
+    objects_matched: int
+
+
+@dataclass(frozen=True)
+class PairMetrics:
+    """Pixel and object figures of one pair, or pooled over pairs."""
+
+    pixels: PixelMetrics
+    objects: ObjectMetrics
+
+    def to_dict(self) -> dict[str, float | int]:
+        """One flat JSON object: the pixel figures, then the object figures."""
+        return {**asdict(self.pixels), **asdict(self.objects)}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What ``evaluate --json`` prints: the pooled figures, the smallest object counted (m²), the
+    decision threshold, and each pair's figures."""
+
+    pooled: PairMetrics
+    object_min_m2: float
+    threshold: float
+    sites: dict[str, PairMetrics]
+
+    def to_dict(self) -> dict[str, object]:
+        """Pooled figures at the top level, per-pair figures under ``sites``."""
+        return {**self.pooled.to_dict(), "object_min_m2": self.object_min_m2, "threshold": self.threshold,
+                "sites": {name: m.to_dict() for name, m in self.sites.items()}}
 
 
 @dataclass
@@ -72,9 +132,9 @@ class Confusion:
     def iou(self) -> float:
         return self.tp / (self.tp + self.fp + self.fn) if self.tp else 0.0
 
-    def metrics(self) -> dict[str, float | int]:
+    def metrics(self) -> PixelMetrics:
         """Precision, recall, F1, IoU (0–1) and the raw counts."""
-        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "iou": self.iou, **asdict(self)}
+        return PixelMetrics(self.precision, self.recall, self.f1, self.iou, self.tp, self.fp, self.fn, self.tn)
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray) -> Confusion:
@@ -154,6 +214,11 @@ class ObjectCounts:
     @property
     def f1_iou50(self) -> float:
         return 2 * self.matched / (self.predicted + self.total) if self.matched else 0.0
+
+    def metrics(self) -> ObjectMetrics:
+        """Object recall, precision, recall and F1 at IoU ≥ 0.5, and the counts."""
+        return ObjectMetrics(self.recall, self.total, self.hit, self.precision_iou50, self.recall_iou50, self.f1_iou50,
+                             self.predicted, self.matched)
 
 
 @dataclass
@@ -298,19 +363,17 @@ class EvaluationReport:
     site_objects: dict[str, ObjectCounts] = field(default_factory=dict)
     object_min_m2: float = EvalOptions.object_min_m2
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON form: pooled precision/recall/f1/iou, object_recall and object_precision,
-        object_recall_iou50, object_f1 (matches at IoU ≥ 0.5) at the top level, per-pair figures
-        under ``sites``."""
-        def objects(o: ObjectCounts) -> dict[str, object]:
-            return {"object_recall": o.recall, "objects": o.total, "objects_hit": o.hit,
-                    "object_precision": o.precision_iou50, "object_recall_iou50": o.recall_iou50,
-                    "object_f1": o.f1_iou50, "objects_predicted": o.predicted, "objects_matched": o.matched}
+    def metrics(self) -> Metrics:
+        """The figures: pooled, and per pair."""
+        return Metrics(PairMetrics(self.pooled.metrics(), self.objects.metrics()), self.object_min_m2, self.threshold,
+                       {name: PairMetrics(c.metrics(), self.site_objects.get(name, ObjectCounts()).metrics())
+                        for name, c in self.sites.items()})
 
-        return {**self.pooled.metrics(), **objects(self.objects), "object_min_m2": self.object_min_m2,
-                "threshold": self.threshold,
-                "sites": {name: {**c.metrics(), **objects(self.site_objects.get(name, ObjectCounts()))}
-                          for name, c in self.sites.items()}}
+    def to_dict(self) -> dict[str, object]:
+        """JSON form (``Metrics.to_dict``): pooled precision/recall/f1/iou, object_recall and
+        object_precision, object_recall_iou50, object_f1 (matches at IoU ≥ 0.5) at the top level,
+        per-pair figures under ``sites``."""
+        return self.metrics().to_dict()
 
 
 def evaluate(sites: list[LabelledPair], model: ChangeModel, options: EvalOptions = EvalOptions(),

@@ -1,19 +1,17 @@
-"""Stage 3 — infer: run the change network tile by tile and stitch a probability raster.
+"""Stage 3 — infer: run the change network tile by tile.
 
-Reads one batch of tiles at a time from an AlignedPair, so memory is bounded by
-``batch_size × tile²`` whatever the scene size; blends each tile, weighted by a smooth window
-(``rs.tiling``), into a tiled GeoTIFF as it arrives, then finishes it as a compressed
-Cloud-Optimised GeoTIFF with overviews. Pixels invalid
-on either date are NaN (the raster's nodata) and are never called change.
+Reads one batch of tiles at a time from an AlignedPair (reader threads prepare the next ones), so
+memory is bounded by ``batch_size × tile²`` whatever the scene size, and yields each tile's
+probabilities; ``rs.io.raster.write_probability`` blends them, weighted by a smooth window
+(``rs.tiling``), into the compressed Cloud-Optimised GeoTIFF a run writes. Pixels invalid on
+either date are NaN and are never called change.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import threading
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,26 +19,18 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import rasterio
-import rasterio.shutil
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 from tqdm.auto import tqdm
 
 from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpoint, load_spec
 from changewatch.rs.align import AlignedPair
-from changewatch.rs.grid import Grid
-from changewatch.rs.buildings import BAND_DESCRIPTIONS
 from changewatch.rs.config import InferenceConfig
 from changewatch.rs.errors import ModelError
+from changewatch.rs.grid import Grid
 from changewatch.rs.normalize import BandStats, normalise, scene_stats
 from changewatch.rs.tiling import Tile, TileGrid
 
 
-# Largest error LERC may make storing a probability (absolute, 0–1 scale). Raw float32
-# probabilities barely compress (71 MB for 4096² with deflate); within 1/2000 they shrink ~50×
-# and write 3× faster (bench/RESULTS.md), far below any meaningful difference in a probability.
-PROB_MAX_ERROR = 0.0005
 
 
 def resolve_device(name: str) -> torch.device:
@@ -240,39 +230,3 @@ def predict_pair(
 def tiling(grid: Grid, config: InferenceConfig) -> TileGrid:
     """The tiles ``config`` cuts ``grid`` into."""
     return TileGrid(grid.height, grid.width, config.tile, config.overlap)
-
-
-def write_probability(grid: Grid, tiles: TileGrid, chunks: Iterable[tuple[Tile, np.ndarray]],
-                      path: str | os.PathLike[str], outputs: tuple[str, ...] = ("change",)) -> Path:
-    """Blend (tile, probabilities (outputs, rows, cols)) chunks of ``tiles`` into a float32 COG at
-    ``path`` (CRS and transform of ``grid``; nodata NaN where either date was invalid), one band
-    per ``outputs`` (band 1: change probability; semantic models add building probabilities).
-
-    Each chunk is weighted by ``tiles.weights`` and added into a tiled scratch GeoTIFF next to
-    ``path`` as it arrives (in any order: Dask tasks finish out of order), so memory holds one tile
-    whatever the scene size. The COG (overviews; LERC + deflate, lossy to within PROB_MAX_ERROR,
-    compressed on every core) is then written under a temporary name and renamed, so ``path`` is
-    either absent or complete.
-    """
-    path = Path(path)
-    profile = {
-        "driver": "GTiff", "dtype": "float32", "count": len(outputs),
-        "width": grid.width, "height": grid.height, "crs": grid.crs, "transform": grid.transform,
-        "tiled": True, "blockxsize": 256, "blockysize": 256,
-    }
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".prob-") as scratch, warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain images (no CRS) are compared too
-        raw = Path(scratch) / "raw.tif"
-        with rasterio.open(raw, "w+", **profile) as dst:  # no nodata yet: unwritten blocks read as 0
-            for band, name in enumerate(outputs, start=1):
-                dst.set_band_description(band, BAND_DESCRIPTIONS[name])
-            for tile, prob in chunks:
-                total = dst.read(window=tile.read)
-                total += prob * tiles.weights(tile)  # NaN (invalid) stays NaN: every tile sees it invalid
-                dst.write(total, window=tile.read)
-            dst.nodata = float("nan")
-        cog = Path(scratch) / "cog.tif"
-        rasterio.shutil.copy(raw, cog, driver="COG", compress="LERC_DEFLATE", max_z_error=PROB_MAX_ERROR,
-                             num_threads="ALL_CPUS", blocksize=256, overview_resampling="AVERAGE")
-        os.replace(cog, path)
-    return path

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -40,6 +41,7 @@ from rasterio.warp import transform_bounds
 
 from changewatch.rs.errors import InputFileError, LayerError
 from changewatch.rs.settings import CrosscheckInputs, DateFormat, Source
+from changewatch.rs.summary import LayerInputs
 
 Extent = tuple[tuple[float, float, float, float], CRS]  # (left, bottom, right, top), its CRS
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -384,19 +386,18 @@ class Layers:
     zoning: Layer | None = None
     parcels: Layer | None = None
 
-    def provenance(self) -> dict[str, object]:
+    def provenance(self) -> LayerInputs:
         """Paths (``path`` or ``path:layer``), repaired-geometry counts and, under ``layer_counts``,
         each layer's features in the file and inside the scene (see ``Layer.counts``)."""
-        out: dict[str, object] = {}
-        counts: dict[str, object] = {}
+        out: dict[str, Any] = {}
+        counts: dict[str, Any] = {}
         for role in ("permits", "zoning", "parcels"):
             layer = getattr(self, role)
             where = str(Path(layer.path).resolve()) + (f":{layer.layer}" if layer.layer else "") if layer else None
             out[role] = where
             out[f"{role}_repaired_geometries"] = layer.repaired if layer else 0
             counts[role] = layer.counts() if layer else None
-        out["layer_counts"] = counts
-        return out
+        return LayerInputs(**out, layer_counts=counts)
 
     def warnings(self) -> list[str]:
         """One line per layer that has features but none inside the scene (a wrong file, lon/lat

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from changewatch.models.changenet import (ModelSpec, build_network, is_shipped, load_checkpoint, load_spec,
                                           save_checkpoint)
 from changewatch.models.pretrained import load_pretrained_encoder
-from changewatch.rs.atomic import atomic_write, writing
+from changewatch.rs.io.files import atomic_write, writing
 from changewatch.rs.errors import ModelError
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, find_pairs, read_whole
 from changewatch.rs.config import EvalOptions, PairOptions
@@ -234,28 +235,40 @@ class TrainResult:
 
     checkpoint: Path
     threshold: float
-    val: dict[str, object]
+    val: dict[str, Any]  # the checkpoint's val record (Validation.record)
     seconds: float
 
 
 ValSets = dict[str, list[LabelledPair]]
 
 
+@dataclass(frozen=True)
+class Validation:
+    """One validation: the threshold chosen, the F1 it reaches, and the record the checkpoint keeps
+    (``ModelSpec.metrics["val_pooled"]``): the pooled pixel metrics (``rs.evaluate.PixelMetrics``)
+    of the one val set, or, with several, their mean F1 and each set's pooled metrics under ``sets``."""
+
+    threshold: float
+    f1: float
+    record: dict[str, Any]
+
+
 def _validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: ValSets,
-              config: TrainConfig) -> tuple[float, dict[str, object]]:
-    """Threshold and metrics of the network on the val sets, run as ``evaluate`` runs a model
-    (tiled, GSD policy auto): the threshold maximises the mean of the sets' pooled F1 (one set: its
-    pooled F1), so a small set weighs as much as a large one; ``f1`` is that mean, and each set's
-    pooled metrics are under ``sets``."""
+              config: TrainConfig) -> Validation:
+    """The network on the val sets, run as ``evaluate`` runs a model (tiled, GSD policy auto): the
+    threshold maximises the mean of the sets' pooled F1 (one set: its pooled F1), so a small set
+    weighs as much as a large one."""
     model = ChangeModel(network, spec, device)
     options = EvalOptions(bands=config.select, coregister=config.coregister, zero_is_valid=config.zero_is_valid,
                           threshold=0.5)
     histograms = {name: evaluate(pairs, model, options).histogram for name, pairs in val.items()}
     threshold, per_set = best_common_threshold(histograms)
     if len(per_set) == 1:
-        return threshold, next(iter(per_set.values())).metrics()
+        pooled = next(iter(per_set.values())).metrics()
+        return Validation(threshold, pooled.f1, asdict(pooled))
     mean_f1 = float(np.mean([c.f1 for c in per_set.values()]))
-    return threshold, {"f1": mean_f1, "sets": {name: c.metrics() for name, c in per_set.items()}}
+    return Validation(threshold, mean_f1,
+                      {"f1": mean_f1, "sets": {name: asdict(c.metrics()) for name, c in per_set.items()}})
 
 
 def _split(config: TrainConfig) -> tuple[list[LabelledPair], ValSets]:
@@ -331,7 +344,7 @@ class Progress:
     running: float = math.nan
     best_f1: float = -1.0
     best_threshold: float = 0.5
-    best_metrics: dict[str, object] = field(default_factory=dict)
+    best_metrics: dict[str, Any] = field(default_factory=dict)  # Validation.record of the best step
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     since_best: int = 0
     log: list[dict[str, object]] = field(default_factory=list)
@@ -445,15 +458,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             row: dict[str, object] = {"iteration": it, "loss": round(state.running, 5),
                                       "lr": schedule.get_last_lr()[0], "seconds": round(time.perf_counter() - start, 1)}
             if val_sets:
-                threshold, metrics = _validate(network, spec, device, val_sets, config)
-                row.update(val_f1=round(float(metrics["f1"]), 4), val_threshold=threshold)
-                if float(metrics["f1"]) > state.best_f1:
-                    state.best_f1, state.best_threshold, state.best_metrics = float(metrics["f1"]), threshold, metrics
+                checked = _validate(network, spec, device, val_sets, config)
+                row.update(val_f1=round(checked.f1, 4), val_threshold=checked.threshold)
+                if checked.f1 > state.best_f1:
+                    state.best_f1, state.best_threshold, state.best_metrics = checked.f1, checked.threshold, \
+                        checked.record
                     state.best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
                     state.since_best = 0
                 else:
                     state.since_best += 1
-                bar.set_postfix(loss=f"{state.running:.3f}", val_f1=f"{float(metrics['f1']):.3f}")
+                bar.set_postfix(loss=f"{state.running:.3f}", val_f1=f"{checked.f1:.3f}")
                 if config.average_last:
                     snapshot = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
                     state.recent = [*state.recent, snapshot][-config.average_last:]
@@ -494,12 +508,12 @@ def _try_average(state: Progress, network: torch.nn.Module, spec: ModelSpec, dev
     network.load_state_dict(mean)
     batches = (torch.from_numpy(sample_batch(sites, config, rng)[0]) for _ in range(50))
     torch.optim.swa_utils.update_bn(batches, network, device)
-    threshold, metrics = _validate(network, spec, device, val, config)
-    state.log.append({"iteration": f"mean of last {len(state.recent)}", "val_f1": round(float(metrics["f1"]), 4),
-                      "val_threshold": threshold})
-    if float(metrics["f1"]) <= state.best_f1:
+    checked = _validate(network, spec, device, val, config)
+    state.log.append({"iteration": f"mean of last {len(state.recent)}", "val_f1": round(checked.f1, 4),
+                      "val_threshold": checked.threshold})
+    if checked.f1 <= state.best_f1:
         return False
-    state.best_f1, state.best_threshold, state.best_metrics = float(metrics["f1"]), threshold, metrics
+    state.best_f1, state.best_threshold, state.best_metrics = checked.f1, checked.threshold, checked.record
     state.best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     return True
 

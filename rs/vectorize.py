@@ -3,7 +3,7 @@
 Threshold the probability raster block by block, label connected regions (4-connectivity) and
 trace each as one polygon (holes kept) in the scene CRS; regions cut by block edges are joined
 whole. When the raster also has building probabilities of both dates (semantic change models,
-bands described as in ``rs.buildings.BAND_DESCRIPTIONS``), each region is then split into one object
+bands described as in ``rs.io.raster.BAND_DESCRIPTIONS``), each region is then split into one object
 per building and each object gets a ``change_type`` (``rs.buildings``), reading only the region's
 own window; without them ``change_type`` is empty (NULL): the model cannot tell. Objects and holes
 smaller than the minimum area are dropped or filled, per object. Areas are measured in the local
@@ -28,9 +28,7 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from changewatch.rs.grid import Grid, metric_crs, pixel_area_m2
 from changewatch.rs.buildings import (
-    BAND_DESCRIPTIONS,
     FOUR_CONNECTED,
     change_types,
     object_counts,
@@ -39,6 +37,8 @@ from changewatch.rs.buildings import (
 )
 from changewatch.rs.config import BuildingConfig, VectorizeConfig
 from changewatch.rs.errors import InputFileError
+from changewatch.rs.grid import Grid, metric_crs, pixel_area_m2
+from changewatch.rs.io.raster import BAND_DESCRIPTIONS
 
 COLUMNS = ("change_id", "area_m2", "mean_prob", "max_prob", "change_type", "geometry")
 
@@ -147,7 +147,7 @@ def polygons_from_mask(mask: np.ndarray, prob: np.ndarray, grid: Grid) -> gpd.Ge
 
 def building_bands(ds: rasterio.io.DatasetReader) -> tuple[int, int] | None:
     """1-based indexes of the BEFORE and AFTER building probability bands of a probability raster,
-    found by their descriptions (``rs.buildings.BAND_DESCRIPTIONS``), or None unless both are there."""
+    found by their descriptions (``rs.io.raster.BAND_DESCRIPTIONS``), or None unless both are there."""
     found = {d: i for i, d in enumerate(ds.descriptions, start=1) if d}
     before, after = (found.get(BAND_DESCRIPTIONS[name]) for name in ("building_before", "building_after"))
     return (before, after) if before and after else None

@@ -61,10 +61,10 @@ def write_vrt(path: Path, sources: list[tuple[Path, int, int]], size: int) -> Pa
 
 def write_probabilities(path: Path, change: np.ndarray, building_before: np.ndarray | None = None,
                         building_after: np.ndarray | None = None, pixel_m: float = 0.5) -> Path:
-    """A probability raster as ``rs.infer.write_probability`` lays it out (UTM 48N, ``pixel_m``
+    """A probability raster as ``rs.io.raster.write_probability`` lays it out (UTM 48N, ``pixel_m``
     pixels, nodata NaN): band 1 change, then the building probabilities given, each with its band
     description (a semantic change model's outputs)."""
-    from changewatch.rs.buildings import BAND_DESCRIPTIONS
+    from changewatch.rs.io.raster import BAND_DESCRIPTIONS
 
     named = [("change", change), ("building_before", building_before), ("building_after", building_after)]
     bands = [(name, band) for name, band in named if band is not None]

@@ -74,6 +74,8 @@ def test_evaluate_known_answer(sites: Path) -> None:
     report = evaluate(find_sites(sites), model, EvalOptions(threshold=0.5))
     assert report.pooled.tp == 12 * 12 + 8 * 8 + 10 * 10 + 6 * 6 + 14 * 14
     assert report.pooled.f1 == pytest.approx(1.0)
+    figures = report.metrics()
+    assert figures.pooled.pixels.f1 == pytest.approx(1.0) and figures.sites["beta"].objects.objects_hit == 1
     d = report.to_dict()
     assert {"precision", "recall", "f1", "iou", "object_recall", "sites"} <= set(d)
     assert set(d["sites"]) == {"alpha", "beta", "gamma"}

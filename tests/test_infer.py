@@ -13,8 +13,9 @@ from rasterio.windows import Window
 from changewatch.models.changenet import DEFAULT_MODEL
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.errors import ModelError
-from changewatch.rs.infer import (PROB_MAX_ERROR, ChangeModel, InferenceConfig, model_input, predict_pair, read_ahead, resolve_device, tiling,
-                      write_probability)
+from changewatch.rs.infer import (ChangeModel, InferenceConfig, model_input, predict_pair, read_ahead, resolve_device,
+                                   tiling)
+from changewatch.rs.io.raster import PROB_MAX_ERROR, write_probability
 from changewatch.rs.normalize import scene_stats
 from tests.data import UTM48N, BrightnessChangeNet, pointwise_spec, textured_scene, utm_transform, write_raster
 

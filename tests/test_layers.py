@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 
@@ -262,7 +263,7 @@ def test_a_layer_with_nothing_inside_the_scene_is_a_warning(tmp_path: Path) -> N
     layers = CrosscheckInputs(permits=str(tmp_path / "swapped.gpkg"), zoning=None,
                               parcels=None).read(extent)
     assert layers.permits.features == 1 and layers.permits.in_scene == 0
-    assert layers.provenance()["layer_counts"]["permits"] == {"features": 1, "in_scene": 0, "repaired": 0,
+    assert layers.provenance().layer_counts["permits"] == {"features": 1, "in_scene": 0, "repaired": 0,
                                                               "dropped_empty": 0}
     [warning] = layers.warnings()
     assert "none of its 1 features lies inside the scene" in warning and "lon/lat swapped" in warning
@@ -273,6 +274,6 @@ def test_sources_reach_every_layer(tmp_path: Path) -> None:
     path = by_year(tmp_path)
     inputs = CrosscheckInputs(permits=str(path), sources=Sources(permits=Source(layer="permits_2018")))
     assert list(inputs.read().permits.data["permit_id"]) == ["B-2018"]
-    assert json.dumps(inputs.read().provenance())  # serialisable for summary.json
-    assert inputs.read().provenance()["permits"].endswith("permits.gpkg:permits_2018")
+    assert json.dumps(asdict(inputs.read().provenance()))  # serialisable for summary.json
+    assert inputs.read().provenance().permits.endswith("permits.gpkg:permits_2018")
     assert NO_PERMIT  # the codes stay importable from rs.crosscheck

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from changewatch.cli import cli
-from changewatch.rs import atomic
-from changewatch.rs.atomic import StagedDir, check_replaceable, recover
+from changewatch.rs.io import staging
+from changewatch.rs.io.staging import StagedDir, check_replaceable, recover
 from changewatch.rs.errors import OutputError
 from tests.data import plant_square, textured_scene, utm_transform, write_raster, UTM48N
 
@@ -362,7 +362,7 @@ def test_detect_cannot_write_an_output(output: str, scenes: Path, tiny_checkpoin
     assert_refused_and_intact(result, out, before, "error: outputs cannot be written:", output)
 
 
-@pytest.mark.parametrize("writer", ["write_probability", "write_judgement", "write_json"])
+@pytest.mark.parametrize("writer", ["write_probability", "write_judgement", "write_summary"])
 def test_detect_on_a_full_disk(writer: str, scenes: Path, tiny_checkpoint: Path, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
     from changewatch.rs import pipeline
@@ -393,7 +393,7 @@ def test_the_folder_swap_fails(step: int, scenes: Path, tiny_checkpoint: Path, t
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(src))
         real_rename(src, dst)
 
-    monkeypatch.setattr(atomic.os, "rename", rename)
+    monkeypatch.setattr(staging.os, "rename", rename)
     result = CliRunner().invoke(cli, list(map(str, _detect_args(scenes, "after2.tif", tiny_checkpoint, out))))
     assert_refused_and_intact(result, out, before, "outputs cannot be written", "Read-only file system")
 
@@ -491,7 +491,7 @@ def test_crosscheck_and_batch_cannot_write(tmp_path: Path, monkeypatch: pytest.M
     def full(*args: object, **kw: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pipeline, "write_json", full)
+    monkeypatch.setattr(pipeline, "write_summary", full)
     result = CliRunner().invoke(cli, ["crosscheck", str(tmp_path / "changes.gpkg"), "-o", str(out)])
     assert_refused_and_intact(result, out, before, "crosscheck_summary.json", "No space left on device")
     # a batch whose own folder cannot be written: one line, exit 8
@@ -525,14 +525,14 @@ def _crosscheck_case(tmp_path: Path) -> tuple[list[str], Path]:
 
 
 def _row_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
-    from changewatch.rs import export
+    from changewatch.rs import runfolder
 
     args, out = _crosscheck_case(tmp_path)
 
     def full(*a: object, **kw: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(export, "write_gpkg", full)
+    monkeypatch.setattr(runfolder, "write_gpkg", full)
     return args, ["outputs cannot be written", str(out), "No space left on device"]
 
 
@@ -550,14 +550,14 @@ def _row_input_inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[
 def _row_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     args, out = _crosscheck_case(tmp_path)
     real = os.path.ismount
-    monkeypatch.setattr(atomic.os.path, "ismount", lambda p: str(p) == os.path.realpath(out) or real(p))
+    monkeypatch.setattr(staging.os.path, "ismount", lambda p: str(p) == os.path.realpath(out) or real(p))
     return args, ["is a mount point", "write into a folder inside it"]
 
 
 def _row_review(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     import pandas as pd
 
-    from changewatch.rs.export import read_run_layers
+    from changewatch.rs.runfolder import read_run_layers
     from changewatch.rs.review import Run, save_review
 
     args, out = _crosscheck_case(tmp_path)

@@ -20,6 +20,7 @@ from changewatch.rs.commands.options import (
     warn,
 )
 from changewatch.rs.config import CsvGeometry, DetectConfig, ExportConfig
+from changewatch.rs.summary import ReviewRecord
 
 EXPORT_DEFAULTS = ExportConfig()
 
@@ -29,21 +30,21 @@ def run_detect(config: DetectConfig, quiet: bool) -> None:
     from changewatch.rs.pipeline import detect as run
 
     result = run(config, progress=not quiet)
-    warn(result.summary.get("warnings") or [])
+    warn(result.summary.warnings)
     for name, path in result.files.items():
         click.echo(f"{name:17s} {path}")
-    by_type = result.summary["counts"]["by_change_type"]  # None: the model has no building outputs
+    by_type = result.summary.counts.by_change_type  # None: the model has no building outputs
     types = f" ({', '.join(f'{n} {kind}' for kind, n in by_type.items())})" if by_type is not None else ""
     click.echo(f"{result.n_changes} change polygons{types}, {result.n_flagged} flagged "
-               f"({result.flagged_area_m2:,.0f} m²) — reasons: {result.summary['counts']['by_reason'] or 'none'}")
-    report_review(result.summary.get("review"))
+               f"({result.flagged_area_m2:,.0f} m²) — reasons: {result.summary.counts.by_reason or 'none'}")
+    report_review(result.summary.review)
 
 
-def report_review(review: Any) -> None:
+def report_review(review: ReviewRecord | None) -> None:
     """One line when review decisions of the earlier run were carried over."""
     if review:
-        click.echo(f"review decisions kept: {review['carried']} on the new flags (layer review), "
-                   f"{review['unmatched']} matching no new flag (layer review_unmatched)")
+        click.echo(f"review decisions kept: {review.carried} on the new flags (layer review), "
+                   f"{review.unmatched} matching no new flag (layer review_unmatched)")
 
 
 @click.command()
@@ -121,12 +122,12 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
 
     layers = crosscheck_inputs(permits, zoning, parcels, as_of, columns_file)
     _, summary = run_crosscheck(CrosscheckConfig(changes, outdir, layers))
-    warn(summary.get("warnings") or [])
-    counts = summary["counts"]
-    click.echo(f"{counts['changes']} changes, {counts['flagged']} flagged as of {summary['rules']['as_of']} — "
-               f"reasons: {counts['by_reason'] or 'none'}"
-               + (f"; {counts['flagged_parcels']} parcels with flags" if counts["flagged_parcels"] is not None else ""))
-    report_review(summary.get("review"))
+    warn(summary.warnings)
+    counts = summary.counts
+    click.echo(f"{counts.changes} changes, {counts.flagged} flagged as of {summary.rules.as_of} — "
+               f"reasons: {counts.by_reason or 'none'}"
+               + (f"; {counts.flagged_parcels} parcels with flags" if counts.flagged_parcels is not None else ""))
+    report_review(summary.review)
     click.echo(f"outputs in {outdir}")
 
 
