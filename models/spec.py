@@ -64,7 +64,7 @@ class ModelSpec:
     @property
     def serves_gsd_m(self) -> tuple[float, float]:
         """(finest, coarsest) input GSD in metres the model compares at the imagery's own pixels;
-        imagery outside is resampled to ``gsd_m`` (``rs.align.grid_for_gsd``)."""
+        imagery outside is resampled to ``gsd_m`` (``rs.grid.grid_for_gsd``)."""
         return self.gsd_range_m or (self.gsd_m / 2, self.gsd_m * 3)
 
     def decision_threshold(self, given: float | None = None) -> float:

@@ -2,7 +2,7 @@
 
 Semantic change models (outputs ``change``, ``building_before``, ``building_after``; see
 ``models.changenet``) write, beside the change probability, the probability that a building stands
-on each pixel at each date (``rs.infer.write_probability``). ``rs.vectorize`` hands every change
+on each pixel at each date (``rs.io.raster.write_probability``). ``rs.vectorize`` hands every change
 region — a 4-connected group of change pixels, in a window just around it — to ``split_region``,
 then decides each object's ``change_type`` with ``change_types``. All sizes are in metres of
 ground; ``pixel_m`` is the side of one pixel.

@@ -30,10 +30,10 @@ import rasterio.features
 import shapely
 from rasterio.windows import Window
 
-from changewatch.rs.align import AlignedPair, GridReader, PairSource
+from changewatch.rs.align import AlignedPair, PairSource
 from changewatch.rs.config import PairOptions
 from changewatch.rs.errors import InputFileError
-from changewatch.rs.io.raster import open_raster
+from changewatch.rs.io.raster import GridReader, open_raster
 from changewatch.rs.validity import colour_bands
 
 LABEL_NODATA = 255

@@ -62,7 +62,8 @@ class ChangeModel:
         self._multiple = 2 ** spec.encoder_depth
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str = "auto", amp: bool = True) -> ChangeModel:
+    def load(cls, path: str | os.PathLike[str], device: str = InferenceConfig.device,
+             amp: bool = InferenceConfig.amp) -> ChangeModel:
         """Load a safetensors checkpoint (see ``models.changenet``) onto ``device``."""
         network, spec = load_checkpoint(path)
         return cls(network, spec, resolve_device(device), amp, Path(path))
@@ -102,7 +103,8 @@ class ModelCache:
     """Loads each checkpoint once and hands the same ChangeModel out again (one per process or
     Dask worker). ``fixed``: a model to hand out for every path instead (tests, notebooks)."""
 
-    def __init__(self, device: str = "auto", amp: bool = True, fixed: ChangeModel | None = None) -> None:
+    def __init__(self, device: str = InferenceConfig.device, amp: bool = InferenceConfig.amp,
+                 fixed: ChangeModel | None = None) -> None:
         self.device, self.amp, self.fixed = device, amp, fixed
         self._models: dict[Path, ChangeModel] = {}
 

@@ -1,12 +1,12 @@
 """One detection run: align → tiling → infer → vectorize → crosscheck → export.
 
 ``detect`` checks every input before it writes anything, writes all outputs into a staging
-folder that replaces OUTDIR as a whole when the run has succeeded (``rs.export.StagedOutput``:
+folder that replaces OUTDIR as a whole when the run has succeeded (``rs.runfolder.StagedOutput``:
 OUTDIR is at every instant the complete earlier run or the complete new one; a failed run
 leaves it as it was), and returns a DetectResult. Review decisions a planner saved in the earlier
 run's ``flagged.gpkg`` are carried to the new flags (``rs.review.match_decisions``). Outputs in OUTDIR:
 
-- ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.align.GridSpec``:
+- ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.grid.GridSpec``:
   by default BEFORE's pixels where the two dates overlap; nodata NaN);
 - ``changes.gpkg`` — layer ``changes``: every change polygon (scene CRS) with ``change_id``,
   ``area_m2``, ``mean_prob``, ``max_prob``, ``change_type`` (models with building outputs: one
@@ -35,7 +35,9 @@ from rasterio.crs import CRS
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.buildings import CHANGE_TYPES
 from changewatch.rs.config import CrosscheckConfig, DetectConfig, InferenceConfig, VectorizeConfig
-from changewatch.rs.crosscheck import Judgement, Layers, RuleConfig, judge, read_layer
+from changewatch.rs.crosscheck.judge import Judgement, judge
+from changewatch.rs.crosscheck.layers import Layers, read_layer
+from changewatch.rs.crosscheck.settings import RuleConfig
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import metric_crs
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling
@@ -73,7 +75,7 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
 
     ``models``: where loaded models are kept for reuse (batch runs keep one per worker); by
     default a fresh one on ``config.inference.device``. ``predict``: how the tiles are run — in
-    this process by default; ``rs.batch`` passes one that spreads them over Dask workers.
+    this process by default; ``rs.batch.cluster`` passes one that spreads them over Dask workers.
     """
     t0 = time.perf_counter()
     models = models or ModelCache(config.inference.device, config.inference.amp)

@@ -18,7 +18,7 @@ from pathlib import Path
 import geopandas as gpd
 import pyogrio
 
-from changewatch.rs.crosscheck import Judgement
+from changewatch.rs.crosscheck.judge import Judgement
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.io.files import write_json
 from changewatch.rs.io.staging import StagedDir, recover

@@ -48,7 +48,7 @@ class Areas:
 @dataclass(frozen=True)
 class LayerInputs:
     """The reference layers read (``path`` or ``path:layer``, None when not given), geometries
-    repaired in each, and per layer its feature counts (``rs.layers.Layer.counts``)."""
+    repaired in each, and per layer its feature counts (``rs.crosscheck.layers.Layer.counts``)."""
 
     permits: str | None = None
     permits_repaired_geometries: int = 0
@@ -128,7 +128,7 @@ class BuildingsRecord:
 @dataclass(frozen=True)
 class RulesRecord:
     """The date the rules were judged on (ISO; None only in files of older versions), where it came
-    from, and the rule settings (``rs.settings.RuleConfig``)."""
+    from, and the rule settings (``rs.crosscheck.settings.RuleConfig``)."""
 
     as_of: str | None
     as_of_source: str

@@ -171,14 +171,14 @@ class Vectorized:
 
 def vectorize(prob_path: str | os.PathLike[str], config: VectorizeConfig, block: int = 1024,
               pixel_size_m: float | None = None) -> gpd.GeoDataFrame:
-    """Change objects from a probability GeoTIFF (as written by ``rs.infer.write_probability``):
+    """Change objects from a probability GeoTIFF (as written by ``rs.io.raster.write_probability``):
     ``vectorize_changes(...).changes``."""
     return vectorize_changes(prob_path, config, block, pixel_size_m).changes
 
 
 def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig, block: int = 1024,
                       pixel_size_m: float | None = None) -> Vectorized:
-    """Change objects from a probability GeoTIFF (as written by ``rs.infer.write_probability``).
+    """Change objects from a probability GeoTIFF (as written by ``rs.io.raster.write_probability``).
 
     Reads ``block`` × ``block`` pixels at a time: regions inside a block are finished there;
     regions that reach an inner block edge are kept aside and joined with their continuations
@@ -196,7 +196,6 @@ def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig
     geometry in the raster's CRS. A raster without a CRS (plain images, compared pixel for pixel)
     needs ``pixel_size_m`` (its pixel side in metres), else InputFileError.
     """
-    finished, pending = [], []
     notes: list[str] = []
     unsplit = 0
     with warnings.catch_warnings():
@@ -206,17 +205,7 @@ def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig
         grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
         m2_per_pixel = _pixel_m2(grid, pixel_size_m, prob_path)
         bands = building_bands(ds)
-        for row in range(0, ds.height, block):
-            for col in range(0, ds.width, block):
-                window = Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
-                inner = (row > 0, row + block < ds.height, col > 0, col + block < ds.width)
-                classes = (pixel_classes(*ds.read(list(bands), window=window), config.buildings.building_threshold)
-                           if bands else None)
-                pieces = block_pieces(ds.read(1, window=window), config.threshold,
-                                      ds.transform @ Affine.translation(col, row), inner, classes)
-                finished.append(pieces.select(~pieces.open))
-                pending.append(pieces.select(pieces.open))
-        pieces = Pieces.concat([*finished, merge_across_blocks(Pieces.concat(pending))])
+        pieces = _regions(ds, bands, config, block)
         if bands:
             pieces, unsplit = _split_buildings(ds, bands, pieces, config, m2_per_pixel)
         else:
@@ -225,11 +214,38 @@ def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig
     if unsplit:
         notes.append(f"{unsplit} change region(s) larger than {config.buildings.max_split_pixels} pixels (bounding "
                      "box) were not split into buildings; typed from their pixel counts, never as enlarged")
+    changes = _layer(pieces, grid, m2_per_pixel, config, typed=bands is not None)
+    return Vectorized(changes, bands is not None, unsplit, tuple(notes))
+
+
+def _regions(ds: rasterio.io.DatasetReader, bands: tuple[int, int] | None, config: VectorizeConfig,
+             block: int) -> Pieces:
+    """Every change region of the raster, read ``block`` × ``block`` pixels at a time (regions
+    reaching an inner block edge joined with their continuations at the end), with each region's
+    building pixel classes when the raster has building ``bands``."""
+    finished, pending = [], []
+    for row in range(0, ds.height, block):
+        for col in range(0, ds.width, block):
+            window = Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
+            inner = (row > 0, row + block < ds.height, col > 0, col + block < ds.width)
+            classes = (pixel_classes(*ds.read(list(bands), window=window), config.buildings.building_threshold)
+                       if bands else None)
+            pieces = block_pieces(ds.read(1, window=window), config.threshold,
+                                  ds.transform @ Affine.translation(col, row), inner, classes)
+            finished.append(pieces.select(~pieces.open))
+            pending.append(pieces.select(pieces.open))
+    return Pieces.concat([*finished, merge_across_blocks(Pieces.concat(pending))])
+
+
+def _layer(pieces: Pieces, grid: Grid, m2_per_pixel: float, config: VectorizeConfig, typed: bool) -> gpd.GeoDataFrame:
+    """The change layer of ``pieces`` (see ``vectorize_changes``): small holes filled, outlines
+    simplified, areas measured, small objects dropped, numbered north to south then west to east;
+    ``typed``: a change type decided per object (else None)."""
     m2_per_crs_unit = m2_per_pixel / abs(grid.transform.determinant)
     geoms = drop_small_holes(pieces.geometry, config.min_area_m2 / m2_per_crs_unit)
     if config.simplify_m > 0:  # topology-preserving: no self-intersections, holes stay inside
         geoms = shapely.simplify(geoms, config.simplify_m / np.sqrt(m2_per_crs_unit), preserve_topology=True)
-    kinds = (change_types(pieces.pixels, pieces.classes, pieces.wall_m, config.buildings) if bands
+    kinds = (change_types(pieces.pixels, pieces.classes, pieces.wall_m, config.buildings) if typed
              else np.full(len(geoms), None, dtype=object))
     gdf = gpd.GeoDataFrame({"mean_prob": (pieces.prob_sum / np.maximum(pieces.pixels, 1)).astype(np.float32),
                             "max_prob": pieces.prob_max.astype(np.float32), "change_type": kinds},
@@ -242,7 +258,7 @@ def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig
     bounds = gdf.geometry.bounds
     gdf = gdf.iloc[np.lexsort((bounds["minx"].to_numpy(), -bounds["maxy"].to_numpy()))].reset_index(drop=True)
     gdf.insert(0, "change_id", np.arange(1, len(gdf) + 1, dtype=np.int64))
-    return Vectorized(gdf[list(COLUMNS)], bands is not None, unsplit, tuple(notes))
+    return gdf[list(COLUMNS)]
 
 
 def _pixel_m2(grid: Grid, pixel_size_m: float | None, path: str | os.PathLike[str]) -> float:

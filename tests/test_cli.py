@@ -169,7 +169,7 @@ def test_evaluate_json(sites: Path, tiny_checkpoint: Path) -> None:
 
 
 def test_crosscheck_command_with_column_mapping(tmp_path: Path) -> None:
-    from tests.test_crosscheck import AS_OF, rule_case
+    from tests.data import AS_OF, rule_case
 
     ch, permits, zoning = rule_case()
     ch = ch.drop(columns="change_id")  # ids are assigned 1…n when the layer has none
@@ -193,7 +193,7 @@ def test_crosscheck_command_with_column_mapping(tmp_path: Path) -> None:
 
 
 def test_columns_config_errors(tmp_path: Path) -> None:
-    from tests.test_crosscheck import rule_case
+    from tests.data import rule_case
 
     ch, permits, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -218,7 +218,7 @@ BAD_RULES = [
 
 @pytest.mark.parametrize("text, code, words", BAD_RULES)
 def test_bad_rules_one_line_exit_code_nothing_written(text: str, code: int, words: str, tmp_path: Path) -> None:
-    from tests.test_crosscheck import rule_case
+    from tests.data import rule_case
 
     ch, permits, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -429,15 +429,17 @@ def _capture(seen: dict[str, object], key: str):
 
 def test_commands_use_the_library_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without options, each command builds exactly the configuration the library defaults to."""
-    from changewatch.rs import batch, evaluate, pipeline, train
+    from changewatch.rs import evaluate, pipeline
+    from changewatch.rs.batch import jobs, manifest
+    from changewatch.rs.training import loop
     from changewatch.rs.config import BatchConfig, DetectConfig, EvalOptions, InferenceConfig
     from changewatch.rs.training.config import TrainConfig
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(pipeline, "detect", _capture(seen, "detect"))
-    monkeypatch.setattr(train, "train", _capture(seen, "train"))
-    monkeypatch.setattr(batch, "read_manifest", lambda *a, **k: [])
-    monkeypatch.setattr(batch, "tile_counts", lambda jobs, config: _capture(seen, "batch")(config))
+    monkeypatch.setattr(loop, "train", _capture(seen, "train"))
+    monkeypatch.setattr(manifest, "read_manifest", lambda *a, **k: [])
+    monkeypatch.setattr(jobs, "tile_counts", lambda found, config: _capture(seen, "batch")(config))
     monkeypatch.setattr(evaluate, "evaluate_folder",
                         lambda data, names, model, options, inference, **kw: _capture(seen, "evaluate")(
                             (data, names, model, options, inference)))

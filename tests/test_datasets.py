@@ -16,7 +16,7 @@ from changewatch.rs.align import AlignedPair
 from changewatch.rs.datasets import detect_encoding, find_pairs, read_whole
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from changewatch.rs.config import EvalOptions
-from changewatch.rs.evaluate import evaluate, object_counts
+from changewatch.rs.evaluate import evaluate
 from changewatch.rs.infer import ChangeModel
 from tests.data import (UTM48N, BrightnessChangeNet, make_levir, make_vector_site, pointwise_spec, textured_scene,
                         write_png)
@@ -88,22 +88,6 @@ def test_vector_label_layout_is_rasterised_on_the_grid(tmp_path: Path, layer_crs
     with pair_def.open() as pair:
         assert pair.grid.crs == UTM48N
         np.testing.assert_array_equal(read_whole(pair, pair_def.labels(pair)), expected_labels(squares))
-
-
-def test_object_counts_by_hand() -> None:
-    label = np.zeros((6, 6), np.uint8)
-    objects = np.zeros((6, 6), np.int32)
-    objects[0:2, 0:2] = 1  # 4 px, hit
-    objects[4:6, 4:6] = 2  # 4 px, missed
-    objects[0, 5] = 3      # 1 px: below the minimum size
-    label[objects > 0] = 1
-    prob = np.zeros((6, 6), np.float32)
-    prob[1, 1] = 0.9
-    prob[0, 5] = 0.9
-    assert object_counts(label, objects, prob, 0.5, min_pixels=2) == object_counts(label, objects, prob, 0.5, 4)
-    counts = object_counts(label, objects, prob, 0.5, min_pixels=2)
-    assert (counts.total, counts.hit, counts.recall) == (2, 1, 0.5)
-    assert object_counts(label, objects, prob, 0.5, min_pixels=1).total == 3
 
 
 def test_evaluate_on_plain_png_pairs(tmp_path: Path) -> None:

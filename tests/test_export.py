@@ -13,15 +13,17 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 from click.testing import CliRunner
+from shapely.geometry import box
 
 from changewatch.cli import cli
-from changewatch.rs.crosscheck import Layers, Layer, ParcelColumns, RuleConfig, judge
+from changewatch.rs.crosscheck.judge import judge
+from changewatch.rs.crosscheck.layers import Layer, Layers
+from changewatch.rs.crosscheck.settings import ParcelColumns, RuleConfig
 from changewatch.rs.export import SHAPEFILE_NAMES
 from changewatch.rs.runfolder import (CROSSCHECK_SUMMARY, LAYER_LINKS, StagedOutput, read_run_layers, write_judgement,
                                       write_summary)
 from changewatch.rs.summary import ChangeLayerInputs, RulesRecord, RunSummary
-from tests.data import UTM48N
-from tests.test_crosscheck import AS_OF, X, Y, box, rule_case
+from tests.data import AS_OF, UTM48N, X, Y, rule_case
 
 
 @pytest.fixture
@@ -137,7 +139,7 @@ def test_export_of_a_non_run_folder(tmp_path: Path) -> None:
 def long_text_run(tmp_path: Path) -> Path:
     """A run folder whose change 2 touches 40 permits (permit_ids: 479 bytes) and carries an owner column
     with a long Vietnamese name (more than 10 bytes in UTF-8)."""
-    from changewatch.rs.crosscheck import Judgement
+    from changewatch.rs.crosscheck.judge import Judgement
 
     many = ",".join(f"GP-{i:04d}/2023" for i in range(40))
     ch = gpd.GeoDataFrame({"change_id": [1, 2], "area_m2": [400.0, 400.0], "permit_ids": ["GP-1", many],

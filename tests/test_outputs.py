@@ -281,7 +281,7 @@ def test_detect_killed_at_every_step(tmp_path: Path, scenes: Path, tiny_checkpoi
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["crosscheck", "export"])
 def test_crosscheck_and_export_killed_at_every_step(tmp_path: Path, command: str) -> None:
-    from tests.test_crosscheck import AS_OF, rule_case
+    from tests.data import AS_OF, rule_case
 
     ch, permits, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -455,7 +455,7 @@ def test_file_size_limit_fails_gdal_for_real(scenes: Path, tiny_checkpoint: Path
 
 @pytest.mark.parametrize("output", ["changewatch.gpkg", "changes.csv", "shapefile", "item.json"])
 def test_export_cannot_write(output: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.test_crosscheck import AS_OF, rule_case
+    from tests.data import AS_OF, rule_case
 
     ch, permits, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -478,8 +478,9 @@ def test_export_cannot_write(output: str, tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_crosscheck_and_batch_cannot_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from changewatch.rs import batch, pipeline
-    from tests.test_crosscheck import AS_OF, rule_case
+    from changewatch.rs import pipeline
+    from changewatch.rs.batch import outputs
+    from tests.data import AS_OF, rule_case
 
     ch, _, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -496,7 +497,7 @@ def test_crosscheck_and_batch_cannot_write(tmp_path: Path, monkeypatch: pytest.M
     assert_refused_and_intact(result, out, before, "crosscheck_summary.json", "No space left on device")
     # a batch whose own folder cannot be written: one line, exit 8
     (tmp_path / "jobs.csv").write_text("area_id,before,after\nw1,missing-b.tif,missing-a.tif\n")
-    monkeypatch.setattr(batch, "write_json", full)
+    monkeypatch.setattr(outputs, "write_json", full)
     result = CliRunner().invoke(cli, ["batch", str(tmp_path / "jobs.csv"), "-o", str(tmp_path / "b"),
                                       "--scheduler", "serial", "-q"])
     assert result.exit_code == 8 and len(error_lines(result.output)) == 1
@@ -514,7 +515,7 @@ def readme_rows() -> dict[str, str]:
 
 
 def _crosscheck_case(tmp_path: Path) -> tuple[list[str], Path]:
-    from tests.test_crosscheck import AS_OF, rule_case
+    from tests.data import AS_OF, rule_case
 
     ch, _, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -573,7 +574,7 @@ def _row_unreadable_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _row_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
-    from tests.test_batch import make_manifest
+    from tests.data import make_manifest
 
     manifest = make_manifest(tmp_path, n_good=1, broken=False)
     model = tmp_path / "models" / "tiny.json"
@@ -592,7 +593,7 @@ def _row_model_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[li
 def _row_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     import pickle
 
-    from tests.test_models import _Payload
+    from tests.models.test_changenet import _Payload
 
     (tmp_path / "models" / "tiny.safetensors").write_bytes(pickle.dumps(_Payload(tmp_path / "payload-ran")))
     return _detect_with(tmp_path), ["model weights are not a valid safetensors file"]
@@ -602,7 +603,7 @@ def _row_train_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[l
     import pickle
 
     from tests.data import make_site
-    from tests.test_models import _Payload
+    from tests.models.test_changenet import _Payload
 
     for name, seed in (("alpha", 1), ("beta", 2)):
         make_site(tmp_path / "sites", name, seed, squares=((10, 10, 12),))

@@ -20,7 +20,7 @@ from shapely.geometry import Point, box
 from changewatch.rs.config import DetectConfig, InferenceConfig
 from changewatch.rs.infer import ChangeModel, ModelCache
 from changewatch.rs.pipeline import detect
-from changewatch.rs.settings import CrosscheckInputs
+from changewatch.rs.crosscheck.settings import CrosscheckInputs
 from changewatch.rs.summary import BuildingsRecord, RunSummary
 from changewatch.rs.tiling import TileGrid
 from tests.data import ORIGIN, UTM48N, WGS84, BrightnessChangeNet, BuildingBrightnessNet, building_spec, \

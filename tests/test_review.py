@@ -17,7 +17,7 @@ from changewatch.rs.io.vector import layer_names
 from changewatch.rs.review import Run, load_run, match_decisions, review_table, save_review
 from changewatch.rs.runfolder import LAYER_REVIEW, LAYER_UNMATCHED, read_run_layers
 from tests.data import UTM48N
-from tests.test_crosscheck import AS_OF, rule_case
+from tests.data import AS_OF, rule_case
 
 
 def test_decisions_follow_outlines_not_ids() -> None:

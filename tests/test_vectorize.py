@@ -117,7 +117,7 @@ def test_vectorize_and_crosscheck_import_without_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, changewatch.rs.vectorize, changewatch.rs.crosscheck; print('torch' in sys.modules)"
+    code = "import sys, changewatch.rs.vectorize, changewatch.rs.crosscheck.judge; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
 

@@ -56,7 +56,9 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
     own; --as-of every job without an as_of. Exit code 7 when the batch finished but some jobs
     failed (see batch_summary.csv).
     """
-    from changewatch.rs.batch import read_manifest, run_batch, tile_counts
+    from changewatch.rs.batch.jobs import tile_counts
+    from changewatch.rs.batch.manifest import read_manifest
+    from changewatch.rs.batch.run import run_batch
     from changewatch.rs.errors import BATCH_JOBS_FAILED
 
     if not (scheduler in ("serial", "local") or scheduler.startswith(("tcp://", "tls://"))):
@@ -88,7 +90,7 @@ class _Progress:
         self.tile_bar = tqdm(total=sum(tiles.values()), desc="tiles", unit="tile", disable=hide, position=1)
 
     def report(self, record: Any) -> None:
-        """Advance the bars by one finished job (a ``rs.batch.JobRecord``) and print its line."""
+        """Advance the bars by one finished job (a ``rs.batch.jobs.JobRecord``) and print its line."""
         from dataclasses import asdict
 
         self.job_bar.update()

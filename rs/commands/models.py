@@ -108,7 +108,7 @@ def _train_config(options: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from ``train``'s options (named as its fields, but for the lists and pairs
     given as text and --building-outputs); click.BadParameter for values that do not parse."""
     from changewatch.models.spec import SEMANTIC_OUTPUTS
-    from changewatch.rs.train import parse_loss
+    from changewatch.rs.training.losses import parse_loss
 
     try:
         parse_loss(options["loss"])
@@ -233,7 +233,7 @@ def train(quiet: bool, **options: Any) -> None:
     Fine-tuning on a city's own labels: --init-from models/changewatch-rgb.json --data CITY
     --train-sites all --val-sites a,b --gsd-m 0.5.
     """
-    from changewatch.rs.train import train as run_train
+    from changewatch.rs.training.loop import train as run_train
 
     result = run_train(_train_config(options), progress=not quiet)
     click.echo(f"saved {result.checkpoint} (threshold {result.threshold:.2f}, val F1 "

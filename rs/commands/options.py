@@ -18,7 +18,7 @@ import click
 
 from changewatch.rs.config import DetectConfig, Device, InferenceConfig
 from changewatch.rs.grid import GridSpec, GsdPolicy
-from changewatch.rs.settings import CrosscheckInputs, RuleConfig
+from changewatch.rs.crosscheck.settings import CrosscheckInputs, RuleConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -179,10 +179,10 @@ def split_list(value: str | None) -> tuple[str, ...] | None:
 
 def crosscheck_inputs(permits: str | None, zoning: str | None, parcels: str | None, as_of: Any,
                       columns_file: str | None) -> CrosscheckInputs:
-    """The reference layers from the layer options, --as-of and --columns (``rs.settings.load_settings``)."""
+    """The reference layers from the layer options, --as-of and --columns (``rs.crosscheck.settings.load_settings``)."""
     from dataclasses import replace
 
-    from changewatch.rs.settings import load_settings
+    from changewatch.rs.crosscheck.settings import load_settings
 
     settings = load_settings(columns_file)
     return CrosscheckInputs(permits, zoning, parcels, replace(settings.rules, as_of=as_of.date() if as_of else None),

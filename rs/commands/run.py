@@ -144,15 +144,16 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
 @click.option("--stac/--no-stac", default=EXPORT_DEFAULTS.stac, show_default=True,
               help="Also write item.json: a STAC Item recording inputs, model, thresholds, version and checksums.")
 @reports_errors
-def export(run_dir: str, outdir: str, formats: str, csv_geometry: Any, stac: bool) -> None:
+def export(run_dir: str, outdir: str, formats: str, csv_geometry: CsvGeometry, stac: bool) -> None:
     """Export the layers of a detect or crosscheck run folder (changes, flagged_changes, flagged_parcels)."""
     from changewatch.rs.config import FORMATS
     from changewatch.rs.export import export_run
 
-    chosen = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
-    unknown = set(chosen) - set(FORMATS)
+    given = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    unknown = set(given) - set(FORMATS)
     if unknown:
         raise click.BadParameter(f"unknown format(s) {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}",
                                  param_hint="--formats")
-    for path in export_run(run_dir, outdir, ExportConfig(chosen, csv_geometry, stac)):  # type: ignore[arg-type]
+    chosen = tuple(f for f in FORMATS if f in given)  # what is written does not depend on the order given
+    for path in export_run(run_dir, outdir, ExportConfig(chosen, csv_geometry, stac)):
         click.echo(str(path))

@@ -1,4 +1,4 @@
-"""The configuration of one training run (``rs.train``): every default is defined here, once.
+"""The configuration of one training run (``rs.training.loop``): every default is defined here, once.
 
 Light: the command line reads the defaults of ``train``'s options from ``TrainConfig`` without
 loading torch.
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from changewatch.models.spec import Fusion
-from changewatch.rs.config import Device, PairOptions
+from changewatch.rs.config import Device, InferenceConfig, PairOptions
 
 EncoderWeights = Literal["imagenet"]  # ImageNet weights shipped in a pinned package (models.pretrained)
 OSCD_TRAIN = ("abudhabi", "aguasclaras", "beihai", "bercy", "bordeaux", "mumbai", "paris", "pisa", "rennes", "saclay_e")
@@ -54,7 +54,7 @@ class TrainConfig:
     epochs: float | None = None  # instead of iterations: passes over the training pixels (crop² × batch per step)
     lr: float = 1e-3
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
-    loss: str = "bce+dice"  # '+'-joined terms of rs.train.LOSSES
+    loss: str = "bce+dice"  # '+'-joined terms of rs.training.losses.LOSSES
     pos_weight: float = 10.0  # weight of change pixels in BCE (class imbalance)
     focal_gamma: float = 2.0
     flips: bool = True  # random rot90 × flip, the same for both dates
@@ -71,12 +71,12 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     loader_workers: int = 0  # processes sampling batches ahead (0: in the training process, bit-reproducible)
-    device: Device = "auto"
+    device: Device = InferenceConfig.device
     amp: bool = True  # bf16 autocast on CUDA (no effect on the CPU)
     init_from: str | None = None  # fine-tune: start from this checkpoint's network and weights
     resume: bool = False  # continue an interrupted run from its state file (NAME.state.pt)
     force: bool = False  # allow ``out`` to replace a model shipped with the package
-    licence: str | None = None  # of the training data; None: declared by the data itself (rs.train.data_licence)
+    licence: str | None = None  # of the training data; None: declared by the data itself (rs.training.loop.data_licence)
 
     def __post_init__(self) -> None:
         if self.name is None:

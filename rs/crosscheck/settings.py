@@ -38,7 +38,7 @@ from pyproj.exceptions import CRSError
 from changewatch.rs.errors import InputFileError
 
 if TYPE_CHECKING:
-    from changewatch.rs.layers import Extent, Layers
+    from changewatch.rs.crosscheck.layers import Extent, Layers
 
 # From this many changes + other features on, the join runs partitioned on dask-geopandas. On one
 # 2-core machine the plain STRtree join was faster at every size benchmarked (bench/RESULTS.md), so
@@ -76,7 +76,7 @@ class ParcelColumns:
 
 @dataclass(frozen=True)
 class DateFormat:
-    """How the permit layer's text dates are read (``rs.layers.parse_dates``).
+    """How the permit layer's text dates are read (``rs.crosscheck.values.parse_dates``).
 
     ``formats``: strptime formats (e.g. ``%d/%m/%Y``, ``%d-%m-%Y %H:%M``); every text date must
     match one of them. ``dayfirst``: day/month/year text in any layout dateutil reads (05/03/2023,
@@ -148,9 +148,9 @@ class CrosscheckInputs:
     sources: Sources = field(default_factory=Sources)
 
     def read(self, extent: Extent | None = None) -> Layers:
-        """The layers, read and checked (``rs.layers.read_layers``); ``extent`` =
+        """The layers, read and checked (``rs.crosscheck.layers.read_layers``); ``extent`` =
         ((left, bottom, right, top), crs): only the features meeting it."""
-        from changewatch.rs.layers import read_layers
+        from changewatch.rs.crosscheck.layers import read_layers
 
         return read_layers(self, extent)
 
