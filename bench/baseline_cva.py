@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.models.changenet import ModelSpec  # noqa: E402
+from changewatch.rs.config import EvalOptions  # noqa: E402
 from changewatch.rs.evaluate import evaluate, find_sites  # noqa: E402
 from changewatch.rs.infer import ChangeModel  # noqa: E402
-from changewatch.rs.train import OSCD_TRAIN, OSCD_VAL  # noqa: E402
+from changewatch.rs.training.config import OSCD_TRAIN, OSCD_VAL  # noqa: E402
 
 
 class ChangeVectorMagnitude(torch.nn.Module):
@@ -46,9 +47,9 @@ def main() -> None:
     args = parser.parse_args()
     spec = ModelSpec(name="cva-baseline", encoder_depth=0)
     model = ChangeModel(ChangeVectorMagnitude(len(spec.bands)), spec, torch.device("cpu"))
-    on_train = evaluate(find_sites(args.data, list(OSCD_TRAIN)), model, threshold=0.5)
+    on_train = evaluate(find_sites(args.data, list(OSCD_TRAIN)), model, EvalOptions(threshold=0.5))
     threshold, train_c = on_train.histogram.best_threshold(step=0.001)
-    val = evaluate(find_sites(args.data, list(OSCD_VAL)), model, threshold=threshold)
+    val = evaluate(find_sites(args.data, list(OSCD_VAL)), model, EvalOptions(threshold=threshold))
     print(f"CVA baseline, threshold {threshold:.3f} chosen on train (train F1 {train_c.f1:.3f})\n")
     print("| site | precision | recall | F1 | IoU |\n|---|---|---|---|---|")
     for name, c in [*val.sites.items(), ("**pooled val**", val.pooled)]:

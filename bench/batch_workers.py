@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
-from changewatch.rs.batch import BatchConfig, run_batch  # noqa: E402
+from changewatch.rs.batch.run import run_batch  # noqa: E402
+from changewatch.rs.config import BatchConfig  # noqa: E402
 from tests.data import ORIGIN, UTM48N, plant_square, textured_scene, utm_transform, write_raster  # noqa: E402
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
-from changewatch.rs.coregister import coregister, measure_shift  # noqa: E402
+from changewatch.rs.config import PairOptions  # noqa: E402
+from changewatch.rs.coregister import measure_shift  # noqa: E402
 from changewatch.rs.datasets import find_pairs  # noqa: E402
+from changewatch.rs.prepare import prepare_pair  # noqa: E402
 
 
 def main() -> None:
@@ -30,9 +32,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for site in find_pairs(args.data):
         t = time.perf_counter()
-        pair, found = coregister(site.open())
+        ready = prepare_pair(site.before, site.after, PairOptions())
+        found = ready.coregistration
+        assert found is not None
         seconds = time.perf_counter() - t
-        with pair:
+        with ready.open() as pair:
             again = measure_shift(pair) if found.applied else found
         print(f"| {site.name} | {pair.grid.width}×{pair.grid.height} | {found.rows:+.2f}, {found.cols:+.2f} | "
               f"{found.windows} | {'yes' if found.applied else 'no'} | {again.rows:+.2f}, {again.cols:+.2f} | "

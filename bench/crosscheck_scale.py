@@ -5,7 +5,7 @@
 
 Generates seeded square-ish polygons over a 40 × 40 km city (UTM 48N): changes of 10–60 m, permits
 of 15–50 m (a quarter of them near a change, the rest anywhere, dates spread so that every rule
-fires), parcels in a regular lattice (500 000 parcels: 56 m squares). Times ``rs.crosscheck.judge`` end to
+fires), parcels in a regular lattice (500 000 parcels: 56 m squares). Times ``rs.crosscheck.judge.judge`` end to
 end: the permit and zoning rules alone, then with parcel attribution; with the threaded STRtree join
 and, for layers up to ``--dask-up-to`` changes, with the dask-geopandas partitioned join, side by side.
 Prints a Markdown table.
@@ -26,7 +26,9 @@ import shapely
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
-from changewatch.rs.crosscheck import Layer, Layers, ParcelColumns, RuleConfig, judge  # noqa: E402
+from changewatch.rs.crosscheck.judge import judge  # noqa: E402
+from changewatch.rs.crosscheck.layers import Layer, Layers  # noqa: E402
+from changewatch.rs.crosscheck.settings import ParcelColumns, RuleConfig  # noqa: E402
 
 CRS = "EPSG:32648"
 X0, Y0, SIDE = 660_000.0, 1_180_000.0, 40_000.0

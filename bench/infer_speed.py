@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 from bench.detect_scale import make_pair  # noqa: E402
 from changewatch.models.changenet import DEFAULT_MODEL, ModelSpec, build_network  # noqa: E402
 from changewatch.rs.align import AlignedPair  # noqa: E402
-from changewatch.rs.infer import (ChangeModel, InferenceConfig, predict_pair, resolve_device, tiling,  # noqa: E402
-                                  write_probability)
+from changewatch.rs.infer import ChangeModel, InferenceConfig, predict_pair, resolve_device, tiling  # noqa: E402
+from changewatch.rs.io.raster import write_probability  # noqa: E402
 
 
 def load(name: str, device: str) -> ChangeModel:
@@ -81,17 +81,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=1, help="reader threads of the tiled path")
+    parser.add_argument("--readers", type=int, default=1, help="reader threads of the tiled path")
     parser.add_argument("--model", action="append", default=None)
     parser.add_argument("--untrained", action="append", default=[], help="smp encoder of an untrained RGB U-Net")
     args = parser.parse_args()
     names = (args.model or [str(DEFAULT_MODEL)]) + [f"untrained:{e}" for e in args.untrained]
-    config = InferenceConfig(device=args.device, batch_size=args.batch_size, workers=args.workers)
+    config = InferenceConfig(device=args.device, batch_size=args.batch_size, readers=args.readers)
     models = {name: load(name, args.device) for name in names}
     torch.set_num_threads(torch.get_num_threads())
     print(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}, "
           f"{torch.get_num_threads()} threads), scene {args.size}², tile {config.tile}, overlap {config.overlap}, "
-          f"batch {config.batch_size}, reader threads {config.workers}\n")
+          f"batch {config.batch_size}, reader threads {config.readers}\n")
     print("| model | GSD (m) | tiles | ceiling Mpx/s | tiled path Mpx/s | tiled path km²/h | ratio ceiling ÷ tiled |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

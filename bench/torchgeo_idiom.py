@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.models.changenet import DEFAULT_MODEL, ModelSpec, load_checkpoint  # noqa: E402
 from changewatch.rs.align import AlignedPair  # noqa: E402
-from changewatch.rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability  # noqa: E402
+from changewatch.rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling  # noqa: E402
+from changewatch.rs.io.raster import write_probability  # noqa: E402
 from changewatch.rs.normalize import CLIP, BandStats, scene_stats  # noqa: E402
 from tests.data import BrightnessChangeNet, pointwise_spec  # noqa: E402
 

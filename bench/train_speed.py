@@ -1,4 +1,4 @@
-"""Training speed: samples (crops) per second of ``rs.train``'s step on this machine.
+"""Training speed: samples (crops) per second of ``rs.training``'s step on this machine.
 
     .venv/bin/python bench/train_speed.py [--data ../shared/data/oscd] [--threads 1 2] [--steps 30]
 
@@ -24,7 +24,9 @@ sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.models.changenet import FUSIONS, ModelSpec, build_network  # noqa: E402
 from changewatch.rs.datasets import find_pairs  # noqa: E402
-from changewatch.rs.train import OSCD_TRAIN, TrainConfig, change_loss, load_site, sample_batch  # noqa: E402
+from changewatch.rs.training.losses import change_loss  # noqa: E402
+from changewatch.rs.training.sampling import load_site, sample_batch  # noqa: E402
+from changewatch.rs.training.config import OSCD_TRAIN, TrainConfig  # noqa: E402
 
 
 def steps_per_second(fusion: str, threads: int, sites: list, steps: int, device: str) -> float:

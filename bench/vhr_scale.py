@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.models.spec import choose_model  # noqa: E402
-from changewatch.rs.evaluate import EvalOptions, evaluate, find_sites  # noqa: E402
-from changewatch.rs.infer import ChangeModel, InferenceConfig  # noqa: E402
-from changewatch.rs.train import OSCD_VAL  # noqa: E402
+from changewatch.rs.config import EvalOptions, InferenceConfig  # noqa: E402
+from changewatch.rs.evaluate import evaluate, find_sites  # noqa: E402
+from changewatch.rs.infer import ChangeModel  # noqa: E402
+from changewatch.rs.training.config import OSCD_VAL  # noqa: E402
 
 
 def upsample(src_path: Path, dst_path: Path, factor: int, resampling: Resampling) -> None:
@@ -61,8 +62,8 @@ def main() -> None:
                 upsample(site.after, root / site.name / "after.tif", factor, Resampling.bilinear)
                 upsample(site.label, root / site.name / "change.tif", factor, Resampling.nearest)
             for gsd in (("native", "auto") if factor > 1 else ("native",)):
-                report = evaluate(find_sites(root), model, config=InferenceConfig(device="cpu"), bands=bands,
-                                  options=EvalOptions(gsd=gsd))
+                report = evaluate(find_sites(root), model, EvalOptions(bands=bands, gsd=gsd),
+                                  InferenceConfig(device="cpu"))
                 c = report.pooled
                 print(f"| {model.spec.gsd_m / factor:g} m | {gsd} | {c.f1:.3f} | {c.precision:.3f} | {c.recall:.3f} "
                       f"| {report.objects.recall:.3f} ({report.objects.hit}/{report.objects.total}) |", flush=True)

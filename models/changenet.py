@@ -30,16 +30,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from changewatch.models.spec import (DEFAULT_MODEL, MODELS_DIR, OUTPUTS, SEMANTIC_OUTPUTS, ModelSpec, choose_model,
-                                     is_shipped, load_spec)
-from changewatch.rs.atomic import atomic_write
+from changewatch.models.spec import (DEFAULT_MODEL, FUSIONS, MODELS_DIR, OUTPUTS, SEMANTIC_OUTPUTS, ModelSpec,
+                                     choose_model, is_shipped, load_spec)
+from changewatch.rs.io.files import atomic_write
 from changewatch.rs.errors import ModelError
 
 __all__ = ["DEFAULT_MODEL", "FUSIONS", "MODELS_DIR", "OUTPUTS", "SEMANTIC_OUTPUTS", "ModelSpec", "SiameseNet",
            "build_network", "choose_model", "fold_batchnorm", "is_shipped", "load_checkpoint", "load_spec",
            "save_checkpoint"]
-
-FUSIONS = ("early", "siamese-diff", "siamese-concat")
 
 
 def _smp_model(spec: ModelSpec, in_channels: int) -> torch.nn.Module:

@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from changewatch.rs.atomic import atomic_write
+from changewatch.rs.io.files import atomic_write
 from changewatch.rs.errors import ModelError
 
 

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from changewatch.rs.errors import ModelError
+from changewatch.rs.errors import IncompatibleScenesError, ModelError
+
+if TYPE_CHECKING:
+    from changewatch.rs.grid import Grid
 
 MODELS_DIR = Path(str(files(__name__.rpartition(".")[0])))  # the installed changewatch.models folder
 DEFAULT_MODEL = MODELS_DIR / "changewatch-rgbn.json"
@@ -26,12 +29,18 @@ DEFAULT_MODEL = MODELS_DIR / "changewatch-rgbn.json"
 SHIPPED = ("changewatch-rgbn", "changewatch-rgb", "changewatch-vhr-rgb")
 VHR_MAX_GSD_M = 2.5  # imagery this fine or finer is very-high-resolution: buildings are many pixels
 MIN_OBJECT_M2 = 10.0  # the smallest change object worth a flag on any imagery: a small house or shed
+MAX_GRID_PX = 4_000_000_000  # pixels of one run's common grid (16 GB of raw float32 probabilities)
 
 # What an output channel may predict: change between the dates, and (semantic change models, trained where
 # each date's buildings are known) building presence in BEFORE and in AFTER, which vectorize uses to split
 # change into buildings and to tell new buildings from demolitions.
 OUTPUTS = ("change", "building_before", "building_after")
 SEMANTIC_OUTPUTS = OUTPUTS
+# How the two dates meet in the network (``models.changenet``): stacked as one image, or one shared encoder
+# per date with its features differenced or concatenated.
+Fusion = Literal["early", "siamese-diff", "siamese-concat"]
+FUSIONS: tuple[str, ...] = get_args(Fusion)
+
 
 @dataclass
 class ModelSpec:
@@ -39,7 +48,7 @@ class ModelSpec:
 
     name: str = "changewatch-rgbn"
     architecture: str = "unet"
-    fusion: str = "early"
+    fusion: Fusion = "early"
     encoder: str = "mobilenet_v2"
     encoder_depth: int = 5
     decoder_channels: tuple[int, ...] = (128, 64, 48, 32, 16)
@@ -56,14 +65,19 @@ class ModelSpec:
     @property
     def serves_gsd_m(self) -> tuple[float, float]:
         """(finest, coarsest) input GSD in metres the model compares at the imagery's own pixels;
-        imagery outside is resampled to ``gsd_m`` (``rs.align.grid_for_gsd``)."""
+        imagery outside is resampled to ``gsd_m`` (``rs.grid.grid_for_gsd``)."""
         return self.gsd_range_m or (self.gsd_m / 2, self.gsd_m * 3)
 
-    @property
-    def min_area_m2(self) -> float:
-        """The smallest change object kept by default, in m² of ground: two pixels at the model's GSD,
-        and never under MIN_OBJECT_M2 (200 m² for the 10 m Sentinel-2 models, 10 m² at 0.5 m)."""
-        return max(2 * self.gsd_m ** 2, MIN_OBJECT_M2)
+    def decision_threshold(self, given: float | None = None) -> float:
+        """The probability from which a pixel is change: ``given``, or, when it is None, the
+        model's own threshold (chosen on its validation data)."""
+        return self.threshold if given is None else given
+
+    def smallest_change_m2(self, given: float | None = None) -> float:
+        """The smallest change object kept, in m² of ground: ``given``, or, when it is None, the
+        model's own: two pixels at its GSD and never under MIN_OBJECT_M2 (200 m² for the 10 m
+        Sentinel-2 models, 10 m² for a 0.5 m model)."""
+        return max(2 * self.gsd_m ** 2, MIN_OBJECT_M2) if given is None else given
 
     @property
     def min_side_px(self) -> int:
@@ -73,6 +87,29 @@ class ModelSpec:
         config = self.training.get("config") if isinstance(self.training, dict) else None
         crop = config.get("crop") if isinstance(config, dict) else None
         return int(crop) if isinstance(crop, int) and crop > 0 else 2 ** self.encoder_depth
+
+    def check_bands(self, band_count: int) -> None:
+        """Raise ModelError unless the input has as many bands per date as the model expects."""
+        if band_count != len(self.bands):
+            raise ModelError(
+                f"model {self.name} expects {len(self.bands)} bands per date "
+                f"({', '.join(self.bands)}) but the scenes have {band_count}"
+            )
+
+    def check_grid(self, grid: Grid) -> None:
+        """Raise IncompatibleScenesError when ``grid`` (the grid the model will see) has a side shorter
+        than ``min_side_px`` or more than ``MAX_GRID_PX`` pixels."""
+        side = self.min_side_px
+        if min(grid.width, grid.height) < side:
+            raise IncompatibleScenesError(
+                f"the scenes overlap on {grid.width}×{grid.height} pixels of the grid the model sees, too small for "
+                f"model {self.name}: it needs at least {side}×{side} (the context it was trained on); give "
+                "scenes reaching further around the area of interest")
+        if grid.width * grid.height > MAX_GRID_PX:
+            raise IncompatibleScenesError(
+                f"the common grid is {grid.width}×{grid.height} pixels ({grid.width * grid.height / 1e9:.1f} Gpx), "
+                f"more than the {MAX_GRID_PX / 1e9:.0f} Gpx one run takes: crop the scenes to the area of interest "
+                "or split it into the jobs of a batch manifest")
 
     @property
     def in_channels(self) -> int:
@@ -108,6 +145,8 @@ def _is_a(value: object, hint: Any) -> bool:
         return any(_is_a(value, arg) for arg in get_args(hint))
     if hint is type(None):
         return value is None
+    if origin is Literal:  # a name from a fixed list: its type is checked here, the name where it is used
+        return all(isinstance(value, type(arg)) for arg in get_args(hint))
     if origin is tuple:
         return isinstance(value, list) and all(_is_a(v, get_args(hint)[0]) for v in value)
     if origin is dict:

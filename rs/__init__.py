@@ -1,5 +1,7 @@
-"""The changewatch library, one module per stage of the data flow.
+"""The changewatch library, one module per stage of the data flow (see the README's Layout).
 
-``align`` → ``tiling`` → ``infer`` → ``vectorize`` → ``crosscheck`` → ``export``; ``pipeline``
-runs them in order for one scene pair.
+``config`` (every run's settings) → ``prepare`` (model, grid, shift decided; the pair opened once)
+→ ``align`` → ``tiling`` → ``infer`` → ``vectorize`` → ``crosscheck`` → ``runfolder`` /
+``export``; ``pipeline`` runs them for one scene pair, ``batch`` for many; ``io`` reads and writes
+for all of them.
 """

@@ -3,7 +3,8 @@
 The common grid is where the two scenes overlap: by default on BEFORE's own pixel grid (cropped to
 the overlap), or a grid of a user-given CRS and resolution (``GridSpec``). A date whose file is
 already on that grid is read directly by window; any other is reprojected lazily through a GDAL
-WarpedVRT, so nothing is warped until a window is read and no whole scene is ever held in memory.
+WarpedVRT (``rs.io.raster.GridReader``), so nothing is warped until a window is read and no whole
+scene is ever held in memory. ``PairSource`` is what opens a pair; ``rs.prepare`` decides it.
 Pixels that a date does not cover, that either date marks as nodata, or that a cloud mask covers
 come out as invalid and are never reported as change. Which pixels a file leaves invalid is
 decided in ``rs.validity`` (declared nodata, NaN, zero fill, alpha bands), which bands are compared
@@ -15,32 +16,31 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-from rasterio.vrt import WarpedVRT
 import rasterio.warp
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
-from scipy import ndimage
 
 from changewatch.rs.bands import RADIOMETRY_NOTE, BandChoice, choose_bands, radiometry
-from changewatch.rs.errors import IncompatibleScenesError, InputFileError
-from changewatch.rs.georef import Dataset, Grid, data_bounds, georeferenced, is_plain, native_grid, placed
-from changewatch.rs.validity import (Validity, alpha_band, has_internal_mask, infer_validity, is_nodata,
-                                     sample_counts)
+from changewatch.rs.config import PairOptions
+from changewatch.rs.errors import IncompatibleScenesError
+from changewatch.rs.georef import Dataset, data_bounds, georeferenced, is_plain, native_grid, placed
+from changewatch.rs.grid import Grid, GridSpec
+from changewatch.rs.io.raster import GridReader, open_raster
+from changewatch.rs.validity import Validity, infer_validity, sample_counts
 
-__all__ = ["AlignedPair", "Grid", "GridReader", "GridSpec", "PairWindow", "Shift", "at_model_gsd", "common_grid",
-           "grid_for_gsd", "is_nodata", "open_raster", "overlap_fraction", "scene_date"]
+
+__all__ = ["AlignedPair", "PairSource", "PairWindow", "Shift", "common_grid", "overlap_fraction"]
 
 
 @dataclass(frozen=True)
@@ -56,41 +56,6 @@ class PairWindow:
     valid: np.ndarray
 
 
-def open_raster(path: str | os.PathLike[str], role: str) -> rasterio.io.DatasetReader:
-    """Open a raster for reading, turning every way it can fail into one clear InputFileError."""
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{role} file not found: {p}")
-    try:
-        with warnings.catch_warnings():  # plain images (PNG chips) are legitimate input: compared pixel for pixel
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(p)
-    except RasterioIOError as exc:
-        raise InputFileError(f"{role} file is not a readable raster: {p} ({exc})") from exc
-
-
-DATE_TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "datetime", "TIFFTAG_DATETIME")
-
-
-def scene_date(path: str | os.PathLike[str]) -> date | None:
-    """Acquisition date from a raster's metadata tags (first of DATE_TAGS that parses), else None.
-
-    ``TIFFTAG_DATETIME`` is written ``YYYY:MM:DD HH:MM:SS``; the others ISO 8601.
-    """
-    with open_raster(path, "scene") as ds:
-        tags = ds.tags()
-    for key in DATE_TAGS:
-        value = tags.get(key, "").strip()
-        if not value:
-            continue
-        text = value[:10].replace(":", "-") if key == "TIFFTAG_DATETIME" else value[:10]
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            continue
-    return None
-
-
 def overlap_fraction(before: Dataset, after: Dataset) -> float:
     """Share of BEFORE's data footprint (``rs.georef.data_bounds``) covered by AFTER's (0–1),
     compared as bounding boxes in BEFORE's CRS; any geotransform (bottom-up, rotated)."""
@@ -101,25 +66,6 @@ def overlap_fraction(before: Dataset, after: Dataset) -> float:
     if width <= 0 or height <= 0:
         return 0.0
     return (width * height) / ((b_right - b_left) * (b_top - b_bottom))
-
-
-@dataclass(frozen=True)
-class GridSpec:
-    """Where the common grid of a pair lies.
-
-    Default (both None): BEFORE's own pixel grid, cropped to where BEFORE and AFTER overlap. With
-    ``crs`` (any string rasterio reads: "EPSG:32648", WKT, PROJ) and/or ``resolution`` (pixel size
-    in that CRS's units: metres for UTM, degrees for EPSG:4326) a new north-up grid over the
-    overlap, with pixel edges on multiples of the resolution (like ``gdalwarp -tap``), so grids of
-    different runs line up; a missing resolution is BEFORE's, carried over to ``crs``.
-    """
-
-    crs: str | None = None
-    resolution: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.resolution is not None and not self.resolution > 0:
-            raise IncompatibleScenesError(f"grid resolution must be positive, got {self.resolution}")
 
 
 def _overlap_bounds(before: Dataset, after: Dataset, crs: CRS) -> tuple[float, float, float, float]:
@@ -164,163 +110,6 @@ def common_grid(before: Dataset, after: Dataset, spec: GridSpec) -> Grid:
     return Grid(crs, Affine(resolution, 0.0, left, 0.0, -resolution, top), width, height)
 
 
-GSD_POLICIES = ("auto", "native")
-
-
-def grid_for_gsd(grid: Grid, model_gsd_m: float, policy: str = "auto",
-                 serves: tuple[float, float] | None = None) -> GridSpec | None:
-    """The grid to compare on for a model trained at ``model_gsd_m`` metres that serves input GSDs
-    ``serves`` = (finest, coarsest) at their own pixels (default: half to three times
-    ``model_gsd_m``; ``ModelSpec.serves_gsd_m``), or None to keep ``grid``.
-
-    ``auto``: imagery whose pixel size lies outside ``serves`` (very-high-resolution imagery under
-    a 10 m model, say) is compared on a grid at the model's GSD, in the scene's CRS if projected,
-    else its UTM zone, so that buildings are the size in pixels the model learnt (bench/RESULTS.md
-    measures both ways). ``native``: always the imagery's own pixels. Plain images of unknown
-    pixel size are kept as they are.
-    """
-    if policy not in GSD_POLICIES:
-        raise ValueError(f"unknown GSD policy {policy!r}: use one of {', '.join(GSD_POLICIES)}")
-    lo, hi = serves or (model_gsd_m / 2, model_gsd_m * 3)
-    pixel = grid.pixel_size_m()
-    if policy == "native" or pixel is None or lo <= pixel <= hi:
-        return None
-    return GridSpec(grid.metric_crs().to_string(), model_gsd_m)
-
-
-def at_model_gsd(pair: AlignedPair, model_gsd_m: float, policy: str = "auto",
-                 serves: tuple[float, float] | None = None) -> AlignedPair:
-    """``pair`` itself, or, when ``grid_for_gsd`` asks for another grid (and the pair is on the
-    default grid), the same pair re-opened on that grid; ``pair`` is then closed."""
-    regrid = grid_for_gsd(pair.grid, model_gsd_m, policy, serves) if pair.grid_spec == GridSpec() else None
-    if regrid is None:
-        return pair
-    pair.close()
-    return pair.reopen(regrid)
-
-
-def _pixel_offset(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[int, int] | None:
-    """(col, row) of ``grid``'s origin in ``ds`` when ``grid`` is a window of ``ds``'s own pixel grid
-    (same CRS, same pixel size, whole-pixel shift, inside the file), else None: then it is warped."""
-    if ds.crs != grid.crs or not ds.transform.almost_equals(
-            Affine(grid.transform.a, grid.transform.b, ds.transform.c, grid.transform.d, grid.transform.e,
-                   ds.transform.f)):
-        return None
-    col, row = ~ds.transform * (grid.transform.c, grid.transform.f)
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-        return None
-    col, row = round(col), round(row)
-    if col < 0 or row < 0 or col + grid.width > ds.width or row + grid.height > ds.height:
-        return None
-    return col, row
-
-
-class GridReader:
-    """One raster presented on a common grid, read a window at a time.
-
-    Read straight from the file when the grid is a window of the file's own grid, otherwise
-    through a lazy WarpedVRT (``resampling``: bilinear for imagery, nearest for classes and masks).
-    ``read`` returns (bands, rows, cols) float32 and a validity mask: False where the file does not
-    reach or, for imagery (``validity`` given, see ``rs.validity``), where its rule says so; for
-    other rasters where their nodata value is. Not thread-safe: one per thread.
-    """
-
-    def __init__(self, ds: Dataset, grid: Grid, resampling: Resampling, role: str,
-                 fill: float | None = None, src_transform: Affine | None = None,
-                 validity: Validity | None = None) -> None:
-        self.ds, self.grid, self.role, self.validity = ds, grid, role, validity
-        # ``src_transform``: the file's georeferencing corrected (co-registration), used instead of its own.
-        self._offset = _pixel_offset(ds, grid) if src_transform is None else None
-        self._internal_mask = validity.internal_mask if validity is not None else has_internal_mask(ds)
-        self._vrt: WarpedVRT | None = None
-        self._coverage: WarpedVRT | None = None
-        # An alpha band read with the data: the file's own (a mask, warped as alpha by GDAL) or one
-        # the warper adds to mark where the file reaches.
-        self._alpha: int | None = validity.alpha_band if validity is not None else alpha_band(ds)
-        if self._offset is not None:
-            return
-        on_grid = {"crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height,
-                   **({"src_transform": src_transform} if src_transform is not None else {})}
-        if validity is not None and validity.tests_values and self._alpha is None and not self._internal_mask:
-            # Validity depends on the values (nodata, zero fill, NaN) at the file's own pixels, and GDAL's
-            # warper takes a general, 2–3× slower path for sources with nodata. So the data are warped
-            # ignoring nodata, and validity comes from a cheap nearest-neighbour warp of the same bands
-            # (with an alpha band for coverage), eroded by one pixel so that no value blended with an
-            # invalid pixel or with the outside of the file counts as valid.
-            self._vrt = WarpedVRT(ds, resampling=resampling, src_nodata=None, nodata=None, **on_grid)
-            self._coverage = WarpedVRT(ds, resampling=Resampling.nearest, src_nodata=None, nodata=None,
-                                       add_alpha=True, **on_grid)
-            return
-        # Without nodata or a mask, an alpha band is the only record of where the file has no
-        # pixels on the grid; GDAL does not report it through dataset_mask(). ``fill``: value
-        # outside the file instead (then no alpha), e.g. 0 = "not masked" for cloud masks.
-        add_alpha = fill is None and ds.nodata is None and not self._internal_mask and self._alpha is None
-        self._vrt = WarpedVRT(ds, resampling=resampling, add_alpha=add_alpha,
-                              **({"nodata": fill} if fill is not None else {}), **on_grid)
-        if add_alpha:
-            self._alpha = self._vrt.count
-
-    def _window(self, window: Window) -> Window:
-        if self._offset is None:
-            return window
-        return Window(window.col_off + self._offset[0], window.row_off + self._offset[1], window.width, window.height)
-
-    def read(self, bands: list[int], window: Window, with_valid: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """(data, valid) of ``window`` of the grid; ``valid`` None unless ``with_valid``. A file that
-        opens but cannot be decoded (truncated, corrupt blocks) raises InputFileError.
-
-        Each window is read (and warped) once: validity comes from the alpha band read in the
-        same call, from the values of the bands read (imagery: ``rs.validity``; others: their
-        nodata value), or — only for files with an internal mask — from GDAL's dataset mask. NaN
-        is never valid imagery, whichever way validity is known.
-        """
-        source = self._vrt if self._vrt is not None else self.ds
-        win = self._window(window)
-        try:
-            if self._alpha is not None:
-                data = source.read([*bands, self._alpha], window=win, out_dtype="float32")
-                data, valid = data[:-1], data[-1] > 0
-            else:
-                data = source.read(bands, window=win, out_dtype="float32")
-                valid = None
-            if not with_valid:
-                return data, None
-            if self._coverage is not None:
-                valid = self._eroded_validity(bands, window)
-            elif valid is None and self._internal_mask:
-                valid = source.dataset_mask(window=win) > 0
-        except RasterioIOError as exc:
-            raise InputFileError(f"{self.role} file is corrupt or truncated: {self.ds.name} ({exc})") from exc
-        if valid is None and self.validity is not None:
-            return data, self.validity.valid(data)
-        if valid is None:
-            valid = (~is_nodata(data, source.nodata).all(axis=0) if source.nodata is not None
-                     else np.ones(data.shape[1:], bool))
-        if self.validity is not None and self.validity.floating:
-            valid &= ~np.isnan(data).any(axis=0)
-        return data, valid
-
-    def _eroded_validity(self, bands: list[int], window: Window) -> np.ndarray:
-        """Pixels of ``window`` whose whole 3×3 neighbourhood is covered by the file and valid by
-        its rule (read one pixel wider than the window, so that the erosion is exact at its edges)."""
-        assert self._coverage is not None and self.validity is not None
-        r0, c0 = int(window.row_off), int(window.col_off)
-        r1, c1 = r0 + int(window.height), c0 + int(window.width)
-        pr0, pc0 = max(0, r0 - 1), max(0, c0 - 1)
-        pr1, pc1 = min(self.grid.height, r1 + 1), min(self.grid.width, c1 + 1)
-        padded = Window(pc0, pr0, pc1 - pc0, pr1 - pr0)
-        near = self._coverage.read([*bands, self._coverage.count], window=padded, out_dtype="float32")
-        valid = (near[-1] > 0) & self.validity.valid(near[:-1])
-        valid = ndimage.binary_erosion(valid, structure=np.ones((3, 3), bool), border_value=1)
-        return valid[r0 - pr0:r0 - pr0 + r1 - r0, c0 - pc0:c0 - pc0 + c1 - c0]
-
-    def close(self) -> None:
-        """Close the VRTs (not the file)."""
-        for vrt in (self._vrt, self._coverage):
-            if vrt is not None:
-                vrt.close()
-
-
 @dataclass(frozen=True)
 class Shift:
     """A translation in a grid's CRS units (metres when projected): ``dx`` east, ``dy`` north."""
@@ -332,6 +121,35 @@ class Shift:
     def from_pixels(cls, rows: float, cols: float, grid: Grid) -> Shift:
         """The translation that moves content ``rows`` pixels down and ``cols`` right on ``grid``."""
         return cls(cols * grid.transform.a, rows * grid.transform.e)
+
+
+@dataclass(frozen=True)
+class PairSource:
+    """Everything that opens an ``AlignedPair`` (see there): both scenes, the bands compared, cloud or
+    invalid masks, the common grid, AFTER's shift, whether pixels 0 in every band are data, and the
+    pixel size of plain images. Plain data: it pickles (a Dask task opens the pair on its worker)
+    and opens the pair as often as needed (``open``; one per thread)."""
+
+    before: str
+    after: str
+    bands: tuple[str, ...] | None = None
+    masks: tuple[str, ...] = ()
+    grid: GridSpec = field(default_factory=GridSpec)
+    after_shift: Shift | None = None
+    zero_is_valid: bool = PairOptions.zero_is_valid
+    pixel_size_m: float | None = None
+
+    @classmethod
+    def of(cls, before: str | os.PathLike[str], after: str | os.PathLike[str], options: PairOptions,
+           masks: tuple[str, ...] = (), pixel_size_m: float | None = None) -> PairSource:
+        """The source of two scenes compared as ``options`` say (bands, grid, validity rule)."""
+        return cls(str(before), str(after), options.bands, tuple(masks), options.grid,
+                   zero_is_valid=options.zero_is_valid, pixel_size_m=pixel_size_m)
+
+    def open(self) -> AlignedPair:
+        """The pair, open (a context manager: close it when done)."""
+        return AlignedPair(self.before, self.after, self.bands, self.masks, self.grid, self.after_shift,
+                           self.zero_is_valid, self.pixel_size_m)
 
 
 class AlignedPair:
@@ -353,7 +171,8 @@ class AlignedPair:
 
     def __init__(self, before_path: str | os.PathLike[str], after_path: str | os.PathLike[str],
                  bands: tuple[str, ...] | None = None, masks: tuple[str, ...] = (),
-                 grid: GridSpec | None = None, after_shift: Shift | None = None, zero_is_valid: bool = False,
+                 grid: GridSpec | None = None, after_shift: Shift | None = None,
+                 zero_is_valid: bool = PairOptions.zero_is_valid,
                  pixel_size_m: float | None = None) -> None:
         self.before_path = Path(before_path)
         self.after_path = Path(after_path)
@@ -391,14 +210,18 @@ class AlignedPair:
             self.close()
             raise
 
-    def reopen(self, grid: GridSpec | None = None, after_shift: Shift | None = None) -> AlignedPair:
-        """A second, independent AlignedPair of the same files, bands, masks, validity rule and AFTER
-        shift, on the same grid or on ``grid`` (for another thread: GDAL handles are not
-        thread-safe); with ``after_shift``, that shift instead."""
-        return AlignedPair(self.before_path, self.after_path, self.bands, self.masks, grid or self.grid_spec,
-                           after_shift or self.after_shift, self.zero_is_valid, self.pixel_size_m)
+    @property
+    def source(self) -> PairSource:
+        """What opens this pair again: files, bands, masks, grid, AFTER's shift, validity rule."""
+        return PairSource(str(self.before_path), str(self.after_path), self.bands, self.masks, self.grid_spec,
+                          self.after_shift, self.zero_is_valid, self.pixel_size_m)
 
-    def provenance(self) -> dict[str, object]:
+    def reopen(self) -> AlignedPair:
+        """A second, independent AlignedPair of the same source (for another thread: GDAL handles are
+        not thread-safe)."""
+        return self.source.open()
+
+    def provenance(self) -> dict[str, Any]:
         """What was decided about the inputs, for ``summary.json``: ``validity`` (per date, the rule,
         see ``rs.validity.Validity.to_dict``, and what a bounded sample of the file holds:
         ``rs.validity.sample_counts``), ``bands_compared`` (per date, the source band indexes

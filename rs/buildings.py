@@ -2,7 +2,7 @@
 
 Semantic change models (outputs ``change``, ``building_before``, ``building_after``; see
 ``models.changenet``) write, beside the change probability, the probability that a building stands
-on each pixel at each date (``rs.infer.write_probability``). ``rs.vectorize`` hands every change
+on each pixel at each date (``rs.io.raster.write_probability``). ``rs.vectorize`` hands every change
 region — a 4-connected group of change pixels, in a window just around it — to ``split_region``,
 then decides each object's ``change_type`` with ``change_types``. All sizes are in metres of
 ground; ``pixel_m`` is the side of one pixel.
@@ -44,7 +44,6 @@ are one object; a new building built against an existing one is ``enlarged``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -52,11 +51,8 @@ from skimage.measure import label as label_regions
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-# Descriptions of the probability raster's bands, by model output (``rs.infer.write_probability``
-# writes them; ``rs.vectorize`` finds the building bands by them). Kept here, free of torch, so the
-# vectorizer and the cross-check import light.
-BAND_DESCRIPTIONS = {"change": "change probability", "building_before": "building probability, BEFORE",
-                     "building_after": "building probability, AFTER"}
+from changewatch.rs.config import BuildingConfig
+
 NEW_BUILDING = "new_building"
 DEMOLISHED = "demolished"
 ENLARGED = "enlarged"
@@ -67,31 +63,6 @@ EIGHT_CONNECTED = ndimage.generate_binary_structure(2, 2)
 # Pixel classes counted per object (columns of a (n, 3) array): building in AFTER only, in BEFORE
 # only, on both dates.
 NEW, GONE, STANDING = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class BuildingConfig:
-    """How change regions are split into buildings and typed (see the module docstring).
-
-    ``building_threshold``: building probability (0–1) from which a pixel is building at a date;
-    ``marker_depth_m``: how far (m) a distance-transform maximum must rise above its saddle to
-    mark a building of its own; ``min_core_m2``: smallest group of building pixels (m²) that marks
-    a building; ``edge_m``: how far (m) around its building pixels a building object reaches into
-    the change region; ``min_share``: share (0–1) of an object's non-standing pixels that must be
-    new or gone building for it to be a building change; ``min_wall_m``: shared wall (m) that makes
-    new building area ``enlarged``; ``max_split_pixels``: largest window (pixels, the region's
-    bounding box plus one pixel around) that is read to split a region — larger regions stay whole
-    (memory: about 20 bytes per window pixel), typed from their pixel counts alone (never
-    ``enlarged``), and are counted in the run's summary.
-    """
-
-    building_threshold: float = 0.5
-    marker_depth_m: float = 1.0
-    min_core_m2: float = 4.0
-    edge_m: float = 1.0
-    min_share: float = 0.5
-    min_wall_m: float = 2.0
-    max_split_pixels: int = 2048 * 2048
 
 
 def pixel_classes(b_before: np.ndarray, b_after: np.ndarray, threshold: float) -> tuple[np.ndarray, ...]:

@@ -3,12 +3,12 @@
 Georeferencing aligns two dates only as well as each was orthorectified: Sentinel-2 pairs are
 commonly off by up to a pixel (four of the ten OSCD training cities by about one, see
 bench/RESULTS.md), and very-high-resolution images from different passes or sensors by metres.
-A change network then sees every edge as change. ``coregister`` measures the shift by
+A change network then sees every edge as change. ``correction`` measures the shift by
 cross-correlation (scikit-image's upsampled DFT) of Hann-tapered windows spread over the common
 grid — phase normalisation and untapered edges both biased sub-pixel estimates toward whole
-pixels (bench/RESULTS.md) — keeps it only when the windows agree, and re-opens the pair with
-AFTER translated by it. Only a translation is corrected: rotation, scale and terrain-dependent
-distortions need orthorectification upstream. Cloud masks are not moved.
+pixels (bench/RESULTS.md) — and keeps it only when the windows agree; ``rs.prepare`` then opens
+the pair with AFTER translated by it. Only a translation is corrected: rotation, scale and
+terrain-dependent distortions need orthorectification upstream. Cloud masks are not moved.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from skimage.filters import window as taper
 from skimage.registration import phase_cross_correlation
 
 from changewatch.rs.align import AlignedPair, Shift
+from changewatch.rs.grid import Grid
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class Coregistration:
     cols: float
     windows: int
     applied: bool
+
+    def shift(self, grid: Grid) -> Shift | None:
+        """The translation of AFTER that applies this correction on ``grid``; None when not applied."""
+        return Shift.from_pixels(self.rows, self.cols, grid) if self.applied else None
 
     def to_dict(self) -> dict[str, object]:
         """JSON form for summaries."""
@@ -89,21 +94,11 @@ def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Cor
     return Coregistration(float(rows), float(cols), len(shifts), bool(agree))
 
 
-def coregister(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> tuple[AlignedPair, Coregistration]:
-    """``pair`` with AFTER moved onto BEFORE when a consistent shift is measured (then ``pair`` is
-    closed and a re-opened pair returned), else ``pair`` itself. Plain images (no CRS) and pairs
-    already shifted are returned as they are (``windows`` 0, not applied). ``pair`` is closed when
-    the measurement fails (a file that cannot be decoded raises InputFileError), so callers need
-    no clean-up of their own."""
+def correction(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:
+    """AFTER's correction on ``pair``'s grid (``measure_shift``); for plain images (no CRS) and pairs
+    already shifted none is measured (``windows`` 0, not applied). A file that cannot be decoded
+    raises InputFileError. ``Coregistration.shift`` gives the translation to open the pair with
+    (``rs.prepare`` does)."""
     if pair.plain or pair.after_shift is not None:
-        return pair, Coregistration(0.0, 0.0, 0, False)
-    try:
-        found = measure_shift(pair, config)
-    except BaseException:
-        pair.close()
-        raise
-    if not found.applied:
-        return pair, found
-    pair.close()
-    return pair.reopen(after_shift=Shift.from_pixels(found.rows, found.cols, pair.grid)), found
-
+        return Coregistration(0.0, 0.0, 0, False)
+    return measure_shift(pair, config)

@@ -30,8 +30,10 @@ import rasterio.features
 import shapely
 from rasterio.windows import Window
 
-from changewatch.rs.align import AlignedPair, GridReader, open_raster
+from changewatch.rs.align import AlignedPair, PairSource
+from changewatch.rs.config import PairOptions
 from changewatch.rs.errors import InputFileError
+from changewatch.rs.io.raster import GridReader, open_raster
 from changewatch.rs.validity import colour_bands
 
 LABEL_NODATA = 255
@@ -60,13 +62,16 @@ class LabelledPair:
     encoding: str
     buildings: tuple[Path, Path] | None = None  # building masks of BEFORE and AFTER (same encoding), if known
 
-    def open(self, bands: tuple[str, ...] | None = None, zero_is_valid: bool = False,
-             pixel_size_m: float | None = None) -> AlignedPair:
-        """The pair aligned (on BEFORE's pixels where the dates overlap), ``bands`` selected;
-        ``zero_is_valid``: pixels 0 in every band are data (``rs.validity``); ``pixel_size_m``: the
-        GSD of plain images (no georeferencing), which are then placed on a local metric grid
-        (``rs.georef.placed``) so GSD rules apply; None compares them pixel for pixel."""
-        return AlignedPair(self.before, self.after, bands, zero_is_valid=zero_is_valid, pixel_size_m=pixel_size_m)
+    def source(self, options: PairOptions = PairOptions(), pixel_size_m: float | None = None) -> PairSource:
+        """What opens the pair aligned as ``options`` say (bands, grid, validity rule: ``rs.prepare``
+        prepares it for a model); ``pixel_size_m``: the GSD of plain images (no georeferencing),
+        which are then placed on a local metric grid (``rs.georef.placed``) so GSD rules apply; None
+        compares them pixel for pixel."""
+        return PairSource.of(self.before, self.after, options, pixel_size_m=pixel_size_m)
+
+    def open(self, pixel_size_m: float | None = None) -> AlignedPair:
+        """The pair aligned on BEFORE's pixels where the dates overlap, every band compared (see ``source``)."""
+        return self.source(pixel_size_m=pixel_size_m).open()
 
     def labels(self, pair: AlignedPair) -> LabelReader:
         """A reader of this pair's labels on ``pair``'s grid."""

@@ -12,7 +12,8 @@ of a vector layer; only those of at least ``object_min_m2`` are counted.
   ``detect`` would write from the prediction (``rs.vectorize``: one per building for models with
   building outputs, connected change regions otherwise; those under ``object_min_m2`` dropped, as
   ``--min-area-m2`` drops them). A predicted object *matches* a true one when their intersection
-  over union (pixels, unlabelled pixels left out) is at least 0.5, one to one (``match_objects``).
+  over union (pixels, unlabelled pixels left out) is at least 0.5, one to one
+  (``rs.metrics.match_objects``).
   Precision = matched / predicted objects, recall = matched / true objects, F1 their harmonic
   mean. A predicted object with no labelled pixel, or that matches only a true object under the
   size, is not counted.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,127 +31,19 @@ import rasterio
 import rasterio.features
 from scipy import ndimage
 
-from changewatch.rs.align import AlignedPair, at_model_gsd
-from changewatch.rs.coregister import coregister
+from changewatch.models.spec import ModelChoice
+from changewatch.rs.align import AlignedPair
+from changewatch.rs.config import EvalOptions, InferenceConfig, VectorizeConfig
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
-from changewatch.rs.infer import ChangeModel, InferenceConfig, predict_pair, tiling, write_probability
-from changewatch.rs.vectorize import FOUR_CONNECTED, VectorizeConfig, pixel_area_m2, vectorize
+from changewatch.rs.grid import pixel_area_m2
+from changewatch.rs.infer import ChangeModel, predict_pair, tiling
+from changewatch.rs.io.raster import write_probability
+from changewatch.rs.metrics import (Confusion, Metrics, ObjectCounts, PairMetrics, ProbHistogram, confusion,
+                                    match_objects, object_counts)
+from changewatch.rs.prepare import choose_for, prepare_pair
+from changewatch.rs.vectorize import FOUR_CONNECTED, vectorize
 
-HIST_BINS = 1000
 PLAIN_PIXEL_M = 1.0  # pixel size assumed for object areas of plain images when none is given
-MATCH_IOU = 0.5  # intersection over union from which a predicted object matches a true one
-
-
-@dataclass
-class Confusion:
-    """Pixel counts of the change class: true/false positives, false/true negatives."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-
-    def __add__(self, other: Confusion) -> Confusion:
-        return Confusion(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-
-    @property
-    def f1(self) -> float:
-        return 2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.tp else 0.0
-
-    @property
-    def iou(self) -> float:
-        return self.tp / (self.tp + self.fp + self.fn) if self.tp else 0.0
-
-    def metrics(self) -> dict[str, float | int]:
-        """Precision, recall, F1, IoU (0–1) and the raw counts."""
-        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "iou": self.iou, **asdict(self)}
-
-
-def confusion(pred: np.ndarray, truth: np.ndarray) -> Confusion:
-    """Confusion of boolean arrays of predicted and true change (already restricted to labelled pixels)."""
-    tp = int(np.count_nonzero(pred & truth))
-    fp = int(np.count_nonzero(pred & ~truth))
-    fn = int(np.count_nonzero(~pred & truth))
-    return Confusion(tp, fp, fn, int(pred.size) - tp - fp - fn)
-
-
-@dataclass
-class ProbHistogram:
-    """Histograms of predicted probability over true-change and no-change pixels (HIST_BINS bins on [0, 1])."""
-
-    pos: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int64))
-    neg: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int64))
-
-    def add(self, prob: np.ndarray, truth: np.ndarray) -> None:
-        bins = np.minimum((prob * HIST_BINS).astype(np.int64), HIST_BINS - 1)
-        self.pos += np.bincount(bins[truth], minlength=HIST_BINS)
-        self.neg += np.bincount(bins[~truth], minlength=HIST_BINS)
-
-    def __iadd__(self, other: ProbHistogram) -> ProbHistogram:
-        self.pos += other.pos
-        self.neg += other.neg
-        return self
-
-    def confusion_at(self, threshold: float) -> Confusion:
-        """Confusion when predicting change for probability ≥ threshold (threshold on the bin grid)."""
-        k = int(round(threshold * HIST_BINS))
-        tp, fp = int(self.pos[k:].sum()), int(self.neg[k:].sum())
-        return Confusion(tp, fp, int(self.pos[:k].sum()), int(self.neg[:k].sum()))
-
-    def best_threshold(self, step: float = 0.01) -> tuple[float, Confusion]:
-        """Threshold (multiple of ``step`` in [step, 1 − step]) with the highest F1, and its confusion."""
-        threshold, at = best_common_threshold({"": self}, step)
-        return threshold, at[""]
-
-
-def best_common_threshold(histograms: dict[str, ProbHistogram], step: float = 0.01) -> tuple[float, dict[str, Confusion]]:
-    """The one threshold (multiple of ``step`` in [step, 1 − step]; ties go to the one nearest 0.5)
-    maximising the mean F1 over several sets' histograms, and each set's confusion at it."""
-    candidates = np.round(np.arange(step, 1.0, step), 6)
-    scored = [(float(np.mean([h.confusion_at(t).f1 for h in histograms.values()])), -abs(t - 0.5), t)
-              for t in candidates]
-    _, _, best = max(scored)
-    return float(best), {name: h.confusion_at(best) for name, h in histograms.items()}
-
-
-@dataclass
-class ObjectCounts:
-    """True change objects of at least the minimum area and how many the prediction hit (a pixel);
-    predicted objects counted and how many of them match a true one at IoU ≥ MATCH_IOU."""
-
-    total: int = 0
-    hit: int = 0
-    predicted: int = 0
-    matched: int = 0
-
-    def __add__(self, other: ObjectCounts) -> ObjectCounts:
-        return ObjectCounts(self.total + other.total, self.hit + other.hit, self.predicted + other.predicted,
-                            self.matched + other.matched)
-
-    @property
-    def recall(self) -> float:
-        """Object recall: share of true objects with a pixel predicted as change."""
-        return self.hit / self.total if self.total else 0.0
-
-    @property
-    def precision_iou50(self) -> float:
-        return self.matched / self.predicted if self.predicted else 0.0
-
-    @property
-    def recall_iou50(self) -> float:
-        return self.matched / self.total if self.total else 0.0
-
-    @property
-    def f1_iou50(self) -> float:
-        return 2 * self.matched / (self.predicted + self.total) if self.matched else 0.0
 
 
 @dataclass
@@ -163,83 +56,9 @@ class SiteResult:
     objects: ObjectCounts = field(default_factory=ObjectCounts)
 
 
-@dataclass(frozen=True)
-class EvalOptions:
-    """How to score: the decision threshold (None: the model's own), the smallest true object
-    counted for object recall (m² of ground), the pixel size assumed for plain images without
-    georeferencing (metres), whether imagery much finer than the model's GSD is compared at
-    that GSD ("auto") or at its own ("native"), whether AFTER's residual shift is measured
-    and removed (``rs.coregister``), as ``detect`` does, and whether pixels 0 in every band are
-    data (``rs.validity``)."""
-
-    threshold: float | None = None
-    object_min_m2: float | None = None  # None: the model's ModelSpec.min_area_m2
-    pixel_size_m: float | None = None
-    gsd: str = "auto"
-    coregister: bool = True
-    zero_is_valid: bool = False
-
-
-def resolved(options: EvalOptions, model: ChangeModel) -> EvalOptions:
-    """``options`` with the model's own decision threshold and smallest object filled in where None."""
-    return replace(options, threshold=model.spec.threshold if options.threshold is None else options.threshold,
-                   object_min_m2=model.spec.min_area_m2 if options.object_min_m2 is None else options.object_min_m2)
-
-
 def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[LabelledPair]:
     """Labelled pairs under ``data_dir`` in any layout (see ``rs.datasets.find_pairs``)."""
     return find_pairs(data_dir, names)
-
-
-def object_counts(label: np.ndarray, objects: np.ndarray, prob: np.ndarray, threshold: float,
-                  min_pixels: float) -> ObjectCounts:
-    """Objects (an int label image, 0 = none) of at least ``min_pixels`` pixels, and how many have
-    a pixel with probability ≥ ``threshold`` (unlabelled pixels and NaN never count)."""
-    n = int(objects.max(initial=0))
-    if n == 0:
-        return ObjectCounts()
-    size = np.bincount(objects.ravel(), minlength=n + 1)
-    with np.errstate(invalid="ignore"):
-        predicted = (prob >= threshold) & (label != LABEL_NODATA)
-    hit = np.zeros(n + 1, bool)
-    hit[objects[predicted]] = True
-    big = size >= min_pixels
-    big[0] = False
-    return ObjectCounts(int(big.sum()), int((big & hit).sum()))
-
-
-def match_objects(predicted: np.ndarray, truth: np.ndarray, labelled: np.ndarray, min_pixels: float,
-                  min_iou: float = MATCH_IOU) -> tuple[int, int]:
-    """Predicted objects counted, and how many match a true object one to one at IoU ≥ ``min_iou``.
-
-    ``predicted``, ``truth``: int object ids (0 = none) on one grid, each image's objects disjoint;
-    ``labelled``: boolean, the pixels with a label (the others are left out of every area). True
-    objects under ``min_pixels`` pixels are not counted, nor is a predicted object that matches only
-    such an object or has no labelled pixel. Pairs are matched greedily, highest IoU first; as the
-    objects of one image are disjoint, at IoU above 0.5 an object can have only one partner, so
-    this is also the maximum matching. Memory: 9 bytes per labelled pixel, 16 per pixel of overlap.
-    """
-    p, t = predicted[labelled], truth[labelled]
-    p_size = np.bincount(p, minlength=int(predicted.max(initial=0)) + 1)
-    t_size = np.bincount(t, minlength=int(truth.max(initial=0)) + 1)
-    both = (p > 0) & (t > 0)
-    pairs, inter = np.unique(p[both].astype(np.int64) * len(t_size) + t[both], return_counts=True)
-    pi, ti = np.divmod(pairs, len(t_size))
-    iou = inter / (p_size[pi] + t_size[ti] - inter)
-    used_p, used_t = set(), set()
-    matched = ignored = 0
-    for k in np.argsort(-iou, kind="stable"):
-        if iou[k] < min_iou:
-            break
-        if pi[k] in used_p or ti[k] in used_t:
-            continue
-        used_p.add(pi[k])
-        used_t.add(ti[k])
-        if t_size[ti[k]] >= min_pixels:
-            matched += 1
-        else:
-            ignored += 1
-    return int(np.count_nonzero(p_size[1:])) - ignored, matched
 
 
 def predicted_objects(prob_path: Path, pair: AlignedPair, threshold: float, options: EvalOptions) -> np.ndarray:
@@ -267,27 +86,25 @@ def _objects(labels: LabelReader, label: np.ndarray, pair: AlignedPair) -> np.nd
     return objects
 
 
-def evaluate_site(site: LabelledPair, model: ChangeModel, config: InferenceConfig, options: EvalOptions,
-                  progress: bool = False, bands: tuple[str, ...] | None = None) -> SiteResult:
+def evaluate_site(site: LabelledPair, model: ChangeModel, options: EvalOptions, inference: InferenceConfig,
+                  progress: bool = False) -> SiteResult:
     """Run the model over one pair exactly as ``detect`` does (tiles blended into a probability
-    GeoTIFF, here a temporary one) and compare with its labels.
+    GeoTIFF, here a temporary one) and compare with its labels, at ``options.threshold`` (None:
+    the model's own).
 
-    ``bands``: the bands of the pair's files fed to the model, by 1-based index or name (None: all).
-    The labels are read on the common grid. Pixel metrics are counted block by block; object
+    The pair is prepared as ``options`` says (bands, GSD, co-registration); the labels are read on
+    its common grid. Pixel metrics are counted block by block; object
     metrics need the pair's labels, true and predicted object ids whole (memory: about 20 bytes per
     pixel at the peak), one pair at a time.
     """
-    options = resolved(options, model)
-    threshold = options.threshold
+    options = replace(options, object_min_m2=model.spec.smallest_change_m2(options.object_min_m2))
+    threshold = model.spec.decision_threshold(options.threshold)
     result = SiteResult(site.name, Confusion(), ProbHistogram())
-    pair = at_model_gsd(site.open(bands, options.zero_is_valid, options.pixel_size_m), model.spec.gsd_m, options.gsd,
-                        model.spec.serves_gsd_m)
-    if options.coregister:
-        pair, _ = coregister(pair)
-    with pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
+    prepared = prepare_pair(site.before, site.after, options, model.spec, pixel_size_m=options.pixel_size_m)
+    with prepared.open() as pair, tempfile.TemporaryDirectory(prefix="changewatch-eval-") as tmp:
         labels = site.labels(pair)
-        prob_path = write_probability(pair.grid, tiling(pair.grid, config),
-                                      predict_pair(pair, model, config, progress), Path(tmp) / "prob.tif",
+        prob_path = write_probability(pair.grid, tiling(pair.grid, inference),
+                                      predict_pair(pair, model, inference, progress), Path(tmp) / "prob.tif",
                                       model.spec.outputs)
         with rasterio.open(prob_path) as probs:
             for _, window in probs.block_windows(1):
@@ -319,40 +136,58 @@ class EvaluationReport:
     histogram: ProbHistogram
     objects: ObjectCounts = field(default_factory=ObjectCounts)
     site_objects: dict[str, ObjectCounts] = field(default_factory=dict)
-    object_min_m2: float = 200.0  # as used (the model's own when none was given)
+    object_min_m2: float = 0.0  # as used: the model's own when the options gave none
+
+    def metrics(self) -> Metrics:
+        """The figures: pooled, and per pair."""
+        return Metrics(PairMetrics(self.pooled.metrics(), self.objects.metrics()), self.object_min_m2, self.threshold,
+                       {name: PairMetrics(c.metrics(), self.site_objects.get(name, ObjectCounts()).metrics())
+                        for name, c in self.sites.items()})
 
     def to_dict(self) -> dict[str, object]:
-        """JSON form: pooled precision/recall/f1/iou, object_recall and object_precision,
-        object_recall_iou50, object_f1 (matches at IoU ≥ 0.5) at the top level, per-pair figures
-        under ``sites``."""
-        def objects(o: ObjectCounts) -> dict[str, object]:
-            return {"object_recall": o.recall, "objects": o.total, "objects_hit": o.hit,
-                    "object_precision": o.precision_iou50, "object_recall_iou50": o.recall_iou50,
-                    "object_f1": o.f1_iou50, "objects_predicted": o.predicted, "objects_matched": o.matched}
-
-        return {**self.pooled.metrics(), **objects(self.objects), "object_min_m2": self.object_min_m2,
-                "threshold": self.threshold,
-                "sites": {name: {**c.metrics(), **objects(self.site_objects.get(name, ObjectCounts()))}
-                          for name, c in self.sites.items()}}
+        """JSON form (``Metrics.to_dict``): pooled precision/recall/f1/iou, object_recall and
+        object_precision, object_recall_iou50, object_f1 (matches at IoU ≥ 0.5) at the top level,
+        per-pair figures under ``sites``."""
+        return self.metrics().to_dict()
 
 
-def evaluate(sites: list[LabelledPair], model: ChangeModel, threshold: float | None = None,
-             config: InferenceConfig | None = None, progress: bool = False,
-             bands: tuple[str, ...] | None = None, options: EvalOptions | None = None) -> EvaluationReport:
-    """Evaluate ``model`` on ``sites`` at ``threshold`` (default: ``options.threshold``, else the
-    model's own), on ``bands`` of the files."""
-    options = options or EvalOptions()
-    if threshold is not None:
-        options = replace(options, threshold=threshold)
-    options = resolved(options, model)
-    thr = options.threshold
-    config = config or InferenceConfig()
-    report = EvaluationReport(thr, Confusion(), {}, ProbHistogram(), object_min_m2=options.object_min_m2)
+def evaluate(sites: list[LabelledPair], model: ChangeModel, options: EvalOptions = EvalOptions(),
+             inference: InferenceConfig = InferenceConfig(), progress: bool = False) -> EvaluationReport:
+    """Evaluate ``model`` on ``sites`` as ``options`` say (threshold None: the model's own; the
+    bands of the files compared, GSD, co-registration, object size), running it as ``inference`` says."""
+    options = replace(options, threshold=model.spec.decision_threshold(options.threshold),
+                      object_min_m2=model.spec.smallest_change_m2(options.object_min_m2))
+    report = EvaluationReport(options.threshold, Confusion(), {}, ProbHistogram(), object_min_m2=options.object_min_m2)
     for site in sites:
-        r = evaluate_site(site, model, config, options, progress=progress, bands=bands)
+        r = evaluate_site(site, model, options, inference, progress=progress)
         report.sites[r.name] = r.confusion
         report.site_objects[r.name] = r.objects
         report.pooled = report.pooled + r.confusion
         report.objects = report.objects + r.objects
         report.histogram += r.histogram
     return report
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An evaluation of a folder of labelled pairs: the report, the model's name and which
+    checkpoint was used and why."""
+
+    report: EvaluationReport
+    model: str
+    choice: ModelChoice
+
+
+def evaluate_folder(data_dir: str | os.PathLike[str], names: list[str] | None = None, model: str | None = None,
+                    options: EvalOptions = EvalOptions(), inference: InferenceConfig = InferenceConfig(),
+                    progress: bool = False) -> Evaluation:
+    """Evaluate a checkpoint on the labelled pairs under ``data_dir`` (``names``: those pairs only,
+    in that order): ``model``, or, when it is None, the shipped model that fits the first pair
+    (``rs.prepare.choose_for``: by band count and GSD), loaded on ``inference.device``. Raises
+    InputFileError when the folder holds no labelled pairs (or not the ones named), ModelError
+    when no model fits, and the errors of ``evaluate``."""
+    found = find_sites(data_dir, names)
+    with found[0].source(options, options.pixel_size_m).open() as first:
+        choice = choose_for(first, model)
+    network = ChangeModel.load(choice.path, inference.device)
+    return Evaluation(evaluate(found, network, options, inference, progress), network.spec.name, choice)

@@ -1,17 +1,14 @@
-"""Stage 6 — export: write a run's outputs so that a reader never sees a half-written run.
+"""Stage 6 — export: a run folder's layers in the formats GIS desks use, with a STAC record.
 
-Every output is written into a staging folder beside OUTDIR, which replaces OUTDIR as a whole
-only when the whole run has succeeded (``StagedOutput``, ``rs.atomic.StagedDir``): at every
-instant OUTDIR is the complete earlier run or the complete new one. A run that fails leaves
-OUTDIR as it was.
+``export_run`` reads a detect or crosscheck run folder (``rs.runfolder``) and writes its layers as
+one GeoPackage, GeoParquet, GeoJSON, CSV and Shapefiles (nothing lost: long Shapefile field names
+are renamed and recorded, long text kept whole in a side table), and a STAC Item with every file's
+checksum, into a folder replaced as a whole when the export has succeeded (``StagedOutput``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,82 +17,13 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from changewatch.rs.atomic import StagedDir, recover
-from changewatch.rs.crosscheck import Judgement
+from changewatch.rs.config import CsvGeometry, ExportConfig, ExportFormat
+from changewatch.rs.grid import metric_crs
+from changewatch.rs.io.files import sha256, write_json
+from changewatch.rs.io.vector import write_gpkg, write_table, write_vector
+from changewatch.rs.runfolder import (EXPORT_GPKG, LAYER_CHANGES, LAYER_LINKS, SHAPEFILE_FOLDER, STAC_ITEM,
+                                      StagedOutput, read_run_layers, read_summary, summary_path)
 
-
-class StagedOutput(StagedDir):
-    """A run's output folder, replaced as a whole when the run succeeds (``rs.atomic.StagedDir``).
-
-    Write files under ``.path(name)``; on success the staging folder becomes ``outdir`` (the
-    earlier run's files, including any this run does not write, are gone), on failure ``outdir``
-    is left as it was. ``outdir`` may hold only names in ``RUN_FILES`` (and their sidecars), and
-    none of ``inputs``; raises OutputError otherwise, or when it cannot be written.
-    """
-
-    def __init__(self, outdir: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
-        super().__init__(outdir, RUN_FILES, inputs)
-
-
-def write_vector(gdf: gpd.GeoDataFrame, path: Path, driver: str, **options: Any) -> Path:
-    """Write a vector file (pyogrio) keeping the GeoDataFrame's CRS; an empty layer is still
-    written, as a Polygon layer with the same columns."""
-    extra = {"geometry_type": "Polygon"} if gdf.empty else {}
-    gdf.to_file(path, driver=driver, engine="pyogrio", **extra, **options)
-    return path
-
-
-def write_gpkg(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> Path:
-    """Write one GeoPackage layer (see ``write_vector``)."""
-    return write_vector(gdf, path, "GPKG", layer=layer)
-
-
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks (memory: one block, whatever the file size)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def layer_names(path: Path) -> set[str]:
-    """Names of the layers (and attribute tables) in a vector file such as a GeoPackage."""
-    import pyogrio
-
-    return {str(name) for name, _ in pyogrio.list_layers(path)}
-
-
-def write_json(data: dict[str, Any], path: Path) -> Path:
-    """Write indented JSON (UTF-8); values json cannot encode are written with ``str``."""
-    path.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
-def write_table(table: pd.DataFrame, path: Path, layer: str) -> Path:
-    """Write a table without geometry as a GeoPackage attribute table (QGIS opens it as a layer)."""
-    import pyogrio
-
-    pyogrio.write_dataframe(table, path, layer=layer, driver="GPKG")
-    return path
-
-
-def write_judgement(judgement: Judgement, changes_path: Path, flagged_path: Path) -> None:
-    """``changes.gpkg`` (layer ``changes``) and ``flagged.gpkg`` (layer ``flagged_changes``; with
-    parcels also ``flagged_parcels`` and the attribute table ``flagged_change_parcels``)."""
-    write_gpkg(judgement.changes, changes_path, "changes")
-    write_gpkg(judgement.flagged, flagged_path, "flagged_changes")
-    if judgement.parcels is not None:
-        write_gpkg(judgement.parcels, flagged_path, "flagged_parcels")
-    if judgement.links is not None:
-        write_table(judgement.links, flagged_path, "flagged_change_parcels")
-
-
-# --- exports for GIS desks ---------------------------------------------------------------------
-
-FORMATS = ("gpkg", "parquet", "geojson", "csv", "shp")
-LAYERS = ("changes", "flagged_changes", "flagged_parcels")
-LINKS = "flagged_change_parcels"  # attribute table: change_id, parcel_id, overlap_m2
 # Shapefile (dBASE) field names stop at 10 bytes: the long ones get these names (others are cut, see
 # ``shapefile_fields``), and text stops at 254 bytes (longer values are cut, and kept whole beside it).
 SHAPEFILE_NAMES = {"valid_permit_ids": "valid_pids", "flagged_area_m2": "flag_am2", "worst_reason": "worst_rsn",
@@ -104,38 +32,6 @@ DBF_NAME_BYTES = 10
 DBF_TEXT_BYTES = 254
 SHAPEFILE_KEYS = ("change_id", "parcel_id")  # what a side table of full values is keyed by, first found
 GEOGRAPHIC = "EPSG:4326"
-# Every name a changewatch command writes into an output folder: detect, crosscheck, export and a
-# batch job's completion record. A folder holding only these (and their sidecars) may be replaced.
-RUN_FILES = frozenset({
-    "change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json", "crosscheck_summary.json", "_done.json",
-    "changewatch.gpkg", "item.json", "shapefile",
-    *(f"{layer}.{ext}" for layer in (*LAYERS, LINKS) for ext in ("parquet", "geojson", "csv")),
-})
-
-
-def read_run_layers(run_dir: str | os.PathLike[str]) -> dict[str, gpd.GeoDataFrame]:
-    """The layers of a detect or crosscheck run folder (``flagged_parcels`` only when present).
-
-    The attribute table ``flagged_change_parcels`` comes back as a plain DataFrame when present.
-    """
-    import pyogrio
-
-    from changewatch.rs.errors import InputFileError
-
-    run = Path(run_dir)
-    recover(run)  # a run killed while replacing this folder left it beside, whole
-    sources = {"changes": run / "changes.gpkg", "flagged_changes": run / "flagged.gpkg",
-               "flagged_parcels": run / "flagged.gpkg", LINKS: run / "flagged.gpkg"}
-    layers = {}
-    for name, path in sources.items():
-        if not path.is_file():
-            raise InputFileError(f"{run} is not a changewatch run folder: {path.name} is missing")
-        if name in layer_names(path):
-            layers[name] = gpd.read_file(path, layer=name) if name != LINKS else \
-                pyogrio.read_dataframe(path, layer=name, read_geometry=False)
-    if "changes" not in layers or "flagged_changes" not in layers:
-        raise InputFileError(f"{run}: changes.gpkg/flagged.gpkg lack the changes or flagged_changes layer")
-    return layers
 
 
 def _csv(gdf: gpd.GeoDataFrame, path: Path, geometry: str) -> None:
@@ -145,7 +41,7 @@ def _csv(gdf: gpd.GeoDataFrame, path: Path, geometry: str) -> None:
     if geometry == "wkt":
         table["wkt"] = g.geometry.to_wkt(rounding_precision=10)  # 1e-10° ≈ 0.01 mm
     else:  # centroid of the polygon, computed in local UTM so it is exact on the ground
-        centres = gdf.geometry.to_crs(gdf.estimate_utm_crs()).centroid.to_crs(GEOGRAPHIC) if len(gdf) else g.geometry
+        centres = gdf.geometry.to_crs(metric_crs(gdf)).centroid.to_crs(GEOGRAPHIC) if len(gdf) else g.geometry
         table["lon"], table["lat"] = centres.x, centres.y
     table.to_csv(path, index=False)
 
@@ -231,8 +127,8 @@ class Exports:
         return {layer: asdict(s) for layer, s in self.shapefile.items()}
 
 
-def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, formats: tuple[str, ...] = FORMATS,
-                  csv_geometry: str = "wkt") -> Exports:
+def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, formats: tuple[ExportFormat, ...],
+                  csv_geometry: CsvGeometry) -> Exports:
     """Write ``layers`` in each of ``formats`` into the staging folder; returns the names written
     and what the Shapefiles could not hold.
 
@@ -245,21 +141,21 @@ def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, format
     """
     names = []
     shortened: dict[str, Shortened] = {}
-    links = layers.get(LINKS)
+    links = layers.get(LAYER_LINKS)
     if links is not None:  # a table without geometry: GeoPackage attribute table, Parquet and CSV only
         if "gpkg" in formats:
-            write_table(links, out.path("changewatch.gpkg"), LINKS)
+            write_table(links, out.path(EXPORT_GPKG), LAYER_LINKS)
         if "parquet" in formats:
-            links.to_parquet(out.path(f"{LINKS}.parquet"), index=False)
-            names.append(f"{LINKS}.parquet")
+            links.to_parquet(out.path(f"{LAYER_LINKS}.parquet"), index=False)
+            names.append(f"{LAYER_LINKS}.parquet")
         if "csv" in formats:
-            links.to_csv(out.path(f"{LINKS}.csv"), index=False)
-            names.append(f"{LINKS}.csv")
+            links.to_csv(out.path(f"{LAYER_LINKS}.csv"), index=False)
+            names.append(f"{LAYER_LINKS}.csv")
     for name, gdf in layers.items():
-        if name == LINKS:
+        if name == LAYER_LINKS:
             continue
         if "gpkg" in formats:
-            write_gpkg(gdf, out.path("changewatch.gpkg"), name)
+            write_gpkg(gdf, out.path(EXPORT_GPKG), name)
         if "parquet" in formats:
             gdf.to_parquet(out.path(f"{name}.parquet"), schema_version="1.1.0", write_covering_bbox=True)
             names.append(f"{name}.parquet")
@@ -270,19 +166,19 @@ def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, format
             _csv(gdf, out.path(f"{name}.csv"), csv_geometry)
             names.append(f"{name}.csv")
         if "shp" in formats:
-            folder = out.path("shapefile")
+            folder = out.path(SHAPEFILE_FOLDER)
             folder.mkdir(exist_ok=True)
             report = write_shapefile(gdf, folder, name)
             if report.fields or report.values:
                 shortened[name] = report
     if "gpkg" in formats:
-        names.insert(0, "changewatch.gpkg")
+        names.insert(0, EXPORT_GPKG)
     if "shp" in formats:
         renamed = [(layer, ours, short) for layer, s in shortened.items() for ours, short in s.fields.items()]
         if renamed:
             pd.DataFrame(renamed, columns=["layer", "field", "shapefile_field"]).to_csv(
-                out.path("shapefile") / "field_names.csv", index=False)
-        names.append("shapefile")
+                out.path(SHAPEFILE_FOLDER) / "field_names.csv", index=False)
+        names.append(SHAPEFILE_FOLDER)
     return Exports(names, shortened)
 
 
@@ -309,12 +205,11 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
 
     import changewatch
 
-    summary_path = next((p for p in (run_dir / "summary.json", run_dir / "crosscheck_summary.json") if p.is_file()), None)
-    summary = json.loads(summary_path.read_text()) if summary_path else {}
+    summary = read_summary(run_dir).to_dict() if summary_path(run_dir) else {}
     as_of = (summary.get("rules") or {}).get("as_of")
     when = datetime.combine(date.fromisoformat(as_of), datetime.min.time(), tzinfo=timezone.utc) if as_of \
         else datetime.now(timezone.utc)
-    changes = layers["changes"]
+    changes = layers[LAYER_CHANGES]
     bounds = changes.to_crs(GEOGRAPHIC).total_bounds if len(changes) else None
     footprint = shapely.box(*bounds) if bounds is not None else None
     item = pystac.Item(
@@ -336,21 +231,22 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
     return item.to_dict(include_self_link=False)
 
 
-def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str], formats: tuple[str, ...] = FORMATS,
-               csv_geometry: str = "wkt", stac: bool = True) -> list[Path]:
-    """Export a run folder's layers in ``formats`` (and a STAC ``item.json``) into ``outdir``, which is
-    replaced as a whole (``StagedOutput``; it may not contain ``run_dir``). Raises InputFileError for a
-    folder that is not a run, OutputError when ``outdir`` cannot be written."""
+def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str],
+               config: ExportConfig = ExportConfig()) -> list[Path]:
+    """Export a run folder's layers in ``config.formats`` (and, with ``config.stac``, a STAC
+    ``item.json``) into ``outdir``, which is replaced as a whole (``StagedOutput``; it may not
+    contain ``run_dir``). Raises InputFileError for a folder that is not a run, OutputError when
+    ``outdir`` cannot be written."""
     run = Path(run_dir)
     layers = read_run_layers(run)
     with StagedOutput(outdir, inputs=[run]) as out:
         with out.writing():
-            exports = write_exports(layers, out, formats, csv_geometry)
+            exports = write_exports(layers, out, config.formats, config.csv_geometry)
         names = exports.names
-        if stac:
+        if config.stac:
             item = stac_item(run, out.stage, names, layers, exports.shapefile_record())
             for asset in item["assets"].values():  # point at where the files will be, not the staging folder
                 asset["href"] = asset["href"].replace(str(out.stage.resolve()), str(out.outdir.resolve()))
-            with out.writing("item.json"):
-                write_json(item, out.path("item.json"))
-    return [out.final(n) for n in (*names, *(["item.json"] if stac else []))]
+            with out.writing(STAC_ITEM):
+                write_json(item, out.path(STAC_ITEM))
+    return [out.final(n) for n in (*names, *([STAC_ITEM] if config.stac else []))]

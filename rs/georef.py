@@ -18,7 +18,6 @@ Nothing here reads pixels.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -28,7 +27,6 @@ import rasterio.transform
 import rasterio.warp
 import rasterio.windows
 from affine import Affine
-from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import WindowError
@@ -36,55 +34,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from changewatch.rs.errors import IncompatibleScenesError
+from changewatch.rs.grid import Grid
 
 Dataset = Any  # a rasterio DatasetReader or WarpedVRT: both read the same way
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A georeferenced pixel grid: CRS, affine transform (pixel → CRS units) and size in pixels.
-    ``crs`` is None only for plain images compared pixel for pixel (identity transform)."""
-
-    crs: CRS | None
-    transform: Affine
-    width: int
-    height: int
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in the grid's CRS units."""
-        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
-
-    def window_transform(self, window: Window) -> Affine:
-        """Affine transform of a window of this grid."""
-        return rasterio.windows.transform(window, self.transform)
-
-    def centre_lonlat(self) -> tuple[float, float]:
-        """(longitude, latitude) of the grid's centre (degrees, WGS 84)."""
-        x, y = self.transform * (self.width / 2, self.height / 2)
-        lon, lat = rasterio.warp.transform(self.crs, "EPSG:4326", [x], [y])
-        return lon[0], lat[0]
-
-    def pixel_size_m(self) -> float | None:
-        """Ground size of a pixel's side in metres at the grid's centre (mean of its two sides);
-        None for plain images without a CRS."""
-        if self.crs is None:
-            return None
-        if self.crs.is_projected:
-            return abs(self.transform.a * self.transform.e) ** 0.5 * self.crs.linear_units_factor[1]
-        lon, lat = self.centre_lonlat()
-        geod = Geod(ellps="WGS84")
-        dx = geod.inv(lon, lat, lon + abs(self.transform.a), lat)[2]
-        dy = geod.inv(lon, lat, lon, lat + abs(self.transform.e))[2]
-        return float((dx * dy) ** 0.5)
-
-    def metric_crs(self) -> CRS:
-        """The grid's CRS when it is projected, else the UTM zone of its centre."""
-        if self.crs is not None and self.crs.is_projected:
-            return self.crs
-        lon, lat = self.centre_lonlat()
-        zone = int((lon + 180) // 6) % 60 + 1
-        return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
 def is_plain(ds: Dataset) -> bool:

@@ -1,62 +1,36 @@
-"""Stage 3 — infer: run the change network tile by tile and stitch a probability raster.
+"""Stage 3 — infer: run the change network tile by tile.
 
-Reads one batch of tiles at a time from an AlignedPair, so memory is bounded by
-``batch_size × tile²`` whatever the scene size; blends each tile, weighted by a smooth window
-(``rs.tiling``), into a tiled GeoTIFF as it arrives, then finishes it as a compressed
-Cloud-Optimised GeoTIFF with overviews. Pixels invalid
-on either date are NaN (the raster's nodata) and are never called change.
+Reads one batch of tiles at a time from an AlignedPair (reader threads prepare the next ones), so
+memory is bounded by ``batch_size × tile²`` whatever the scene size, and yields each tile's
+probabilities; ``rs.io.raster.write_probability`` blends them, weighted by a smooth window
+(``rs.tiling``), into the compressed Cloud-Optimised GeoTIFF a run writes. Pixels invalid on
+either date are NaN and are never called change.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import threading
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import rasterio
-import rasterio.shutil
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 from tqdm.auto import tqdm
 
-from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpoint
-from changewatch.rs.align import AlignedPair, Grid
-from changewatch.rs.buildings import BAND_DESCRIPTIONS
-from changewatch.rs.errors import IncompatibleScenesError, ModelError
+from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpoint, load_spec
+from changewatch.rs.align import AlignedPair
+from changewatch.rs.config import InferenceConfig
+from changewatch.rs.errors import ModelError
+from changewatch.rs.grid import Grid
 from changewatch.rs.normalize import BandStats, normalise, scene_stats
 from changewatch.rs.tiling import Tile, TileGrid
 
 
-# Largest error LERC may make storing a probability (absolute, 0–1 scale). Raw float32
-# probabilities barely compress (71 MB for 4096² with deflate); within 1/2000 they shrink ~50×
-# and write 3× faster (bench/RESULTS.md), far below any meaningful difference in a probability.
-PROB_MAX_ERROR = 0.0005
-MAX_GRID_PX = 4_000_000_000  # pixels of one run's common grid (16 GB of raw float32 probabilities)
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """How to run the network: tile side and overlap (pixels), tiles per batch, device name,
-    whether to use fp16 autocast on CUDA (ignored on the CPU, where it did not help), how many
-    background threads read, warp and normalise tiles while the network runs, and whether to
-    average the four flips of each tile (test-time augmentation: 4× the network time)."""
-
-    tile: int = 256
-    overlap: int = 64
-    batch_size: int = 8
-    device: str = "auto"
-    amp: bool = True
-    workers: int = 1
-    tta: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,33 +62,19 @@ class ChangeModel:
         self._multiple = 2 ** spec.encoder_depth
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str = "auto", amp: bool = True) -> ChangeModel:
+    def load(cls, path: str | os.PathLike[str], device: str = InferenceConfig.device,
+             amp: bool = InferenceConfig.amp) -> ChangeModel:
         """Load a safetensors checkpoint (see ``models.changenet``) onto ``device``."""
         network, spec = load_checkpoint(path)
         return cls(network, spec, resolve_device(device), amp, Path(path))
 
     def check_bands(self, band_count: int) -> None:
         """Raise ModelError unless the input has as many bands per date as the model expects."""
-        if band_count != len(self.spec.bands):
-            raise ModelError(
-                f"model {self.spec.name} expects {len(self.spec.bands)} bands per date "
-                f"({', '.join(self.spec.bands)}) but the scenes have {band_count}"
-            )
+        self.spec.check_bands(band_count)
 
     def check_grid(self, grid: Grid) -> None:
-        """Raise IncompatibleScenesError when ``grid`` (the grid the model will see) has a side shorter
-        than the model's ``min_side_px`` or more than ``MAX_GRID_PX`` pixels."""
-        side = self.spec.min_side_px
-        if min(grid.width, grid.height) < side:
-            raise IncompatibleScenesError(
-                f"the scenes overlap on {grid.width}×{grid.height} pixels of the grid the model sees, too small for "
-                f"model {self.spec.name}: it needs at least {side}×{side} (the context it was trained on); give "
-                "scenes reaching further around the area of interest")
-        if grid.width * grid.height > MAX_GRID_PX:
-            raise IncompatibleScenesError(
-                f"the common grid is {grid.width}×{grid.height} pixels ({grid.width * grid.height / 1e9:.1f} Gpx), "
-                f"more than the {MAX_GRID_PX / 1e9:.0f} Gpx one run takes: crop the scenes to the area of interest "
-                "or split it into the jobs of a batch manifest")
+        """Raise IncompatibleScenesError when the model cannot run on ``grid`` (``ModelSpec.check_grid``)."""
+        self.spec.check_grid(grid)
 
     def predict(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
         """Probabilities (N, outputs, rows, cols) for a float32 batch (N, 2×bands, rows, cols): one
@@ -143,9 +103,17 @@ class ModelCache:
     """Loads each checkpoint once and hands the same ChangeModel out again (one per process or
     Dask worker). ``fixed``: a model to hand out for every path instead (tests, notebooks)."""
 
-    def __init__(self, device: str = "auto", amp: bool = True, fixed: ChangeModel | None = None) -> None:
+    def __init__(self, device: str = InferenceConfig.device, amp: bool = InferenceConfig.amp,
+                 fixed: ChangeModel | None = None) -> None:
         self.device, self.amp, self.fixed = device, amp, fixed
         self._models: dict[Path, ChangeModel] = {}
+
+    def spec(self, path: str | os.PathLike[str]) -> ModelSpec:
+        """The metadata of the model ``get`` hands out for ``path``, without loading its weights."""
+        if self.fixed is not None:
+            return self.fixed.spec
+        key = Path(path).resolve()
+        return self._models[key].spec if key in self._models else load_spec(key)
 
     def get(self, path: str | os.PathLike[str]) -> ChangeModel:
         """The model stored at ``path`` (loaded on first use)."""
@@ -177,7 +145,7 @@ def predict_tiles(
 
     ``stats`` are the whole scene's (``scene_stats``), so any subset of tiles — a Dask task's
     share, say — is normalised exactly as in a single run. Probabilities are NaN where either
-    date is invalid; tiles without a valid pixel skip the network. ``config.workers`` background
+    date is invalid; tiles without a valid pixel skip the network. ``config.readers`` background
     threads (each with its own file handles) read, warp and normalise the next tiles while the
     network runs. Memory: about three batches of tiles.
     """
@@ -196,7 +164,7 @@ def predict_tiles(
             return tile, None, w.valid
         return tile, model_input(w.before, w.after, w.valid, stats), w.valid
 
-    for tile, x, valid in read_ahead(pair, read, tiles, config.workers, depth=2 * config.batch_size):
+    for tile, x, valid in read_ahead(pair, read, tiles, config.readers, depth=2 * config.batch_size):
         if x is None:
             yield tile, np.full((len(model.spec.outputs), *valid.shape), np.nan, np.float32)
             continue
@@ -211,9 +179,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def read_ahead(pair: AlignedPair, read: Callable[[AlignedPair, T], R], items: Iterable[T], workers: int,
+def read_ahead(pair: AlignedPair, read: Callable[[AlignedPair, T], R], items: Iterable[T], readers: int,
                depth: int) -> Iterator[R]:
-    """``read(pair, item)`` for each item, in order, computed by ``workers`` background threads up to
+    """``read(pair, item)`` for each item, in order, computed by ``readers`` background threads up to
     ``depth`` items ahead of the consumer.
 
     Reading, warping and decoding (GDAL releases the GIL) overlap with the network's forward pass.
@@ -232,12 +200,12 @@ def read_ahead(pair: AlignedPair, read: Callable[[AlignedPair, T], R], items: It
                 opened.append(local.pair)
         return read(local.pair, item)
 
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="changewatch-reader")
+    pool = ThreadPoolExecutor(max(1, readers), thread_name_prefix="changewatch-reader")
     pending: deque[Future[R]] = deque()
     try:
         for item in items:
             pending.append(pool.submit(task, item))
-            if len(pending) >= max(depth, workers):
+            if len(pending) >= max(depth, readers):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -264,39 +232,3 @@ def predict_pair(
 def tiling(grid: Grid, config: InferenceConfig) -> TileGrid:
     """The tiles ``config`` cuts ``grid`` into."""
     return TileGrid(grid.height, grid.width, config.tile, config.overlap)
-
-
-def write_probability(grid: Grid, tiles: TileGrid, chunks: Iterable[tuple[Tile, np.ndarray]],
-                      path: str | os.PathLike[str], outputs: tuple[str, ...] = ("change",)) -> Path:
-    """Blend (tile, probabilities (outputs, rows, cols)) chunks of ``tiles`` into a float32 COG at
-    ``path`` (CRS and transform of ``grid``; nodata NaN where either date was invalid), one band
-    per ``outputs`` (band 1: change probability; semantic models add building probabilities).
-
-    Each chunk is weighted by ``tiles.weights`` and added into a tiled scratch GeoTIFF next to
-    ``path`` as it arrives (in any order: Dask tasks finish out of order), so memory holds one tile
-    whatever the scene size. The COG (overviews; LERC + deflate, lossy to within PROB_MAX_ERROR,
-    compressed on every core) is then written under a temporary name and renamed, so ``path`` is
-    either absent or complete.
-    """
-    path = Path(path)
-    profile = {
-        "driver": "GTiff", "dtype": "float32", "count": len(outputs),
-        "width": grid.width, "height": grid.height, "crs": grid.crs, "transform": grid.transform,
-        "tiled": True, "blockxsize": 256, "blockysize": 256,
-    }
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".prob-") as scratch, warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain images (no CRS) are compared too
-        raw = Path(scratch) / "raw.tif"
-        with rasterio.open(raw, "w+", **profile) as dst:  # no nodata yet: unwritten blocks read as 0
-            for band, name in enumerate(outputs, start=1):
-                dst.set_band_description(band, BAND_DESCRIPTIONS[name])
-            for tile, prob in chunks:
-                total = dst.read(window=tile.read)
-                total += prob * tiles.weights(tile)  # NaN (invalid) stays NaN: every tile sees it invalid
-                dst.write(total, window=tile.read)
-            dst.nodata = float("nan")
-        cog = Path(scratch) / "cog.tif"
-        rasterio.shutil.copy(raw, cog, driver="COG", compress="LERC_DEFLATE", max_z_error=PROB_MAX_ERROR,
-                             num_threads="ALL_CPUS", blocksize=256, overview_resampling="AVERAGE")
-        os.replace(cog, path)
-    return path

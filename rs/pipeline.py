@@ -1,12 +1,12 @@
 """One detection run: align → tiling → infer → vectorize → crosscheck → export.
 
 ``detect`` checks every input before it writes anything, writes all outputs into a staging
-folder that replaces OUTDIR as a whole when the run has succeeded (``rs.export.StagedOutput``:
+folder that replaces OUTDIR as a whole when the run has succeeded (``rs.runfolder.StagedOutput``:
 OUTDIR is at every instant the complete earlier run or the complete new one; a failed run
 leaves it as it was), and returns a DetectResult. Review decisions a planner saved in the earlier
 run's ``flagged.gpkg`` are carried to the new flags (``rs.review.match_decisions``). Outputs in OUTDIR:
 
-- ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.align.GridSpec``:
+- ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.grid.GridSpec``:
   by default BEFORE's pixels where the two dates overlap; nodata NaN);
 - ``changes.gpkg`` — layer ``changes``: every change polygon (scene CRS) with ``change_id``,
   ``area_m2``, ``mean_prob``, ``max_prob``, ``change_type`` (models with building outputs: one
@@ -21,73 +21,35 @@ run's ``flagged.gpkg`` are carried to the new flags (``rs.review.match_decisions
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime, timezone
+from dataclasses import asdict, dataclass, replace
+from datetime import date
 from pathlib import Path
-from typing import Any
 
 import geopandas as gpd
 import numpy as np
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 
-import changewatch
-from changewatch.models.spec import ModelChoice, choose_model
-from changewatch.rs.align import AlignedPair, GridSpec, at_model_gsd, scene_date
-from changewatch.rs.coregister import Coregistration, coregister
-from changewatch.rs.crosscheck import CrosscheckInputs, Judgement, Layers, RuleConfig, judge, read_layer
-from changewatch.rs.errors import IncompatibleScenesError, InputFileError
-from changewatch.rs.export import StagedOutput, write_json, write_judgement
-from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache, predict_pair, tiling, write_probability
+from changewatch.rs.align import AlignedPair
+from changewatch.rs.buildings import CHANGE_TYPES
+from changewatch.rs.config import CrosscheckConfig, DetectConfig, InferenceConfig, VectorizeConfig
+from changewatch.rs.crosscheck.judge import Judgement, judge
+from changewatch.rs.crosscheck.layers import Layers, read_layer
+from changewatch.rs.crosscheck.settings import RuleConfig
+from changewatch.rs.errors import InputFileError
+from changewatch.rs.grid import metric_crs
+from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling
+from changewatch.rs.io.raster import scene_date, write_probability
+from changewatch.rs.prepare import PreparedPair, prepare_for_model
 from changewatch.rs.review import CarriedReview, match_decisions, previous_decisions
+from changewatch.rs.runfolder import (CHANGE_PROB, CHANGES_GPKG, CROSSCHECK_SUMMARY, DETECT_FILES, FLAGGED_GPKG,
+                                      SUMMARY, StagedOutput, read_summary, write_judgement, write_summary)
+from changewatch.rs.summary import (BuildingsRecord, ChangeLayerInputs, ModelRecord, RulesRecord, RunSummary,
+                                    SceneInputs, Thresholds, platform_record)
 from changewatch.rs.tiling import Tile
-from changewatch.rs.buildings import CHANGE_TYPES, BuildingConfig
-from changewatch.rs.vectorize import Vectorized, VectorizeConfig, metric_crs, vectorize_changes
-
-OUTPUT_FILES = ("change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json")
-
-
-@dataclass(frozen=True)
-class DetectConfig:
-    """Everything one detection run depends on; serialised into ``summary.json``.
-
-    ``bands``: the bands compared, by 1-based index or band name (None: all, in file order);
-    ``masks``: cloud/invalid rasters of either date (non-zero = invalid, never change); ``grid``:
-    the common grid (default: BEFORE's pixels where the dates overlap); ``gsd``: "auto" compares
-    imagery more than twice as fine as the model's training GSD on a grid at that GSD, "native"
-    never resamples (``rs.align.grid_for_gsd``; only without a user grid);
-    ``coregister``: measure AFTER's residual shift against BEFORE and remove it (``rs.coregister``);
-    ``zero_is_valid``: pixels 0 in every band are data, not nodata (``rs.validity``);
-    ``model`` None means the shipped model for the scenes' band count (4: blue, green, red, NIR;
-    3: red, green, blue); ``threshold`` None means the model's own (chosen on its validation data);
-    ``min_area_m2`` is the smallest change kept, in m² of ground (None: the model's,
-    ``ModelSpec.min_area_m2``); ``simplify_m`` the outline
-    simplification tolerance in metres (0: exact pixel outlines); ``buildings``: how change is
-    split into buildings and typed when the model predicts building outputs (``rs.buildings``);
-    ``layers.rules.as_of`` None means the AFTER scene's acquisition date (its TIFF date tag), or
-    today when it has none.
-    """
-
-    before: str
-    after: str
-    outdir: str
-    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
-    bands: tuple[str, ...] | None = None
-    masks: tuple[str, ...] = ()
-    grid: GridSpec = field(default_factory=GridSpec)
-    gsd: str = "auto"
-    coregister: bool = True
-    zero_is_valid: bool = False
-    model: str | None = None
-    threshold: float | None = None
-    min_area_m2: float | None = None
-    simplify_m: float = 0.0
-    buildings: BuildingConfig = field(default_factory=BuildingConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
+from changewatch.rs.vectorize import Vectorized, vectorize_changes
 
 
 @dataclass(frozen=True)
@@ -99,7 +61,7 @@ class DetectResult:
     n_changes: int
     n_flagged: int
     flagged_area_m2: float
-    summary: dict[str, Any]
+    summary: RunSummary
 
 
 Predictor = Callable[[AlignedPair, ChangeModel, InferenceConfig, bool], Iterator[tuple[Tile, np.ndarray]]]
@@ -113,43 +75,53 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
 
     ``models``: where loaded models are kept for reuse (batch runs keep one per worker); by
     default a fresh one on ``config.inference.device``. ``predict``: how the tiles are run — in
-    this process by default; ``rs.batch`` passes one that spreads them over Dask workers.
+    this process by default; ``rs.batch.cluster`` passes one that spreads them over Dask workers.
     """
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     models = models or ModelCache(config.inference.device, config.inference.amp)
-    pair, model, choice, coreg = _open_for_model(config, models)
-    with pair:
-        threshold = model.spec.threshold if config.threshold is None else config.threshold
+    prepared = prepare_for_model(config.before, config.after, config, config.model, masks=config.masks,
+                                 spec_of=models.spec, georeferenced=True)
+    assert prepared.choice is not None  # prepare_for_model always chooses
+    model = models.get(prepared.choice.path)
+    with prepared.open() as pair:
         layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
-        as_of, as_of_source = _as_of(config)
-        rules = replace(config.layers.rules, as_of=as_of)
-        timings["load_s"] = time.perf_counter() - t0
+        rules, as_of_source = _rules(config)
+        timings = {"load_s": time.perf_counter() - t0}
         with StagedOutput(config.outdir, inputs=_inputs(config)) as out:  # every input is checked: now outputs
-            previous = previous_decisions(out.final("flagged.gpkg"))  # unreadable: refused before the long part
-            t = time.perf_counter()
-            with out.writing("change_prob.tif"):
-                write_probability(pair.grid, tiling(pair.grid, config.inference),
-                                  _reading(predict(pair, model, config.inference, progress)),
-                                  out.path("change_prob.tif"), model.spec.outputs)
-            timings["infer_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            vectorized = vectorize_changes(out.path("change_prob.tif"), VectorizeConfig(
-                threshold, _min_area(config, model), config.simplify_m, config.buildings))
-            timings["vectorize_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            judgement = judge(vectorized.changes, layers, rules, config.layers.parcel_columns)
-            timings["crosscheck_s"] = time.perf_counter() - t
-            carried = _write_judgement(judgement, previous, out)
+            previous = previous_decisions(out.final(FLAGGED_GPKG))  # unreadable: refused before the long part
+            vectorized, judgement, carried = _stages(config, model, pair, layers, rules, previous, out,
+                                                     lambda: predict(pair, model, config.inference, progress), timings)
             timings["total_s"] = time.perf_counter() - t0
-            summary = _summary(config, model, choice, pair, coreg, threshold, vectorized, judgement, layers,
-                               rules, as_of_source, timings)
-            summary["review"] = carried.to_dict() if carried else None
-            with out.writing("summary.json"):
-                write_json(summary, out.path("summary.json"))
-    files = {name: out.final(name) for name in OUTPUT_FILES}
+            summary = _summary(config, model, prepared, pair, vectorized, judgement, layers, rules, as_of_source,
+                               timings, carried)
+            with out.writing(SUMMARY):
+                write_summary(summary, out.path(SUMMARY))
+    files = {name: out.final(name) for name in DETECT_FILES}
     return DetectResult(out.outdir, files, len(judgement.changes), len(judgement.flagged),
                         float(judgement.flagged["area_m2"].sum()), summary)
+
+
+def _stages(config: DetectConfig, model: ChangeModel, pair: AlignedPair, layers: Layers, rules: RuleConfig,
+            previous: gpd.GeoDataFrame | None, out: StagedOutput,
+            predicted: Callable[[], Iterator[tuple[Tile, np.ndarray]]],
+            timings: dict[str, float]) -> tuple[Vectorized, Judgement, CarriedReview | None]:
+    """Infer (the tiles ``predicted`` yields, blended into change_prob.tif), vectorize, cross-check
+    and write the layers into the staging folder, timing each stage into ``timings``."""
+    t = time.perf_counter()
+    with out.writing(CHANGE_PROB):
+        write_probability(pair.grid, tiling(pair.grid, config.inference), _reading(predicted()),
+                          out.path(CHANGE_PROB), model.spec.outputs)
+    timings["infer_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    threshold = model.spec.decision_threshold(config.threshold)
+    smallest = model.spec.smallest_change_m2(config.min_area_m2)
+    vectorized = vectorize_changes(out.path(CHANGE_PROB), VectorizeConfig(threshold, smallest, config.simplify_m,
+                                                                         config.buildings))
+    timings["vectorize_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    judgement = judge(vectorized.changes, layers, rules, config.layers.parcel_columns)
+    timings["crosscheck_s"] = time.perf_counter() - t
+    return vectorized, judgement, _write_judgement(judgement, previous, out)
 
 
 def _inputs(config: DetectConfig) -> list[str]:
@@ -172,53 +144,24 @@ def _write_judgement(judgement: Judgement, previous: gpd.GeoDataFrame | None,
                      out: StagedOutput) -> CarriedReview | None:
     """changes.gpkg and flagged.gpkg into the staging folder, with the earlier run's review
     decisions carried to the new flags (``rs.review.match_decisions``; None when there were none)."""
-    carried = match_decisions(previous, judgement.flagged, out.final("flagged.gpkg")) if previous is not None else None
+    carried = match_decisions(previous, judgement.flagged, out.final(FLAGGED_GPKG)) if previous is not None else None
     with out.writing():
-        write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
+        write_judgement(judgement, out.path(CHANGES_GPKG), out.path(FLAGGED_GPKG))
         if carried is not None:
-            carried.write(out.path("flagged.gpkg"))
+            carried.write(out.path(FLAGGED_GPKG))
     return carried
 
 
-def _open_for_model(config: DetectConfig,
-                    models: ModelCache) -> tuple[AlignedPair, ChangeModel, ModelChoice, Coregistration | None]:
-    """The aligned pair, its model, which model and why (``models.spec.choose_model``: by band count
-    and GSD), and the co-registration measured (None when not asked for). Without a user grid,
-    imagery outside the GSDs the model serves is compared on a grid at the model's GSD
-    (``config.gsd``, see ``rs.align.grid_for_gsd``)."""
-    pair = AlignedPair(config.before, config.after, config.bands, config.masks, config.grid,
-                       zero_is_valid=config.zero_is_valid)
-    try:
-        if pair.plain:
-            raise IncompatibleScenesError("detect needs georeferenced scenes: plain images (no CRS) can be "
-                                          "evaluated but not mapped")
-        choice = choose_model(config.model, pair.band_count, pair.grid.pixel_size_m())
-        model = models.get(choice.path)
-        model.check_bands(pair.band_count)
-        pair = at_model_gsd(pair, model.spec.gsd_m, config.gsd, model.spec.serves_gsd_m)
-        model.check_grid(pair.grid)
-        coreg = None
-        if config.coregister:
-            pair, coreg = coregister(pair)
-    except BaseException:
-        pair.close()
-        raise
-    return pair, model, choice, coreg
-
-
-def _min_area(config: DetectConfig, model: ChangeModel) -> float:
-    """The smallest change kept (m²): the configured one, else the model's."""
-    return model.spec.min_area_m2 if config.min_area_m2 is None else config.min_area_m2
-
-
-def _as_of(config: DetectConfig) -> tuple[date, str]:
-    """The date the rules are judged on, and where it came from."""
-    if config.layers.rules.as_of is not None:
-        return config.layers.rules.as_of, "given"
+def _rules(config: DetectConfig) -> tuple[RuleConfig, str]:
+    """The rules with the date they are judged on, and where that date came from: given, else the
+    AFTER scene's date tag, else today."""
+    given = config.layers.rules
+    if given.as_of is not None:
+        return given, "given"
     acquired = scene_date(config.after)
     if acquired is not None:
-        return acquired, "AFTER scene date tag"
-    return date.today(), "today (AFTER has no date tag)"
+        return replace(given, as_of=acquired), "AFTER scene date tag"
+    return replace(given, as_of=date.today()), "today (AFTER has no date tag)"
 
 
 def change_type_counts(vectorized: Vectorized) -> dict[str, int] | None:
@@ -230,53 +173,37 @@ def change_type_counts(vectorized: Vectorized) -> dict[str, int] | None:
     return {kind: int(found.get(kind, 0)) for kind in CHANGE_TYPES}
 
 
-def _summary(config: DetectConfig, model: ChangeModel, choice: ModelChoice, pair: AlignedPair,
-             coreg: Coregistration | None, threshold: float, vectorized: Vectorized, judgement: Judgement,
-             layers: Layers, rules: RuleConfig, as_of_source: str, timings: dict[str, float]) -> dict[str, Any]:
-    counts = judgement.counts()
-    return {
-        "changewatch_version": changewatch.__version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "counts": {**{k: v for k, v in counts.items() if not k.endswith("area_m2")},
-                   "by_change_type": change_type_counts(vectorized)},
-        "areas_m2": {"changes": counts["changes_area_m2"], "flagged": counts["flagged_area_m2"]},
-        "inputs": {
-            "before": str(Path(config.before).resolve()), "after": str(Path(config.after).resolve()),
-            **layers.provenance(),
-            "crs": pair.grid.crs.to_string(), "width": pair.grid.width, "height": pair.grid.height,
-            "pixel_size_m": pair.grid.pixel_size_m(), "grid": asdict(pair.grid_spec),
-            "bands_per_date": pair.band_count, "bands": list(config.bands) if config.bands else "all",
-            "masks": [str(Path(m).resolve()) for m in config.masks],
-            "coregistration": coreg.to_dict() if coreg else None, **pair.provenance(),
-        },
-        "model": {"path": str(choice.path.resolve()), "name": model.spec.name, "chosen_because": choice.reason,
-                  "gsd_m": model.spec.gsd_m, "serves_gsd_m": list(model.spec.serves_gsd_m),
-                  "compared_at_gsd_m": pair.grid.pixel_size_m(),
-                  "encoder": model.spec.encoder, "bands": list(model.spec.bands), "device": str(model.device)},
-        "thresholds": {"probability": threshold, "min_area_m2": _min_area(config, model),
-                       "simplify_m": config.simplify_m},
-        "buildings": {"split_per_building": vectorized.buildings, "unsplit_regions": vectorized.unsplit,
-                      "notes": list(vectorized.notes)},
-        "rules": {"as_of": rules.as_of.isoformat() if rules.as_of else None, "as_of_source": as_of_source,
-                  "exceed_min_m2": rules.exceed_min_m2, "exceed_min_fraction": rules.exceed_min_fraction,
-                  "demolition_needs_permit": rules.demolition_needs_permit},
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "warnings": layers.warnings(),
-        "config": asdict(config),
-        "platform": {"python": platform.python_version(), "machine": platform.machine()},
-    }
+def rules_record(rules: RuleConfig, as_of_source: str) -> RulesRecord:
+    """What a summary records about the rules (``rules.as_of`` set)."""
+    return RulesRecord(rules.as_of.isoformat() if rules.as_of else None, as_of_source, rules.exceed_min_m2,
+                       rules.exceed_min_fraction, rules.demolition_needs_permit)
 
 
-@dataclass(frozen=True)
-class CrosscheckConfig:
-    """A cross-check of an existing change layer (any polygons; ``change_id`` carried through)."""
+def _summary(config: DetectConfig, model: ChangeModel, prepared: PreparedPair, pair: AlignedPair,
+             vectorized: Vectorized, judgement: Judgement, layers: Layers, rules: RuleConfig, as_of_source: str,
+             timings: dict[str, float], carried: CarriedReview | None) -> RunSummary:
+    choice, coreg, spec = prepared.choice, prepared.coregistration, model.spec
+    assert choice is not None and pair.grid.crs is not None  # detect: a chosen model, georeferenced scenes
+    inputs = SceneInputs(
+        **asdict(layers.provenance()), before=str(Path(config.before).resolve()),
+        after=str(Path(config.after).resolve()), crs=pair.grid.crs.to_string(), width=pair.grid.width,
+        height=pair.grid.height, pixel_size_m=pair.grid.pixel_size_m(), grid=pair.grid_spec,
+        bands_per_date=pair.band_count, bands=list(config.bands) if config.bands else "all",
+        masks=[str(Path(m).resolve()) for m in config.masks], coregistration=coreg.to_dict() if coreg else None,
+        **pair.provenance())
+    return RunSummary(
+        counts=judgement.counts(change_type_counts(vectorized)), areas_m2=judgement.areas(), inputs=inputs,
+        rules=rules_record(rules, as_of_source), warnings=layers.warnings(), config=asdict(config),
+        model=ModelRecord(str(choice.path.resolve()), spec.name, choice.reason, spec.gsd_m, list(spec.serves_gsd_m),
+                          pair.grid.pixel_size_m(), spec.encoder, list(spec.bands), str(model.device)),
+        thresholds=Thresholds(spec.decision_threshold(config.threshold), spec.smallest_change_m2(config.min_area_m2),
+                              config.simplify_m),
+        buildings=BuildingsRecord(vectorized.buildings, vectorized.unsplit, list(vectorized.notes)),
+        timings_s={k: round(v, 3) for k, v in timings.items()}, platform=platform_record(),
+        review=carried.record() if carried else None)
 
-    changes: str
-    outdir: str
-    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
 
-
-def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]:
+def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, RunSummary]:
     """Judge a change layer against the given layers; writes changes.gpkg, flagged.gpkg and
     crosscheck_summary.json into ``config.outdir`` (staged, like ``detect``).
 
@@ -293,33 +220,25 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, dict[str, Any]]
     as_of, source = _crosscheck_as_of(config)
     rules = replace(config.layers.rules, as_of=as_of)
     judgement = judge(data, layers, rules, config.layers.parcel_columns)
-    summary = {
-        "changewatch_version": changewatch.__version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "counts": judgement.counts(),
-        "inputs": {"changes": str(Path(changes.path).resolve()), "changes_repaired_geometries": changes.repaired,
-                   "change_ids_assigned": numbered, **layers.provenance()},
-        "rules": {"as_of": as_of.isoformat(), "as_of_source": source, "exceed_min_m2": rules.exceed_min_m2,
-                  "exceed_min_fraction": rules.exceed_min_fraction,
-                  "demolition_needs_permit": rules.demolition_needs_permit},
-        "warnings": layers.warnings(),
-        "config": asdict(config),
-    }
+    inputs = ChangeLayerInputs(**asdict(layers.provenance()), changes=str(Path(changes.path).resolve()),
+                               changes_repaired_geometries=changes.repaired, change_ids_assigned=numbered)
     given = config.layers
     with StagedOutput(config.outdir, inputs=[p for p in (config.changes, given.permits, given.zoning, given.parcels)
                                              if p]) as out:
-        carried = _write_judgement(judgement, previous_decisions(out.final("flagged.gpkg")), out)
-        summary["review"] = carried.to_dict() if carried else None
-        with out.writing("crosscheck_summary.json"):
-            write_json(summary, out.path("crosscheck_summary.json"))
+        carried = _write_judgement(judgement, previous_decisions(out.final(FLAGGED_GPKG)), out)
+        summary = RunSummary(counts=judgement.counts(), areas_m2=judgement.areas(), inputs=inputs,
+                             rules=rules_record(rules, source), warnings=layers.warnings(), config=asdict(config),
+                             review=carried.record() if carried else None)
+        with out.writing(CROSSCHECK_SUMMARY):
+            write_summary(summary, out.path(CROSSCHECK_SUMMARY))
     return judgement, summary
 
 
 def _crosscheck_as_of(config: CrosscheckConfig) -> tuple[date, str]:
     if config.layers.rules.as_of is not None:
         return config.layers.rules.as_of, "given"
-    beside = Path(config.changes).parent / "summary.json"
+    beside = Path(config.changes).parent / SUMMARY
     try:
-        return date.fromisoformat(json.loads(beside.read_text())["rules"]["as_of"]), f"{beside}"
-    except (OSError, ValueError, KeyError, TypeError):
+        return date.fromisoformat(read_summary(beside).rules.as_of or ""), f"{beside}"
+    except (InputFileError, ValueError):
         return date.today(), "today (no --as-of and no detect summary.json beside the changes)"

@@ -12,12 +12,10 @@ matches in layer ``review_unmatched`` (``previous_decisions``, ``match_decisions
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -27,14 +25,18 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 
-from changewatch.rs.align import AlignedPair, GridSpec, open_raster
-from changewatch.rs.atomic import atomic_write, recover
+from changewatch.rs.align import AlignedPair
 from changewatch.rs.errors import InputFileError, OutputError
-from changewatch.rs.export import layer_names, read_run_layers, write_gpkg
+from changewatch.rs.grid import GridSpec
+from changewatch.rs.io.files import atomic_write
+from changewatch.rs.io.raster import open_raster
+from changewatch.rs.io.staging import recover
+from changewatch.rs.io.vector import layer_names, write_gpkg
+from changewatch.rs.runfolder import (CHANGE_PROB, FLAGGED_GPKG, LAYER_CHANGES, LAYER_FLAGGED, LAYER_REVIEW,
+                                      LAYER_UNMATCHED, SUMMARY, read_run_layers, read_summary)
+from changewatch.rs.summary import ReviewRecord, RunSummary, SceneInputs
 
 REVIEW_CHOICES = ("confirm", "dismiss", "needs visit")
-REVIEW_LAYER = "review"
-UNMATCHED_LAYER = "review_unmatched"  # earlier decisions that no flag of a re-run matches
 MATCH_IOU = 0.5  # an earlier decision follows a new flag whose outline overlaps its own by at least this IoU
 MATCH_COLUMNS = ("previous_change_id", "match_iou")  # added to carried decisions: where they came from
 
@@ -44,32 +46,39 @@ class Run:
     """A detect run folder as the notebook sees it."""
 
     path: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     layers: dict[str, gpd.GeoDataFrame]
 
     @property
+    def inputs(self) -> SceneInputs:
+        """What the run read (a detect run's inputs)."""
+        assert isinstance(self.summary.inputs, SceneInputs)  # load_run reads detect runs only
+        return self.summary.inputs
+
+    @property
     def before(self) -> str:
-        return str(self.summary["inputs"]["before"])
+        return self.inputs.before
 
     @property
     def after(self) -> str:
-        return str(self.summary["inputs"]["after"])
+        return self.inputs.after
 
     @property
     def grid(self) -> GridSpec:
         """The common grid the run's probability raster is on."""
-        return GridSpec(**self.summary["inputs"].get("grid", {}))
+        return self.inputs.grid
 
     def summary_table(self) -> pd.DataFrame:
         """One row per figure a planner asks first: counts, areas, date, model, threshold."""
         s = self.summary
-        rows = [("changes", s["counts"]["changes"]), ("flagged", s["counts"]["flagged"]),
-                ("flagged parcels", s["counts"].get("flagged_parcels")),
-                ("flagged area (m²)", round(s["areas_m2"]["flagged"])),
-                ("judged as of", s["rules"]["as_of"]), ("model", s["model"]["name"]),
-                ("probability threshold", s["thresholds"]["probability"]),
-                ("minimum area (m²)", s["thresholds"]["min_area_m2"])]
-        rows += [(f"reason: {k}", v) for k, v in s["counts"]["by_reason"].items()]
+        assert s.model is not None and s.thresholds is not None  # a detect run's
+        rows = [("changes", s.counts.changes), ("flagged", s.counts.flagged),
+                ("flagged parcels", s.counts.flagged_parcels),
+                ("flagged area (m²)", round(s.areas_m2.flagged or 0.0)),
+                ("judged as of", s.rules.as_of), ("model", s.model.name),
+                ("probability threshold", s.thresholds.probability),
+                ("minimum area (m²)", s.thresholds.min_area_m2)]
+        rows += [(f"reason: {k}", v) for k, v in s.counts.by_reason.items()]
         return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")
 
 
@@ -77,10 +86,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
     """Read a detect run folder (summary.json, changes.gpkg, flagged.gpkg)."""
     path = Path(run_dir)
     recover(path)  # a run killed while replacing this folder left it beside, whole
-    summary_path = path / "summary.json"
-    if not summary_path.is_file():
-        raise InputFileError(f"{path} is not a detect run folder (no summary.json); run `python cli.py demo` first")
-    return Run(path, json.loads(summary_path.read_text()), read_run_layers(path))
+    if not (path / SUMMARY).is_file():
+        raise InputFileError(f"{path} is not a detect run folder (no {SUMMARY}); run `python cli.py demo` first")
+    return Run(path, read_summary(path / SUMMARY), read_run_layers(path))
 
 
 def stretch(rgb: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -110,7 +118,7 @@ def overview(path: str, rgb_bands: tuple[int, int, int] = (3, 2, 1), max_size: i
 def chips(run: Run, change_id: int, pad_px: int = 12, rgb_bands: tuple[int, int, int] = (3, 2, 1)
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Before RGB, after RGB and change probability around one change, on the run's common grid."""
-    changes = run.layers["changes"]
+    changes = run.layers[LAYER_CHANGES]
     row = changes[changes["change_id"] == change_id]
     if row.empty:
         raise KeyError(f"no change with change_id {change_id}")
@@ -122,7 +130,7 @@ def chips(run: Run, change_id: int, pad_px: int = 12, rgb_bands: tuple[int, int,
         row1 = min(pair.grid.height, int(w.row_off + w.height) + pad_px)
         window = Window(col0, row0, col1 - col0, row1 - row0)
         data = pair.read(window)
-    with open_raster(run.path / "change_prob.tif", "probability") as ds:
+    with open_raster(run.path / CHANGE_PROB, "probability") as ds:
         prob = ds.read(1, window=window)
     idx = [b - 1 for b in rgb_bands]
     return stretch(data.before[idx], data.valid), stretch(data.after[idx], data.valid), prob
@@ -130,12 +138,12 @@ def chips(run: Run, change_id: int, pad_px: int = 12, rgb_bands: tuple[int, int,
 
 def review_table(run: Run) -> pd.DataFrame:
     """Flagged changes with a ``review`` column: earlier decisions where saved, else 'needs visit'."""
-    flagged = run.layers["flagged_changes"]
+    flagged = run.layers[LAYER_FLAGGED]
     table = pd.DataFrame({"change_id": flagged["change_id"], "reasons": flagged["reasons"],
                           "area_m2": flagged["area_m2"].round(0), "review": "needs visit", "note": ""})
-    gpkg = run.path / "flagged.gpkg"
-    if REVIEW_LAYER in layer_names(gpkg):
-        saved = gpd.read_file(gpkg, layer=REVIEW_LAYER)[["change_id", "review", "note"]].set_index("change_id")
+    gpkg = run.path / FLAGGED_GPKG
+    if LAYER_REVIEW in layer_names(gpkg):
+        saved = gpd.read_file(gpkg, layer=LAYER_REVIEW)[["change_id", "review", "note"]].set_index("change_id")
         table = table.set_index("change_id")
         table.update(saved)
         table = table.reset_index()
@@ -151,13 +159,13 @@ def save_review(run: Run, table: pd.DataFrame) -> Path:
     bad = sorted(set(table["review"]) - set(REVIEW_CHOICES))
     if bad:
         raise ValueError(f"review must be one of {REVIEW_CHOICES}; got {bad}")
-    flagged = run.layers["flagged_changes"][["change_id", "reasons", "geometry"]]
+    flagged = run.layers[LAYER_FLAGGED][["change_id", "reasons", "geometry"]]
     layer = flagged.merge(table[["change_id", "review", "note"]], on="change_id", how="left")
     layer["note"] = layer["note"].fillna("").astype(str)
-    gpkg = run.path / "flagged.gpkg"
+    gpkg = run.path / FLAGGED_GPKG
     with atomic_write(gpkg) as tmp:
         shutil.copyfile(gpkg, tmp)
-        write_gpkg(layer, tmp, REVIEW_LAYER)  # replaces an earlier review layer
+        write_gpkg(layer, tmp, LAYER_REVIEW)  # replaces an earlier review layer
     return gpkg
 
 
@@ -177,17 +185,16 @@ class CarriedReview:
     unmatched: gpd.GeoDataFrame
     source: Path
 
-    def to_dict(self) -> dict[str, Any]:
+    def record(self) -> ReviewRecord:
         """What ``summary.json`` records under ``review``."""
-        return {"carried_from": str(self.source.resolve()), "carried": len(self.review),
-                "unmatched": len(self.unmatched), "min_iou": MATCH_IOU}
+        return ReviewRecord(str(self.source.resolve()), len(self.review), len(self.unmatched), MATCH_IOU)
 
     def write(self, gpkg: Path) -> None:
         """Add layers ``review`` and ``review_unmatched`` (each only when it has rows) to ``gpkg``."""
         if len(self.review):
-            write_gpkg(self.review, gpkg, REVIEW_LAYER)
+            write_gpkg(self.review, gpkg, LAYER_REVIEW)
         if len(self.unmatched):
-            write_gpkg(self.unmatched, gpkg, UNMATCHED_LAYER)
+            write_gpkg(self.unmatched, gpkg, LAYER_UNMATCHED)
 
 
 def previous_decisions(flagged_gpkg: str | os.PathLike[str]) -> gpd.GeoDataFrame | None:
@@ -202,7 +209,7 @@ def previous_decisions(flagged_gpkg: str | os.PathLike[str]) -> gpd.GeoDataFrame
         return None
     try:
         names = layer_names(path)
-        parts = [gpd.read_file(path, layer=n) for n in (REVIEW_LAYER, UNMATCHED_LAYER) if n in names]
+        parts = [gpd.read_file(path, layer=n) for n in (LAYER_REVIEW, LAYER_UNMATCHED) if n in names]
     except (OSError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise OutputError(f"{path} cannot be read ({' '.join(str(exc).split())}), so the review decisions it may "
                           "hold cannot be carried over: move it away and run again") from exc

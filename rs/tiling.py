@@ -63,8 +63,8 @@ class TileGrid:
 
     height: int
     width: int
-    tile: int = 256
-    overlap: int = 64
+    tile: int
+    overlap: int
     _row_starts: list[int] = field(init=False, repr=False, compare=False)
     _col_starts: list[int] = field(init=False, repr=False, compare=False)
     _row_cover: np.ndarray = field(init=False, repr=False, compare=False)

@@ -99,7 +99,7 @@ class Validity:
                 "zero_fill": self.zero_fill, "zero_rule": self.zero_rule}
 
 
-def infer_validity(ds: Dataset, bands: list[int], zero_is_valid: bool = False,
+def infer_validity(ds: Dataset, bands: list[int], zero_is_valid: bool,
                    declared: Dataset | None = None) -> Validity:
     """The validity rule of one date, for ``bands`` (1-based) of ``ds``; reads no pixels.
 

@@ -3,7 +3,7 @@
 Threshold the probability raster block by block, label connected regions (4-connectivity) and
 trace each as one polygon (holes kept) in the scene CRS; regions cut by block edges are joined
 whole. When the raster also has building probabilities of both dates (semantic change models,
-bands described as in ``rs.buildings.BAND_DESCRIPTIONS``), each region is then split into one object
+bands described as in ``rs.io.raster.BAND_DESCRIPTIONS``), each region is then split into one object
 per building and each object gets a ``change_type`` (``rs.buildings``), reading only the region's
 own window; without them ``change_type`` is empty (NULL): the model cannot tell. Objects and holes
 smaller than the minimum area are dropped or filled, per object. Areas are measured in the local
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
@@ -22,51 +22,25 @@ import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
-from pyproj import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from changewatch.rs.align import Grid
 from changewatch.rs.buildings import (
-    BAND_DESCRIPTIONS,
     FOUR_CONNECTED,
-    BuildingConfig,
     change_types,
     object_counts,
     pixel_classes,
     split_region,
 )
+from changewatch.rs.config import BuildingConfig, VectorizeConfig
 from changewatch.rs.errors import InputFileError
+from changewatch.rs.grid import Grid, metric_crs, pixel_area_m2
+from changewatch.rs.io.raster import BAND_DESCRIPTIONS
 
 COLUMNS = ("change_id", "area_m2", "mean_prob", "max_prob", "change_type", "geometry")
-
-
-@dataclass(frozen=True)
-class VectorizeConfig:
-    """Decision threshold on probability (0–1), smallest change object kept (m² of ground), the
-    tolerance outlines are simplified to (metres; 0 keeps the exact pixel outlines), and how
-    regions are split into buildings when the raster has building probabilities."""
-
-    threshold: float = 0.5
-    min_area_m2: float = 200.0
-    simplify_m: float = 0.0
-    buildings: BuildingConfig = field(default_factory=BuildingConfig)
-
-
-def metric_crs(gdf: gpd.GeoDataFrame) -> CRS:
-    """The local UTM CRS of a layer (for areas and distances in metres)."""
-    return gdf.estimate_utm_crs()
-
-
-def pixel_area_m2(grid: Grid) -> float:
-    """Ground area of one pixel at the centre of the grid, in m² (measured in local UTM)."""
-    col, row = grid.width // 2, grid.height // 2
-    corners = [grid.transform @ (c, r) for c, r in ((col, row), (col + 1, row), (col + 1, row + 1), (col, row + 1))]
-    pixel = gpd.GeoSeries([shapely.Polygon(corners)], crs=grid.crs)
-    return float(pixel.to_crs(pixel.estimate_utm_crs()).area.iloc[0])
 
 
 @dataclass
@@ -173,7 +147,7 @@ def polygons_from_mask(mask: np.ndarray, prob: np.ndarray, grid: Grid) -> gpd.Ge
 
 def building_bands(ds: rasterio.io.DatasetReader) -> tuple[int, int] | None:
     """1-based indexes of the BEFORE and AFTER building probability bands of a probability raster,
-    found by their descriptions (``rs.buildings.BAND_DESCRIPTIONS``), or None unless both are there."""
+    found by their descriptions (``rs.io.raster.BAND_DESCRIPTIONS``), or None unless both are there."""
     found = {d: i for i, d in enumerate(ds.descriptions, start=1) if d}
     before, after = (found.get(BAND_DESCRIPTIONS[name]) for name in ("building_before", "building_after"))
     return (before, after) if before and after else None
@@ -197,14 +171,14 @@ class Vectorized:
 
 def vectorize(prob_path: str | os.PathLike[str], config: VectorizeConfig, block: int = 1024,
               pixel_size_m: float | None = None) -> gpd.GeoDataFrame:
-    """Change objects from a probability GeoTIFF (as written by ``rs.infer.write_probability``):
+    """Change objects from a probability GeoTIFF (as written by ``rs.io.raster.write_probability``):
     ``vectorize_changes(...).changes``."""
     return vectorize_changes(prob_path, config, block, pixel_size_m).changes
 
 
 def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig, block: int = 1024,
                       pixel_size_m: float | None = None) -> Vectorized:
-    """Change objects from a probability GeoTIFF (as written by ``rs.infer.write_probability``).
+    """Change objects from a probability GeoTIFF (as written by ``rs.io.raster.write_probability``).
 
     Reads ``block`` × ``block`` pixels at a time: regions inside a block are finished there;
     regions that reach an inner block edge are kept aside and joined with their continuations
@@ -222,7 +196,6 @@ def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig
     geometry in the raster's CRS. A raster without a CRS (plain images, compared pixel for pixel)
     needs ``pixel_size_m`` (its pixel side in metres), else InputFileError.
     """
-    finished, pending = [], []
     notes: list[str] = []
     unsplit = 0
     with warnings.catch_warnings():
@@ -232,17 +205,7 @@ def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig
         grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
         m2_per_pixel = _pixel_m2(grid, pixel_size_m, prob_path)
         bands = building_bands(ds)
-        for row in range(0, ds.height, block):
-            for col in range(0, ds.width, block):
-                window = Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
-                inner = (row > 0, row + block < ds.height, col > 0, col + block < ds.width)
-                classes = (pixel_classes(*ds.read(list(bands), window=window), config.buildings.building_threshold)
-                           if bands else None)
-                pieces = block_pieces(ds.read(1, window=window), config.threshold,
-                                      ds.transform @ Affine.translation(col, row), inner, classes)
-                finished.append(pieces.select(~pieces.open))
-                pending.append(pieces.select(pieces.open))
-        pieces = Pieces.concat([*finished, merge_across_blocks(Pieces.concat(pending))])
+        pieces = _regions(ds, bands, config, block)
         if bands:
             pieces, unsplit = _split_buildings(ds, bands, pieces, config, m2_per_pixel)
         else:
@@ -251,11 +214,38 @@ def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig
     if unsplit:
         notes.append(f"{unsplit} change region(s) larger than {config.buildings.max_split_pixels} pixels (bounding "
                      "box) were not split into buildings; typed from their pixel counts, never as enlarged")
+    changes = _layer(pieces, grid, m2_per_pixel, config, typed=bands is not None)
+    return Vectorized(changes, bands is not None, unsplit, tuple(notes))
+
+
+def _regions(ds: rasterio.io.DatasetReader, bands: tuple[int, int] | None, config: VectorizeConfig,
+             block: int) -> Pieces:
+    """Every change region of the raster, read ``block`` × ``block`` pixels at a time (regions
+    reaching an inner block edge joined with their continuations at the end), with each region's
+    building pixel classes when the raster has building ``bands``."""
+    finished, pending = [], []
+    for row in range(0, ds.height, block):
+        for col in range(0, ds.width, block):
+            window = Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
+            inner = (row > 0, row + block < ds.height, col > 0, col + block < ds.width)
+            classes = (pixel_classes(*ds.read(list(bands), window=window), config.buildings.building_threshold)
+                       if bands else None)
+            pieces = block_pieces(ds.read(1, window=window), config.threshold,
+                                  ds.transform @ Affine.translation(col, row), inner, classes)
+            finished.append(pieces.select(~pieces.open))
+            pending.append(pieces.select(pieces.open))
+    return Pieces.concat([*finished, merge_across_blocks(Pieces.concat(pending))])
+
+
+def _layer(pieces: Pieces, grid: Grid, m2_per_pixel: float, config: VectorizeConfig, typed: bool) -> gpd.GeoDataFrame:
+    """The change layer of ``pieces`` (see ``vectorize_changes``): small holes filled, outlines
+    simplified, areas measured, small objects dropped, numbered north to south then west to east;
+    ``typed``: a change type decided per object (else None)."""
     m2_per_crs_unit = m2_per_pixel / abs(grid.transform.determinant)
     geoms = drop_small_holes(pieces.geometry, config.min_area_m2 / m2_per_crs_unit)
     if config.simplify_m > 0:  # topology-preserving: no self-intersections, holes stay inside
         geoms = shapely.simplify(geoms, config.simplify_m / np.sqrt(m2_per_crs_unit), preserve_topology=True)
-    kinds = (change_types(pieces.pixels, pieces.classes, pieces.wall_m, config.buildings) if bands
+    kinds = (change_types(pieces.pixels, pieces.classes, pieces.wall_m, config.buildings) if typed
              else np.full(len(geoms), None, dtype=object))
     gdf = gpd.GeoDataFrame({"mean_prob": (pieces.prob_sum / np.maximum(pieces.pixels, 1)).astype(np.float32),
                             "max_prob": pieces.prob_max.astype(np.float32), "change_type": kinds},
@@ -268,7 +258,7 @@ def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig
     bounds = gdf.geometry.bounds
     gdf = gdf.iloc[np.lexsort((bounds["minx"].to_numpy(), -bounds["maxy"].to_numpy()))].reset_index(drop=True)
     gdf.insert(0, "change_id", np.arange(1, len(gdf) + 1, dtype=np.int64))
-    return Vectorized(gdf[list(COLUMNS)], bands is not None, unsplit, tuple(notes))
+    return gdf[list(COLUMNS)]
 
 
 def _pixel_m2(grid: Grid, pixel_size_m: float | None, path: str | os.PathLike[str]) -> float:

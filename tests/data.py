@@ -6,8 +6,10 @@ Every function writes real files with rasterio/pyogrio, so tests exercise the sa
 from __future__ import annotations
 
 import warnings
+from datetime import date
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import rasterio
 import rasterio.transform
@@ -15,6 +17,7 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
+from shapely.geometry import Polygon, box
 
 from changewatch.models.changenet import ModelSpec
 
@@ -61,10 +64,10 @@ def write_vrt(path: Path, sources: list[tuple[Path, int, int]], size: int) -> Pa
 
 def write_probabilities(path: Path, change: np.ndarray, building_before: np.ndarray | None = None,
                         building_after: np.ndarray | None = None, pixel_m: float = 0.5) -> Path:
-    """A probability raster as ``rs.infer.write_probability`` lays it out (UTM 48N, ``pixel_m``
+    """A probability raster as ``rs.io.raster.write_probability`` lays it out (UTM 48N, ``pixel_m``
     pixels, nodata NaN): band 1 change, then the building probabilities given, each with its band
     description (a semantic change model's outputs)."""
-    from changewatch.rs.buildings import BAND_DESCRIPTIONS
+    from changewatch.rs.io.raster import BAND_DESCRIPTIONS
 
     named = [("change", change), ("building_before", building_before), ("building_after", building_after)]
     bands = [(name, band) for name, band in named if band is not None]
@@ -237,3 +240,53 @@ def tiny_spec(bands: int = 4) -> ModelSpec:
     """A small real smp U-Net spec, quick to build and train in tests."""
     return ModelSpec(name="tiny-test", encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8),
                      bands=tuple(f"b{i}" for i in range(bands)))
+
+
+# --- the cross-check's rule case: changes, permits and zones with a known reason code each ------------
+# Changes: 20 m squares at x = 0, 100, 200, ... (UTM 48N). Permits (in EPSG:4326) and zones as below.
+AS_OF = date(2018, 3, 23)
+X, Y = ORIGIN
+
+
+def square(i: int, size: float = 20.0, dx: float = 0.0) -> Polygon:
+    return box(X + i * 100 + dx, Y, X + i * 100 + dx + size, Y + size)
+
+
+def rule_case() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    ch = gpd.GeoDataFrame({"change_id": range(1, 10)}, geometry=[square(i) for i in range(9)], crs=UTM48N)
+    rows = [  # (permit, change it covers, footprint, issued, expires)
+        ("valid", 0, square(0, 22, -1), "2017-01-01", "2019-01-01"),           # change 1: PERMITTED
+        ("expired", 1, square(1, 22, -1), "2015-01-01", "2018-03-22"),          # change 2: PERMIT_EXPIRED
+        ("future", 2, square(2, 22, -1), "2018-03-24", "2020-01-01"),           # change 3: PERMIT_NOT_YET_VALID
+        ("future-b", 3, square(3, 22, -1), "2019-01-01", None),                 # change 4: expired + future
+        ("expired-b", 3, square(3, 22, -1), "2010-01-01", "2011-01-01"),        #   → PERMIT_EXPIRED
+        ("small", 4, square(4, 10), "2017-01-01", None),                         # change 5: 300 m² outside → EXCEEDS
+        ("almost", 5, square(5, 19.5), "2017-01-01", None),                      # change 6: 19.75 m² outside → ok
+        ("edge-day", 6, square(6, 22, -1), "2018-03-23", "2018-03-23"),         # change 7: valid on its only day
+        ("in-zone", 7, square(7, 22, -1), "2017-01-01", None),                   # change 8: NO_BUILD_ZONE only
+    ]  # change 9: no permit, and in the no-build zone → NO_BUILD_ZONE,NO_PERMIT
+    permits = gpd.GeoDataFrame({"permit_id": [r[0] for r in rows], "issued": [r[3] for r in rows],
+                                "expires": [r[4] for r in rows]}, geometry=[r[2] for r in rows], crs=UTM48N)
+    zoning = gpd.GeoDataFrame({"zone_id": ["open", "green"], "zone_class": ["mixed", "green belt"],
+                               "construction_allowed": ["yes", "no"]},
+                              geometry=[box(X - 50, Y - 50, X + 650, Y + 50), box(X + 690, Y - 50, X + 900, Y + 50)],
+                              crs=UTM48N)
+    return ch, permits.to_crs(WGS84), zoning.to_crs(WGS84)
+
+
+# --- a batch manifest ---------------------------------------------------------------------------------
+
+def make_manifest(tmp_path: Path, n_good: int = 2, broken: bool = True, size: int = 96) -> Path:
+    """n_good real pairs (96×96 UTM, one planted square each) and, optionally, a job whose AFTER is missing."""
+    lines = ["area_id,before,after"]
+    for i in range(n_good):
+        before = textured_scene(size, size, seed=10 + i)
+        after = plant_square(before, 20 + 5 * i, 30, 12)
+        t = utm_transform(origin=(ORIGIN[0] + 5000 * i, ORIGIN[1]))
+        write_raster(tmp_path / f"b{i}.tif", before, UTM48N, t)
+        write_raster(tmp_path / f"a{i}.tif", after, UTM48N, t)
+        lines.append(f"ward{i},b{i}.tif,a{i}.tif")
+    if broken:
+        lines.append("broken,b0.tif,missing.tif")
+    (tmp_path / "jobs.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "jobs.csv"

@@ -63,8 +63,8 @@ def install(root: str, kill_at: str, count_file: str) -> None:
 
 def fake_run(args: list[str]) -> None:
     """Replace folder ``args[0]`` with a run whose files all hold the text ``args[1]`` (light:
-    imports nothing but ``rs.atomic``)."""
-    from changewatch.rs.atomic import StagedDir
+    imports nothing but ``rs.io.staging``)."""
+    from changewatch.rs.io.staging import StagedDir
 
     outdir, tag = args
     with StagedDir(outdir, {"a.txt", "b.txt", "sub"}) as out:

@@ -12,7 +12,8 @@ from affine import Affine
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
-from changewatch.rs.align import AlignedPair, GridSpec, grid_for_gsd, overlap_fraction
+from changewatch.rs.align import AlignedPair, overlap_fraction
+from changewatch.rs.grid import GridSpec
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from tests.data import ORIGIN, UTM48N, WGS84, textured_scene, utm_transform, write_raster
 
@@ -203,25 +204,6 @@ def test_cloud_masks_in_another_crs_make_pixels_invalid(tmp_path: Path, pair: tu
     assert not w.valid[12:28, 52:68].any()            # inside the cloud (away from its resampled edge)
     assert w.valid[:8].all() and w.valid[:, :45].all()  # clear sky
     assert 0.03 < (~w.valid).mean() < 0.06            # about the cloud's 400 of 9216 pixels
-
-
-def test_grid_for_gsd(tmp_path: Path) -> None:
-    scene = textured_scene(50, 50, seed=6)
-    write_raster(tmp_path / "vhr.tif", scene, UTM48N, utm_transform(pixel_m=2.0))
-    with AlignedPair(tmp_path / "vhr.tif", tmp_path / "vhr.tif") as p:
-        assert p.grid.pixel_size_m() == pytest.approx(2.0)
-        assert grid_for_gsd(p.grid, 10.0) == GridSpec("EPSG:32648", 10.0)  # 5× finer than the model: resampled
-        assert grid_for_gsd(p.grid, 10.0, "native") is None
-        assert grid_for_gsd(p.grid, 3.0) is None  # within 2× of the model's GSD: as is
-        assert grid_for_gsd(p.grid, 0.5, serves=(0.25, 2.5)) is None  # a VHR model serving 0.25-2.5 m: as is
-        assert grid_for_gsd(p.grid, 0.5, serves=(0.25, 1.0)) == GridSpec("EPSG:32648", 0.5)  # coarser: to its GSD
-    t4326 = Affine(0.0001, 0.0, 106.7, 0.0, -0.0001, 10.8)  # ~11 m pixels near Ho Chi Minh City
-    write_raster(tmp_path / "geo.tif", scene, WGS84, t4326)
-    with AlignedPair(tmp_path / "geo.tif", tmp_path / "geo.tif") as p:
-        assert p.grid.pixel_size_m() == pytest.approx(11.0, rel=0.02)
-        assert grid_for_gsd(p.grid, 40.0) == GridSpec("EPSG:32648", 40.0)  # its UTM zone
-    with pytest.raises(ValueError, match="unknown GSD policy"):
-        grid_for_gsd(p.grid, 10.0, "sometimes")
 
 
 def test_warped_nodata_hole_is_invalid_with_a_one_pixel_margin(tmp_path: Path) -> None:

@@ -85,14 +85,14 @@ def test_detect_line_counts_change_types_of_a_building_model(pair: tuple[Path, P
 def test_detect_on_a_user_grid(pair: tuple[Path, Path], tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run("detect", *pair, "-o", out, "--model", tiny_checkpoint, "--crs", "EPSG:4326",
-                 "--resolution", "0.0002", "--workers", "2", "--threshold", "0.5", "-q")
+                 "--resolution", "0.0002", "--readers", "2", "--threshold", "0.5", "-q")
     assert result.exit_code == 0, result.output
     with rasterio.open(out / "change_prob.tif") as ds:
         assert ds.crs == "EPSG:4326" and ds.res == pytest.approx((0.0002, 0.0002))
         assert (ds.bounds.left / 0.0002) == pytest.approx(round(ds.bounds.left / 0.0002))  # edges on multiples
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["grid"] == {"crs": "EPSG:4326", "resolution": 0.0002}
-    assert summary["config"]["inference"]["workers"] == 2
+    assert summary["config"]["inference"]["readers"] == 2
     assert gpd.read_file(out / "changes.gpkg").crs == "EPSG:4326"
 
 
@@ -169,7 +169,7 @@ def test_evaluate_json(sites: Path, tiny_checkpoint: Path) -> None:
 
 
 def test_crosscheck_command_with_column_mapping(tmp_path: Path) -> None:
-    from tests.test_crosscheck import AS_OF, rule_case
+    from tests.data import AS_OF, rule_case
 
     ch, permits, zoning = rule_case()
     ch = ch.drop(columns="change_id")  # ids are assigned 1…n when the layer has none
@@ -193,7 +193,7 @@ def test_crosscheck_command_with_column_mapping(tmp_path: Path) -> None:
 
 
 def test_columns_config_errors(tmp_path: Path) -> None:
-    from tests.test_crosscheck import rule_case
+    from tests.data import rule_case
 
     ch, permits, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -218,7 +218,7 @@ BAD_RULES = [
 
 @pytest.mark.parametrize("text, code, words", BAD_RULES)
 def test_bad_rules_one_line_exit_code_nothing_written(text: str, code: int, words: str, tmp_path: Path) -> None:
-    from tests.test_crosscheck import rule_case
+    from tests.data import rule_case
 
     ch, permits, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -413,3 +413,52 @@ def test_bad_inputs_table_jpeg_labels(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["sites"]["a"]["objects"] == 2 and report["sites"]["b"]["objects"] == 1  # the squares, not noise
+
+
+class _Captured(Exception):
+    """Raised by a stand-in for the library, once it has seen the configuration a command built."""
+
+
+def _capture(seen: dict[str, object], key: str):
+    def stand_in(config: object, *args: object, **kwargs: object) -> None:
+        seen[key] = config
+        raise _Captured
+
+    return stand_in
+
+
+def test_commands_use_the_library_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without options, each command builds exactly the configuration the library defaults to."""
+    from changewatch.rs import evaluate, pipeline
+    from changewatch.rs.batch import jobs, manifest
+    from changewatch.rs.training import loop
+    from changewatch.rs.config import BatchConfig, DetectConfig, EvalOptions, InferenceConfig
+    from changewatch.rs.training.config import TrainConfig
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(pipeline, "detect", _capture(seen, "detect"))
+    monkeypatch.setattr(loop, "train", _capture(seen, "train"))
+    monkeypatch.setattr(manifest, "read_manifest", lambda *a, **k: [])
+    monkeypatch.setattr(jobs, "tile_counts", lambda found, config: _capture(seen, "batch")(config))
+    monkeypatch.setattr(evaluate, "evaluate_folder",
+                        lambda data, names, model, options, inference, **kw: _capture(seen, "evaluate")(
+                            (data, names, model, options, inference)))
+    for args in (["detect", "b.tif", "a.tif", "-o", "out"], ["train", "--data", "d"], ["batch", "m.csv", "-o", "o"],
+                 ["evaluate", "--data", "d"]):
+        assert isinstance(CliRunner().invoke(cli, args).exception, _Captured), args
+    assert seen["detect"] == DetectConfig("b.tif", "a.tif", "out")
+    assert seen["train"] == TrainConfig(data_dir="d")
+    assert seen["batch"] == BatchConfig(manifest="m.csv", outdir="o")
+    assert seen["evaluate"] == ("d", None, None, EvalOptions(), InferenceConfig())
+
+
+def test_detect_workers_is_a_deprecated_spelling_of_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from changewatch.rs import pipeline
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(pipeline, "detect", _capture(seen, "detect"))
+    result = CliRunner().invoke(cli, ["detect", "b.tif", "a.tif", "-o", "out", "--workers", "3"])
+    assert isinstance(result.exception, _Captured)
+    assert seen["detect"].inference.readers == 3  # type: ignore[attr-defined]
+    assert "warning: --workers is deprecated, use --readers" in result.stderr
+    assert "--workers" not in run("detect", "--help").output and "--readers" in run("detect", "--help").output

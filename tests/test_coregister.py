@@ -1,5 +1,6 @@
-"""rs.coregister: a known sub-pixel misregistration of AFTER is measured and removed; aligned
-pairs, plain images and disagreeing windows are left alone."""
+"""rs.coregister: a known sub-pixel misregistration of AFTER is measured and removed (by
+``rs.prepare``, which opens the pair with AFTER moved); aligned pairs, plain images and
+disagreeing windows are left alone."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from scipy import ndimage
 
-from changewatch.rs.align import AlignedPair
-from changewatch.rs.coregister import CoregConfig, coregister, measure_shift
+from changewatch.rs.align import AlignedPair, PairSource
+from changewatch.rs.config import DetectConfig, PairOptions
+from changewatch.rs.coregister import CoregConfig, measure_shift
 from changewatch.rs.errors import InputFileError
-from changewatch.rs.pipeline import DetectConfig, detect
+from changewatch.rs.pipeline import detect
+from changewatch.rs.prepare import PreparedPair, prepare_pair
 from tests.data import UTM48N, WGS84, utm_transform, write_png, write_raster
 
 
@@ -36,6 +39,11 @@ def shifted_pair(tmp_path: Path, rows: float, cols: float) -> tuple[Path, Path]:
             write_raster(tmp_path / "after.tif", after.clip(0, 65535).astype(np.uint16), UTM48N, t))
 
 
+def prepared(before: Path, after: Path) -> PreparedPair:
+    """The pair prepared without a model: its own grid, AFTER's shift measured and removed."""
+    return prepare_pair(before, after, PairOptions())
+
+
 def residual(pair: AlignedPair) -> float:
     """Mean absolute BEFORE − AFTER difference inside a margin (0 when perfectly aligned)."""
     w = pair.read(Window(10, 10, pair.grid.width - 20, pair.grid.height - 20))
@@ -46,27 +54,29 @@ def test_a_subpixel_shift_is_measured_and_removed(tmp_path: Path) -> None:
     before, after = shifted_pair(tmp_path, 1.3, -0.6)
     with AlignedPair(before, after) as pair:
         misaligned = residual(pair)
-        corrected, found = coregister(pair)
-        with corrected:
-            assert found.applied and found.windows >= 3
-            assert found.rows == pytest.approx(-1.3, abs=0.1) and found.cols == pytest.approx(0.6, abs=0.1)
-            again = measure_shift(corrected)
-            assert abs(again.rows) < 0.1 and abs(again.cols) < 0.1 and not again.applied
-            assert residual(corrected) < 0.3 * misaligned
-            with corrected.reopen() as copy:  # other threads' copies carry the shift
-                assert copy.after_shift == corrected.after_shift and residual(copy) == residual(corrected)
+    ready = prepared(before, after)
+    found = ready.coregistration
+    assert found is not None and found.applied and found.windows >= 3
+    assert found.rows == pytest.approx(-1.3, abs=0.1) and found.cols == pytest.approx(0.6, abs=0.1)
+    with ready.open() as corrected:
+        again = measure_shift(corrected)
+        assert abs(again.rows) < 0.1 and abs(again.cols) < 0.1 and not again.applied
+        assert residual(corrected) < 0.3 * misaligned
+        with corrected.reopen() as copy:  # other threads' copies carry the shift
+            assert copy.after_shift == corrected.after_shift and residual(copy) == residual(corrected)
 
 
 def test_aligned_pairs_and_plain_images_are_left_alone(tmp_path: Path) -> None:
     before, after = shifted_pair(tmp_path, 0.0, 0.0)
-    with AlignedPair(before, after) as pair:
-        same, found = coregister(pair)
-        assert same is pair and not found.applied and abs(found.rows) < 0.05 and abs(found.cols) < 0.05
+    same = prepared(before, after)
+    found = same.coregistration
+    assert found is not None and not found.applied and abs(found.rows) < 0.05 and abs(found.cols) < 0.05
+    assert same.source.after_shift is None
     scene = city(64, 64)[:3].astype(np.uint8)
     a, b = write_png(tmp_path / "a.png", scene), write_png(tmp_path / "b.png", np.roll(scene, 1, axis=1))
-    with AlignedPair(a, b) as plain:
-        same, found = coregister(plain)
-        assert same is plain and found.windows == 0 and not found.applied
+    plain = prepared(a, b)
+    assert plain.coregistration is not None and plain.coregistration.windows == 0
+    assert not plain.coregistration.applied and plain.source.after_shift is None
 
 
 def test_windows_that_disagree_are_not_applied(tmp_path: Path) -> None:
@@ -110,16 +120,18 @@ def test_a_shift_is_removed_when_after_is_in_another_crs(tmp_path: Path) -> None
     after = write_raster(tmp_path / "after4326.tif", warped, WGS84, transform, nodata=0.0)
     with AlignedPair(before, after) as pair:
         misaligned = residual(pair)
-        corrected, found = coregister(pair)
-        with corrected:
-            assert found.applied
-            assert found.rows == pytest.approx(0.8, abs=0.15) and found.cols == pytest.approx(-1.1, abs=0.15)
-            again = measure_shift(corrected)
-            assert np.hypot(again.rows, again.cols) < 0.15
-            assert residual(corrected) < 0.5 * misaligned
+    ready = prepared(before, after)
+    found = ready.coregistration
+    assert found is not None and found.applied
+    assert found.rows == pytest.approx(0.8, abs=0.15) and found.cols == pytest.approx(-1.1, abs=0.15)
+    with ready.open() as corrected:
+        again = measure_shift(corrected)
+        assert np.hypot(again.rows, again.cols) < 0.15
+        assert residual(corrected) < 0.5 * misaligned
 
 
-def test_a_file_that_cannot_be_decoded_raises_and_closes_the_pair(tmp_path: Path) -> None:
+def test_a_file_that_cannot_be_decoded_raises_and_closes_the_pair(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     before, after = shifted_pair(tmp_path, 0.0, 1.0)
     truncated = tmp_path / "truncated.tif"
     with rasterio.open(after) as src:
@@ -127,7 +139,14 @@ def test_a_file_that_cannot_be_decoded_raises_and_closes_the_pair(tmp_path: Path
         with rasterio.open(truncated, "w", **profile) as dst:
             dst.write(src.read())
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # header intact, data cut
-    pair = AlignedPair(before, truncated)
+    opened: list[AlignedPair] = []
+    real_open = PairSource.open
+
+    def recording(source: PairSource) -> AlignedPair:
+        opened.append(real_open(source))
+        return opened[-1]
+
+    monkeypatch.setattr(PairSource, "open", recording)
     with pytest.raises(InputFileError, match="AFTER file is corrupt or truncated"):
-        coregister(pair)
-    assert all(ds.closed for ds in pair._files)
+        prepared(before, truncated)
+    assert opened and all(ds.closed for pair in opened for ds in pair._files)

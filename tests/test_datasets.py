@@ -16,7 +16,8 @@ from changewatch.models.spec import DEFAULT_MODEL
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.datasets import detect_encoding, find_pairs, read_whole
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
-from changewatch.rs.evaluate import EvalOptions, evaluate, object_counts
+from changewatch.rs.config import EvalOptions
+from changewatch.rs.evaluate import evaluate
 from changewatch.rs.infer import ChangeModel
 from tests.data import (UTM48N, BrightnessChangeNet, make_levir, make_vector_site, pointwise_spec, textured_scene,
                         write_png)
@@ -90,33 +91,17 @@ def test_vector_label_layout_is_rasterised_on_the_grid(tmp_path: Path, layer_crs
         np.testing.assert_array_equal(read_whole(pair, pair_def.labels(pair)), expected_labels(squares))
 
 
-def test_object_counts_by_hand() -> None:
-    label = np.zeros((6, 6), np.uint8)
-    objects = np.zeros((6, 6), np.int32)
-    objects[0:2, 0:2] = 1  # 4 px, hit
-    objects[4:6, 4:6] = 2  # 4 px, missed
-    objects[0, 5] = 3      # 1 px: below the minimum size
-    label[objects > 0] = 1
-    prob = np.zeros((6, 6), np.float32)
-    prob[1, 1] = 0.9
-    prob[0, 5] = 0.9
-    assert object_counts(label, objects, prob, 0.5, min_pixels=2) == object_counts(label, objects, prob, 0.5, 4)
-    counts = object_counts(label, objects, prob, 0.5, min_pixels=2)
-    assert (counts.total, counts.hit, counts.recall) == (2, 1, 0.5)
-    assert object_counts(label, objects, prob, 0.5, min_pixels=1).total == 3
-
-
 def test_evaluate_on_plain_png_pairs(tmp_path: Path) -> None:
     root = make_levir(tmp_path / "levir", SQUARES)
-    report = evaluate(find_pairs(root), pointwise(3), threshold=0.5, options=EvalOptions(object_min_m2=50.0))
+    report = evaluate(find_pairs(root), pointwise(3), EvalOptions(threshold=0.5, object_min_m2=50.0))
     assert report.pooled.f1 == pytest.approx(1.0) and report.pooled.tp == 12 * 12 + 8 * 8 + 10 * 10
     assert (report.objects.total, report.objects.hit) == (3, 3)  # 1 m pixels: every square ≥ 50 m²
     assert (report.objects.predicted, report.objects.matched) == (3, 3)  # areas of plain pixels: --pixel-size-m
-    small = evaluate(find_pairs(root), pointwise(3), threshold=0.5, options=EvalOptions(100.0, 100.0, 1.0))
+    small = evaluate(find_pairs(root), pointwise(3), EvalOptions(0.5, 100.0, 1.0))
     assert small.objects.total == 2  # the 8×8 square is under 100 m²
     assert (small.objects.predicted, small.objects.matched) == (2, 2)  # and so is its prediction
-    half = evaluate(find_pairs(root), pointwise(3), threshold=0.5, options=EvalOptions(object_min_m2=20.0,
-                                                                                        pixel_size_m=0.5, gsd="native"))
+    half = evaluate(find_pairs(root), pointwise(3), EvalOptions(threshold=0.5, object_min_m2=20.0,
+                                                                      pixel_size_m=0.5, gsd="native"))
     assert (half.objects.total, half.objects.predicted, half.objects.matched) == (2, 2, 2)  # 8×8 px = 16 m²
 
 
@@ -152,7 +137,7 @@ def test_evaluate_cli_json_on_levir_pngs(tmp_path: Path) -> None:
 
 def test_object_recall_counts_each_polygon_of_vector_labels(tmp_path: Path) -> None:
     make_vector_site(tmp_path / "vec", "district", 1, ((10, 10, 12), (40, 30, 8)), layer_crs="EPSG:32648")
-    report = evaluate(find_pairs(tmp_path / "vec"), pointwise(4), threshold=0.5)
+    report = evaluate(find_pairs(tmp_path / "vec"), pointwise(4), EvalOptions(threshold=0.5))
     assert (report.objects.total, report.objects.hit) == (2, 2)  # 10 m pixels: both squares ≥ 200 m², both hit
 
 
@@ -168,7 +153,7 @@ def as_jpeg(png: Path, quality: int = 75) -> Path:
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_lossy_and_colour_labels_read_as_their_white_change(tmp_path: Path) -> None:
-    reference = evaluate(find_pairs(make_levir(tmp_path / "png", SQUARES)), pointwise(3), threshold=0.5)
+    reference = evaluate(find_pairs(make_levir(tmp_path / "png", SQUARES)), pointwise(3), EvalOptions(threshold=0.5))
     jpeg_root = make_levir(tmp_path / "jpeg", SQUARES)
     noisy = [as_jpeg(p) for p in sorted((jpeg_root / "label").iterdir())]
     with open_plain(noisy[0]) as ds:  # JPEG noise: the 0/255 label now holds other values, 1 among them
@@ -176,7 +161,7 @@ def test_lossy_and_colour_labels_read_as_their_white_change(tmp_path: Path) -> N
     assert len(values) > 2 and 1 in values
     pairs = find_pairs(jpeg_root)
     assert [p.encoding for p in pairs] == [">=128", ">=128", "0/255"]  # tile_0003 has no change: still exact 0
-    jpeg = evaluate(pairs, pointwise(3), threshold=0.5)
+    jpeg = evaluate(pairs, pointwise(3), EvalOptions(threshold=0.5))
     assert jpeg.pooled.f1 == pytest.approx(reference.pooled.f1, abs=0.02)  # was 0.0: read as 0/1 labels
 
     rgb_root = make_levir(tmp_path / "rgb", SQUARES)
@@ -184,7 +169,7 @@ def test_lossy_and_colour_labels_read_as_their_white_change(tmp_path: Path) -> N
         with open_plain(label) as ds:
             grey = ds.read(1)
         write_png(label, np.stack([grey] * 3) if k == 0 else np.stack([np.zeros_like(grey)] * 2 + [grey]))
-    rgb = evaluate(find_pairs(rgb_root), pointwise(3), threshold=0.5)
+    rgb = evaluate(find_pairs(rgb_root), pointwise(3), EvalOptions(threshold=0.5))
     assert (rgb.pooled.tp, rgb.pooled.fp, rgb.pooled.fn) == (reference.pooled.tp, reference.pooled.fp,
                                                              reference.pooled.fn)
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from changewatch.cli import cli
 from changewatch.models.changenet import DEFAULT_MODEL, load_spec
-from changewatch.rs.train import OSCD_VAL
+from changewatch.rs.training.config import OSCD_VAL
 
 ROOT = Path(__file__).resolve().parents[1]
 

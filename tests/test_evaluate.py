@@ -1,4 +1,4 @@
-"""rs.evaluate: metrics against hand-computed values, histograms, site discovery."""
+"""rs.evaluate: known-answer evaluations of whole pairs (pixels and objects), site discovery, a folder from Python."""
 
 from __future__ import annotations
 
@@ -11,51 +11,12 @@ import pytest
 import torch
 from shapely.geometry import box
 
-from changewatch.rs.errors import InputFileError
-from changewatch.rs.evaluate import (
-    Confusion,
-    EvalOptions,
-    ObjectCounts,
-    ProbHistogram,
-    confusion,
-    evaluate,
-    find_sites,
-    match_objects,
-)
+from changewatch.rs.errors import IncompatibleScenesError, InputFileError
+from changewatch.rs.config import EvalOptions
+from changewatch.rs.evaluate import evaluate, evaluate_folder, find_sites
 from changewatch.rs.infer import ChangeModel
 from tests.data import ORIGIN, UTM48N, BrightnessChangeNet, BuildingBrightnessNet, building_spec, plant_square, \
     pointwise_spec, textured_scene, utm_transform, write_raster
-
-
-def test_confusion_metrics_by_hand() -> None:
-    pred = np.array([1, 1, 1, 0, 0, 0, 0, 1], bool)
-    truth = np.array([1, 1, 0, 1, 0, 0, 0, 0], bool)
-    c = confusion(pred, truth)
-    assert (c.tp, c.fp, c.fn, c.tn) == (2, 2, 1, 3)
-    assert c.precision == pytest.approx(0.5)
-    assert c.recall == pytest.approx(2 / 3)
-    assert c.f1 == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
-    assert c.iou == pytest.approx(2 / 5)
-
-
-def test_pooling_adds_counts_not_averages() -> None:
-    a, b = Confusion(tp=1, fp=0, fn=9, tn=90), Confusion(tp=90, fp=10, fn=0, tn=0)
-    pooled = a + b
-    assert pooled.f1 == pytest.approx(2 * 91 / (2 * 91 + 10 + 9))
-    assert Confusion().f1 == 0.0 and Confusion().precision == 0.0
-
-
-def test_histogram_confusion_matches_direct_count() -> None:
-    rng = np.random.default_rng(0)
-    prob = rng.random(5000).astype(np.float32)
-    truth = rng.random(5000) < prob  # informative
-    h = ProbHistogram()
-    h.add(prob, truth)
-    for t in (0.1, 0.37, 0.5, 0.9):
-        assert h.confusion_at(t) == confusion(prob >= t, truth)
-    best, c = h.best_threshold()
-    assert c.f1 == max(h.confusion_at(t).f1 for t in np.round(np.arange(0.01, 1.0, 0.01), 6))
-    assert 0.0 < best < 1.0
 
 
 def test_find_sites(sites: Path, tmp_path: Path) -> None:
@@ -70,36 +31,16 @@ def test_find_sites(sites: Path, tmp_path: Path) -> None:
 def test_evaluate_known_answer(sites: Path) -> None:
     # The pointwise brightness model finds exactly the planted squares: perfect scores.
     model = ChangeModel(BrightnessChangeNet(4), pointwise_spec(), torch.device("cpu"))
-    report = evaluate(find_sites(sites), model, threshold=0.5)
+    report = evaluate(find_sites(sites), model, EvalOptions(threshold=0.5))
     assert report.pooled.tp == 12 * 12 + 8 * 8 + 10 * 10 + 6 * 6 + 14 * 14
     assert report.pooled.f1 == pytest.approx(1.0)
+    figures = report.metrics()
+    assert figures.pooled.pixels.f1 == pytest.approx(1.0) and figures.sites["beta"].objects.objects_hit == 1
     d = report.to_dict()
     assert {"precision", "recall", "f1", "iou", "object_recall", "sites"} <= set(d)
     assert set(d["sites"]) == {"alpha", "beta", "gamma"}
     # 10 m pixels: the 6×6 square (3 600 m²) and larger count at the default 200 m²; all five are hit
     assert (report.objects.total, report.objects.hit) == (5, 5) and d["object_recall"] == 1.0
-
-
-def test_object_matching_by_hand() -> None:
-    truth = np.zeros((60, 80), np.int32)
-    truth[0:10, 0:10] = 1            # T1, 100 px
-    truth[20:30, 0:10] = 2           # T2, 100 px
-    truth[40:42, 40:42] = 3          # T3, 4 px: under the 50-pixel minimum, not counted
-    predicted = np.zeros_like(truth)
-    predicted[0:10, 0:6] = 1         # inside T1: IoU 60 / 100 = 0.6 → a match
-    predicted[20:30, 0:3] = 2        # inside T2: IoU 30 / 100 = 0.3 → none
-    predicted[0:10, 50:60] = 3       # on no true object: a false positive
-    predicted[40:42, 40:42] = 4      # matches only the small T3: not counted
-    predicted[50:55, 70:75] = 5      # all unlabelled: not counted
-    labelled = np.ones(truth.shape, bool)
-    labelled[48:, 65:] = False
-    assert match_objects(predicted, truth, labelled, min_pixels=50) == (3, 1)
-    counts = ObjectCounts(total=2, hit=2, predicted=3, matched=1)
-    assert counts.precision_iou50 == pytest.approx(1 / 3) and counts.recall_iou50 == pytest.approx(1 / 2)
-    assert counts.f1_iou50 == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))  # 0.4
-    # exactly 0.5 matches; one to one: a second prediction on T1 at 0.5 is left unmatched
-    predicted[0:10, 5:10] = 6        # T1 now: pred 1 → cols 0–4 (IoU 0.5), pred 6 → cols 5–9 (IoU 0.5)
-    assert match_objects(predicted, truth, labelled, min_pixels=50) == (4, 1)
 
 
 def test_object_precision_recall_f1_of_a_known_prediction(tmp_path: Path) -> None:
@@ -114,7 +55,7 @@ def test_object_precision_recall_f1_of_a_known_prediction(tmp_path: Path) -> Non
     for name, data in (("before.tif", before), ("after.tif", after), ("change.tif", label)):
         write_raster(site / name, data, UTM48N, utm_transform())
     model = ChangeModel(BrightnessChangeNet(4), pointwise_spec(), torch.device("cpu"))
-    report = evaluate(find_sites(tmp_path / "sites"), model, threshold=0.5)
+    report = evaluate(find_sites(tmp_path / "sites"), model, EvalOptions(threshold=0.5))
     assert (report.objects.total, report.objects.predicted, report.objects.matched) == (2, 3, 1)
     d = report.to_dict()
     assert d["object_precision"] == pytest.approx(1 / 3) and d["object_recall_iou50"] == pytest.approx(0.5)
@@ -143,11 +84,19 @@ def test_predicted_objects_are_split_per_building_with_building_outputs(tmp_path
     sites = find_sites(touching_houses_site(tmp_path / "sites"))
     options = EvalOptions(object_min_m2=10.0)
     split = evaluate(sites, ChangeModel(BuildingBrightnessNet(4), building_spec(), torch.device("cpu")),
-                     options=options).objects
+                     options).objects
     assert (split.total, split.predicted, split.matched) == (2, 2, 2)
     # the same prediction without building outputs: one region, which matches the larger house
     # only (IoU 256 / 416)
     change_only = replace(building_spec(), outputs=("change",))
     whole = evaluate(sites, ChangeModel(BuildingBrightnessNet(4, building_outputs=False), change_only,
-                                        torch.device("cpu")), options=options).objects
+                                        torch.device("cpu")), options).objects
     assert (whole.total, whole.predicted, whole.matched) == (2, 1, 1)
+
+
+def test_a_folder_is_evaluated_from_python_as_the_command_does(sites: Path, tiny_checkpoint: Path) -> None:
+    done = evaluate_folder(sites, ["gamma", "alpha"], str(tiny_checkpoint), EvalOptions(threshold=0.5))
+    assert list(done.report.sites) == ["gamma", "alpha"] and done.report.threshold == 0.5
+    assert done.model == "tiny-test" and done.choice.reason == "given with --model"
+    with pytest.raises(IncompatibleScenesError, match="too small for model changewatch-rgbn"):
+        evaluate_folder(sites, ["beta"])  # without --model: the shipped model for 4 bands at 10 m, which wants 128²

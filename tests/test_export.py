@@ -13,12 +13,17 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 from click.testing import CliRunner
+from shapely.geometry import box
 
 from changewatch.cli import cli
-from changewatch.rs.crosscheck import Layers, Layer, ParcelColumns, RuleConfig, judge
-from changewatch.rs.export import LINKS, SHAPEFILE_NAMES, StagedOutput, read_run_layers, write_judgement
-from tests.data import UTM48N
-from tests.test_crosscheck import AS_OF, X, Y, box, rule_case
+from changewatch.rs.crosscheck.judge import judge
+from changewatch.rs.crosscheck.layers import Layer, Layers
+from changewatch.rs.crosscheck.settings import ParcelColumns, RuleConfig
+from changewatch.rs.export import SHAPEFILE_NAMES
+from changewatch.rs.runfolder import (CROSSCHECK_SUMMARY, LAYER_LINKS, StagedOutput, read_run_layers, write_judgement,
+                                      write_summary)
+from changewatch.rs.summary import ChangeLayerInputs, RulesRecord, RunSummary
+from tests.data import AS_OF, UTM48N, X, Y, rule_case
 
 
 @pytest.fixture
@@ -37,7 +42,9 @@ def run_dir(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     with StagedOutput(run) as out:
         write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
-        out.path("summary.json").write_text(json.dumps({"rules": {"as_of": AS_OF.isoformat()}, "counts": {}}))
+        summary = RunSummary(judgement.counts(), judgement.areas(), ChangeLayerInputs(changes="changes.gpkg"),
+                             RulesRecord(AS_OF.isoformat(), "given", 20.0, 0.1, False))
+        write_summary(summary, out.path(CROSSCHECK_SUMMARY))
     return run
 
 
@@ -61,11 +68,11 @@ def test_every_format_round_trips(run_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["export", str(run_dir), "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     source = read_run_layers(run_dir)
-    assert set(source) == {"changes", "flagged_changes", "flagged_parcels", LINKS}
-    assert len(source["flagged_parcels"]) == 2 and len(source[LINKS]) == 4
-    links = source.pop(LINKS)
-    for back in (gpd.read_file(out / "changewatch.gpkg", layer=LINKS, read_geometry=False),
-                 pd.read_parquet(out / f"{LINKS}.parquet"), pd.read_csv(out / f"{LINKS}.csv")):
+    assert set(source) == {"changes", "flagged_changes", "flagged_parcels", LAYER_LINKS}
+    assert len(source["flagged_parcels"]) == 2 and len(source[LAYER_LINKS]) == 4
+    links = source.pop(LAYER_LINKS)
+    for back in (gpd.read_file(out / "changewatch.gpkg", layer=LAYER_LINKS, read_geometry=False),
+                 pd.read_parquet(out / f"{LAYER_LINKS}.parquet"), pd.read_csv(out / f"{LAYER_LINKS}.csv")):
         same_attributes(links, pd.DataFrame(back))
     for name, gdf in source.items():
         attrs = pd.DataFrame(gdf.drop(columns="geometry"))
@@ -132,7 +139,7 @@ def test_export_of_a_non_run_folder(tmp_path: Path) -> None:
 def long_text_run(tmp_path: Path) -> Path:
     """A run folder whose change 2 touches 40 permits (permit_ids: 479 bytes) and carries an owner column
     with a long Vietnamese name (more than 10 bytes in UTF-8)."""
-    from changewatch.rs.crosscheck import Judgement
+    from changewatch.rs.crosscheck.judge import Judgement
 
     many = ",".join(f"GP-{i:04d}/2023" for i in range(40))
     ch = gpd.GeoDataFrame({"change_id": [1, 2], "area_m2": [400.0, 400.0], "permit_ids": ["GP-1", many],

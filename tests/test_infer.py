@@ -13,8 +13,9 @@ from rasterio.windows import Window
 from changewatch.models.changenet import DEFAULT_MODEL
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.errors import ModelError
-from changewatch.rs.infer import (PROB_MAX_ERROR, ChangeModel, InferenceConfig, model_input, predict_pair, read_ahead, resolve_device, tiling,
-                      write_probability)
+from changewatch.rs.infer import (ChangeModel, InferenceConfig, model_input, predict_pair, read_ahead, resolve_device,
+                                   tiling)
+from changewatch.rs.io.raster import PROB_MAX_ERROR, write_probability
 from changewatch.rs.normalize import scene_stats
 from tests.data import UTM48N, BrightnessChangeNet, pointwise_spec, textured_scene, utm_transform, write_raster
 
@@ -164,8 +165,8 @@ def test_read_ahead_keeps_order_raises_and_stops(workers: int) -> None:
 
 def test_more_reader_threads_give_the_same_raster(pair: tuple[Path, Path], tmp_path: Path) -> None:
     with AlignedPair(*pair) as p:
-        one = blended(p, pointwise_model(), InferenceConfig(32, 8, 2, workers=1), tmp_path)
-        three = blended(p, pointwise_model(), InferenceConfig(32, 8, 2, workers=3), tmp_path)
+        one = blended(p, pointwise_model(), InferenceConfig(32, 8, 2, readers=1), tmp_path)
+        three = blended(p, pointwise_model(), InferenceConfig(32, 8, 2, readers=3), tmp_path)
     np.testing.assert_array_equal(one, three)
 
 
@@ -210,7 +211,7 @@ def test_a_scene_smaller_than_the_model_was_trained_on_is_refused(tmp_path: Path
     from dataclasses import replace
 
     from changewatch.models.changenet import load_spec
-    from changewatch.rs.align import Grid
+    from changewatch.rs.grid import Grid
     from changewatch.rs.errors import IncompatibleScenesError
 
     assert load_spec(DEFAULT_MODEL).min_side_px == 128  # trained on 128 px crops

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from changewatch.cli import cli
-from changewatch.rs import atomic
-from changewatch.rs.atomic import StagedDir, check_replaceable, recover
+from changewatch.rs.io import staging
+from changewatch.rs.io.staging import StagedDir, check_replaceable, recover
 from changewatch.rs.errors import OutputError
 from tests.data import plant_square, textured_scene, utm_transform, write_raster, UTM48N
 
@@ -281,7 +281,7 @@ def test_detect_killed_at_every_step(tmp_path: Path, scenes: Path, tiny_checkpoi
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["crosscheck", "export"])
 def test_crosscheck_and_export_killed_at_every_step(tmp_path: Path, command: str) -> None:
-    from tests.test_crosscheck import AS_OF, rule_case
+    from tests.data import AS_OF, rule_case
 
     ch, permits, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -362,7 +362,7 @@ def test_detect_cannot_write_an_output(output: str, scenes: Path, tiny_checkpoin
     assert_refused_and_intact(result, out, before, "error: outputs cannot be written:", output)
 
 
-@pytest.mark.parametrize("writer", ["write_probability", "write_judgement", "write_json"])
+@pytest.mark.parametrize("writer", ["write_probability", "write_judgement", "write_summary"])
 def test_detect_on_a_full_disk(writer: str, scenes: Path, tiny_checkpoint: Path, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
     from changewatch.rs import pipeline
@@ -393,7 +393,7 @@ def test_the_folder_swap_fails(step: int, scenes: Path, tiny_checkpoint: Path, t
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(src))
         real_rename(src, dst)
 
-    monkeypatch.setattr(atomic.os, "rename", rename)
+    monkeypatch.setattr(staging.os, "rename", rename)
     result = CliRunner().invoke(cli, list(map(str, _detect_args(scenes, "after2.tif", tiny_checkpoint, out))))
     assert_refused_and_intact(result, out, before, "outputs cannot be written", "Read-only file system")
 
@@ -455,7 +455,7 @@ def test_file_size_limit_fails_gdal_for_real(scenes: Path, tiny_checkpoint: Path
 
 @pytest.mark.parametrize("output", ["changewatch.gpkg", "changes.csv", "shapefile", "item.json"])
 def test_export_cannot_write(output: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.test_crosscheck import AS_OF, rule_case
+    from tests.data import AS_OF, rule_case
 
     ch, permits, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -478,8 +478,9 @@ def test_export_cannot_write(output: str, tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_crosscheck_and_batch_cannot_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from changewatch.rs import batch, pipeline
-    from tests.test_crosscheck import AS_OF, rule_case
+    from changewatch.rs import pipeline
+    from changewatch.rs.batch import outputs
+    from tests.data import AS_OF, rule_case
 
     ch, _, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -491,12 +492,12 @@ def test_crosscheck_and_batch_cannot_write(tmp_path: Path, monkeypatch: pytest.M
     def full(*args: object, **kw: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pipeline, "write_json", full)
+    monkeypatch.setattr(pipeline, "write_summary", full)
     result = CliRunner().invoke(cli, ["crosscheck", str(tmp_path / "changes.gpkg"), "-o", str(out)])
     assert_refused_and_intact(result, out, before, "crosscheck_summary.json", "No space left on device")
     # a batch whose own folder cannot be written: one line, exit 8
     (tmp_path / "jobs.csv").write_text("area_id,before,after\nw1,missing-b.tif,missing-a.tif\n")
-    monkeypatch.setattr(batch, "write_json", full)
+    monkeypatch.setattr(outputs, "write_json", full)
     result = CliRunner().invoke(cli, ["batch", str(tmp_path / "jobs.csv"), "-o", str(tmp_path / "b"),
                                       "--scheduler", "serial", "-q"])
     assert result.exit_code == 8 and len(error_lines(result.output)) == 1
@@ -514,7 +515,7 @@ def readme_rows() -> dict[str, str]:
 
 
 def _crosscheck_case(tmp_path: Path) -> tuple[list[str], Path]:
-    from tests.test_crosscheck import AS_OF, rule_case
+    from tests.data import AS_OF, rule_case
 
     ch, _, _ = rule_case()
     ch.to_file(tmp_path / "changes.gpkg")
@@ -525,14 +526,14 @@ def _crosscheck_case(tmp_path: Path) -> tuple[list[str], Path]:
 
 
 def _row_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
-    from changewatch.rs import export
+    from changewatch.rs import runfolder
 
     args, out = _crosscheck_case(tmp_path)
 
     def full(*a: object, **kw: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(export, "write_gpkg", full)
+    monkeypatch.setattr(runfolder, "write_gpkg", full)
     return args, ["outputs cannot be written", str(out), "No space left on device"]
 
 
@@ -550,14 +551,14 @@ def _row_input_inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[
 def _row_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     args, out = _crosscheck_case(tmp_path)
     real = os.path.ismount
-    monkeypatch.setattr(atomic.os.path, "ismount", lambda p: str(p) == os.path.realpath(out) or real(p))
+    monkeypatch.setattr(staging.os.path, "ismount", lambda p: str(p) == os.path.realpath(out) or real(p))
     return args, ["is a mount point", "write into a folder inside it"]
 
 
 def _row_review(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     import pandas as pd
 
-    from changewatch.rs.export import read_run_layers
+    from changewatch.rs.runfolder import read_run_layers
     from changewatch.rs.review import Run, save_review
 
     args, out = _crosscheck_case(tmp_path)
@@ -573,7 +574,7 @@ def _row_unreadable_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _row_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
-    from tests.test_batch import make_manifest
+    from tests.data import make_manifest
 
     manifest = make_manifest(tmp_path, n_good=1, broken=False)
     model = tmp_path / "models" / "tiny.json"
@@ -592,7 +593,7 @@ def _row_model_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[li
 def _row_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     import pickle
 
-    from tests.test_models import _Payload
+    from tests.models.test_changenet import _Payload
 
     (tmp_path / "models" / "tiny.safetensors").write_bytes(pickle.dumps(_Payload(tmp_path / "payload-ran")))
     return _detect_with(tmp_path), ["model weights are not a valid safetensors file"]
@@ -602,7 +603,7 @@ def _row_train_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[l
     import pickle
 
     from tests.data import make_site
-    from tests.test_models import _Payload
+    from tests.models.test_changenet import _Payload
 
     for name, seed in (("alpha", 1), ("beta", 2)):
         make_site(tmp_path / "sites", name, seed, squares=((10, 10, 12),))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project built as a wheel and installed (no dependencies: this venv has them) into a folder."""
+    """The project built as a wheel and installed (no dependencies: this venv has them) into a folder.
+    Built from a copy of the sources, so that what an earlier build left in ``build/`` cannot stand in
+    for a package the wheel lacks."""
     build = tmp_path_factory.mktemp("wheel")
+    source = build / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                                "out", "runs", ".pytest_cache", ".bench-venv"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(build),
-                    str(ROOT)], check=True, capture_output=True)
+                    str(source)], check=True, capture_output=True)
     wheel = next(build.glob("changewatch-*.whl"))
     target = build / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
@@ -33,6 +39,13 @@ def test_wheel_holds_one_package_with_its_data(installed: Path) -> None:
                  "models/changewatch-rgb.json", "tiles/hongkong/before.tif", "tiles/hongkong_permits_demo.gpkg"):
         assert (package / part).is_file(), part
     assert (installed / "bin" / "changewatch").is_file()
+
+
+def test_wheel_holds_every_module(installed: Path) -> None:
+    """Every module of the package's folders is installed (a subpackage missing from pyproject's list is not)."""
+    modules = [p.relative_to(ROOT) for folder in ("rs", "models", "tiles") for p in (ROOT / folder).rglob("*.py")]
+    missing = [str(m) for m in modules if not (installed / "changewatch" / m).is_file()]
+    assert modules and not missing
 
 
 @pytest.mark.slow

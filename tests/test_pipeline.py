@@ -3,7 +3,10 @@ changes cut by tile edges come out whole."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -14,9 +17,11 @@ from affine import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 from shapely.geometry import Point, box
 
-from changewatch.rs.crosscheck import CrosscheckInputs
-from changewatch.rs.infer import ChangeModel, InferenceConfig, ModelCache
-from changewatch.rs.pipeline import DetectConfig, detect
+from changewatch.rs.config import DetectConfig, InferenceConfig
+from changewatch.rs.infer import ChangeModel, ModelCache
+from changewatch.rs.pipeline import detect
+from changewatch.rs.crosscheck.settings import CrosscheckInputs
+from changewatch.rs.summary import BuildingsRecord, RunSummary
 from changewatch.rs.tiling import TileGrid
 from tests.data import ORIGIN, UTM48N, WGS84, BrightnessChangeNet, BuildingBrightnessNet, building_spec, \
     plant_square, pointwise_spec, textured_scene, utm_transform, write_raster
@@ -105,7 +110,7 @@ def test_vhr_input_is_compared_at_the_models_gsd_unless_native(tmp_path: Path) -
                         progress=False, models=ModelCache(fixed=sensitive_model()))
         with rasterio.open(tmp_path / gsd / "change_prob.tif") as ds:
             assert ds.res == (pixel, pixel) and ds.crs == UTM48N
-        assert result.n_changes == 1 and result.summary["inputs"]["pixel_size_m"] == pytest.approx(pixel)
+        assert result.n_changes == 1 and result.summary.to_dict()["inputs"]["pixel_size_m"] == pytest.approx(pixel)
         changes = gpd.read_file(tmp_path / gsd / "changes.gpkg")
         # the 50 m square either way; at 10 m its outline may grow by the one pixel the resampling blurs
         assert 0.8 * 50 * 50 <= changes["area_m2"].iloc[0] <= 70 * 70
@@ -145,11 +150,15 @@ def test_building_model_writes_one_typed_object_per_building(tmp_path: Path) -> 
     assert list(changes["reasons"]) == ["NO_PERMIT", "PERMITTED", "DEMOLISHED"]
     flagged = gpd.read_file(tmp_path / "out" / "flagged.gpkg", layer="flagged_changes")
     assert list(flagged["change_type"]) == ["enlarged", "demolished"]
-    counts = result.summary["counts"]
-    assert counts["by_change_type"] == {"new_building": 1, "demolished": 1, "enlarged": 1, "other_change": 0}
-    assert counts["by_reason"] == {"NO_PERMIT": 1, "DEMOLISHED": 1}
-    assert result.summary["buildings"] == {"split_per_building": True, "unsplit_regions": 0, "notes": []}
-    assert result.summary["rules"]["demolition_needs_permit"] is False
+    counts = result.summary.counts
+    assert counts.by_change_type == {"new_building": 1, "demolished": 1, "enlarged": 1, "other_change": 0}
+    assert counts.by_reason == {"NO_PERMIT": 1, "DEMOLISHED": 1}
+    assert result.summary.buildings == BuildingsRecord(split_per_building=True, unsplit_regions=0, notes=[])
+    assert result.summary.rules.demolition_needs_permit is False
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert written["buildings"] == {"split_per_building": True, "unsplit_regions": 0, "notes": []}
+    back = RunSummary.from_dict(written)  # what is written reads back the same (the config as JSON has it)
+    assert replace(back, config={}) == replace(result.summary, config={}) and back.config["min_area_m2"] == 10.0
 
 
 def test_change_only_model_leaves_change_type_empty(tmp_path: Path) -> None:
@@ -161,8 +170,8 @@ def test_change_only_model_leaves_change_type_empty(tmp_path: Path) -> None:
                     progress=False, models=ModelCache(fixed=sensitive_model()))
     changes = gpd.read_file(tmp_path / "o" / "changes.gpkg", layer="changes")
     assert len(changes) == 1 and "change_type" in changes and changes["change_type"].isna().all()
-    assert result.summary["counts"]["by_change_type"] is None
-    assert not result.summary["buildings"]["split_per_building"]
+    assert result.summary.counts.by_change_type is None
+    assert result.summary.buildings is not None and not result.summary.buildings.split_per_building
 
 
 def test_an_undeclared_zero_wedge_is_never_change_and_the_rule_is_recorded(tmp_path: Path) -> None:
@@ -175,10 +184,10 @@ def test_an_undeclared_zero_wedge_is_never_change_and_the_rule_is_recorded(tmp_p
     before[:, wedge] = 0
     write_raster(tmp_path / "b.tif", before, UTM48N, utm_transform())
 
-    def run(out: str, zero_is_valid: bool) -> dict:
+    def run(out: str, zero_is_valid: bool) -> dict[str, Any]:
         config = DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / "a.tif"), str(tmp_path / out), threshold=0.5,
                               min_area_m2=0.0, zero_is_valid=zero_is_valid)
-        return detect(config, progress=False, models=ModelCache(fixed=sensitive_model())).summary
+        return detect(config, progress=False, models=ModelCache(fixed=sensitive_model())).summary.to_dict()
 
     summary = run("rule", False)
     assert summary["counts"]["changes"] == 1  # the planted roof only
@@ -220,7 +229,7 @@ def test_a_sentinel2_baseline_0400_offset_on_one_date_changes_nothing(tmp_path: 
         result = detect(DetectConfig(str(tmp_path / "b.tif"), str(tmp_path / after_file),
                                      str(tmp_path / after_file[:-4]), threshold=0.5, min_area_m2=0.0),
                         progress=False, models=ModelCache(fixed=sensitive_model()))
-    assert result.summary["inputs"]["radiometry"]["after"]["tags"] == {"PROCESSING_BASELINE": "04.00",
-                                                                       "BOA_ADD_OFFSET": "-1000"}
+    tags = result.summary.to_dict()["inputs"]["radiometry"]["after"]["tags"]
+    assert tags == {"PROCESSING_BASELINE": "04.00", "BOA_ADD_OFFSET": "-1000"}
     with rasterio.open(tmp_path / "a" / "change_prob.tif") as a, rasterio.open(tmp_path / "a2022" / "change_prob.tif") as o:
         np.testing.assert_allclose(a.read(1), o.read(1), atol=1e-3)

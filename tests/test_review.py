@@ -13,10 +13,11 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from changewatch.cli import cli
-from changewatch.rs.export import layer_names, read_run_layers
-from changewatch.rs.review import REVIEW_LAYER, UNMATCHED_LAYER, Run, load_run, match_decisions, review_table, save_review
+from changewatch.rs.io.vector import layer_names
+from changewatch.rs.review import Run, load_run, match_decisions, review_table, save_review
+from changewatch.rs.runfolder import LAYER_REVIEW, LAYER_UNMATCHED, read_run_layers
 from tests.data import UTM48N
-from tests.test_crosscheck import AS_OF, rule_case
+from tests.data import AS_OF, rule_case
 
 
 def test_decisions_follow_outlines_not_ids() -> None:
@@ -42,7 +43,7 @@ def test_decisions_follow_outlines_not_ids() -> None:
     assert review["match_iou"].tolist() == pytest.approx([90 / 110, 1.0, 1.0], abs=1e-4)
     assert review.geometry.iloc[0].equals(box(1, 0, 11, 10))
     assert list(carried.unmatched["change_id"]) == [3, 4, 6] and list(carried.unmatched["note"]) == ["c", "d", "f"]
-    assert carried.to_dict()["carried"] == 3 and carried.to_dict()["unmatched"] == 3
+    assert carried.record().carried == 3 and carried.record().unmatched == 3
 
 
 def _crosscheck(changes: gpd.GeoDataFrame, folder: Path, out: Path) -> "CliRunner.invoke":
@@ -63,20 +64,20 @@ def test_crosscheck_rerun_keeps_the_decisions(tmp_path: Path) -> None:
     rerun = changes.drop(index=3).assign(change_id=lambda d: 100 - d["change_id"])
     result = _crosscheck(rerun, tmp_path, out)
     assert result.exit_code == 0 and "review decisions kept: 8 on the new flags" in result.output
-    review = gpd.read_file(out / "flagged.gpkg", layer=REVIEW_LAYER).sort_values("previous_change_id")
+    review = gpd.read_file(out / "flagged.gpkg", layer=LAYER_REVIEW).sort_values("previous_change_id")
     assert list(review["previous_change_id"]) == [1, 2, 3, 5, 6, 7, 8, 9]
     assert list(review["change_id"]) == [99, 98, 97, 95, 94, 93, 92, 91]
     kept = decisions.set_index("change_id").loc[[1, 2, 3, 5, 6, 7, 8, 9]]
     assert list(review["review"]) == list(kept["review"]) and list(review["note"]) == list(kept["note"])
-    unmatched = gpd.read_file(out / "flagged.gpkg", layer=UNMATCHED_LAYER)
+    unmatched = gpd.read_file(out / "flagged.gpkg", layer=LAYER_UNMATCHED)
     assert list(unmatched["change_id"]) == [4] and list(unmatched["review"]) == ["confirm"]
     summary = json.loads((out / "crosscheck_summary.json").read_text())
     assert summary["review"]["carried"] == 8 and summary["review"]["unmatched"] == 1
     # change 4 is found again: its decision comes back from review_unmatched
     assert _crosscheck(changes, tmp_path, out).exit_code == 0
-    review = gpd.read_file(out / "flagged.gpkg", layer=REVIEW_LAYER)
+    review = gpd.read_file(out / "flagged.gpkg", layer=LAYER_REVIEW)
     assert sorted(review["change_id"]) == list(range(1, 10))
-    assert UNMATCHED_LAYER not in layer_names(out / "flagged.gpkg")
+    assert LAYER_UNMATCHED not in layer_names(out / "flagged.gpkg")
     assert review.set_index("change_id").loc[4, "note"] == "note 4"
 
 

@@ -11,8 +11,9 @@ from rasterio.windows import Window
 
 from changewatch.models.spec import choose_model
 from changewatch.rs.align import AlignedPair
-from changewatch.rs.coregister import coregister
+from changewatch.rs.config import PairOptions
 from changewatch.rs.normalize import scene_stats
+from changewatch.rs.prepare import prepare_pair
 from changewatch.rs.validity import sample_windows
 from tests.data import ORIGIN, UTM48N, textured_scene, utm_transform, write_raster
 
@@ -68,10 +69,8 @@ def test_nan_under_a_files_own_mask_is_still_invalid(tmp_path: Path) -> None:
 
 def test_co_registration_measures_around_nan(tmp_path: Path) -> None:
     before, after, _ = float_pair(tmp_path, size=300)  # clouds cover < 1 % of each 256 px window
-    with AlignedPair(before, after) as pair:
-        corrected, found = coregister(pair)  # phase correlation raised on NaN before
-        corrected.close()
-    assert found.windows > 0 and not found.applied
+    found = prepare_pair(before, after, PairOptions()).coregistration
+    assert found is not None and found.windows > 0 and not found.applied  # phase correlation raised on NaN before
 
 
 def zero_wedge(size: int = 96) -> np.ndarray:

@@ -9,8 +9,9 @@ import pytest
 import rasterio
 from affine import Affine
 
-from changewatch.rs.align import Grid
-from changewatch.rs.vectorize import VectorizeConfig, pixel_area_m2, vectorize
+from changewatch.rs.grid import Grid
+from changewatch.rs.grid import pixel_area_m2
+from changewatch.rs.vectorize import VectorizeConfig, vectorize
 from tests.data import UTM48N, WGS84, utm_transform, write_raster
 
 
@@ -116,7 +117,7 @@ def test_vectorize_and_crosscheck_import_without_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, changewatch.rs.vectorize, changewatch.rs.crosscheck; print('torch' in sys.modules)"
+    code = "import sys, changewatch.rs.vectorize, changewatch.rs.crosscheck.judge; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
 

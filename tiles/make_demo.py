@@ -27,8 +27,8 @@ import shapely
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
-from changewatch.rs.align import Grid  # noqa: E402
-from changewatch.rs.vectorize import metric_crs, polygons_from_mask  # noqa: E402
+from changewatch.rs.grid import Grid, metric_crs  # noqa: E402
+from changewatch.rs.vectorize import polygons_from_mask  # noqa: E402
 
 CITY = "hongkong"
 DEMO = ROOT / "tiles" / CITY

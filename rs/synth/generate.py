@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 import changewatch
 from changewatch.rs.datasets import BUILDING_FOLDERS
 from changewatch.rs.errors import InputFileError
-from changewatch.rs.export import StagedOutput
+from changewatch.rs.runfolder import StagedOutput
 from changewatch.rs.synth.config import ATTRIBUTION, KINDS, SynthConfig
 from changewatch.rs.synth.edit import Donor, cut_donors, dilate, grow_px, ground_of, paste_buildings, remove_buildings
 from changewatch.rs.synth.nuisance import DateContext, apply_nuisance

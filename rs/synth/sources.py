@@ -37,14 +37,12 @@ import rasterio.merge
 import shapely
 from affine import Affine
 from PIL import Image, UnidentifiedImageError
-from pyproj.aoi import AreaOfInterest
-from pyproj.database import query_utm_crs_info
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 from scipy import ndimage
 
-from changewatch.rs.align import Grid
+from changewatch.rs.grid import Grid, utm_crs
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.synth.shadow import Sun, estimate_sun
 
@@ -239,12 +237,6 @@ def geotiff_mosaic(paths: tuple[Path, ...]) -> Mosaic:
         for ds in datasets:
             ds.close()
     return Mosaic(np.ascontiguousarray(np.moveaxis(data, 0, -1)).astype(np.uint8), cover, crs, transform)
-
-
-def utm_crs(lon: float, lat: float) -> CRS:
-    """The WGS 84 / UTM zone CRS containing (lon, lat) (degrees), from the PROJ database."""
-    info = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat))
-    return CRS.from_epsg(int(info[0].code))
 
 
 def metric_grid(mosaic: Mosaic, gsd_m: float) -> tuple[CRS, Affine, int, int]:

@@ -1,4 +1,4 @@
-"""rs.crosscheck: permit overlap by area, CRS handling, layer validation and repair."""
+"""rs.crosscheck.rules and parcels: permit overlap by area, CRS handling, layer validation and repair."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon, box
 
-from changewatch.rs.crosscheck import (
+from changewatch.rs.crosscheck.layers import read_layer
+from changewatch.rs.crosscheck.parcels import attribute_parcels
+from changewatch.rs.crosscheck.rules import (
     DEMOLISHED,
     EXCEEDS_PERMIT,
     NO_BUILD_ZONE,
@@ -18,16 +20,12 @@ from changewatch.rs.crosscheck import (
     PERMIT_EXPIRED,
     PERMIT_NOT_YET_VALID,
     PERMITTED,
-    ParcelColumns,
-    RuleConfig,
-    attribute_parcels,
     crosscheck,
-    read_layer,
     worst_reason,
 )
+from changewatch.rs.crosscheck.settings import ParcelColumns, RuleConfig, load_settings
 from changewatch.rs.errors import InputFileError, LayerError
-from changewatch.rs.settings import load_settings
-from tests.data import ORIGIN, UTM48N, WGS84
+from tests.data import AS_OF, ORIGIN, UTM48N, WGS84, rule_case
 
 X, Y = ORIGIN
 
@@ -126,36 +124,6 @@ def test_read_layer_extent_reads_only_the_scene(tmp_path: Path) -> None:
 
 
 # --- the rules, on hand-built layers -------------------------------------------------------------
-# Changes: 20 m squares at x = 0, 100, 200, ... (UTM 48N). Permits (in EPSG:4326) and zones as below.
-AS_OF = date(2018, 3, 23)
-
-
-def square(i: int, size: float = 20.0, dx: float = 0.0) -> Polygon:
-    return box(X + i * 100 + dx, Y, X + i * 100 + dx + size, Y + size)
-
-
-def rule_case() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    ch = gpd.GeoDataFrame({"change_id": range(1, 10)}, geometry=[square(i) for i in range(9)], crs=UTM48N)
-    rows = [  # (permit, change it covers, footprint, issued, expires)
-        ("valid", 0, square(0, 22, -1), "2017-01-01", "2019-01-01"),           # change 1: PERMITTED
-        ("expired", 1, square(1, 22, -1), "2015-01-01", "2018-03-22"),          # change 2: PERMIT_EXPIRED
-        ("future", 2, square(2, 22, -1), "2018-03-24", "2020-01-01"),           # change 3: PERMIT_NOT_YET_VALID
-        ("future-b", 3, square(3, 22, -1), "2019-01-01", None),                 # change 4: expired + future
-        ("expired-b", 3, square(3, 22, -1), "2010-01-01", "2011-01-01"),        #   → PERMIT_EXPIRED
-        ("small", 4, square(4, 10), "2017-01-01", None),                         # change 5: 300 m² outside → EXCEEDS
-        ("almost", 5, square(5, 19.5), "2017-01-01", None),                      # change 6: 19.75 m² outside → ok
-        ("edge-day", 6, square(6, 22, -1), "2018-03-23", "2018-03-23"),         # change 7: valid on its only day
-        ("in-zone", 7, square(7, 22, -1), "2017-01-01", None),                   # change 8: NO_BUILD_ZONE only
-    ]  # change 9: no permit, and in the no-build zone → NO_BUILD_ZONE,NO_PERMIT
-    permits = gpd.GeoDataFrame({"permit_id": [r[0] for r in rows], "issued": [r[3] for r in rows],
-                                "expires": [r[4] for r in rows]}, geometry=[r[2] for r in rows], crs=UTM48N)
-    zoning = gpd.GeoDataFrame({"zone_id": ["open", "green"], "zone_class": ["mixed", "green belt"],
-                               "construction_allowed": ["yes", "no"]},
-                              geometry=[box(X - 50, Y - 50, X + 650, Y + 50), box(X + 690, Y - 50, X + 900, Y + 50)],
-                              crs=UTM48N)
-    return ch, permits.to_crs(WGS84), zoning.to_crs(WGS84)
-
-
 def test_every_reason_code() -> None:
     ch, permits, zoning = rule_case()
     out = crosscheck(ch, permits, zoning, RuleConfig(as_of=AS_OF))

@@ -12,7 +12,7 @@ declared in the ``--columns`` file). Every layer is checked before any work star
   feature covers the *union* of its parts (``shapely.make_valid(method="structure")``: overlapping
   or nested parts of a MultiPolygon never become holes); empty and null geometries are dropped
   and counted;
-- permit dates are read by the declared rule (``settings.DateFormat``) and zoning's
+- permit dates are read by the declared rule (``rs.crosscheck.values``) and zoning's
   ``construction_allowed`` as yes/no: a value that cannot be read is an error naming the rows.
 
 Per layer, the features in the file and those inside the scene are counted (``Layer``); a layer
@@ -22,10 +22,9 @@ with features of which none lies inside the scene gets a warning (``Layers.warni
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -33,13 +32,14 @@ import pandas as pd
 import pyogrio
 import pyogrio.errors
 import shapely
-from dateutil import parser as dateparser
 from pyproj import CRS as ProjCRS
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
+from changewatch.rs.crosscheck.settings import CrosscheckInputs, DateFormat, Source
+from changewatch.rs.crosscheck.values import EXAMPLES, parse_allowed, parse_dates
 from changewatch.rs.errors import InputFileError, LayerError
-from changewatch.rs.settings import DateFormat, ParcelColumns, RuleConfig, Source, Sources
+from changewatch.rs.summary import LayerInputs
 
 Extent = tuple[tuple[float, float, float, float], CRS]  # (left, bottom, right, top), its CRS
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
@@ -47,9 +47,6 @@ CSV_SUFFIXES = (".csv",)
 POLYGON_TYPES = (3, 6)  # shapely type ids: Polygon, MultiPolygon
 NO_AREA_TYPES = (0, 1, 2, 4, 5)  # Point, LineString, LinearRing, MultiPoint, MultiLineString
 COLLECTION = 7
-EXAMPLES = 5  # rows named in an error message
-DATE_EXAMPLES = 3  # values (with their rows) quoted in a date error
-DAY_FIRST = re.compile(r"\d{1,2}\D")
 
 
 @dataclass(frozen=True)
@@ -294,88 +291,6 @@ def read_layer(path: str | os.PathLike[str], role: str, required: tuple[str, ...
     return Layer(data, repaired, str(p), layer, features, in_scene, dropped)
 
 
-# --- values ----------------------------------------------------------------------------------------
-
-
-def _calendar_date(value: object, how: DateFormat) -> date | None:
-    """The date ``value`` stands for by the rule ``how`` (its wall-clock date: time and UTC offset
-    are ignored), or None when it cannot be read by that rule."""
-    if isinstance(value, datetime):  # also pandas.Timestamp
-        return value.date()
-    if isinstance(value, date):
-        return value
-    text = str(value).strip()
-    if how.formats:
-        for fmt in how.formats:
-            try:
-                return datetime.strptime(text, fmt).date()
-            except ValueError:
-                continue
-        return None
-    try:
-        return datetime.fromisoformat(text).date()
-    except ValueError:
-        pass
-    if how.dayfirst and DAY_FIRST.match(text):  # not a year first: dateutil would read 2023/03/05 as 3 May
-        try:  # parsed against two defaults: a date missing its day, month or year differs between them
-            a = dateparser.parse(text, dayfirst=True, default=datetime(2000, 1, 1))
-            b = dateparser.parse(text, dayfirst=True, default=datetime(2001, 2, 2))
-        except (ValueError, OverflowError):
-            return None
-        return a.date() if a.date() == b.date() else None
-    return None
-
-
-def parse_dates(values: pd.Series, how: DateFormat = DateFormat(), column: str = "date", role: str = "permits",
-                ids: pd.Series | None = None) -> pd.Series:
-    """Calendar dates (datetime64[s] at midnight, same index; NaT where blank) of a date column.
-
-    Columns already typed as dates are used as they are (their wall-clock date). Text is read by
-    ``how`` (see ``settings.DateFormat``); each value's own date as written counts — its time and
-    UTC offset are ignored, so ``2023-03-05T00:00:00+07:00`` is 5 March. Raises LayerError naming
-    the rows (by ``ids``) of every value that is not blank and cannot be read: never a guess, and
-    never an empty date (which the rules would read as open-ended).
-    """
-    if pd.api.types.is_datetime64_any_dtype(values):
-        plain = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) is not None else values
-        return plain.dt.normalize().astype("datetime64[s]")
-    blank = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
-    unique = pd.unique(values[~blank].to_numpy(dtype=object))
-    lookup = {v: _calendar_date(v, how) for v in unique}
-    parsed = values[~blank].map(lookup)
-    bad = np.flatnonzero(~blank)[parsed.isna().to_numpy()]
-    if len(bad):
-        label = str(ids.name) if ids is not None else "row"
-        names = (ids.to_numpy() if ids is not None else values.index.to_numpy())[bad[:DATE_EXAMPLES]]
-        shown = ", ".join(f"{values.iloc[i]!r} ({label} {n})" for i, n in zip(bad, names))
-        if how.formats or how.dayfirst:
-            raise LayerError(f"{role} column {column}: {len(bad)} date(s) cannot be read as {how.describe()}: "
-                             f"{shown}")
-        raise LayerError(f"{role} column {column}: {len(bad)} date(s) are not ISO 8601 (YYYY-MM-DD), e.g. {shown}; "
-                         f"a date like 03/04/2023 can be 3 April or 4 March, so declare how to read them in the "
-                         f"--columns file: {role}: {{date_format: '%d/%m/%Y'}} (or {{dayfirst: true}})")
-    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[s]")
-    out[~blank] = np.array(parsed.tolist(), dtype="datetime64[s]")
-    return out
-
-
-ALLOWED = {"true": True, "yes": True, "y": True, "1": True, "false": False, "no": False, "n": False, "0": False}
-
-
-def parse_allowed(values: pd.Series, column: str) -> pd.Series:
-    """construction_allowed as booleans; LayerError for values that are not yes/no (true/false, 1/0)."""
-    if values.dtype == bool:
-        return values
-    parsed = values.astype(str).str.strip().str.lower().map(ALLOWED)
-    if parsed.isna().any():
-        bad = sorted(set(values[parsed.isna()].astype(str)))[:EXAMPLES]
-        raise LayerError(f"zoning column {column} must be yes/no (true/false, 1/0); found {', '.join(bad)}")
-    return parsed.astype(bool)
-
-
-# --- the layers of a run -----------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Layers:
     """The reference layers a cross-check runs against (each optional)."""
@@ -384,19 +299,18 @@ class Layers:
     zoning: Layer | None = None
     parcels: Layer | None = None
 
-    def provenance(self) -> dict[str, object]:
+    def provenance(self) -> LayerInputs:
         """Paths (``path`` or ``path:layer``), repaired-geometry counts and, under ``layer_counts``,
         each layer's features in the file and inside the scene (see ``Layer.counts``)."""
-        out: dict[str, object] = {}
-        counts: dict[str, object] = {}
+        out: dict[str, Any] = {}
+        counts: dict[str, Any] = {}
         for role in ("permits", "zoning", "parcels"):
             layer = getattr(self, role)
             where = str(Path(layer.path).resolve()) + (f":{layer.layer}" if layer.layer else "") if layer else None
             out[role] = where
             out[f"{role}_repaired_geometries"] = layer.repaired if layer else 0
             counts[role] = layer.counts() if layer else None
-        out["layer_counts"] = counts
-        return out
+        return LayerInputs(**out, layer_counts=counts)
 
     def warnings(self) -> list[str]:
         """One line per layer that has features but none inside the scene (a wrong file, lon/lat
@@ -416,36 +330,25 @@ class Layers:
         return lines
 
 
-@dataclass(frozen=True)
-class CrosscheckInputs:
-    """The reference layers of a run (paths, each optional; ``file:layer`` picks a layer) and how
-    to read and judge them."""
-
-    permits: str | None = None
-    zoning: str | None = None
-    parcels: str | None = None
-    rules: RuleConfig = field(default_factory=RuleConfig)
-    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
-    sources: Sources = field(default_factory=Sources)
-
-    def read(self, extent: Extent | None = None) -> Layers:
-        """Read and check every given layer (see ``read_layer``) before any work starts: permit
-        dates are parsed (``parse_dates``) and zoning's construction_allowed read as yes/no here,
-        so an unreadable value stops the run before it writes anything."""
-        pc, zc, qc = self.rules.permit_columns, self.rules.zoning_columns, self.parcel_columns
-        permits = zoning = parcels = None
-        if self.permits:
-            permits = read_layer(self.permits, "permits", (pc.permit_id, pc.issued, pc.expires), extent,
-                                 self.sources.permits, pc.permit_id, text_dates=True)
-            data = permits.data.copy()
-            for column in dict.fromkeys((pc.issued, pc.expires)):
-                data[column] = parse_dates(data[column], self.rules.dates, column, "permits", data[pc.permit_id])
-            permits = replace(permits, data=data)
-        if self.zoning:
-            zoning = read_layer(self.zoning, "zoning", (zc.zone_id, zc.construction_allowed), extent,
-                                self.sources.zoning, zc.zone_id)
-            parse_allowed(zoning.data[zc.construction_allowed], zc.construction_allowed)
-        if self.parcels:
-            parcels = read_layer(self.parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c),
-                                 extent, self.sources.parcels, qc.parcel_id)
-        return Layers(permits, zoning, parcels)
+def read_layers(inputs: CrosscheckInputs, extent: Extent | None = None) -> Layers:
+    """Read and check every layer ``inputs`` gives (see ``read_layer``) before any work starts:
+    permit dates are parsed (``parse_dates``) and zoning's construction_allowed read as yes/no
+    here, so an unreadable value stops the run before it writes anything. ``extent``: read only
+    the features whose bounding boxes meet it."""
+    pc, zc, qc = inputs.rules.permit_columns, inputs.rules.zoning_columns, inputs.parcel_columns
+    permits = zoning = parcels = None
+    if inputs.permits:
+        permits = read_layer(inputs.permits, "permits", (pc.permit_id, pc.issued, pc.expires), extent,
+                             inputs.sources.permits, pc.permit_id, text_dates=True)
+        data = permits.data.copy()
+        for column in dict.fromkeys((pc.issued, pc.expires)):
+            data[column] = parse_dates(data[column], inputs.rules.dates, column, "permits", data[pc.permit_id])
+        permits = replace(permits, data=data)
+    if inputs.zoning:
+        zoning = read_layer(inputs.zoning, "zoning", (zc.zone_id, zc.construction_allowed), extent,
+                            inputs.sources.zoning, zc.zone_id)
+        parse_allowed(zoning.data[zc.construction_allowed], zc.construction_allowed)
+    if inputs.parcels:
+        parcels = read_layer(inputs.parcels, "parcels", tuple(c for c in (qc.parcel_id, qc.ward, qc.owner) if c),
+                             extent, inputs.sources.parcels, qc.parcel_id)
+    return Layers(permits, zoning, parcels)

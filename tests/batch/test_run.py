@@ -1,4 +1,4 @@
-"""rs.batch and `cli.py batch`: statuses, resume after SIGKILL, Dask LocalCluster = serial."""
+"""rs.batch and `cli.py batch`: manifests, statuses, resume after SIGKILL, Dask LocalCluster = serial, combined outputs."""
 
 from __future__ import annotations
 
@@ -19,29 +19,17 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from changewatch.cli import cli
-from changewatch.rs.batch import BatchConfig, is_done, read_manifest, run_batch, stale_reason, tile_counts
-from changewatch.rs.crosscheck import CrosscheckInputs
+from changewatch.rs.batch.jobs import tile_counts
+from changewatch.rs.batch.manifest import read_manifest
+from changewatch.rs.batch.resume import is_done, stale_reason
+from changewatch.rs.batch.run import run_batch
+from changewatch.rs.config import BatchConfig
+from changewatch.rs.crosscheck.settings import CrosscheckInputs
 from changewatch.rs.errors import ManifestError
 from changewatch.rs.infer import InferenceConfig
-from tests.data import ORIGIN, UTM48N, plant_square, textured_scene, utm_transform, write_raster
+from tests.data import ORIGIN, UTM48N, make_manifest, plant_square, textured_scene, utm_transform, write_raster
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_manifest(tmp_path: Path, n_good: int = 2, broken: bool = True, size: int = 96) -> Path:
-    """n_good real pairs (96×96 UTM, one planted square each) and, optionally, a job whose AFTER is missing."""
-    lines = ["area_id,before,after"]
-    for i in range(n_good):
-        before = textured_scene(size, size, seed=10 + i)
-        after = plant_square(before, 20 + 5 * i, 30, 12)
-        t = utm_transform(origin=(ORIGIN[0] + 5000 * i, ORIGIN[1]))
-        write_raster(tmp_path / f"b{i}.tif", before, UTM48N, t)
-        write_raster(tmp_path / f"a{i}.tif", after, UTM48N, t)
-        lines.append(f"ward{i},b{i}.tif,a{i}.tif")
-    if broken:
-        lines.append("broken,b0.tif,missing.tif")
-    (tmp_path / "jobs.csv").write_text("\n".join(lines) + "\n")
-    return tmp_path / "jobs.csv"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def config(manifest: Path, outdir: Path, model: Path, **kw: object) -> BatchConfig:

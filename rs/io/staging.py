@@ -1,6 +1,4 @@
-"""Write a file or a whole folder so that readers see either the old one or the complete new one.
-
-``atomic_write`` replaces one file: it is written under a temporary name beside it and renamed.
+"""Replace a whole output folder so that readers see either the old one or the complete new one.
 
 ``StagedDir`` replaces a whole output folder (a run's OUTDIR). The guarantee, whatever moment the
 process is killed at (``kill -9``, power loss after the file system's journal replay):
@@ -36,78 +34,12 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from changewatch.rs.errors import ChangewatchError, OutputError
+from changewatch.rs.errors import OutputError
+from changewatch.rs.io.files import TMP_GLOB, writing
 
-TMP_GLOB = ".*.tmp-*"  # what atomic_write's temporary names look like (for clean-up after a kill)
 STAGING = ".staging-"  # .NAME.staging-ID: a run being written
 OLD = ".old-"  # .NAME.old-ID: the run OUTDIR held, between the swap and its deletion
 OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})  # files a desktop adds to any folder
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
-
-    The temporary name is hidden and keeps the extension (GDAL drivers look at it); it is
-    removed when the block raises. Permissions follow the umask, as for any new file.
-    """
-    target = Path(path)
-    tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{target.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
-
-
-# --- write failures --------------------------------------------------------------------------
-
-def _write_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions the writers raise when a file cannot be written (imported only when needed)."""
-    from pyogrio.errors import DataLayerError, DataSourceError
-    from rasterio._err import CPLE_BaseError
-
-    return OSError, CPLE_BaseError, DataSourceError, DataLayerError
-
-
-def describe_write_error(target: str | os.PathLike[str], exc: BaseException,
-                         shown_as: tuple[str, str] | None = None) -> str:
-    """One line: what could not be written and why (GDAL's reason, or the system's with its errno).
-
-    GDAL reports a full disk in its own words ("no such table", "write error at scanline"), so the
-    free space of the disk is added where the error carries no errno. ``shown_as``: (path, shown
-    instead) — a staging folder is shown as the OUTDIR it stands for.
-    """
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    if shown_as:
-        reason = reason.replace(*shown_as)
-    if not isinstance(exc, OSError) or exc.errno is None:
-        folder = Path(target)
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        try:
-            reason += f" ({shutil.disk_usage(folder).free / 2**20:,.0f} MiB free on that disk)"
-        except OSError:
-            pass
-    return f"outputs cannot be written: {target}: {reason}"
-
-
-@contextmanager
-def writing(target: str | os.PathLike[str], shown_as: tuple[str, str] | None = None) -> Iterator[None]:
-    """Turn a failed write inside the block (permission denied, read-only or full disk, a GDAL
-    write error) into ``OutputError`` naming ``target`` (see ``describe_write_error``).
-    ChangewatchErrors pass unchanged."""
-    try:
-        yield
-    except ChangewatchError:
-        raise
-    except Exception as exc:
-        if not isinstance(exc, _write_errors()):
-            raise
-        raise OutputError(describe_write_error(target, exc, shown_as)) from exc
 
 
 # --- locks -----------------------------------------------------------------------------------

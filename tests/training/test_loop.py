@@ -1,4 +1,5 @@
-"""rs.train: a short run on tiny generated sites learns, validates and saves a loadable checkpoint."""
+"""rs.training.loop: a short run on tiny generated sites learns, validates and saves a loadable checkpoint;
+it resumes from its saved state (rs.training.state) to the same weights."""
 
 from __future__ import annotations
 
@@ -13,28 +14,9 @@ import pytest
 from changewatch.models.changenet import load_checkpoint
 from changewatch.rs.datasets import find_pairs
 from changewatch.rs.errors import ModelError
-from changewatch.rs.train import TrainConfig, change_loss, iterations_for, load_site, parse_loss, sample_batch, train
-
-
-def test_load_site_and_sample_batch(sites: Path) -> None:
-    site = load_site(find_pairs(sites, ["alpha"])[0])
-    assert site.x.shape == (8, 64, 64) and site.x.dtype == np.float32
-    assert int((site.label == 1).sum()) == 12 * 12 + 8 * 8 and len(site.positives) == 208
-    config = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=6)
-    x, y = sample_batch([site], config, np.random.default_rng(0))
-    assert x.shape == (6, 8, 32, 32) and y.shape == (6, 1, 32, 32)
-    assert (y == 1).any()  # half the crops are centred on change
-
-
-def test_loss_ignores_unlabelled_pixels() -> None:
-    logits = torch.zeros(1, 1, 4, 4)
-    target = torch.full((1, 1, 4, 4), 255, dtype=torch.uint8)
-    target[0, 0, 0, 0] = 1
-    a = change_loss(logits, target, pos_weight=1.0)
-    logits2 = logits.clone()
-    logits2[0, 0, 3, 3] = 50.0  # an ignored pixel: must not change the loss's BCE part
-    b = change_loss(logits2, target, pos_weight=1.0)
-    assert torch.isclose(a, b, atol=1e-6)
+from changewatch.rs.training.loop import train
+from changewatch.rs.training.sampling import load_site
+from changewatch.rs.training.config import TrainConfig
 
 
 def test_short_training_lowers_loss_and_saves_checkpoint(sites: Path, tmp_path: Path) -> None:
@@ -71,7 +53,7 @@ def test_training_is_deterministic_with_a_seed(sites: Path, tmp_path: Path) -> N
 def test_resume_continues_an_interrupted_run_to_the_same_weights(sites: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     whole = train(tiny_config(sites, tmp_path / "whole.json"), progress=False)
-    from changewatch.rs import train as train_module
+    from changewatch.rs.training import sampling as train_module  # where the training loop draws its batches
 
     calls = {"n": 0}
     real = train_module.sample_batch
@@ -113,53 +95,6 @@ def test_fine_tuning_starts_from_a_checkpoint(sites: Path, tmp_path: Path) -> No
     for k, v in weights(base.checkpoint).items():  # a vanishing learning rate: weights barely move
         if v.is_floating_point() and "running" not in k:
             torch.testing.assert_close(v, weights(tuned.checkpoint)[k], rtol=1e-3, atol=1e-3)
-
-
-def test_augmentations_keep_shapes_and_labels(sites: Path) -> None:
-    site = load_site(find_pairs(sites, ["alpha"])[0])
-    config = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=16, shift_px=2,
-                         scale_range=(0.5, 2.0), jitter=0.0, flips=False)
-    x, y = sample_batch([site], config, np.random.default_rng(1))
-    assert x.shape == (16, 8, 32, 32) and y.shape == (16, 1, 32, 32)
-    assert set(np.unique(y)) <= {0, 1, 255} and (y == 1).any()
-
-
-def test_band_jitter_scales_each_band_of_each_date_on_its_own(sites: Path) -> None:
-    site = load_site(find_pairs(sites, ["alpha"])[0])
-    plain = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=4, jitter=0.0)
-    jittered = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=4, jitter=0.0, band_jitter=0.2)
-    x0, y0 = sample_batch([site], plain, np.random.default_rng(3))
-    x1, y1 = sample_batch([site], jittered, np.random.default_rng(3))
-    assert np.array_equal(y0[0], y1[0])  # same first crop: only the gains differ
-    ratios = [float(np.median(x1[0, b][x0[0, b] != 0] / x0[0, b][x0[0, b] != 0])) for b in range(8)]
-    assert len({round(r, 4) for r in ratios}) == 8 and all(0.3 < r < 1.7 for r in ratios)
-
-
-def test_losses_and_epochs(sites: Path) -> None:
-    assert parse_loss("BCE + focal") == ("bce", "focal")
-    with pytest.raises(ValueError, match="terms of"):
-        parse_loss("bce+hinge")
-    logits = torch.zeros(1, 1, 4, 4)
-    target = torch.full((1, 1, 4, 4), 255, dtype=torch.uint8)
-    target[0, 0, 0, 0] = 1
-    a = change_loss(logits, target, 1.0, ("focal",))
-    logits2 = logits.clone()
-    logits2[0, 0, 3, 3] = 50.0  # an ignored pixel
-    assert torch.isclose(a, change_loss(logits2, target, 1.0, ("focal",)))
-    assert a > 0 and torch.isclose(change_loss(logits, target, 1.0, ("focal",), gamma=0.0),
-                                   change_loss(logits, target, 1.0, ("bce",)))
-    site = load_site(find_pairs(sites, ["alpha"])[0])
-    config = TrainConfig(data_dir=str(sites), out="unused", crop=32, batch_size=2, epochs=2.0)
-    assert iterations_for(config, [site]) == 2 * 64 * 64 // (2 * 32 * 32)
-
-
-def test_misregistration_shift_on_a_site_smaller_than_the_crop(tmp_path: Path) -> None:
-    from tests.data import make_site
-
-    small = load_site(find_pairs(make_site(tmp_path / "s", "tiny", 4, size=20, squares=((5, 5, 6),)).parent)[0])
-    config = TrainConfig(data_dir="", out="unused", crop=32, batch_size=8, shift_px=2)
-    x, y = sample_batch([small], config, np.random.default_rng(0))
-    assert x.shape == (8, 8, 32, 32) and (y == 255).any() and (y == 1).any()
 
 
 def test_weight_averaging_is_validated_and_logged(sites: Path, tmp_path: Path) -> None:
@@ -205,22 +140,6 @@ def test_separate_val_sets_choose_one_threshold_by_their_mean_f1(sites: Path, tm
     assert metrics["val_sites"] == ["beta", "gamma"]
 
 
-def test_common_threshold_maximises_the_mean_of_set_f1() -> None:
-    from changewatch.rs.evaluate import ProbHistogram, best_common_threshold
-
-    big, small = ProbHistogram(), ProbHistogram()
-    big.add(np.array([0.50] * 100 + [0.30] * 1000), np.array([True] * 100 + [False] * 1000))
-    small.add(np.array([0.25] * 10 + [0.10] * 10), np.array([True] * 10 + [False] * 10))
-    threshold, at = best_common_threshold({"big": big, "small": small})
-    # the mean of the two sets' F1 is best where the small set is perfect: (0.10, 0.25]
-    assert 0.10 < threshold <= 0.25 and at["small"].f1 == 1.0
-    # pooling their pixels instead would favour the big set: (0.30, 0.50]
-    pooled = ProbHistogram()
-    pooled += big
-    pooled += small
-    assert 0.30 < pooled.best_threshold()[0] <= 0.50
-
-
 def test_semantic_model_learns_buildings_of_each_date(tmp_path: Path) -> None:
     from changewatch.models.changenet import SEMANTIC_OUTPUTS
     from changewatch.rs.infer import ChangeModel
@@ -239,19 +158,6 @@ def test_semantic_model_learns_buildings_of_each_date(tmp_path: Path) -> None:
     assert spec.outputs == SEMANTIC_OUTPUTS
     prob = ChangeModel(network, spec, torch.device("cpu")).predict(np.zeros((1, 6, 64, 64), np.float32))
     assert prob.shape == (1, 3, 64, 64)
-
-
-def test_building_outputs_of_pairs_without_building_masks_are_ignored(sites: Path) -> None:
-    from changewatch.models.changenet import SEMANTIC_OUTPUTS
-
-    site = load_site(find_pairs(sites, ["alpha"])[0], outputs=SEMANTIC_OUTPUTS)
-    assert (site.label[1:] == 255).all() and (site.label[0] == 1).any()
-    logits = torch.zeros(1, 3, 8, 8, requires_grad=True)
-    target = torch.full((1, 3, 8, 8), 255, dtype=torch.uint8)
-    target[:, 0] = 0
-    loss = change_loss(logits, target, pos_weight=1.0)
-    loss.backward()
-    assert torch.isfinite(loss) and logits.grad is not None and (logits.grad[:, 1:] == 0).all()
 
 
 def test_max_minutes_stops_early_with_a_last_validation(sites: Path, tmp_path: Path) -> None:
@@ -277,7 +183,8 @@ def test_gsd_range_is_recorded_and_checked(sites: Path, tmp_path: Path) -> None:
 
 
 def test_licence_comes_from_what_the_data_declares(sites: Path, tmp_path: Path) -> None:
-    from changewatch.rs.train import OSCD_LICENCE, data_licence
+    from changewatch.rs.training.loop import data_licence
+    from changewatch.rs.training.config import OSCD_LICENCE
 
     assert "not declared" in data_licence(sites)
     (tmp_path / "synth").mkdir()
@@ -300,7 +207,7 @@ def test_resume_from_state_files_that_are_not_what_they_claim(sites: Path, tmp_p
     from click.testing import CliRunner
 
     from changewatch.cli import cli
-    from tests.test_models import _Payload
+    from tests.models.test_changenet import _Payload
 
     train(tiny_config(sites, tmp_path / "m.json"), progress=False)
     state = tmp_path / "m.state.pt"

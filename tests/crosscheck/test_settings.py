@@ -1,4 +1,4 @@
-"""rs.settings: the --columns file read into typed settings; malformed files are one InputFileError."""
+"""rs.crosscheck.settings: the --columns file read into typed settings; malformed files are one InputFileError."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from changewatch.rs.errors import InputFileError
-from changewatch.rs.settings import DateFormat, ParcelColumns, PermitColumns, Settings, Source, load_settings
+from changewatch.rs.crosscheck.settings import DateFormat, ParcelColumns, PermitColumns, Settings, Source, load_settings
 
 
 def write(tmp_path: Path, text: str, suffix: str = ".yaml") -> Path:

@@ -24,7 +24,7 @@ from changewatch.rs.synth.shadow import DEFAULT_SUN, Sun, sweep
 from changewatch.rs.synth.sources import cut_chip, find_areas, load_sources, real_nodata, tile_bounds
 from tests.synth_data import SENTINEL, make_source_tree
 
-SHARED_VHR = Path(__file__).resolve().parents[2] / "shared" / "data" / "vhr-buildings"
+SHARED_VHR = Path(__file__).resolve().parents[3] / "shared" / "data" / "vhr-buildings"
 QUIET = NuisanceConfig(**{name: 0.0 for name in ("season", "colour", "haze", "shadows", "misregister", "blur",
                                                   "resample", "jpeg", "ground", "noise")})
 

@@ -29,13 +29,16 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from changewatch.rs.errors import InputFileError
+
+if TYPE_CHECKING:
+    from changewatch.rs.crosscheck.layers import Extent, Layers
 
 # From this many changes + other features on, the join runs partitioned on dask-geopandas. On one
 # 2-core machine the plain STRtree join was faster at every size benchmarked (bench/RESULTS.md), so
@@ -73,7 +76,7 @@ class ParcelColumns:
 
 @dataclass(frozen=True)
 class DateFormat:
-    """How the permit layer's text dates are read (``rs.layers.parse_dates``).
+    """How the permit layer's text dates are read (``rs.crosscheck.values.parse_dates``).
 
     ``formats``: strptime formats (e.g. ``%d/%m/%Y``, ``%d-%m-%Y %H:%M``); every text date must
     match one of them. ``dayfirst``: day/month/year text in any layout dateutil reads (05/03/2023,
@@ -130,6 +133,26 @@ class RuleConfig:
     zoning_columns: ZoningColumns = field(default_factory=ZoningColumns)
     dates: DateFormat = field(default_factory=DateFormat)
     dask_min_features: int = DASK_MIN_FEATURES
+
+
+@dataclass(frozen=True)
+class CrosscheckInputs:
+    """The reference layers of a run (paths, each optional; ``file:layer`` picks a layer) and how
+    to read and judge them."""
+
+    permits: str | None = None
+    zoning: str | None = None
+    parcels: str | None = None
+    rules: RuleConfig = field(default_factory=RuleConfig)
+    parcel_columns: ParcelColumns = field(default_factory=ParcelColumns)
+    sources: Sources = field(default_factory=Sources)
+
+    def read(self, extent: Extent | None = None) -> Layers:
+        """The layers, read and checked (``rs.crosscheck.layers.read_layers``); ``extent`` =
+        ((left, bottom, right, top), crs): only the features meeting it."""
+        from changewatch.rs.crosscheck.layers import read_layers
+
+        return read_layers(self, extent)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,44 @@
+"""Running a whole batch: every job of the manifest (skipping done ones on resume), then the
+batch's own outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from changewatch.rs.batch.cluster import Runner, runner_for
+from changewatch.rs.batch.jobs import JobRecord, skipped_record
+from changewatch.rs.batch.manifest import read_manifest
+from changewatch.rs.batch.outputs import BatchResult, write_batch_outputs
+from changewatch.rs.batch.resume import remove_stale_staging, stale_reason
+from changewatch.rs.config import BatchConfig
+from changewatch.rs.io.files import writing
+
+def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None = None,
+              runner: Runner | None = None) -> BatchResult:
+    """Run every job of the manifest (skipping done ones when ``config.resume``) and write batch outputs."""
+    jobs = read_manifest(config.manifest, config.shared_layers())
+    outdir = Path(config.outdir)
+    with writing(outdir):
+        outdir.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(outdir)
+    records: dict[str, JobRecord] = {}
+    todo, reasons = [], {}
+    for job in jobs:
+        reason = stale_reason(outdir / job.area_id, job, config) if config.resume else None
+        if config.resume and reason is None:
+            records[job.area_id] = skipped_record(job, outdir)
+            if on_record:
+                on_record(records[job.area_id])
+        else:
+            todo.append(job)
+            reasons[job.area_id] = reason or ""
+    if todo:
+        for record in (runner or runner_for(config.scheduler))(todo, config):
+            record.resume_reason = reasons[record.area_id]
+            records[record.area_id] = record
+            if on_record:
+                on_record(record)
+    result = BatchResult([records[j.area_id] for j in jobs], outdir)
+    write_batch_outputs(result)
+    return result

@@ -1,0 +1,193 @@
+"""The configuration of every run: every default is defined here, once.
+
+``DetectConfig`` (one detect run), ``CrosscheckConfig``, ``BatchConfig``, ``EvalOptions`` and
+``ExportConfig``, and the parts they share: how a scene pair is prepared for a model
+(``PairOptions``), how the network runs (``InferenceConfig``), how change becomes polygons
+(``VectorizeConfig``, ``BuildingConfig``). Training and ``synth`` keep theirs beside them
+(``rs.training.config``, ``rs.synth.config``). The command line reads the defaults and choices of
+its options from these classes, so the library and the CLI agree. Every class is a frozen
+dataclass that serialises with ``dataclasses.asdict`` (it goes into the run's ``summary.json``).
+Importing this module loads no heavy library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from changewatch.rs.grid import GridSpec, GsdPolicy
+from changewatch.rs.crosscheck.settings import CrosscheckInputs
+
+Device = Literal["auto", "cpu", "cuda"]  # auto: a CUDA GPU when torch sees one, else the CPU
+DEVICES: tuple[str, ...] = get_args(Device)
+ExportFormat = Literal["gpkg", "parquet", "geojson", "csv", "shp"]
+FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+CsvGeometry = Literal["wkt", "centroid"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairOptions:
+    """How a scene pair is prepared for a model (``rs.prepare``).
+
+    ``bands``: the bands compared, the same for both dates, by 1-based index or band name (None:
+    every colour band, matched by name when both files name them, else in file order;
+    ``rs.bands``); ``grid``: the common grid (default: BEFORE's pixels where the dates overlap);
+    ``gsd``: "auto" compares imagery outside the GSDs the model serves on a grid at the model's
+    GSD, "native" never resamples (``rs.grid.grid_for_gsd``; only without a user grid);
+    ``coregister``: measure AFTER's residual shift against BEFORE and remove it
+    (``rs.coregister``); ``zero_is_valid``: pixels 0 in every band are data, not nodata
+    (``rs.validity``).
+    """
+
+    bands: tuple[str, ...] | None = None
+    grid: GridSpec = field(default_factory=GridSpec)
+    gsd: GsdPolicy = "auto"
+    coregister: bool = True
+    zero_is_valid: bool = False
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How the network runs (``rs.infer``): tile side and ``overlap`` (pixels; neighbouring tiles
+    share it and are blended there), tiles per forward pass, device, fp16 autocast on CUDA
+    (ignored on the CPU, where it did not help), how many background threads read, warp and
+    normalise the next tiles while the network runs (``readers``), and whether to average the four
+    flips of each tile (test-time augmentation: 4× the network time)."""
+
+    tile: int = 256
+    overlap: int = 64
+    batch_size: int = 8
+    device: Device = "auto"
+    amp: bool = True
+    readers: int = 1
+    tta: bool = False
+
+
+@dataclass(frozen=True)
+class BuildingConfig:
+    """How change regions are split into buildings and typed (``rs.buildings``).
+
+    ``building_threshold``: building probability (0–1) from which a pixel is building at a date;
+    ``marker_depth_m``: how far (m) a distance-transform maximum must rise above its saddle to
+    mark a building of its own; ``min_core_m2``: smallest group of building pixels (m²) that marks
+    a building; ``edge_m``: how far (m) around its building pixels a building object reaches into
+    the change region; ``min_share``: share (0–1) of an object's non-standing pixels that must be
+    new or gone building for it to be a building change; ``min_wall_m``: shared wall (m) that makes
+    new building area ``enlarged``; ``max_split_pixels``: largest window (pixels, the region's
+    bounding box plus one pixel around) that is read to split a region — larger regions stay whole
+    (memory: about 20 bytes per window pixel), typed from their pixel counts alone (never
+    ``enlarged``), and are counted in the run's summary.
+    """
+
+    building_threshold: float = 0.5
+    marker_depth_m: float = 1.0
+    min_core_m2: float = 4.0
+    edge_m: float = 1.0
+    min_share: float = 0.5
+    min_wall_m: float = 2.0
+    max_split_pixels: int = 2048 * 2048
+
+
+@dataclass(frozen=True)
+class VectorizeConfig:
+    """Decision threshold on probability (0–1), smallest change object kept (m² of ground: two
+    Sentinel-2 pixels), the tolerance outlines are simplified to (metres; 0 keeps the exact pixel
+    outlines), and how regions are split into buildings when the raster has building
+    probabilities (``rs.vectorize``)."""
+
+    threshold: float = 0.5
+    min_area_m2: float = 200.0
+    simplify_m: float = 0.0
+    buildings: BuildingConfig = field(default_factory=BuildingConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectOptions(PairOptions):
+    """The settings of a detect run that do not name its inputs (shared by every job of a batch).
+
+    ``model``: a checkpoint (NAME.json), None for the shipped model that fits the scenes' band
+    count and GSD (``models.spec.choose_model``); ``threshold``: None for the model's own (chosen
+    on its validation data, ``ModelSpec.decision_threshold``); ``min_area_m2``, ``simplify_m``,
+    ``buildings``: as in ``VectorizeConfig``, except that ``min_area_m2`` None is the model's own
+    (``ModelSpec.smallest_change_m2``: 200 m² for the Sentinel-2 models, 10 m² for the VHR model);
+    ``inference``: how the network runs.
+    """
+
+    model: str | None = None
+    threshold: float | None = None
+    min_area_m2: float | None = None
+    simplify_m: float = VectorizeConfig.simplify_m
+    buildings: BuildingConfig = field(default_factory=BuildingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+@dataclass(frozen=True)
+class DetectConfig(DetectOptions):
+    """Everything one detection run depends on (``rs.pipeline.detect``); serialised into ``summary.json``.
+
+    BEFORE and AFTER scenes, the output folder, the reference layers (``layers.rules.as_of`` None
+    means the AFTER scene's acquisition date, its TIFF date tag, or today when it has none), cloud
+    or invalid masks of either date (``masks``: rasters, non-zero = invalid, never change), and
+    the settings of ``DetectOptions``.
+    """
+
+    before: str
+    after: str
+    outdir: str
+    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
+    masks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CrosscheckConfig:
+    """A cross-check of an existing change layer (any polygons; ``change_id`` carried through)."""
+
+    changes: str
+    outdir: str
+    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
+
+
+@dataclass(frozen=True)
+class BatchConfig(DetectOptions):
+    """One batch (``rs.batch``): the manifest, the batch folder, the layers of jobs whose row names
+    none, whether finished jobs are skipped (``resume``), where jobs run (``scheduler``: serial,
+    local or the address of a Dask cluster; ``workers``: processes of a local cluster, None: one
+    per CPU core), from how many megapixels a scene's tiles are spread over the cluster
+    (``split_mpx``, in tasks of ``tiles_per_task`` tiles), and the detect settings every job
+    shares (``DetectOptions``)."""
+
+    manifest: str
+    outdir: str
+    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
+    resume: bool = False
+    scheduler: str = "local"
+    workers: int | None = None
+    split_mpx: float = 64.0
+    tiles_per_task: int = 32
+
+    def shared_layers(self) -> dict[str, str | None]:
+        """Layers given for every job whose manifest row names none."""
+        return {"permits": self.layers.permits, "zoning": self.layers.zoning, "parcels": self.layers.parcels}
+
+
+@dataclass(frozen=True)
+class EvalOptions(PairOptions):
+    """How to score (``rs.evaluate``): the decision threshold (None: the model's own), the smallest
+    change object counted (m² of ground, true objects and predicted ones alike, as detect's
+    ``min_area_m2``), the pixel size assumed for plain images without georeferencing (metres;
+    None: they are compared pixel for pixel and object areas assume ``PLAIN_PIXEL_M``), and how
+    the pairs are prepared (``PairOptions``), as ``detect`` does."""
+
+    threshold: float | None = None
+    object_min_m2: float | None = None  # None: the model's own, as detect's min_area_m2
+    pixel_size_m: float | None = None
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``rs.export.export_run`` writes: the formats, the CSV geometry (a WKT column, or the
+    centroid's lon/lat) and whether a STAC Item records the run."""
+
+    formats: tuple[ExportFormat, ...] = FORMATS
+    csv_geometry: CsvGeometry = "wkt"
+    stac: bool = True
