@@ -83,7 +83,8 @@ class SiameseNet(torch.nn.Module):
 def build_network(spec: ModelSpec) -> torch.nn.Module:
     """An untrained network for ``spec`` (random init: no weights are downloaded): any smp
     architecture and encoder, with early fusion (both dates stacked as one image) or a siamese
-    encoder (``SiameseNet``). Raises ModelError for an unknown fusion, architecture or encoder."""
+    encoder (``SiameseNet``). Raises ModelError for an unknown fusion, architecture or encoder.
+    """
     if spec.fusion not in FUSIONS:
         raise ModelError(f"unknown fusion {spec.fusion!r}: use one of {', '.join(FUSIONS)}")
     if not spec.outputs or spec.outputs[0] != "change" or not set(spec.outputs) <= set(OUTPUTS):
@@ -113,7 +114,8 @@ def save_checkpoint(network: torch.nn.Module, spec: ModelSpec, json_path: str | 
 def load_checkpoint(path: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[torch.nn.Module, ModelSpec]:
     """Rebuild a network from a safetensors checkpoint, in eval mode on the CPU, fp32. Raises
     ModelError when a file is missing, is not what it claims (``load_spec``; weights that are not
-    safetensors), or the weights do not fit the architecture."""
+    safetensors), or the weights do not fit the architecture.
+    """
     spec = load_spec(path)
     weights_path = Path(path).with_suffix(".safetensors")
     if not weights_path.exists():

@@ -81,7 +81,8 @@ def source_for(encoder: str) -> PretrainedSource:
 
 def _convert(source: PretrainedSource, target_keys: list[str], target_shapes: list[tuple[int, ...]]) -> Path:
     """Read the package's state dict safely, rename it by order onto ``target_keys`` and save it
-    as safetensors in the cache. Raises ModelError when the package is missing or does not fit."""
+    as safetensors in the cache. Raises ModelError when the package is missing or does not fit.
+    """
     try:
         path = Path(str(resources.files(source.module).joinpath(source.file)))
     except ModuleNotFoundError as exc:
@@ -106,7 +107,8 @@ def _convert(source: PretrainedSource, target_keys: list[str], target_shapes: li
 def encoder_state(encoder: str, module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str]:
     """ImageNet weights for ``module`` (an smp encoder named ``encoder``), from the cache or
     converted from the pinned package on first use, and their source (package, version, licence)
-    as recorded when they were converted."""
+    as recorded when they were converted.
+    """
     source = source_for(encoder)
     reference = module.state_dict()
     cached = cache_dir() / f"{source.encoder}.safetensors"

@@ -65,25 +65,29 @@ class ModelSpec:
     @property
     def serves_gsd_m(self) -> tuple[float, float]:
         """(finest, coarsest) input GSD in metres the model compares at the imagery's own pixels;
-        imagery outside is resampled to ``gsd_m`` (``rs.grid.grid_for_gsd``)."""
+        imagery outside is resampled to ``gsd_m`` (``rs.grid.grid_for_gsd``).
+        """
         return self.gsd_range_m or (self.gsd_m / 2, self.gsd_m * 3)
 
     def decision_threshold(self, given: float | None = None) -> float:
         """The probability from which a pixel is change: ``given``, or, when it is None, the
-        model's own threshold (chosen on its validation data)."""
+        model's own threshold (chosen on its validation data).
+        """
         return self.threshold if given is None else given
 
     def smallest_change_m2(self, given: float | None = None) -> float:
         """The smallest change object kept, in m² of ground: ``given``, or, when it is None, the
         model's own: two pixels at its GSD and never under MIN_OBJECT_M2 (200 m² for the 10 m
-        Sentinel-2 models, 10 m² for a 0.5 m model)."""
+        Sentinel-2 models, 10 m² for a 0.5 m model).
+        """
         return max(2 * self.gsd_m ** 2, MIN_OBJECT_M2) if given is None else given
 
     @property
     def min_side_px(self) -> int:
         """Smallest scene side, in pixels of the grid the model sees, it is trusted on: the crop side
         it was trained on (less context than it ever learnt from gives other answers: a 30×24 px
-        clip of an OSCD city scores F1 0, 128 px clips as the whole city), else its size multiple."""
+        clip of an OSCD city scores F1 0, 128 px clips as the whole city), else its size multiple.
+        """
         config = self.training.get("config") if isinstance(self.training, dict) else None
         crop = config.get("crop") if isinstance(config, dict) else None
         return int(crop) if isinstance(crop, int) and crop > 0 else 2 ** self.encoder_depth
@@ -98,7 +102,8 @@ class ModelSpec:
 
     def check_grid(self, grid: Grid) -> None:
         """Raise IncompatibleScenesError when ``grid`` (the grid the model will see) has a side shorter
-        than ``min_side_px`` or more than ``MAX_GRID_PX`` pixels."""
+        than ``min_side_px`` or more than ``MAX_GRID_PX`` pixels.
+        """
         side = self.min_side_px
         if min(grid.width, grid.height) < side:
             raise IncompatibleScenesError(
@@ -120,7 +125,8 @@ class ModelSpec:
     def from_dict(cls, data: object) -> ModelSpec:
         """Build from a parsed JSON object. Raises ModelError for anything else, for unknown keys
         (so typos surface), for a value of the wrong type (``bands`` a list of names, ``threshold``
-        a number…), and for a threshold outside (0, 1) or a GSD that is not positive."""
+        a number…), and for a threshold outside (0, 1) or a GSD that is not positive.
+        """
         if not isinstance(data, dict):
             raise ModelError(f"model metadata must be a JSON object, not {type(data).__name__}")
         hints = get_type_hints(cls)
@@ -158,7 +164,8 @@ def _is_a(value: object, hint: Any) -> bool:
 
 def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
     """Read a checkpoint's metadata from ``NAME.json`` (``NAME.safetensors`` is accepted too).
-    Raises ModelError when it is missing, not UTF-8 JSON, or not a valid ``ModelSpec``."""
+    Raises ModelError when it is missing, not UTF-8 JSON, or not a valid ``ModelSpec``.
+    """
     json_path = Path(path).with_suffix(".json")
     if not json_path.exists():
         raise ModelError(f"model metadata not found: {json_path}")

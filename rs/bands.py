@@ -34,14 +34,16 @@ UNNAMED_COLOURS = {ColorInterp.undefined, ColorInterp.gray, ColorInterp.palette,
 
 def name_key(name: str) -> str:
     """A band name as compared: lower case, without spaces, ``_`` or ``-``, numbers without
-    leading zeros (``" B_08 "`` → ``"b8"``)."""
+    leading zeros (``" B_08 "`` → ``"b8"``).
+    """
     key = re.sub(r"[\s_\-]+", "", name.strip().lower())
     return re.sub(r"(?<![0-9])0+(?=[0-9])", "", key)
 
 
 def band_names(ds: Dataset, source: str) -> dict[int, str] | None:
     """``ds``'s colour bands by 1-based index → name, from ``source`` ("description" or "colour"),
-    or None unless every colour band has a name there and no two names are the same."""
+    or None unless every colour band has a name there and no two names are the same.
+    """
     bands = colour_bands(ds)
     if source == "description":
         names = {i: (ds.descriptions[i - 1] or "").strip() for i in bands}
@@ -57,7 +59,8 @@ def band_names(ds: Dataset, source: str) -> dict[int, str] | None:
 
 def shared_names(before: Dataset, after: Dataset) -> tuple[dict[int, str], dict[int, str], str] | None:
     """Both files' band names from the same source (descriptions first, else colour
-    interpretation) and that source, or None when no source names both files' bands."""
+    interpretation) and that source, or None when no source names both files' bands.
+    """
     for source in ("description", "colour"):
         b, a = band_names(before, source), band_names(after, source)
         if b is not None and a is not None:
@@ -69,7 +72,8 @@ def select_bands(ds: Dataset, bands: tuple[str, ...], role: str) -> list[int]:
     """1-based band indexes of ``bands`` in ``ds``: each a 1-based index ("4") or a band name
     matched (see ``name_key``) against the file's band descriptions ("B08") or colour
     interpretation ("red"). Picking the alpha band, an unknown name or an index out of range
-    raises IncompatibleScenesError."""
+    raises IncompatibleScenesError.
+    """
     by_name = {name_key(c.name): i for i, c in enumerate(ds.colorinterp, start=1) if c not in UNNAMED_COLOURS}
     by_name.update({name_key(d): i for i, d in enumerate(ds.descriptions, start=1) if d and name_key(d)})
     chosen = []
@@ -90,7 +94,8 @@ def select_bands(ds: Dataset, bands: tuple[str, ...], role: str) -> list[int]:
 @dataclass(frozen=True)
 class BandChoice:
     """The bands compared: 1-based indexes in each file, in comparison order, their names (None
-    where a file does not name them) and the rule that paired them."""
+    where a file does not name them) and the rule that paired them.
+    """
 
     before: tuple[int, ...]
     after: tuple[int, ...]
@@ -116,7 +121,8 @@ def _names_of(ds: Dataset, indexes: list[int]) -> tuple[str | None, ...]:
 def choose_bands(before: Dataset, after: Dataset, bands: tuple[str, ...] | None) -> BandChoice:
     """Pair the bands of BEFORE and AFTER (see the module docstring for the rule). Raises
     IncompatibleScenesError when names show different bands, when counts differ, or for an
-    unknown or alpha band in ``bands``."""
+    unknown or alpha band in ``bands``.
+    """
     named = shared_names(before, after)
     if bands:
         b_idx, a_idx = select_bands(before, bands, "BEFORE"), select_bands(after, bands, "AFTER")
@@ -160,7 +166,8 @@ RADIOMETRY_NOTE = ("each date is normalised on its own statistics (rs.normalize)
 
 def radiometry(ds: Dataset, bands: tuple[int, ...]) -> dict[str, object]:
     """A file's radiometric metadata for the record: Sentinel-2 processing-baseline tags (of the
-    dataset or of ``bands``) and GDAL scales/offsets of ``bands`` other than 1 and 0."""
+    dataset or of ``bands``) and GDAL scales/offsets of ``bands`` other than 1 and 0.
+    """
     tags = {k: v for k, v in ds.tags().items() if k.upper() in OFFSET_TAGS}
     for i in bands:
         tags.update({f"{k}[{i}]": v for k, v in ds.tags(i).items() if k.upper() in OFFSET_TAGS})

@@ -99,7 +99,8 @@ def split_region(region: np.ndarray, b_before: np.ndarray, b_after: np.ndarray, 
 
 def _markers(building: np.ndarray, inside: np.ndarray, pixel_m: float, config: BuildingConfig) -> np.ndarray:
     """Labelled markers: h-maxima of the distance transform; one per marker-less group of building
-    pixels (at its highest point); none in groups under ``min_core_m2``."""
+    pixels (at its highest point); none in groups under ``min_core_m2``.
+    """
     groups, n = ndimage.label(building, structure=FOUR_CONNECTED)
     if n == 0:
         return np.zeros(building.shape, np.int32)
@@ -120,7 +121,8 @@ def _markers(building: np.ndarray, inside: np.ndarray, pixel_m: float, config: B
 def object_counts(objects: np.ndarray, b_before: np.ndarray, b_after: np.ndarray, pixel_m: float,
                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Per object id 1…n of ``objects``: pixel counts (n, 3) of the classes NEW, GONE, STANDING, and
-    the wall (m) its new pixels share with standing building (4-neighbours, anywhere in the window)."""
+    the wall (m) its new pixels share with standing building (4-neighbours, anywhere in the window).
+    """
     new, gone, standing = pixel_classes(b_before, b_after, threshold)
     n = int(objects.max(initial=0))
     counts = np.stack([np.bincount(objects[c], minlength=n + 1)[1:] for c in (new, gone, standing)], axis=1)
@@ -132,7 +134,8 @@ def object_counts(objects: np.ndarray, b_before: np.ndarray, b_after: np.ndarray
 def change_types(pixels: np.ndarray, counts: np.ndarray, wall_m: np.ndarray, config: BuildingConfig) -> np.ndarray:
     """The change type of each object (object array of CHANGE_TYPES) from its pixel count, its
     (n, 3) class counts (NEW, GONE, STANDING) and the wall (m) its new pixels share with standing
-    building, by the rule of the module docstring."""
+    building, by the rule of the module docstring.
+    """
     new, gone, standing = counts[:, NEW], counts[:, GONE], counts[:, STANDING]
     rest = pixels - standing
     building = (rest > 0) & (new + gone >= config.min_share * rest)

@@ -52,7 +52,8 @@ class InferenceConfig:
     share it and are blended there), tiles per forward pass, device, fp16 autocast on CUDA
     (ignored on the CPU, where it did not help), how many background threads read, warp and
     normalise the next tiles while the network runs (``readers``), and whether to average the four
-    flips of each tile (test-time augmentation: 4× the network time)."""
+    flips of each tile (test-time augmentation: 4× the network time).
+    """
 
     tile: int = 256
     overlap: int = 64
@@ -93,7 +94,8 @@ class VectorizeConfig:
     """Decision threshold on probability (0–1), smallest change object kept (m² of ground: two
     Sentinel-2 pixels), the tolerance outlines are simplified to (metres; 0 keeps the exact pixel
     outlines), and how regions are split into buildings when the raster has building
-    probabilities (``rs.vectorize``)."""
+    probabilities (``rs.vectorize``).
+    """
 
     threshold: float = 0.5
     min_area_m2: float = 200.0
@@ -154,7 +156,8 @@ class BatchConfig(DetectOptions):
     local or the address of a Dask cluster; ``workers``: processes of a local cluster, None: one
     per CPU core), from how many megapixels a scene's tiles are spread over the cluster
     (``split_mpx``, in tasks of ``tiles_per_task`` tiles), and the detect settings every job
-    shares (``DetectOptions``)."""
+    shares (``DetectOptions``).
+    """
 
     manifest: str
     outdir: str
@@ -176,7 +179,8 @@ class EvalOptions(PairOptions):
     change object counted (m² of ground, true objects and predicted ones alike, as detect's
     ``min_area_m2``), the pixel size assumed for plain images without georeferencing (metres;
     None: they are compared pixel for pixel and object areas assume ``PLAIN_PIXEL_M``), and how
-    the pairs are prepared (``PairOptions``), as ``detect`` does."""
+    the pairs are prepared (``PairOptions``), as ``detect`` does.
+    """
 
     threshold: float | None = None
     object_min_m2: float | None = None  # None: the model's own, as detect's min_area_m2
@@ -186,7 +190,8 @@ class EvalOptions(PairOptions):
 @dataclass(frozen=True)
 class ExportConfig:
     """What ``rs.export.export_run`` writes: the formats, the CSV geometry (a WKT column, or the
-    centroid's lon/lat) and whether a STAC Item records the run."""
+    centroid's lon/lat) and whether a STAC Item records the run.
+    """
 
     formats: tuple[ExportFormat, ...] = FORMATS
     csv_geometry: CsvGeometry = "wkt"

@@ -64,7 +64,8 @@ def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None)
 def predicted_objects(prob_path: Path, pair: AlignedPair, threshold: float, options: EvalOptions) -> np.ndarray:
     """Object ids (int32, 0 = none) on the pair's grid of the change objects ``detect`` would write
     from a probability raster (``rs.vectorize`` at ``threshold``, objects under
-    ``options.object_min_m2`` dropped, exact outlines)."""
+    ``options.object_min_m2`` dropped, exact outlines).
+    """
     changes = vectorize(prob_path, VectorizeConfig(threshold, options.object_min_m2),
                         pixel_size_m=(options.pixel_size_m or PLAIN_PIXEL_M) if pair.grid.crs is None else None)
     ids = np.zeros((pair.grid.height, pair.grid.width), np.int32)
@@ -147,14 +148,16 @@ class EvaluationReport:
     def to_dict(self) -> dict[str, object]:
         """JSON form (``Metrics.to_dict``): pooled precision/recall/f1/iou, object_recall and
         object_precision, object_recall_iou50, object_f1 (matches at IoU ≥ 0.5) at the top level,
-        per-pair figures under ``sites``."""
+        per-pair figures under ``sites``.
+        """
         return self.metrics().to_dict()
 
 
 def evaluate(sites: list[LabelledPair], model: ChangeModel, options: EvalOptions = EvalOptions(),
              inference: InferenceConfig = InferenceConfig(), progress: bool = False) -> EvaluationReport:
     """Evaluate ``model`` on ``sites`` as ``options`` say (threshold None: the model's own; the
-    bands of the files compared, GSD, co-registration, object size), running it as ``inference`` says."""
+    bands of the files compared, GSD, co-registration, object size), running it as ``inference`` says.
+    """
     options = replace(options, threshold=model.spec.decision_threshold(options.threshold),
                       object_min_m2=model.spec.smallest_change_m2(options.object_min_m2))
     report = EvaluationReport(options.threshold, Confusion(), {}, ProbHistogram(), object_min_m2=options.object_min_m2)
@@ -171,7 +174,8 @@ def evaluate(sites: list[LabelledPair], model: ChangeModel, options: EvalOptions
 @dataclass(frozen=True)
 class Evaluation:
     """An evaluation of a folder of labelled pairs: the report, the model's name and which
-    checkpoint was used and why."""
+    checkpoint was used and why.
+    """
 
     report: EvaluationReport
     model: str
@@ -185,7 +189,8 @@ def evaluate_folder(data_dir: str | os.PathLike[str], names: list[str] | None = 
     in that order): ``model``, or, when it is None, the shipped model that fits the first pair
     (``rs.prepare.choose_for``: by band count and GSD), loaded on ``inference.device``. Raises
     InputFileError when the folder holds no labelled pairs (or not the ones named), ModelError
-    when no model fits, and the errors of ``evaluate``."""
+    when no model fits, and the errors of ``evaluate``.
+    """
     found = find_sites(data_dir, names)
     with found[0].source(options, options.pixel_size_m).open() as first:
         choice = choose_for(first, model)

@@ -34,7 +34,8 @@ GSD_POLICIES: tuple[str, ...] = get_args(GsdPolicy)
 
 def utm_crs(lon: float, lat: float) -> CRS:
     """The WGS 84 / UTM zone CRS containing (lon, lat) (degrees), from the PROJ database (as
-    GeoPandas' ``estimate_utm_crs`` picks it for a layer)."""
+    GeoPandas' ``estimate_utm_crs`` picks it for a layer).
+    """
     info = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat))
     return CRS.from_epsg(int(info[0].code))
 
@@ -47,7 +48,8 @@ def metric_crs(gdf: gpd.GeoDataFrame) -> ProjCRS:
 @dataclass(frozen=True)
 class Grid:
     """A georeferenced pixel grid: CRS, affine transform (pixel → CRS units) and size in pixels.
-    ``crs`` is None only for plain images compared pixel for pixel (identity transform)."""
+    ``crs`` is None only for plain images compared pixel for pixel (identity transform).
+    """
 
     crs: CRS | None
     transform: Affine
@@ -71,7 +73,8 @@ class Grid:
 
     def pixel_size_m(self) -> float | None:
         """Ground size of a pixel's side in metres at the grid's centre (mean of its two sides);
-        None for plain images without a CRS."""
+        None for plain images without a CRS.
+        """
         if self.crs is None:
             return None
         if self.crs.is_projected:

@@ -48,7 +48,8 @@ def resolve_device(name: str) -> torch.device:
 
 class ChangeModel:
     """A change network ready for inference on a device (a copy of ``network`` in eval mode with its
-    batch norms folded into the convolutions), mapping normalised image pairs to probabilities."""
+    batch norms folded into the convolutions), mapping normalised image pairs to probabilities.
+    """
 
     def __init__(self, network: torch.nn.Module, spec: ModelSpec, device: torch.device, amp: bool = True,
                  path: Path | None = None) -> None:
@@ -101,7 +102,8 @@ class ChangeModel:
 
 class ModelCache:
     """Loads each checkpoint once and hands the same ChangeModel out again (one per process or
-    Dask worker). ``fixed``: a model to hand out for every path instead (tests, notebooks)."""
+    Dask worker). ``fixed``: a model to hand out for every path instead (tests, notebooks).
+    """
 
     def __init__(self, device: str = InferenceConfig.device, amp: bool = InferenceConfig.amp,
                  fixed: ChangeModel | None = None) -> None:

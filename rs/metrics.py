@@ -22,7 +22,8 @@ MATCH_IOU = 0.5  # intersection over union from which a predicted object matches
 @dataclass(frozen=True)
 class PixelMetrics:
     """Pixel figures of the change class: precision, recall, F1, IoU (0–1) and the counts of true
-    and false positives, false and true negatives."""
+    and false positives, false and true negatives.
+    """
 
     precision: float
     recall: float
@@ -38,7 +39,8 @@ class PixelMetrics:
 class ObjectMetrics:
     """Object figures (see the module docstring): object recall (share of true objects hit) over
     ``objects`` true objects of which ``objects_hit`` were hit; precision, recall and F1 at IoU ≥
-    0.5 over ``objects_predicted`` predicted objects of which ``objects_matched`` matched."""
+    0.5 over ``objects_predicted`` predicted objects of which ``objects_matched`` matched.
+    """
 
     object_recall: float
     objects: int
@@ -65,7 +67,8 @@ class PairMetrics:
 @dataclass(frozen=True)
 class Metrics:
     """What ``evaluate --json`` prints: the pooled figures, the smallest object counted (m²), the
-    decision threshold, and each pair's figures."""
+    decision threshold, and each pair's figures.
+    """
 
     pooled: PairMetrics
     object_min_m2: float
@@ -150,7 +153,8 @@ class ProbHistogram:
 
 def best_common_threshold(histograms: dict[str, ProbHistogram], step: float = 0.01) -> tuple[float, dict[str, Confusion]]:
     """The one threshold (multiple of ``step`` in [step, 1 − step]; ties go to the one nearest 0.5)
-    maximising the mean F1 over several sets' histograms, and each set's confusion at it."""
+    maximising the mean F1 over several sets' histograms, and each set's confusion at it.
+    """
     candidates = np.round(np.arange(step, 1.0, step), 6)
     scored = [(float(np.mean([h.confusion_at(t).f1 for h in histograms.values()])), -abs(t - 0.5), t)
               for t in candidates]
@@ -161,7 +165,8 @@ def best_common_threshold(histograms: dict[str, ProbHistogram], step: float = 0.
 @dataclass
 class ObjectCounts:
     """True change objects of at least the minimum area and how many the prediction hit (a pixel);
-    predicted objects counted and how many of them match a true one at IoU ≥ MATCH_IOU."""
+    predicted objects counted and how many of them match a true one at IoU ≥ MATCH_IOU.
+    """
 
     total: int = 0
     hit: int = 0
@@ -198,7 +203,8 @@ class ObjectCounts:
 def object_counts(label: np.ndarray, objects: np.ndarray, prob: np.ndarray, threshold: float,
                   min_pixels: float) -> ObjectCounts:
     """Objects (an int label image, 0 = none) of at least ``min_pixels`` pixels, and how many have
-    a pixel with probability ≥ ``threshold`` (unlabelled pixels and NaN never count)."""
+    a pixel with probability ≥ ``threshold`` (unlabelled pixels and NaN never count).
+    """
     n = int(objects.max(initial=0))
     if n == 0:
         return ObjectCounts()

@@ -106,7 +106,8 @@ def _stages(config: DetectConfig, model: ChangeModel, pair: AlignedPair, layers:
             predicted: Callable[[], Iterator[tuple[Tile, np.ndarray]]],
             timings: dict[str, float]) -> tuple[Vectorized, Judgement, CarriedReview | None]:
     """Infer (the tiles ``predicted`` yields, blended into change_prob.tif), vectorize, cross-check
-    and write the layers into the staging folder, timing each stage into ``timings``."""
+    and write the layers into the staging folder, timing each stage into ``timings``.
+    """
     t = time.perf_counter()
     with out.writing(CHANGE_PROB):
         write_probability(pair.grid, tiling(pair.grid, config.inference), _reading(predicted()),
@@ -133,7 +134,8 @@ def _inputs(config: DetectConfig) -> list[str]:
 
 def _reading(chunks: Iterator[tuple[Tile, np.ndarray]]) -> Iterator[tuple[Tile, np.ndarray]]:
     """``chunks``, with a read failure of the scenes reported as InputFileError (so that it is not
-    taken for a failure to write the probability raster they are blended into)."""
+    taken for a failure to write the probability raster they are blended into).
+    """
     try:
         yield from chunks
     except (OSError, CPLE_BaseError) as exc:
@@ -143,7 +145,8 @@ def _reading(chunks: Iterator[tuple[Tile, np.ndarray]]) -> Iterator[tuple[Tile, 
 def _write_judgement(judgement: Judgement, previous: gpd.GeoDataFrame | None,
                      out: StagedOutput) -> CarriedReview | None:
     """changes.gpkg and flagged.gpkg into the staging folder, with the earlier run's review
-    decisions carried to the new flags (``rs.review.match_decisions``; None when there were none)."""
+    decisions carried to the new flags (``rs.review.match_decisions``; None when there were none).
+    """
     carried = match_decisions(previous, judgement.flagged, out.final(FLAGGED_GPKG)) if previous is not None else None
     with out.writing():
         write_judgement(judgement, out.path(CHANGES_GPKG), out.path(FLAGGED_GPKG))
@@ -154,7 +157,8 @@ def _write_judgement(judgement: Judgement, previous: gpd.GeoDataFrame | None,
 
 def _rules(config: DetectConfig) -> tuple[RuleConfig, str]:
     """The rules with the date they are judged on, and where that date came from: given, else the
-    AFTER scene's date tag, else today."""
+    AFTER scene's date tag, else today.
+    """
     given = config.layers.rules
     if given.as_of is not None:
         return given, "given"
@@ -166,7 +170,8 @@ def _rules(config: DetectConfig) -> tuple[RuleConfig, str]:
 
 def change_type_counts(vectorized: Vectorized) -> dict[str, int] | None:
     """Changes per change type (every type listed), or None when the raster had no building
-    probabilities (the model cannot tell)."""
+    probabilities (the model cannot tell).
+    """
     if not vectorized.buildings:
         return None
     found = vectorized.changes["change_type"].value_counts()

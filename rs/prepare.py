@@ -38,7 +38,8 @@ class PreparedPair:
     """A pair ready for its model: ``source`` opens it on the grid the model sees (``grid``) with
     AFTER moved by the measured shift; ``band_count``: bands compared per date; ``spec``: the model
     it was prepared for (None: none); ``choice``: which checkpoint and why (None when the model was
-    given as a spec); ``coregistration``: what was measured (None when not asked for)."""
+    given as a spec); ``coregistration``: what was measured (None when not asked for).
+    """
 
     source: PairSource
     grid: Grid
@@ -54,7 +55,8 @@ class PreparedPair:
 
 def choose_for(pair: AlignedPair, model: str | os.PathLike[str] | None) -> ModelChoice:
     """The checkpoint for an open pair: ``model`` when given, else the shipped model for its band
-    count and GSD (``models.spec.choose_model``)."""
+    count and GSD (``models.spec.choose_model``).
+    """
     return choose_model(model, pair.band_count, pair.grid.pixel_size_m())
 
 
@@ -66,7 +68,8 @@ def prepare_pair(before: Path | str, after: Path | str, options: PairOptions, mo
     its grid and only the shift is measured (training data, compared at its own pixels). Raises the
     ChangewatchError of the first problem found: files (InputFileError), scenes that cannot be
     compared (IncompatibleScenesError), a model that does not take them (ModelError,
-    IncompatibleScenesError)."""
+    IncompatibleScenesError).
+    """
     source = PairSource.of(before, after, options, masks, pixel_size_m)
     with source.open() as probe:
         return _prepare(probe, source, options, model, None)
@@ -79,7 +82,8 @@ def prepare_for_model(before: Path | str, after: Path | str, options: PairOption
     it is None, for the shipped model that fits them (``choose_for``); ``spec_of`` reads a
     checkpoint's metadata (a ``ModelCache``'s, so that a cached or fixed model is used).
     ``georeferenced``: plain images (no CRS) are an IncompatibleScenesError (they can be
-    evaluated, not mapped)."""
+    evaluated, not mapped).
+    """
     source = PairSource.of(before, after, options, masks)
     with source.open() as probe:
         if georeferenced and probe.plain:
@@ -92,7 +96,8 @@ def prepare_for_model(before: Path | str, after: Path | str, options: PairOption
 def _prepare(probe: AlignedPair, source: PairSource, options: PairOptions, spec: ModelSpec | None,
              choice: ModelChoice | None) -> PreparedPair:
     """The model's grid decided on ``probe`` (``source`` opened on its own grid); the shift then
-    measured on the pair opened on that grid."""
+    measured on the pair opened on that grid.
+    """
     regrid = None
     if spec is not None:
         spec.check_bands(probe.band_count)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import platform as host
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import changewatch
@@ -20,14 +20,15 @@ from changewatch.rs.grid import GridSpec
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
 class Counts:
     """Changes, flagged changes, permitted ones, flags per reason code, parcels with flags (None
     without parcels) and, for models with building outputs, changes per change type (None when the
-    model cannot tell; a cross-check leaves it None)."""
+    model cannot tell; a cross-check leaves it None).
+    """
 
     changes: int
     flagged: int
@@ -48,7 +49,8 @@ class Areas:
 @dataclass(frozen=True)
 class LayerInputs:
     """The reference layers read (``path`` or ``path:layer``, None when not given), geometries
-    repaired in each, and per layer its feature counts (``rs.crosscheck.layers.Layer.counts``)."""
+    repaired in each, and per layer its feature counts (``rs.crosscheck.layers.Layer.counts``).
+    """
 
     permits: str | None = None
     permits_repaired_geometries: int = 0
@@ -63,7 +65,8 @@ class LayerInputs:
 class SceneInputs(LayerInputs):
     """What a detect run read: the scenes (absolute paths), the common grid (CRS, size, pixel size
     in metres, where it lies), the bands compared, the masks, the co-registration and what was
-    decided about each date (validity, band pairing, radiometry: ``AlignedPair.provenance``)."""
+    decided about each date (validity, band pairing, radiometry: ``AlignedPair.provenance``).
+    """
 
     before: str = ""
     after: str = ""
@@ -84,7 +87,8 @@ class SceneInputs(LayerInputs):
 @dataclass(frozen=True)
 class ChangeLayerInputs(LayerInputs):
     """What a cross-check read: the change layer (absolute path), geometries repaired in it, and
-    whether its changes were numbered here (they had no ``change_id``)."""
+    whether its changes were numbered here (they had no ``change_id``).
+    """
 
     changes: str = ""
     changes_repaired_geometries: int = 0
@@ -109,7 +113,8 @@ class ModelRecord:
 @dataclass(frozen=True)
 class Thresholds:
     """The decisions of a detect run: change probability (0–1), smallest change kept (m²), outline
-    simplification (m)."""
+    simplification (m).
+    """
 
     probability: float
     min_area_m2: float
@@ -128,7 +133,8 @@ class BuildingsRecord:
 @dataclass(frozen=True)
 class RulesRecord:
     """The date the rules were judged on (ISO; None only in files of older versions), where it came
-    from, and the rule settings (``rs.crosscheck.settings.RuleConfig``)."""
+    from, and the rule settings (``rs.crosscheck.settings.RuleConfig``).
+    """
 
     as_of: str | None
     as_of_source: str
@@ -152,7 +158,8 @@ class RunSummary:
     """A run's record. ``inputs`` is ``SceneInputs`` for a detect run, ``ChangeLayerInputs`` for a
     cross-check; ``model``, ``thresholds``, ``buildings``, ``timings_s`` and ``platform`` are a
     detect run's only (None for a cross-check); ``review`` is None when no decisions were carried
-    over; ``config`` is the run's configuration as ``dataclasses.asdict`` gives it."""
+    over; ``config`` is the run's configuration as ``dataclasses.asdict`` gives it.
+    """
 
     counts: Counts
     areas_m2: Areas
@@ -176,7 +183,8 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (the layout of ``summary.json``); a cross-check's leaves out the sections it
-        does not have."""
+        does not have.
+        """
         data = asdict(self)
         order = ("changewatch_version", "created_utc", "counts", "areas_m2", "inputs", "model", "thresholds",
                  "buildings", "rules", "timings_s", "warnings", "config", "platform", "review")
@@ -186,7 +194,8 @@ class RunSummary:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
         """A summary read back from its JSON form (also one written by an earlier version). Raises
-        KeyError or TypeError when a section it needs is missing or malformed."""
+        KeyError or TypeError when a section it needs is missing or malformed.
+        """
         counts = dict(data["counts"])
         areas = data.get("areas_m2") or {"changes": counts.get("changes_area_m2"),
                                          "flagged": counts.get("flagged_area_m2")}

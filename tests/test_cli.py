@@ -17,7 +17,7 @@ from changewatch.cli import cli
 from tests.data import ORIGIN, UTM48N, constant_checkpoint, textured_scene, utm_transform, write_raster
 
 
-def run(*args: str) -> "CliRunner.invoke":
+def run(*args: str) -> CliRunner.invoke:
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 

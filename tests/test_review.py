@@ -46,7 +46,7 @@ def test_decisions_follow_outlines_not_ids() -> None:
     assert carried.record().carried == 3 and carried.record().unmatched == 3
 
 
-def _crosscheck(changes: gpd.GeoDataFrame, folder: Path, out: Path) -> "CliRunner.invoke":
+def _crosscheck(changes: gpd.GeoDataFrame, folder: Path, out: Path) -> CliRunner.invoke:
     changes.to_file(folder / "changes.gpkg")
     return CliRunner().invoke(cli, ["crosscheck", str(folder / "changes.gpkg"), "-o", str(out), "--as-of",
                                     AS_OF.isoformat()], catch_exceptions=False)

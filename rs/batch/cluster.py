@@ -1,5 +1,6 @@
 """Where a batch's jobs run: in this process, or as Dask tasks on a LocalCluster or an existing
-cluster, the tiles of large scenes spread over every worker."""
+cluster, the tiles of large scenes spread over every worker.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def run_serial(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
 
 class ModelPlugin(WorkerPlugin):
     """Dask worker plugin: each worker keeps one ModelCache, so a model is loaded once per worker
-    (the batch's ``--model`` as soon as the worker starts), not once per task."""
+    (the batch's ``--model`` as soon as the worker starts), not once per task.
+    """
 
     name = "changewatch-model"
 
@@ -104,7 +106,6 @@ def _run_on_worker(job: Job, config: BatchConfig) -> JobRecord:
 
 def run_dask(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
     """Run jobs as Dask tasks on a LocalCluster (``local``) or the cluster at ``config.scheduler``."""
-
     if config.scheduler == "local":
         workers = config.workers or max(1, os.cpu_count() or 1)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)

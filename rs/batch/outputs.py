@@ -1,5 +1,6 @@
 """A batch's own outputs: ``batch_summary.json``/``.csv`` (every job's record) and one combined
-``flagged.gpkg`` (every area's flags, and their parcels combined), in EPSG:4326."""
+``flagged.gpkg`` (every area's flags, and their parcels combined), in EPSG:4326.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class BatchResult:
 
 def _area_layers(out: Path, records: list[JobRecord]) -> tuple[list[gpd.GeoDataFrame], list[gpd.GeoDataFrame]]:
     """Per finished area: its flagged changes and its flagged parcels (EPSG:4326, with ``area_id``;
-    parcels also with ``parcels_layer``, the layer they came from)."""
+    parcels also with ``parcels_layer``, the layer they came from).
+    """
     changes, parcels = [], []
     for r in records:
         if r.status not in ("done", "skipped"):
@@ -50,7 +52,8 @@ def _area_layers(out: Path, records: list[JobRecord]) -> tuple[list[gpd.GeoDataF
 def combine_parcels(tables: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     """One row per parcel over all areas: a parcel that flags from several areas touch (areas
     overlap, or a parcel crosses an area edge) has its counts and areas summed, its worst reason
-    and highest probability kept. Parcels are told apart by layer and id."""
+    and highest probability kept. Parcels are told apart by layer and id.
+    """
     rows = pd.concat(tables, ignore_index=True)
     rank = {code: i for i, code in enumerate(SEVERITY)}
     rows["rank"] = rows["worst_reason"].map(rank)
@@ -68,7 +71,8 @@ def combine_parcels(tables: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
 def write_batch_outputs(result: BatchResult) -> None:
     """``batch_summary.json``/``.csv`` and one combined ``flagged.gpkg`` (EPSG:4326): layer
     ``flagged_changes`` (every area's flags, with ``area_id``) and, when areas had parcels,
-    ``flagged_parcels`` combined over the areas (``combine_parcels``)."""
+    ``flagged_parcels`` combined over the areas (``combine_parcels``).
+    """
     with writing(result.outdir):
         _write_batch_outputs(result)
 

@@ -2,4 +2,5 @@
 assembles them): ``run`` (detect, demo, crosscheck, export), ``batch``, ``models`` (evaluate,
 train) and ``synth``; ``options`` holds what they share. Each command parses its options into the
 library's configuration (``rs.config``), calls ``rs`` and prints; heavy libraries are imported
-inside the commands that need them."""
+inside the commands that need them.
+"""

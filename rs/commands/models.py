@@ -65,7 +65,8 @@ def evaluate(data_dir: str, sites: str | None, model: str | None, bands: str | N
     """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels;
     object recall (share of true change objects ≥ --object-min-m2 that are hit); and object
     precision, recall and F1, where a predicted change object (as detect writes them: one per
-    building for models with building outputs) matches a true one at IoU ≥ 0.5, one to one."""
+    building for models with building outputs) matches a true one at IoU ≥ 0.5, one to one.
+    """
     from changewatch.rs.config import InferenceConfig
     from changewatch.rs.evaluate import evaluate_folder
 
@@ -97,7 +98,8 @@ def _print_table(report: Any) -> None:
 
 def _floats(text: str | None, bad: str) -> tuple[float, ...] | None:
     """Comma-separated numbers (None when not given); click.BadParameter, ``bad`` formatted with
-    the reason, when one does not parse."""
+    the reason, when one does not parse.
+    """
     try:
         return tuple(float(v) for v in text.split(",")) if text else None
     except ValueError as exc:
@@ -106,7 +108,8 @@ def _floats(text: str | None, bad: str) -> tuple[float, ...] | None:
 
 def _train_config(options: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from ``train``'s options (named as its fields, but for the lists and pairs
-    given as text and --building-outputs); click.BadParameter for values that do not parse."""
+    given as text and --building-outputs); click.BadParameter for values that do not parse.
+    """
     from changewatch.models.spec import SEMANTIC_OUTPUTS
     from changewatch.rs.training.losses import parse_loss
 

@@ -25,7 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def defaults(config: type) -> dict[str, Any]:
     """The defaults of a configuration dataclass's fields, by field name (a ``default_factory`` is
-    called; fields without a default are left out)."""
+    called; fields without a default are left out).
+    """
     out: dict[str, Any] = {}
     for f in fields(config):
         if f.default is not MISSING:
@@ -192,7 +193,8 @@ def crosscheck_inputs(permits: str | None, zoning: str | None, parcels: str | No
 def detect_settings(options: dict[str, Any]) -> dict[str, Any]:
     """``DetectOptions`` keyword arguments from the values of ``detect_options`` (consumed from
     ``options``; ``quiet`` is left there). Raises click.BadParameter when --overlap is not smaller
-    than --tile."""
+    than --tile.
+    """
     tile, overlap = options.pop("tile"), options.pop("overlap")
     if overlap >= tile:
         raise click.BadParameter(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
@@ -214,7 +216,8 @@ def warn(lines: list[str] | tuple[str, ...]) -> None:
 
 def renamed(old: str, new: str, old_value: Any, value: Any, why: str) -> Any:
     """The value of option ``new``, or of its deprecated spelling ``old`` when that was given
-    (with a ``warning:`` line saying so)."""
+    (with a ``warning:`` line saying so).
+    """
     if old_value is None:
         return value
     click.echo(f"warning: {old} is deprecated, use {new} ({why})", err=True)

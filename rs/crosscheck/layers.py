@@ -80,7 +80,8 @@ class Layer:
 
 def split_layer_path(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """``file.gpkg:layer`` → (file.gpkg, layer); a path that exists as written is never split
-    (so ``C:\\data\\p.gpkg`` stays whole), nor one whose part before the last ``:`` does not exist."""
+    (so ``C:\\data\\p.gpkg`` stays whole), nor one whose part before the last ``:`` does not exist.
+    """
     text = os.fspath(path)
     if Path(text).exists() or ":" not in text:
         return Path(text), None
@@ -190,7 +191,8 @@ def _read_parquet(p: Path, role: str, source: Source) -> gpd.GeoDataFrame:
 def _read(p: Path, role: str, layer: str | None, source: Source, extent: Extent | None,
           text_dates: bool) -> tuple[gpd.GeoDataFrame, int | None]:
     """The features of ``p`` meeting ``extent`` (all without one), with the CRS set, and how many
-    features the layer holds (None: unknown)."""
+    features the layer holds (None: unknown).
+    """
     suffix = p.suffix.lower()
     if (source.wkt or source.x) and suffix not in CSV_SUFFIXES:
         raise LayerError(f"{role} layer {p}: wkt/x/y in the --columns file are for CSV files only")
@@ -301,7 +303,8 @@ class Layers:
 
     def provenance(self) -> LayerInputs:
         """Paths (``path`` or ``path:layer``), repaired-geometry counts and, under ``layer_counts``,
-        each layer's features in the file and inside the scene (see ``Layer.counts``)."""
+        each layer's features in the file and inside the scene (see ``Layer.counts``).
+        """
         out: dict[str, Any] = {}
         counts: dict[str, Any] = {}
         for role in ("permits", "zoning", "parcels"):
@@ -314,7 +317,8 @@ class Layers:
 
     def warnings(self) -> list[str]:
         """One line per layer that has features but none inside the scene (a wrong file, lon/lat
-        swapped, coordinates in another CRS than the file says), and per layer with dropped geometries."""
+        swapped, coordinates in another CRS than the file says), and per layer with dropped geometries.
+        """
         lines = []
         for role in ("permits", "zoning", "parcels"):
             layer = getattr(self, role)
@@ -334,7 +338,8 @@ def read_layers(inputs: CrosscheckInputs, extent: Extent | None = None) -> Layer
     """Read and check every layer ``inputs`` gives (see ``read_layer``) before any work starts:
     permit dates are parsed (``parse_dates``) and zoning's construction_allowed read as yes/no
     here, so an unreadable value stops the run before it writes anything. ``extent``: read only
-    the features whose bounding boxes meet it."""
+    the features whose bounding boxes meet it.
+    """
     pc, zc, qc = inputs.rules.permit_columns, inputs.rules.zoning_columns, inputs.parcel_columns
     permits = zoning = parcels = None
     if inputs.permits:

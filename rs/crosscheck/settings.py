@@ -100,7 +100,8 @@ class Source:
     """How one layer file is read: ``layer`` of a file holding several (a GeoPackage); ``crs`` for a
     file without one (CSV, Shapefile without .prj; must agree with the file's own when it has one);
     for a CSV, its geometry: a ``wkt`` column (default: a column named ``wkt``, any case) or ``x``
-    and ``y`` columns (points)."""
+    and ``y`` columns (points).
+    """
 
     layer: str | None = None
     crs: str | None = None
@@ -123,7 +124,8 @@ class Sources:
 class RuleConfig:
     """The as-of date the rules are judged on (None: today), the EXCEEDS_PERMIT tolerances (m²,
     fraction of the change), whether demolitions are judged like construction (else they get
-    DEMOLISHED alone), the permit and zoning column names and how permit dates are read."""
+    DEMOLISHED alone), the permit and zoning column names and how permit dates are read.
+    """
 
     as_of: date | None = None
     exceed_min_m2: float = 20.0
@@ -138,7 +140,8 @@ class RuleConfig:
 @dataclass(frozen=True)
 class CrosscheckInputs:
     """The reference layers of a run (paths, each optional; ``file:layer`` picks a layer) and how
-    to read and judge them."""
+    to read and judge them.
+    """
 
     permits: str | None = None
     zoning: str | None = None
@@ -149,7 +152,8 @@ class CrosscheckInputs:
 
     def read(self, extent: Extent | None = None) -> Layers:
         """The layers, read and checked (``rs.crosscheck.layers.read_layers``); ``extent`` =
-        ((left, bottom, right, top), crs): only the features meeting it."""
+        ((left, bottom, right, top), crs): only the features meeting it.
+        """
         from changewatch.rs.crosscheck.layers import read_layers
 
         return read_layers(self, extent)

@@ -63,7 +63,8 @@ def _dask_pairs(left: gpd.GeoSeries, right: gpd.GeoSeries) -> tuple[np.ndarray, 
 def threaded(func: Callable[..., np.ndarray], *arrays: np.ndarray, threads: int | None = None,
              chunk: int = 50_000) -> np.ndarray:
     """``func(*arrays)`` over chunks in a thread pool: shapely 2 releases the GIL, so vectorised
-    geometry operations use every core."""
+    geometry operations use every core.
+    """
     n = len(arrays[0])
     if n <= chunk:
         return func(*arrays)
@@ -107,7 +108,8 @@ def join_ids(keys: np.ndarray, ranks: np.ndarray, names: np.ndarray) -> tuple[np
     """Per distinct key, its distinct ``names`` in ``ranks`` order, comma-separated: (keys, strings).
 
     ``ranks`` are integers ordering the names (e.g. from ``id_ranks``), so the sort is numeric; the
-    strings are concatenated with one ``np.add.reduceat`` over object arrays (a C loop)."""
+    strings are concatenated with one ``np.add.reduceat`` over object arrays (a C loop).
+    """
     order = np.lexsort((ranks, keys))
     keys, ranks, names = keys[order], ranks[order], names[order].astype(object)
     if not len(keys):

@@ -1,3 +1,4 @@
 """Reading and writing, shared by the stages: rasters (``raster``: opening any raster, the
 probability COG), vector files (``vector``), single files written atomically with failures
-reported as one line (``files``) and whole output folders replaced at once (``staging``)."""
+reported as one line (``files``) and whole output folders replaced at once (``staging``).
+"""

@@ -1,7 +1,8 @@
 """Rasters in and out: opening any raster with one clear error, the acquisition date of a scene,
 one raster presented on a common grid a window at a time (``GridReader``: read in place, or warped
 lazily through a GDAL WarpedVRT), and the change-probability Cloud-Optimised GeoTIFF a run writes
-(tiles blended as they arrive)."""
+(tiles blended as they arrive).
+"""
 
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def scene_date(path: str | os.PathLike[str]) -> date | None:
 
 def _pixel_offset(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[int, int] | None:
     """(col, row) of ``grid``'s origin in ``ds`` when ``grid`` is a window of ``ds``'s own pixel grid
-    (same CRS, same pixel size, whole-pixel shift, inside the file), else None: then it is warped."""
+    (same CRS, same pixel size, whole-pixel shift, inside the file), else None: then it is warped.
+    """
     if ds.crs != grid.crs or not ds.transform.almost_equals(
             Affine(grid.transform.a, grid.transform.b, ds.transform.c, grid.transform.d, grid.transform.e,
                    ds.transform.f)):
@@ -176,7 +178,8 @@ class GridReader:
 
     def _eroded_validity(self, bands: list[int], window: Window) -> np.ndarray:
         """Pixels of ``window`` whose whole 3×3 neighbourhood is covered by the file and valid by
-        its rule (read one pixel wider than the window, so that the erosion is exact at its edges)."""
+        its rule (read one pixel wider than the window, so that the erosion is exact at its edges).
+        """
         assert self._coverage is not None and self.validity is not None
         r0, c0 = int(window.row_off), int(window.col_off)
         r1, c1 = r0 + int(window.height), c0 + int(window.width)

@@ -103,7 +103,8 @@ def _remove(path: Path) -> None:
 
 def _recover(target: Path) -> None:
     """Undo a swap interrupted between its two renames and delete what dead runs left beside
-    ``target``. The caller holds the lock on ``target.parent``."""
+    ``target``. The caller holds the lock on ``target.parent``.
+    """
     olds = _siblings(target, OLD)
     if olds and not os.path.lexists(target):  # killed between the renames: the old run is whole
         newest = max(olds, key=lambda p: p.lstat().st_ctime_ns)  # the rename that removed OUTDIR
@@ -119,7 +120,8 @@ def _recover(target: Path) -> None:
 def recover(outdir: str | os.PathLike[str]) -> None:
     """Restore OUTDIR if a run was killed while swapping it, and delete the staging and old
     folders that killed runs left beside it. Does nothing (and writes nothing) when there are none.
-    Raises OutputError when OUTDIR cannot be restored."""
+    Raises OutputError when OUTDIR cannot be restored.
+    """
     target = _real(Path(outdir))
     if not (_siblings(target, OLD) or _siblings(target, STAGING)):
         return
@@ -129,7 +131,8 @@ def recover(outdir: str | os.PathLike[str]) -> None:
 
 def recover_children(folder: str | os.PathLike[str]) -> None:
     """``recover`` every output folder inside ``folder`` (a batch's per-area folders), and delete
-    the temporary files ``atomic_write`` calls killed there left."""
+    the temporary files ``atomic_write`` calls killed there left.
+    """
     root = Path(folder)
     names = {p.name[1:].split(mark)[0] for mark in (STAGING, OLD) for p in root.glob(f".*{mark}*")}
     for name in names:
@@ -146,7 +149,8 @@ def _real(outdir: Path) -> Path:
 def _ours(name: str, known: Collection[str]) -> bool:
     """Whether an entry of an output folder is changewatch's: an output, a sidecar of one
     (``change_prob.tif.aux.xml``, ``flagged.gpkg-wal``), a temporary file of ``atomic_write``, or
-    a desktop's litter."""
+    a desktop's litter.
+    """
     return (name in known or name in OS_LITTER or fnmatch.fnmatch(name, TMP_GLOB)
             or any(name.startswith((f"{k}.", f"{k}-")) for k in known))
 
@@ -155,7 +159,8 @@ def check_replaceable(outdir: str | os.PathLike[str], known: Collection[str],
                       inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
     """Raise OutputError unless a run may replace ``outdir`` as a whole: it is absent, or a folder
     holding only what changewatch writes (``known`` names and their sidecars), it contains none
-    of ``inputs``, and it is not a mount point."""
+    of ``inputs``, and it is not a mount point.
+    """
     target = _real(Path(outdir))
     for given in inputs:
         path = Path(os.path.realpath(given))
@@ -236,7 +241,8 @@ class StagedDir:
 
     def writing(self, name: str | None = None) -> AbstractContextManager[None]:
         """``writing`` for output ``name`` (for several outputs, None: the folder), with the staging
-        folder shown as OUTDIR in the reason."""
+        folder shown as OUTDIR in the reason.
+        """
         return writing(self.final(name) if name else self.outdir, shown_as=(str(self.stage), str(self.outdir)))
 
     def commit(self) -> list[Path]:

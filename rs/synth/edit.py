@@ -34,7 +34,8 @@ ROOF_COLOUR_DISTANCE = 30.0  # RGB distance from the roof's median colour that s
 @dataclass(frozen=True)
 class Donor:
     """A building cut from a source to be pasted elsewhere: ``patch`` (h, w, 3) uint8 and its
-    footprint ``mask`` (h, w) bool at ``gsd_m`` metres; ``mean`` the per-band mean of its source."""
+    footprint ``mask`` (h, w) bool at ``gsd_m`` metres; ``mean`` the per-band mean of its source.
+    """
 
     patch: np.ndarray
     mask: np.ndarray
@@ -51,7 +52,8 @@ def grow_px(gsd_m: float) -> int:
 def roof_overhang(image: np.ndarray, instances: np.ndarray, building: int, gsd_m: float) -> np.ndarray:
     """Pixels next to footprint ``building`` (up to ROOF_REACH_M) that look like its roof — within
     ROOF_COLOUR_DISTANCE of the footprint's median colour and connected to it: eaves, and roofs a
-    little off or larger than their footprint. (H, W) bool, the footprint included."""
+    little off or larger than their footprint. (H, W) bool, the footprint included.
+    """
     footprint = instances == building
     roof = np.median(image[footprint].reshape(-1, 3).astype(np.float32), axis=0)
     alike = np.linalg.norm(image.astype(np.float32) - roof, axis=-1) < ROOF_COLOUR_DISTANCE
@@ -63,7 +65,8 @@ def removal_region(image: np.ndarray, instances: np.ndarray, ids: np.ndarray, su
     """Pixels to repaint to remove buildings ``ids``: their footprints and roof overhangs
     (``roof_overhang``) with the dark pixels of their shadows (swept along the sun's azimuth, or all
     round when it was not measured), grown by ``grow_px``, holes filled, other buildings excluded.
-    (H, W) bool."""
+    (H, W) bool.
+    """
     footprints = np.isin(instances, ids)
     for building in ids:
         footprints |= roof_overhang(image, instances, int(building), gsd_m)
@@ -88,7 +91,8 @@ def _membrane(difference: np.ndarray, weight: np.ndarray, sigma: float) -> np.nd
     """A smooth field (H, W, 3) that takes ``difference`` where ``weight`` is 1 and fills in between
     by normalised convolution with a Gaussian of ``sigma`` pixels (Knutsson & Westin, "Normalized
     and differential convolution", CVPR 1993): a cheap stand-in for the harmonic membrane of
-    Poisson image editing (Pérez et al., SIGGRAPH 2003) that only listens to the pixels given."""
+    Poisson image editing (Pérez et al., SIGGRAPH 2003) that only listens to the pixels given.
+    """
     w = cv2.GaussianBlur(weight.astype(np.float32), (0, 0), sigma)
     num = cv2.GaussianBlur(difference * weight[..., None], (0, 0), sigma)
     return num / np.maximum(w, 1e-6)[..., None]
@@ -96,7 +100,8 @@ def _membrane(difference: np.ndarray, weight: np.ndarray, sigma: float) -> np.nd
 
 def _placements(ground: np.ndarray, shape: np.ndarray) -> np.ndarray:
     """Every (row, col) at which the top-left corner of mask ``shape`` (h, w bool) puts all of it on
-    ``ground`` (H, W bool) and its box inside the image: (N, 2) int (an erosion of ``ground`` by the shape)."""
+    ``ground`` (H, W bool) and its box inside the image: (N, 2) int (an erosion of ``ground`` by the shape).
+    """
     h, w = shape.shape
     fits = cv2.erode(ground.astype(np.uint8), shape.astype(np.uint8), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT,
                      borderValue=0)
@@ -107,7 +112,8 @@ def _placements(ground: np.ndarray, shape: np.ndarray) -> np.ndarray:
 class Ground:
     """Where removal fills are copied from: ``image`` (H', W', 3) uint8 at the chip's GSD around it,
     ``free`` (H', W') bool its building-free valid pixels, ``offset`` (row, col) of the chip's
-    first pixel in it."""
+    first pixel in it.
+    """
 
     image: np.ndarray
     free: np.ndarray
@@ -122,7 +128,8 @@ def ground_of(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gsd_m
 
 def _palette(pixels: np.ndarray) -> np.ndarray:
     """The colours (N, 3) present, as an occupancy grid of PALETTE_BIN-wide RGB bins:
-    (256 // PALETTE_BIN,) * 3 bool."""
+    (256 // PALETTE_BIN,) * 3 bool.
+    """
     n = 256 // PALETTE_BIN
     grid = np.zeros((n, n, n), bool)
     grid[tuple((pixels // PALETTE_BIN).astype(int).T)] = True
@@ -140,7 +147,8 @@ def _fill_component(image: np.ndarray, component: np.ndarray, ground: Ground, fr
     patch's colours are then corrected towards the ring by a smooth membrane (``_membrane``) and
     its edge feathered over 2 pixels. Only ``boundary`` pixels (open ground) steer it, so a neighbouring roof does not
     bleed into the fill. False when no patch qualifies or the component exceeds ``max_px``
-    pixels (one patch copied over a block of buildings would bring their unlabelled neighbours)."""
+    pixels (one patch copied over a block of buildings would bring their unlabelled neighbours).
+    """
     h, w = component.shape
     rows, cols = np.nonzero(component)
     r0, r1, c0, c1 = rows.min() - 4, rows.max() + 5, cols.min() - 4, cols.max() + 5
@@ -188,7 +196,8 @@ def remove_buildings(image: np.ndarray, instances: np.ndarray, valid: np.ndarray
     """A copy of ``image`` with buildings ``ids`` (and their shadows) replaced by building-free
     texture of ``ground`` (default: the chip itself; better, a larger window around it at the same
     GSD) blended in (``_fill_component``), and the ids actually removed (a building whose region
-    touches the chip's edge, exceeds MAX_FILL_M2 or finds no fitting patch is kept)."""
+    touches the chip's edge, exceeds MAX_FILL_M2 or finds no fitting patch is kept).
+    """
     out = image.copy()
     region = removal_region(image, instances, ids, sun, gsd_m)
     ground = ground or ground_of(image, instances, valid, gsd_m)
@@ -210,7 +219,8 @@ def remove_buildings(image: np.ndarray, instances: np.ndarray, valid: np.ndarray
 def cut_donors(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gsd_m: float, source: str,
                min_m2: float) -> list[Donor]:
     """Every building of a source that lies wholly on valid imagery and covers at least ``min_m2``,
-    cut with a 2-pixel margin (ids in ``instances`` order)."""
+    cut with a 2-pixel margin (ids in ``instances`` order).
+    """
     mean = image[valid].reshape(-1, 3).mean(axis=0) if valid.any() else np.full(3, 128.0)
     donors = []
     for i, window in enumerate(ndimage.find_objects(instances), start=1):
@@ -230,7 +240,8 @@ def cut_donors(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gsd_
 
 def _scaled(donor: Donor, gsd_m: float) -> tuple[np.ndarray, np.ndarray]:
     """The donor at ``gsd_m``: (patch float32 (h, w, 3), alpha (h, w) in [0, 1], the footprint's
-    area share of each pixel; area-averaged when shrinking)."""
+    area share of each pixel; area-averaged when shrinking).
+    """
     f = donor.gsd_m / gsd_m
     if abs(f - 1) < 1e-6:
         return donor.patch.astype(np.float32), donor.mask.astype(np.float32)
@@ -243,7 +254,8 @@ def _scaled(donor: Donor, gsd_m: float) -> tuple[np.ndarray, np.ndarray]:
 def _place(occupied: np.ndarray, shape: np.ndarray, rng: np.random.Generator, margin: int,
            tries: int = 60) -> tuple[int, int] | None:
     """A random top-left (row, col) where mask ``shape`` (h, w) touches no ``occupied`` pixel and
-    stays ``margin`` pixels inside the chip; None when none of ``tries`` draws fits."""
+    stays ``margin`` pixels inside the chip; None when none of ``tries`` draws fits.
+    """
     h, w = occupied.shape
     sh, sw = shape.shape
     if sh + 2 * margin >= h or sw + 2 * margin >= w:
@@ -264,7 +276,8 @@ def paste_buildings(image: np.ndarray, occupied: np.ndarray, donors: list[Donor]
     a bluish cast (shadows are lit by the sky), faintly when the sun was not measured. Donor colours
     get a gain towards the chip's mean (0.85-1.15). Returns the image, the mask (H, W bool) of the
     footprints pasted (area share ≥ 0.5) and how many were pasted. ``occupied`` is updated in
-    place. Donors that fit nowhere are skipped."""
+    place. Donors that fit nowhere are skipped.
+    """
     out = image.astype(np.float32)
     pasted = np.zeros(occupied.shape, bool)
     count = 0

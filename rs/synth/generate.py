@@ -117,7 +117,8 @@ def _draw_chip(sources: list[Source], config: SynthConfig, needs: int,
     CHIP_TRIES positions (else the one with most), and its eligible ids. The GSD is lowered
     (×0.95 at a time, not below the range's low end) while no source is large enough for a chip
     wholly on imagery; at the low end, chips up to ``max_nodata`` off the imagery are taken.
-    ``sources`` must be ``usable``."""
+    ``sources`` must be ``usable``.
+    """
     gsd = config.draw_gsd(float(rng.random()))
     size = config.chip + 2 * PAD
     while True:
@@ -150,7 +151,8 @@ def _draw_chip(sources: list[Source], config: SynthConfig, needs: int,
 
 def _pair_sun(chip: Chip, rng: np.random.Generator) -> Sun:
     """The chip's source sun, or, when it was not measured, a random one: shadow length
-    h / tan(elevation) for a building of 3-6 m under a sun 45-75° high."""
+    h / tan(elevation) for a building of 3-6 m under a sun 45-75° high.
+    """
     if chip.source.sun.measured:
         return chip.source.sun
     height, elevation = rng.uniform(3, 6), np.radians(rng.uniform(45, 75))
@@ -173,7 +175,8 @@ class SynthPair:
     uint8, 255 = change, and the buildings standing at each date, ``building_before`` and
     ``building_after`` (chip, chip) uint8, 255 = building (footprints, before misregistration);
     with what it was made from: the chip's footprint ids ``instances`` (chip, chip) uint16 on the
-    same pixels, the ids ``removed`` (appear and disappear) and the mask of the footprints ``pasted``."""
+    same pixels, the ids ``removed`` (appear and disappear) and the mask of the footprints ``pasted``.
+    """
 
     before: np.ndarray
     after: np.ndarray
@@ -202,7 +205,8 @@ class _Edited:
 def _edit(chip: Chip, eligible: np.ndarray, ops: tuple[str, ...], donors: list[Donor], sun: Sun,
           config: SynthConfig, rng: np.random.Generator) -> _Edited:
     """Apply ``ops`` to a chip: appear removes buildings from BEFORE, disappear from AFTER (each
-    1 to ``max_changed`` of ``eligible``, never the same one twice), paste adds donors to AFTER."""
+    1 to ``max_changed`` of ``eligible``, never the same one twice), paste adds donors to AFTER.
+    """
     shape = chip.valid.shape
     e = _Edited(chip.image, chip.image.copy(), np.zeros(shape, bool), np.zeros(shape, bool),
                 {"before": chip.instances > 0, "after": chip.instances > 0}, dict.fromkeys(OPS, 0), [])
@@ -238,7 +242,8 @@ def make_pair(sources: list[Source], donors: list[Donor], config: SynthConfig, r
     """One synthetic pair from ``sources`` (all of one area, ``usable``), pasting ``donors``.
 
     A pair meant to change whose edits all failed (no building to remove, no room to paste) is
-    tried again on another chip, up to EDIT_TRIES times, then kept as a nuisance-only pair."""
+    tried again on another chip, up to EDIT_TRIES times, then kept as a nuisance-only pair.
+    """
     ops = _choose_ops(config, rng)
     for _ in range(EDIT_TRIES):
         chip, eligible = _draw_chip(sources, config, sum(op in ops for op in ("appear", "disappear")), rng)

@@ -26,7 +26,8 @@ class Sun:
     """Where shadows fall in an image: ``azimuth_deg`` clockwise from grid north (up), the direction
     *away* from the sun; ``length_m`` the typical shadow length beyond a footprint's edge (metres).
     ``measured`` is False when the image showed no clear shadows (overcast, or too few buildings):
-    the values are then a default to be replaced by a random draw."""
+    the values are then a default to be replaced by a random draw.
+    """
 
     azimuth_deg: float
     length_m: float
@@ -56,7 +57,8 @@ def dilate(mask: np.ndarray, radius_px: int) -> np.ndarray:
 def sweep(mask: np.ndarray, azimuth_deg: float, length_px: float) -> np.ndarray:
     """``mask`` (H, W bool) swept ``length_px`` pixels towards ``azimuth_deg`` (clockwise from up):
     every pixel p with p − t·u in the mask for some 0 ≤ t ≤ length (u the unit vector of the
-    azimuth). The footprint itself is included."""
+    azimuth). The footprint itself is included.
+    """
     n = int(math.ceil(length_px))
     if n <= 0:
         return mask.copy()

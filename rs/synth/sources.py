@@ -119,7 +119,8 @@ def _is_geotiff_block(folder: Path) -> bool:
 
 def _area_name(folder: Path, root: Path) -> str:
     """Area (town) name: the ramp dataset's numbered folders by their town, ``oam-<town>/...`` by
-    its town, else the folder's own name."""
+    its town, else the folder's own name.
+    """
     if folder.name in RAMP_AREAS and folder.parent.name == "data":
         return RAMP_AREAS[folder.name]
     top = folder.relative_to(root).parts[0] if folder != root else folder.name
@@ -153,7 +154,8 @@ def find_areas(root: str | Path) -> list[AreaFiles]:
 
 def read_tile(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One 256² web-map tile as (RGB (256, 256, 3) uint8, valid (256, 256) bool: alpha > 0).
-    Raises InputFileError for an unreadable image or one of another size."""
+    Raises InputFileError for an unreadable image or one of another size.
+    """
     try:
         with Image.open(path) as im:
             rgba = np.asarray(im.convert("RGBA"))
@@ -173,7 +175,8 @@ def _tile_index(paths: Iterable[Path]) -> tuple[int, dict[tuple[int, int], Path]
 
 def tile_blocks(tiles: Iterable[tuple[int, int]]) -> list[list[tuple[int, int]]]:
     """Tiles grouped into edge-connected blocks (each mosaicked alone, so that ground between
-    scattered blocks is never held in memory), ordered by their first tile."""
+    scattered blocks is never held in memory), ordered by their first tile.
+    """
     tiles = sorted(tiles)
     xs, ys = [t[0] for t in tiles], [t[1] for t in tiles]
     grid = np.zeros((max(ys) - min(ys) + 1, max(xs) - min(xs) + 1), bool)
@@ -189,7 +192,8 @@ def tile_blocks(tiles: Iterable[tuple[int, int]]) -> list[list[tuple[int, int]]]
 def xyz_mosaic(tiles: dict[tuple[int, int], Path], zoom: int) -> Mosaic:
     """Tiles (x, y) → path of one zoom mosaicked in EPSG:3857 at the zoom's own resolution
     (2πR / 2^z / 256 m per pixel); missing tiles and alpha-0 regions that are not enclosed dark
-    holes (``real_nodata``) are not valid. Raises InputFileError for an unreadable tile."""
+    holes (``real_nodata``) are not valid. Raises InputFileError for an unreadable tile.
+    """
     xs, ys = [t[0] for t in tiles], [t[1] for t in tiles]
     x0, y0 = min(xs), min(ys)
     rows, cols = (max(ys) - y0 + 1) * TILE_PX, (max(xs) - x0 + 1) * TILE_PX
@@ -208,7 +212,8 @@ def xyz_mosaic(tiles: dict[tuple[int, int], Path], zoom: int) -> Mosaic:
 def real_nodata(missing: np.ndarray, max_hole_px: int) -> np.ndarray:
     """The part of ``missing`` (H, W bool) that is really outside the imagery: regions that touch
     the mosaic's edge or exceed ``max_hole_px``. The tiles mark pure black (0, 0, 0) pixels, deep
-    shadows, with alpha 0 too; enclosed small holes are such pixels and stay valid (black)."""
+    shadows, with alpha 0 too; enclosed small holes are such pixels and stay valid (black).
+    """
     labels, _ = ndimage.label(missing)
     sizes = np.bincount(labels.ravel())
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
@@ -221,7 +226,8 @@ def real_nodata(missing: np.ndarray, max_hole_px: int) -> np.ndarray:
 def geotiff_mosaic(paths: tuple[Path, ...]) -> Mosaic:
     """Adjacent georeferenced RGB chips (any CRS, the same for all) merged on the first chip's grid
     (``rasterio.merge``; pixels no chip covers: not valid). Raises InputFileError for an unreadable
-    file, a chip without CRS or with fewer than three bands."""
+    file, a chip without CRS or with fewer than three bands.
+    """
     try:
         datasets = [rasterio.open(p) for p in paths]
     except rasterio.errors.RasterioIOError as exc:
@@ -241,7 +247,8 @@ def geotiff_mosaic(paths: tuple[Path, ...]) -> Mosaic:
 
 def metric_grid(mosaic: Mosaic, gsd_m: float) -> tuple[CRS, Affine, int, int]:
     """The UTM grid (CRS, transform, width, height) covering ``mosaic`` at ``gsd_m`` metres, pixel
-    edges on multiples of ``gsd_m``, in the UTM zone of the mosaic's centre."""
+    edges on multiples of ``gsd_m``, in the UTM zone of the mosaic's centre.
+    """
     h, w = mosaic.valid.shape
     crs = utm_crs(*Grid(mosaic.crs, mosaic.transform, w, h).centre_lonlat())
     bounds = rasterio.transform.array_bounds(h, w, mosaic.transform)
@@ -255,7 +262,8 @@ def to_metric(mosaic: Mosaic, gsd_m: float) -> Mosaic:
     """``mosaic`` reprojected onto ``metric_grid`` with area-averaging resampling (GDAL ``average``).
 
     A pixel is valid only when every source pixel under it was valid (so no pixel mixes imagery
-    with the black outside it)."""
+    with the black outside it).
+    """
     crs, transform, width, height = metric_grid(mosaic, gsd_m)
     image = np.zeros((3, height, width), np.uint8)
     cover = np.zeros((height, width), np.uint8)
@@ -272,7 +280,8 @@ def to_metric(mosaic: Mosaic, gsd_m: float) -> Mosaic:
 def read_footprints(paths: tuple[Path, ...], crs: CRS) -> np.ndarray:
     """Building polygons of the label files in ``crs`` (made valid; multipolygons split; empty
     and non-polygonal geometries dropped). Raises InputFileError for unreadable files or a
-    layer without CRS."""
+    layer without CRS.
+    """
     frames = []
     for path in paths:
         try:
@@ -291,7 +300,8 @@ def read_footprints(paths: tuple[Path, ...], crs: CRS) -> np.ndarray:
 def rasterise_instances(footprints: np.ndarray, transform: Affine, shape: tuple[int, int],
                         ids: np.ndarray | None = None) -> np.ndarray:
     """(H, W) uint16: ``ids[k]`` (default k + 1) where ``footprints[k]`` covers the pixel centre, 0
-    elsewhere (a later footprint wins where two overlap). Raises ValueError beyond 65 535 ids."""
+    elsewhere (a later footprint wins where two overlap). Raises ValueError beyond 65 535 ids.
+    """
     ids = np.arange(1, len(footprints) + 1) if ids is None else ids
     if len(ids) and int(np.max(ids)) > np.iinfo(np.uint16).max:
         raise ValueError(f"footprint id {int(np.max(ids))} does not fit uint16 instance ids")
@@ -305,7 +315,8 @@ def rasterise_instances(footprints: np.ndarray, transform: Affine, shape: tuple[
 class Chip:
     """A square window of a Source resampled to ``gsd_m``: ``image`` (S, S, 3) uint8, ``valid``
     (S, S) bool, ``instances`` (S, S) uint16 (the source's footprint ids, rasterised on the chip's
-    own grid), ``transform`` its grid in ``source.crs``, ``window`` where it was cut."""
+    own grid), ``transform`` its grid in ``source.crs``, ``window`` where it was cut.
+    """
 
     source: Source
     image: np.ndarray
@@ -317,7 +328,8 @@ class Chip:
 
     def around(self, factor: int = 3) -> Chip:
         """The window ``factor`` times as wide centred on this chip, at its GSD (it lies at
-        ((factor − 1) / 2 · size) pixels in it, both ways)."""
+        ((factor − 1) / 2 · size) pixels in it, both ways).
+        """
         row, col, side = self.window
         margin = (factor - 1) // 2
         return cut_chip(self.source, row - margin * side, col - margin * side, factor * side,
@@ -337,7 +349,8 @@ def _window(array: np.ndarray, row: int, col: int, side: int) -> np.ndarray:
 def cut_chip(source: Source, row: int, col: int, side: int, size: int) -> Chip:
     """The ``side``² window of ``source``'s grid at (row, col) (it may leave the grid: not valid
     there), area-averaged (``cv2.INTER_AREA``) to ``size``² pixels; its GSD is
-    ``source.gsd_m · side / size``. A pixel is valid only when all it averages was valid."""
+    ``source.gsd_m · side / size``. A pixel is valid only when all it averages was valid.
+    """
     image, valid = _window(source.image, row, col, side), _window(source.valid, row, col, side)
     if side != size:
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)

@@ -60,7 +60,8 @@ ValSets = dict[str, list[LabelledPair]]
 class Validation:
     """One validation: the threshold chosen, the F1 it reaches, and the record the checkpoint keeps
     (``ModelSpec.metrics["val_pooled"]``): the pooled pixel metrics (``rs.metrics.PixelMetrics``)
-    of the one val set, or, with several, their mean F1 and each set's pooled metrics under ``sets``."""
+    of the one val set, or, with several, their mean F1 and each set's pooled metrics under ``sets``.
+    """
 
     threshold: float
     f1: float
@@ -71,7 +72,8 @@ def validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, va
               config: TrainConfig) -> Validation:
     """The network on the val sets, run as ``evaluate`` runs a model (tiled, GSD policy auto): the
     threshold maximises the mean of the sets' pooled F1 (one set: its pooled F1), so a small set
-    weighs as much as a large one."""
+    weighs as much as a large one.
+    """
     model = ChangeModel(network, spec, device)
     options = EvalOptions(bands=config.select, coregister=config.coregister, zero_is_valid=config.zero_is_valid,
                           threshold=0.5)
@@ -88,7 +90,8 @@ def validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, va
 def split(config: TrainConfig) -> tuple[list[LabelledPair], ValSets]:
     """Training pairs and validation sets. With ``val_data`` each folder is a set of its own;
     otherwise ``val_sites`` of ``data_dir`` are one set. train_sites ("all",) means every pair of
-    ``data_dir`` not used for val."""
+    ``data_dir`` not used for val.
+    """
     if config.val_data:
         val = {Path(d).name: find_pairs(d) for d in config.val_data}
     else:
@@ -102,7 +105,8 @@ def split(config: TrainConfig) -> tuple[list[LabelledPair], ValSets]:
 def data_licence(data_dir: str | Path) -> str:
     """The licence the training data declares: the attribution in a ``synth.json`` in ``data_dir``
     or its parent (``cli.py synth`` output), the OSCD statement for the OSCD folder (it holds
-    ``README_OSCD_labels.txt``), else a note that none was declared (pass ``licence``)."""
+    ``README_OSCD_labels.txt``), else a note that none was declared (pass ``licence``).
+    """
     root = Path(data_dir)
     for manifest in (root / "synth.json", root.parent / "synth.json"):
         if manifest.is_file():
@@ -115,7 +119,8 @@ def data_licence(data_dir: str | Path) -> str:
 
 def initial_network(config: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, ModelSpec]:
     """A fresh network for ``config``, or, with ``init_from``, that checkpoint's network and weights
-    (its architecture, fusion and encoder; its band count must match)."""
+    (its architecture, fusion and encoder; its band count must match).
+    """
     licence = config.licence or data_licence(config.data_dir)
     if config.init_from:
         network, base = load_checkpoint(config.init_from)
@@ -161,7 +166,8 @@ def try_average(state: Progress, network: torch.nn.Module, spec: ModelSpec, devi
                  rng: np.random.Generator) -> bool:
     """Stochastic weight averaging: the mean of the last validated weights, batch-norm statistics
     re-estimated on 50 training batches, validated like any checkpoint and kept (True) only when
-    its val F1 beats the best single checkpoint."""
+    its val F1 beats the best single checkpoint.
+    """
     floating = [k for k, v in state.recent[0].items() if v.is_floating_point()]
     mean = {**state.recent[-1], **{k: torch.stack([r[k] for r in state.recent]).mean(0) for k in floating}}
     network.load_state_dict(mean)
@@ -197,7 +203,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 @dataclass
 class _Session:
     """One training run in progress: the network, its optimiser and schedule, the data, the random
-    generator and what has been done (``state``)."""
+    generator and what has been done (``state``).
+    """
 
     config: TrainConfig
     network: torch.nn.Module
@@ -246,7 +253,8 @@ class _Session:
 
     def run(self, progress: bool) -> None:
         """Optimiser steps up to ``iterations`` (from where a resumed run stopped), validating every
-        ``val_every`` steps, at the last step and when out of time; stops early on ``patience``."""
+        ``val_every`` steps, at the last step and when out of time; stops early on ``patience``.
+        """
         config, state = self.config, self.state
         with writing(self.log_path.parent):
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -279,7 +287,8 @@ class _Session:
 
     def _checkpoint(self, it: int, bar: Any) -> None:
         """Validate (keeping the best weights and, for ``average_last``, the recent ones), log, and
-        save the state to resume from."""
+        save the state to resume from.
+        """
         state, config = self.state, self.config
         row: dict[str, object] = {"iteration": it, "loss": round(state.running, 5),
                                   "lr": self.schedule.get_last_lr()[0],
@@ -303,7 +312,8 @@ class _Session:
 
     def finish(self) -> TrainResult:
         """Try the mean of the recent weights, load the best, and save the checkpoint with its
-        threshold, val metrics and training record."""
+        threshold, val metrics and training record.
+        """
         state, config, spec = self.state, self.config, self.spec
         averaged = False
         if len(state.recent) > 1:
