@@ -81,9 +81,10 @@ class SiameseNet(torch.nn.Module):
 
 
 def build_network(spec: ModelSpec) -> torch.nn.Module:
-    """An untrained network for ``spec`` (random init: no weights are downloaded): any smp
-    architecture and encoder, with early fusion (both dates stacked as one image) or a siamese
-    encoder (``SiameseNet``). Raises ModelError for an unknown fusion, architecture or encoder.
+    """An untrained network for ``spec`` (random init: no weights are downloaded).
+
+    Any smp architecture and encoder, with early fusion (both dates stacked as one image) or a
+    siamese encoder (``SiameseNet``). Raises ModelError for an unknown fusion, architecture or encoder.
     """
     if spec.fusion not in FUSIONS:
         raise ModelError(f"unknown fusion {spec.fusion!r}: use one of {', '.join(FUSIONS)}")
@@ -112,9 +113,10 @@ def save_checkpoint(network: torch.nn.Module, spec: ModelSpec, json_path: str | 
 
 
 def load_checkpoint(path: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[torch.nn.Module, ModelSpec]:
-    """Rebuild a network from a safetensors checkpoint, in eval mode on the CPU, fp32. Raises
-    ModelError when a file is missing, is not what it claims (``load_spec``; weights that are not
-    safetensors), or the weights do not fit the architecture.
+    """Rebuild a network from a safetensors checkpoint, in eval mode on the CPU, fp32.
+
+    Raises ModelError when a file is missing, is not what it claims (``load_spec``; weights that
+    are not safetensors), or the weights do not fit the architecture.
     """
     spec = load_spec(path)
     weights_path = Path(path).with_suffix(".safetensors")
@@ -134,8 +136,9 @@ def load_checkpoint(path: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[torch
 
 
 def fold_batchnorm(network: torch.nn.Module) -> torch.nn.Module:
-    """Fold every BatchNorm2d that directly follows a Conv2d in a Sequential into that convolution
-    (in place; the network must be in eval mode and is only fit for inference afterwards).
+    """Fold every BatchNorm2d that directly follows a Conv2d in a Sequential into that convolution.
+
+    In place; the network must be in eval mode and is only fit for inference afterwards.
 
     In eval mode a batch norm is a fixed per-channel affine map, so folding it into the preceding
     convolution's weights and bias gives the same outputs (to float rounding) with one pass over

@@ -80,8 +80,9 @@ def source_for(encoder: str) -> PretrainedSource:
 
 
 def _convert(source: PretrainedSource, target_keys: list[str], target_shapes: list[tuple[int, ...]]) -> Path:
-    """Read the package's state dict safely, rename it by order onto ``target_keys`` and save it
-    as safetensors in the cache. Raises ModelError when the package is missing or does not fit.
+    """Read the package's state dict safely, rename it by order onto ``target_keys``, cache it as safetensors.
+
+    Raises ModelError when the package is missing or does not fit.
     """
     try:
         path = Path(str(resources.files(source.module).joinpath(source.file)))
@@ -105,9 +106,10 @@ def _convert(source: PretrainedSource, target_keys: list[str], target_shapes: li
 
 
 def encoder_state(encoder: str, module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str]:
-    """ImageNet weights for ``module`` (an smp encoder named ``encoder``), from the cache or
-    converted from the pinned package on first use, and their source (package, version, licence)
-    as recorded when they were converted.
+    """ImageNet weights for ``module`` (an smp encoder named ``encoder``) and their source.
+
+    The weights come from the cache, or are converted from the pinned package on first use; the
+    source (package, version, licence) is as recorded when they were converted.
     """
     source = source_for(encoder)
     reference = module.state_dict()

@@ -25,11 +25,13 @@ from changewatch.rs.grid import Grid
 
 @dataclass(frozen=True)
 class CoregConfig:
-    """How to measure the shift: windows of ``window`` pixels on a ``grid_side`` × ``grid_side``
-    layout over the common grid; a window counts when ≥ ``min_valid`` of its pixels are valid on
-    both dates and its shift is within ``max_shift_px``. The median of ≥ ``min_windows`` such
-    shifts is applied when the windows agree within ``max_spread_px`` (median absolute deviation)
-    and it is at least ``min_shift_px`` long (pixels of the common grid).
+    """How to measure the shift: windows on a grid over the common grid, and when their median is applied.
+
+    Windows of ``window`` pixels on a ``grid_side`` × ``grid_side`` layout over the common grid; a
+    window counts when ≥ ``min_valid`` of its pixels are valid on both dates and its shift is
+    within ``max_shift_px``. The median of ≥ ``min_windows`` such shifts is applied when the
+    windows agree within ``max_spread_px`` (median absolute deviation) and it is at least
+    ``min_shift_px`` long (pixels of the common grid).
     """
 
     window: int = 256
@@ -44,8 +46,9 @@ class CoregConfig:
 
 @dataclass(frozen=True)
 class Coregistration:
-    """What was measured: AFTER's correction in pixels of the common grid (rows down, cols right;
-    moving AFTER by it aligns it with BEFORE), how many windows agreed, and whether it was applied.
+    """What was measured: AFTER's correction (pixels of the common grid), how many windows agreed, whether applied.
+
+    The correction is rows down, cols right; moving AFTER by it aligns it with BEFORE.
     """
 
     rows: float
@@ -64,8 +67,9 @@ class Coregistration:
 
 
 def _grey(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The mean of the bands, standardised on valid pixels, invalid pixels set to 0 (the mean),
-    tapered by a Hann window.
+    """The mean of the bands, standardised on valid pixels, tapered by a Hann window.
+
+    Invalid pixels are set to 0 (the mean).
     """
     grey = data.mean(axis=0)
     v = grey[valid]
@@ -99,10 +103,11 @@ def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Cor
 
 
 def correction(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:
-    """AFTER's correction on ``pair``'s grid (``measure_shift``); for plain images (no CRS) and pairs
-    already shifted none is measured (``windows`` 0, not applied). A file that cannot be decoded
-    raises InputFileError. ``Coregistration.shift`` gives the translation to open the pair with
-    (``rs.prepare`` does).
+    """AFTER's correction on ``pair``'s grid (``measure_shift``).
+
+    For plain images (no CRS) and pairs already shifted none is measured (``windows`` 0, not
+    applied). A file that cannot be decoded raises InputFileError. ``Coregistration.shift`` gives
+    the translation to open the pair with (``rs.prepare`` does).
     """
     if pair.plain or pair.after_shift is not None:
         return Coregistration(0.0, 0.0, 0, False)

@@ -63,10 +63,11 @@ class LabelledPair:
     buildings: tuple[Path, Path] | None = None  # building masks of BEFORE and AFTER (same encoding), if known
 
     def source(self, options: PairOptions = PairOptions(), pixel_size_m: float | None = None) -> PairSource:
-        """What opens the pair aligned as ``options`` say (bands, grid, validity rule: ``rs.prepare``
-        prepares it for a model); ``pixel_size_m``: the GSD of plain images (no georeferencing),
-        which are then placed on a local metric grid (``rs.georef.placed``) so GSD rules apply; None
-        compares them pixel for pixel.
+        """What opens the pair aligned as ``options`` say (bands, grid, validity rule).
+
+        ``rs.prepare`` prepares it for a model. ``pixel_size_m``: the GSD of plain images (no
+        georeferencing), which are then placed on a local metric grid (``rs.georef.placed``) so GSD
+        rules apply; None compares them pixel for pixel.
         """
         return PairSource.of(self.before, self.after, options, pixel_size_m=pixel_size_m)
 
@@ -81,8 +82,9 @@ class LabelledPair:
         return RasterLabels(pair.reader_for(self.label, "label"), self.encoding)
 
     def output_labels(self, pair: AlignedPair, outputs: tuple[str, ...]) -> list[LabelReader]:
-        """Readers of the labels of each model output (change, building_before, building_after) on
-        ``pair``'s grid; building outputs of a pair without building masks are unlabelled.
+        """Readers of the labels of each model output (change, building_before, building_after) on ``pair``'s grid.
+
+        Building outputs of a pair without building masks are unlabelled.
         """
         readers = []
         for output in outputs:
@@ -112,8 +114,10 @@ class Unlabelled(LabelReader):
 
 
 class RasterLabels(LabelReader):
-    """A label raster (nearest-neighbour onto the grid; outside it, under its nodata or where its
-    alpha is 0: not labelled), read as the maximum of its channels.
+    """A label raster, read as the maximum of its channels.
+
+    Read nearest-neighbour onto the grid; outside it, under its nodata or where its alpha is 0: not
+    labelled. The constructor takes its ``GridReader`` and its encoding (see ``label_encodings``).
     """
 
     def __init__(self, reader: GridReader, encoding: str) -> None:
@@ -177,8 +181,9 @@ def _bbox_in(pair: AlignedPair, path: Path) -> tuple[float, float, float, float]
 
 
 def _label_values(path: Path) -> tuple[set[int], bool]:
-    """The values a label raster holds (maximum over its channels, alpha excluded; read block by
-    block) and whether it is lossy (JPEG and the like) or multi-channel.
+    """The values a label raster holds, and whether it is lossy (JPEG and the like) or multi-channel.
+
+    Values are the maximum over its channels, alpha excluded; read block by block.
     """
     seen: set[int] = set()
     with open_raster(path, "label") as ds:
@@ -189,7 +194,9 @@ def _label_values(path: Path) -> tuple[set[int], bool]:
 
 
 def detect_encoding(labels: list[Path]) -> str:
-    """``"0/1"`` when any label raster holds the value 1 (255, if present, means not labelled),
+    """The label encoding of the label rasters: ``"0/1"`` or ``"0/255"``.
+
+    ``"0/1"`` when any label raster holds the value 1 (255, if present, means not labelled),
     ``"0/255"`` when they hold only 0 and 255 (255 = change, as LEVIR-CD). Other values: an
     InputFileError. Reads the files block by block.
     """
@@ -210,10 +217,11 @@ def _exact_encoding(seen: set[int]) -> str:
 
 
 def label_encodings(labels: list[Path]) -> list[str]:
-    """The encoding of each label raster (see LabelledPair). Lossy or multi-channel labels whose
-    values are not exactly 0 and 255 (JPEG noise, anti-aliased colour edges) are ``BINARISED`` at
-    128; the others are read exactly, with one encoding for the folder (``detect_encoding``: an
-    all-zero label alone cannot tell 0/1 from 0/255).
+    """The encoding of each label raster (see LabelledPair).
+
+    Lossy or multi-channel labels whose values are not exactly 0 and 255 (JPEG noise, anti-aliased
+    colour edges) are ``BINARISED`` at 128; the others are read exactly, with one encoding for the
+    folder (``detect_encoding``: an all-zero label alone cannot tell 0/1 from 0/255).
     """
     found = [_label_values(path) for path in labels]
     binarised = [approximate and not values <= {0, 255} for values, approximate in found]

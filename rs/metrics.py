@@ -1,5 +1,7 @@
-"""Change metrics: pixel confusion and probability histograms (any threshold, pooled over pairs),
-and object counts and matches (``rs.evaluate`` defines what the objects are), as typed figures.
+"""Change metrics: pixel confusion and probability histograms, object counts and matches, as typed figures.
+
+Pixel confusion and probability histograms work at any threshold, pooled over pairs; for object
+counts and matches ``rs.evaluate`` defines what the objects are.
 
 Every figure has a dataclass: ``PixelMetrics`` (precision, recall, F1, IoU and counts),
 ``ObjectMetrics``, one pair's ``PairMetrics`` and the whole ``Metrics`` an evaluation reports.
@@ -21,8 +23,9 @@ MATCH_IOU = 0.5  # intersection over union from which a predicted object matches
 
 @dataclass(frozen=True)
 class PixelMetrics:
-    """Pixel figures of the change class: precision, recall, F1, IoU (0–1) and the counts of true
-    and false positives, false and true negatives.
+    """Pixel figures of the change class: precision, recall, F1, IoU (0–1) and the counts.
+
+    The counts are of true and false positives, false and true negatives.
     """
 
     precision: float
@@ -37,9 +40,11 @@ class PixelMetrics:
 
 @dataclass(frozen=True)
 class ObjectMetrics:
-    """Object figures (see the module docstring): object recall (share of true objects hit) over
-    ``objects`` true objects of which ``objects_hit`` were hit; precision, recall and F1 at IoU ≥
-    0.5 over ``objects_predicted`` predicted objects of which ``objects_matched`` matched.
+    """Object figures (see the module docstring): object recall, and precision, recall and F1 at IoU ≥ 0.5.
+
+    Object recall (share of true objects hit) over ``objects`` true objects of which
+    ``objects_hit`` were hit; precision, recall and F1 at IoU ≥ 0.5 over ``objects_predicted``
+    predicted objects of which ``objects_matched`` matched.
     """
 
     object_recall: float
@@ -66,8 +71,10 @@ class PairMetrics:
 
 @dataclass(frozen=True)
 class Metrics:
-    """What ``evaluate --json`` prints: the pooled figures, the smallest object counted (m²), the
-    decision threshold, and each pair's figures.
+    """What ``evaluate --json`` prints.
+
+    The pooled figures, the smallest object counted (m²), the decision threshold, and each pair's
+    figures.
     """
 
     pooled: PairMetrics
@@ -152,8 +159,9 @@ class ProbHistogram:
 
 
 def best_common_threshold(histograms: dict[str, ProbHistogram], step: float = 0.01) -> tuple[float, dict[str, Confusion]]:
-    """The one threshold (multiple of ``step`` in [step, 1 − step]; ties go to the one nearest 0.5)
-    maximising the mean F1 over several sets' histograms, and each set's confusion at it.
+    """The one threshold maximising the mean F1 over several sets' histograms, and each set's confusion at it.
+
+    The threshold is a multiple of ``step`` in [step, 1 − step]; ties go to the one nearest 0.5.
     """
     candidates = np.round(np.arange(step, 1.0, step), 6)
     scored = [(float(np.mean([h.confusion_at(t).f1 for h in histograms.values()])), -abs(t - 0.5), t)
@@ -164,7 +172,9 @@ def best_common_threshold(histograms: dict[str, ProbHistogram], step: float = 0.
 
 @dataclass
 class ObjectCounts:
-    """True change objects of at least the minimum area and how many the prediction hit (a pixel);
+    """True change objects and how many the prediction hit; predicted objects and how many match a true one.
+
+    True change objects of at least the minimum area and how many the prediction hit (a pixel);
     predicted objects counted and how many of them match a true one at IoU ≥ MATCH_IOU.
     """
 
@@ -202,8 +212,9 @@ class ObjectCounts:
 
 def object_counts(label: np.ndarray, objects: np.ndarray, prob: np.ndarray, threshold: float,
                   min_pixels: float) -> ObjectCounts:
-    """Objects (an int label image, 0 = none) of at least ``min_pixels`` pixels, and how many have
-    a pixel with probability ≥ ``threshold`` (unlabelled pixels and NaN never count).
+    """Objects (an int label image, 0 = none) of at least ``min_pixels`` pixels, and how many are hit.
+
+    Hit: having a pixel with probability ≥ ``threshold`` (unlabelled pixels and NaN never count).
     """
     n = int(objects.max(initial=0))
     if n == 0:

@@ -1,5 +1,7 @@
-"""What a run records about itself: ``RunSummary``, written as ``summary.json`` by ``detect`` and as
-``crosscheck_summary.json`` by ``crosscheck``, and read back by ``batch``, ``review`` and ``export``.
+"""What a run records about itself: ``RunSummary``, written by ``detect`` and ``crosscheck``, read back by others.
+
+Written as ``summary.json`` by ``detect`` and as ``crosscheck_summary.json`` by ``crosscheck``,
+and read back by ``batch``, ``review`` and ``export``.
 
 One typed record for both kinds of run (the sections only a detect run has are None for a
 cross-check and left out of its file). ``to_dict`` gives the JSON form, ``from_dict`` reads it back,
@@ -25,9 +27,10 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class Counts:
-    """Changes, flagged changes, permitted ones, flags per reason code, parcels with flags (None
-    without parcels) and, for models with building outputs, changes per change type (None when the
-    model cannot tell; a cross-check leaves it None).
+    """Changes, flagged changes, permitted ones, flags per reason code, parcels with flags, changes per type.
+
+    Parcels with flags are None without parcels; for models with building outputs, changes per
+    change type (None when the model cannot tell; a cross-check leaves it None).
     """
 
     changes: int
@@ -48,8 +51,10 @@ class Areas:
 
 @dataclass(frozen=True)
 class LayerInputs:
-    """The reference layers read (``path`` or ``path:layer``, None when not given), geometries
-    repaired in each, and per layer its feature counts (``rs.crosscheck.layers.Layer.counts``).
+    """The reference layers read, geometries repaired in each, and per layer its feature counts.
+
+    Layers as ``path`` or ``path:layer``, None when not given; counts as
+    ``rs.crosscheck.layers.Layer.counts``.
     """
 
     permits: str | None = None
@@ -63,9 +68,11 @@ class LayerInputs:
 
 @dataclass(frozen=True)
 class SceneInputs(LayerInputs):
-    """What a detect run read: the scenes (absolute paths), the common grid (CRS, size, pixel size
-    in metres, where it lies), the bands compared, the masks, the co-registration and what was
-    decided about each date (validity, band pairing, radiometry: ``AlignedPair.provenance``).
+    """What a detect run read: scenes, common grid, bands, masks, co-registration and each date's decisions.
+
+    The scenes (absolute paths), the common grid (CRS, size, pixel size in metres, where it lies),
+    the bands compared, the masks, the co-registration and what was decided about each date
+    (validity, band pairing, radiometry: ``AlignedPair.provenance``).
     """
 
     before: str = ""
@@ -86,8 +93,9 @@ class SceneInputs(LayerInputs):
 
 @dataclass(frozen=True)
 class ChangeLayerInputs(LayerInputs):
-    """What a cross-check read: the change layer (absolute path), geometries repaired in it, and
-    whether its changes were numbered here (they had no ``change_id``).
+    """What a cross-check read: the change layer (absolute path), geometries repaired in it, and numbering.
+
+    Whether its changes were numbered here (they had no ``change_id``).
     """
 
     changes: str = ""
@@ -112,8 +120,9 @@ class ModelRecord:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The decisions of a detect run: change probability (0–1), smallest change kept (m²), outline
-    simplification (m).
+    """The decisions of a detect run: change probability (0–1), smallest change kept (m²), simplification (m).
+
+    Simplification: the tolerance outlines were simplified to.
     """
 
     probability: float
@@ -132,8 +141,10 @@ class BuildingsRecord:
 
 @dataclass(frozen=True)
 class RulesRecord:
-    """The date the rules were judged on (ISO; None only in files of older versions), where it came
-    from, and the rule settings (``rs.crosscheck.settings.RuleConfig``).
+    """The date the rules were judged on, where it came from, and the rule settings.
+
+    The date is ISO (None only in files of older versions); the rule settings are
+    ``rs.crosscheck.settings.RuleConfig``.
     """
 
     as_of: str | None
@@ -155,10 +166,12 @@ class ReviewRecord:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """A run's record. ``inputs`` is ``SceneInputs`` for a detect run, ``ChangeLayerInputs`` for a
-    cross-check; ``model``, ``thresholds``, ``buildings``, ``timings_s`` and ``platform`` are a
-    detect run's only (None for a cross-check); ``review`` is None when no decisions were carried
-    over; ``config`` is the run's configuration as ``dataclasses.asdict`` gives it.
+    """A run's record, of a detect run or a cross-check.
+
+    ``inputs`` is ``SceneInputs`` for a detect run, ``ChangeLayerInputs`` for a cross-check;
+    ``model``, ``thresholds``, ``buildings``, ``timings_s`` and ``platform`` are a detect run's
+    only (None for a cross-check); ``review`` is None when no decisions were carried over;
+    ``config`` is the run's configuration as ``dataclasses.asdict`` gives it.
     """
 
     counts: Counts
@@ -182,8 +195,9 @@ class RunSummary:
         return isinstance(self.inputs, SceneInputs)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (the layout of ``summary.json``); a cross-check's leaves out the sections it
-        does not have.
+        """The JSON form (the layout of ``summary.json``).
+
+        A cross-check's leaves out the sections it does not have.
         """
         data = asdict(self)
         order = ("changewatch_version", "created_utc", "counts", "areas_m2", "inputs", "model", "thresholds",
@@ -193,8 +207,9 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
-        """A summary read back from its JSON form (also one written by an earlier version). Raises
-        KeyError or TypeError when a section it needs is missing or malformed.
+        """A summary read back from its JSON form (also one written by an earlier version).
+
+        Raises KeyError or TypeError when a section it needs is missing or malformed.
         """
         counts = dict(data["counts"])
         areas = data.get("areas_m2") or {"changes": counts.get("changes_area_m2"),

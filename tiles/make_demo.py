@@ -36,8 +36,9 @@ MIN_PERMITTED_CHANGE_M2 = 1000.0
 
 
 def make_permits(label_path: Path, seed: int) -> gpd.GeoDataFrame:
-    """Made-up permits: a buffered rotated rectangle around half of the labelled changes ≥ 1000 m²,
-    plus five permits on unchanged ground. CRS: the label's (EPSG:4326).
+    """Made-up permits around half of the labelled changes ≥ 1000 m², plus five on unchanged ground.
+
+    Each around a change is a buffered rotated rectangle. CRS: the label's (EPSG:4326).
     """
     with rasterio.open(label_path) as ds:
         label = ds.read(1)
@@ -75,8 +76,9 @@ def make_permits(label_path: Path, seed: int) -> gpd.GeoDataFrame:
 
 
 def make_zoning(label_path: Path) -> gpd.GeoDataFrame:
-    """Made-up zoning: the scene cut into a 3 × 3 grid of zones; the centre-left and bottom-right
-    zones are green belt where new construction is not allowed.
+    """Made-up zoning: the scene cut into a 3 × 3 grid of zones.
+
+    The centre-left and bottom-right zones are green belt where new construction is not allowed.
     """
     with rasterio.open(label_path) as ds:
         left, bottom, right, top = ds.bounds

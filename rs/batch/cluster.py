@@ -1,5 +1,6 @@
-"""Where a batch's jobs run: in this process, or as Dask tasks on a LocalCluster or an existing
-cluster, the tiles of large scenes spread over every worker.
+"""Where a batch's jobs run: in this process, or as Dask tasks on a LocalCluster or an existing cluster.
+
+The tiles of large scenes are spread over every worker.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ def run_serial(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
 
 
 class ModelPlugin(WorkerPlugin):
-    """Dask worker plugin: each worker keeps one ModelCache, so a model is loaded once per worker
-    (the batch's ``--model`` as soon as the worker starts), not once per task.
+    """Dask worker plugin: each worker keeps one ModelCache, so a model is loaded once per worker.
+
+    The batch's ``--model`` is loaded as soon as the worker starts, not once per task. The
+    constructor takes that model's path (None: none), the device, the torch threads per worker and
+    whether to use fp16 autocast on CUDA.
     """
 
     name = "changewatch-model"

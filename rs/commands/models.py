@@ -62,7 +62,9 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 def evaluate(data_dir: str, sites: str | None, model: str | None, bands: str | None, device: Device,
              threshold: float | None, tta: bool, gsd: GsdPolicy, coregister: bool, zero_is_valid: bool,
              object_min_m2: float | None, pixel_size_m: float | None, as_json: bool, quiet: bool) -> None:
-    """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels;
+    """Score a model against labelled pairs: pixel and object precision, recall and F1.
+
+    Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels;
     object recall (share of true change objects ≥ --object-min-m2 that are hit); and object
     precision, recall and F1, where a predicted change object (as detect writes them: one per
     building for models with building outputs) matches a true one at IoU ≥ 0.5, one to one.
@@ -97,8 +99,9 @@ def _print_table(report: Any) -> None:
 
 
 def _floats(text: str | None, bad: str) -> tuple[float, ...] | None:
-    """Comma-separated numbers (None when not given); click.BadParameter, ``bad`` formatted with
-    the reason, when one does not parse.
+    """Comma-separated numbers (None when not given).
+
+    Raises click.BadParameter, ``bad`` formatted with the reason, when one does not parse.
     """
     try:
         return tuple(float(v) for v in text.split(",")) if text else None
@@ -107,8 +110,10 @@ def _floats(text: str | None, bad: str) -> tuple[float, ...] | None:
 
 
 def _train_config(options: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from ``train``'s options (named as its fields, but for the lists and pairs
-    given as text and --building-outputs); click.BadParameter for values that do not parse.
+    """A TrainConfig from ``train``'s options; click.BadParameter for values that do not parse.
+
+    The options are named as its fields, but for the lists and pairs given as text and
+    --building-outputs.
     """
     from changewatch.models.spec import SEMANTIC_OUTPUTS
     from changewatch.rs.training.losses import parse_loss

@@ -151,8 +151,10 @@ def worst_reason(reasons: pd.Series) -> pd.Series:
 
 def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
                zoning: gpd.GeoDataFrame | None = None, rules: RuleConfig = RuleConfig()) -> gpd.GeoDataFrame:
-    """Judge every change; returns a copy of ``changes`` (CRS kept) with ``permit_ids``,
-    ``valid_permit_ids``, ``zone_ids``, ``reasons`` and ``flagged``.
+    """Judge every change; returns a copy of ``changes`` (CRS kept) with the judgement's columns.
+
+    The columns added are ``permit_ids``, ``valid_permit_ids``, ``zone_ids``, ``reasons`` and
+    ``flagged``.
 
     Without a permit layer there is nothing to check against, and every change is ``NO_PERMIT``;
     without zoning, ``NO_BUILD_ZONE`` is not judged. Changes whose ``change_type`` column says

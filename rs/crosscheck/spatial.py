@@ -1,5 +1,6 @@
-"""The cross-check's spatial joins: which polygons of two layers overlap (an intersection with an
-area > 0, not a shared edge), and by how much.
+"""The cross-check's spatial joins: which polygons of two layers overlap, and by how much.
+
+Overlap means an intersection with an area > 0, not a shared edge.
 
 One STRtree bulk query per layer (queried from a thread pool, or dask-geopandas over
 Hilbert-sorted partitions for large layers) plus vectorised shapely intersections — no Python
@@ -62,8 +63,9 @@ def _dask_pairs(left: gpd.GeoSeries, right: gpd.GeoSeries) -> tuple[np.ndarray, 
 
 def threaded(func: Callable[..., np.ndarray], *arrays: np.ndarray, threads: int | None = None,
              chunk: int = 50_000) -> np.ndarray:
-    """``func(*arrays)`` over chunks in a thread pool: shapely 2 releases the GIL, so vectorised
-    geometry operations use every core.
+    """``func(*arrays)`` over chunks in a thread pool.
+
+    Shapely 2 releases the GIL, so vectorised geometry operations use every core.
     """
     n = len(arrays[0])
     if n <= chunk:

@@ -1,5 +1,6 @@
-"""The values of the cross-check's layers: permit dates read by a declared rule, never guessed, and
-zoning's construction_allowed as yes/no.
+"""The values of the cross-check's layers: permit dates and zoning's construction_allowed.
+
+Permit dates are read by a declared rule, never guessed; zoning's construction_allowed as yes/no.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ DAY_FIRST = re.compile(r"\d{1,2}\D")
 
 
 def _calendar_date(value: object, how: DateFormat) -> date | None:
-    """The date ``value`` stands for by the rule ``how`` (its wall-clock date: time and UTC offset
-    are ignored), or None when it cannot be read by that rule.
+    """The date ``value`` stands for by the rule ``how``, or None when it cannot be read by that rule.
+
+    Its wall-clock date: time and UTC offset are ignored.
     """
     if isinstance(value, datetime):  # also pandas.Timestamp
         return value.date()

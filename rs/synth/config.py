@@ -45,8 +45,10 @@ class NuisanceConfig:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """One run of ``rs.synth.generate``: where the single-date VHR data is, where the LEVIR-CD-style
-    pairs go, and how they are made. Paths are strings so the config serialises into synth.json.
+    """One run of ``rs.synth.generate``: the VHR data, where the pairs go, and how they are made.
+
+    Where the single-date VHR data is, where the LEVIR-CD-style pairs go, and how they are made.
+    Paths are strings so the config serialises into synth.json.
 
     ``gsd_m`` is (low, high) in metres: equal values give every chip that ground sampling distance;
     a range draws each chip's GSD log-uniformly within it. ``pairs_per_area`` pairs are made for

@@ -1,5 +1,7 @@
-"""The training losses: weighted BCE, soft Dice and focal loss of the change output, and BCE + Dice
-of the building outputs of semantic models; 255 labels are ignored.
+"""The training losses: weighted BCE, soft Dice and focal loss of change, BCE + Dice of buildings.
+
+Weighted BCE, soft Dice and focal loss of the change output, and BCE + Dice of the building
+outputs of semantic models; 255 labels are ignored.
 """
 
 from __future__ import annotations
