@@ -56,7 +56,8 @@ class SiameseNet(torch.nn.Module):
     ``siamese-diff`` fuses by the absolute difference of the two dates' features (change is where
     they differ, whatever the direction); ``siamese-concat`` stacks them and mixes them with a 1×1
     convolution per level, so the decoder can also see *what* each date looks like. Input: (N,
-    2×bands, H, W) like the early-fusion net, BEFORE's bands first.
+    2×bands, H, W) like the early-fusion net, BEFORE's bands first. Built for ``spec`` (its
+    architecture, encoder, bands and outputs), randomly initialised.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -71,12 +72,13 @@ class SiameseNet(torch.nn.Module):
              for c in channels])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, outputs, H, W) for a batch (N, 2×bands, H, W), BEFORE's bands first."""
         before = self.encoder(x[:, :self.bands])
         after = self.encoder(x[:, self.bands:])
         if self.concat:
-            features = [f(torch.cat([b, a], dim=1)) for f, b, a in zip(self.fuse, before, after)]
+            features = [f(torch.cat([b, a], dim=1)) for f, b, a in zip(self.fuse, before, after, strict=True)]
         else:
-            features = [torch.abs(a - b) for b, a in zip(before, after)]
+            features = [torch.abs(a - b) for b, a in zip(before, after, strict=True)]
         return self.segmentation_head(self.decoder(features))
 
 
@@ -150,7 +152,7 @@ def fold_batchnorm(network: torch.nn.Module) -> torch.nn.Module:
         if not isinstance(module, torch.nn.Sequential):
             continue
         children = list(module._modules.items())
-        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:], strict=False):  # each module and the next
             if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
                 module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
                 module._modules[bn_name] = torch.nn.Identity()

@@ -95,7 +95,7 @@ def _convert(source: PretrainedSource, target_keys: list[str], target_shapes: li
     if shapes != target_shapes:
         raise ModelError(f"{path.name} does not fit the {source.encoder} encoder ({len(shapes)} tensors for "
                          f"{len(target_shapes)}, or shapes differ)")
-    renamed = {key: value.contiguous() for key, (_, value) in zip(target_keys, tensors)}
+    renamed = {key: value.contiguous() for key, (_, value) in zip(target_keys, tensors, strict=True)}
     out = cache_dir() / f"{source.encoder}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()

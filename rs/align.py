@@ -172,7 +172,7 @@ class AlignedPair:
     IncompatibleScenesError when the scenes cannot be located, have different bands, lack a
     selected band or do not overlap. Warped dates are resampled bilinearly (they are imagery, not
     classes). ``after_shift``: a translation of AFTER against its own georeferencing
-    (co-registration, see ``rs.coregister``).
+    (co-registration, see ``rs.coregister``). Leaving the ``with`` block closes every file (``close``).
     """
 
     def __init__(self, before_path: str | os.PathLike[str], after_path: str | os.PathLike[str],
@@ -238,7 +238,7 @@ class AlignedPair:
         tags and scales seen, ``rs.bands.radiometry``).
         """
         dates = zip(("before", "after"), self.validity, (self._before, self._after),
-                    (self._before_bands, self._after_bands))
+                    (self._before_bands, self._after_bands), strict=True)
         files = (self._files[0], self._files[1])
         return {"validity": {role: {**rule.to_dict(), "sample": sample_counts(reader.ds, bands)}
                              for role, rule, reader, bands in dates},

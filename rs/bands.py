@@ -111,7 +111,7 @@ class BandChoice:
     def to_dict(self) -> dict[str, object]:
         """JSON form for ``summary.json``: per date, the source band indexes and names compared."""
         def bands(indexes: tuple[int, ...], names: tuple[str | None, ...]) -> list[dict[str, object]]:
-            return [{"index": i, "name": n} for i, n in zip(indexes, names)]
+            return [{"index": i, "name": n} for i, n in zip(indexes, names, strict=True)]
 
         return {"rule": self.rule, "before": bands(self.before, self.before_names),
                 "after": bands(self.after, self.after_names)}
@@ -146,7 +146,8 @@ def choose_bands(before: Dataset, after: Dataset, bands: tuple[str, ...] | None)
         if {name_key(n) for n in b_names.values()} != set(by_key):
             raise IncompatibleScenesError(
                 f"BEFORE's bands ({', '.join(b_names.values())}) and AFTER's ({', '.join(a_names.values())}) "
-                f"differ (by {source}): pick the bands to compare with --bands (names, or 1-based indexes in each file)")
+                f"differ (by {source}): pick the bands to compare with --bands "
+                "(names, or 1-based indexes in each file)")
         b_idx = list(b_names)
         a_idx = [by_key[name_key(b_names[i])] for i in b_idx]
         rule = f"matched by name ({source})"
@@ -179,6 +180,7 @@ def radiometry(ds: Dataset, bands: tuple[int, ...]) -> dict[str, object]:
     tags = {k: v for k, v in ds.tags().items() if k.upper() in OFFSET_TAGS}
     for i in bands:
         tags.update({f"{k}[{i}]": v for k, v in ds.tags(i).items() if k.upper() in OFFSET_TAGS})
-    scaled = {i: (ds.scales[i - 1], ds.offsets[i - 1]) for i in bands if (ds.scales[i - 1], ds.offsets[i - 1]) != (1, 0)}
+    scaled = {i: (ds.scales[i - 1], ds.offsets[i - 1]) for i in bands
+              if (ds.scales[i - 1], ds.offsets[i - 1]) != (1, 0)}
     return {"tags": tags, "scale_offset": {str(i): list(v) for i, v in scaled.items()}}
 

@@ -76,7 +76,7 @@ def _grey(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid, (grey - v.mean()) / (v.std() + 1e-6), 0.0) * taper("hann", grey.shape)
 
 
-def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:
+def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:  # noqa: B008 (frozen)
     """AFTER's correction on ``pair``'s grid, estimated window by window (memory: one window).
 
     Returns a Coregistration with ``applied`` False (and the median shift, or zeros when too few
@@ -102,7 +102,7 @@ def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Cor
     return Coregistration(float(rows), float(cols), len(shifts), bool(agree))
 
 
-def correction(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:
+def correction(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:  # noqa: B008 (frozen)
     """AFTER's correction on ``pair``'s grid (``measure_shift``).
 
     For plain images (no CRS) and pairs already shifted none is measured (``windows`` 0, not

@@ -103,6 +103,7 @@ class LabelReader:
     """Labels of one pair, a window of its common grid at a time (uint8: 1 change, 0 no, 255 unlabelled)."""
 
     def read(self, window: Window) -> np.ndarray:
+        """Labels (rows, cols) uint8 of ``window`` of the common grid: 1 change, 0 no, 255 unlabelled."""
         raise NotImplementedError
 
 
@@ -110,6 +111,7 @@ class Unlabelled(LabelReader):
     """No labels at all: every pixel 255."""
 
     def read(self, window: Window) -> np.ndarray:
+        """255 (unlabelled) for every pixel of ``window``: (rows, cols) uint8."""
         return np.full((int(window.height), int(window.width)), LABEL_NODATA, np.uint8)
 
 
@@ -125,6 +127,7 @@ class RasterLabels(LabelReader):
         self.bands = colour_bands(reader.ds)
 
     def read(self, window: Window) -> np.ndarray:
+        """Labels (rows, cols) uint8 of ``window`` decoded by the file's encoding; 255 where not labelled."""
         data, valid = self.reader.read(self.bands, window)
         values = data.max(axis=0)
         if self.encoding == BINARISED:
@@ -138,7 +141,12 @@ class RasterLabels(LabelReader):
 
 
 class VectorLabels(LabelReader):
-    """Changed polygons rasterised per window (a pixel is change when its centre is inside one)."""
+    """Changed polygons rasterised per window (a pixel is change when its centre is inside one).
+
+    ``path``: the vector layer of changed polygons (any CRS; only the features over ``pair`` are
+    read); ``pair``: the georeferenced pair whose common grid they are rasterised on. Raises
+    InputFileError for plain scenes (no CRS), an unreadable layer or a layer without CRS.
+    """
 
     def __init__(self, path: Path, pair: AlignedPair) -> None:
         if pair.grid.crs is None:
@@ -155,6 +163,7 @@ class VectorLabels(LabelReader):
         self.grid = pair.grid
 
     def read(self, window: Window) -> np.ndarray:
+        """Labels (rows, cols) uint8 of ``window``: 1 where a pixel's centre is inside a polygon, else 0."""
         shape = (int(window.height), int(window.width))
         transform = self.grid.window_transform(window)
         box = shapely.box(*rasterio.windows.bounds(window, self.grid.transform))
@@ -225,7 +234,7 @@ def label_encodings(labels: list[Path]) -> list[str]:
     """
     found = [_label_values(path) for path in labels]
     binarised = [approximate and not values <= {0, 255} for values, approximate in found]
-    exact: set[int] = set().union(*(values for (values, _), b in zip(found, binarised) if not b))
+    exact: set[int] = set().union(*(values for (values, _), b in zip(found, binarised, strict=True) if not b))
     encoding = _exact_encoding(exact) if not all(binarised) else BINARISED
     return [BINARISED if b else encoding for b in binarised]
 
@@ -256,7 +265,7 @@ def _levir_pairs(root: Path) -> list[LabelledPair]:
     if not pairs:
         raise InputFileError(f"no images in {root / 'A'}")
     encodings = label_encodings([p.label for p in pairs])
-    return [replace(p, encoding=e) for p, e in zip(pairs, encodings)]
+    return [replace(p, encoding=e) for p, e in zip(pairs, encodings, strict=True)]
 
 
 def _building_masks(root: Path, name: str) -> tuple[Path, Path] | None:

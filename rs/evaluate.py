@@ -70,7 +70,7 @@ def predicted_objects(prob_path: Path, pair: AlignedPair, threshold: float, opti
                         pixel_size_m=(options.pixel_size_m or PLAIN_PIXEL_M) if pair.grid.crs is None else None)
     ids = np.zeros((pair.grid.height, pair.grid.width), np.int32)
     if len(changes):
-        shapes = zip(changes.geometry, changes["change_id"].astype(np.int32))
+        shapes = zip(changes.geometry, changes["change_id"].astype(np.int32), strict=True)
         rasterio.features.rasterize(shapes, out=ids, transform=pair.grid.transform)
     return ids
 
@@ -118,7 +118,8 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, options: EvalOptions, 
                 result.confusion = result.confusion + confusion(p >= threshold, truth)
                 result.histogram.add(p, truth)
             whole = read_whole(pair, labels)
-            pixel_m2 = (options.pixel_size_m or PLAIN_PIXEL_M) ** 2 if pair.grid.crs is None else pixel_area_m2(pair.grid)
+            pixel_m2 = ((options.pixel_size_m or PLAIN_PIXEL_M) ** 2 if pair.grid.crs is None
+                        else pixel_area_m2(pair.grid))
             truth = _objects(labels, whole, pair)
             min_pixels = options.object_min_m2 / pixel_m2
             touched = object_counts(whole, truth, probs.read(1), threshold, min_pixels)

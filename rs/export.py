@@ -241,7 +241,8 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
         digest = sha256(path)
         key = ("run/" if root == run_dir else "") + path.relative_to(root).as_posix()
         item.add_asset(key, pystac.Asset(href=str(path.resolve()), roles=["data"],
-                                         extra_fields={"file:size": path.stat().st_size, "file:checksum": "1220" + digest}))
+                                         extra_fields={"file:size": path.stat().st_size,
+                                                       "file:checksum": "1220" + digest}))
     return item.to_dict(include_self_link=False)
 
 

@@ -114,7 +114,8 @@ class GridSpec:
     ``crs`` (any string rasterio reads: "EPSG:32648", WKT, PROJ) and/or ``resolution`` (pixel size
     in that CRS's units: metres for UTM, degrees for EPSG:4326) a new north-up grid over the
     overlap, with pixel edges on multiples of the resolution (like ``gdalwarp -tap``), so grids of
-    different runs line up; a missing resolution is BEFORE's, carried over to ``crs``.
+    different runs line up; a missing resolution is BEFORE's, carried over to ``crs``. Raises
+    IncompatibleScenesError when ``resolution`` is not positive.
     """
 
     crs: str | None = None

@@ -162,7 +162,7 @@ def predict_tiles(
 
     def flush() -> Iterator[tuple[Tile, np.ndarray]]:
         probs = model.predict(np.stack([x for _, x, _ in batch]), config.tta)
-        for (tile, _, valid), prob in zip(batch, probs):
+        for (tile, _, valid), prob in zip(batch, probs, strict=True):
             prob[:, ~valid] = np.nan
             yield tile, prob
         batch.clear()

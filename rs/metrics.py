@@ -90,7 +90,7 @@ class Metrics:
 
 @dataclass
 class Confusion:
-    """Pixel counts of the change class: true/false positives, false/true negatives."""
+    """Pixel counts of the change class: true/false positives, false/true negatives; ``+`` adds counts."""
 
     tp: int = 0
     fp: int = 0
@@ -102,18 +102,22 @@ class Confusion:
 
     @property
     def precision(self) -> float:
+        """Precision: TP / (TP + FP), 0 without positive predictions."""
         return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
 
     @property
     def recall(self) -> float:
+        """Recall: TP / (TP + FN), 0 without true change."""
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
 
     @property
     def f1(self) -> float:
+        """F1: 2·TP / (2·TP + FP + FN), 0 without true positives."""
         return 2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.tp else 0.0
 
     @property
     def iou(self) -> float:
+        """IoU of the change class: TP / (TP + FP + FN), 0 without true positives."""
         return self.tp / (self.tp + self.fp + self.fn) if self.tp else 0.0
 
     def metrics(self) -> PixelMetrics:
@@ -131,12 +135,16 @@ def confusion(pred: np.ndarray, truth: np.ndarray) -> Confusion:
 
 @dataclass
 class ProbHistogram:
-    """Histograms of predicted probability over true-change and no-change pixels (HIST_BINS bins on [0, 1])."""
+    """Histograms of predicted probability over true-change and no-change pixels (HIST_BINS bins on [0, 1]).
+
+    ``+=`` adds another histogram's counts.
+    """
 
     pos: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int64))
     neg: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int64))
 
     def add(self, prob: np.ndarray, truth: np.ndarray) -> None:
+        """Count labelled pixels: ``prob`` probabilities (0–1) and ``truth`` booleans (True: change), same shape."""
         bins = np.minimum((prob * HIST_BINS).astype(np.int64), HIST_BINS - 1)
         self.pos += np.bincount(bins[truth], minlength=HIST_BINS)
         self.neg += np.bincount(bins[~truth], minlength=HIST_BINS)
@@ -158,7 +166,8 @@ class ProbHistogram:
         return threshold, at[""]
 
 
-def best_common_threshold(histograms: dict[str, ProbHistogram], step: float = 0.01) -> tuple[float, dict[str, Confusion]]:
+def best_common_threshold(histograms: dict[str, ProbHistogram],
+                          step: float = 0.01) -> tuple[float, dict[str, Confusion]]:
     """The one threshold maximising the mean F1 over several sets' histograms, and each set's confusion at it.
 
     The threshold is a multiple of ``step`` in [step, 1 − step]; ties go to the one nearest 0.5.
@@ -175,7 +184,8 @@ class ObjectCounts:
     """True change objects and how many the prediction hit; predicted objects and how many match a true one.
 
     True change objects of at least the minimum area and how many the prediction hit (a pixel);
-    predicted objects counted and how many of them match a true one at IoU ≥ MATCH_IOU.
+    predicted objects counted and how many of them match a true one at IoU ≥ MATCH_IOU. ``+`` adds
+    counts.
     """
 
     total: int = 0
@@ -194,14 +204,17 @@ class ObjectCounts:
 
     @property
     def precision_iou50(self) -> float:
+        """Share of predicted objects that match a true one at IoU ≥ MATCH_IOU (0 without predictions)."""
         return self.matched / self.predicted if self.predicted else 0.0
 
     @property
     def recall_iou50(self) -> float:
+        """Share of true objects that a predicted one matches at IoU ≥ MATCH_IOU (0 without true ones)."""
         return self.matched / self.total if self.total else 0.0
 
     @property
     def f1_iou50(self) -> float:
+        """Harmonic mean of ``precision_iou50`` and ``recall_iou50`` (0 without matches)."""
         return 2 * self.matched / (self.predicted + self.total) if self.matched else 0.0
 
     def metrics(self) -> ObjectMetrics:

@@ -57,10 +57,12 @@ class Run:
 
     @property
     def before(self) -> str:
+        """The BEFORE scene the run read (absolute path)."""
         return self.inputs.before
 
     @property
     def after(self) -> str:
+        """The AFTER scene the run read (absolute path)."""
         return self.inputs.after
 
     @property

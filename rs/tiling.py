@@ -60,8 +60,8 @@ class TileGrid:
     """Overlapping tiles over a ``height`` × ``width`` pixel grid.
 
     ``tile`` is the side of a read window in pixels, ``overlap`` the pixels shared by two
-    neighbouring windows (0 ≤ overlap < tile). Scenes smaller than ``tile`` get one tile.
-    Iteration is row-major.
+    neighbouring windows (0 ≤ overlap < tile; else ValueError). Scenes smaller than ``tile`` get
+    one tile. Iteration is row-major; ``len`` is the number of tiles.
     """
 
     height: int

@@ -63,12 +63,14 @@ class Pieces:
 
     @classmethod
     def concat(cls, parts: list[Pieces]) -> Pieces:
+        """All regions of ``parts``, in order, as one Pieces (empty without parts)."""
         if not parts:
             return cls(np.zeros(0, object), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool),
                        np.zeros((0, 3)), np.zeros(0))
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
 
     def select(self, keep: np.ndarray) -> Pieces:
+        """The regions where ``keep`` (a boolean or index array over the regions) selects them."""
         return Pieces(*(getattr(self, f)[keep] for f in self.__dataclass_fields__))
 
 
@@ -90,7 +92,7 @@ def block_pieces(prob: np.ndarray, threshold: float, transform: Affine,
     shapes = rasterio.features.shapes(labels, mask=mask, connectivity=4, transform=transform)
     by_label = {int(v): shapely.geometry.shape(g) for g, v in shapes}
     is_open = np.zeros(n + 1, bool)
-    for inner, edge in zip(inner_edges, (labels[0], labels[-1], labels[:, 0], labels[:, -1])):
+    for inner, edge in zip(inner_edges, (labels[0], labels[-1], labels[:, 0], labels[:, -1]), strict=True):
         if inner:
             is_open[edge] = True
     label, value = labels[mask], prob[mask].astype(float)  # change pixels only: few, so cheap

@@ -510,7 +510,8 @@ def readme_rows() -> dict[str, str]:
     """First cell → exit cell of each row of the README's "Bad inputs" table."""
     text = (ROOT / "README.md").read_text()
     table = text.split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
-    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and not line.startswith("| input")]
+    rows = [line.split(" | ") for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| input")]
     return {cells[0].lstrip("| ").strip(): cells[-1].rstrip(" |").strip() for cells in rows}
 
 

@@ -118,6 +118,7 @@ def tag_dates(meta_path: Path) -> None:
 
 
 def main() -> None:
+    """Rebuild the demo data as the module docstring says (``--oscd``: the OSCD copy; ``--seed``: the layers' seed)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--oscd", type=Path, default=ROOT.parent / "shared" / "data" / "oscd")
     parser.add_argument("--seed", type=int, default=7)

@@ -46,6 +46,7 @@ class ModelPlugin(WorkerPlugin):
         self.models: ModelCache | None = None
 
     def setup(self, worker: Any) -> None:
+        """On a worker's start: limit torch to ``threads`` threads, create its ModelCache, load the batch's model."""
         import torch
 
         torch.set_num_threads(self.threads)
@@ -54,6 +55,7 @@ class ModelPlugin(WorkerPlugin):
             self.models.get(self.model_path)
 
     def teardown(self, worker: Any) -> None:
+        """On a worker's end: drop its ModelCache and the models in it."""
         self.models = None
 
 
@@ -85,6 +87,11 @@ class ClusterPredictor:
 
     def __call__(self, pair: AlignedPair, model: ChangeModel, config: InferenceConfig,
                  progress: bool) -> Iterator[tuple[Tile, np.ndarray]]:
+        """Yield (tile, float32 probabilities (outputs, rows, cols)) for every tile of ``pair``'s grid.
+
+        Small scenes, and models not loaded from a checkpoint, run in this task (``predict_pair``);
+        larger scenes are spread over the cluster as the class docstring says.
+        """
         if pair.grid.width * pair.grid.height <= self.split_mpx * 1e6 or model.path is None:
             yield from predict_pair(pair, model, config, progress)
             return

@@ -30,6 +30,7 @@ class BatchResult:
 
     @property
     def failed(self) -> list[JobRecord]:
+        """The records of the jobs that failed, in manifest order."""
         return [r for r in self.records if r.status == "failed"]
 
 

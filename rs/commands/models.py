@@ -89,7 +89,8 @@ def _print_table(report: Any) -> None:
     """One row per pair and a pooled row (an ``rs.evaluate.EvaluationReport``)."""
     click.echo(f"{'pair':14s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s} {'obj. recall':>17s} "
                f"{'obj. P@.5':>9s} {'obj. R@.5':>9s} {'obj. F1@.5':>10s}")
-    rows = [*((n, c, report.site_objects[n]) for n, c in report.sites.items()), ("POOLED", report.pooled, report.objects)]
+    rows = [*((n, c, report.site_objects[n]) for n, c in report.sites.items()),
+            ("POOLED", report.pooled, report.objects)]
     for name, c, o in rows:
         hits = f"{o.recall:.3f} ({o.hit}/{o.total})"
         click.echo(f"{name:14s} {c.precision:9.3f} {c.recall:7.3f} {c.f1:6.3f} {c.iou:6.3f} {hits:>17s} "
@@ -229,7 +230,8 @@ def _train_config(options: dict[str, Any]) -> TrainConfig:
               help="Processes that sample training batches ahead (keeps a GPU fed); 0 samples in the training "
                    "process, the only setting with bit-identical runs and resumes.")
 @device_opt
-@click.option("--amp/--no-amp", default=TRAIN["amp"], show_default=True, help="bf16 autocast on CUDA GPUs while training.")
+@click.option("--amp/--no-amp", default=TRAIN["amp"], show_default=True,
+              help="bf16 autocast on CUDA GPUs while training.")
 @quiet_opt
 @reports_errors
 def train(quiet: bool, **options: Any) -> None:

@@ -215,7 +215,7 @@ def _read(p: Path, role: str, layer: str | None, source: Source, extent: Extent 
     # offset), not converted to UTC as pyogrio does when offsets are mixed: a date stays the day written
     gdf = pyogrio.read_dataframe(p, layer=layer, bbox=_bbox(extent, crs), datetime_as_string=text_dates)
     if text_dates:  # columns the file types as dates are used as they are, whatever rule the text follows
-        for column, kind in zip(info["fields"], info["ogr_types"]):
+        for column, kind in zip(info["fields"], info["ogr_types"], strict=True):
             if kind in ("OFTDate", "OFTDateTime") and column in gdf:
                 gdf[column] = parse_dates(gdf[column], DateFormat(), str(column), role)
     if gdf.crs is None:

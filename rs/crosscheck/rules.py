@@ -72,7 +72,8 @@ def _permit_rules(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, rules:
     not_yet = (issued > as_of).to_numpy()
     other = permits.index.get_indexer(pairs["other"])
     pairs = pairs.assign(valid=valid[other], not_yet=not_yet[other])
-    grouped = pairs.assign(valid=pairs["valid"].astype(np.int8), not_yet=pairs["not_yet"].astype(np.int8)).groupby("change")
+    grouped = pairs.assign(valid=pairs["valid"].astype(np.int8),
+                           not_yet=pairs["not_yet"].astype(np.int8)).groupby("change")
     touched = out.index.isin(pairs["change"])
     any_valid = grouped["valid"].max().reindex(out.index, fill_value=0).to_numpy().astype(bool)
     all_not_yet = grouped["not_yet"].min().reindex(out.index, fill_value=0).to_numpy().astype(bool)

@@ -72,7 +72,8 @@ def parse_dates(values: pd.Series, how: DateFormat = DateFormat(), column: str =
     if len(bad):
         label = str(ids.name) if ids is not None else "row"
         names = (ids.to_numpy() if ids is not None else values.index.to_numpy())[bad[:DATE_EXAMPLES]]
-        shown = ", ".join(f"{values.iloc[i]!r} ({label} {n})" for i, n in zip(bad, names))
+        # strict=False: ``names`` holds the first DATE_EXAMPLES only
+        shown = ", ".join(f"{values.iloc[i]!r} ({label} {n})" for i, n in zip(bad, names, strict=False))
         if how.formats or how.dayfirst:
             raise LayerError(f"{role} column {column}: {len(bad)} date(s) cannot be read as {how.describe()}: "
                              f"{shown}")

@@ -103,6 +103,10 @@ class GridReader:
     ``read`` returns (bands, rows, cols) float32 and a validity mask: False where the file does not
     reach or, for imagery (``validity`` given, see ``rs.validity``), where its rule says so; for
     other rasters where their nodata value is. Not thread-safe: one per thread.
+
+    ``role`` names the file in error messages ("BEFORE", "mask"…); ``fill``: the value outside the
+    file instead of an alpha band (e.g. 0 = "not masked" for cloud masks); ``src_transform``: the
+    file's georeferencing corrected (co-registration), used instead of its own.
     """
 
     def __init__(self, ds: Dataset, grid: Grid, resampling: Resampling, role: str,

@@ -211,7 +211,8 @@ class StagedDir:
     changewatch writes into such a folder (an OUTDIR holding anything else is refused);
     ``inputs``: files the run reads, which must not lie inside ``outdir``. Creating it checks
     both, restores or cleans what killed runs left, and creates the staging folder, so a
-    folder that cannot be written fails before any work. Raises OutputError.
+    folder that cannot be written fails before any work. Raises OutputError. Leaving the ``with``
+    block normally commits (``commit``); an exception, or a failed commit, discards (``discard``).
     """
 
     def __init__(self, outdir: str | os.PathLike[str], known: Collection[str],

@@ -319,7 +319,7 @@ def rasterise_instances(footprints: np.ndarray, transform: Affine, shape: tuple[
         raise ValueError(f"footprint id {int(np.max(ids))} does not fit uint16 instance ids")
     if len(footprints) == 0:
         return np.zeros(shape, np.uint16)
-    return rasterio.features.rasterize(zip(footprints, (int(i) for i in ids)), out_shape=shape,
+    return rasterio.features.rasterize(zip(footprints, (int(i) for i in ids), strict=True), out_shape=shape,
                                        transform=transform, fill=0, dtype="uint16")
 
 

@@ -339,7 +339,9 @@ class _Session:
         spec.threshold = state.best_threshold
         spec.metrics = {"val_pooled": state.best_metrics,
                         "val_sites": [p.name for s in self.val_sets.values() for p in s],
-                        **({"val_sets": {name: Path(d).as_posix() for name, d in zip(self.val_sets, config.val_data)}}
+                        # strict=False: two val folders of the same name make one set (``split``)
+                        **({"val_sets": {name: Path(d).as_posix()
+                                         for name, d in zip(self.val_sets, config.val_data, strict=False)}}
                            if config.val_data else {})}
         spec.training = {"config": asdict(config), "log": self.log_path.name, "iterations_run": state.iteration,
                          "iterations_planned": self.iterations,

@@ -60,7 +60,8 @@ def _crop_origin(site: SiteArrays, crop: int, rng: np.random.Generator, centre_o
     h, w = site.label.shape[1:]
     if centre_on_change and len(site.positives):
         r, c = site.positives[rng.integers(len(site.positives))]
-        r0, c0 = r - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), c - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1)
+        r0, c0 = (r - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1),
+                  c - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1))
     else:
         r0, c0 = rng.integers(0, max(1, h - crop + 1)), rng.integers(0, max(1, w - crop + 1))
     return int(np.clip(r0, 0, max(0, h - crop))), int(np.clip(c0, 0, max(0, w - crop)))
@@ -78,7 +79,8 @@ def _zoom(x: np.ndarray, y: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarr
     return xt, y[:, rows[:, None], cols[None, :]]
 
 
-def sample_batch(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_batch(sites: list[SiteArrays], config: TrainConfig,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A batch of augmented crops: x (N, 2×bands, crop, crop) float32, y (N, outputs, crop, crop) uint8.
 
     Augmentation (each switchable in TrainConfig): a random zoom of the crop (multi-scale), a

@@ -38,6 +38,7 @@ class Progress:
 
 
 def state_path(config: TrainConfig) -> Path:
+    """Where a run's resumable state is saved: ``NAME.state.pt`` beside the checkpoint ``config.out``."""
     return Path(config.out).with_suffix(".state.pt")
 
 
