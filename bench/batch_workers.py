@@ -61,7 +61,8 @@ def main() -> None:
                 times[workers].append(timed_run(manifest, folder / f"out-{workers}-{r}", workers))
     one, two = statistics.median(times[1]), statistics.median(times[2])
     mpx = args.jobs * args.size**2 / 1e6
-    print(f"{args.jobs} jobs of {args.size}² px ({mpx:.1f} Mpx), shipped model, CPU, {args.repeats} alternating repeats\n")
+    print(f"{args.jobs} jobs of {args.size}² px ({mpx:.1f} Mpx), shipped model, CPU, "
+          f"{args.repeats} alternating repeats\n")
     print("| workers | wall time, median (s) | all runs (s) | Mpx/s |\n|---|---|---|---|")
     for w, med in ((1, one), (2, two)):
         print(f"| {w} | {med:.1f} | {', '.join(f'{t:.1f}' for t in times[w])} | {mpx / med:.2f} |")

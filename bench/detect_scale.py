@@ -112,8 +112,8 @@ def main() -> None:
                 seconds, peak = timed(DETECT, str(before), str(after), str(Path(tmp) / f"out{size}"), args.device)
                 ceiling, _ = timed(CEILING, str(tiles), args.device)
                 peaks[size] = max(peaks.get(size, 0.0), peak)
-                print(f"| {size}² | {tiles} | {seconds:.1f} | {mpx / seconds:.2f} | {ceiling:.1f} | {mpx / ceiling:.2f} "
-                      f"| **{ceiling / seconds:.2f}** | {peak:.0f} |", flush=True)
+                print(f"| {size}² | {tiles} | {seconds:.1f} | {mpx / seconds:.2f} | {ceiling:.1f} "
+                      f"| {mpx / ceiling:.2f} | **{ceiling / seconds:.2f}** | {peak:.0f} |", flush=True)
         small, large = min(peaks), max(peaks)
         if large != small:
             print(f"\nmemory: peak RSS at {large}² ÷ at {small}² ({(large / small) ** 2:.0f}× the pixels) = "

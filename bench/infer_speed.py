@@ -99,7 +99,7 @@ def main() -> None:
         with AlignedPair(before, after) as pair:
             tiles, mpx = len(tiling(pair.grid, config)), pair.grid.width * pair.grid.height / 1e6
         for repeat in range(args.repeats):
-            for name, model in models.items():
+            for model in models.values():
                 c = ceiling(model, tiles, config)
                 t = tiled(model, before, after, config, Path(tmp) / f"prob{repeat}.tif")
                 km2_h = mpx / t * model.spec.gsd_m ** 2 * 3600

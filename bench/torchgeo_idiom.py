@@ -99,7 +99,7 @@ def run_torchgeo(before: Path, after: Path, out: Path, stats: tuple[BandStats, B
         for batch in loader:
             x = ((batch["image"] - p50) / scale).clamp(-CLIP, CLIP)
             p = torch.sigmoid(network[0](x))[:, 0].numpy()
-            for tile, query in zip(p, batch["bounds"]):
+            for tile, query in zip(p, batch["bounds"], strict=True):
                 col, row = inverse * (query[0].start, query[1].stop)
                 r0, c0 = int(round(row)), int(round(col))
                 r1, c1 = min(shape[0], r0 + TILE - margin), min(shape[1], c0 + TILE - margin)

@@ -56,7 +56,8 @@ class SiameseNet(torch.nn.Module):
     ``siamese-diff`` fuses by the absolute difference of the two dates' features (change is where
     they differ, whatever the direction); ``siamese-concat`` stacks them and mixes them with a 1×1
     convolution per level, so the decoder can also see *what* each date looks like. Input: (N,
-    2×bands, H, W) like the early-fusion net, BEFORE's bands first.
+    2×bands, H, W) like the early-fusion net, BEFORE's bands first. Built for ``spec`` (its
+    architecture, encoder, bands and outputs), randomly initialised.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -71,19 +72,22 @@ class SiameseNet(torch.nn.Module):
              for c in channels])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, outputs, H, W) for a batch (N, 2×bands, H, W), BEFORE's bands first."""
         before = self.encoder(x[:, :self.bands])
         after = self.encoder(x[:, self.bands:])
         if self.concat:
-            features = [f(torch.cat([b, a], dim=1)) for f, b, a in zip(self.fuse, before, after)]
+            features = [f(torch.cat([b, a], dim=1)) for f, b, a in zip(self.fuse, before, after, strict=True)]
         else:
-            features = [torch.abs(a - b) for b, a in zip(before, after)]
+            features = [torch.abs(a - b) for b, a in zip(before, after, strict=True)]
         return self.segmentation_head(self.decoder(features))
 
 
 def build_network(spec: ModelSpec) -> torch.nn.Module:
-    """An untrained network for ``spec`` (random init: no weights are downloaded): any smp
-    architecture and encoder, with early fusion (both dates stacked as one image) or a siamese
-    encoder (``SiameseNet``). Raises ModelError for an unknown fusion, architecture or encoder."""
+    """An untrained network for ``spec`` (random init: no weights are downloaded).
+
+    Any smp architecture and encoder, with early fusion (both dates stacked as one image) or a
+    siamese encoder (``SiameseNet``). Raises ModelError for an unknown fusion, architecture or encoder.
+    """
     if spec.fusion not in FUSIONS:
         raise ModelError(f"unknown fusion {spec.fusion!r}: use one of {', '.join(FUSIONS)}")
     if not spec.outputs or spec.outputs[0] != "change" or not set(spec.outputs) <= set(OUTPUTS):
@@ -111,9 +115,11 @@ def save_checkpoint(network: torch.nn.Module, spec: ModelSpec, json_path: str | 
 
 
 def load_checkpoint(path: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[torch.nn.Module, ModelSpec]:
-    """Rebuild a network from a safetensors checkpoint, in eval mode on the CPU, fp32. Raises
-    ModelError when a file is missing, is not what it claims (``load_spec``; weights that are not
-    safetensors), or the weights do not fit the architecture."""
+    """Rebuild a network from a safetensors checkpoint, in eval mode on the CPU, fp32.
+
+    Raises ModelError when a file is missing, is not what it claims (``load_spec``; weights that
+    are not safetensors), or the weights do not fit the architecture.
+    """
     spec = load_spec(path)
     weights_path = Path(path).with_suffix(".safetensors")
     if not weights_path.exists():
@@ -132,8 +138,9 @@ def load_checkpoint(path: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[torch
 
 
 def fold_batchnorm(network: torch.nn.Module) -> torch.nn.Module:
-    """Fold every BatchNorm2d that directly follows a Conv2d in a Sequential into that convolution
-    (in place; the network must be in eval mode and is only fit for inference afterwards).
+    """Fold every BatchNorm2d that directly follows a Conv2d in a Sequential into that convolution.
+
+    In place; the network must be in eval mode and is only fit for inference afterwards.
 
     In eval mode a batch norm is a fixed per-channel affine map, so folding it into the preceding
     convolution's weights and bias gives the same outputs (to float rounding) with one pass over
@@ -145,7 +152,7 @@ def fold_batchnorm(network: torch.nn.Module) -> torch.nn.Module:
         if not isinstance(module, torch.nn.Sequential):
             continue
         children = list(module._modules.items())
-        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:], strict=False):  # each module and the next
             if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
                 module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
                 module._modules[bn_name] = torch.nn.Identity()

@@ -80,8 +80,10 @@ def source_for(encoder: str) -> PretrainedSource:
 
 
 def _convert(source: PretrainedSource, target_keys: list[str], target_shapes: list[tuple[int, ...]]) -> Path:
-    """Read the package's state dict safely, rename it by order onto ``target_keys`` and save it
-    as safetensors in the cache. Raises ModelError when the package is missing or does not fit."""
+    """Read the package's state dict safely, rename it by order onto ``target_keys``, cache it as safetensors.
+
+    Raises ModelError when the package is missing or does not fit.
+    """
     try:
         path = Path(str(resources.files(source.module).joinpath(source.file)))
     except ModuleNotFoundError as exc:
@@ -93,7 +95,7 @@ def _convert(source: PretrainedSource, target_keys: list[str], target_shapes: li
     if shapes != target_shapes:
         raise ModelError(f"{path.name} does not fit the {source.encoder} encoder ({len(shapes)} tensors for "
                          f"{len(target_shapes)}, or shapes differ)")
-    renamed = {key: value.contiguous() for key, (_, value) in zip(target_keys, tensors)}
+    renamed = {key: value.contiguous() for key, (_, value) in zip(target_keys, tensors, strict=True)}
     out = cache_dir() / f"{source.encoder}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -104,9 +106,11 @@ def _convert(source: PretrainedSource, target_keys: list[str], target_shapes: li
 
 
 def encoder_state(encoder: str, module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str]:
-    """ImageNet weights for ``module`` (an smp encoder named ``encoder``), from the cache or
-    converted from the pinned package on first use, and their source (package, version, licence)
-    as recorded when they were converted."""
+    """ImageNet weights for ``module`` (an smp encoder named ``encoder``) and their source.
+
+    The weights come from the cache, or are converted from the pinned package on first use; the
+    source (package, version, licence) is as recorded when they were converted.
+    """
     source = source_for(encoder)
     reference = module.state_dict()
     cached = cache_dir() / f"{source.encoder}.safetensors"

@@ -64,26 +64,35 @@ class ModelSpec:
 
     @property
     def serves_gsd_m(self) -> tuple[float, float]:
-        """(finest, coarsest) input GSD in metres the model compares at the imagery's own pixels;
-        imagery outside is resampled to ``gsd_m`` (``rs.grid.grid_for_gsd``)."""
+        """(finest, coarsest) input GSD in metres the model compares at the imagery's own pixels.
+
+        Imagery outside is resampled to ``gsd_m`` (``rs.grid.grid_for_gsd``).
+        """
         return self.gsd_range_m or (self.gsd_m / 2, self.gsd_m * 3)
 
     def decision_threshold(self, given: float | None = None) -> float:
-        """The probability from which a pixel is change: ``given``, or, when it is None, the
-        model's own threshold (chosen on its validation data)."""
+        """The probability from which a pixel is change: ``given``, or, when it is None, the model's own.
+
+        The model's own threshold was chosen on its validation data.
+        """
         return self.threshold if given is None else given
 
     def smallest_change_m2(self, given: float | None = None) -> float:
-        """The smallest change object kept, in m² of ground: ``given``, or, when it is None, the
-        model's own: two pixels at its GSD and never under MIN_OBJECT_M2 (200 m² for the 10 m
-        Sentinel-2 models, 10 m² for a 0.5 m model)."""
+        """The smallest change object kept, in m² of ground: ``given``, or, when it is None, the model's own.
+
+        The model's own: two pixels at its GSD and never under MIN_OBJECT_M2 (200 m² for the 10 m
+        Sentinel-2 models, 10 m² for a 0.5 m model).
+        """
         return max(2 * self.gsd_m ** 2, MIN_OBJECT_M2) if given is None else given
 
     @property
     def min_side_px(self) -> int:
-        """Smallest scene side, in pixels of the grid the model sees, it is trusted on: the crop side
-        it was trained on (less context than it ever learnt from gives other answers: a 30×24 px
-        clip of an OSCD city scores F1 0, 128 px clips as the whole city), else its size multiple."""
+        """Smallest scene side, in pixels of the grid the model sees, it is trusted on.
+
+        The crop side it was trained on (less context than it ever learnt from gives other answers:
+        a 30×24 px clip of an OSCD city scores F1 0, 128 px clips as the whole city), else its size
+        multiple.
+        """
         config = self.training.get("config") if isinstance(self.training, dict) else None
         crop = config.get("crop") if isinstance(config, dict) else None
         return int(crop) if isinstance(crop, int) and crop > 0 else 2 ** self.encoder_depth
@@ -97,8 +106,11 @@ class ModelSpec:
             )
 
     def check_grid(self, grid: Grid) -> None:
-        """Raise IncompatibleScenesError when ``grid`` (the grid the model will see) has a side shorter
-        than ``min_side_px`` or more than ``MAX_GRID_PX`` pixels."""
+        """Check that the model can take ``grid`` (the grid the model will see).
+
+        Raises IncompatibleScenesError when ``grid`` has a side shorter than ``min_side_px`` or more
+        than ``MAX_GRID_PX`` pixels.
+        """
         side = self.min_side_px
         if min(grid.width, grid.height) < side:
             raise IncompatibleScenesError(
@@ -118,9 +130,12 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: object) -> ModelSpec:
-        """Build from a parsed JSON object. Raises ModelError for anything else, for unknown keys
-        (so typos surface), for a value of the wrong type (``bands`` a list of names, ``threshold``
-        a number…), and for a threshold outside (0, 1) or a GSD that is not positive."""
+        """Build from a parsed JSON object.
+
+        Raises ModelError for anything else, for unknown keys (so typos surface), for a value of the
+        wrong type (``bands`` a list of names, ``threshold`` a number…), and for a threshold outside
+        (0, 1) or a GSD that is not positive.
+        """
         if not isinstance(data, dict):
             raise ModelError(f"model metadata must be a JSON object, not {type(data).__name__}")
         hints = get_type_hints(cls)
@@ -158,7 +173,9 @@ def _is_a(value: object, hint: Any) -> bool:
 
 def load_spec(path: str | os.PathLike[str]) -> ModelSpec:
     """Read a checkpoint's metadata from ``NAME.json`` (``NAME.safetensors`` is accepted too).
-    Raises ModelError when it is missing, not UTF-8 JSON, or not a valid ``ModelSpec``."""
+
+    Raises ModelError when it is missing, not UTF-8 JSON, or not a valid ``ModelSpec``.
+    """
     json_path = Path(path).with_suffix(".json")
     if not json_path.exists():
         raise ModelError(f"model metadata not found: {json_path}")
@@ -199,10 +216,11 @@ def _distance(gsd_m: float, served: tuple[float, float]) -> float:
 
 
 def choose_model(path: str | os.PathLike[str] | None, band_count: int, gsd_m: float | None = None) -> ModelChoice:
-    """``path`` when given; else the shipped model for ``band_count`` bands per date whose served
-    GSD range (``ModelSpec.serves_gsd_m``) holds ``gsd_m`` (metres: the scene's pixel size), or
-    lies nearest to it in log scale. Without a GSD (plain images of unknown pixel size) the
-    coarsest-GSD model of that band count.
+    """``path`` when given; else the shipped model for ``band_count`` bands per date that best serves ``gsd_m``.
+
+    The shipped model is the one whose served GSD range (``ModelSpec.serves_gsd_m``) holds
+    ``gsd_m`` (metres: the scene's pixel size), or lies nearest to it in log scale. Without a GSD
+    (plain images of unknown pixel size) the coarsest-GSD model of that band count.
 
     Raises ModelError when no shipped model takes ``band_count`` bands, naming the ones that
     exist (and, for very-high-resolution imagery, how to pick red, green, blue with --bands).

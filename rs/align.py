@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -57,8 +56,10 @@ class PairWindow:
 
 
 def overlap_fraction(before: Dataset, after: Dataset) -> float:
-    """Share of BEFORE's data footprint (``rs.georef.data_bounds``) covered by AFTER's (0–1),
-    compared as bounding boxes in BEFORE's CRS; any geotransform (bottom-up, rotated)."""
+    """Share of BEFORE's data footprint (``rs.georef.data_bounds``) covered by AFTER's (0–1).
+
+    Compared as bounding boxes in BEFORE's CRS; any geotransform (bottom-up, rotated).
+    """
     a_left, a_bottom, a_right, a_top = transform_bounds(after.crs, before.crs, *data_bounds(after), densify_pts=21)
     b_left, b_bottom, b_right, b_top = data_bounds(before)
     width = min(a_right, b_right) - max(a_left, b_left)
@@ -77,10 +78,12 @@ def _overlap_bounds(before: Dataset, after: Dataset, crs: CRS) -> tuple[float, f
 
 
 def common_grid(before: Dataset, after: Dataset, spec: GridSpec) -> Grid:
-    """The grid both dates are compared on (see GridSpec), always north-up: by default BEFORE's
-    ``native_grid`` (its own pixels; for a bottom-up or rotated BEFORE the north-up grid of its
-    pixel size), cropped to where the two data footprints overlap. Raises IncompatibleScenesError
-    when the scenes do not overlap by at least one pixel."""
+    """The grid both dates are compared on (see GridSpec), always north-up.
+
+    By default BEFORE's ``native_grid`` (its own pixels; for a bottom-up or rotated BEFORE the
+    north-up grid of its pixel size), cropped to where the two data footprints overlap. Raises
+    IncompatibleScenesError when the scenes do not overlap by at least one pixel.
+    """
     if spec.crs is None and spec.resolution is None:
         base = native_grid(before)
         left, bottom, right, top = _overlap_bounds(before, after, before.crs)
@@ -125,10 +128,13 @@ class Shift:
 
 @dataclass(frozen=True)
 class PairSource:
-    """Everything that opens an ``AlignedPair`` (see there): both scenes, the bands compared, cloud or
-    invalid masks, the common grid, AFTER's shift, whether pixels 0 in every band are data, and the
-    pixel size of plain images. Plain data: it pickles (a Dask task opens the pair on its worker)
-    and opens the pair as often as needed (``open``; one per thread)."""
+    """Everything that opens an ``AlignedPair`` (see there); plain data that pickles.
+
+    Both scenes, the bands compared, cloud or invalid masks, the common grid, AFTER's shift,
+    whether pixels 0 in every band are data, and the pixel size of plain images. Plain data: it
+    pickles (a Dask task opens the pair on its worker) and opens the pair as often as needed
+    (``open``; one per thread). The constructor takes these as its arguments.
+    """
 
     before: str
     after: str
@@ -166,7 +172,7 @@ class AlignedPair:
     IncompatibleScenesError when the scenes cannot be located, have different bands, lack a
     selected band or do not overlap. Warped dates are resampled bilinearly (they are imagery, not
     classes). ``after_shift``: a translation of AFTER against its own georeferencing
-    (co-registration, see ``rs.coregister``).
+    (co-registration, see ``rs.coregister``). Leaving the ``with`` block closes every file (``close``).
     """
 
     def __init__(self, before_path: str | os.PathLike[str], after_path: str | os.PathLike[str],
@@ -217,18 +223,22 @@ class AlignedPair:
                           self.after_shift, self.zero_is_valid, self.pixel_size_m)
 
     def reopen(self) -> AlignedPair:
-        """A second, independent AlignedPair of the same source (for another thread: GDAL handles are
-        not thread-safe)."""
+        """A second, independent AlignedPair of the same source (for another thread).
+
+        GDAL handles are not thread-safe.
+        """
         return self.source.open()
 
     def provenance(self) -> dict[str, Any]:
-        """What was decided about the inputs, for ``summary.json``: ``validity`` (per date, the rule,
-        see ``rs.validity.Validity.to_dict``, and what a bounded sample of the file holds:
-        ``rs.validity.sample_counts``), ``bands_compared`` (per date, the source band indexes
-        and names, and the rule that paired them) and ``radiometry`` (offset tags and scales seen,
-        ``rs.bands.radiometry``)."""
+        """What was decided about the inputs, for ``summary.json``.
+
+        ``validity`` (per date, the rule, see ``rs.validity.Validity.to_dict``, and what a bounded
+        sample of the file holds: ``rs.validity.sample_counts``), ``bands_compared`` (per date, the
+        source band indexes and names, and the rule that paired them) and ``radiometry`` (offset
+        tags and scales seen, ``rs.bands.radiometry``).
+        """
         dates = zip(("before", "after"), self.validity, (self._before, self._after),
-                    (self._before_bands, self._after_bands))
+                    (self._before_bands, self._after_bands), strict=True)
         files = (self._files[0], self._files[1])
         return {"validity": {role: {**rule.to_dict(), "sample": sample_counts(reader.ds, bands)}
                              for role, rule, reader, bands in dates},
@@ -237,8 +247,11 @@ class AlignedPair:
                                "after": radiometry(files[1], self.band_choice.after), "note": RADIOMETRY_NOTE}}
 
     def _shifted_transform(self, after: Dataset) -> Affine:
-        """AFTER's georeferencing moved by ``after_shift`` (given in the grid's CRS; converted to
-        AFTER's own CRS at the grid's centre when they differ: a translation is all it corrects)."""
+        """AFTER's georeferencing moved by ``after_shift`` (given in the grid's CRS).
+
+        The shift is converted to AFTER's own CRS at the grid's centre when they differ: a
+        translation is all it corrects.
+        """
         assert self.after_shift is not None and self.grid.crs is not None
         dx, dy = self.after_shift.dx, self.after_shift.dy
         if after.crs != self.grid.crs:
@@ -253,8 +266,11 @@ class AlignedPair:
         return ds
 
     def _located(self, ds: Dataset, role: str) -> Dataset:
-        """``ds`` as a georeferenced dataset (a GCP-only raster warped through its GCPs, a plain image
-        of known pixel size placed on a local metric grid; closed with the pair)."""
+        """``ds`` as a georeferenced dataset, closed with the pair.
+
+        A GCP-only raster is warped through its GCPs, a plain image of known pixel size placed on a
+        local metric grid.
+        """
         view = placed(ds, self.pixel_size_m) if self.pixel_size_m and is_plain(ds) else georeferenced(ds, role)
         if view is not ds:
             self._files.append(view)

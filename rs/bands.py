@@ -33,15 +33,19 @@ UNNAMED_COLOURS = {ColorInterp.undefined, ColorInterp.gray, ColorInterp.palette,
 
 
 def name_key(name: str) -> str:
-    """A band name as compared: lower case, without spaces, ``_`` or ``-``, numbers without
-    leading zeros (``" B_08 "`` → ``"b8"``)."""
+    """A band name as compared: lower case, without spaces, ``_`` or ``-``, numbers without leading zeros.
+
+    Example: ``" B_08 "`` → ``"b8"``.
+    """
     key = re.sub(r"[\s_\-]+", "", name.strip().lower())
     return re.sub(r"(?<![0-9])0+(?=[0-9])", "", key)
 
 
 def band_names(ds: Dataset, source: str) -> dict[int, str] | None:
-    """``ds``'s colour bands by 1-based index → name, from ``source`` ("description" or "colour"),
-    or None unless every colour band has a name there and no two names are the same."""
+    """``ds``'s colour bands by 1-based index → name, from ``source`` ("description" or "colour").
+
+    None unless every colour band has a name there and no two names are the same.
+    """
     bands = colour_bands(ds)
     if source == "description":
         names = {i: (ds.descriptions[i - 1] or "").strip() for i in bands}
@@ -56,8 +60,10 @@ def band_names(ds: Dataset, source: str) -> dict[int, str] | None:
 
 
 def shared_names(before: Dataset, after: Dataset) -> tuple[dict[int, str], dict[int, str], str] | None:
-    """Both files' band names from the same source (descriptions first, else colour
-    interpretation) and that source, or None when no source names both files' bands."""
+    """Both files' band names from the same source, and that source.
+
+    Descriptions first, else colour interpretation; None when no source names both files' bands.
+    """
     for source in ("description", "colour"):
         b, a = band_names(before, source), band_names(after, source)
         if b is not None and a is not None:
@@ -66,10 +72,12 @@ def shared_names(before: Dataset, after: Dataset) -> tuple[dict[int, str], dict[
 
 
 def select_bands(ds: Dataset, bands: tuple[str, ...], role: str) -> list[int]:
-    """1-based band indexes of ``bands`` in ``ds``: each a 1-based index ("4") or a band name
-    matched (see ``name_key``) against the file's band descriptions ("B08") or colour
-    interpretation ("red"). Picking the alpha band, an unknown name or an index out of range
-    raises IncompatibleScenesError."""
+    """1-based band indexes of ``bands`` in ``ds``.
+
+    Each of ``bands`` is a 1-based index ("4") or a band name matched (see ``name_key``) against the
+    file's band descriptions ("B08") or colour interpretation ("red"). Picking the alpha band, an
+    unknown name or an index out of range raises IncompatibleScenesError.
+    """
     by_name = {name_key(c.name): i for i, c in enumerate(ds.colorinterp, start=1) if c not in UNNAMED_COLOURS}
     by_name.update({name_key(d): i for i, d in enumerate(ds.descriptions, start=1) if d and name_key(d)})
     chosen = []
@@ -89,8 +97,10 @@ def select_bands(ds: Dataset, bands: tuple[str, ...], role: str) -> list[int]:
 
 @dataclass(frozen=True)
 class BandChoice:
-    """The bands compared: 1-based indexes in each file, in comparison order, their names (None
-    where a file does not name them) and the rule that paired them."""
+    """The bands compared: 1-based indexes in each file, in comparison order, their names and the rule.
+
+    Names are None where a file does not name them; the rule is the one that paired them.
+    """
 
     before: tuple[int, ...]
     after: tuple[int, ...]
@@ -101,7 +111,7 @@ class BandChoice:
     def to_dict(self) -> dict[str, object]:
         """JSON form for ``summary.json``: per date, the source band indexes and names compared."""
         def bands(indexes: tuple[int, ...], names: tuple[str | None, ...]) -> list[dict[str, object]]:
-            return [{"index": i, "name": n} for i, n in zip(indexes, names)]
+            return [{"index": i, "name": n} for i, n in zip(indexes, names, strict=True)]
 
         return {"rule": self.rule, "before": bands(self.before, self.before_names),
                 "after": bands(self.after, self.after_names)}
@@ -114,9 +124,11 @@ def _names_of(ds: Dataset, indexes: list[int]) -> tuple[str | None, ...]:
 
 
 def choose_bands(before: Dataset, after: Dataset, bands: tuple[str, ...] | None) -> BandChoice:
-    """Pair the bands of BEFORE and AFTER (see the module docstring for the rule). Raises
-    IncompatibleScenesError when names show different bands, when counts differ, or for an
-    unknown or alpha band in ``bands``."""
+    """Pair the bands of BEFORE and AFTER (see the module docstring for the rule).
+
+    Raises IncompatibleScenesError when names show different bands, when counts differ, or for
+    an unknown or alpha band in ``bands``.
+    """
     named = shared_names(before, after)
     if bands:
         b_idx, a_idx = select_bands(before, bands, "BEFORE"), select_bands(after, bands, "AFTER")
@@ -134,7 +146,8 @@ def choose_bands(before: Dataset, after: Dataset, bands: tuple[str, ...] | None)
         if {name_key(n) for n in b_names.values()} != set(by_key):
             raise IncompatibleScenesError(
                 f"BEFORE's bands ({', '.join(b_names.values())}) and AFTER's ({', '.join(a_names.values())}) "
-                f"differ (by {source}): pick the bands to compare with --bands (names, or 1-based indexes in each file)")
+                f"differ (by {source}): pick the bands to compare with --bands "
+                "(names, or 1-based indexes in each file)")
         b_idx = list(b_names)
         a_idx = [by_key[name_key(b_names[i])] for i in b_idx]
         rule = f"matched by name ({source})"
@@ -159,11 +172,15 @@ RADIOMETRY_NOTE = ("each date is normalised on its own statistics (rs.normalize)
 
 
 def radiometry(ds: Dataset, bands: tuple[int, ...]) -> dict[str, object]:
-    """A file's radiometric metadata for the record: Sentinel-2 processing-baseline tags (of the
-    dataset or of ``bands``) and GDAL scales/offsets of ``bands`` other than 1 and 0."""
+    """A file's radiometric metadata for the record.
+
+    Sentinel-2 processing-baseline tags (of the dataset or of ``bands``) and GDAL scales/offsets
+    of ``bands`` other than 1 and 0.
+    """
     tags = {k: v for k, v in ds.tags().items() if k.upper() in OFFSET_TAGS}
     for i in bands:
         tags.update({f"{k}[{i}]": v for k, v in ds.tags(i).items() if k.upper() in OFFSET_TAGS})
-    scaled = {i: (ds.scales[i - 1], ds.offsets[i - 1]) for i in bands if (ds.scales[i - 1], ds.offsets[i - 1]) != (1, 0)}
+    scaled = {i: (ds.scales[i - 1], ds.offsets[i - 1]) for i in bands
+              if (ds.scales[i - 1], ds.offsets[i - 1]) != (1, 0)}
     return {"tags": tags, "scale_offset": {str(i): list(v) for i, v in scaled.items()}}
 

@@ -74,8 +74,9 @@ def pixel_classes(b_before: np.ndarray, b_after: np.ndarray, threshold: float) -
 
 def split_region(region: np.ndarray, b_before: np.ndarray, b_after: np.ndarray, pixel_m: float,
                  config: BuildingConfig) -> np.ndarray:
-    """Object ids (int32, 0 outside ``region``, 1…n inside; each object 4-connected) splitting one
-    change region into buildings and the change around none (module docstring).
+    """Object ids splitting one change region into buildings and the change around none (module docstring).
+
+    Returns int32 ids: 0 outside ``region``, 1…n inside; each object 4-connected.
 
     ``region``: boolean (rows, cols), the region's pixels in a window around it; ``b_before``,
     ``b_after``: the building probabilities (0–1, NaN invalid) on the same window; ``pixel_m``:
@@ -98,8 +99,11 @@ def split_region(region: np.ndarray, b_before: np.ndarray, b_after: np.ndarray, 
 
 
 def _markers(building: np.ndarray, inside: np.ndarray, pixel_m: float, config: BuildingConfig) -> np.ndarray:
-    """Labelled markers: h-maxima of the distance transform; one per marker-less group of building
-    pixels (at its highest point); none in groups under ``min_core_m2``."""
+    """Labelled markers: h-maxima of the distance transform, and one per marker-less building group.
+
+    One marker per marker-less group of building pixels (at its highest point); none in groups
+    under ``min_core_m2``.
+    """
     groups, n = ndimage.label(building, structure=FOUR_CONNECTED)
     if n == 0:
         return np.zeros(building.shape, np.int32)
@@ -119,8 +123,11 @@ def _markers(building: np.ndarray, inside: np.ndarray, pixel_m: float, config: B
 
 def object_counts(objects: np.ndarray, b_before: np.ndarray, b_after: np.ndarray, pixel_m: float,
                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per object id 1…n of ``objects``: pixel counts (n, 3) of the classes NEW, GONE, STANDING, and
-    the wall (m) its new pixels share with standing building (4-neighbours, anywhere in the window)."""
+    """Per object id 1…n of ``objects``: class pixel counts and the wall its new pixels share.
+
+    Pixel counts (n, 3) of the classes NEW, GONE, STANDING, and the wall (m) its new pixels share
+    with standing building (4-neighbours, anywhere in the window).
+    """
     new, gone, standing = pixel_classes(b_before, b_after, threshold)
     n = int(objects.max(initial=0))
     counts = np.stack([np.bincount(objects[c], minlength=n + 1)[1:] for c in (new, gone, standing)], axis=1)
@@ -130,9 +137,11 @@ def object_counts(objects: np.ndarray, b_before: np.ndarray, b_after: np.ndarray
 
 
 def change_types(pixels: np.ndarray, counts: np.ndarray, wall_m: np.ndarray, config: BuildingConfig) -> np.ndarray:
-    """The change type of each object (object array of CHANGE_TYPES) from its pixel count, its
-    (n, 3) class counts (NEW, GONE, STANDING) and the wall (m) its new pixels share with standing
-    building, by the rule of the module docstring."""
+    """The change type of each object (object array of CHANGE_TYPES), by the rule of the module docstring.
+
+    Decided from its pixel count, its (n, 3) class counts (NEW, GONE, STANDING) and the wall (m)
+    its new pixels share with standing building.
+    """
     new, gone, standing = counts[:, NEW], counts[:, GONE], counts[:, STANDING]
     rest = pixels - standing
     building = (rest > 0) & (new + gone >= config.min_share * rest)

@@ -48,11 +48,14 @@ class PairOptions:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """How the network runs (``rs.infer``): tile side and ``overlap`` (pixels; neighbouring tiles
-    share it and are blended there), tiles per forward pass, device, fp16 autocast on CUDA
-    (ignored on the CPU, where it did not help), how many background threads read, warp and
-    normalise the next tiles while the network runs (``readers``), and whether to average the four
-    flips of each tile (test-time augmentation: 4× the network time)."""
+    """How the network runs (``rs.infer``): tiles, batch, device, precision, readers and flips.
+
+    Tile side and ``overlap`` (pixels; neighbouring tiles share it and are blended there), tiles
+    per forward pass, device, fp16 autocast on CUDA (ignored on the CPU, where it did not help),
+    how many background threads read, warp and normalise the next tiles while the network runs
+    (``readers``), and whether to average the four flips of each tile (test-time augmentation:
+    4× the network time).
+    """
 
     tile: int = 256
     overlap: int = 64
@@ -90,10 +93,13 @@ class BuildingConfig:
 
 @dataclass(frozen=True)
 class VectorizeConfig:
-    """Decision threshold on probability (0–1), smallest change object kept (m² of ground: two
+    """How a probability raster becomes change objects (``rs.vectorize``).
+
+    Decision threshold on probability (0–1), smallest change object kept (m² of ground: two
     Sentinel-2 pixels), the tolerance outlines are simplified to (metres; 0 keeps the exact pixel
     outlines), and how regions are split into buildings when the raster has building
-    probabilities (``rs.vectorize``)."""
+    probabilities.
+    """
 
     threshold: float = 0.5
     min_area_m2: float = 200.0
@@ -149,12 +155,14 @@ class CrosscheckConfig:
 
 @dataclass(frozen=True)
 class BatchConfig(DetectOptions):
-    """One batch (``rs.batch``): the manifest, the batch folder, the layers of jobs whose row names
-    none, whether finished jobs are skipped (``resume``), where jobs run (``scheduler``: serial,
-    local or the address of a Dask cluster; ``workers``: processes of a local cluster, None: one
-    per CPU core), from how many megapixels a scene's tiles are spread over the cluster
-    (``split_mpx``, in tasks of ``tiles_per_task`` tiles), and the detect settings every job
-    shares (``DetectOptions``)."""
+    """One batch (``rs.batch``): the manifest, its folder, where jobs run and the detect settings they share.
+
+    The manifest, the batch folder, the layers of jobs whose row names none, whether finished jobs
+    are skipped (``resume``), where jobs run (``scheduler``: serial, local or the address of a
+    Dask cluster; ``workers``: processes of a local cluster, None: one per CPU core), from how many
+    megapixels a scene's tiles are spread over the cluster (``split_mpx``, in tasks of
+    ``tiles_per_task`` tiles), and the detect settings every job shares (``DetectOptions``).
+    """
 
     manifest: str
     outdir: str
@@ -172,11 +180,14 @@ class BatchConfig(DetectOptions):
 
 @dataclass(frozen=True)
 class EvalOptions(PairOptions):
-    """How to score (``rs.evaluate``): the decision threshold (None: the model's own), the smallest
-    change object counted (m² of ground, true objects and predicted ones alike, as detect's
-    ``min_area_m2``), the pixel size assumed for plain images without georeferencing (metres;
-    None: they are compared pixel for pixel and object areas assume ``PLAIN_PIXEL_M``), and how
-    the pairs are prepared (``PairOptions``), as ``detect`` does."""
+    """How to score (``rs.evaluate``), with the pairs prepared as ``detect`` does.
+
+    The decision threshold (None: the model's own), the smallest change object counted (m² of
+    ground, true objects and predicted ones alike, as detect's ``min_area_m2``), the pixel size
+    assumed for plain images without georeferencing (metres; None: they are compared pixel for
+    pixel and object areas assume ``PLAIN_PIXEL_M``), and how the pairs are prepared
+    (``PairOptions``), as ``detect`` does.
+    """
 
     threshold: float | None = None
     object_min_m2: float | None = None  # None: the model's own, as detect's min_area_m2
@@ -185,8 +196,10 @@ class EvalOptions(PairOptions):
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """What ``rs.export.export_run`` writes: the formats, the CSV geometry (a WKT column, or the
-    centroid's lon/lat) and whether a STAC Item records the run."""
+    """What ``rs.export.export_run`` writes: the formats, the CSV geometry and whether a STAC Item records the run.
+
+    The CSV geometry is a WKT column, or the centroid's lon/lat.
+    """
 
     formats: tuple[ExportFormat, ...] = FORMATS
     csv_geometry: CsvGeometry = "wkt"

@@ -25,11 +25,14 @@ from changewatch.rs.grid import Grid
 
 @dataclass(frozen=True)
 class CoregConfig:
-    """How to measure the shift: windows of ``window`` pixels on a ``grid_side`` × ``grid_side``
-    layout over the common grid; a window counts when ≥ ``min_valid`` of its pixels are valid on
-    both dates and its shift is within ``max_shift_px``. The median of ≥ ``min_windows`` such
-    shifts is applied when the windows agree within ``max_spread_px`` (median absolute deviation)
-    and it is at least ``min_shift_px`` long (pixels of the common grid)."""
+    """How to measure the shift: windows on a grid over the common grid, and when their median is applied.
+
+    Windows of ``window`` pixels on a ``grid_side`` × ``grid_side`` layout over the common grid; a
+    window counts when ≥ ``min_valid`` of its pixels are valid on both dates and its shift is
+    within ``max_shift_px``. The median of ≥ ``min_windows`` such shifts is applied when the
+    windows agree within ``max_spread_px`` (median absolute deviation) and it is at least
+    ``min_shift_px`` long (pixels of the common grid).
+    """
 
     window: int = 256
     grid_side: int = 4
@@ -43,8 +46,10 @@ class CoregConfig:
 
 @dataclass(frozen=True)
 class Coregistration:
-    """What was measured: AFTER's correction in pixels of the common grid (rows down, cols right;
-    moving AFTER by it aligns it with BEFORE), how many windows agreed, and whether it was applied."""
+    """What was measured: AFTER's correction (pixels of the common grid), how many windows agreed, whether applied.
+
+    The correction is rows down, cols right; moving AFTER by it aligns it with BEFORE.
+    """
 
     rows: float
     cols: float
@@ -62,19 +67,22 @@ class Coregistration:
 
 
 def _grey(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The mean of the bands, standardised on valid pixels, invalid pixels set to 0 (the mean),
-    tapered by a Hann window."""
+    """The mean of the bands, standardised on valid pixels, tapered by a Hann window.
+
+    Invalid pixels are set to 0 (the mean).
+    """
     grey = data.mean(axis=0)
     v = grey[valid]
     return np.where(valid, (grey - v.mean()) / (v.std() + 1e-6), 0.0) * taper("hann", grey.shape)
 
 
-def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:
+def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:  # noqa: B008 (frozen)
     """AFTER's correction on ``pair``'s grid, estimated window by window (memory: one window).
 
     Returns a Coregistration with ``applied`` False (and the median shift, or zeros when too few
     windows could be measured) when the windows disagree, too few are usable or the shift is
-    below ``min_shift_px``."""
+    below ``min_shift_px``.
+    """
     windows = pair.sample_windows(whole_up_to=0, grid_side=config.grid_side, sample_size=config.window)
     shifts = []
     for window in dict.fromkeys(windows):  # small grids repeat windows
@@ -94,11 +102,13 @@ def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Cor
     return Coregistration(float(rows), float(cols), len(shifts), bool(agree))
 
 
-def correction(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:
-    """AFTER's correction on ``pair``'s grid (``measure_shift``); for plain images (no CRS) and pairs
-    already shifted none is measured (``windows`` 0, not applied). A file that cannot be decoded
-    raises InputFileError. ``Coregistration.shift`` gives the translation to open the pair with
-    (``rs.prepare`` does)."""
+def correction(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:  # noqa: B008 (frozen)
+    """AFTER's correction on ``pair``'s grid (``measure_shift``).
+
+    For plain images (no CRS) and pairs already shifted none is measured (``windows`` 0, not
+    applied). A file that cannot be decoded raises InputFileError. ``Coregistration.shift`` gives
+    the translation to open the pair with (``rs.prepare`` does).
+    """
     if pair.plain or pair.after_shift is not None:
         return Coregistration(0.0, 0.0, 0, False)
     return measure_shift(pair, config)

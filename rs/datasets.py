@@ -63,10 +63,12 @@ class LabelledPair:
     buildings: tuple[Path, Path] | None = None  # building masks of BEFORE and AFTER (same encoding), if known
 
     def source(self, options: PairOptions = PairOptions(), pixel_size_m: float | None = None) -> PairSource:
-        """What opens the pair aligned as ``options`` say (bands, grid, validity rule: ``rs.prepare``
-        prepares it for a model); ``pixel_size_m``: the GSD of plain images (no georeferencing),
-        which are then placed on a local metric grid (``rs.georef.placed``) so GSD rules apply; None
-        compares them pixel for pixel."""
+        """What opens the pair aligned as ``options`` say (bands, grid, validity rule).
+
+        ``rs.prepare`` prepares it for a model. ``pixel_size_m``: the GSD of plain images (no
+        georeferencing), which are then placed on a local metric grid (``rs.georef.placed``) so GSD
+        rules apply; None compares them pixel for pixel.
+        """
         return PairSource.of(self.before, self.after, options, pixel_size_m=pixel_size_m)
 
     def open(self, pixel_size_m: float | None = None) -> AlignedPair:
@@ -80,8 +82,10 @@ class LabelledPair:
         return RasterLabels(pair.reader_for(self.label, "label"), self.encoding)
 
     def output_labels(self, pair: AlignedPair, outputs: tuple[str, ...]) -> list[LabelReader]:
-        """Readers of the labels of each model output (change, building_before, building_after) on
-        ``pair``'s grid; building outputs of a pair without building masks are unlabelled."""
+        """Readers of the labels of each model output (change, building_before, building_after) on ``pair``'s grid.
+
+        Building outputs of a pair without building masks are unlabelled.
+        """
         readers = []
         for output in outputs:
             if output == "change":
@@ -99,6 +103,7 @@ class LabelReader:
     """Labels of one pair, a window of its common grid at a time (uint8: 1 change, 0 no, 255 unlabelled)."""
 
     def read(self, window: Window) -> np.ndarray:
+        """Labels (rows, cols) uint8 of ``window`` of the common grid: 1 change, 0 no, 255 unlabelled."""
         raise NotImplementedError
 
 
@@ -106,18 +111,23 @@ class Unlabelled(LabelReader):
     """No labels at all: every pixel 255."""
 
     def read(self, window: Window) -> np.ndarray:
+        """255 (unlabelled) for every pixel of ``window``: (rows, cols) uint8."""
         return np.full((int(window.height), int(window.width)), LABEL_NODATA, np.uint8)
 
 
 class RasterLabels(LabelReader):
-    """A label raster (nearest-neighbour onto the grid; outside it, under its nodata or where its
-    alpha is 0: not labelled), read as the maximum of its channels."""
+    """A label raster, read as the maximum of its channels.
+
+    Read nearest-neighbour onto the grid; outside it, under its nodata or where its alpha is 0: not
+    labelled. The constructor takes its ``GridReader`` and its encoding (see ``label_encodings``).
+    """
 
     def __init__(self, reader: GridReader, encoding: str) -> None:
         self.reader, self.encoding = reader, encoding
         self.bands = colour_bands(reader.ds)
 
     def read(self, window: Window) -> np.ndarray:
+        """Labels (rows, cols) uint8 of ``window`` decoded by the file's encoding; 255 where not labelled."""
         data, valid = self.reader.read(self.bands, window)
         values = data.max(axis=0)
         if self.encoding == BINARISED:
@@ -131,7 +141,12 @@ class RasterLabels(LabelReader):
 
 
 class VectorLabels(LabelReader):
-    """Changed polygons rasterised per window (a pixel is change when its centre is inside one)."""
+    """Changed polygons rasterised per window (a pixel is change when its centre is inside one).
+
+    ``path``: the vector layer of changed polygons (any CRS; only the features over ``pair`` are
+    read); ``pair``: the georeferenced pair whose common grid they are rasterised on. Raises
+    InputFileError for plain scenes (no CRS), an unreadable layer or a layer without CRS.
+    """
 
     def __init__(self, path: Path, pair: AlignedPair) -> None:
         if pair.grid.crs is None:
@@ -148,6 +163,7 @@ class VectorLabels(LabelReader):
         self.grid = pair.grid
 
     def read(self, window: Window) -> np.ndarray:
+        """Labels (rows, cols) uint8 of ``window``: 1 where a pixel's centre is inside a polygon, else 0."""
         shape = (int(window.height), int(window.width))
         transform = self.grid.window_transform(window)
         box = shapely.box(*rasterio.windows.bounds(window, self.grid.transform))
@@ -174,8 +190,10 @@ def _bbox_in(pair: AlignedPair, path: Path) -> tuple[float, float, float, float]
 
 
 def _label_values(path: Path) -> tuple[set[int], bool]:
-    """The values a label raster holds (maximum over its channels, alpha excluded; read block by
-    block) and whether it is lossy (JPEG and the like) or multi-channel."""
+    """The values a label raster holds, and whether it is lossy (JPEG and the like) or multi-channel.
+
+    Values are the maximum over its channels, alpha excluded; read block by block.
+    """
     seen: set[int] = set()
     with open_raster(path, "label") as ds:
         bands = colour_bands(ds)
@@ -185,9 +203,12 @@ def _label_values(path: Path) -> tuple[set[int], bool]:
 
 
 def detect_encoding(labels: list[Path]) -> str:
-    """``"0/1"`` when any label raster holds the value 1 (255, if present, means not labelled),
+    """The label encoding of the label rasters: ``"0/1"`` or ``"0/255"``.
+
+    ``"0/1"`` when any label raster holds the value 1 (255, if present, means not labelled),
     ``"0/255"`` when they hold only 0 and 255 (255 = change, as LEVIR-CD). Other values: an
-    InputFileError. Reads the files block by block."""
+    InputFileError. Reads the files block by block.
+    """
     seen: set[int] = set()
     for path in labels:
         seen |= _label_values(path)[0]
@@ -205,13 +226,15 @@ def _exact_encoding(seen: set[int]) -> str:
 
 
 def label_encodings(labels: list[Path]) -> list[str]:
-    """The encoding of each label raster (see LabelledPair). Lossy or multi-channel labels whose
-    values are not exactly 0 and 255 (JPEG noise, anti-aliased colour edges) are ``BINARISED`` at
-    128; the others are read exactly, with one encoding for the folder (``detect_encoding``: an
-    all-zero label alone cannot tell 0/1 from 0/255)."""
+    """The encoding of each label raster (see LabelledPair).
+
+    Lossy or multi-channel labels whose values are not exactly 0 and 255 (JPEG noise, anti-aliased
+    colour edges) are ``BINARISED`` at 128; the others are read exactly, with one encoding for the
+    folder (``detect_encoding``: an all-zero label alone cannot tell 0/1 from 0/255).
+    """
     found = [_label_values(path) for path in labels]
     binarised = [approximate and not values <= {0, 255} for values, approximate in found]
-    exact: set[int] = set().union(*(values for (values, _), b in zip(found, binarised) if not b))
+    exact: set[int] = set().union(*(values for (values, _), b in zip(found, binarised, strict=True) if not b))
     encoding = _exact_encoding(exact) if not all(binarised) else BINARISED
     return [BINARISED if b else encoding for b in binarised]
 
@@ -242,7 +265,7 @@ def _levir_pairs(root: Path) -> list[LabelledPair]:
     if not pairs:
         raise InputFileError(f"no images in {root / 'A'}")
     encodings = label_encodings([p.label for p in pairs])
-    return [replace(p, encoding=e) for p, e in zip(pairs, encodings)]
+    return [replace(p, encoding=e) for p, e in zip(pairs, encodings, strict=True)]
 
 
 def _building_masks(root: Path, name: str) -> tuple[Path, Path] | None:

@@ -44,15 +44,21 @@ class ManifestError(InputFileError):
 
 
 class IncompatibleScenesError(ChangewatchError):
-    """BEFORE and AFTER cannot be compared: no overlap, no location (CRS, GCPs), different bands,
-    or a common grid too small for the model or too large for one run."""
+    """BEFORE and AFTER cannot be compared.
+
+    No overlap, no location (CRS, GCPs), different bands, or a common grid too small for the model
+    or too large for one run.
+    """
 
     exit_code = 4
 
 
 class LayerError(ChangewatchError):
-    """A vector layer (permits, zoning, parcels) lacks a CRS or a required column, holds points or
-    lines, dates or values that cannot be read, or several layers of which none was chosen."""
+    """A vector layer (permits, zoning, parcels) cannot be used as given.
+
+    It lacks a CRS or a required column, holds points or lines, dates or values that cannot be
+    read, or several layers of which none was chosen.
+    """
 
     exit_code = 5
 
@@ -64,9 +70,11 @@ class ModelError(ChangewatchError):
 
 
 class OutputError(ChangewatchError):
-    """Outputs cannot be written: permission denied, a read-only or full disk, or an output folder
-    that a run may not replace (it holds files changewatch did not write, or the run's inputs).
-    The output folder is left as it was."""
+    """Outputs cannot be written; the output folder is left as it was.
+
+    Permission denied, a read-only or full disk, or an output folder that a run may not replace
+    (it holds files changewatch did not write, or the run's inputs).
+    """
 
     exit_code = 8
 

@@ -1,5 +1,4 @@
-"""Change metrics of a model on labelled pairs: pixel-level (pooled over all pixels and per pair)
-and object-level.
+"""Change metrics of a model on labelled pairs: pixel-level (pooled over all pixels and per pair) and object-level.
 
 Pairs come in any layout ``rs.datasets`` reads (OSCD-style sites, LEVIR-CD A/B/label folders of
 plain or georeferenced images, scenes with a vector layer of changed polygons). Predictions come
@@ -62,14 +61,16 @@ def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None)
 
 
 def predicted_objects(prob_path: Path, pair: AlignedPair, threshold: float, options: EvalOptions) -> np.ndarray:
-    """Object ids (int32, 0 = none) on the pair's grid of the change objects ``detect`` would write
-    from a probability raster (``rs.vectorize`` at ``threshold``, objects under
-    ``options.object_min_m2`` dropped, exact outlines)."""
+    """Object ids (int32, 0 = none) on the pair's grid of the change objects ``detect`` would write.
+
+    From a probability raster: ``rs.vectorize`` at ``threshold``, objects under
+    ``options.object_min_m2`` dropped, exact outlines.
+    """
     changes = vectorize(prob_path, VectorizeConfig(threshold, options.object_min_m2),
                         pixel_size_m=(options.pixel_size_m or PLAIN_PIXEL_M) if pair.grid.crs is None else None)
     ids = np.zeros((pair.grid.height, pair.grid.width), np.int32)
     if len(changes):
-        shapes = zip(changes.geometry, changes["change_id"].astype(np.int32))
+        shapes = zip(changes.geometry, changes["change_id"].astype(np.int32), strict=True)
         rasterio.features.rasterize(shapes, out=ids, transform=pair.grid.transform)
     return ids
 
@@ -88,14 +89,15 @@ def _objects(labels: LabelReader, label: np.ndarray, pair: AlignedPair) -> np.nd
 
 def evaluate_site(site: LabelledPair, model: ChangeModel, options: EvalOptions, inference: InferenceConfig,
                   progress: bool = False) -> SiteResult:
-    """Run the model over one pair exactly as ``detect`` does (tiles blended into a probability
-    GeoTIFF, here a temporary one) and compare with its labels, at ``options.threshold`` (None:
-    the model's own).
+    """Run the model over one pair exactly as ``detect`` does and compare with its labels.
+
+    Tiles are blended into a probability GeoTIFF (here a temporary one); the threshold is
+    ``options.threshold`` (None: the model's own).
 
     The pair is prepared as ``options`` says (bands, GSD, co-registration); the labels are read on
-    its common grid. Pixel metrics are counted block by block; object
-    metrics need the pair's labels, true and predicted object ids whole (memory: about 20 bytes per
-    pixel at the peak), one pair at a time.
+    its common grid. Pixel metrics are counted block by block; object metrics need the pair's
+    labels, true and predicted object ids whole (memory: about 20 bytes per pixel at the peak),
+    one pair at a time.
     """
     options = replace(options, object_min_m2=model.spec.smallest_change_m2(options.object_min_m2))
     threshold = model.spec.decision_threshold(options.threshold)
@@ -116,7 +118,8 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, options: EvalOptions, 
                 result.confusion = result.confusion + confusion(p >= threshold, truth)
                 result.histogram.add(p, truth)
             whole = read_whole(pair, labels)
-            pixel_m2 = (options.pixel_size_m or PLAIN_PIXEL_M) ** 2 if pair.grid.crs is None else pixel_area_m2(pair.grid)
+            pixel_m2 = ((options.pixel_size_m or PLAIN_PIXEL_M) ** 2 if pair.grid.crs is None
+                        else pixel_area_m2(pair.grid))
             truth = _objects(labels, whole, pair)
             min_pixels = options.object_min_m2 / pixel_m2
             touched = object_counts(whole, truth, probs.read(1), threshold, min_pixels)
@@ -145,16 +148,21 @@ class EvaluationReport:
                         for name, c in self.sites.items()})
 
     def to_dict(self) -> dict[str, object]:
-        """JSON form (``Metrics.to_dict``): pooled precision/recall/f1/iou, object_recall and
-        object_precision, object_recall_iou50, object_f1 (matches at IoU ≥ 0.5) at the top level,
-        per-pair figures under ``sites``."""
+        """JSON form (``Metrics.to_dict``): pooled figures at the top level, per-pair figures under ``sites``.
+
+        The top level holds precision/recall/f1/iou, object_recall and object_precision,
+        object_recall_iou50, object_f1 (matches at IoU ≥ 0.5).
+        """
         return self.metrics().to_dict()
 
 
 def evaluate(sites: list[LabelledPair], model: ChangeModel, options: EvalOptions = EvalOptions(),
              inference: InferenceConfig = InferenceConfig(), progress: bool = False) -> EvaluationReport:
-    """Evaluate ``model`` on ``sites`` as ``options`` say (threshold None: the model's own; the
-    bands of the files compared, GSD, co-registration, object size), running it as ``inference`` says."""
+    """Evaluate ``model`` on ``sites`` as ``options`` say, running it as ``inference`` says.
+
+    ``options``: threshold (None: the model's own), the bands of the files compared, GSD,
+    co-registration, object size.
+    """
     options = replace(options, threshold=model.spec.decision_threshold(options.threshold),
                       object_min_m2=model.spec.smallest_change_m2(options.object_min_m2))
     report = EvaluationReport(options.threshold, Confusion(), {}, ProbHistogram(), object_min_m2=options.object_min_m2)
@@ -170,8 +178,7 @@ def evaluate(sites: list[LabelledPair], model: ChangeModel, options: EvalOptions
 
 @dataclass(frozen=True)
 class Evaluation:
-    """An evaluation of a folder of labelled pairs: the report, the model's name and which
-    checkpoint was used and why."""
+    """An evaluation of a folder of labelled pairs: the report, the model's name, which checkpoint and why."""
 
     report: EvaluationReport
     model: str
@@ -181,11 +188,13 @@ class Evaluation:
 def evaluate_folder(data_dir: str | os.PathLike[str], names: list[str] | None = None, model: str | None = None,
                     options: EvalOptions = EvalOptions(), inference: InferenceConfig = InferenceConfig(),
                     progress: bool = False) -> Evaluation:
-    """Evaluate a checkpoint on the labelled pairs under ``data_dir`` (``names``: those pairs only,
-    in that order): ``model``, or, when it is None, the shipped model that fits the first pair
-    (``rs.prepare.choose_for``: by band count and GSD), loaded on ``inference.device``. Raises
-    InputFileError when the folder holds no labelled pairs (or not the ones named), ModelError
-    when no model fits, and the errors of ``evaluate``."""
+    """Evaluate a checkpoint on the labelled pairs under ``data_dir``.
+
+    ``names``: those pairs only, in that order. The checkpoint is ``model``, or, when it is None,
+    the shipped model that fits the first pair (``rs.prepare.choose_for``: by band count and GSD),
+    loaded on ``inference.device``. Raises InputFileError when the folder holds no labelled pairs
+    (or not the ones named), ModelError when no model fits, and the errors of ``evaluate``.
+    """
     found = find_sites(data_dir, names)
     with found[0].source(options, options.pixel_size_m).open() as first:
         choice = choose_for(first, model)

@@ -52,9 +52,12 @@ def _utf8_prefix(text: str, limit: int) -> str:
 
 
 def shapefile_fields(columns: list[str]) -> dict[str, str]:
-    """Shapefile field names for ``columns`` (geometry excluded): SHAPEFILE_NAMES for ours, else a
-    name longer than 10 bytes (UTF-8) cut between characters, a repeat made unique with ``_1``,
-    ``_2``…; returns only the names that change (our name → Shapefile name)."""
+    """Shapefile field names for ``columns`` (geometry excluded); only the names that change.
+
+    SHAPEFILE_NAMES for ours, else a name longer than 10 bytes (UTF-8) cut between characters, a
+    repeat made unique with ``_1``, ``_2``…; returns only the names that change (our name →
+    Shapefile name).
+    """
     renamed: dict[str, str] = {}
     taken = {c.lower() for c in columns if len(c.encode("utf-8")) <= DBF_NAME_BYTES and c not in SHAPEFILE_NAMES}
     for column in columns:
@@ -72,9 +75,12 @@ def shapefile_fields(columns: list[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Shortened:
-    """What one layer's Shapefile could not hold: fields renamed (our name → Shapefile name), text
-    values cut to 254 bytes (column → how many), and the side table holding those values whole
-    (path relative to the export folder; None when nothing was cut)."""
+    """What one layer's Shapefile could not hold: fields renamed, text values cut, and their side table.
+
+    Fields renamed (our name → Shapefile name), text values cut to 254 bytes (column → how many),
+    and the side table holding those values whole (path relative to the export folder; None when
+    nothing was cut).
+    """
 
     fields: dict[str, str] = field(default_factory=dict)
     values: dict[str, int] = field(default_factory=dict)
@@ -82,10 +88,12 @@ class Shortened:
 
 
 def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str) -> Shortened:
-    """``folder/name.shp`` (UTF-8, CRS kept), with nothing lost silently: long field names are
-    renamed (``shapefile_fields``), and text longer than dBASE's 254 bytes is cut between characters
-    in the Shapefile and written whole to ``folder/name_full_values.csv`` (keyed by ``change_id``
-    or ``parcel_id``, else by ``row``, 1-based; columns under our names). Returns what was shortened."""
+    """Write ``folder/name.shp`` (UTF-8, CRS kept), with nothing lost silently; returns what was shortened.
+
+    Long field names are renamed (``shapefile_fields``), and text longer than dBASE's 254 bytes is
+    cut between characters in the Shapefile and written whole to ``folder/name_full_values.csv``
+    (keyed by ``change_id`` or ``parcel_id``, else by ``row``, 1-based; columns under our names).
+    """
     table = gdf.copy()
     cut: dict[str, int] = {}
     long_rows = np.zeros(len(table), bool)
@@ -116,8 +124,10 @@ def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str) -> Shortened
 
 @dataclass(frozen=True)
 class Exports:
-    """What ``write_exports`` wrote: file and folder names, and per layer what its Shapefile
-    could not hold (only layers with something shortened)."""
+    """What ``write_exports`` wrote: file and folder names, and per layer what its Shapefile could not hold.
+
+    Only layers with something shortened are listed.
+    """
 
     names: list[str]
     shapefile: dict[str, Shortened]
@@ -129,8 +139,9 @@ class Exports:
 
 def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, formats: tuple[ExportFormat, ...],
                   csv_geometry: CsvGeometry) -> Exports:
-    """Write ``layers`` in each of ``formats`` into the staging folder; returns the names written
-    and what the Shapefiles could not hold.
+    """Write ``layers`` in each of ``formats`` into the staging folder.
+
+    Returns the names written and what the Shapefiles could not hold.
 
     gpkg: one ``changewatch.gpkg`` with every layer (CRS kept); parquet: GeoParquet 1.1 with a
     bbox covering column, one file per layer (CRS kept); geojson: EPSG:4326 (RFC 7946); csv:
@@ -195,10 +206,13 @@ def _asset_files(root: Path, names: list[str]) -> list[Path]:
 
 def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[str, gpd.GeoDataFrame],
               shapefile: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A STAC Item (pystac) describing one run: footprint, as-of date, inputs, model, thresholds,
-    software version, every output with its size and SHA-256 (file extension, multihash), and under
-    ``changewatch:shapefile`` what the Shapefiles could not hold (``Exports.shapefile_record``)."""
-    from datetime import date, datetime, timezone
+    """A STAC Item (pystac) describing one run.
+
+    Footprint, as-of date, inputs, model, thresholds, software version, every output with its size
+    and SHA-256 (file extension, multihash), and under ``changewatch:shapefile`` what the
+    Shapefiles could not hold (``Exports.shapefile_record``).
+    """
+    from datetime import UTC, date, datetime
 
     import pystac
     import shapely
@@ -207,8 +221,8 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
 
     summary = read_summary(run_dir).to_dict() if summary_path(run_dir) else {}
     as_of = (summary.get("rules") or {}).get("as_of")
-    when = datetime.combine(date.fromisoformat(as_of), datetime.min.time(), tzinfo=timezone.utc) if as_of \
-        else datetime.now(timezone.utc)
+    when = datetime.combine(date.fromisoformat(as_of), datetime.min.time(), tzinfo=UTC) if as_of \
+        else datetime.now(UTC)
     changes = layers[LAYER_CHANGES]
     bounds = changes.to_crs(GEOGRAPHIC).total_bounds if len(changes) else None
     footprint = shapely.box(*bounds) if bounds is not None else None
@@ -227,16 +241,19 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
         digest = sha256(path)
         key = ("run/" if root == run_dir else "") + path.relative_to(root).as_posix()
         item.add_asset(key, pystac.Asset(href=str(path.resolve()), roles=["data"],
-                                         extra_fields={"file:size": path.stat().st_size, "file:checksum": "1220" + digest}))
+                                         extra_fields={"file:size": path.stat().st_size,
+                                                       "file:checksum": "1220" + digest}))
     return item.to_dict(include_self_link=False)
 
 
 def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str],
                config: ExportConfig = ExportConfig()) -> list[Path]:
-    """Export a run folder's layers in ``config.formats`` (and, with ``config.stac``, a STAC
-    ``item.json``) into ``outdir``, which is replaced as a whole (``StagedOutput``; it may not
-    contain ``run_dir``). Raises InputFileError for a folder that is not a run, OutputError when
-    ``outdir`` cannot be written."""
+    """Export a run folder's layers in ``config.formats`` into ``outdir``, replaced as a whole.
+
+    With ``config.stac``, also a STAC ``item.json``. ``outdir`` is replaced as a whole
+    (``StagedOutput``; it may not contain ``run_dir``). Raises InputFileError for a folder that is
+    not a run, OutputError when ``outdir`` cannot be written.
+    """
     run = Path(run_dir)
     layers = read_run_layers(run)
     with StagedOutput(outdir, inputs=[run]) as out:

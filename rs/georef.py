@@ -52,9 +52,12 @@ LOCAL_FRAME_ORIGIN = (500_000.0, 0.0)  # easting, northing of the image's bottom
 
 
 def placed(ds: Dataset, pixel_size_m: float) -> WarpedVRT:
-    """A plain image (``is_plain``) presented as lying on a local metric grid of ``pixel_size_m``
-    metres (``LOCAL_FRAME_CRS``), north-up and pixel for pixel, so that GSD rules, resampling and
-    areas work on it as on georeferenced imagery. The caller closes what it gets."""
+    """A plain image (``is_plain``) presented as lying on a local metric grid; the caller closes it.
+
+    The grid has pixels of ``pixel_size_m`` metres (``LOCAL_FRAME_CRS``), north-up and pixel for
+    pixel, so that GSD rules, resampling and areas work on it as on georeferenced imagery. The
+    caller closes what it gets.
+    """
     x0, y0 = LOCAL_FRAME_ORIGIN
     transform = Affine(pixel_size_m, 0.0, x0, 0.0, -pixel_size_m, y0 + ds.height * pixel_size_m)
     return WarpedVRT(ds, src_crs=LOCAL_FRAME_CRS, src_transform=transform, crs=LOCAL_FRAME_CRS, transform=transform,
@@ -62,7 +65,9 @@ def placed(ds: Dataset, pixel_size_m: float) -> WarpedVRT:
 
 
 def georeferenced(ds: Dataset, role: str) -> Dataset:
-    """``ds`` itself when it has a CRS and a geotransform (north-up, bottom-up or rotated); for a
+    """``ds`` itself when it has a CRS and a geotransform, else a north-up WarpedVRT through its GCPs.
+
+    ``ds`` itself when it has a CRS and a geotransform (north-up, bottom-up or rotated); for a
     raster located only by ground control points, a north-up WarpedVRT of it in the GCPs' CRS
     (bilinear; an alpha band marks where the image lies). The caller closes what it gets.
 
@@ -93,7 +98,7 @@ def is_north_up(transform: Affine) -> bool:
 
 
 def _corners(window: Window, transform: Affine) -> tuple[list[float], list[float]]:
-    """x and y (CRS units) of a window's four corners."""
+    """The x and y coordinates (CRS units) of a window's four corners."""
     c0, r0 = window.col_off, window.row_off
     c1, r1 = c0 + window.width, r0 + window.height
     points = [transform * (c, r) for c, r in ((c0, r0), (c1, r0), (c0, r1), (c1, r1))]
@@ -101,10 +106,12 @@ def _corners(window: Window, transform: Affine) -> tuple[list[float], list[float
 
 
 def native_grid(ds: Dataset) -> Grid:
-    """The north-up grid covering ``ds`` in its CRS at its pixel size: its own grid when it is
-    north-up; for a bottom-up raster the same pixels stored the other way up; for a rotated one
-    the north-up grid of its pixel size around its rotated footprint (``ds`` must have a CRS and
-    a geotransform: see ``georeferenced``)."""
+    """The north-up grid covering ``ds`` in its CRS at its pixel size.
+
+    Its own grid when it is north-up; for a bottom-up raster the same pixels stored the other way
+    up; for a rotated one the north-up grid of its pixel size around its rotated footprint (``ds``
+    must have a CRS and a geotransform: see ``georeferenced``).
+    """
     t = ds.transform
     if is_north_up(t):
         return Grid(ds.crs, t, ds.width, ds.height)
@@ -119,9 +126,12 @@ VRT_SOURCES = ("SimpleSource", "ComplexSource", "AveragedSource", "KernelFiltere
 
 
 def data_window(ds: Dataset) -> Window:
-    """The window of ``ds``'s pixels that can hold data: for a VRT mosaic file, the bounding box of
-    the destination rectangles of its sources (parsed from the .vrt; nothing is read); for any
-    other raster, or a VRT it cannot parse, the whole raster."""
+    """The window of ``ds``'s pixels that can hold data.
+
+    For a VRT mosaic file, the bounding box of the destination rectangles of its sources (parsed
+    from the .vrt; nothing is read); for any other raster, or a VRT it cannot parse, the whole
+    raster.
+    """
     whole = Window(0, 0, ds.width, ds.height)
     path = Path(str(ds.name))
     if ds.driver != "VRT" or path.suffix.lower() != ".vrt" or not path.is_file():
@@ -151,7 +161,9 @@ def data_window(ds: Dataset) -> Window:
 
 
 def data_bounds(ds: Dataset) -> tuple[float, float, float, float]:
-    """(left, bottom, right, top) in ``ds``'s CRS of the part that can hold data (``data_window``),
-    for any geotransform (bottom-up and rotated included)."""
+    """(left, bottom, right, top) in ``ds``'s CRS of the part that can hold data (``data_window``).
+
+    For any geotransform (bottom-up and rotated included).
+    """
     xs, ys = _corners(data_window(ds), ds.transform)
     return min(xs), min(ys), max(xs), max(ys)

@@ -33,8 +33,10 @@ GSD_POLICIES: tuple[str, ...] = get_args(GsdPolicy)
 
 
 def utm_crs(lon: float, lat: float) -> CRS:
-    """The WGS 84 / UTM zone CRS containing (lon, lat) (degrees), from the PROJ database (as
-    GeoPandas' ``estimate_utm_crs`` picks it for a layer)."""
+    """The WGS 84 / UTM zone CRS containing (lon, lat) (degrees), from the PROJ database.
+
+    As GeoPandas' ``estimate_utm_crs`` picks it for a layer.
+    """
     info = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat))
     return CRS.from_epsg(int(info[0].code))
 
@@ -47,7 +49,9 @@ def metric_crs(gdf: gpd.GeoDataFrame) -> ProjCRS:
 @dataclass(frozen=True)
 class Grid:
     """A georeferenced pixel grid: CRS, affine transform (pixel → CRS units) and size in pixels.
-    ``crs`` is None only for plain images compared pixel for pixel (identity transform)."""
+
+    ``crs`` is None only for plain images compared pixel for pixel (identity transform).
+    """
 
     crs: CRS | None
     transform: Affine
@@ -70,8 +74,10 @@ class Grid:
         return lon[0], lat[0]
 
     def pixel_size_m(self) -> float | None:
-        """Ground size of a pixel's side in metres at the grid's centre (mean of its two sides);
-        None for plain images without a CRS."""
+        """Ground size of a pixel's side in metres at the grid's centre (mean of its two sides).
+
+        None for plain images without a CRS.
+        """
         if self.crs is None:
             return None
         if self.crs.is_projected:
@@ -108,7 +114,8 @@ class GridSpec:
     ``crs`` (any string rasterio reads: "EPSG:32648", WKT, PROJ) and/or ``resolution`` (pixel size
     in that CRS's units: metres for UTM, degrees for EPSG:4326) a new north-up grid over the
     overlap, with pixel edges on multiples of the resolution (like ``gdalwarp -tap``), so grids of
-    different runs line up; a missing resolution is BEFORE's, carried over to ``crs``.
+    different runs line up; a missing resolution is BEFORE's, carried over to ``crs``. Raises
+    IncompatibleScenesError when ``resolution`` is not positive.
     """
 
     crs: str | None = None
@@ -121,9 +128,10 @@ class GridSpec:
 
 def grid_for_gsd(grid: Grid, model_gsd_m: float, policy: GsdPolicy,
                  serves: tuple[float, float] | None = None) -> GridSpec | None:
-    """The grid to compare on for a model trained at ``model_gsd_m`` metres that serves input GSDs
-    ``serves`` = (finest, coarsest) at their own pixels (default: half to three times
-    ``model_gsd_m``; ``ModelSpec.serves_gsd_m``), or None to keep ``grid``.
+    """The grid to compare on for a model trained at ``model_gsd_m`` metres, or None to keep ``grid``.
+
+    The model serves input GSDs ``serves`` = (finest, coarsest) at their own pixels (default: half
+    to three times ``model_gsd_m``; ``ModelSpec.serves_gsd_m``).
 
     ``auto``: imagery whose pixel size lies outside ``serves`` (very-high-resolution imagery under
     a 10 m model, say) is compared on a grid at the model's GSD, in the scene's CRS if projected,

@@ -47,8 +47,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 class ChangeModel:
-    """A change network ready for inference on a device (a copy of ``network`` in eval mode with its
-    batch norms folded into the convolutions), mapping normalised image pairs to probabilities."""
+    """A change network ready for inference on a device, mapping normalised image pairs to probabilities.
+
+    Built from a copy of ``network`` in eval mode with its batch norms folded into the
+    convolutions, for ``spec`` on ``device``; ``amp``: fp16 autocast (CUDA only); ``path``: the
+    checkpoint it was loaded from, when it was.
+    """
 
     def __init__(self, network: torch.nn.Module, spec: ModelSpec, device: torch.device, amp: bool = True,
                  path: Path | None = None) -> None:
@@ -77,8 +81,9 @@ class ChangeModel:
         self.spec.check_grid(grid)
 
     def predict(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
-        """Probabilities (N, outputs, rows, cols) for a float32 batch (N, 2×bands, rows, cols): one
-        channel per ``spec.outputs``, change first.
+        """Probabilities (N, outputs, rows, cols) for a float32 batch (N, 2×bands, rows, cols).
+
+        One channel per ``spec.outputs``, change first.
 
         Tiles are reflect-padded to the network's size multiple and cropped back. ``tta``:
         test-time augmentation, the mean probability over the four flips (none, left-right,
@@ -100,8 +105,11 @@ class ChangeModel:
 
 
 class ModelCache:
-    """Loads each checkpoint once and hands the same ChangeModel out again (one per process or
-    Dask worker). ``fixed``: a model to hand out for every path instead (tests, notebooks)."""
+    """Loads each checkpoint once and hands the same ChangeModel out again (one per process or Dask worker).
+
+    Models are loaded on ``device``, with fp16 autocast when ``amp`` (CUDA only). ``fixed``: a
+    model to hand out for every path instead (tests, notebooks).
+    """
 
     def __init__(self, device: str = InferenceConfig.device, amp: bool = InferenceConfig.amp,
                  fixed: ChangeModel | None = None) -> None:
@@ -140,7 +148,8 @@ def predict_tiles(
     stats: tuple[BandStats, BandStats],
     config: InferenceConfig,
 ) -> Iterator[tuple[Tile, np.ndarray]]:
-    """Yield (tile, float32 probabilities (outputs, rows, cols) over the tile's window) for ``tiles``, in order,
+    """Yield (tile, float32 probabilities (outputs, rows, cols) over the tile's window) for ``tiles``, in order.
+
     ``config.batch_size`` tiles per forward pass. Blend them with ``write_probability``.
 
     ``stats`` are the whole scene's (``scene_stats``), so any subset of tiles — a Dask task's
@@ -153,7 +162,7 @@ def predict_tiles(
 
     def flush() -> Iterator[tuple[Tile, np.ndarray]]:
         probs = model.predict(np.stack([x for _, x, _ in batch]), config.tta)
-        for (tile, _, valid), prob in zip(batch, probs):
+        for (tile, _, valid), prob in zip(batch, probs, strict=True):
             prob[:, ~valid] = np.nan
             yield tile, prob
         batch.clear()
@@ -181,8 +190,9 @@ R = TypeVar("R")
 
 def read_ahead(pair: AlignedPair, read: Callable[[AlignedPair, T], R], items: Iterable[T], readers: int,
                depth: int) -> Iterator[R]:
-    """``read(pair, item)`` for each item, in order, computed by ``readers`` background threads up to
-    ``depth`` items ahead of the consumer.
+    """``read(pair, item)`` for each item, in order, computed by ``readers`` background threads.
+
+    The threads run up to ``depth`` items ahead of the consumer.
 
     Reading, warping and decoding (GDAL releases the GIL) overlap with the network's forward pass.
     GDAL handles are not thread-safe, so each thread reads through its own re-opened copy of

@@ -1,5 +1,7 @@
-"""Change metrics: pixel confusion and probability histograms (any threshold, pooled over pairs),
-and object counts and matches (``rs.evaluate`` defines what the objects are), as typed figures.
+"""Change metrics: pixel confusion and probability histograms, object counts and matches, as typed figures.
+
+Pixel confusion and probability histograms work at any threshold, pooled over pairs; for object
+counts and matches ``rs.evaluate`` defines what the objects are.
 
 Every figure has a dataclass: ``PixelMetrics`` (precision, recall, F1, IoU and counts),
 ``ObjectMetrics``, one pair's ``PairMetrics`` and the whole ``Metrics`` an evaluation reports.
@@ -21,8 +23,10 @@ MATCH_IOU = 0.5  # intersection over union from which a predicted object matches
 
 @dataclass(frozen=True)
 class PixelMetrics:
-    """Pixel figures of the change class: precision, recall, F1, IoU (0–1) and the counts of true
-    and false positives, false and true negatives."""
+    """Pixel figures of the change class: precision, recall, F1, IoU (0–1) and the counts.
+
+    The counts are of true and false positives, false and true negatives.
+    """
 
     precision: float
     recall: float
@@ -36,9 +40,12 @@ class PixelMetrics:
 
 @dataclass(frozen=True)
 class ObjectMetrics:
-    """Object figures (see the module docstring): object recall (share of true objects hit) over
-    ``objects`` true objects of which ``objects_hit`` were hit; precision, recall and F1 at IoU ≥
-    0.5 over ``objects_predicted`` predicted objects of which ``objects_matched`` matched."""
+    """Object figures (see the module docstring): object recall, and precision, recall and F1 at IoU ≥ 0.5.
+
+    Object recall (share of true objects hit) over ``objects`` true objects of which
+    ``objects_hit`` were hit; precision, recall and F1 at IoU ≥ 0.5 over ``objects_predicted``
+    predicted objects of which ``objects_matched`` matched.
+    """
 
     object_recall: float
     objects: int
@@ -64,8 +71,11 @@ class PairMetrics:
 
 @dataclass(frozen=True)
 class Metrics:
-    """What ``evaluate --json`` prints: the pooled figures, the smallest object counted (m²), the
-    decision threshold, and each pair's figures."""
+    """What ``evaluate --json`` prints.
+
+    The pooled figures, the smallest object counted (m²), the decision threshold, and each pair's
+    figures.
+    """
 
     pooled: PairMetrics
     object_min_m2: float
@@ -80,7 +90,7 @@ class Metrics:
 
 @dataclass
 class Confusion:
-    """Pixel counts of the change class: true/false positives, false/true negatives."""
+    """Pixel counts of the change class: true/false positives, false/true negatives; ``+`` adds counts."""
 
     tp: int = 0
     fp: int = 0
@@ -92,18 +102,22 @@ class Confusion:
 
     @property
     def precision(self) -> float:
+        """Precision: TP / (TP + FP), 0 without positive predictions."""
         return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
 
     @property
     def recall(self) -> float:
+        """Recall: TP / (TP + FN), 0 without true change."""
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
 
     @property
     def f1(self) -> float:
+        """F1: 2·TP / (2·TP + FP + FN), 0 without true positives."""
         return 2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.tp else 0.0
 
     @property
     def iou(self) -> float:
+        """IoU of the change class: TP / (TP + FP + FN), 0 without true positives."""
         return self.tp / (self.tp + self.fp + self.fn) if self.tp else 0.0
 
     def metrics(self) -> PixelMetrics:
@@ -121,12 +135,16 @@ def confusion(pred: np.ndarray, truth: np.ndarray) -> Confusion:
 
 @dataclass
 class ProbHistogram:
-    """Histograms of predicted probability over true-change and no-change pixels (HIST_BINS bins on [0, 1])."""
+    """Histograms of predicted probability over true-change and no-change pixels (HIST_BINS bins on [0, 1]).
+
+    ``+=`` adds another histogram's counts.
+    """
 
     pos: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int64))
     neg: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int64))
 
     def add(self, prob: np.ndarray, truth: np.ndarray) -> None:
+        """Count labelled pixels: ``prob`` probabilities (0–1) and ``truth`` booleans (True: change), same shape."""
         bins = np.minimum((prob * HIST_BINS).astype(np.int64), HIST_BINS - 1)
         self.pos += np.bincount(bins[truth], minlength=HIST_BINS)
         self.neg += np.bincount(bins[~truth], minlength=HIST_BINS)
@@ -148,9 +166,12 @@ class ProbHistogram:
         return threshold, at[""]
 
 
-def best_common_threshold(histograms: dict[str, ProbHistogram], step: float = 0.01) -> tuple[float, dict[str, Confusion]]:
-    """The one threshold (multiple of ``step`` in [step, 1 − step]; ties go to the one nearest 0.5)
-    maximising the mean F1 over several sets' histograms, and each set's confusion at it."""
+def best_common_threshold(histograms: dict[str, ProbHistogram],
+                          step: float = 0.01) -> tuple[float, dict[str, Confusion]]:
+    """The one threshold maximising the mean F1 over several sets' histograms, and each set's confusion at it.
+
+    The threshold is a multiple of ``step`` in [step, 1 − step]; ties go to the one nearest 0.5.
+    """
     candidates = np.round(np.arange(step, 1.0, step), 6)
     scored = [(float(np.mean([h.confusion_at(t).f1 for h in histograms.values()])), -abs(t - 0.5), t)
               for t in candidates]
@@ -160,8 +181,12 @@ def best_common_threshold(histograms: dict[str, ProbHistogram], step: float = 0.
 
 @dataclass
 class ObjectCounts:
-    """True change objects of at least the minimum area and how many the prediction hit (a pixel);
-    predicted objects counted and how many of them match a true one at IoU ≥ MATCH_IOU."""
+    """True change objects and how many the prediction hit; predicted objects and how many match a true one.
+
+    True change objects of at least the minimum area and how many the prediction hit (a pixel);
+    predicted objects counted and how many of them match a true one at IoU ≥ MATCH_IOU. ``+`` adds
+    counts.
+    """
 
     total: int = 0
     hit: int = 0
@@ -179,14 +204,17 @@ class ObjectCounts:
 
     @property
     def precision_iou50(self) -> float:
+        """Share of predicted objects that match a true one at IoU ≥ MATCH_IOU (0 without predictions)."""
         return self.matched / self.predicted if self.predicted else 0.0
 
     @property
     def recall_iou50(self) -> float:
+        """Share of true objects that a predicted one matches at IoU ≥ MATCH_IOU (0 without true ones)."""
         return self.matched / self.total if self.total else 0.0
 
     @property
     def f1_iou50(self) -> float:
+        """Harmonic mean of ``precision_iou50`` and ``recall_iou50`` (0 without matches)."""
         return 2 * self.matched / (self.predicted + self.total) if self.matched else 0.0
 
     def metrics(self) -> ObjectMetrics:
@@ -197,8 +225,10 @@ class ObjectCounts:
 
 def object_counts(label: np.ndarray, objects: np.ndarray, prob: np.ndarray, threshold: float,
                   min_pixels: float) -> ObjectCounts:
-    """Objects (an int label image, 0 = none) of at least ``min_pixels`` pixels, and how many have
-    a pixel with probability ≥ ``threshold`` (unlabelled pixels and NaN never count)."""
+    """Objects (an int label image, 0 = none) of at least ``min_pixels`` pixels, and how many are hit.
+
+    Hit: having a pixel with probability ≥ ``threshold`` (unlabelled pixels and NaN never count).
+    """
     n = int(objects.max(initial=0))
     if n == 0:
         return ObjectCounts()

@@ -63,8 +63,10 @@ MAX_SCAN_PX = 2_097_152  # at most this many pixels kept per date from a whole-s
 
 
 def _valid_pixels(pair: AlignedPair, windows: list[Window], stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(bands, n) pixels of both dates valid on both, from ``windows``; every ``stride``-th valid
-    pixel of each window (memory: one window plus what is kept)."""
+    """(bands, n) pixels of both dates valid on both, from ``windows``.
+
+    Every ``stride``-th valid pixel of each window (memory: one window plus what is kept).
+    """
     before_px, after_px = [np.empty((pair.band_count, 0), np.float32)], [np.empty((pair.band_count, 0), np.float32)]
     for window in windows:
         w = pair.read(window)

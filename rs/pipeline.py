@@ -69,9 +69,10 @@ Predictor = Callable[[AlignedPair, ChangeModel, InferenceConfig, bool], Iterator
 
 def detect(config: DetectConfig, progress: bool = True, models: ModelCache | None = None,
            predict: Predictor = predict_pair) -> DetectResult:
-    """Run the whole pipeline for one scene pair into ``config.outdir`` (replaced as a whole, see the
-    module docstring). Raises a ChangewatchError subclass on bad input, OutputError when the outputs
-    cannot be written (OUTDIR is then as it was).
+    """Run the whole pipeline for one scene pair into ``config.outdir`` (replaced as a whole).
+
+    See the module docstring. Raises a ChangewatchError subclass on bad input, OutputError when the
+    outputs cannot be written (OUTDIR is then as it was).
 
     ``models``: where loaded models are kept for reuse (batch runs keep one per worker); by
     default a fresh one on ``config.inference.device``. ``predict``: how the tiles are run — in
@@ -105,8 +106,11 @@ def _stages(config: DetectConfig, model: ChangeModel, pair: AlignedPair, layers:
             previous: gpd.GeoDataFrame | None, out: StagedOutput,
             predicted: Callable[[], Iterator[tuple[Tile, np.ndarray]]],
             timings: dict[str, float]) -> tuple[Vectorized, Judgement, CarriedReview | None]:
-    """Infer (the tiles ``predicted`` yields, blended into change_prob.tif), vectorize, cross-check
-    and write the layers into the staging folder, timing each stage into ``timings``."""
+    """Infer, vectorize, cross-check and write the layers into the staging folder, timing each stage.
+
+    Infer: the tiles ``predicted`` yields, blended into change_prob.tif. Each stage's time goes
+    into ``timings``.
+    """
     t = time.perf_counter()
     with out.writing(CHANGE_PROB):
         write_probability(pair.grid, tiling(pair.grid, config.inference), _reading(predicted()),
@@ -132,8 +136,10 @@ def _inputs(config: DetectConfig) -> list[str]:
 
 
 def _reading(chunks: Iterator[tuple[Tile, np.ndarray]]) -> Iterator[tuple[Tile, np.ndarray]]:
-    """``chunks``, with a read failure of the scenes reported as InputFileError (so that it is not
-    taken for a failure to write the probability raster they are blended into)."""
+    """``chunks``, with a read failure of the scenes reported as InputFileError.
+
+    So that it is not taken for a failure to write the probability raster they are blended into.
+    """
     try:
         yield from chunks
     except (OSError, CPLE_BaseError) as exc:
@@ -142,8 +148,11 @@ def _reading(chunks: Iterator[tuple[Tile, np.ndarray]]) -> Iterator[tuple[Tile, 
 
 def _write_judgement(judgement: Judgement, previous: gpd.GeoDataFrame | None,
                      out: StagedOutput) -> CarriedReview | None:
-    """changes.gpkg and flagged.gpkg into the staging folder, with the earlier run's review
-    decisions carried to the new flags (``rs.review.match_decisions``; None when there were none)."""
+    """Write changes.gpkg and flagged.gpkg into the staging folder, with earlier review decisions carried over.
+
+    The earlier run's review decisions are carried to the new flags (``rs.review.match_decisions``;
+    None when there were none).
+    """
     carried = match_decisions(previous, judgement.flagged, out.final(FLAGGED_GPKG)) if previous is not None else None
     with out.writing():
         write_judgement(judgement, out.path(CHANGES_GPKG), out.path(FLAGGED_GPKG))
@@ -153,8 +162,10 @@ def _write_judgement(judgement: Judgement, previous: gpd.GeoDataFrame | None,
 
 
 def _rules(config: DetectConfig) -> tuple[RuleConfig, str]:
-    """The rules with the date they are judged on, and where that date came from: given, else the
-    AFTER scene's date tag, else today."""
+    """The rules with the date they are judged on, and where that date came from.
+
+    Given, else the AFTER scene's date tag, else today.
+    """
     given = config.layers.rules
     if given.as_of is not None:
         return given, "given"
@@ -165,8 +176,10 @@ def _rules(config: DetectConfig) -> tuple[RuleConfig, str]:
 
 
 def change_type_counts(vectorized: Vectorized) -> dict[str, int] | None:
-    """Changes per change type (every type listed), or None when the raster had no building
-    probabilities (the model cannot tell)."""
+    """Changes per change type (every type listed), or None when the raster had no building probabilities.
+
+    None: the model cannot tell.
+    """
     if not vectorized.buildings:
         return None
     found = vectorized.changes["change_type"].value_counts()
@@ -204,11 +217,13 @@ def _summary(config: DetectConfig, model: ChangeModel, prepared: PreparedPair, p
 
 
 def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, RunSummary]:
-    """Judge a change layer against the given layers; writes changes.gpkg, flagged.gpkg and
-    crosscheck_summary.json into ``config.outdir`` (staged, like ``detect``).
+    """Judge a change layer against the given layers, into ``config.outdir`` (staged, like ``detect``).
 
-    The as-of date is ``config.layers.rules.as_of``, else the one recorded in a ``summary.json`` beside
-    the change layer (a detect run's), else today. Changes without ``change_id`` are numbered 1…n.
+    Writes changes.gpkg, flagged.gpkg and crosscheck_summary.json.
+
+    The as-of date is ``config.layers.rules.as_of``, else the one recorded in a ``summary.json``
+    beside the change layer (a detect run's), else today. Changes without ``change_id`` are
+    numbered 1…n.
     """
     changes = read_layer(config.changes, "changes", ids="change_id", source=config.layers.sources.changes)
     numbered = "change_id" not in changes.data

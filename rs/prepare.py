@@ -35,10 +35,13 @@ SpecReader = Callable[[Path], ModelSpec]
 
 @dataclass(frozen=True)
 class PreparedPair:
-    """A pair ready for its model: ``source`` opens it on the grid the model sees (``grid``) with
-    AFTER moved by the measured shift; ``band_count``: bands compared per date; ``spec``: the model
-    it was prepared for (None: none); ``choice``: which checkpoint and why (None when the model was
-    given as a spec); ``coregistration``: what was measured (None when not asked for)."""
+    """A pair ready for its model: what opens it, its band count, the model, the checkpoint and the shift.
+
+    ``source`` opens it on the grid the model sees (``grid``) with AFTER moved by the measured
+    shift; ``band_count``: bands compared per date; ``spec``: the model it was prepared for (None:
+    none); ``choice``: which checkpoint and why (None when the model was given as a spec);
+    ``coregistration``: what was measured (None when not asked for).
+    """
 
     source: PairSource
     grid: Grid
@@ -53,20 +56,24 @@ class PreparedPair:
 
 
 def choose_for(pair: AlignedPair, model: str | os.PathLike[str] | None) -> ModelChoice:
-    """The checkpoint for an open pair: ``model`` when given, else the shipped model for its band
-    count and GSD (``models.spec.choose_model``)."""
+    """The checkpoint for an open pair: ``model`` when given, else the shipped model for it.
+
+    The shipped model for its band count and GSD (``models.spec.choose_model``).
+    """
     return choose_model(model, pair.band_count, pair.grid.pixel_size_m())
 
 
 def prepare_pair(before: Path | str, after: Path | str, options: PairOptions, model: ModelSpec | None = None, *,
                  masks: tuple[str, ...] = (), pixel_size_m: float | None = None) -> PreparedPair:
-    """BEFORE and AFTER prepared for ``model`` as ``options`` say (bands, grid, validity rule, GSD
-    policy, co-registration; see the module docstring), with cloud or invalid ``masks`` and, for
-    plain images, their ``pixel_size_m`` (``rs.align.AlignedPair``). Without a model, the pair keeps
-    its grid and only the shift is measured (training data, compared at its own pixels). Raises the
-    ChangewatchError of the first problem found: files (InputFileError), scenes that cannot be
-    compared (IncompatibleScenesError), a model that does not take them (ModelError,
-    IncompatibleScenesError)."""
+    """BEFORE and AFTER prepared for ``model`` as ``options`` say (see the module docstring).
+
+    ``options``: bands, grid, validity rule, GSD policy, co-registration; with cloud or invalid
+    ``masks`` and, for plain images, their ``pixel_size_m`` (``rs.align.AlignedPair``). Without a
+    model, the pair keeps its grid and only the shift is measured (training data, compared at its
+    own pixels). Raises the ChangewatchError of the first problem found: files (InputFileError),
+    scenes that cannot be compared (IncompatibleScenesError), a model that does not take them
+    (ModelError, IncompatibleScenesError).
+    """
     source = PairSource.of(before, after, options, masks, pixel_size_m)
     with source.open() as probe:
         return _prepare(probe, source, options, model, None)
@@ -75,11 +82,13 @@ def prepare_pair(before: Path | str, after: Path | str, options: PairOptions, mo
 def prepare_for_model(before: Path | str, after: Path | str, options: PairOptions,
                       model: str | os.PathLike[str] | None, *, masks: tuple[str, ...] = (),
                       spec_of: SpecReader = load_spec, georeferenced: bool = False) -> PreparedPair:
-    """BEFORE and AFTER prepared (as ``prepare_pair`` does) for the checkpoint ``model``, or, when
-    it is None, for the shipped model that fits them (``choose_for``); ``spec_of`` reads a
-    checkpoint's metadata (a ``ModelCache``'s, so that a cached or fixed model is used).
-    ``georeferenced``: plain images (no CRS) are an IncompatibleScenesError (they can be
-    evaluated, not mapped)."""
+    """BEFORE and AFTER prepared (as ``prepare_pair`` does) for ``model``, or the shipped model that fits them.
+
+    ``model`` is a checkpoint; when it is None, the shipped model that fits them (``choose_for``).
+    ``spec_of`` reads a checkpoint's metadata (a ``ModelCache``'s, so that a cached or fixed model
+    is used). ``georeferenced``: plain images (no CRS) are an IncompatibleScenesError (they can be
+    evaluated, not mapped).
+    """
     source = PairSource.of(before, after, options, masks)
     with source.open() as probe:
         if georeferenced and probe.plain:
@@ -91,8 +100,10 @@ def prepare_for_model(before: Path | str, after: Path | str, options: PairOption
 
 def _prepare(probe: AlignedPair, source: PairSource, options: PairOptions, spec: ModelSpec | None,
              choice: ModelChoice | None) -> PreparedPair:
-    """The model's grid decided on ``probe`` (``source`` opened on its own grid); the shift then
-    measured on the pair opened on that grid."""
+    """The model's grid decided on ``probe`` (``source`` opened on its own grid); then the shift.
+
+    The shift is then measured on the pair opened on that grid.
+    """
     regrid = None
     if spec is not None:
         spec.check_bands(probe.band_count)

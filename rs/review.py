@@ -57,10 +57,12 @@ class Run:
 
     @property
     def before(self) -> str:
+        """The BEFORE scene the run read (absolute path)."""
         return self.inputs.before
 
     @property
     def after(self) -> str:
+        """The AFTER scene the run read (absolute path)."""
         return self.inputs.after
 
     @property
@@ -104,8 +106,11 @@ def stretch(rgb: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
 
 def overview(path: str, rgb_bands: tuple[int, int, int] = (3, 2, 1), max_size: int = 1024
              ) -> tuple[np.ndarray, list[list[float]]]:
-    """A scene warped to EPSG:4326 and decimated to ≤ ``max_size`` px: (rows, cols, 3) RGB in [0, 1] and
-    folium bounds [[south, west], [north, east]]. Memory: the decimated image only."""
+    """A scene warped to EPSG:4326 and decimated to ≤ ``max_size`` px, with its folium bounds.
+
+    Returns (rows, cols, 3) RGB in [0, 1] and folium bounds [[south, west], [north, east]].
+    Memory: the decimated image only.
+    """
     with open_raster(path, "scene") as ds, WarpedVRT(ds, crs="EPSG:4326", resampling=Resampling.bilinear) as vrt:
         scale = max(vrt.width, vrt.height) / max_size
         shape = (max(1, round(vrt.height / max(scale, 1))), max(1, round(vrt.width / max(scale, 1))))
@@ -198,10 +203,12 @@ class CarriedReview:
 
 
 def previous_decisions(flagged_gpkg: str | os.PathLike[str]) -> gpd.GeoDataFrame | None:
-    """The decisions an earlier run's ``flagged.gpkg`` holds: its ``review`` layer, then its
-    ``review_unmatched`` layer (in the first one's CRS); None when the file or both layers are absent
-    or empty. Raises OutputError when the file exists but cannot be read: the decisions it may hold
-    would otherwise be lost when the folder is replaced."""
+    """The decisions an earlier run's ``flagged.gpkg`` holds.
+
+    Its ``review`` layer, then its ``review_unmatched`` layer (in the first one's CRS); None when
+    the file or both layers are absent or empty. Raises OutputError when the file exists but cannot
+    be read: the decisions it may hold would otherwise be lost when the folder is replaced.
+    """
     import pyogrio.errors
 
     path = Path(flagged_gpkg)
@@ -226,9 +233,12 @@ def previous_decisions(flagged_gpkg: str | os.PathLike[str]) -> gpd.GeoDataFrame
 
 def match_decisions(previous: gpd.GeoDataFrame, flagged: gpd.GeoDataFrame, source: Path,
                     min_iou: float = MATCH_IOU) -> CarriedReview:
-    """Match earlier decisions to new flags one to one, by outline: pairs are taken by decreasing
-    IoU (intersection over union of the areas, in ``flagged``'s CRS), earlier rows first on ties,
-    down to ``min_iou``. See ``CarriedReview`` for what comes back."""
+    """Match earlier decisions to new flags one to one, by outline.
+
+    Pairs are taken by decreasing IoU (intersection over union of the areas, in ``flagged``'s
+    CRS), earlier rows first on ties, down to ``min_iou``. See ``CarriedReview`` for what comes
+    back.
+    """
     previous = previous.to_crs(flagged.crs) if previous.crs and flagged.crs else previous
     old = shapely.make_valid(previous.geometry.values)
     new = flagged.geometry.values

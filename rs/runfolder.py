@@ -66,8 +66,11 @@ class StagedOutput(StagedDir):
 
 
 def write_judgement(judgement: Judgement, changes_path: Path, flagged_path: Path) -> None:
-    """``changes.gpkg`` (layer ``changes``) and ``flagged.gpkg`` (layer ``flagged_changes``; with
-    parcels also ``flagged_parcels`` and the attribute table ``flagged_change_parcels``)."""
+    """Write ``changes.gpkg`` (layer ``changes``) and ``flagged.gpkg`` (layer ``flagged_changes``).
+
+    With parcels ``flagged.gpkg`` also holds ``flagged_parcels`` and the attribute table
+    ``flagged_change_parcels``.
+    """
     write_gpkg(judgement.changes, changes_path, LAYER_CHANGES)
     write_gpkg(judgement.flagged, flagged_path, LAYER_FLAGGED)
     if judgement.parcels is not None:
@@ -105,15 +108,19 @@ def write_summary(summary: RunSummary, path: Path) -> Path:
 
 
 def summary_path(run_dir: str | os.PathLike[str]) -> Path | None:
-    """The summary file of a run folder: a detect run's ``summary.json``, else a cross-check's
-    ``crosscheck_summary.json``; None when there is neither."""
+    """The summary file of a run folder; None when there is neither.
+
+    A detect run's ``summary.json``, else a cross-check's ``crosscheck_summary.json``.
+    """
     run = Path(run_dir)
     return next((p for p in (run / SUMMARY, run / CROSSCHECK_SUMMARY) if p.is_file()), None)
 
 
 def read_summary(path: str | os.PathLike[str]) -> RunSummary:
-    """The summary in ``path`` (a run folder, or the JSON file itself). Raises InputFileError when
-    there is none, or it cannot be read as one."""
+    """The summary in ``path`` (a run folder, or the JSON file itself).
+
+    Raises InputFileError when there is none, or it cannot be read as one.
+    """
     p = Path(path)
     found = summary_path(p) if p.is_dir() else (p if p.is_file() else None)
     if found is None:

@@ -1,5 +1,7 @@
-"""What a run records about itself: ``RunSummary``, written as ``summary.json`` by ``detect`` and as
-``crosscheck_summary.json`` by ``crosscheck``, and read back by ``batch``, ``review`` and ``export``.
+"""What a run records about itself: ``RunSummary``, written by ``detect`` and ``crosscheck``, read back by others.
+
+Written as ``summary.json`` by ``detect`` and as ``crosscheck_summary.json`` by ``crosscheck``,
+and read back by ``batch``, ``review`` and ``export``.
 
 One typed record for both kinds of run (the sections only a detect run has are None for a
 cross-check and left out of its file). ``to_dict`` gives the JSON form, ``from_dict`` reads it back,
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import platform as host
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import changewatch
@@ -20,14 +22,16 @@ from changewatch.rs.grid import GridSpec
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
 class Counts:
-    """Changes, flagged changes, permitted ones, flags per reason code, parcels with flags (None
-    without parcels) and, for models with building outputs, changes per change type (None when the
-    model cannot tell; a cross-check leaves it None)."""
+    """Changes, flagged changes, permitted ones, flags per reason code, parcels with flags, changes per type.
+
+    Parcels with flags are None without parcels; for models with building outputs, changes per
+    change type (None when the model cannot tell; a cross-check leaves it None).
+    """
 
     changes: int
     flagged: int
@@ -47,8 +51,11 @@ class Areas:
 
 @dataclass(frozen=True)
 class LayerInputs:
-    """The reference layers read (``path`` or ``path:layer``, None when not given), geometries
-    repaired in each, and per layer its feature counts (``rs.crosscheck.layers.Layer.counts``)."""
+    """The reference layers read, geometries repaired in each, and per layer its feature counts.
+
+    Layers as ``path`` or ``path:layer``, None when not given; counts as
+    ``rs.crosscheck.layers.Layer.counts``.
+    """
 
     permits: str | None = None
     permits_repaired_geometries: int = 0
@@ -61,9 +68,12 @@ class LayerInputs:
 
 @dataclass(frozen=True)
 class SceneInputs(LayerInputs):
-    """What a detect run read: the scenes (absolute paths), the common grid (CRS, size, pixel size
-    in metres, where it lies), the bands compared, the masks, the co-registration and what was
-    decided about each date (validity, band pairing, radiometry: ``AlignedPair.provenance``)."""
+    """What a detect run read: scenes, common grid, bands, masks, co-registration and each date's decisions.
+
+    The scenes (absolute paths), the common grid (CRS, size, pixel size in metres, where it lies),
+    the bands compared, the masks, the co-registration and what was decided about each date
+    (validity, band pairing, radiometry: ``AlignedPair.provenance``).
+    """
 
     before: str = ""
     after: str = ""
@@ -83,8 +93,10 @@ class SceneInputs(LayerInputs):
 
 @dataclass(frozen=True)
 class ChangeLayerInputs(LayerInputs):
-    """What a cross-check read: the change layer (absolute path), geometries repaired in it, and
-    whether its changes were numbered here (they had no ``change_id``)."""
+    """What a cross-check read: the change layer (absolute path), geometries repaired in it, and numbering.
+
+    Whether its changes were numbered here (they had no ``change_id``).
+    """
 
     changes: str = ""
     changes_repaired_geometries: int = 0
@@ -108,8 +120,10 @@ class ModelRecord:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The decisions of a detect run: change probability (0–1), smallest change kept (m²), outline
-    simplification (m)."""
+    """The decisions of a detect run: change probability (0–1), smallest change kept (m²), simplification (m).
+
+    Simplification: the tolerance outlines were simplified to.
+    """
 
     probability: float
     min_area_m2: float
@@ -127,8 +141,11 @@ class BuildingsRecord:
 
 @dataclass(frozen=True)
 class RulesRecord:
-    """The date the rules were judged on (ISO; None only in files of older versions), where it came
-    from, and the rule settings (``rs.crosscheck.settings.RuleConfig``)."""
+    """The date the rules were judged on, where it came from, and the rule settings.
+
+    The date is ISO (None only in files of older versions); the rule settings are
+    ``rs.crosscheck.settings.RuleConfig``.
+    """
 
     as_of: str | None
     as_of_source: str
@@ -149,10 +166,13 @@ class ReviewRecord:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """A run's record. ``inputs`` is ``SceneInputs`` for a detect run, ``ChangeLayerInputs`` for a
-    cross-check; ``model``, ``thresholds``, ``buildings``, ``timings_s`` and ``platform`` are a
-    detect run's only (None for a cross-check); ``review`` is None when no decisions were carried
-    over; ``config`` is the run's configuration as ``dataclasses.asdict`` gives it."""
+    """A run's record, of a detect run or a cross-check.
+
+    ``inputs`` is ``SceneInputs`` for a detect run, ``ChangeLayerInputs`` for a cross-check;
+    ``model``, ``thresholds``, ``buildings``, ``timings_s`` and ``platform`` are a detect run's
+    only (None for a cross-check); ``review`` is None when no decisions were carried over;
+    ``config`` is the run's configuration as ``dataclasses.asdict`` gives it.
+    """
 
     counts: Counts
     areas_m2: Areas
@@ -175,8 +195,10 @@ class RunSummary:
         return isinstance(self.inputs, SceneInputs)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (the layout of ``summary.json``); a cross-check's leaves out the sections it
-        does not have."""
+        """The JSON form (the layout of ``summary.json``).
+
+        A cross-check's leaves out the sections it does not have.
+        """
         data = asdict(self)
         order = ("changewatch_version", "created_utc", "counts", "areas_m2", "inputs", "model", "thresholds",
                  "buildings", "rules", "timings_s", "warnings", "config", "platform", "review")
@@ -185,8 +207,10 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
-        """A summary read back from its JSON form (also one written by an earlier version). Raises
-        KeyError or TypeError when a section it needs is missing or malformed."""
+        """A summary read back from its JSON form (also one written by an earlier version).
+
+        Raises KeyError or TypeError when a section it needs is missing or malformed.
+        """
         counts = dict(data["counts"])
         areas = data.get("areas_m2") or {"changes": counts.get("changes_area_m2"),
                                          "flagged": counts.get("flagged_area_m2")}

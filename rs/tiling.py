@@ -40,9 +40,12 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
 
 
 def ramp(size: int, overlap: int) -> np.ndarray:
-    """1-D blend profile of one tile side (float64, length ``size``): rises as sin² over the first
-    ``overlap`` pixels, 1 in the middle, falls as cos² over the last ``overlap`` pixels. Never 0, so
-    a pixel covered by a single tile's margin (at the scene edge) keeps that tile's prediction."""
+    """1-D blend profile of one tile side (float64, length ``size``): sin² rise, 1 in the middle, cos² fall.
+
+    Rises as sin² over the first ``overlap`` pixels, 1 in the middle, falls as cos² over the last
+    ``overlap`` pixels. Never 0, so a pixel covered by a single tile's margin (at the scene edge)
+    keeps that tile's prediction.
+    """
     profile = np.ones(size)
     n = min(overlap, size // 2)
     if n > 0:
@@ -57,8 +60,8 @@ class TileGrid:
     """Overlapping tiles over a ``height`` × ``width`` pixel grid.
 
     ``tile`` is the side of a read window in pixels, ``overlap`` the pixels shared by two
-    neighbouring windows (0 ≤ overlap < tile). Scenes smaller than ``tile`` get one tile.
-    Iteration is row-major.
+    neighbouring windows (0 ≤ overlap < tile; else ValueError). Scenes smaller than ``tile`` get
+    one tile. Iteration is row-major; ``len`` is the number of tiles.
     """
 
     height: int
@@ -98,8 +101,10 @@ class TileGrid:
         return total
 
     def weights(self, tile: Tile) -> np.ndarray:
-        """float32 (rows, cols) weights of ``tile``, normalised so that the weights of every tile
-        covering a pixel sum to 1: Σ weights × prediction over the tiles is the blended raster."""
+        """float32 (rows, cols) weights of ``tile``, normalised to sum to 1 over the tiles covering a pixel.
+
+        Σ weights × prediction over the tiles is the blended raster.
+        """
         rows, cols = tile.slices
         r_profile = ramp(rows.stop - rows.start, self.overlap) / self._row_cover[rows]
         c_profile = ramp(cols.stop - cols.start, self.overlap) / self._col_cover[cols]

@@ -35,8 +35,10 @@ SAMPLE_SIZE = 128  # pixels per side of a sample window
 
 
 def is_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
-    """Element-wise ``data == nodata`` as the file means it: NaN matches NaN, and the value is
-    compared at float32 precision (the dtype bands are read as)."""
+    """Element-wise ``data == nodata`` as the file means it.
+
+    NaN matches NaN, and the value is compared at float32 precision (the dtype bands are read as).
+    """
     return np.isnan(data) if np.isnan(nodata) else data == np.float32(nodata)
 
 
@@ -78,8 +80,10 @@ class Validity:
         return self.nodata is not None or self.zero_fill or self.floating
 
     def valid(self, data: np.ndarray) -> np.ndarray:
-        """(rows, cols) True where the (bands, rows, cols) values of the bands compared are data by
-        this rule's value tests (masks and alpha bands are read separately)."""
+        """(rows, cols) True where the (bands, rows, cols) values of the bands compared are data by this rule.
+
+        By this rule's value tests; masks and alpha bands are read separately.
+        """
         ok = np.ones(data.shape[1:], bool)
         if self.floating:
             ok &= ~np.isnan(data).any(axis=0)
@@ -125,8 +129,10 @@ def infer_validity(ds: Dataset, bands: list[int], zero_is_valid: bool,
 
 
 def sample_counts(ds: Dataset, bands: list[int]) -> dict[str, int]:
-    """What a bounded sample of ``ds`` holds (``sample_windows``: at most 0.6 Mpx): pixels read,
-    pixels NaN in some band and pixels 0 in every band, of ``bands`` (1-based)."""
+    """What a bounded sample of ``ds`` holds (``sample_windows``: at most 0.6 Mpx).
+
+    Pixels read, pixels NaN in some band and pixels 0 in every band, of ``bands`` (1-based).
+    """
     pixels = nan = zero = 0
     for window in sample_windows(ds.height, ds.width):
         data = ds.read(bands, window=window, out_dtype="float32")
@@ -137,8 +143,11 @@ def sample_counts(ds: Dataset, bands: list[int]) -> dict[str, int]:
 
 
 def sample_windows(height: int, width: int, side: int = SAMPLE_SIDE, size: int = SAMPLE_SIZE) -> list[Window]:
-    """Windows of a raster to sample, at most ``side``² of ``size``² pixels: the whole raster when
-    it is no larger than that, else windows spread evenly over it without overlapping."""
+    """Windows of a raster to sample, at most ``side``² of ``size``² pixels.
+
+    The whole raster when it is no larger than that, else windows spread evenly over it without
+    overlapping.
+    """
     if height * width <= (side * size) ** 2:
         return [Window(0, 0, width, height)]
     rows = np.linspace(0, max(0, height - size), min(side, max(1, height // size))).astype(int)

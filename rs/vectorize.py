@@ -63,12 +63,14 @@ class Pieces:
 
     @classmethod
     def concat(cls, parts: list[Pieces]) -> Pieces:
+        """All regions of ``parts``, in order, as one Pieces (empty without parts)."""
         if not parts:
             return cls(np.zeros(0, object), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool),
                        np.zeros((0, 3)), np.zeros(0))
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
 
     def select(self, keep: np.ndarray) -> Pieces:
+        """The regions where ``keep`` (a boolean or index array over the regions) selects them."""
         return Pieces(*(getattr(self, f)[keep] for f in self.__dataclass_fields__))
 
 
@@ -90,7 +92,7 @@ def block_pieces(prob: np.ndarray, threshold: float, transform: Affine,
     shapes = rasterio.features.shapes(labels, mask=mask, connectivity=4, transform=transform)
     by_label = {int(v): shapely.geometry.shape(g) for g, v in shapes}
     is_open = np.zeros(n + 1, bool)
-    for inner, edge in zip(inner_edges, (labels[0], labels[-1], labels[:, 0], labels[:, -1])):
+    for inner, edge in zip(inner_edges, (labels[0], labels[-1], labels[:, 0], labels[:, -1]), strict=True):
         if inner:
             is_open[edge] = True
     label, value = labels[mask], prob[mask].astype(float)  # change pixels only: few, so cheap
@@ -137,8 +139,10 @@ def drop_small_holes(geoms: np.ndarray, min_area: float) -> np.ndarray:
 
 
 def polygons_from_mask(mask: np.ndarray, prob: np.ndarray, grid: Grid) -> gpd.GeoDataFrame:
-    """One polygon per 4-connected region of ``mask``, with mean and max probability, in ``grid.crs``
-    (an in-memory array: demo and test data)."""
+    """One polygon per 4-connected region of ``mask``, with mean and max probability, in ``grid.crs``.
+
+    For an in-memory array: demo and test data.
+    """
     pieces = block_pieces(np.where(mask, prob, np.nan).astype(np.float32), -np.inf, grid.transform)
     return gpd.GeoDataFrame({"mean_prob": (pieces.prob_sum / np.maximum(pieces.pixels, 1)).astype(np.float32),
                              "max_prob": pieces.prob_max.astype(np.float32)}, geometry=list(pieces.geometry),
@@ -146,8 +150,10 @@ def polygons_from_mask(mask: np.ndarray, prob: np.ndarray, grid: Grid) -> gpd.Ge
 
 
 def building_bands(ds: rasterio.io.DatasetReader) -> tuple[int, int] | None:
-    """1-based indexes of the BEFORE and AFTER building probability bands of a probability raster,
-    found by their descriptions (``rs.io.raster.BAND_DESCRIPTIONS``), or None unless both are there."""
+    """1-based indexes of the BEFORE and AFTER building probability bands of a probability raster.
+
+    Found by their descriptions (``rs.io.raster.BAND_DESCRIPTIONS``); None unless both are there.
+    """
     found = {d: i for i, d in enumerate(ds.descriptions, start=1) if d}
     before, after = (found.get(BAND_DESCRIPTIONS[name]) for name in ("building_before", "building_after"))
     return (before, after) if before and after else None
@@ -171,8 +177,10 @@ class Vectorized:
 
 def vectorize(prob_path: str | os.PathLike[str], config: VectorizeConfig, block: int = 1024,
               pixel_size_m: float | None = None) -> gpd.GeoDataFrame:
-    """Change objects from a probability GeoTIFF (as written by ``rs.io.raster.write_probability``):
-    ``vectorize_changes(...).changes``."""
+    """Change objects from a probability GeoTIFF: ``vectorize_changes(...).changes``.
+
+    The GeoTIFF as written by ``rs.io.raster.write_probability``.
+    """
     return vectorize_changes(prob_path, config, block, pixel_size_m).changes
 
 
@@ -220,9 +228,11 @@ def vectorize_changes(prob_path: str | os.PathLike[str], config: VectorizeConfig
 
 def _regions(ds: rasterio.io.DatasetReader, bands: tuple[int, int] | None, config: VectorizeConfig,
              block: int) -> Pieces:
-    """Every change region of the raster, read ``block`` × ``block`` pixels at a time (regions
-    reaching an inner block edge joined with their continuations at the end), with each region's
-    building pixel classes when the raster has building ``bands``."""
+    """Every change region of the raster, read ``block`` × ``block`` pixels at a time.
+
+    Regions reaching an inner block edge are joined with their continuations at the end; each
+    region comes with its building pixel classes when the raster has building ``bands``.
+    """
     finished, pending = [], []
     for row in range(0, ds.height, block):
         for col in range(0, ds.width, block):
@@ -238,9 +248,11 @@ def _regions(ds: rasterio.io.DatasetReader, bands: tuple[int, int] | None, confi
 
 
 def _layer(pieces: Pieces, grid: Grid, m2_per_pixel: float, config: VectorizeConfig, typed: bool) -> gpd.GeoDataFrame:
-    """The change layer of ``pieces`` (see ``vectorize_changes``): small holes filled, outlines
-    simplified, areas measured, small objects dropped, numbered north to south then west to east;
-    ``typed``: a change type decided per object (else None)."""
+    """The change layer of ``pieces`` (see ``vectorize_changes``).
+
+    Small holes filled, outlines simplified, areas measured, small objects dropped, numbered north
+    to south then west to east; ``typed``: a change type decided per object (else None).
+    """
     m2_per_crs_unit = m2_per_pixel / abs(grid.transform.determinant)
     geoms = drop_small_holes(pieces.geometry, config.min_area_m2 / m2_per_crs_unit)
     if config.simplify_m > 0:  # topology-preserving: no self-intersections, holes stay inside
@@ -278,8 +290,10 @@ SPLIT_SLACK = 0.5
 
 def _split_buildings(ds: rasterio.io.DatasetReader, bands: tuple[int, int], pieces: Pieces, config: VectorizeConfig,
                      m2_per_pixel: float) -> tuple[Pieces, int]:
-    """Every region split into buildings (``rs.buildings.split_region``), each from its own window;
-    regions whose window exceeds ``config.buildings.max_split_pixels`` are kept whole and counted."""
+    """Every region split into buildings (``rs.buildings.split_region``), each from its own window.
+
+    Regions whose window exceeds ``config.buildings.max_split_pixels`` are kept whole and counted.
+    """
     if not len(pieces.geometry):
         return pieces, 0
     m2_per_crs_unit = m2_per_pixel / abs(ds.transform.determinant)

@@ -9,8 +9,9 @@ SIGKILL, as ``kill -9`` would; KILL_AT -1 never kills; KILL_AT ``EVENT:TEXT`` ki
 change of that audit event whose path's last part starts with TEXT (``os.rename:.staging-``: between the two
 renames that replace a folder). COUNT_FILE receives the changes seen when
 the process ends normally (a JSON list of ``[event, first path]``), so a test can run it once to
-count them, or find one, and then kill it there. MODULE:FUNCTION is called with ARGS as one list (``changewatch.cli:cli`` parses a command
-line; ``tests.killpoints:fake_run`` replaces a folder without the heavy imports).
+count them, or find one, and then kill it there. MODULE:FUNCTION is called with ARGS as one list
+(``changewatch.cli:cli`` parses a command line; ``tests.killpoints:fake_run`` replaces a folder
+without the heavy imports).
 """
 
 from __future__ import annotations

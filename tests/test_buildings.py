@@ -154,7 +154,7 @@ def test_blocks_give_the_same_buildings_as_one_read(tmp_path: Path, block: int) 
     blocks = vectorize(path, VectorizeConfig(0.5, 20.0), block=block)
     assert list(whole["change_type"]) == [NEW_BUILDING, NEW_BUILDING, DEMOLISHED]
     assert list(blocks["change_type"]) == list(whole["change_type"])
-    assert all(a.equals(b) for a, b in zip(blocks.geometry, whole.geometry))
+    assert all(a.equals(b) for a, b in zip(blocks.geometry, whole.geometry, strict=True))
     np.testing.assert_allclose(blocks["mean_prob"], whole["mean_prob"], rtol=1e-6)
 
 

@@ -17,7 +17,7 @@ from changewatch.cli import cli
 from tests.data import ORIGIN, UTM48N, constant_checkpoint, textured_scene, utm_transform, write_raster
 
 
-def run(*args: str) -> "CliRunner.invoke":
+def run(*args: str) -> CliRunner.invoke:
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
@@ -125,9 +125,9 @@ def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list
     }
 
 
-@pytest.mark.parametrize("case", ["missing file", "not a raster", "truncated file", "no overlap", "band counts", "permit column",
-                                  "model file", "missing band", "band count vs model", "no valid pixels in common",
-                                  "unknown grid CRS"])
+@pytest.mark.parametrize("case", ["missing file", "not a raster", "truncated file", "no overlap", "band counts",
+                                  "permit column", "model file", "missing band", "band count vs model",
+                                  "no valid pixels in common", "unknown grid CRS"])
 def test_bad_input_one_line_exit_code_no_output(case: str, pair: tuple[Path, Path], tiny_checkpoint: Path,
                                                 tmp_path: Path) -> None:
     args, code, message = _bad_inputs(tmp_path, pair)[case]
@@ -278,7 +278,8 @@ def _flipped(tmp_path: Path) -> list[Path]:
 
 def _rotated(tmp_path: Path) -> list[Path]:
     t = utm_transform()
-    rot = Affine.translation(*(t * (48, 48))) * Affine.rotation(3.0) * Affine.translation(*(-v for v in t * (48, 48))) * t
+    rot = (Affine.translation(*(t * (48, 48))) * Affine.rotation(3.0)
+           * Affine.translation(*(-v for v in t * (48, 48))) * t)
     return [write_raster(tmp_path / "b.tif", textured_scene(96, 96, seed=1), UTM48N, rot),
             write_raster(tmp_path / "a.tif", textured_scene(96, 96, seed=2), UTM48N, t)]
 

@@ -178,7 +178,7 @@ def test_lossy_and_colour_labels_read_as_their_white_change(tmp_path: Path) -> N
 def test_label_encodings_per_file(tmp_path: Path) -> None:
     from changewatch.rs.datasets import BINARISED, label_encodings
 
-    exact = write_png(tmp_path / "exact.png", np.where(expected_labels(((5, 5, 9),)) == 1, 255, 0).astype(np.uint8))
+    write_png(tmp_path / "exact.png", np.where(expected_labels(((5, 5, 9),)) == 1, 255, 0).astype(np.uint8))
     soft = np.stack([np.where(expected_labels(((5, 5, 9),)) == 1, 255, 0)] * 3).astype(np.uint8)
     soft[:, 4, 4:15] = 128  # an anti-aliased edge in a colour label
     write_png(tmp_path / "soft.png", soft)

@@ -44,7 +44,8 @@ def test_demo_flags_real_changes(tmp_path: Path) -> None:
     assert summary["model"]["chosen_because"].startswith("4 bands per date at 9.98 m GSD, within")  # EPSG:4326
 
 
-@pytest.mark.parametrize("bands,model", [(None, DEFAULT_MODEL), ("3,2,1", DEFAULT_MODEL.with_name("changewatch-rgb.json"))],
+@pytest.mark.parametrize("bands,model",
+                         [(None, DEFAULT_MODEL), ("3,2,1", DEFAULT_MODEL.with_name("changewatch-rgb.json"))],
                          ids=["rgbn", "rgb"])
 def test_shipped_models_reproduce_recorded_val_f1(oscd: Path, bands: str | None, model: Path) -> None:
     spec = load_spec(model)
@@ -65,8 +66,8 @@ def test_rgb_scenes_get_the_rgb_model(tmp_path: Path) -> None:
             with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
                 dst.write(src.read([3, 2, 1]))
     out = tmp_path / "rgb"
-    result = CliRunner().invoke(cli, ["detect", str(tmp_path / "before.tif"), str(tmp_path / "after.tif"), "-o", str(out),
-                                      "-q"], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["detect", str(tmp_path / "before.tif"), str(tmp_path / "after.tif"),
+                                      "-o", str(out), "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["name"] == "changewatch-rgb" and summary["counts"]["changes"] >= 1

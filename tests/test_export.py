@@ -124,7 +124,8 @@ def test_stac_item(run_dir: Path, tmp_path: Path) -> None:
     assert item.datetime.date() == date(2018, 3, 23) and item.properties["changewatch:version"]
     gpkg = item.assets["changewatch.gpkg"]
     assert Path(gpkg.href) == (out / "changewatch.gpkg").resolve()
-    assert gpkg.extra_fields["file:checksum"] == "1220" + hashlib.sha256((out / "changewatch.gpkg").read_bytes()).hexdigest()
+    digest = hashlib.sha256((out / "changewatch.gpkg").read_bytes()).hexdigest()
+    assert gpkg.extra_fields["file:checksum"] == "1220" + digest
     assert "run/changes.gpkg" in item.assets and item.bbox[0] == pytest.approx(106.6, abs=0.5)
 
 

@@ -102,7 +102,8 @@ def test_a_huge_sparse_mosaic_is_worked_on_where_its_sources_are(tmp_path: Path)
     before = write_raster(tmp_path / "b.tif", textured_scene(40, 50, seed=1), UTM48N, utm_transform())
     shifted = utm_transform(origin=(ORIGIN[0] + 100.0, ORIGIN[1]))  # 10 pixels east: they share 40 columns
     after = write_raster(tmp_path / "a.tif", textured_scene(40, 50, seed=2), UTM48N, shifted)
-    vrts = [write_vrt(tmp_path / f"{n}.vrt", [(src, 150_000, 120_000)], 200_000) for n, src in (("b", before), ("a", after))]
+    vrts = [write_vrt(tmp_path / f"{n}.vrt", [(src, 150_000, 120_000)], 200_000)
+            for n, src in (("b", before), ("a", after))]
     with rasterio.open(vrts[1]) as ds:
         assert data_window(ds) == Window(150_000, 120_000, 50, 40)
     with AlignedPair(*vrts) as pair:  # 200 000² pixels each: a traceback or an hour before

@@ -24,7 +24,8 @@ def test_grid_for_gsd(tmp_path: Path) -> None:
         assert grid_for_gsd(p.grid, 10.0, "native") is None
         assert grid_for_gsd(p.grid, 3.0, "auto") is None  # within 2× of the model's GSD: as is
         assert grid_for_gsd(p.grid, 0.5, "auto", serves=(0.25, 2.5)) is None  # a VHR model serving 0.25-2.5 m: as is
-        assert grid_for_gsd(p.grid, 0.5, "auto", serves=(0.25, 1.0)) == GridSpec("EPSG:32648", 0.5)  # coarser: to its GSD
+        # coarser: to its GSD
+        assert grid_for_gsd(p.grid, 0.5, "auto", serves=(0.25, 1.0)) == GridSpec("EPSG:32648", 0.5)
     t4326 = Affine(0.0001, 0.0, 106.7, 0.0, -0.0001, 10.8)  # ~11 m pixels near Ho Chi Minh City
     write_raster(tmp_path / "geo.tif", scene, WGS84, t4326)
     with AlignedPair(tmp_path / "geo.tif", tmp_path / "geo.tif") as p:

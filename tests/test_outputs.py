@@ -175,7 +175,7 @@ def run_killed(root: Path, kill_at: int | str, target: str, *args: object) -> li
     return json.loads(count.read_text())
 
 
-def assert_wholly_old_or_new(out: Path, old: dict[str, str], is_new: "callable[[Path], bool]") -> str:
+def assert_wholly_old_or_new(out: Path, old: dict[str, str], is_new: callable[[Path], bool]) -> str:
     """After a kill: OUTDIR is missing only between the two renames (the old run then lies aside,
     whole); once recovered it is the old run byte for byte, or a complete new one."""
     if not out.exists():
@@ -334,7 +334,7 @@ def _first_run(scenes: Path, model: Path, out: Path) -> dict[str, str]:
     return snapshot(out)
 
 
-def assert_refused_and_intact(result: "CliRunner.invoke", out: Path, before: dict[str, str], *words: str) -> None:
+def assert_refused_and_intact(result: CliRunner.invoke, out: Path, before: dict[str, str], *words: str) -> None:
     assert result.exit_code == 8, result.output
     errors = error_lines(result.output)
     assert len(errors) == 1 and "Traceback" not in result.output, result.output
@@ -510,7 +510,8 @@ def readme_rows() -> dict[str, str]:
     """First cell → exit cell of each row of the README's "Bad inputs" table."""
     text = (ROOT / "README.md").read_text()
     table = text.split("## Bad inputs", 1)[1].split("\n## ", 1)[0]
-    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and not line.startswith("| input")]
+    rows = [line.split(" | ") for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| input")]
     return {cells[0].lstrip("| ").strip(): cells[-1].rstrip(" |").strip() for cells in rows}
 
 

@@ -231,5 +231,6 @@ def test_a_sentinel2_baseline_0400_offset_on_one_date_changes_nothing(tmp_path: 
                         progress=False, models=ModelCache(fixed=sensitive_model()))
     tags = result.summary.to_dict()["inputs"]["radiometry"]["after"]["tags"]
     assert tags == {"PROCESSING_BASELINE": "04.00", "BOA_ADD_OFFSET": "-1000"}
-    with rasterio.open(tmp_path / "a" / "change_prob.tif") as a, rasterio.open(tmp_path / "a2022" / "change_prob.tif") as o:
+    with (rasterio.open(tmp_path / "a" / "change_prob.tif") as a,
+          rasterio.open(tmp_path / "a2022" / "change_prob.tif") as o):
         np.testing.assert_allclose(a.read(1), o.read(1), atol=1e-3)

@@ -38,7 +38,8 @@ def test_decisions_follow_outlines_not_ids() -> None:
     review = carried.review.sort_values("change_id")
     assert list(review["change_id"]) == [11, 12, 15]
     assert list(review["previous_change_id"]) == [1, 2, 5]
-    assert list(review["review"]) == ["confirm", "dismiss", "dismiss"] and list(review["inspector"]) == ["An", "Binh", "Em"]
+    assert list(review["review"]) == ["confirm", "dismiss", "dismiss"]
+    assert list(review["inspector"]) == ["An", "Binh", "Em"]
     assert list(review["reasons"]) == ["EXCEEDS_PERMIT"] * 3  # the new run's reasons, on the new outline
     assert review["match_iou"].tolist() == pytest.approx([90 / 110, 1.0, 1.0], abs=1e-4)
     assert review.geometry.iloc[0].equals(box(1, 0, 11, 10))
@@ -46,7 +47,7 @@ def test_decisions_follow_outlines_not_ids() -> None:
     assert carried.record().carried == 3 and carried.record().unmatched == 3
 
 
-def _crosscheck(changes: gpd.GeoDataFrame, folder: Path, out: Path) -> "CliRunner.invoke":
+def _crosscheck(changes: gpd.GeoDataFrame, folder: Path, out: Path) -> CliRunner.invoke:
     changes.to_file(folder / "changes.gpkg")
     return CliRunner().invoke(cli, ["crosscheck", str(folder / "changes.gpkg"), "-o", str(out), "--as-of",
                                     AS_OF.isoformat()], catch_exceptions=False)

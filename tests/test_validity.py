@@ -137,7 +137,8 @@ def test_an_alpha_band_is_a_mask_and_the_model_is_chosen_from_the_colour_bands(t
     with AlignedPair(before, after) as pair:
         w = pair.read(Window(0, 0, 96, 96))
         record = pair.provenance()
-        assert pair.band_count == 3 and choose_model(None, pair.band_count, pair.grid.pixel_size_m()).path.stem == "changewatch-rgb"
+        assert pair.band_count == 3
+        assert choose_model(None, pair.band_count, pair.grid.pixel_size_m()).path.stem == "changewatch-rgb"
     assert not w.valid[:16].any() and not w.valid[-16:].any() and not w.valid[:, -16:].any()  # AFTER's frame
     assert w.valid[18:-18, 18:-18].all()
     assert record["validity"]["after"]["alpha_band_as_mask"] == 4 and record["validity"]["after"]["zero_fill"] is False
@@ -150,4 +151,4 @@ def test_sample_windows_are_bounded_and_do_not_overlap() -> None:
     windows = sample_windows(5000, 300)
     assert len(windows) == 6 * 2 and {(w.width, w.height) for w in windows} == {(128, 128)}
     rows = sorted({w.row_off for w in windows})
-    assert all(b - a >= 128 for a, b in zip(rows, rows[1:]))
+    assert all(b - a >= 128 for a, b in zip(rows, rows[1:], strict=False))

@@ -86,7 +86,7 @@ def test_blocks_give_the_same_polygons_as_one_read(tmp_path: Path, block: int) -
     np.testing.assert_allclose(strips["area_m2"], whole["area_m2"])
     np.testing.assert_allclose(strips["mean_prob"], whole["mean_prob"], rtol=1e-6)
     np.testing.assert_allclose(strips["max_prob"], whole["max_prob"])
-    assert all(a.equals(b) for a, b in zip(strips.geometry, whole.geometry))
+    assert all(a.equals(b) for a, b in zip(strips.geometry, whole.geometry, strict=True))
     u = whole[np.isclose(whole["area_m2"], (14 * 3 * 2 + 3 * 6) * 100)]
     assert len(u) == 1 and u.geometry.iloc[0].geom_type == "Polygon"
 

@@ -1,5 +1,8 @@
-"""The demo data shipped with changewatch: a real Sentinel-2 pair of Hong Kong (``hongkong/``) and
-made-up permit, zoning and parcel layers (see ``ATTRIBUTION.md``), found with ``importlib.resources``."""
+"""The demo data shipped with changewatch, found with ``importlib.resources``.
+
+A real Sentinel-2 pair of Hong Kong (``hongkong/``) and made-up permit, zoning and parcel layers
+(see ``ATTRIBUTION.md``).
+"""
 
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ class DemoData:
 
 
 def demo_data() -> DemoData:
-    """The demo's scenes (Sentinel-2, Hong Kong, 2016 → 2018, 4 bands at 10 m, EPSG:4326) and its
-    made-up permit, zoning and parcel layers, wherever the package is installed."""
+    """The demo's scenes and its made-up permit, zoning and parcel layers, wherever the package is installed.
+
+    The scenes: Sentinel-2, Hong Kong, 2016 → 2018, 4 bands at 10 m, EPSG:4326.
+    """
     root = Path(str(files(__name__)))
     return DemoData(before=root / "hongkong" / "before.tif", after=root / "hongkong" / "after.tif",
                     permits=root / "hongkong_permits_demo.gpkg", zoning=root / "hongkong_zoning_demo.gpkg",

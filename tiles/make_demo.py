@@ -36,8 +36,10 @@ MIN_PERMITTED_CHANGE_M2 = 1000.0
 
 
 def make_permits(label_path: Path, seed: int) -> gpd.GeoDataFrame:
-    """Made-up permits: a buffered rotated rectangle around half of the labelled changes ≥ 1000 m²,
-    plus five permits on unchanged ground. CRS: the label's (EPSG:4326)."""
+    """Made-up permits around half of the labelled changes ≥ 1000 m², plus five on unchanged ground.
+
+    Each around a change is a buffered rotated rectangle. CRS: the label's (EPSG:4326).
+    """
     with rasterio.open(label_path) as ds:
         label = ds.read(1)
         grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
@@ -74,8 +76,10 @@ def make_permits(label_path: Path, seed: int) -> gpd.GeoDataFrame:
 
 
 def make_zoning(label_path: Path) -> gpd.GeoDataFrame:
-    """Made-up zoning: the scene cut into a 3 × 3 grid of zones; the centre-left and bottom-right
-    zones are green belt where new construction is not allowed."""
+    """Made-up zoning: the scene cut into a 3 × 3 grid of zones.
+
+    The centre-left and bottom-right zones are green belt where new construction is not allowed.
+    """
     with rasterio.open(label_path) as ds:
         left, bottom, right, top = ds.bounds
         crs = ds.crs
@@ -114,6 +118,7 @@ def tag_dates(meta_path: Path) -> None:
 
 
 def main() -> None:
+    """Rebuild the demo data as the module docstring says (``--oscd``: the OSCD copy; ``--seed``: the layers' seed)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--oscd", type=Path, default=ROOT.parent / "shared" / "data" / "oscd")
     parser.add_argument("--seed", type=int, default=7)

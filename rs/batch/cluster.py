@@ -1,5 +1,7 @@
-"""Where a batch's jobs run: in this process, or as Dask tasks on a LocalCluster or an existing
-cluster, the tiles of large scenes spread over every worker."""
+"""Where a batch's jobs run: in this process, or as Dask tasks on a LocalCluster or an existing cluster.
+
+The tiles of large scenes are spread over every worker.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +32,12 @@ def run_serial(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
 
 
 class ModelPlugin(WorkerPlugin):
-    """Dask worker plugin: each worker keeps one ModelCache, so a model is loaded once per worker
-    (the batch's ``--model`` as soon as the worker starts), not once per task."""
+    """Dask worker plugin: each worker keeps one ModelCache, so a model is loaded once per worker.
+
+    The batch's ``--model`` is loaded as soon as the worker starts, not once per task. The
+    constructor takes that model's path (None: none), the device, the torch threads per worker and
+    whether to use fp16 autocast on CUDA.
+    """
 
     name = "changewatch-model"
 
@@ -40,6 +46,7 @@ class ModelPlugin(WorkerPlugin):
         self.models: ModelCache | None = None
 
     def setup(self, worker: Any) -> None:
+        """On a worker's start: limit torch to ``threads`` threads, create its ModelCache, load the batch's model."""
         import torch
 
         torch.set_num_threads(self.threads)
@@ -48,6 +55,7 @@ class ModelPlugin(WorkerPlugin):
             self.models.get(self.model_path)
 
     def teardown(self, worker: Any) -> None:
+        """On a worker's end: drop its ModelCache and the models in it."""
         self.models = None
 
 
@@ -79,6 +87,11 @@ class ClusterPredictor:
 
     def __call__(self, pair: AlignedPair, model: ChangeModel, config: InferenceConfig,
                  progress: bool) -> Iterator[tuple[Tile, np.ndarray]]:
+        """Yield (tile, float32 probabilities (outputs, rows, cols)) for every tile of ``pair``'s grid.
+
+        Small scenes, and models not loaded from a checkpoint, run in this task (``predict_pair``);
+        larger scenes are spread over the cluster as the class docstring says.
+        """
         if pair.grid.width * pair.grid.height <= self.split_mpx * 1e6 or model.path is None:
             yield from predict_pair(pair, model, config, progress)
             return
@@ -104,7 +117,6 @@ def _run_on_worker(job: Job, config: BatchConfig) -> JobRecord:
 
 def run_dask(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
     """Run jobs as Dask tasks on a LocalCluster (``local``) or the cluster at ``config.scheduler``."""
-
     if config.scheduler == "local":
         workers = config.workers or max(1, os.cpu_count() or 1)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)

@@ -1,5 +1,7 @@
-"""Running one job of a batch: a detect run into its area folder, its completion record written
-last; a failure is recorded, not raised."""
+"""Running one job of a batch: a detect run into its area folder, its completion record written last.
+
+A failure is recorded, not raised.
+"""
 
 from __future__ import annotations
 
@@ -57,9 +59,12 @@ def tile_counts(jobs: list[Job], config: BatchConfig) -> dict[str, int]:
 
 
 def tile_count(job: Job, config: BatchConfig) -> int:
-    """Tiles ``job`` will be cut into, on the grid its model will see: its common grid, or the
-    coarser one ``config.gsd`` picks for imagery much finer than the model's GSD. 0 where its
-    scenes cannot be aligned or no model fits them (the job itself then reports why)."""
+    """Tiles ``job`` will be cut into, on the grid its model will see.
+
+    That grid is its common grid, or the coarser one ``config.gsd`` picks for imagery much finer
+    than the model's GSD. 0 where its scenes cannot be aligned or no model fits them (the job
+    itself then reports why).
+    """
     try:  # masks and AFTER's shift leave the grid as it is
         prepared = prepare_for_model(job.before, job.after, replace(config, coregister=False), config.model)
     except ChangewatchError:

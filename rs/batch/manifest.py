@@ -1,5 +1,7 @@
-"""A batch manifest: one job per area (BEFORE, AFTER, its layers, as-of date, masks), from a CSV
-or YAML file, and the detect run each job is."""
+"""A batch manifest: one job per area, from a CSV or YAML file, and the detect run each job is.
+
+A job is BEFORE, AFTER, its layers, as-of date and masks.
+"""
 
 from __future__ import annotations
 
@@ -116,9 +118,11 @@ def read_manifest(path: str | os.PathLike[str], shared: dict[str, str | None] | 
 
 
 def detect_config(job: Job, config: BatchConfig) -> DetectConfig:
-    """The detect run of ``job``: its scenes, masks and layers (the batch's where its row names
-    none; its as-of date, else the batch's), into ``OUTDIR/<area_id>``, with the batch's detect
-    settings (``DetectOptions``)."""
+    """The detect run of ``job``, into ``OUTDIR/<area_id>``, with the batch's detect settings.
+
+    Its scenes, masks and layers (the batch's where its row names none; its as-of date, else the
+    batch's), with the batch's detect settings (``DetectOptions``).
+    """
     rules = replace(config.layers.rules, as_of=job.as_of or config.layers.rules.as_of)
     layers = replace(config.layers, permits=job.permits, zoning=job.zoning, parcels=job.parcels, rules=rules)
     shared = {f.name: getattr(config, f.name) for f in fields(DetectOptions)}  # the batch's detect settings

@@ -1,5 +1,8 @@
-"""A batch's own outputs: ``batch_summary.json``/``.csv`` (every job's record) and one combined
-``flagged.gpkg`` (every area's flags, and their parcels combined), in EPSG:4326."""
+"""A batch's own outputs: ``batch_summary.json``/``.csv`` and one combined ``flagged.gpkg``, in EPSG:4326.
+
+``batch_summary`` holds every job's record; ``flagged.gpkg`` every area's flags, and their parcels
+combined.
+"""
 
 from __future__ import annotations
 
@@ -27,12 +30,15 @@ class BatchResult:
 
     @property
     def failed(self) -> list[JobRecord]:
+        """The records of the jobs that failed, in manifest order."""
         return [r for r in self.records if r.status == "failed"]
 
 
 def _area_layers(out: Path, records: list[JobRecord]) -> tuple[list[gpd.GeoDataFrame], list[gpd.GeoDataFrame]]:
-    """Per finished area: its flagged changes and its flagged parcels (EPSG:4326, with ``area_id``;
-    parcels also with ``parcels_layer``, the layer they came from)."""
+    """Per finished area: its flagged changes and its flagged parcels (EPSG:4326, with ``area_id``).
+
+    Parcels also have ``parcels_layer``, the layer they came from.
+    """
     changes, parcels = [], []
     for r in records:
         if r.status not in ("done", "skipped"):
@@ -48,9 +54,11 @@ def _area_layers(out: Path, records: list[JobRecord]) -> tuple[list[gpd.GeoDataF
 
 
 def combine_parcels(tables: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
-    """One row per parcel over all areas: a parcel that flags from several areas touch (areas
-    overlap, or a parcel crosses an area edge) has its counts and areas summed, its worst reason
-    and highest probability kept. Parcels are told apart by layer and id."""
+    """One row per parcel over all areas; parcels are told apart by layer and id.
+
+    A parcel that flags from several areas touch (areas overlap, or a parcel crosses an area edge)
+    has its counts and areas summed, its worst reason and highest probability kept.
+    """
     rows = pd.concat(tables, ignore_index=True)
     rank = {code: i for i, code in enumerate(SEVERITY)}
     rows["rank"] = rows["worst_reason"].map(rank)
@@ -66,9 +74,11 @@ def combine_parcels(tables: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
 
 
 def write_batch_outputs(result: BatchResult) -> None:
-    """``batch_summary.json``/``.csv`` and one combined ``flagged.gpkg`` (EPSG:4326): layer
-    ``flagged_changes`` (every area's flags, with ``area_id``) and, when areas had parcels,
-    ``flagged_parcels`` combined over the areas (``combine_parcels``)."""
+    """Write ``batch_summary.json``/``.csv`` and one combined ``flagged.gpkg`` (EPSG:4326).
+
+    ``flagged.gpkg`` has layer ``flagged_changes`` (every area's flags, with ``area_id``) and, when
+    areas had parcels, ``flagged_parcels`` combined over the areas (``combine_parcels``).
+    """
     with writing(result.outdir):
         _write_batch_outputs(result)
 

@@ -1,6 +1,8 @@
-"""Resuming a batch: a job is done only when its completion record agrees with its outputs and
-with everything the job depended on (see the package docstring); ``stale_reason`` says why a job
-must be redone."""
+"""Resuming a batch: a job is done only when its record agrees with its outputs and its dependencies.
+
+A job's completion record must agree with its outputs and with everything the job depended on
+(see the package docstring); ``stale_reason`` says why a job must be redone.
+"""
 
 from __future__ import annotations
 
@@ -37,16 +39,21 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def job_settings(job: Job, config: BatchConfig) -> dict[str, Any]:
-    """Every setting of ``job``'s detect run (``DetectConfig``, dotted keys, as JSON stores them)
-    except NON_RESULT_SETTINGS."""
+    """Every setting of ``job``'s detect run except NON_RESULT_SETTINGS.
+
+    Settings of ``DetectConfig``, by dotted keys, as JSON stores them.
+    """
     flat = _flat(json.loads(json.dumps(asdict(detect_config(job, config)), default=str)))
     return {k: v for k, v in sorted(flat.items()) if k not in NON_RESULT_SETTINGS}
 
 
 def dataset_files(path: str, raster: bool) -> list[str]:
-    """The files a dataset is made of: GDAL's list for a raster (sidecars such as ``.aux.xml`` and
-    ``.ovr``, a VRT's sources), every file of the same stem beside a vector layer (a Shapefile's
-    ``.dbf``, ``.prj``…). A ``path.gpkg:layer`` name is reduced to its file."""
+    """The files a dataset is made of.
+
+    GDAL's list for a raster (sidecars such as ``.aux.xml`` and ``.ovr``, a VRT's sources), every
+    file of the same stem beside a vector layer (a Shapefile's ``.dbf``, ``.prj``…). A
+    ``path.gpkg:layer`` name is reduced to its file.
+    """
     p = Path(path)
     if not p.exists() and ":" in p.name and p.with_name(p.name.rsplit(":", 1)[0]).exists():
         p = p.with_name(p.name.rsplit(":", 1)[0])
@@ -77,7 +84,9 @@ def model_files(model_path: str) -> list[str]:
 
 def fingerprint(paths: list[str]) -> dict[str, list[int] | None]:
     """``{path: [size in bytes, modification time in ns]}`` of each file; None where it cannot be read.
-    Size and time, not a hash, so that a resume does not read every scene again."""
+
+    Size and time, not a hash, so that a resume does not read every scene again.
+    """
     out: dict[str, list[int] | None] = {}
     for path in paths:
         try:
@@ -98,10 +107,13 @@ def _shown(keys: list[str]) -> str:
 
 
 def stale_reason(area_dir: Path, job: Job, config: BatchConfig) -> str | None:
-    """Why ``job`` must be (re)done, or None when it is done and still up to date: its completion
-    record exists, every output it lists is present and unchanged (SHA-256), and what the job
-    depended on is as it was then — the changewatch version, the job's settings
-    (``job_settings``), the size and time of every input file (``job_files``) and of the model's files."""
+    """Why ``job`` must be (re)done, or None when it is done and still up to date.
+
+    Done and up to date: its completion record exists, every output it lists is present and
+    unchanged (SHA-256), and what the job depended on is as it was then — the changewatch version,
+    the job's settings (``job_settings``), the size and time of every input file (``job_files``)
+    and of the model's files.
+    """
     record_path = area_dir / DONE_RECORD
     if not record_path.is_file():
         return "not done"
@@ -135,9 +147,11 @@ def is_done(area_dir: Path, job: Job, config: BatchConfig) -> bool:
 
 def write_done(area_dir: Path, job: Job, config: BatchConfig, files: dict[str, list[int] | None],
                 model_path: str) -> None:
-    """The completion record, written last: the job, its outputs' SHA-256 and what it depended on
-    (``files``: the inputs' fingerprint taken before the run, so an input edited during the run
-    makes the job stale)."""
+    """The completion record, written last: the job, its outputs' SHA-256 and what it depended on.
+
+    ``files``: the inputs' fingerprint taken before the run, so an input edited during the run
+    makes the job stale.
+    """
     record = {"job": asdict(job), "outputs": {name: sha256(area_dir / name) for name in DETECT_FILES},
               "depends": {"changewatch_version": changewatch.__version__, "settings": job_settings(job, config),
                           "files": files, "model": {"path": model_path,
@@ -148,8 +162,10 @@ def write_done(area_dir: Path, job: Job, config: BatchConfig, files: dict[str, l
 
 
 def remove_stale_staging(outdir: Path) -> None:
-    """Restore area folders a killed run was replacing, and delete the staging folders and
-    temporary files killed runs left (``rs.io.staging.recover_children``)."""
+    """Restore area folders a killed run was replacing, and delete what killed runs left.
+
+    That is their staging folders and temporary files (``rs.io.staging.recover_children``).
+    """
     with writing(outdir):
         recover_children(outdir)
         for tmp in outdir.glob(f"*/{TMP_GLOB}"):

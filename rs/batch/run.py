@@ -1,5 +1,4 @@
-"""Running a whole batch: every job of the manifest (skipping done ones on resume), then the
-batch's own outputs."""
+"""Running a whole batch: every job of the manifest (skipping done ones on resume), then the batch's own outputs."""
 
 from __future__ import annotations
 

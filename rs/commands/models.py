@@ -62,10 +62,13 @@ DATA_HELP = ("Labelled data in any of three layouts: <site>/before.tif, after.ti
 def evaluate(data_dir: str, sites: str | None, model: str | None, bands: str | None, device: Device,
              threshold: float | None, tta: bool, gsd: GsdPolicy, coregister: bool, zero_is_valid: bool,
              object_min_m2: float | None, pixel_size_m: float | None, as_json: bool, quiet: bool) -> None:
-    """Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels;
+    """Score a model against labelled pairs: pixel and object precision, recall and F1.
+
+    Pixel precision, recall, F1 and IoU of the change class, pooled over all pairs' pixels;
     object recall (share of true change objects ≥ --object-min-m2 that are hit); and object
     precision, recall and F1, where a predicted change object (as detect writes them: one per
-    building for models with building outputs) matches a true one at IoU ≥ 0.5, one to one."""
+    building for models with building outputs) matches a true one at IoU ≥ 0.5, one to one.
+    """
     from changewatch.rs.config import InferenceConfig
     from changewatch.rs.evaluate import evaluate_folder
 
@@ -86,7 +89,8 @@ def _print_table(report: Any) -> None:
     """One row per pair and a pooled row (an ``rs.evaluate.EvaluationReport``)."""
     click.echo(f"{'pair':14s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s} {'obj. recall':>17s} "
                f"{'obj. P@.5':>9s} {'obj. R@.5':>9s} {'obj. F1@.5':>10s}")
-    rows = [*((n, c, report.site_objects[n]) for n, c in report.sites.items()), ("POOLED", report.pooled, report.objects)]
+    rows = [*((n, c, report.site_objects[n]) for n, c in report.sites.items()),
+            ("POOLED", report.pooled, report.objects)]
     for name, c, o in rows:
         hits = f"{o.recall:.3f} ({o.hit}/{o.total})"
         click.echo(f"{name:14s} {c.precision:9.3f} {c.recall:7.3f} {c.f1:6.3f} {c.iou:6.3f} {hits:>17s} "
@@ -96,8 +100,10 @@ def _print_table(report: Any) -> None:
 
 
 def _floats(text: str | None, bad: str) -> tuple[float, ...] | None:
-    """Comma-separated numbers (None when not given); click.BadParameter, ``bad`` formatted with
-    the reason, when one does not parse."""
+    """Comma-separated numbers (None when not given).
+
+    Raises click.BadParameter, ``bad`` formatted with the reason, when one does not parse.
+    """
     try:
         return tuple(float(v) for v in text.split(",")) if text else None
     except ValueError as exc:
@@ -105,8 +111,11 @@ def _floats(text: str | None, bad: str) -> tuple[float, ...] | None:
 
 
 def _train_config(options: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from ``train``'s options (named as its fields, but for the lists and pairs
-    given as text and --building-outputs); click.BadParameter for values that do not parse."""
+    """A TrainConfig from ``train``'s options; click.BadParameter for values that do not parse.
+
+    The options are named as its fields, but for the lists and pairs given as text and
+    --building-outputs.
+    """
     from changewatch.models.spec import SEMANTIC_OUTPUTS
     from changewatch.rs.training.losses import parse_loss
 
@@ -221,7 +230,8 @@ def _train_config(options: dict[str, Any]) -> TrainConfig:
               help="Processes that sample training batches ahead (keeps a GPU fed); 0 samples in the training "
                    "process, the only setting with bit-identical runs and resumes.")
 @device_opt
-@click.option("--amp/--no-amp", default=TRAIN["amp"], show_default=True, help="bf16 autocast on CUDA GPUs while training.")
+@click.option("--amp/--no-amp", default=TRAIN["amp"], show_default=True,
+              help="bf16 autocast on CUDA GPUs while training.")
 @quiet_opt
 @reports_errors
 def train(quiet: bool, **options: Any) -> None:

@@ -1,5 +1,7 @@
-"""What the commands share: the error mapping, the options several commands take (defined once, as
-rasterio's ``rio/options.py`` does) and their conversion into the library's configurations.
+"""What the commands share: the error mapping, the options several commands take, and their conversion.
+
+The options several commands take are defined once, as rasterio's ``rio/options.py`` does, and
+converted here into the library's configurations.
 
 Every option's default and choices come from the configuration dataclass it fills (``defaults``,
 ``choices``): ``rs.config``, ``rs.training.config``, ``rs.synth.config`` define each default once,
@@ -24,8 +26,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def defaults(config: type) -> dict[str, Any]:
-    """The defaults of a configuration dataclass's fields, by field name (a ``default_factory`` is
-    called; fields without a default are left out)."""
+    """The defaults of a configuration dataclass's fields, by field name.
+
+    A ``default_factory`` is called; fields without a default are left out.
+    """
     out: dict[str, Any] = {}
     for f in fields(config):
         if f.default is not MISSING:
@@ -190,9 +194,11 @@ def crosscheck_inputs(permits: str | None, zoning: str | None, parcels: str | No
 
 
 def detect_settings(options: dict[str, Any]) -> dict[str, Any]:
-    """``DetectOptions`` keyword arguments from the values of ``detect_options`` (consumed from
-    ``options``; ``quiet`` is left there). Raises click.BadParameter when --overlap is not smaller
-    than --tile."""
+    """``DetectOptions`` keyword arguments from the values of ``detect_options``.
+
+    They are consumed from ``options``; ``quiet`` is left there. Raises click.BadParameter when
+    --overlap is not smaller than --tile.
+    """
     tile, overlap = options.pop("tile"), options.pop("overlap")
     if overlap >= tile:
         raise click.BadParameter(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
@@ -213,8 +219,10 @@ def warn(lines: list[str] | tuple[str, ...]) -> None:
 
 
 def renamed(old: str, new: str, old_value: Any, value: Any, why: str) -> Any:
-    """The value of option ``new``, or of its deprecated spelling ``old`` when that was given
-    (with a ``warning:`` line saying so)."""
+    """The value of option ``new``, or of its deprecated spelling ``old`` when that was given.
+
+    The deprecated spelling prints a ``warning:`` line saying so.
+    """
     if old_value is None:
         return value
     click.echo(f"warning: {old} is deprecated, use {new} ({why})", err=True)

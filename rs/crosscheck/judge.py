@@ -17,9 +17,12 @@ from changewatch.rs.summary import Areas, Counts
 
 @dataclass(frozen=True)
 class Judgement:
-    """A cross-check's result: every change with its reasons, the flagged ones (with ``parcel_ids``
-    when parcels were given), the per-parcel table and the change–parcel overlaps (``change_id``,
-    ``parcel_id``, ``overlap_m2``); the last two are None without parcels."""
+    """A cross-check's result: every change with its reasons, the flags, the parcel table and overlaps.
+
+    Every change with its reasons, the flagged ones (with ``parcel_ids`` when parcels were given),
+    the per-parcel table and the change–parcel overlaps (``change_id``, ``parcel_id``,
+    ``overlap_m2``); the last two are None without parcels.
+    """
 
     changes: gpd.GeoDataFrame
     flagged: gpd.GeoDataFrame
@@ -27,9 +30,12 @@ class Judgement:
     links: pd.DataFrame | None = None
 
     def counts(self, by_change_type: dict[str, int] | None = None) -> Counts:
-        """Numbers of changes, flags per reason code and flagged parcels (and ``by_change_type``, as
-        given: the judgement does not know whether the model could tell)."""
-        by_reason = self.flagged["reasons"].str.split(",").explode().value_counts().to_dict() if len(self.flagged) else {}
+        """Numbers of changes, flags per reason code and flagged parcels.
+
+        ``by_change_type`` is as given: the judgement does not know whether the model could tell.
+        """
+        by_reason = (self.flagged["reasons"].str.split(",").explode().value_counts().to_dict()
+                     if len(self.flagged) else {})
         return Counts(len(self.changes), len(self.flagged), len(self.changes) - len(self.flagged), by_reason,
                       None if self.parcels is None else len(self.parcels), by_change_type)
 

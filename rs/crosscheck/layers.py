@@ -79,8 +79,10 @@ class Layer:
 
 
 def split_layer_path(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
-    """``file.gpkg:layer`` → (file.gpkg, layer); a path that exists as written is never split
-    (so ``C:\\data\\p.gpkg`` stays whole), nor one whose part before the last ``:`` does not exist."""
+    r"""``file.gpkg:layer`` → (file.gpkg, layer); a path that exists as written is never split.
+
+    So ``C:\data\p.gpkg`` stays whole; nor is one whose part before the last ``:`` does not exist.
+    """
     text = os.fspath(path)
     if Path(text).exists() or ":" not in text:
         return Path(text), None
@@ -189,8 +191,10 @@ def _read_parquet(p: Path, role: str, source: Source) -> gpd.GeoDataFrame:
 
 def _read(p: Path, role: str, layer: str | None, source: Source, extent: Extent | None,
           text_dates: bool) -> tuple[gpd.GeoDataFrame, int | None]:
-    """The features of ``p`` meeting ``extent`` (all without one), with the CRS set, and how many
-    features the layer holds (None: unknown)."""
+    """The features of ``p`` meeting ``extent`` (all without one), with the CRS set, and the layer's feature count.
+
+    The count is how many features the layer holds (None: unknown).
+    """
     suffix = p.suffix.lower()
     if (source.wkt or source.x) and suffix not in CSV_SUFFIXES:
         raise LayerError(f"{role} layer {p}: wkt/x/y in the --columns file are for CSV files only")
@@ -211,7 +215,7 @@ def _read(p: Path, role: str, layer: str | None, source: Source, extent: Extent 
     # offset), not converted to UTC as pyogrio does when offsets are mixed: a date stays the day written
     gdf = pyogrio.read_dataframe(p, layer=layer, bbox=_bbox(extent, crs), datetime_as_string=text_dates)
     if text_dates:  # columns the file types as dates are used as they are, whatever rule the text follows
-        for column, kind in zip(info["fields"], info["ogr_types"]):
+        for column, kind in zip(info["fields"], info["ogr_types"], strict=True):
             if kind in ("OFTDate", "OFTDateTime") and column in gdf:
                 gdf[column] = parse_dates(gdf[column], DateFormat(), str(column), role)
     if gdf.crs is None:
@@ -300,8 +304,11 @@ class Layers:
     parcels: Layer | None = None
 
     def provenance(self) -> LayerInputs:
-        """Paths (``path`` or ``path:layer``), repaired-geometry counts and, under ``layer_counts``,
-        each layer's features in the file and inside the scene (see ``Layer.counts``)."""
+        """Paths (``path`` or ``path:layer``), repaired-geometry counts and per layer its feature counts.
+
+        Under ``layer_counts``, each layer's features in the file and inside the scene (see
+        ``Layer.counts``).
+        """
         out: dict[str, Any] = {}
         counts: dict[str, Any] = {}
         for role in ("permits", "zoning", "parcels"):
@@ -313,8 +320,11 @@ class Layers:
         return LayerInputs(**out, layer_counts=counts)
 
     def warnings(self) -> list[str]:
-        """One line per layer that has features but none inside the scene (a wrong file, lon/lat
-        swapped, coordinates in another CRS than the file says), and per layer with dropped geometries."""
+        """One line per layer that has features but none inside the scene, and per layer with dropped geometries.
+
+        A layer with none inside: a wrong file, lon/lat swapped, coordinates in another CRS than the
+        file says.
+        """
         lines = []
         for role in ("permits", "zoning", "parcels"):
             layer = getattr(self, role)
@@ -331,10 +341,12 @@ class Layers:
 
 
 def read_layers(inputs: CrosscheckInputs, extent: Extent | None = None) -> Layers:
-    """Read and check every layer ``inputs`` gives (see ``read_layer``) before any work starts:
-    permit dates are parsed (``parse_dates``) and zoning's construction_allowed read as yes/no
+    """Read and check every layer ``inputs`` gives (see ``read_layer``) before any work starts.
+
+    Permit dates are parsed (``parse_dates``) and zoning's construction_allowed read as yes/no
     here, so an unreadable value stops the run before it writes anything. ``extent``: read only
-    the features whose bounding boxes meet it."""
+    the features whose bounding boxes meet it.
+    """
     pc, zc, qc = inputs.rules.permit_columns, inputs.rules.zoning_columns, inputs.parcel_columns
     permits = zoning = parcels = None
     if inputs.permits:

@@ -72,7 +72,8 @@ def _permit_rules(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, rules:
     not_yet = (issued > as_of).to_numpy()
     other = permits.index.get_indexer(pairs["other"])
     pairs = pairs.assign(valid=valid[other], not_yet=not_yet[other])
-    grouped = pairs.assign(valid=pairs["valid"].astype(np.int8), not_yet=pairs["not_yet"].astype(np.int8)).groupby("change")
+    grouped = pairs.assign(valid=pairs["valid"].astype(np.int8),
+                           not_yet=pairs["not_yet"].astype(np.int8)).groupby("change")
     touched = out.index.isin(pairs["change"])
     any_valid = grouped["valid"].max().reindex(out.index, fill_value=0).to_numpy().astype(bool)
     all_not_yet = grouped["not_yet"].min().reindex(out.index, fill_value=0).to_numpy().astype(bool)
@@ -151,8 +152,10 @@ def worst_reason(reasons: pd.Series) -> pd.Series:
 
 def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
                zoning: gpd.GeoDataFrame | None = None, rules: RuleConfig = RuleConfig()) -> gpd.GeoDataFrame:
-    """Judge every change; returns a copy of ``changes`` (CRS kept) with ``permit_ids``,
-    ``valid_permit_ids``, ``zone_ids``, ``reasons`` and ``flagged``.
+    """Judge every change; returns a copy of ``changes`` (CRS kept) with the judgement's columns.
+
+    The columns added are ``permit_ids``, ``valid_permit_ids``, ``zone_ids``, ``reasons`` and
+    ``flagged``.
 
     Without a permit layer there is nothing to check against, and every change is ``NO_PERMIT``;
     without zoning, ``NO_BUILD_ZONE`` is not judged. Changes whose ``change_type`` column says

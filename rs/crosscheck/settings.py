@@ -97,10 +97,13 @@ class DateFormat:
 
 @dataclass(frozen=True)
 class Source:
-    """How one layer file is read: ``layer`` of a file holding several (a GeoPackage); ``crs`` for a
-    file without one (CSV, Shapefile without .prj; must agree with the file's own when it has one);
-    for a CSV, its geometry: a ``wkt`` column (default: a column named ``wkt``, any case) or ``x``
-    and ``y`` columns (points)."""
+    """How one layer file is read: which layer, its CRS when it has none, and a CSV's geometry.
+
+    ``layer`` of a file holding several (a GeoPackage); ``crs`` for a file without one (CSV,
+    Shapefile without .prj; must agree with the file's own when it has one); for a CSV, its
+    geometry: a ``wkt`` column (default: a column named ``wkt``, any case) or ``x`` and ``y``
+    columns (points).
+    """
 
     layer: str | None = None
     crs: str | None = None
@@ -121,9 +124,12 @@ class Sources:
 
 @dataclass(frozen=True)
 class RuleConfig:
-    """The as-of date the rules are judged on (None: today), the EXCEEDS_PERMIT tolerances (m²,
+    """How changes are judged: as-of date, EXCEEDS_PERMIT tolerances, demolitions, column names, dates.
+
+    The as-of date the rules are judged on (None: today), the EXCEEDS_PERMIT tolerances (m²,
     fraction of the change), whether demolitions are judged like construction (else they get
-    DEMOLISHED alone), the permit and zoning column names and how permit dates are read."""
+    DEMOLISHED alone), the permit and zoning column names and how permit dates are read.
+    """
 
     as_of: date | None = None
     exceed_min_m2: float = 20.0
@@ -137,8 +143,10 @@ class RuleConfig:
 
 @dataclass(frozen=True)
 class CrosscheckInputs:
-    """The reference layers of a run (paths, each optional; ``file:layer`` picks a layer) and how
-    to read and judge them."""
+    """The reference layers of a run and how to read and judge them.
+
+    Paths, each optional; ``file:layer`` picks a layer.
+    """
 
     permits: str | None = None
     zoning: str | None = None
@@ -148,8 +156,10 @@ class CrosscheckInputs:
     sources: Sources = field(default_factory=Sources)
 
     def read(self, extent: Extent | None = None) -> Layers:
-        """The layers, read and checked (``rs.crosscheck.layers.read_layers``); ``extent`` =
-        ((left, bottom, right, top), crs): only the features meeting it."""
+        """The layers, read and checked (``rs.crosscheck.layers.read_layers``).
+
+        ``extent`` = ((left, bottom, right, top), crs): only the features meeting it.
+        """
         from changewatch.rs.crosscheck.layers import read_layers
 
         return read_layers(self, extent)
@@ -234,8 +244,9 @@ def _source(values: dict[str, Any], where: str) -> Source:
 
 
 def load_settings(path: str | os.PathLike[str] | None) -> Settings:
-    """Column names, layer sources, date formats and tolerances from a YAML (.yaml/.yml) or TOML
-    (.toml) file (see the module docstring); defaults without one.
+    """Column names, layer sources, date formats and tolerances from a YAML or TOML file; defaults without one.
+
+    The file is YAML (.yaml/.yml) or TOML (.toml); see the module docstring.
 
     Raises InputFileError (exit 3) when the file is missing, cannot be parsed, is not a mapping,
     has an unknown key, or a value of the wrong type or out of range.

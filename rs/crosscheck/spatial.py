@@ -1,5 +1,6 @@
-"""The cross-check's spatial joins: which polygons of two layers overlap (an intersection with an
-area > 0, not a shared edge), and by how much.
+"""The cross-check's spatial joins: which polygons of two layers overlap, and by how much.
+
+Overlap means an intersection with an area > 0, not a shared edge.
 
 One STRtree bulk query per layer (queried from a thread pool, or dask-geopandas over
 Hilbert-sorted partitions for large layers) plus vectorised shapely intersections — no Python
@@ -62,8 +63,10 @@ def _dask_pairs(left: gpd.GeoSeries, right: gpd.GeoSeries) -> tuple[np.ndarray, 
 
 def threaded(func: Callable[..., np.ndarray], *arrays: np.ndarray, threads: int | None = None,
              chunk: int = 50_000) -> np.ndarray:
-    """``func(*arrays)`` over chunks in a thread pool: shapely 2 releases the GIL, so vectorised
-    geometry operations use every core."""
+    """``func(*arrays)`` over chunks in a thread pool.
+
+    Shapely 2 releases the GIL, so vectorised geometry operations use every core.
+    """
     n = len(arrays[0])
     if n <= chunk:
         return func(*arrays)
@@ -107,7 +110,8 @@ def join_ids(keys: np.ndarray, ranks: np.ndarray, names: np.ndarray) -> tuple[np
     """Per distinct key, its distinct ``names`` in ``ranks`` order, comma-separated: (keys, strings).
 
     ``ranks`` are integers ordering the names (e.g. from ``id_ranks``), so the sort is numeric; the
-    strings are concatenated with one ``np.add.reduceat`` over object arrays (a C loop)."""
+    strings are concatenated with one ``np.add.reduceat`` over object arrays (a C loop).
+    """
     order = np.lexsort((ranks, keys))
     keys, ranks, names = keys[order], ranks[order], names[order].astype(object)
     if not len(keys):

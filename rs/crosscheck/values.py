@@ -1,5 +1,7 @@
-"""The values of the cross-check's layers: permit dates read by a declared rule, never guessed, and
-zoning's construction_allowed as yes/no."""
+"""The values of the cross-check's layers: permit dates and zoning's construction_allowed.
+
+Permit dates are read by a declared rule, never guessed; zoning's construction_allowed as yes/no.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ DAY_FIRST = re.compile(r"\d{1,2}\D")
 
 
 def _calendar_date(value: object, how: DateFormat) -> date | None:
-    """The date ``value`` stands for by the rule ``how`` (its wall-clock date: time and UTC offset
-    are ignored), or None when it cannot be read by that rule."""
+    """The date ``value`` stands for by the rule ``how``, or None when it cannot be read by that rule.
+
+    Its wall-clock date: time and UTC offset are ignored.
+    """
     if isinstance(value, datetime):  # also pandas.Timestamp
         return value.date()
     if isinstance(value, date):
@@ -68,7 +72,8 @@ def parse_dates(values: pd.Series, how: DateFormat = DateFormat(), column: str =
     if len(bad):
         label = str(ids.name) if ids is not None else "row"
         names = (ids.to_numpy() if ids is not None else values.index.to_numpy())[bad[:DATE_EXAMPLES]]
-        shown = ", ".join(f"{values.iloc[i]!r} ({label} {n})" for i, n in zip(bad, names))
+        # strict=False: ``names`` holds the first DATE_EXAMPLES only
+        shown = ", ".join(f"{values.iloc[i]!r} ({label} {n})" for i, n in zip(bad, names, strict=False))
         if how.formats or how.dayfirst:
             raise LayerError(f"{role} column {column}: {len(bad)} date(s) cannot be read as {how.describe()}: "
                              f"{shown}")

@@ -75,9 +75,11 @@ def describe_write_error(target: str | os.PathLike[str], exc: BaseException,
 
 @contextmanager
 def writing(target: str | os.PathLike[str], shown_as: tuple[str, str] | None = None) -> Iterator[None]:
-    """Turn a failed write inside the block (permission denied, read-only or full disk, a GDAL
-    write error) into ``OutputError`` naming ``target`` (see ``describe_write_error``).
-    ChangewatchErrors pass unchanged."""
+    """Turn a failed write inside the block into ``OutputError`` naming ``target``.
+
+    A failed write: permission denied, read-only or full disk, a GDAL write error (see
+    ``describe_write_error``). ChangewatchErrors pass unchanged.
+    """
     try:
         yield
     except ChangewatchError:

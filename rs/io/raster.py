@@ -1,7 +1,10 @@
-"""Rasters in and out: opening any raster with one clear error, the acquisition date of a scene,
-one raster presented on a common grid a window at a time (``GridReader``: read in place, or warped
-lazily through a GDAL WarpedVRT), and the change-probability Cloud-Optimised GeoTIFF a run writes
-(tiles blended as they arrive)."""
+"""Rasters in and out: opening rasters, scene dates, a raster on a common grid, the probability COG.
+
+Opening any raster with one clear error, the acquisition date of a scene, one raster presented
+on a common grid a window at a time (``GridReader``: read in place, or warped lazily through a
+GDAL WarpedVRT), and the change-probability Cloud-Optimised GeoTIFF a run writes (tiles blended
+as they arrive).
+"""
 
 from __future__ import annotations
 
@@ -74,8 +77,11 @@ def scene_date(path: str | os.PathLike[str]) -> date | None:
 
 
 def _pixel_offset(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[int, int] | None:
-    """(col, row) of ``grid``'s origin in ``ds`` when ``grid`` is a window of ``ds``'s own pixel grid
-    (same CRS, same pixel size, whole-pixel shift, inside the file), else None: then it is warped."""
+    """(col, row) of ``grid``'s origin in ``ds`` when ``grid`` is a window of ``ds``'s own grid, else None.
+
+    A window: same CRS, same pixel size, whole-pixel shift, inside the file. When None, ``ds`` is
+    warped.
+    """
     if ds.crs != grid.crs or not ds.transform.almost_equals(
             Affine(grid.transform.a, grid.transform.b, ds.transform.c, grid.transform.d, grid.transform.e,
                    ds.transform.f)):
@@ -97,6 +103,10 @@ class GridReader:
     ``read`` returns (bands, rows, cols) float32 and a validity mask: False where the file does not
     reach or, for imagery (``validity`` given, see ``rs.validity``), where its rule says so; for
     other rasters where their nodata value is. Not thread-safe: one per thread.
+
+    ``role`` names the file in error messages ("BEFORE", "mask"…); ``fill``: the value outside the
+    file instead of an alpha band (e.g. 0 = "not masked" for cloud masks); ``src_transform``: the
+    file's georeferencing corrected (co-registration), used instead of its own.
     """
 
     def __init__(self, ds: Dataset, grid: Grid, resampling: Resampling, role: str,
@@ -140,8 +150,9 @@ class GridReader:
         return Window(window.col_off + self._offset[0], window.row_off + self._offset[1], window.width, window.height)
 
     def read(self, bands: list[int], window: Window, with_valid: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """(data, valid) of ``window`` of the grid; ``valid`` None unless ``with_valid``. A file that
-        opens but cannot be decoded (truncated, corrupt blocks) raises InputFileError.
+        """(data, valid) of ``window`` of the grid; ``valid`` None unless ``with_valid``.
+
+        A file that opens but cannot be decoded (truncated, corrupt blocks) raises InputFileError.
 
         Each window is read (and warped) once: validity comes from the alpha band read in the
         same call, from the values of the bands read (imagery: ``rs.validity``; others: their
@@ -175,8 +186,10 @@ class GridReader:
         return data, valid
 
     def _eroded_validity(self, bands: list[int], window: Window) -> np.ndarray:
-        """Pixels of ``window`` whose whole 3×3 neighbourhood is covered by the file and valid by
-        its rule (read one pixel wider than the window, so that the erosion is exact at its edges)."""
+        """Pixels of ``window`` whose whole 3×3 neighbourhood is covered by the file and valid by its rule.
+
+        Read one pixel wider than the window, so that the erosion is exact at its edges.
+        """
         assert self._coverage is not None and self.validity is not None
         r0, c0 = int(window.row_off), int(window.col_off)
         r1, c1 = r0 + int(window.height), c0 + int(window.width)
@@ -197,9 +210,10 @@ class GridReader:
 
 def write_probability(grid: Grid, tiles: TileGrid, chunks: Iterable[tuple[Tile, np.ndarray]],
                       path: str | os.PathLike[str], outputs: tuple[str, ...] = ("change",)) -> Path:
-    """Blend (tile, probabilities (outputs, rows, cols)) chunks of ``tiles`` into a float32 COG at
-    ``path`` (CRS and transform of ``grid``; nodata NaN where either date was invalid), one band
-    per ``outputs`` (band 1: change probability; semantic models add building probabilities).
+    """Blend (tile, probabilities (outputs, rows, cols)) chunks of ``tiles`` into a float32 COG at ``path``.
+
+    CRS and transform of ``grid``; nodata NaN where either date was invalid; one band per
+    ``outputs`` (band 1: change probability; semantic models add building probabilities).
 
     Each chunk is weighted by ``tiles.weights`` and added into a tiled scratch GeoTIFF next to
     ``path`` as it arrives (in any order: Dask tasks finish out of order), so memory holds one tile

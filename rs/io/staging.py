@@ -102,8 +102,10 @@ def _remove(path: Path) -> None:
 
 
 def _recover(target: Path) -> None:
-    """Undo a swap interrupted between its two renames and delete what dead runs left beside
-    ``target``. The caller holds the lock on ``target.parent``."""
+    """Undo a swap interrupted between its two renames and delete what dead runs left beside ``target``.
+
+    The caller holds the lock on ``target.parent``.
+    """
     olds = _siblings(target, OLD)
     if olds and not os.path.lexists(target):  # killed between the renames: the old run is whole
         newest = max(olds, key=lambda p: p.lstat().st_ctime_ns)  # the rename that removed OUTDIR
@@ -117,9 +119,11 @@ def _recover(target: Path) -> None:
 
 
 def recover(outdir: str | os.PathLike[str]) -> None:
-    """Restore OUTDIR if a run was killed while swapping it, and delete the staging and old
-    folders that killed runs left beside it. Does nothing (and writes nothing) when there are none.
-    Raises OutputError when OUTDIR cannot be restored."""
+    """Restore OUTDIR if a run was killed while swapping it, and delete what killed runs left beside it.
+
+    That is the staging and old folders. Does nothing (and writes nothing) when there are none.
+    Raises OutputError when OUTDIR cannot be restored.
+    """
     target = _real(Path(outdir))
     if not (_siblings(target, OLD) or _siblings(target, STAGING)):
         return
@@ -128,8 +132,10 @@ def recover(outdir: str | os.PathLike[str]) -> None:
 
 
 def recover_children(folder: str | os.PathLike[str]) -> None:
-    """``recover`` every output folder inside ``folder`` (a batch's per-area folders), and delete
-    the temporary files ``atomic_write`` calls killed there left."""
+    """``recover`` every output folder inside ``folder`` (a batch's per-area folders), and its temporary files.
+
+    Deletes the temporary files ``atomic_write`` calls killed there left.
+    """
     root = Path(folder)
     names = {p.name[1:].split(mark)[0] for mark in (STAGING, OLD) for p in root.glob(f".*{mark}*")}
     for name in names:
@@ -144,18 +150,22 @@ def _real(outdir: Path) -> Path:
 
 
 def _ours(name: str, known: Collection[str]) -> bool:
-    """Whether an entry of an output folder is changewatch's: an output, a sidecar of one
-    (``change_prob.tif.aux.xml``, ``flagged.gpkg-wal``), a temporary file of ``atomic_write``, or
-    a desktop's litter."""
+    """Whether an entry of an output folder is changewatch's.
+
+    An output, a sidecar of one (``change_prob.tif.aux.xml``, ``flagged.gpkg-wal``), a temporary
+    file of ``atomic_write``, or a desktop's litter.
+    """
     return (name in known or name in OS_LITTER or fnmatch.fnmatch(name, TMP_GLOB)
             or any(name.startswith((f"{k}.", f"{k}-")) for k in known))
 
 
 def check_replaceable(outdir: str | os.PathLike[str], known: Collection[str],
                       inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
-    """Raise OutputError unless a run may replace ``outdir`` as a whole: it is absent, or a folder
-    holding only what changewatch writes (``known`` names and their sidecars), it contains none
-    of ``inputs``, and it is not a mount point."""
+    """Raise OutputError unless a run may replace ``outdir`` as a whole.
+
+    It may when ``outdir`` is absent, or a folder holding only what changewatch writes (``known``
+    names and their sidecars), it contains none of ``inputs``, and it is not a mount point.
+    """
     target = _real(Path(outdir))
     for given in inputs:
         path = Path(os.path.realpath(given))
@@ -193,14 +203,16 @@ def _swap(stage: Path, target: Path) -> Path | None:
 
 
 class StagedDir:
-    """A staging folder beside ``outdir`` that replaces it as a whole on success (see the module
-    docstring for the guarantee), and is deleted on failure, leaving ``outdir`` as it was.
+    """A staging folder beside ``outdir`` that replaces it as a whole on success, or is deleted on failure.
+
+    See the module docstring for the guarantee; on failure ``outdir`` is left as it was.
 
     Use as a context manager; write files under ``.path(name)``. ``known``: every name
     changewatch writes into such a folder (an OUTDIR holding anything else is refused);
     ``inputs``: files the run reads, which must not lie inside ``outdir``. Creating it checks
     both, restores or cleans what killed runs left, and creates the staging folder, so a
-    folder that cannot be written fails before any work. Raises OutputError.
+    folder that cannot be written fails before any work. Raises OutputError. Leaving the ``with``
+    block normally commits (``commit``); an exception, or a failed commit, discards (``discard``).
     """
 
     def __init__(self, outdir: str | os.PathLike[str], known: Collection[str],
@@ -235,8 +247,10 @@ class StagedDir:
         return self.outdir / name
 
     def writing(self, name: str | None = None) -> AbstractContextManager[None]:
-        """``writing`` for output ``name`` (for several outputs, None: the folder), with the staging
-        folder shown as OUTDIR in the reason."""
+        """``writing`` for output ``name`` (for several outputs, None: the folder).
+
+        The staging folder is shown as OUTDIR in the reason.
+        """
         return writing(self.final(name) if name else self.outdir, shown_as=(str(self.stage), str(self.outdir)))
 
     def commit(self) -> list[Path]:

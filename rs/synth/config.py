@@ -45,12 +45,18 @@ class NuisanceConfig:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """One run of ``rs.synth.generate``: where the single-date VHR data is, where the LEVIR-CD-style
-    pairs go, and how they are made. Paths are strings so the config serialises into synth.json.
+    """One run of ``rs.synth.generate``: the VHR data, where the pairs go, and how they are made.
+
+    Where the single-date VHR data is, where the LEVIR-CD-style pairs go, and how they are made.
+    Paths are strings so the config serialises into synth.json.
 
     ``gsd_m`` is (low, high) in metres: equal values give every chip that ground sampling distance;
     a range draws each chip's GSD log-uniformly within it. ``pairs_per_area`` pairs are made for
     every source area, the ``val_area`` (one whole area, kept out of training) included.
+
+    Raises ValueError for a GSD range not 0 < low ≤ high, a chip side under 32 pixels, fewer than
+    one pair per area, a nuisance-only share outside [0, 1], ``max_nodata`` outside [0, 1) or a
+    JPEG quality outside 1-100.
     """
 
     source: str

@@ -33,8 +33,11 @@ ROOF_COLOUR_DISTANCE = 30.0  # RGB distance from the roof's median colour that s
 
 @dataclass(frozen=True)
 class Donor:
-    """A building cut from a source to be pasted elsewhere: ``patch`` (h, w, 3) uint8 and its
-    footprint ``mask`` (h, w) bool at ``gsd_m`` metres; ``mean`` the per-band mean of its source."""
+    """A building cut from a source to be pasted elsewhere: its patch, footprint mask, GSD and mean.
+
+    ``patch`` (h, w, 3) uint8 and its footprint ``mask`` (h, w) bool at ``gsd_m`` metres; ``mean``
+    the per-band mean of its source.
+    """
 
     patch: np.ndarray
     mask: np.ndarray
@@ -49,9 +52,11 @@ def grow_px(gsd_m: float) -> int:
 
 
 def roof_overhang(image: np.ndarray, instances: np.ndarray, building: int, gsd_m: float) -> np.ndarray:
-    """Pixels next to footprint ``building`` (up to ROOF_REACH_M) that look like its roof — within
-    ROOF_COLOUR_DISTANCE of the footprint's median colour and connected to it: eaves, and roofs a
-    little off or larger than their footprint. (H, W) bool, the footprint included."""
+    """Pixels next to footprint ``building`` (up to ROOF_REACH_M) that look like its roof; (H, W) bool.
+
+    Within ROOF_COLOUR_DISTANCE of the footprint's median colour and connected to it: eaves, and
+    roofs a little off or larger than their footprint. The footprint is included.
+    """
     footprint = instances == building
     roof = np.median(image[footprint].reshape(-1, 3).astype(np.float32), axis=0)
     alike = np.linalg.norm(image.astype(np.float32) - roof, axis=-1) < ROOF_COLOUR_DISTANCE
@@ -60,10 +65,12 @@ def roof_overhang(image: np.ndarray, instances: np.ndarray, building: int, gsd_m
 
 
 def removal_region(image: np.ndarray, instances: np.ndarray, ids: np.ndarray, sun: Sun, gsd_m: float) -> np.ndarray:
-    """Pixels to repaint to remove buildings ``ids``: their footprints and roof overhangs
-    (``roof_overhang``) with the dark pixels of their shadows (swept along the sun's azimuth, or all
-    round when it was not measured), grown by ``grow_px``, holes filled, other buildings excluded.
-    (H, W) bool."""
+    """Pixels to repaint to remove buildings ``ids``; (H, W) bool.
+
+    Their footprints and roof overhangs (``roof_overhang``) with the dark pixels of their shadows
+    (swept along the sun's azimuth, or all round when it was not measured), grown by ``grow_px``,
+    holes filled, other buildings excluded.
+    """
     footprints = np.isin(instances, ids)
     for building in ids:
         footprints |= roof_overhang(image, instances, int(building), gsd_m)
@@ -85,18 +92,24 @@ def _ring(mask: np.ndarray, width: int) -> np.ndarray:
 
 
 def _membrane(difference: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
-    """A smooth field (H, W, 3) that takes ``difference`` where ``weight`` is 1 and fills in between
-    by normalised convolution with a Gaussian of ``sigma`` pixels (Knutsson & Westin, "Normalized
-    and differential convolution", CVPR 1993): a cheap stand-in for the harmonic membrane of
-    Poisson image editing (Pérez et al., SIGGRAPH 2003) that only listens to the pixels given."""
+    """A smooth field (H, W, 3) that takes ``difference`` where ``weight`` is 1 and fills in between.
+
+    Filled by normalised convolution with a Gaussian of ``sigma`` pixels (Knutsson & Westin,
+    "Normalized and differential convolution", CVPR 1993): a cheap stand-in for the harmonic
+    membrane of Poisson image editing (Pérez et al., SIGGRAPH 2003) that only listens to the pixels
+    given.
+    """
     w = cv2.GaussianBlur(weight.astype(np.float32), (0, 0), sigma)
     num = cv2.GaussianBlur(difference * weight[..., None], (0, 0), sigma)
     return num / np.maximum(w, 1e-6)[..., None]
 
 
 def _placements(ground: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    """Every (row, col) at which the top-left corner of mask ``shape`` (h, w bool) puts all of it on
-    ``ground`` (H, W bool) and its box inside the image: (N, 2) int (an erosion of ``ground`` by the shape)."""
+    """Every (row, col) at which the top-left corner of mask ``shape`` puts all of it on ``ground``: (N, 2) int.
+
+    ``shape`` is (h, w) bool, ``ground`` (H, W) bool; the mask's box must lie inside the image (an
+    erosion of ``ground`` by the shape).
+    """
     h, w = shape.shape
     fits = cv2.erode(ground.astype(np.uint8), shape.astype(np.uint8), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT,
                      borderValue=0)
@@ -105,9 +118,11 @@ def _placements(ground: np.ndarray, shape: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Ground:
-    """Where removal fills are copied from: ``image`` (H', W', 3) uint8 at the chip's GSD around it,
-    ``free`` (H', W') bool its building-free valid pixels, ``offset`` (row, col) of the chip's
-    first pixel in it."""
+    """Where removal fills are copied from: an image around the chip, its free pixels and the chip's offset.
+
+    ``image`` (H', W', 3) uint8 at the chip's GSD around it, ``free`` (H', W') bool its
+    building-free valid pixels, ``offset`` (row, col) of the chip's first pixel in it.
+    """
 
     image: np.ndarray
     free: np.ndarray
@@ -121,8 +136,10 @@ def ground_of(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gsd_m
 
 
 def _palette(pixels: np.ndarray) -> np.ndarray:
-    """The colours (N, 3) present, as an occupancy grid of PALETTE_BIN-wide RGB bins:
-    (256 // PALETTE_BIN,) * 3 bool."""
+    """The colours (N, 3) present, as an occupancy grid of PALETTE_BIN-wide RGB bins.
+
+    Shape (256 // PALETTE_BIN,) * 3, bool.
+    """
     n = 256 // PALETTE_BIN
     grid = np.zeros((n, n, n), bool)
     grid[tuple((pixels // PALETTE_BIN).astype(int).T)] = True
@@ -131,16 +148,19 @@ def _palette(pixels: np.ndarray) -> np.ndarray:
 
 def _fill_component(image: np.ndarray, component: np.ndarray, ground: Ground, free: np.ndarray,
                     boundary: np.ndarray, rng: np.random.Generator, max_px: int) -> bool:
-    """Repaint ``component`` (bool) of ``image`` in place with a patch of ``ground`` lying wholly on
-    ``free`` pixels, chosen among up to FILL_TRIES placements by how well its surroundings match
-    the component's (mean absolute difference on a 3-pixel ring of ``boundary`` pixels) and how
-    well its inside matches the ring's colours: its mean within MAX_FILL_OFFSET, at most
+    """Repaint ``component`` (bool) of ``image`` in place with a patch of ``ground`` lying wholly on ``free`` pixels.
+
+    The patch is chosen among up to FILL_TRIES placements by how well its surroundings match the
+    component's (mean absolute difference on a 3-pixel ring of ``boundary`` pixels) and how well
+    its inside matches the ring's colours: its mean within MAX_FILL_OFFSET, at most
     MAX_FILL_OUTLIERS of its pixels of colours absent from the ring (``_palette``; so an unlabelled
     roof, counted as free ground, is not copied in), and a penalty when busier than the ring. The
     patch's colours are then corrected towards the ring by a smooth membrane (``_membrane``) and
-    its edge feathered over 2 pixels. Only ``boundary`` pixels (open ground) steer it, so a neighbouring roof does not
-    bleed into the fill. False when no patch qualifies or the component exceeds ``max_px``
-    pixels (one patch copied over a block of buildings would bring their unlabelled neighbours)."""
+    its edge feathered over 2 pixels. Only ``boundary`` pixels (open ground) steer it, so a
+    neighbouring roof does not bleed into the fill. False when no patch qualifies or the component
+    exceeds ``max_px`` pixels (one patch copied over a block of buildings would bring their
+    unlabelled neighbours).
+    """
     h, w = component.shape
     rows, cols = np.nonzero(component)
     r0, r1, c0, c1 = rows.min() - 4, rows.max() + 5, cols.min() - 4, cols.max() + 5
@@ -185,10 +205,13 @@ def _fill_component(image: np.ndarray, component: np.ndarray, ground: Ground, fr
 def remove_buildings(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, ids: np.ndarray, sun: Sun,
                      gsd_m: float, rng: np.random.Generator,
                      ground: Ground | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A copy of ``image`` with buildings ``ids`` (and their shadows) replaced by building-free
-    texture of ``ground`` (default: the chip itself; better, a larger window around it at the same
-    GSD) blended in (``_fill_component``), and the ids actually removed (a building whose region
-    touches the chip's edge, exceeds MAX_FILL_M2 or finds no fitting patch is kept)."""
+    """A copy of ``image`` with buildings ``ids`` (and their shadows) replaced by ground, and the ids removed.
+
+    Replaced by building-free texture of ``ground`` (default: the chip itself; better, a larger
+    window around it at the same GSD) blended in (``_fill_component``). Returns the ids actually
+    removed (a building whose region touches the chip's edge, exceeds MAX_FILL_M2 or finds no
+    fitting patch is kept).
+    """
     out = image.copy()
     region = removal_region(image, instances, ids, sun, gsd_m)
     ground = ground or ground_of(image, instances, valid, gsd_m)
@@ -209,8 +232,10 @@ def remove_buildings(image: np.ndarray, instances: np.ndarray, valid: np.ndarray
 
 def cut_donors(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gsd_m: float, source: str,
                min_m2: float) -> list[Donor]:
-    """Every building of a source that lies wholly on valid imagery and covers at least ``min_m2``,
-    cut with a 2-pixel margin (ids in ``instances`` order)."""
+    """Every building of a source that lies wholly on valid imagery and covers at least ``min_m2``.
+
+    Cut with a 2-pixel margin (ids in ``instances`` order).
+    """
     mean = image[valid].reshape(-1, 3).mean(axis=0) if valid.any() else np.full(3, 128.0)
     donors = []
     for i, window in enumerate(ndimage.find_objects(instances), start=1):
@@ -229,8 +254,10 @@ def cut_donors(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gsd_
 
 
 def _scaled(donor: Donor, gsd_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """The donor at ``gsd_m``: (patch float32 (h, w, 3), alpha (h, w) in [0, 1], the footprint's
-    area share of each pixel; area-averaged when shrinking)."""
+    """The donor at ``gsd_m``: (patch float32 (h, w, 3), alpha (h, w) in [0, 1]).
+
+    Alpha is the footprint's area share of each pixel; area-averaged when shrinking.
+    """
     f = donor.gsd_m / gsd_m
     if abs(f - 1) < 1e-6:
         return donor.patch.astype(np.float32), donor.mask.astype(np.float32)
@@ -242,8 +269,10 @@ def _scaled(donor: Donor, gsd_m: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _place(occupied: np.ndarray, shape: np.ndarray, rng: np.random.Generator, margin: int,
            tries: int = 60) -> tuple[int, int] | None:
-    """A random top-left (row, col) where mask ``shape`` (h, w) touches no ``occupied`` pixel and
-    stays ``margin`` pixels inside the chip; None when none of ``tries`` draws fits."""
+    """A random top-left (row, col) where mask ``shape`` (h, w) fits; None when none of ``tries`` draws fits.
+
+    Fits: touches no ``occupied`` pixel and stays ``margin`` pixels inside the chip.
+    """
     h, w = occupied.shape
     sh, sw = shape.shape
     if sh + 2 * margin >= h or sw + 2 * margin >= w:
@@ -257,14 +286,16 @@ def _place(occupied: np.ndarray, shape: np.ndarray, rng: np.random.Generator, ma
 
 def paste_buildings(image: np.ndarray, occupied: np.ndarray, donors: list[Donor], sun: Sun, gsd_m: float,
                     rng: np.random.Generator, margin: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """A copy of ``image`` (H, W, 3 uint8) with each donor building pasted onto free ground (where
-    ``occupied`` is False, with 1 m to spare, ``margin`` pixels inside the edge) with its own shadow:
-    the footprint swept along ``sun.azimuth_deg`` for ``sun.length_m`` clipped to PASTE_SHADOW_M
-    (± 30 %; L = h / tan(sun elevation), ``rs.synth.shadow``), ground darkened with a soft edge and
-    a bluish cast (shadows are lit by the sky), faintly when the sun was not measured. Donor colours
-    get a gain towards the chip's mean (0.85-1.15). Returns the image, the mask (H, W bool) of the
-    footprints pasted (area share ≥ 0.5) and how many were pasted. ``occupied`` is updated in
-    place. Donors that fit nowhere are skipped."""
+    """A copy of ``image`` (H, W, 3 uint8) with each donor building pasted onto free ground with its own shadow.
+
+    Free ground: where ``occupied`` is False, with 1 m to spare, ``margin`` pixels inside the edge.
+    The shadow is the footprint swept along ``sun.azimuth_deg`` for ``sun.length_m`` clipped to
+    PASTE_SHADOW_M (± 30 %; L = h / tan(sun elevation), ``rs.synth.shadow``), ground darkened with
+    a soft edge and a bluish cast (shadows are lit by the sky), faintly when the sun was not
+    measured. Donor colours get a gain towards the chip's mean (0.85-1.15). Returns the image, the
+    mask (H, W bool) of the footprints pasted (area share ≥ 0.5) and how many were pasted.
+    ``occupied`` is updated in place. Donors that fit nowhere are skipped.
+    """
     out = image.astype(np.float32)
     pasted = np.zeros(occupied.shape, bool)
     count = 0

@@ -113,11 +113,13 @@ def usable(sources: list[Source], config: SynthConfig) -> list[Source]:
 
 def _draw_chip(sources: list[Source], config: SynthConfig, needs: int,
                rng: np.random.Generator) -> tuple[Chip, np.ndarray]:
-    """A chip at a drawn GSD with at least ``needs`` buildings to change when one is found within
-    CHIP_TRIES positions (else the one with most), and its eligible ids. The GSD is lowered
+    """A chip at a drawn GSD with at least ``needs`` buildings to change, and its eligible ids.
+
+    The chip is one found within CHIP_TRIES positions (else the one with most). The GSD is lowered
     (×0.95 at a time, not below the range's low end) while no source is large enough for a chip
     wholly on imagery; at the low end, chips up to ``max_nodata`` off the imagery are taken.
-    ``sources`` must be ``usable``."""
+    ``sources`` must be ``usable``.
+    """
     gsd = config.draw_gsd(float(rng.random()))
     size = config.chip + 2 * PAD
     while True:
@@ -149,8 +151,10 @@ def _draw_chip(sources: list[Source], config: SynthConfig, needs: int,
 
 
 def _pair_sun(chip: Chip, rng: np.random.Generator) -> Sun:
-    """The chip's source sun, or, when it was not measured, a random one: shadow length
-    h / tan(elevation) for a building of 3-6 m under a sun 45-75° high."""
+    """The chip's source sun, or, when it was not measured, a random one.
+
+    Random: shadow length h / tan(elevation) for a building of 3-6 m under a sun 45-75° high.
+    """
     if chip.source.sun.measured:
         return chip.source.sun
     height, elevation = rng.uniform(3, 6), np.radians(rng.uniform(45, 75))
@@ -169,11 +173,14 @@ def _pick_donors(donors: list[Donor], chip: Chip, config: SynthConfig, rng: np.r
 
 @dataclass(frozen=True)
 class SynthPair:
-    """One pair as written: ``before``, ``after`` (chip, chip, 3) uint8 RGB, ``label`` (chip, chip)
-    uint8, 255 = change, and the buildings standing at each date, ``building_before`` and
-    ``building_after`` (chip, chip) uint8, 255 = building (footprints, before misregistration);
-    with what it was made from: the chip's footprint ids ``instances`` (chip, chip) uint16 on the
-    same pixels, the ids ``removed`` (appear and disappear) and the mask of the footprints ``pasted``."""
+    """One pair as written, with what it was made from.
+
+    ``before``, ``after`` (chip, chip, 3) uint8 RGB, ``label`` (chip, chip) uint8, 255 = change,
+    and the buildings standing at each date, ``building_before`` and ``building_after`` (chip,
+    chip) uint8, 255 = building (footprints, before misregistration); with what it was made from:
+    the chip's footprint ids ``instances`` (chip, chip) uint16 on the same pixels, the ids
+    ``removed`` (appear and disappear) and the mask of the footprints ``pasted``.
+    """
 
     before: np.ndarray
     after: np.ndarray
@@ -201,8 +208,10 @@ class _Edited:
 
 def _edit(chip: Chip, eligible: np.ndarray, ops: tuple[str, ...], donors: list[Donor], sun: Sun,
           config: SynthConfig, rng: np.random.Generator) -> _Edited:
-    """Apply ``ops`` to a chip: appear removes buildings from BEFORE, disappear from AFTER (each
-    1 to ``max_changed`` of ``eligible``, never the same one twice), paste adds donors to AFTER."""
+    """Apply ``ops`` to a chip: appear removes buildings from BEFORE, disappear from AFTER, paste adds donors to AFTER.
+
+    Appear and disappear each remove 1 to ``max_changed`` of ``eligible``, never the same one twice.
+    """
     shape = chip.valid.shape
     e = _Edited(chip.image, chip.image.copy(), np.zeros(shape, bool), np.zeros(shape, bool),
                 {"before": chip.instances > 0, "after": chip.instances > 0}, dict.fromkeys(OPS, 0), [])
@@ -238,7 +247,8 @@ def make_pair(sources: list[Source], donors: list[Donor], config: SynthConfig, r
     """One synthetic pair from ``sources`` (all of one area, ``usable``), pasting ``donors``.
 
     A pair meant to change whose edits all failed (no building to remove, no room to paste) is
-    tried again on another chip, up to EDIT_TRIES times, then kept as a nuisance-only pair."""
+    tried again on another chip, up to EDIT_TRIES times, then kept as a nuisance-only pair.
+    """
     ops = _choose_ops(config, rng)
     for _ in range(EDIT_TRIES):
         chip, eligible = _draw_chip(sources, config, sum(op in ops for op in ("appear", "disappear")), rng)
@@ -314,10 +324,12 @@ def _manifest(config: SynthConfig, sources: list[Source], records: list[PairReco
 
 
 def generate(config: SynthConfig, progress: bool = True) -> SynthResult:
-    """Write ``config.pairs_per_area`` pairs for every area under ``config.source`` (but those too small
-    for one chip, listed in the result and synth.json) into
-    ``config.out`` (``train/`` and, for ``config.val_area``, ``val/``, each with ``A/``, ``B/``,
-    ``label/``, ``building_before/``, ``building_after/``) and ``synth.json``; all staged beside ``out`` and moved in only on success.
+    """Write ``config.pairs_per_area`` pairs for every area under ``config.source`` into ``config.out``.
+
+    Areas too small for one chip are left out (listed in the result and synth.json). ``config.out``
+    gets ``train/`` and, for ``config.val_area``, ``val/``, each with ``A/``, ``B/``, ``label/``,
+    ``building_before/``, ``building_after/``, and ``synth.json``; all staged beside ``out`` and
+    moved in only on success.
 
     Raises InputFileError for a missing or unreadable source folder or file, a ``val_area``
     that is not among the areas found or is too small, or fewer than two usable areas.

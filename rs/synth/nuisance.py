@@ -36,8 +36,10 @@ def smooth_field(shape: tuple[int, int], cells: int, rng: np.random.Generator) -
 
 
 def season(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.random.Generator) -> np.ndarray:
-    """Vegetation in another season: hue shifted and saturation scaled where pixels are green
-    (hue 60-170°, saturation > 0.12), weighted smoothly by how green they are."""
+    """Vegetation in another season: hue shifted and saturation scaled where pixels are green.
+
+    Green: hue 60-170°, saturation > 0.12; weighted smoothly by how green they are.
+    """
     hsv = cv2.cvtColor(np.clip(img / 255, 0, 1), cv2.COLOR_RGB2HSV)
     hue, sat = hsv[..., 0], hsv[..., 1]
     weight = np.clip((sat - 0.12) / 0.15, 0, 1) * np.clip(1 - np.abs(hue - 115) / 55, 0, 1) * ~ctx.buildings
@@ -47,8 +49,10 @@ def season(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.rando
 
 
 def ground_patches(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.random.Generator) -> np.ndarray:
-    """Bare soil ↔ paving: irregular patches of open ground (4-15 m across, away from buildings)
-    recoloured brown (soil) or grey (paving, asphalt), keeping some of their texture."""
+    """Bare soil ↔ paving: irregular patches of open ground recoloured, keeping some of their texture.
+
+    Patches 4-15 m across, away from buildings, recoloured brown (soil) or grey (paving, asphalt).
+    """
     h, w = img.shape[:2]
     out = img.copy()
     free = ~dilate(ctx.buildings, max(1, round(0.5 / ctx.gsd_m)))
@@ -73,8 +77,11 @@ def ground_patches(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: 
 
 
 def shadows(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.random.Generator) -> np.ndarray:
-    """Another time of day: the image's own building shadows lifted towards open-ground brightness,
-    and new ones cast at another azimuth (60-180° away) and length (0.5-2×)."""
+    """Another time of day: the image's own building shadows lifted, and new ones cast.
+
+    Shadows are lifted towards open-ground brightness; new ones are cast at another azimuth
+    (60-180° away) and length (0.5-2×).
+    """
     if not ctx.buildings.any():
         return img
     y = luminance(img)
@@ -92,8 +99,10 @@ def shadows(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.rand
 
 
 def haze(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.random.Generator) -> np.ndarray:
-    """Haze: I·(1 − t) + A·t with a bluish-grey airlight A and a smoothly varying transmission loss
-    t (the atmospheric scattering model, Koschmieder 1924)."""
+    """Haze: I·(1 − t) + A·t with a bluish-grey airlight A and a smoothly varying transmission loss t.
+
+    The atmospheric scattering model (Koschmieder 1924).
+    """
     t = float(rng.uniform(*cfg.haze_strength)) * (0.6 + 0.4 * smooth_field(img.shape[:2], 3, rng))[..., None]
     airlight = np.array([200, 205, 215], np.float32) + rng.uniform(-15, 25)
     return img * (1 - t) + airlight * t
@@ -113,8 +122,10 @@ def blur(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.random.
 
 
 def resample(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.random.Generator) -> np.ndarray:
-    """A coarser sensor: down-sampled by a factor in ``resample_factor`` (area average), then back
-    up (bilinear or bicubic)."""
+    """A coarser sensor: down-sampled by a factor in ``resample_factor`` (area average), then back up.
+
+    Back up by bilinear or bicubic interpolation.
+    """
     h, w = img.shape[:2]
     f = float(rng.uniform(*cfg.resample_factor))
     small = cv2.resize(img, (max(8, round(w / f)), max(8, round(h / f))), interpolation=cv2.INTER_AREA)
@@ -122,9 +133,12 @@ def resample(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.ran
 
 
 def colour(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.random.Generator) -> np.ndarray:
-    """Another sensor and illumination: a 3×3 colour-mixing matrix (rows summing to one, so greys
-    stay grey), a gain and a smaller one per band, then a gamma; or, with probability ``greyscale``, a greyscale
-    photograph (luma in all three bands) with its own gain and gamma."""
+    """Another sensor and illumination: colour mixing, gains and gamma; or a greyscale photograph.
+
+    A 3×3 colour-mixing matrix (rows summing to one, so greys stay grey), a gain and a smaller one
+    per band, then a gamma; or, with probability ``greyscale``, a greyscale photograph (luma in all
+    three bands) with its own gain and gamma.
+    """
     if rng.random() < cfg.greyscale:
         img = np.repeat(luminance(np.clip(img, 0, 255))[..., None], 3, axis=2)
         gain = np.full(3, rng.uniform(*cfg.gain), np.float32)
@@ -159,8 +173,10 @@ EFFECTS: tuple[tuple[str, Effect], ...] = (
 
 def apply_nuisance(image: np.ndarray, ctx: DateContext, cfg: NuisanceConfig,
                    rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
-    """``image`` (H, W, 3) uint8 with a random subset of the effects applied (each with its
-    probability in ``cfg``), as uint8, and the names of those applied, in order."""
+    """``image`` (H, W, 3) uint8 with a random subset of the effects applied, and their names in order.
+
+    Each effect has its probability in ``cfg``; the result is uint8.
+    """
     img = image.astype(np.float32)
     applied = []
     for name, effect in EFFECTS:

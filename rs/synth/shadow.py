@@ -23,10 +23,13 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
 
 @dataclass(frozen=True)
 class Sun:
-    """Where shadows fall in an image: ``azimuth_deg`` clockwise from grid north (up), the direction
-    *away* from the sun; ``length_m`` the typical shadow length beyond a footprint's edge (metres).
-    ``measured`` is False when the image showed no clear shadows (overcast, or too few buildings):
-    the values are then a default to be replaced by a random draw."""
+    """Where shadows fall in an image: their azimuth and typical length, and whether they were measured.
+
+    ``azimuth_deg`` clockwise from grid north (up), the direction *away* from the sun;
+    ``length_m`` the typical shadow length beyond a footprint's edge (metres). ``measured`` is
+    False when the image showed no clear shadows (overcast, or too few buildings): the values are
+    then a default to be replaced by a random draw.
+    """
 
     azimuth_deg: float
     length_m: float
@@ -54,9 +57,11 @@ def dilate(mask: np.ndarray, radius_px: int) -> np.ndarray:
 
 
 def sweep(mask: np.ndarray, azimuth_deg: float, length_px: float) -> np.ndarray:
-    """``mask`` (H, W bool) swept ``length_px`` pixels towards ``azimuth_deg`` (clockwise from up):
-    every pixel p with p − t·u in the mask for some 0 ≤ t ≤ length (u the unit vector of the
-    azimuth). The footprint itself is included."""
+    """``mask`` (H, W bool) swept ``length_px`` pixels towards ``azimuth_deg`` (clockwise from up).
+
+    Every pixel p with p − t·u in the mask for some 0 ≤ t ≤ length (u the unit vector of the
+    azimuth). The footprint itself is included.
+    """
     n = int(math.ceil(length_px))
     if n <= 0:
         return mask.copy()
@@ -79,8 +84,10 @@ def _dark_share(dark: np.ndarray, region: np.ndarray) -> float:
 
 def estimate_sun(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gsd_m: float,
                  max_length_m: float = 10.0) -> Sun:
-    """The direction and typical length of building shadows in ``image`` (H, W, 3 uint8 RGB on a
-    north-up grid of ``gsd_m`` metres) next to the footprints ``instances`` (H, W; > 0 = building).
+    """The direction and typical length of building shadows in ``image`` next to the footprints ``instances``.
+
+    ``image``: (H, W, 3 uint8 RGB on a north-up grid of ``gsd_m`` metres); ``instances``: (H, W;
+    > 0 = building).
 
     For every azimuth (15° steps) the share f(az) of *dark* pixels (luma below 60 % of the median
     of open ground) in a 1.5 m band swept beyond the footprints is measured; the shadow azimuth is

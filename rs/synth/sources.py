@@ -118,8 +118,11 @@ def _is_geotiff_block(folder: Path) -> bool:
 
 
 def _area_name(folder: Path, root: Path) -> str:
-    """Area (town) name: the ramp dataset's numbered folders by their town, ``oam-<town>/...`` by
-    its town, else the folder's own name."""
+    """Area (town) name of a source folder.
+
+    The ramp dataset's numbered folders by their town, ``oam-<town>/...`` by its town, else the
+    folder's own name.
+    """
     if folder.name in RAMP_AREAS and folder.parent.name == "data":
         return RAMP_AREAS[folder.name]
     top = folder.relative_to(root).parts[0] if folder != root else folder.name
@@ -153,7 +156,9 @@ def find_areas(root: str | Path) -> list[AreaFiles]:
 
 def read_tile(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One 256² web-map tile as (RGB (256, 256, 3) uint8, valid (256, 256) bool: alpha > 0).
-    Raises InputFileError for an unreadable image or one of another size."""
+
+    Raises InputFileError for an unreadable image or one of another size.
+    """
     try:
         with Image.open(path) as im:
             rgba = np.asarray(im.convert("RGBA"))
@@ -172,8 +177,10 @@ def _tile_index(paths: Iterable[Path]) -> tuple[int, dict[tuple[int, int], Path]
 
 
 def tile_blocks(tiles: Iterable[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-    """Tiles grouped into edge-connected blocks (each mosaicked alone, so that ground between
-    scattered blocks is never held in memory), ordered by their first tile."""
+    """Tiles grouped into edge-connected blocks, ordered by their first tile.
+
+    Each block is mosaicked alone, so that ground between scattered blocks is never held in memory.
+    """
     tiles = sorted(tiles)
     xs, ys = [t[0] for t in tiles], [t[1] for t in tiles]
     grid = np.zeros((max(ys) - min(ys) + 1, max(xs) - min(xs) + 1), bool)
@@ -187,9 +194,12 @@ def tile_blocks(tiles: Iterable[tuple[int, int]]) -> list[list[tuple[int, int]]]
 
 
 def xyz_mosaic(tiles: dict[tuple[int, int], Path], zoom: int) -> Mosaic:
-    """Tiles (x, y) → path of one zoom mosaicked in EPSG:3857 at the zoom's own resolution
-    (2πR / 2^z / 256 m per pixel); missing tiles and alpha-0 regions that are not enclosed dark
-    holes (``real_nodata``) are not valid. Raises InputFileError for an unreadable tile."""
+    """Tiles (x, y) → path of one zoom mosaicked in EPSG:3857 at the zoom's own resolution.
+
+    The resolution is 2πR / 2^z / 256 m per pixel; missing tiles and alpha-0 regions that are not
+    enclosed dark holes (``real_nodata``) are not valid. Raises InputFileError for an unreadable
+    tile.
+    """
     xs, ys = [t[0] for t in tiles], [t[1] for t in tiles]
     x0, y0 = min(xs), min(ys)
     rows, cols = (max(ys) - y0 + 1) * TILE_PX, (max(xs) - x0 + 1) * TILE_PX
@@ -206,9 +216,12 @@ def xyz_mosaic(tiles: dict[tuple[int, int], Path], zoom: int) -> Mosaic:
 
 
 def real_nodata(missing: np.ndarray, max_hole_px: int) -> np.ndarray:
-    """The part of ``missing`` (H, W bool) that is really outside the imagery: regions that touch
-    the mosaic's edge or exceed ``max_hole_px``. The tiles mark pure black (0, 0, 0) pixels, deep
-    shadows, with alpha 0 too; enclosed small holes are such pixels and stay valid (black)."""
+    """The part of ``missing`` (H, W bool) that is really outside the imagery.
+
+    Regions that touch the mosaic's edge or exceed ``max_hole_px``. The tiles mark pure black
+    (0, 0, 0) pixels, deep shadows, with alpha 0 too; enclosed small holes are such pixels and stay
+    valid (black).
+    """
     labels, _ = ndimage.label(missing)
     sizes = np.bincount(labels.ravel())
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
@@ -219,9 +232,11 @@ def real_nodata(missing: np.ndarray, max_hole_px: int) -> np.ndarray:
 
 
 def geotiff_mosaic(paths: tuple[Path, ...]) -> Mosaic:
-    """Adjacent georeferenced RGB chips (any CRS, the same for all) merged on the first chip's grid
-    (``rasterio.merge``; pixels no chip covers: not valid). Raises InputFileError for an unreadable
-    file, a chip without CRS or with fewer than three bands."""
+    """Adjacent georeferenced RGB chips (any CRS, the same for all) merged on the first chip's grid.
+
+    ``rasterio.merge``; pixels no chip covers: not valid. Raises InputFileError for an unreadable
+    file, a chip without CRS or with fewer than three bands.
+    """
     try:
         datasets = [rasterio.open(p) for p in paths]
     except rasterio.errors.RasterioIOError as exc:
@@ -240,8 +255,10 @@ def geotiff_mosaic(paths: tuple[Path, ...]) -> Mosaic:
 
 
 def metric_grid(mosaic: Mosaic, gsd_m: float) -> tuple[CRS, Affine, int, int]:
-    """The UTM grid (CRS, transform, width, height) covering ``mosaic`` at ``gsd_m`` metres, pixel
-    edges on multiples of ``gsd_m``, in the UTM zone of the mosaic's centre."""
+    """The UTM grid (CRS, transform, width, height) covering ``mosaic`` at ``gsd_m`` metres.
+
+    Pixel edges on multiples of ``gsd_m``, in the UTM zone of the mosaic's centre.
+    """
     h, w = mosaic.valid.shape
     crs = utm_crs(*Grid(mosaic.crs, mosaic.transform, w, h).centre_lonlat())
     bounds = rasterio.transform.array_bounds(h, w, mosaic.transform)
@@ -255,7 +272,8 @@ def to_metric(mosaic: Mosaic, gsd_m: float) -> Mosaic:
     """``mosaic`` reprojected onto ``metric_grid`` with area-averaging resampling (GDAL ``average``).
 
     A pixel is valid only when every source pixel under it was valid (so no pixel mixes imagery
-    with the black outside it)."""
+    with the black outside it).
+    """
     crs, transform, width, height = metric_grid(mosaic, gsd_m)
     image = np.zeros((3, height, width), np.uint8)
     cover = np.zeros((height, width), np.uint8)
@@ -270,9 +288,11 @@ def to_metric(mosaic: Mosaic, gsd_m: float) -> Mosaic:
 
 
 def read_footprints(paths: tuple[Path, ...], crs: CRS) -> np.ndarray:
-    """Building polygons of the label files in ``crs`` (made valid; multipolygons split; empty
-    and non-polygonal geometries dropped). Raises InputFileError for unreadable files or a
-    layer without CRS."""
+    """Building polygons of the label files in ``crs``.
+
+    Made valid; multipolygons split; empty and non-polygonal geometries dropped. Raises
+    InputFileError for unreadable files or a layer without CRS.
+    """
     frames = []
     for path in paths:
         try:
@@ -290,22 +310,27 @@ def read_footprints(paths: tuple[Path, ...], crs: CRS) -> np.ndarray:
 
 def rasterise_instances(footprints: np.ndarray, transform: Affine, shape: tuple[int, int],
                         ids: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) uint16: ``ids[k]`` (default k + 1) where ``footprints[k]`` covers the pixel centre, 0
-    elsewhere (a later footprint wins where two overlap). Raises ValueError beyond 65 535 ids."""
+    """(H, W) uint16: ``ids[k]`` (default k + 1) where ``footprints[k]`` covers the pixel centre, 0 elsewhere.
+
+    A later footprint wins where two overlap. Raises ValueError beyond 65 535 ids.
+    """
     ids = np.arange(1, len(footprints) + 1) if ids is None else ids
     if len(ids) and int(np.max(ids)) > np.iinfo(np.uint16).max:
         raise ValueError(f"footprint id {int(np.max(ids))} does not fit uint16 instance ids")
     if len(footprints) == 0:
         return np.zeros(shape, np.uint16)
-    return rasterio.features.rasterize(zip(footprints, (int(i) for i in ids)), out_shape=shape,
+    return rasterio.features.rasterize(zip(footprints, (int(i) for i in ids), strict=True), out_shape=shape,
                                        transform=transform, fill=0, dtype="uint16")
 
 
 @dataclass(frozen=True)
 class Chip:
-    """A square window of a Source resampled to ``gsd_m``: ``image`` (S, S, 3) uint8, ``valid``
-    (S, S) bool, ``instances`` (S, S) uint16 (the source's footprint ids, rasterised on the chip's
-    own grid), ``transform`` its grid in ``source.crs``, ``window`` where it was cut."""
+    """A square window of a Source resampled to ``gsd_m``: image, validity, footprint ids, grid and window.
+
+    ``image`` (S, S, 3) uint8, ``valid`` (S, S) bool, ``instances`` (S, S) uint16 (the source's
+    footprint ids, rasterised on the chip's own grid), ``transform`` its grid in ``source.crs``,
+    ``window`` where it was cut.
+    """
 
     source: Source
     image: np.ndarray
@@ -316,8 +341,10 @@ class Chip:
     window: tuple[int, int, int]  # (row, col, side) on the source's grid
 
     def around(self, factor: int = 3) -> Chip:
-        """The window ``factor`` times as wide centred on this chip, at its GSD (it lies at
-        ((factor − 1) / 2 · size) pixels in it, both ways)."""
+        """The window ``factor`` times as wide centred on this chip, at its GSD.
+
+        This chip lies at ((factor − 1) / 2 · size) pixels in it, both ways.
+        """
         row, col, side = self.window
         margin = (factor - 1) // 2
         return cut_chip(self.source, row - margin * side, col - margin * side, factor * side,
@@ -335,9 +362,11 @@ def _window(array: np.ndarray, row: int, col: int, side: int) -> np.ndarray:
 
 
 def cut_chip(source: Source, row: int, col: int, side: int, size: int) -> Chip:
-    """The ``side``² window of ``source``'s grid at (row, col) (it may leave the grid: not valid
-    there), area-averaged (``cv2.INTER_AREA``) to ``size``² pixels; its GSD is
-    ``source.gsd_m · side / size``. A pixel is valid only when all it averages was valid."""
+    """The ``side``² window of ``source``'s grid at (row, col), area-averaged to ``size``² pixels.
+
+    The window may leave the grid (not valid there); averaged with ``cv2.INTER_AREA``; its GSD is
+    ``source.gsd_m · side / size``. A pixel is valid only when all it averages was valid.
+    """
     image, valid = _window(source.image, row, col, side), _window(source.valid, row, col, side)
     if side != size:
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
@@ -374,8 +403,9 @@ def _sun(mosaic: Mosaic, footprints: np.ndarray, metric: Mosaic, instances: np.n
 
 
 def load_sources(root: str | Path, gsd_m: float) -> list[Source]:
-    """Every block of imagery under ``root`` as a Source at ``gsd_m`` metres, named
-    ``<area>-<k>`` (k counts an area's blocks from 1, in path and tile order).
+    """Every block of imagery under ``root`` as a Source at ``gsd_m`` metres, named ``<area>-<k>``.
+
+    k counts an area's blocks from 1, in path and tile order.
 
     Raises InputFileError for a missing folder, no labelled imagery, or an unreadable file.
     """

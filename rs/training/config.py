@@ -76,7 +76,8 @@ class TrainConfig:
     init_from: str | None = None  # fine-tune: start from this checkpoint's network and weights
     resume: bool = False  # continue an interrupted run from its state file (NAME.state.pt)
     force: bool = False  # allow ``out`` to replace a model shipped with the package
-    licence: str | None = None  # of the training data; None: declared by the data itself (rs.training.loop.data_licence)
+    # of the training data; None: declared by the data itself (rs.training.loop.data_licence)
+    licence: str | None = None
 
     def __post_init__(self) -> None:
         if self.name is None:

@@ -1,5 +1,4 @@
-"""The training loop: train the change network on labelled pairs and keep the checkpoint and
-threshold that score best on val.
+"""The training loop: train the change network on labelled pairs, keep the best checkpoint and threshold on val.
 
 Pairs come in any layout ``rs.datasets`` reads (OSCD-style sites, LEVIR-CD folders, vector
 labels). They are expected to be small (about 1 Mpx each, as OSCD cities or LEVIR-CD chips): each
@@ -58,9 +57,12 @@ ValSets = dict[str, list[LabelledPair]]
 
 @dataclass(frozen=True)
 class Validation:
-    """One validation: the threshold chosen, the F1 it reaches, and the record the checkpoint keeps
-    (``ModelSpec.metrics["val_pooled"]``): the pooled pixel metrics (``rs.metrics.PixelMetrics``)
-    of the one val set, or, with several, their mean F1 and each set's pooled metrics under ``sets``."""
+    """One validation: the threshold chosen, the F1 it reaches, and the record the checkpoint keeps.
+
+    The record is ``ModelSpec.metrics["val_pooled"]``: the pooled pixel metrics
+    (``rs.metrics.PixelMetrics``) of the one val set, or, with several, their mean F1 and each
+    set's pooled metrics under ``sets``.
+    """
 
     threshold: float
     f1: float
@@ -69,9 +71,11 @@ class Validation:
 
 def validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, val: ValSets,
               config: TrainConfig) -> Validation:
-    """The network on the val sets, run as ``evaluate`` runs a model (tiled, GSD policy auto): the
-    threshold maximises the mean of the sets' pooled F1 (one set: its pooled F1), so a small set
-    weighs as much as a large one."""
+    """The network on the val sets, run as ``evaluate`` runs a model (tiled, GSD policy auto).
+
+    The threshold maximises the mean of the sets' pooled F1 (one set: its pooled F1), so a small
+    set weighs as much as a large one.
+    """
     model = ChangeModel(network, spec, device)
     options = EvalOptions(bands=config.select, coregister=config.coregister, zero_is_valid=config.zero_is_valid,
                           threshold=0.5)
@@ -86,9 +90,11 @@ def validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, va
 
 
 def split(config: TrainConfig) -> tuple[list[LabelledPair], ValSets]:
-    """Training pairs and validation sets. With ``val_data`` each folder is a set of its own;
-    otherwise ``val_sites`` of ``data_dir`` are one set. train_sites ("all",) means every pair of
-    ``data_dir`` not used for val."""
+    """Training pairs and validation sets.
+
+    With ``val_data`` each folder is a set of its own; otherwise ``val_sites`` of ``data_dir`` are
+    one set. train_sites ("all",) means every pair of ``data_dir`` not used for val.
+    """
     if config.val_data:
         val = {Path(d).name: find_pairs(d) for d in config.val_data}
     else:
@@ -100,9 +106,12 @@ def split(config: TrainConfig) -> tuple[list[LabelledPair], ValSets]:
 
 
 def data_licence(data_dir: str | Path) -> str:
-    """The licence the training data declares: the attribution in a ``synth.json`` in ``data_dir``
-    or its parent (``cli.py synth`` output), the OSCD statement for the OSCD folder (it holds
-    ``README_OSCD_labels.txt``), else a note that none was declared (pass ``licence``)."""
+    """The licence the training data declares.
+
+    The attribution in a ``synth.json`` in ``data_dir`` or its parent (``cli.py synth`` output), the
+    OSCD statement for the OSCD folder (it holds ``README_OSCD_labels.txt``), else a note that none
+    was declared (pass ``licence``).
+    """
     root = Path(data_dir)
     for manifest in (root / "synth.json", root.parent / "synth.json"):
         if manifest.is_file():
@@ -114,8 +123,10 @@ def data_licence(data_dir: str | Path) -> str:
 
 
 def initial_network(config: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, ModelSpec]:
-    """A fresh network for ``config``, or, with ``init_from``, that checkpoint's network and weights
-    (its architecture, fusion and encoder; its band count must match)."""
+    """A fresh network for ``config``, or, with ``init_from``, that checkpoint's network and weights.
+
+    Its architecture, fusion and encoder; its band count must match.
+    """
     licence = config.licence or data_licence(config.data_dir)
     if config.init_from:
         network, base = load_checkpoint(config.init_from)
@@ -159,9 +170,11 @@ def _pair_options(config: TrainConfig) -> PairOptions:
 def try_average(state: Progress, network: torch.nn.Module, spec: ModelSpec, device: torch.device,
                  val: ValSets, sites: list[SiteArrays], config: TrainConfig,
                  rng: np.random.Generator) -> bool:
-    """Stochastic weight averaging: the mean of the last validated weights, batch-norm statistics
-    re-estimated on 50 training batches, validated like any checkpoint and kept (True) only when
-    its val F1 beats the best single checkpoint."""
+    """Stochastic weight averaging: the mean of the last validated weights, kept only when it beats the best.
+
+    Batch-norm statistics are re-estimated on 50 training batches; validated like any checkpoint
+    and kept (True) only when its val F1 beats the best single checkpoint.
+    """
     floating = [k for k, v in state.recent[0].items() if v.is_floating_point()]
     mean = {**state.recent[-1], **{k: torch.stack([r[k] for r in state.recent]).mean(0) for k in floating}}
     network.load_state_dict(mean)
@@ -196,8 +209,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
 @dataclass
 class _Session:
-    """One training run in progress: the network, its optimiser and schedule, the data, the random
-    generator and what has been done (``state``)."""
+    """One training run in progress: network, optimiser and schedule, data, random generator and progress.
+
+    Progress is what has been done (``state``).
+    """
 
     config: TrainConfig
     network: torch.nn.Module
@@ -245,8 +260,11 @@ class _Session:
         return Path(self.config.out).with_suffix(".log.csv")
 
     def run(self, progress: bool) -> None:
-        """Optimiser steps up to ``iterations`` (from where a resumed run stopped), validating every
-        ``val_every`` steps, at the last step and when out of time; stops early on ``patience``."""
+        """Optimiser steps up to ``iterations`` (from where a resumed run stopped), validating as it goes.
+
+        Validates every ``val_every`` steps, at the last step and when out of time; stops early on
+        ``patience``.
+        """
         config, state = self.config, self.state
         with writing(self.log_path.parent):
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,8 +296,10 @@ class _Session:
         self.state.running = loss.item() if math.isnan(running) else 0.98 * running + 0.02 * loss.item()
 
     def _checkpoint(self, it: int, bar: Any) -> None:
-        """Validate (keeping the best weights and, for ``average_last``, the recent ones), log, and
-        save the state to resume from."""
+        """Validate, log, and save the state to resume from.
+
+        Keeps the best weights and, for ``average_last``, the recent ones.
+        """
         state, config = self.state, self.config
         row: dict[str, object] = {"iteration": it, "loss": round(state.running, 5),
                                   "lr": self.schedule.get_last_lr()[0],
@@ -302,8 +322,10 @@ class _Session:
             save_state(config, state, self.network, self.optimiser, self.schedule, self.rng)
 
     def finish(self) -> TrainResult:
-        """Try the mean of the recent weights, load the best, and save the checkpoint with its
-        threshold, val metrics and training record."""
+        """Try the mean of the recent weights, load the best, and save the checkpoint.
+
+        The checkpoint is saved with its threshold, val metrics and training record.
+        """
         state, config, spec = self.state, self.config, self.spec
         averaged = False
         if len(state.recent) > 1:
@@ -317,7 +339,9 @@ class _Session:
         spec.threshold = state.best_threshold
         spec.metrics = {"val_pooled": state.best_metrics,
                         "val_sites": [p.name for s in self.val_sets.values() for p in s],
-                        **({"val_sets": {name: Path(d).as_posix() for name, d in zip(self.val_sets, config.val_data)}}
+                        # strict=False: two val folders of the same name make one set (``split``)
+                        **({"val_sets": {name: Path(d).as_posix()
+                                         for name, d in zip(self.val_sets, config.val_data, strict=False)}}
                            if config.val_data else {})}
         spec.training = {"config": asdict(config), "log": self.log_path.name, "iterations_run": state.iteration,
                          "iterations_planned": self.iterations,

@@ -1,5 +1,8 @@
-"""The training losses: weighted BCE, soft Dice and focal loss of the change output, and BCE + Dice
-of the building outputs of semantic models; 255 labels are ignored."""
+"""The training losses: weighted BCE, soft Dice and focal loss of change, BCE + Dice of buildings.
+
+Weighted BCE, soft Dice and focal loss of the change output, and BCE + Dice of the building
+outputs of semantic models; 255 labels are ignored.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ def change_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float, t
     Change (channel 0): the sum of the ``terms`` over labelled pixels — weighted BCE, soft Dice of
     the change class, and focal loss (BCE down-weighting easy pixels by (1 − p_t)^gamma, with the
     same class weight). Building outputs (further channels, if any): BCE + soft Dice each, times
-    ``building_weight`` (an auxiliary task: what stands on the ground at each date)."""
+    ``building_weight`` (an auxiliary task: what stands on the ground at each date).
+    """
     total = _binary_loss(logits[:, 0], target[:, 0], pos_weight, terms, gamma)
     for k in range(1, logits.shape[1]):
         total = total + building_weight * _binary_loss(logits[:, k], target[:, k], 1.0, ("bce", "dice"), gamma)

@@ -1,6 +1,8 @@
-"""Training data in memory and the batches drawn from it: whole pairs prepared once, as at inference,
-and random augmented crops, half of them centred on change (change covers only a few percent of
-the ground)."""
+"""Training data in memory and the batches drawn from it.
+
+Whole pairs prepared once, as at inference, and random augmented crops, half of them centred on
+change (change covers only a few percent of the ground).
+"""
 
 from __future__ import annotations
 
@@ -21,8 +23,11 @@ from changewatch.rs.training.config import TrainConfig
 
 @dataclass
 class SiteArrays:
-    """A training site in memory: model input (2×bands, H, W) and labels (outputs, H, W; 1 yes,
-    0 no, 255 ignore), change first."""
+    """A training site in memory: model input (2×bands, H, W) and labels (outputs, H, W), change first.
+
+    Labels: 1 yes, 0 no, 255 ignore. ``positives`` (computed on construction): (n, 2) (row, col)
+    of the pixels labelled change.
+    """
 
     name: str
     x: np.ndarray
@@ -35,10 +40,13 @@ class SiteArrays:
 
 def load_site(site: LabelledPair, options: PairOptions = PairOptions(),
               outputs: tuple[str, ...] = ("change",)) -> SiteArrays:
-    """Prepare (``rs.prepare``: aligned and co-registered as at inference, at the data's own pixels),
-    normalise and load one labelled pair with the labels of each of ``outputs``; unlabelled or
-    invalid pixels → 255. ``options``: the bands of the pair's files used (by 1-based index or name;
-    None: all), co-registration, whether pixels 0 in every band are data (``rs.validity``)."""
+    """Prepare, normalise and load one labelled pair with the labels of each of ``outputs``.
+
+    Prepared by ``rs.prepare``: aligned and co-registered as at inference, at the data's own
+    pixels. Unlabelled or invalid pixels → 255. ``options``: the bands of the pair's files used (by
+    1-based index or name; None: all), co-registration, whether pixels 0 in every band are data
+    (``rs.validity``).
+    """
     prepared = prepare_pair(site.before, site.after, options)
     with prepared.open() as pair:
         w = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
@@ -52,15 +60,18 @@ def _crop_origin(site: SiteArrays, crop: int, rng: np.random.Generator, centre_o
     h, w = site.label.shape[1:]
     if centre_on_change and len(site.positives):
         r, c = site.positives[rng.integers(len(site.positives))]
-        r0, c0 = r - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), c - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1)
+        r0, c0 = (r - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1),
+                  c - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1))
     else:
         r0, c0 = rng.integers(0, max(1, h - crop + 1)), rng.integers(0, max(1, w - crop + 1))
     return int(np.clip(r0, 0, max(0, h - crop))), int(np.clip(c0, 0, max(0, w - crop)))
 
 
 def _zoom(x: np.ndarray, y: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize a (C, h, w) crop and its (outputs, h, w) labels to crop × crop: bilinear for the
-    image, nearest for the labels (so 255 stays 'ignore')."""
+    """Resize a (C, h, w) crop and its (outputs, h, w) labels to crop × crop.
+
+    Bilinear for the image, nearest for the labels (so 255 stays 'ignore').
+    """
     xt = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(x))[None], size=(crop, crop),
                                          mode="bilinear", align_corners=False)[0].numpy()
     rows = (np.arange(crop) * y.shape[1] / crop).astype(int)
@@ -68,7 +79,8 @@ def _zoom(x: np.ndarray, y: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarr
     return xt, y[:, rows[:, None], cols[None, :]]
 
 
-def sample_batch(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_batch(sites: list[SiteArrays], config: TrainConfig,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A batch of augmented crops: x (N, 2×bands, crop, crop) float32, y (N, outputs, crop, crop) uint8.
 
     Augmentation (each switchable in TrainConfig): a random zoom of the crop (multi-scale), a
@@ -136,10 +148,13 @@ class _BatchStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
 
 def batches(sites: list[SiteArrays], config: TrainConfig, rng: np.random.Generator,
              start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Training batches: drawn from ``rng`` in this process (``loader_workers`` 0: every run with
-    the same seed sees the same batches, resumed runs too), or sampled ahead by worker processes
-    seeded from (seed, ``start`` iteration, worker), which keeps a GPU fed but is reproducible only
-    for the same worker count and no resume."""
+    """Training batches, drawn in this process or sampled ahead by worker processes.
+
+    Drawn from ``rng`` in this process (``loader_workers`` 0: every run with the same seed sees the
+    same batches, resumed runs too), or sampled ahead by worker processes seeded from (seed,
+    ``start`` iteration, worker), which keeps a GPU fed but is reproducible only for the same
+    worker count and no resume.
+    """
     if config.loader_workers == 0:
         while True:
             x, y = sample_batch(sites, config, rng)

@@ -1,5 +1,7 @@
-"""What a training run has done so far, saved at every validation so that ``resume`` continues it
-(tensors and plain data only: loaded with ``torch.load(weights_only=True)``), and its logs."""
+"""What a training run has done so far, saved at every validation so that ``resume`` continues it.
+
+Tensors and plain data only: loaded with ``torch.load(weights_only=True)``; and its logs.
+"""
 
 from __future__ import annotations
 
@@ -36,13 +38,16 @@ class Progress:
 
 
 def state_path(config: TrainConfig) -> Path:
+    """Where a run's resumable state is saved: ``NAME.state.pt`` beside the checkpoint ``config.out``."""
     return Path(config.out).with_suffix(".state.pt")
 
 
 def save_state(config: TrainConfig, progress: Progress, network: torch.nn.Module, optimiser: torch.optim.Optimizer,
                 schedule: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator) -> None:
-    """Everything needed to continue the run, written atomically (tensors and plain data only, so
-    it loads with ``torch.load(weights_only=True)``)."""
+    """Everything needed to continue the run, written atomically.
+
+    Tensors and plain data only, so it loads with ``torch.load(weights_only=True)``.
+    """
     state = {"progress": asdict(progress), "network": network.state_dict(), "optimiser": optimiser.state_dict(),
              "schedule": schedule.state_dict(), "numpy_rng": json.dumps(rng.bit_generator.state),
              "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(config))}
@@ -52,10 +57,12 @@ def save_state(config: TrainConfig, progress: Progress, network: torch.nn.Module
 
 def load_state(config: TrainConfig, network: torch.nn.Module, optimiser: torch.optim.Optimizer,
                 schedule: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator) -> Progress:
-    """Restore a run from ``NAME.state.pt``; returns its progress. Loaded with
-    ``torch.load(weights_only=True)``: tensors and plain data only, nothing in the file is executed.
-    Raises ModelError when the file is missing, holds pickled objects, is truncated or corrupt, or
-    was saved by a run with other settings."""
+    """Restore a run from ``NAME.state.pt``; returns its progress.
+
+    Loaded with ``torch.load(weights_only=True)``: tensors and plain data only, nothing in the file
+    is executed. Raises ModelError when the file is missing, holds pickled objects, is truncated or
+    corrupt, or was saved by a run with other settings.
+    """
     path = state_path(config)
     if not path.exists():
         raise ModelError(f"--resume: no saved training state at {path}")

@@ -1,4 +1,7 @@
-"""rs.batch and `cli.py batch`: manifests, statuses, resume after SIGKILL, Dask LocalCluster = serial, combined outputs."""
+"""rs.batch and `cli.py batch`: manifests, statuses, resume after SIGKILL, Dask LocalCluster = serial, outputs.
+
+Combined outputs: the batch's summary and its combined flagged layer.
+"""
 
 from __future__ import annotations
 

@@ -119,7 +119,8 @@ def test_read_layer_extent_reads_only_the_scene(tmp_path: Path) -> None:
     far = box(X + 50_000, Y, X + 50_020, Y + 20)
     gpd.GeoDataFrame({"permit_id": ["near", "far"]}, geometry=[box(X, Y, X + 20, Y + 20), far],
                      crs=UTM48N).to_crs(WGS84).to_file(tmp_path / "p.gpkg")
-    layer = read_layer(tmp_path / "p.gpkg", "permits", ("permit_id",), extent=((X - 100, Y - 100, X + 1000, Y + 1000), UTM48N))
+    layer = read_layer(tmp_path / "p.gpkg", "permits", ("permit_id",),
+                       extent=((X - 100, Y - 100, X + 1000, Y + 1000), UTM48N))
     assert list(layer.data["permit_id"]) == ["near"]
 
 

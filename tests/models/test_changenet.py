@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from changewatch.models.changenet import DEFAULT_MODEL, build_network, fold_batchnorm, load_checkpoint, load_spec, save_checkpoint
+from changewatch.models.changenet import (
+    DEFAULT_MODEL,
+    build_network,
+    fold_batchnorm,
+    load_checkpoint,
+    load_spec,
+    save_checkpoint,
+)
 from changewatch.rs.errors import ModelError
 from tests.data import tiny_spec
 

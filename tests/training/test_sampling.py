@@ -43,8 +43,6 @@ def test_band_jitter_scales_each_band_of_each_date_on_its_own(sites: Path) -> No
 
 
 def test_misregistration_shift_on_a_site_smaller_than_the_crop(tmp_path: Path) -> None:
-    from tests.data import make_site
-
     small = load_site(find_pairs(make_site(tmp_path / "s", "tiny", 4, size=20, squares=((5, 5, 6),)).parent)[0])
     config = TrainConfig(data_dir="", out="unused", crop=32, batch_size=8, shift_px=2)
     x, y = sample_batch([small], config, np.random.default_rng(0))
