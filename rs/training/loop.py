@@ -89,6 +89,12 @@ def validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, va
                       {"f1": mean_f1, "sets": {name: asdict(c.metrics()) for name, c in per_set.items()}})
 
 
+def val_set_names(folders: tuple[str, ...]) -> list[str]:
+    """One name per validation folder: its folder name, or the path as given where names repeat (a/val, b/val)."""
+    names = [Path(d).name for d in folders]
+    return [Path(d).as_posix() if names.count(name) > 1 else name for name, d in zip(names, folders, strict=True)]
+
+
 def split(config: TrainConfig) -> tuple[list[LabelledPair], ValSets]:
     """Training pairs and validation sets.
 
@@ -96,7 +102,7 @@ def split(config: TrainConfig) -> tuple[list[LabelledPair], ValSets]:
     one set. train_sites ("all",) means every pair of ``data_dir`` not used for val.
     """
     if config.val_data:
-        val = {Path(d).name: find_pairs(d) for d in config.val_data}
+        val = {name: find_pairs(d) for name, d in zip(val_set_names(config.val_data), config.val_data, strict=True)}
     else:
         val = {"val": find_pairs(config.data_dir, list(config.val_sites))} if config.val_sites else {}
     if tuple(config.train_sites) == ("all",):
@@ -339,9 +345,8 @@ class _Session:
         spec.threshold = state.best_threshold
         spec.metrics = {"val_pooled": state.best_metrics,
                         "val_sites": [p.name for s in self.val_sets.values() for p in s],
-                        # strict=False: two val folders of the same name make one set (``split``)
                         **({"val_sets": {name: Path(d).as_posix()
-                                         for name, d in zip(self.val_sets, config.val_data, strict=False)}}
+                                         for name, d in zip(self.val_sets, config.val_data, strict=True)}}
                            if config.val_data else {})}
         spec.training = {"config": asdict(config), "log": self.log_path.name, "iterations_run": state.iteration,
                          "iterations_planned": self.iterations,

@@ -14,7 +14,7 @@ import pytest
 from changewatch.models.changenet import load_checkpoint
 from changewatch.rs.datasets import find_pairs
 from changewatch.rs.errors import ModelError
-from changewatch.rs.training.loop import train
+from changewatch.rs.training.loop import train, val_set_names
 from changewatch.rs.training.sampling import load_site
 from changewatch.rs.training.config import TrainConfig
 
@@ -239,3 +239,8 @@ def test_resume_from_state_files_that_are_not_what_they_claim(sites: Path, tmp_p
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --resume:") and "holds pickled objects" in lines[0]
     assert not marker.exists()
+
+
+def test_val_folders_of_the_same_name_stay_separate_sets() -> None:
+    assert val_set_names(("x/dsifn", "y/sztaki")) == ["dsifn", "sztaki"]
+    assert val_set_names(("a/val", "b/val", "c/other")) == ["a/val", "b/val", "other"]
