@@ -64,7 +64,8 @@ def find_sites(data_dir: str | os.PathLike[str], names: list[str] | None = None)
 def predicted_objects(prob_path: Path, pair: AlignedPair, threshold: float, options: EvalOptions) -> np.ndarray:
     """Object ids (int32, 0 = none) on the pair's grid of the change objects ``detect`` would write
     from a probability raster (``rs.vectorize`` at ``threshold``, objects under
-    ``options.object_min_m2`` dropped, exact outlines)."""
+    ``options.object_min_m2`` dropped, exact outlines). ValueError when that is None: resolve it first
+    (``ModelSpec.smallest_change_m2``)."""
     if options.object_min_m2 is None:
         raise ValueError("options.object_min_m2 must be given (ModelSpec.smallest_change_m2 resolves None)")
     changes = vectorize(prob_path, VectorizeConfig(threshold, options.object_min_m2),
