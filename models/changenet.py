@@ -21,8 +21,10 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 import segmentation_models_pytorch as smp
 import torch
@@ -45,9 +47,11 @@ def _smp_model(spec: ModelSpec, in_channels: int) -> torch.nn.Module:
         # smp 0.6 (pinned) flags its timm- encoders as deprecated; timm-tf_efficientnet_lite0 is the one our
         # offline ImageNet weights fit (models.pretrained), and the pin keeps it available
         warnings.filterwarnings("ignore", message="`timm-` encoders are deprecated", category=DeprecationWarning)
-        return smp.create_model(spec.architecture, encoder_name=spec.encoder, encoder_weights=None,
-                                encoder_depth=spec.encoder_depth, decoder_channels=spec.decoder_channels,
-                                in_channels=in_channels, classes=len(spec.outputs))
+        model: torch.nn.Module = smp.create_model(spec.architecture, encoder_name=spec.encoder, encoder_weights=None,
+                                                  encoder_depth=spec.encoder_depth,
+                                                  decoder_channels=spec.decoder_channels, in_channels=in_channels,
+                                                  classes=len(spec.outputs))
+        return model
 
 
 class SiameseNet(torch.nn.Module):
@@ -65,8 +69,9 @@ class SiameseNet(torch.nn.Module):
         base = _smp_model(spec, len(spec.bands))
         self.bands = len(spec.bands)
         self.concat = spec.fusion == "siamese-concat"
-        self.encoder, self.decoder, self.segmentation_head = base.encoder, base.decoder, base.segmentation_head
-        channels = list(self.encoder.out_channels)
+        self.encoder, self.decoder, self.segmentation_head = (
+            base.get_submodule(name) for name in ("encoder", "decoder", "segmentation_head"))
+        channels = list(cast("Sequence[int]", self.encoder.out_channels))  # smp encoders list their feature channels
         self.fuse = torch.nn.ModuleList(
             [torch.nn.Conv2d(2 * c, c, kernel_size=1) if self.concat and c > 0 else torch.nn.Identity()
              for c in channels])
@@ -79,7 +84,8 @@ class SiameseNet(torch.nn.Module):
             features = [f(torch.cat([b, a], dim=1)) for f, b, a in zip(self.fuse, before, after, strict=True)]
         else:
             features = [torch.abs(a - b) for b, a in zip(before, after, strict=True)]
-        return self.segmentation_head(self.decoder(features))
+        logits: torch.Tensor = self.segmentation_head(self.decoder(features))
+        return logits
 
 
 def build_network(spec: ModelSpec) -> torch.nn.Module:

@@ -145,8 +145,9 @@ class ModelSpec:
         wrong = sorted(key for key, value in data.items() if not _is_a(value, hints[key]))
         if wrong:
             raise ModelError(f"model metadata has values of the wrong type for {', '.join(wrong)}")
-        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}  # JSON lists: tuple fields
-        spec = cls(**data)
+        # JSON lists: tuple fields
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        spec = cls(**values)
         if not 0.0 < spec.threshold < 1.0 or not spec.gsd_m > 0:
             raise ModelError(f"model metadata: threshold must be in (0, 1) and gsd_m positive "
                              f"(got {spec.threshold}, {spec.gsd_m})")

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -66,7 +66,7 @@ def overlap_fraction(before: Dataset, after: Dataset) -> float:
     height = min(a_top, b_top) - max(a_bottom, b_bottom)
     if width <= 0 or height <= 0:
         return 0.0
-    return (width * height) / ((b_right - b_left) * (b_top - b_bottom))
+    return float((width * height) / ((b_right - b_left) * (b_top - b_bottom)))
 
 
 def _overlap_bounds(before: Dataset, after: Dataset, crs: CRS) -> tuple[float, float, float, float]:
@@ -258,7 +258,7 @@ class AlignedPair:
             cx, cy = self.grid.transform * (self.grid.width / 2, self.grid.height / 2)
             xs, ys = rasterio.warp.transform(self.grid.crs, after.crs, [cx, cx + dx], [cy, cy + dy])
             dx, dy = xs[1] - xs[0], ys[1] - ys[0]
-        return Affine.translation(dx, dy) * after.transform
+        return cast(Affine, Affine.translation(dx, dy) * after.transform)
 
     def _open(self, path: str | os.PathLike[str], role: str) -> Dataset:
         ds = open_raster(path, role)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
 from skimage.measure import label as label_regions
 from skimage.morphology import h_maxima
@@ -65,7 +66,17 @@ EIGHT_CONNECTED = ndimage.generate_binary_structure(2, 2)
 NEW, GONE, STANDING = 0, 1, 2
 
 
-def pixel_classes(b_before: np.ndarray, b_after: np.ndarray, threshold: float) -> tuple[np.ndarray, ...]:
+def label_int32(mask: npt.NDArray[np.bool_], structure: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], int]:
+    """Connected regions of ``mask`` as int32 ids 1…n (0 outside), and n.
+
+    ``scipy.ndimage.label`` with ``structure``, into a preallocated int32 array.
+    """
+    ids = np.empty(mask.shape, np.int32)
+    return ids, ndimage.label(mask, structure=structure, output=ids)
+
+
+def pixel_classes(b_before: np.ndarray, b_after: np.ndarray, threshold: float
+                  ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Boolean arrays (new, gone, standing) of building probabilities at each date (NaN: no building)."""
     with np.errstate(invalid="ignore"):
         before, after = b_before >= threshold, b_after >= threshold  # NaN compares False
@@ -92,10 +103,11 @@ def split_region(region: np.ndarray, b_before: np.ndarray, b_after: np.ndarray, 
     if markers.any() and outside is not None:
         near = region & (outside <= config.edge_m)
         objects = watershed(outside - inside, markers, mask=near, connectivity=1).astype(np.int32)
-    rest, _ = ndimage.label(region & (objects == 0), structure=FOUR_CONNECTED, output=np.int32)
+    rest, _ = label_int32(region & (objects == 0), FOUR_CONNECTED)
     objects = np.where(rest > 0, rest + objects.max(initial=0), objects)
     # a watershed basin may touch itself only at a corner: give each 4-connected part its own id
-    return label_regions(objects, background=0, connectivity=1).astype(np.int32)
+    split: npt.NDArray[np.int32] = label_regions(objects, background=0, connectivity=1).astype(np.int32)
+    return split
 
 
 def _markers(building: np.ndarray, inside: np.ndarray, pixel_m: float, config: BuildingConfig) -> np.ndarray:
@@ -117,7 +129,7 @@ def _markers(building: np.ndarray, inside: np.ndarray, pixel_m: float, config: B
     top[1:] = ndimage.maximum(inside, groups, index)
     peaks |= ~has_peak[groups] & (inside == top[groups]) & building
     peaks &= big[groups]
-    markers, _ = ndimage.label(peaks, structure=EIGHT_CONNECTED, output=np.int32)
+    markers, _ = label_int32(peaks, EIGHT_CONNECTED)
     return markers
 
 

@@ -14,8 +14,10 @@ terrain-dependent distortions need orthorectification upstream. Cloud masks are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from skimage.filters import window as taper
 from skimage.registration import phase_cross_correlation
 
@@ -73,7 +75,9 @@ def _grey(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """
     grey = data.mean(axis=0)
     v = grey[valid]
-    return np.where(valid, (grey - v.mean()) / (v.std() + 1e-6), 0.0) * taper("hann", grey.shape)
+    standardised = np.where(valid, (grey - v.mean()) / (v.std() + 1e-6), 0.0)
+    tapered: npt.NDArray[np.floating[Any]] = standardised * taper("hann", grey.shape)
+    return tapered
 
 
 def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Coregistration:  # noqa: B008 (frozen)

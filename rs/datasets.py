@@ -22,9 +22,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
+import numpy.typing as npt
 import rasterio
 import rasterio.features
 import shapely
@@ -130,6 +132,7 @@ class RasterLabels(LabelReader):
         """Labels (rows, cols) uint8 of ``window`` decoded by the file's encoding; 255 where not labelled."""
         data, valid = self.reader.read(self.bands, window)
         values = data.max(axis=0)
+        labels: npt.NDArray[np.uint8]
         if self.encoding == BINARISED:
             labels = (values >= 128).astype(np.uint8)
         elif self.encoding == "0/255":
@@ -170,8 +173,9 @@ class VectorLabels(LabelReader):
         hits = self.geoms[self.tree.query(box, predicate="intersects")]
         if len(hits) == 0:
             return np.zeros(shape, np.uint8)
-        return rasterio.features.rasterize(hits, out_shape=shape, transform=transform, fill=0, default_value=1,
-                                           dtype="uint8")
+        labels: npt.NDArray[np.uint8] = rasterio.features.rasterize(hits, out_shape=shape, transform=transform, fill=0,
+                                                                  default_value=1, dtype="uint8")
+        return labels
 
 
 def _bbox_in(pair: AlignedPair, path: Path) -> tuple[float, float, float, float] | None:
@@ -186,7 +190,8 @@ def _bbox_in(pair: AlignedPair, path: Path) -> tuple[float, float, float, float]
         return None
     from rasterio.warp import transform_bounds
 
-    return transform_bounds(pair.grid.crs, crs, *pair.grid.bounds, densify_pts=21)
+    return cast("tuple[float, float, float, float]",
+                transform_bounds(pair.grid.crs, crs, *pair.grid.bounds, densify_pts=21))
 
 
 def _label_values(path: Path) -> tuple[set[int], bool]:

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.features
-from scipy import ndimage
 
 from changewatch.models.spec import ModelChoice
 from changewatch.rs.align import AlignedPair
+from changewatch.rs.buildings import FOUR_CONNECTED, label_int32
 from changewatch.rs.config import EvalOptions, InferenceConfig, VectorizeConfig
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, VectorLabels, find_pairs, read_whole
 from changewatch.rs.grid import pixel_area_m2
@@ -40,7 +40,7 @@ from changewatch.rs.io.raster import write_probability
 from changewatch.rs.metrics import (Confusion, Metrics, ObjectCounts, PairMetrics, ProbHistogram, confusion,
                                     match_objects, object_counts)
 from changewatch.rs.prepare import choose_for, prepare_pair
-from changewatch.rs.vectorize import FOUR_CONNECTED, vectorize
+from changewatch.rs.vectorize import vectorize
 
 PLAIN_PIXEL_M = 1.0  # pixel size assumed for object areas of plain images when none is given
 
@@ -65,7 +65,12 @@ def predicted_objects(prob_path: Path, pair: AlignedPair, threshold: float, opti
 
     From a probability raster: ``rs.vectorize`` at ``threshold``, objects under
     ``options.object_min_m2`` dropped, exact outlines.
+
+    Raises:
+        ValueError: ``options.object_min_m2`` is None: resolve it first (``ModelSpec.smallest_change_m2``).
     """
+    if options.object_min_m2 is None:
+        raise ValueError("options.object_min_m2 must be given (ModelSpec.smallest_change_m2 resolves None)")
     changes = vectorize(prob_path, VectorizeConfig(threshold, options.object_min_m2),
                         pixel_size_m=(options.pixel_size_m or PLAIN_PIXEL_M) if pair.grid.crs is None else None)
     ids = np.zeros((pair.grid.height, pair.grid.width), np.int32)
@@ -83,7 +88,7 @@ def _objects(labels: LabelReader, label: np.ndarray, pair: AlignedPair) -> np.nd
             shapes = ((g, i) for i, g in enumerate(labels.geoms, start=1))
             rasterio.features.rasterize(shapes, out=ids, transform=pair.grid.transform)
         return ids
-    objects, _ = ndimage.label(label == 1, structure=FOUR_CONNECTED, output=np.int32)
+    objects, _ = label_int32(label == 1, FOUR_CONNECTED)
     return objects
 
 
@@ -99,7 +104,8 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, options: EvalOptions, 
     labels, true and predicted object ids whole (memory: about 20 bytes per pixel at the peak),
     one pair at a time.
     """
-    options = replace(options, object_min_m2=model.spec.smallest_change_m2(options.object_min_m2))
+    object_min_m2 = model.spec.smallest_change_m2(options.object_min_m2)
+    options = replace(options, object_min_m2=object_min_m2)
     threshold = model.spec.decision_threshold(options.threshold)
     result = SiteResult(site.name, Confusion(), ProbHistogram())
     prepared = prepare_pair(site.before, site.after, options, model.spec, pixel_size_m=options.pixel_size_m)
@@ -121,7 +127,7 @@ def evaluate_site(site: LabelledPair, model: ChangeModel, options: EvalOptions, 
             pixel_m2 = ((options.pixel_size_m or PLAIN_PIXEL_M) ** 2 if pair.grid.crs is None
                         else pixel_area_m2(pair.grid))
             truth = _objects(labels, whole, pair)
-            min_pixels = options.object_min_m2 / pixel_m2
+            min_pixels = object_min_m2 / pixel_m2
             touched = object_counts(whole, truth, probs.read(1), threshold, min_pixels)
         predicted, matched = match_objects(predicted_objects(prob_path, pair, threshold, options), truth,
                                            whole != LABEL_NODATA, min_pixels)
@@ -163,9 +169,10 @@ def evaluate(sites: list[LabelledPair], model: ChangeModel, options: EvalOptions
     ``options``: threshold (None: the model's own), the bands of the files compared, GSD,
     co-registration, object size.
     """
-    options = replace(options, threshold=model.spec.decision_threshold(options.threshold),
-                      object_min_m2=model.spec.smallest_change_m2(options.object_min_m2))
-    report = EvaluationReport(options.threshold, Confusion(), {}, ProbHistogram(), object_min_m2=options.object_min_m2)
+    threshold = model.spec.decision_threshold(options.threshold)
+    object_min_m2 = model.spec.smallest_change_m2(options.object_min_m2)
+    options = replace(options, threshold=threshold, object_min_m2=object_min_m2)
+    report = EvaluationReport(threshold, Confusion(), {}, ProbHistogram(), object_min_m2=object_min_m2)
     for site in sites:
         r = evaluate_site(site, model, options, inference, progress=progress)
         report.sites[r.name] = r.confusion

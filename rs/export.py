@@ -97,7 +97,7 @@ def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str) -> Shortened
     table = gdf.copy()
     cut: dict[str, int] = {}
     long_rows = np.zeros(len(table), bool)
-    for column in table.columns.drop(table.geometry.name):
+    for column in table.columns.drop([table.geometry.name]):
         if not (pd.api.types.is_object_dtype(table[column]) or pd.api.types.is_string_dtype(table[column])):
             continue
         text = table[column].astype(object)

@@ -10,7 +10,7 @@ distance. The metre helpers are here, once: ``utm_crs`` (the UTM zone of a point
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
 import rasterio.transform
 import rasterio.warp
@@ -61,11 +61,12 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in the grid's CRS units."""
-        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
+        return cast("tuple[float, float, float, float]",
+                    rasterio.transform.array_bounds(self.height, self.width, self.transform))
 
     def window_transform(self, window: Window) -> Affine:
         """Affine transform of a window of this grid."""
-        return rasterio.windows.transform(window, self.transform)
+        return cast(Affine, rasterio.windows.transform(window, self.transform))
 
     def centre_lonlat(self) -> tuple[float, float]:
         """(longitude, latitude) of the grid's centre (degrees, WGS 84)."""
@@ -81,7 +82,7 @@ class Grid:
         if self.crs is None:
             return None
         if self.crs.is_projected:
-            return abs(self.transform.a * self.transform.e) ** 0.5 * self.crs.linear_units_factor[1]
+            return float(abs(self.transform.a * self.transform.e) ** 0.5 * self.crs.linear_units_factor[1])
         lon, lat = self.centre_lonlat()
         geod = Geod(ellps="WGS84")
         dx = geod.inv(lon, lat, lon + abs(self.transform.a), lat)[2]

@@ -62,7 +62,8 @@ class ChangeModel:
         self.amp = amp and device.type == "cuda"  # fp16 autocast: tensor cores on GPUs
         # A copy, so that a network still being trained is left as it is; batch norms folded away.
         inference = fold_batchnorm(copy.deepcopy(network).eval())
-        self.network = inference.to(device=device, memory_format=torch.channels_last)
+        # torch's overloads of Module.to omit device= with memory_format=, which it accepts
+        self.network = inference.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._multiple = 2 ** spec.encoder_depth
 
     @classmethod

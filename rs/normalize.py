@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from rasterio.windows import Window
 
 from changewatch.rs.align import AlignedPair
@@ -47,7 +48,7 @@ def band_stats(pixels: np.ndarray) -> BandStats:
 def normalise(image: np.ndarray, stats: BandStats) -> np.ndarray:
     """Standardise a (bands, rows, cols) image with its date's statistics → float32 in [-3, 3]."""
     scale = np.maximum(stats.p98 - stats.p2, 1e-6)[:, None, None]
-    out = (image.astype(np.float32) - stats.p50[:, None, None]) / scale
+    out: npt.NDArray[np.float32] = (image.astype(np.float32) - stats.p50[:, None, None]) / scale
     return np.clip(out, -CLIP, CLIP, out=out)
 
 

@@ -231,7 +231,8 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, RunSummary]:
     if "area_m2" not in data:
         data = data.assign(area_m2=data.to_crs(metric_crs(data)).area if len(data) else [])
     # the layers are read where the changes are: their counts say what lies inside the changes' extent
-    layers = config.layers.read((tuple(data.total_bounds), CRS.from_user_input(data.crs)) if len(data) else None)
+    left, bottom, right, top = data.total_bounds
+    layers = config.layers.read(((left, bottom, right, top), CRS.from_user_input(data.crs)) if len(data) else None)
     as_of, source = _crosscheck_as_of(config)
     rules = replace(config.layers.rules, as_of=as_of)
     judgement = judge(data, layers, rules, config.layers.parcel_columns)

@@ -128,6 +128,7 @@ def chips(run: Run, change_id: int, pad_px: int = 12, rgb_bands: tuple[int, int,
     if row.empty:
         raise KeyError(f"no change with change_id {change_id}")
     with AlignedPair(run.before, run.after, grid=run.grid) as pair:
+        assert pair.grid.crs is not None  # detect takes georeferenced scenes only (rs.prepare)
         geom = row.to_crs(pair.grid.crs).geometry.iloc[0]
         w = from_bounds(*geom.bounds, transform=pair.grid.transform).round_offsets().round_lengths()
         col0, row0 = max(0, int(w.col_off) - pad_px), max(0, int(w.row_off) - pad_px)
@@ -267,6 +268,6 @@ def match_decisions(previous: gpd.GeoDataFrame, flagged: gpd.GeoDataFrame, sourc
         "previous_change_id": (earlier["change_id"] if "change_id" in earlier else pd.Series([None] * len(rows))
                                ).to_numpy(),
         "match_iou": np.round([matched[n][1] for n in rows], 4),
-    }, geometry=flagged.geometry.iloc[rows].to_numpy(), crs=flagged.crs)
+    }, geometry=flagged.geometry.iloc[rows].array.to_numpy(), crs=flagged.crs)
     unmatched = previous.iloc[[i for i in range(len(previous)) if i not in used]].reset_index(drop=True)
     return CarriedReview(review, gpd.GeoDataFrame(unmatched, geometry=previous.geometry.name, crs=previous.crs), source)

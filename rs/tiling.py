@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from rasterio.windows import Window
@@ -27,7 +28,7 @@ class Tile:
     @property
     def slices(self) -> tuple[slice, slice]:
         """(row, col) slices of this tile in a whole-grid array."""
-        return self.read.toslices()
+        return cast("tuple[slice, slice]", self.read.toslices())
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:

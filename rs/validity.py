@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.windows import Window
 
@@ -34,12 +35,13 @@ SAMPLE_SIDE = 6  # sample windows per side of the file's grid
 SAMPLE_SIZE = 128  # pixels per side of a sample window
 
 
-def is_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
+def is_nodata(data: np.ndarray, nodata: float) -> npt.NDArray[np.bool_]:
     """Element-wise ``data == nodata`` as the file means it.
 
     NaN matches NaN, and the value is compared at float32 precision (the dtype bands are read as).
     """
-    return np.isnan(data) if np.isnan(nodata) else data == np.float32(nodata)
+    same: npt.NDArray[np.bool_] = np.isnan(data) if np.isnan(nodata) else data == np.float32(nodata)
+    return same
 
 
 def alpha_band(ds: Dataset) -> int | None:

@@ -24,13 +24,13 @@ import shapely
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
-from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from changewatch.rs.buildings import (
     FOUR_CONNECTED,
     change_types,
+    label_int32,
     object_counts,
     pixel_classes,
     split_region,
@@ -86,7 +86,7 @@ def block_pieces(prob: np.ndarray, threshold: float, transform: Affine,
     """
     with np.errstate(invalid="ignore"):
         mask = prob >= threshold  # NaN compares False
-    labels, n = ndimage.label(mask, structure=FOUR_CONNECTED, output=np.int32)
+    labels, n = label_int32(mask, FOUR_CONNECTED)
     if n == 0:
         return Pieces.concat([])
     shapes = rasterio.features.shapes(labels, mask=mask, connectivity=4, transform=transform)
@@ -238,8 +238,10 @@ def _regions(ds: rasterio.io.DatasetReader, bands: tuple[int, int] | None, confi
         for col in range(0, ds.width, block):
             window = Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
             inner = (row > 0, row + block < ds.height, col > 0, col + block < ds.width)
-            classes = (pixel_classes(*ds.read(list(bands), window=window), config.buildings.building_threshold)
-                       if bands else None)
+            classes = None
+            if bands:
+                b_before, b_after = ds.read(list(bands), window=window)
+                classes = pixel_classes(b_before, b_after, config.buildings.building_threshold)
             pieces = block_pieces(ds.read(1, window=window), config.threshold,
                                   ds.transform @ Affine.translation(col, row), inner, classes)
             finished.append(pieces.select(~pieces.open))

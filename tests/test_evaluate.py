@@ -13,7 +13,7 @@ from shapely.geometry import box
 
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from changewatch.rs.config import EvalOptions
-from changewatch.rs.evaluate import evaluate, evaluate_folder, find_sites
+from changewatch.rs.evaluate import evaluate, evaluate_folder, find_sites, predicted_objects
 from changewatch.rs.infer import ChangeModel
 from tests.data import ORIGIN, UTM48N, BrightnessChangeNet, BuildingBrightnessNet, building_spec, plant_square, \
     pointwise_spec, textured_scene, utm_transform, write_raster
@@ -92,6 +92,12 @@ def test_predicted_objects_are_split_per_building_with_building_outputs(tmp_path
     whole = evaluate(sites, ChangeModel(BuildingBrightnessNet(4, building_outputs=False), change_only,
                                         torch.device("cpu")), options).objects
     assert (whole.total, whole.predicted, whole.matched) == (2, 1, 1)
+
+
+def test_predicted_objects_wants_the_smallest_object_resolved(tmp_path: Path) -> None:
+    # None means "the model's own", which predicted_objects cannot know: a clear error, before any reading
+    with pytest.raises(ValueError, match="object_min_m2 must be given"):
+        predicted_objects(tmp_path / "prob.tif", None, 0.5, EvalOptions())  # type: ignore[arg-type]
 
 
 def test_a_folder_is_evaluated_from_python_as_the_command_does(sites: Path, tiny_checkpoint: Path) -> None:

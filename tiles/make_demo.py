@@ -72,6 +72,7 @@ def make_permits(label_path: Path, seed: int) -> gpd.GeoDataFrame:
         },
         geometry=footprints, crs=utm,
     )
+    assert grid.crs is not None, "the demo scenes are georeferenced"
     return permits.to_crs(grid.crs)
 
 

@@ -61,7 +61,7 @@ class ModelPlugin(WorkerPlugin):
 
 def _worker_models() -> ModelCache:
     plugin = get_worker().plugins[ModelPlugin.name]
-    assert plugin.models is not None, "ModelPlugin.setup has not run on this worker"
+    assert isinstance(plugin, ModelPlugin) and plugin.models is not None, "ModelPlugin.setup has not run on this worker"
     return plugin.models
 
 

@@ -130,11 +130,13 @@ def _train_config(options: dict[str, Any]) -> TrainConfig:
     if served is not None and (len(served) != 2 or not 0 < served[0] <= options["gsd_m"] <= served[1]):
         raise click.BadParameter("--gsd-range wants lo,hi in metres with 0 < lo <= --gsd-m <= hi, e.g. 0.25,2.5")
     weights = options.pop("encoder_weights")
-    parsed = {"scale_range": scales, "gsd_range_m": served, "encoder_weights": None if weights == "none" else weights,
-              "select": split_list(options.pop("select")), "bands": split_list(options.pop("bands")) or (),
-              "train_sites": split_list(options.pop("train_sites")) or TRAIN["train_sites"],
-              "val_sites": split_list(options.pop("val_sites")) or TRAIN["val_sites"],
-              "outputs": SEMANTIC_OUTPUTS if options.pop("building_outputs") else TRAIN["outputs"]}
+    parsed: dict[str, Any] = {"scale_range": scales, "gsd_range_m": served,
+                              "encoder_weights": None if weights == "none" else weights,
+                              "select": split_list(options.pop("select")),
+                              "bands": split_list(options.pop("bands")) or (),
+                              "train_sites": split_list(options.pop("train_sites")) or TRAIN["train_sites"],
+                              "val_sites": split_list(options.pop("val_sites")) or TRAIN["val_sites"],
+                              "outputs": SEMANTIC_OUTPUTS if options.pop("building_outputs") else TRAIN["outputs"]}
     return TrainConfig(**options, **parsed)
 
 

@@ -39,7 +39,7 @@ def defaults(config: type) -> dict[str, Any]:
     return out
 
 
-def choices(literal: Any, *extra: str) -> click.Choice:
+def choices(literal: Any, *extra: str) -> click.Choice[str]:
     """The values of a ``Literal`` type (and ``extra`` ones) as a click choice."""
     return click.Choice([*extra, *get_args(literal)])
 

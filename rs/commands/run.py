@@ -19,7 +19,7 @@ from changewatch.rs.commands.options import (
     reports_errors,
     warn,
 )
-from changewatch.rs.config import CsvGeometry, DetectConfig, ExportConfig
+from changewatch.rs.config import CsvGeometry, DetectConfig, Device, ExportConfig
 from changewatch.rs.summary import ReviewRecord
 
 EXPORT_DEFAULTS = ExportConfig()
@@ -86,7 +86,7 @@ def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], old_rea
 @device_opt
 @quiet_opt
 @reports_errors
-def demo(outdir: str, device: str, quiet: bool) -> None:
+def demo(outdir: str, device: Device, quiet: bool) -> None:
     """Run detect on the bundled real Sentinel-2 pair of Hong Kong (2016 → 2018) with made-up permits and zoning.
 
     The imagery is modified Copernicus Sentinel data from the OSCD dataset (see

@@ -34,8 +34,10 @@ class Judgement:
 
         ``by_change_type`` is as given: the judgement does not know whether the model could tell.
         """
-        by_reason = (self.flagged["reasons"].str.split(",").explode().value_counts().to_dict()
-                     if len(self.flagged) else {})
+        by_reason: dict[str, int] = {}
+        if len(self.flagged):
+            reasons = self.flagged["reasons"].str.split(",").explode().value_counts()
+            by_reason = {str(k): int(v) for k, v in reasons.items()}
         return Counts(len(self.changes), len(self.flagged), len(self.changes) - len(self.flagged), by_reason,
                       None if self.parcels is None else len(self.parcels), by_change_type)
 

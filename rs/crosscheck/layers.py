@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import geopandas as gpd
 import numpy as np
@@ -126,7 +126,8 @@ def _in_extent(gdf: gpd.GeoDataFrame, bbox: tuple[float, float, float, float]) -
 def _bbox(extent: Extent | None, crs: ProjCRS | str | None) -> tuple[float, float, float, float] | None:
     if extent is None or crs is None:
         return None
-    return transform_bounds(extent[1], CRS.from_user_input(crs), *extent[0], densify_pts=21)
+    return cast("tuple[float, float, float, float]",
+                transform_bounds(extent[1], CRS.from_user_input(crs), *extent[0], densify_pts=21))
 
 
 def _declared_crs(p: Path, role: str, found: ProjCRS | str | None, source: Source) -> ProjCRS | None:
@@ -157,7 +158,7 @@ def _read_csv(p: Path, role: str, source: Source) -> gpd.GeoDataFrame:
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputFileError(f"{role} layer {p} is not a readable UTF-8 CSV ({' '.join(str(exc).split())})") from exc
     wkt = None if source.x else source.wkt or next((c for c in frame.columns if c.lower() == "wkt"), None)
-    wanted = [wkt] if wkt else [source.x, source.y] if source.x else []
+    wanted = [wkt] if wkt else [source.x, source.y] if source.x and source.y else []
     if not wanted:
         raise LayerError(f"{role} layer {p}: say which column(s) hold the geometry, e.g. {example}")
     missing = [c for c in wanted if c not in frame.columns]
@@ -170,7 +171,8 @@ def _read_csv(p: Path, role: str, source: Source) -> gpd.GeoDataFrame:
         frame = frame.drop(columns=wkt)
     else:
         xy = frame[wanted].apply(pd.to_numeric, errors="coerce")
-        geometry = np.where(xy.isna().any(axis=1), None, shapely.points(xy.to_numpy()))
+        geometry = shapely.points(xy.to_numpy())
+        geometry[xy.isna().any(axis=1).to_numpy()] = None
     bad = np.flatnonzero(pd.isna(geometry) & ~blank)
     if len(bad):
         raise LayerError(f"{role} layer {p}: {len(bad)} row(s) have geometry that cannot be read from "
@@ -289,7 +291,7 @@ def read_layer(path: str | os.PathLike[str], role: str, required: tuple[str, ...
     missing = [c for c in required if c not in gdf.columns]
     if missing:
         raise LayerError(f"{role} layer {name} lacks column(s) {', '.join(missing)} "
-                         f"(has: {', '.join(map(str, gdf.columns.drop(gdf.geometry.name)))})")
+                         f"(has: {', '.join(map(str, gdf.columns.drop([gdf.geometry.name])))})")
     in_scene = len(gdf) if extent is not None else None
     data, repaired, dropped = polygons(gdf, role, name, ids)
     return Layer(data, repaired, str(p), layer, features, in_scene, dropped)

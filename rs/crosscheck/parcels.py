@@ -33,11 +33,11 @@ def attribute_parcels(flagged: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
     pairs = touching(flagged_m, parcels, dask_min_features, with_area=True)
     if pairs.empty:
         return empty_links, empty_table
-    change_pos = flagged.index.get_indexer(pairs["change"])
+    change_pos = flagged.index.get_indexer(pd.Index(pairs["change"]))
     parcel_ids = parcels[columns.parcel_id].astype(str).to_numpy(dtype=object)
     links = pd.DataFrame({
         "change_id": flagged["change_id"].to_numpy()[change_pos],
-        "parcel_id": parcel_ids[parcels.index.get_indexer(pairs["other"])],
+        "parcel_id": parcel_ids[parcels.index.get_indexer(pd.Index(pairs["other"]))],
         "overlap_m2": pairs["area_m2"].to_numpy(),
     }).sort_values(["change_id", "parcel_id"], ignore_index=True)
     rank = worst_reason(flagged["reasons"]).map({c: i for i, c in enumerate(SEVERITY)}).to_numpy()

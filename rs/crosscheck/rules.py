@@ -54,7 +54,7 @@ def _ids_by_change(pairs: pd.DataFrame, ids: pd.Series, index: pd.Index) -> pd.S
     result = pd.Series("", index=index, dtype=object)
     if not pairs.empty:
         names, ranks = id_ranks(ids)
-        rows = ids.index.get_indexer(pairs["other"])
+        rows = ids.index.get_indexer(pd.Index(pairs["other"]))
         keys, joined = join_ids(pairs["change"].to_numpy(), ranks[rows], names[rows])
         result.loc[keys] = joined
     return result
@@ -70,7 +70,7 @@ def _permit_rules(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, rules:
     expires = parse_dates(permits[cols.expires], rules.dates, cols.expires, "permits", ids)
     valid = ((issued <= as_of) & (expires.isna() | (as_of <= expires))).to_numpy()
     not_yet = (issued > as_of).to_numpy()
-    other = permits.index.get_indexer(pairs["other"])
+    other = permits.index.get_indexer(pd.Index(pairs["other"]))
     pairs = pairs.assign(valid=valid[other], not_yet=not_yet[other])
     grouped = pairs.assign(valid=pairs["valid"].astype(np.int8),
                            not_yet=pairs["not_yet"].astype(np.int8)).groupby("change")
@@ -95,6 +95,7 @@ def _exceeds(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, valid_pairs
     result = np.zeros(len(changes_m), bool)
     if valid_pairs.empty:
         return result
+    assert changes_m.crs is not None, "changes_m is in a metric CRS"
     footprints = permits.geometry.to_crs(changes_m.crs)
     counts = valid_pairs["change"].value_counts()
     single = valid_pairs[valid_pairs["change"].map(counts).to_numpy() == 1]
@@ -107,11 +108,11 @@ def _exceeds(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, valid_pairs
         # change minus its k-th valid permit, for k = 1, 2, …: one vectorised difference per rank,
         # instead of a union per change
         changes_idx = several["change"].drop_duplicates().to_numpy()
-        rest = changes_m.geometry.loc[changes_idx].values.to_numpy().copy()
+        rest = changes_m.geometry.loc[changes_idx].array.to_numpy().copy()
         multi_total = threaded(shapely.area, rest)
         position = pd.Index(changes_idx).get_indexer(several["change"])
         rank = several.groupby("change").cumcount().to_numpy()
-        permit_geoms = footprints.loc[several["other"]].values.to_numpy()
+        permit_geoms = footprints.loc[several["other"]].array.to_numpy()
         for k in range(rank.max() + 1):
             at = rank == k
             rest[position[at]] = threaded(shapely.difference, rest[position[at]], permit_geoms[at])
@@ -127,7 +128,7 @@ def _zoning_rules(changes_m: gpd.GeoDataFrame, zoning: gpd.GeoDataFrame, rules: 
     cols = rules.zoning_columns
     allowed = parse_allowed(zoning[cols.construction_allowed], cols.construction_allowed)
     pairs = touching(changes_m, zoning, rules.dask_min_features)
-    banned = pairs[~allowed.to_numpy()[zoning.index.get_indexer(pairs["other"])]]
+    banned = pairs[~allowed.to_numpy()[zoning.index.get_indexer(pd.Index(pairs["other"]))]]
     codes[NO_BUILD_ZONE] = out.index.isin(banned["change"])
     out["zone_ids"] = _ids_by_change(pairs, zoning[cols.zone_id], out.index)
 

@@ -174,7 +174,8 @@ class Settings:
     sources: Sources = field(default_factory=Sources)
 
 
-COLUMN_SECTIONS: dict[str, type] = {"permits": PermitColumns, "zoning": ZoningColumns, "parcels": ParcelColumns}
+COLUMN_SECTIONS: dict[str, type[PermitColumns | ZoningColumns | ParcelColumns]] = {
+    "permits": PermitColumns, "zoning": ZoningColumns, "parcels": ParcelColumns}
 DATE_KEYS = ("date_format", "dayfirst")
 SOURCE_KEYS = tuple(f.name for f in fields(Source))
 TOLERANCES = {"exceed_min_m2": (0.0, None), "exceed_min_fraction": (0.0, 1.0)}  # key: (min, max)
@@ -261,7 +262,8 @@ def load_settings(path: str | os.PathLike[str] | None) -> Settings:
     if unknown:
         raise InputFileError(f"columns config {p}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
                              f"(known: {', '.join([*COLUMN_SECTIONS, 'changes', *TOLERANCES, DEMOLITION_KEY])})")
-    columns, sources, dates = {}, {}, DateFormat()
+    columns: dict[str, Any] = {}  # section: its column names (PermitColumns, ZoningColumns, ParcelColumns)
+    sources, dates = {}, DateFormat()
     for section, cls in (*COLUMN_SECTIONS.items(), ("changes", None)):
         where = f"columns config {p}, {section}"
         values = data.get(section) or {}
@@ -279,7 +281,7 @@ def load_settings(path: str | os.PathLike[str] | None) -> Settings:
         sources[section] = _source(values, where)
         if section == "permits":
             dates = _dates(values, where)
-    tolerances = {k: _number(data[k], k, f"columns config {p}") for k in TOLERANCES if k in data}
+    tolerances: dict[str, Any] = {k: _number(data[k], k, f"columns config {p}") for k in TOLERANCES if k in data}
     demolition = data.get(DEMOLITION_KEY, RuleConfig.demolition_needs_permit)
     if not isinstance(demolition, bool):
         raise InputFileError(f"columns config {p}: {DEMOLITION_KEY} must be true or false, not {demolition!r}")

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import geopandas as gpd
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import shapely
 
@@ -82,8 +83,12 @@ def overlap_area(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area = threaded(shapely.area, a)
     partial = ~covered
     if partial.any():
-        area[partial] = threaded(lambda x, y: shapely.area(shapely.intersection(x, y)), a[partial], b[partial])
+        area[partial] = threaded(_intersection_area, a[partial], b[partial])
     return area
+
+
+def _intersection_area(a: npt.NDArray[np.object_], b: npt.NDArray[np.object_]) -> npt.NDArray[np.float64]:
+    return shapely.area(shapely.intersection(a, b))
 
 
 def touching(changes_m: gpd.GeoDataFrame, other: gpd.GeoDataFrame, dask_min_features: int,
@@ -94,6 +99,7 @@ def touching(changes_m: gpd.GeoDataFrame, other: gpd.GeoDataFrame, dask_min_feat
     ``with_area`` the overlap in m² is added as ``area_m2``. ``changes_m`` must be in a metric
     CRS; ``other`` is reprojected to it.
     """
+    assert changes_m.crs is not None, "changes_m must be in a metric CRS"
     right = other.geometry.to_crs(changes_m.crs)
     i, j = intersecting_pairs(changes_m.geometry, right, dask_min_features)
     a, b = changes_m.geometry.values.to_numpy()[i], right.values.to_numpy()[j]

@@ -63,7 +63,8 @@ def parse_dates(values: pd.Series, how: DateFormat = DateFormat(), column: str =
     """
     if pd.api.types.is_datetime64_any_dtype(values):
         plain = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) is not None else values
-        return plain.dt.normalize().astype("datetime64[s]")
+        dates: pd.Series = plain.dt.normalize().astype("datetime64[s]")
+        return dates
     blank = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
     unique = pd.unique(values[~blank].to_numpy(dtype=object))
     lookup = {v: _calendar_date(v, how) for v in unique}

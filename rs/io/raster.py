@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 import rasterio
@@ -148,6 +149,14 @@ class GridReader:
         if self._offset is None:
             return window
         return Window(window.col_off + self._offset[0], window.row_off + self._offset[1], window.width, window.height)
+
+    @overload
+    def read(self, bands: list[int], window: Window, with_valid: Literal[True] = True) -> tuple[np.ndarray, np.ndarray]:
+        ...
+
+    @overload
+    def read(self, bands: list[int], window: Window, with_valid: Literal[False]) -> tuple[np.ndarray, None]:
+        ...
 
     def read(self, bands: list[int], window: Window, with_valid: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(data, valid) of ``window`` of the grid; ``valid`` None unless ``with_valid``.

@@ -33,6 +33,7 @@ from collections.abc import Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from changewatch.rs.errors import OutputError
 from changewatch.rs.io.files import TMP_GLOB, writing
@@ -276,7 +277,7 @@ class StagedDir:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> StagedDir:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

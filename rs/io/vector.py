@@ -15,7 +15,7 @@ def write_vector(gdf: gpd.GeoDataFrame, path: Path, driver: str, **options: Any)
 
     An empty layer is still written, as a Polygon layer with the same columns.
     """
-    extra = {"geometry_type": "Polygon"} if gdf.empty else {}
+    extra: dict[str, Any] = {"geometry_type": "Polygon"} if gdf.empty else {}
     gdf.to_file(path, driver=driver, engine="pyogrio", **extra, **options)
     return path
 

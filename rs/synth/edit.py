@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
 
 from changewatch.rs.synth.shadow import Sun, dilate, luminance, shadow_of
@@ -87,7 +88,7 @@ def removal_region(image: np.ndarray, instances: np.ndarray, ids: np.ndarray, su
     return region & ~((instances > 0) & ~np.isin(instances, ids))
 
 
-def _ring(mask: np.ndarray, width: int) -> np.ndarray:
+def _ring(mask: npt.NDArray[np.bool_], width: int) -> npt.NDArray[np.bool_]:
     return dilate(mask, width) & ~mask
 
 
@@ -101,7 +102,8 @@ def _membrane(difference: np.ndarray, weight: np.ndarray, sigma: float) -> np.nd
     """
     w = cv2.GaussianBlur(weight.astype(np.float32), (0, 0), sigma)
     num = cv2.GaussianBlur(difference * weight[..., None], (0, 0), sigma)
-    return num / np.maximum(w, 1e-6)[..., None]
+    field: npt.NDArray[np.float32] = num / np.maximum(w, 1e-6)[..., None]
+    return field
 
 
 def _placements(ground: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -239,8 +241,8 @@ def cut_donors(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gsd_
     mean = image[valid].reshape(-1, 3).mean(axis=0) if valid.any() else np.full(3, 128.0)
     donors = []
     for i, window in enumerate(ndimage.find_objects(instances), start=1):
-        if window is None:
-            continue
+        if window is None:  # a missing id (scipy-stubs type the list without None)
+            continue  # type: ignore[unreachable]
         rows, cols = window
         r0, r1 = rows.start - 2, rows.stop + 2
         c0, c1 = cols.start - 2, cols.stop + 2

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 from affine import Affine
 from PIL import Image
@@ -31,9 +32,9 @@ from changewatch.rs.datasets import BUILDING_FOLDERS
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.runfolder import StagedOutput
 from changewatch.rs.synth.config import ATTRIBUTION, KINDS, SynthConfig
-from changewatch.rs.synth.edit import Donor, cut_donors, dilate, grow_px, ground_of, paste_buildings, remove_buildings
+from changewatch.rs.synth.edit import Donor, cut_donors, grow_px, ground_of, paste_buildings, remove_buildings
 from changewatch.rs.synth.nuisance import DateContext, apply_nuisance
-from changewatch.rs.synth.shadow import Sun
+from changewatch.rs.synth.shadow import Sun, dilate
 from changewatch.rs.synth.sources import Chip, Source, cut_chip, load_sources
 
 PAD = 8  # pixels of margin around each chip (misregistration, filters), cropped before writing
@@ -82,7 +83,7 @@ def _choose_ops(config: SynthConfig, rng: np.random.Generator) -> tuple[str, ...
 def _fits(source: Source, side: int, max_nodata: float) -> bool:
     """Whether a ``side``-pixel window of ``source`` can be on imagery for 1 − ``max_nodata`` of it."""
     h, w = source.valid.shape
-    return min(h, side) * min(w, side) >= (1 - max_nodata) * side * side
+    return bool(min(h, side) * min(w, side) >= (1 - max_nodata) * side * side)
 
 
 def _eligible(chip: Chip, config: SynthConfig) -> np.ndarray:
@@ -94,7 +95,7 @@ def _eligible(chip: Chip, config: SynthConfig) -> np.ndarray:
     if len(ids) == 0:
         return ids
     polygons = chip.source.footprints[ids.astype(int) - 1]
-    keep = shapely.within(polygons, inner) & (shapely.area(polygons) >= config.min_building_m2)
+    keep: npt.NDArray[np.bool_] = shapely.within(polygons, inner) & (shapely.area(polygons) >= config.min_building_m2)
     keep &= np.array([chip.valid[chip.instances == i].all() for i in ids])
     keep &= np.array([(chip.instances == i).sum() < 0.15 * size * size for i in ids])
     return ids[keep]

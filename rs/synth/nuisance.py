@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from changewatch.rs.synth.config import NuisanceConfig
 from changewatch.rs.synth.shadow import Sun, dilate, luminance, shadow_of
@@ -24,7 +25,7 @@ from changewatch.rs.synth.shadow import Sun, dilate, luminance, shadow_of
 class DateContext:
     """What the effects may look at: the date's buildings, the sun of its source, the GSD."""
 
-    buildings: np.ndarray
+    buildings: npt.NDArray[np.bool_]
     sun: Sun
     gsd_m: float
 
@@ -95,7 +96,8 @@ def shadows(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.rand
     length = ctx.sun.length_m * float(rng.uniform(0.5, 2.0)) / ctx.gsd_m
     cast = shadow_of(ctx.buildings, azimuth, length)
     soft = cv2.GaussianBlur(cast.astype(np.float32), (0, 0), max(0.5, 0.25 / ctx.gsd_m))[..., None]
-    return out * (1 - soft * (1 - float(rng.uniform(0.45, 0.75))))
+    shaded: npt.NDArray[np.float32] = out * (1 - soft * (1 - float(rng.uniform(0.45, 0.75))))
+    return shaded
 
 
 def haze(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.random.Generator) -> np.ndarray:
@@ -160,7 +162,9 @@ def jpeg(img: np.ndarray, ctx: DateContext, cfg: NuisanceConfig, rng: np.random.
     """JPEG compression artefacts at a quality in ``jpeg_quality``."""
     quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
     ok, data = cv2.imencode(".jpg", np.clip(np.rint(img), 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED).astype(np.float32)
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    assert ok and decoded is not None, "OpenCV failed to round-trip a JPEG it encoded"
+    return decoded.astype(np.float32)
 
 
 Effect = Callable[[np.ndarray, DateContext, NuisanceConfig, np.random.Generator], np.ndarray]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 AZIMUTH_STEP_DEG = 15
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
@@ -73,7 +74,7 @@ def sweep(mask: np.ndarray, azimuth_deg: float, length_px: float) -> np.ndarray:
                       borderValue=0).astype(bool)
 
 
-def shadow_of(mask: np.ndarray, azimuth_deg: float, length_px: float) -> np.ndarray:
+def shadow_of(mask: npt.NDArray[np.bool_], azimuth_deg: float, length_px: float) -> npt.NDArray[np.bool_]:
     """The ground a footprint ``mask`` shades: its sweep minus the footprint itself."""
     return sweep(mask, azimuth_deg, length_px) & ~mask
 
@@ -106,7 +107,7 @@ def estimate_sun(image: np.ndarray, instances: np.ndarray, valid: np.ndarray, gs
     dark = y < 0.6 * float(np.median(y[open_ground]))
     background = float(dark[open_ground].mean())
     azimuths = np.arange(0, 360, AZIMUTH_STEP_DEG)
-    share = np.array([_dark_share(dark, shadow_of(buildings, az, max(1.0, 1.5 / gsd_m)) & open_ground)
+    share = np.array([_dark_share(dark, shadow_of(buildings, float(az), max(1.0, 1.5 / gsd_m)) & open_ground)
                       for az in azimuths])
     resultant = complex((share * np.exp(1j * np.radians(azimuths))).sum())
     if share.sum() == 0 or abs(resultant) / share.sum() < 0.1 or share.max() < 0.1:

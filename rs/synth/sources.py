@@ -30,6 +30,7 @@ import cv2
 import geopandas as gpd
 import mercantile
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import rasterio
 import rasterio.features
@@ -319,8 +320,10 @@ def rasterise_instances(footprints: np.ndarray, transform: Affine, shape: tuple[
         raise ValueError(f"footprint id {int(np.max(ids))} does not fit uint16 instance ids")
     if len(footprints) == 0:
         return np.zeros(shape, np.uint16)
-    return rasterio.features.rasterize(zip(footprints, (int(i) for i in ids), strict=True), out_shape=shape,
-                                       transform=transform, fill=0, dtype="uint16")
+    instances: npt.NDArray[np.uint16] = rasterio.features.rasterize(
+        zip(footprints, (int(i) for i in ids), strict=True), out_shape=shape, transform=transform, fill=0,
+        dtype="uint16")
+    return instances
 
 
 @dataclass(frozen=True)

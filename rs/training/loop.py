@@ -134,6 +134,7 @@ def initial_network(config: TrainConfig, device: torch.device) -> tuple[torch.nn
     Its architecture, fusion and encoder; its band count must match.
     """
     licence = config.licence or data_licence(config.data_dir)
+    assert config.name is not None, "TrainConfig.__post_init__ names the model"
     if config.init_from:
         network, base = load_checkpoint(config.init_from)
         if len(base.bands) != len(config.bands):
@@ -152,7 +153,8 @@ def initial_network(config: TrainConfig, device: torch.device) -> tuple[torch.nn
         if tuple(config.bands) != PRETRAINED_BANDS:
             raise ModelError(f"--encoder-weights imagenet needs the bands {', '.join(PRETRAINED_BANDS)} in that order "
                              f"(--band-names), not {', '.join(config.bands)}")
-        source = load_pretrained_encoder(network.encoder, spec.encoder, dates=2 if spec.fusion == "early" else 1)
+        source = load_pretrained_encoder(network.get_submodule("encoder"), spec.encoder,
+                                         dates=2 if spec.fusion == "early" else 1)
         spec.licence = f"{spec.licence} Encoder initialised from ImageNet weights: {source}."
     elif config.encoder_weights is not None:
         raise ModelError(f"unknown encoder weights {config.encoder_weights!r}: use imagenet or none")
