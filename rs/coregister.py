@@ -16,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.filters import window as taper
-from skimage.registration import phase_cross_correlation
 
 from changewatch.rs.align import AlignedPair, Shift
 from changewatch.rs.grid import Grid
@@ -64,6 +62,8 @@ class Coregistration:
 def _grey(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """The mean of the bands, standardised on valid pixels, invalid pixels set to 0 (the mean),
     tapered by a Hann window."""
+    from skimage.filters import window as taper  # scikit-image only once a shift is measured (measure_shift)
+
     grey = data.mean(axis=0)
     v = grey[valid]
     return np.where(valid, (grey - v.mean()) / (v.std() + 1e-6), 0.0) * taper("hann", grey.shape)
@@ -75,6 +75,10 @@ def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Cor
     Returns a Coregistration with ``applied`` False (and the median shift, or zeros when too few
     windows could be measured) when the windows disagree, too few are usable or the shift is
     below ``min_shift_px``."""
+    # scikit-image here, not at import: preparing a pair without co-registration, and every error
+    # raised before it, do not load it
+    from skimage.registration import phase_cross_correlation
+
     windows = pair.sample_windows(whole_up_to=0, grid_side=config.grid_side, sample_size=config.window)
     shifts = []
     for window in dict.fromkeys(windows):  # small grids repeat windows

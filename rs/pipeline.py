@@ -78,13 +78,13 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
     prepared = prepare_for_model(config.before, config.after, config, config.model, masks=config.masks,
                                  spec_of=models.spec, georeferenced=True)
     assert prepared.choice is not None  # prepare_for_model always chooses
-    model = models.get(prepared.choice.path)
     with prepared.open() as pair:
         layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
         rules, as_of_source = _rules(config)
-        timings = {"load_s": time.perf_counter() - t0}
         with StagedOutput(config.outdir, inputs=_inputs(config)) as out:  # every input is checked: now outputs
             previous = previous_decisions(out.final(FLAGGED_GPKG))  # unreadable: refused before the long part
+            model = models.get(prepared.choice.path)  # the network (torch) only once all else is checked
+            timings = {"load_s": time.perf_counter() - t0}
             vectorized, judgement, carried = _stages(config, model, pair, layers, rules, previous, out,
                                                      lambda: predict(pair, model, config.inference, progress), timings)
             timings["total_s"] = time.perf_counter() - t0
