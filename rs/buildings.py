@@ -48,17 +48,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
-from skimage.measure import label as label_regions
-from skimage.morphology import h_maxima
-from skimage.segmentation import watershed
 
-from changewatch.rs.config import BuildingConfig
+from changewatch.rs.config import DEMOLISHED, ENLARGED, NEW_BUILDING, OTHER_CHANGE, BuildingConfig
 
-NEW_BUILDING = "new_building"
-DEMOLISHED = "demolished"
-ENLARGED = "enlarged"
-OTHER_CHANGE = "other_change"
-CHANGE_TYPES = (NEW_BUILDING, DEMOLISHED, ENLARGED, OTHER_CHANGE)
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 EIGHT_CONNECTED = ndimage.generate_binary_structure(2, 2)
 # Pixel classes counted per object (columns of a (n, 3) array): building in AFTER only, in BEFORE
@@ -93,6 +85,10 @@ def split_region(region: np.ndarray, b_before: np.ndarray, b_after: np.ndarray, 
     ``b_after``: the building probabilities (0–1, NaN invalid) on the same window; ``pixel_m``:
     pixel side in metres. Memory: a few arrays of the window's size.
     """
+    # scikit-image only where regions are split, so that modules reading change types stay light
+    from skimage.measure import label as label_regions
+    from skimage.segmentation import watershed
+
     with np.errstate(invalid="ignore"):
         building = region & ((b_before >= config.building_threshold) | (b_after >= config.building_threshold))
     # distance to the nearest non-building pixel, counting the window's surroundings as none
@@ -116,6 +112,8 @@ def _markers(building: np.ndarray, inside: np.ndarray, pixel_m: float, config: B
     One marker per marker-less group of building pixels (at its highest point); none in groups
     under ``min_core_m2``.
     """
+    from skimage.morphology import h_maxima  # scikit-image: as in split_region
+
     groups, n = ndimage.label(building, structure=FOUR_CONNECTED)
     if n == 0:
         return np.zeros(building.shape, np.int32)

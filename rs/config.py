@@ -23,6 +23,13 @@ DEVICES: tuple[str, ...] = get_args(Device)
 ExportFormat = Literal["gpkg", "parquet", "geojson", "csv", "shp"]
 FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 CsvGeometry = Literal["wkt", "centroid"]
+# A change object's ``change_type`` (``rs.buildings`` decides it, ``rs.crosscheck.rules`` reads it).
+ChangeType = Literal["new_building", "demolished", "enlarged", "other_change"]
+CHANGE_TYPES: tuple[ChangeType, ...] = get_args(ChangeType)  # in this order in summary.json
+NEW_BUILDING: ChangeType = "new_building"
+DEMOLISHED: ChangeType = "demolished"
+ENLARGED: ChangeType = "enlarged"
+OTHER_CHANGE: ChangeType = "other_change"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from skimage.filters import window as taper
-from skimage.registration import phase_cross_correlation
 
 from changewatch.rs.align import AlignedPair, Shift
 from changewatch.rs.grid import Grid
@@ -73,6 +71,8 @@ def _grey(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
     Invalid pixels are set to 0 (the mean).
     """
+    from skimage.filters import window as taper  # scikit-image only once a shift is measured (measure_shift)
+
     grey = data.mean(axis=0)
     v = grey[valid]
     standardised = np.where(valid, (grey - v.mean()) / (v.std() + 1e-6), 0.0)
@@ -87,6 +87,10 @@ def measure_shift(pair: AlignedPair, config: CoregConfig = CoregConfig()) -> Cor
     windows could be measured) when the windows disagree, too few are usable or the shift is
     below ``min_shift_px``.
     """
+    # scikit-image here, not at import: preparing a pair without co-registration, and every error
+    # raised before it, do not load it
+    from skimage.registration import phase_cross_correlation
+
     windows = pair.sample_windows(whole_up_to=0, grid_side=config.grid_side, sample_size=config.window)
     shifts = []
     for window in dict.fromkeys(windows):  # small grids repeat windows

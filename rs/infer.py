@@ -5,6 +5,10 @@ memory is bounded by ``batch_size × tile²`` whatever the scene size, and yield
 probabilities; ``rs.io.raster.write_probability`` blends them, weighted by a smooth window
 (``rs.tiling``), into the compressed Cloud-Optimised GeoTIFF a run writes. Pixels invalid on
 either date are NaN and are never called change.
+
+torch is imported only where a network is placed on a device or run (``resolve_device``,
+``ChangeModel``): importing this module stays light, so commands that stop before inference
+(errors, ``batch --resume`` with nothing to redo) never load it.
 """
 
 from __future__ import annotations
@@ -16,13 +20,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from changewatch.models.changenet import ModelSpec, fold_batchnorm, load_checkpoint, load_spec
+from changewatch.models.spec import ModelSpec, load_spec
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.config import InferenceConfig
 from changewatch.rs.errors import ModelError
@@ -30,7 +33,8 @@ from changewatch.rs.grid import Grid
 from changewatch.rs.normalize import BandStats, normalise, scene_stats
 from changewatch.rs.tiling import Tile, TileGrid
 
-
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,6 +42,8 @@ def resolve_device(name: str) -> torch.device:
 
     Raises ModelError when CUDA is asked for but not available.
     """
+    import torch  # heavy: here, where a network is first placed (module docstring)
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -56,6 +62,10 @@ class ChangeModel:
 
     def __init__(self, network: torch.nn.Module, spec: ModelSpec, device: torch.device, amp: bool = True,
                  path: Path | None = None) -> None:
+        import torch  # loaded already: ``network`` is a torch module
+
+        from changewatch.models.changenet import fold_batchnorm
+
         self.spec = spec
         self.device = device
         self.path = path  # the checkpoint it was loaded from, when it was
@@ -70,6 +80,8 @@ class ChangeModel:
     def load(cls, path: str | os.PathLike[str], device: str = InferenceConfig.device,
              amp: bool = InferenceConfig.amp) -> ChangeModel:
         """Load a safetensors checkpoint (see ``models.changenet``) onto ``device``."""
+        from changewatch.models.changenet import load_checkpoint  # torch, smp: where a network is built
+
         network, spec = load_checkpoint(path)
         return cls(network, spec, resolve_device(device), amp, Path(path))
 
@@ -90,6 +102,8 @@ class ChangeModel:
         test-time augmentation, the mean probability over the four flips (none, left-right,
         up-down, both) of each tile — four forward passes.
         """
+        import torch  # loaded already, with the network
+
         n, _, rows, cols = batch.shape
         pad_r = -rows % self._multiple
         pad_c = -cols % self._multiple

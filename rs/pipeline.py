@@ -4,7 +4,7 @@
 folder that replaces OUTDIR as a whole when the run has succeeded (``rs.runfolder.StagedOutput``:
 OUTDIR is at every instant the complete earlier run or the complete new one; a failed run
 leaves it as it was), and returns a DetectResult. Review decisions a planner saved in the earlier
-run's ``flagged.gpkg`` are carried to the new flags (``rs.review.match_decisions``). Outputs in OUTDIR:
+run's ``flagged.gpkg`` are carried to the new flags (``rs.runfolder.match_decisions``). Outputs in OUTDIR:
 
 - ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.grid.GridSpec``:
   by default BEFORE's pixels where the two dates overlap; nodata NaN);
@@ -30,27 +30,23 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 from rasterio._err import CPLE_BaseError
-from rasterio.crs import CRS
 
 from changewatch.rs.align import AlignedPair
-from changewatch.rs.buildings import CHANGE_TYPES
-from changewatch.rs.config import CrosscheckConfig, DetectConfig, InferenceConfig, VectorizeConfig
+from changewatch.rs.config import CHANGE_TYPES, DetectConfig, InferenceConfig, VectorizeConfig
 from changewatch.rs.crosscheck.judge import Judgement, judge
-from changewatch.rs.crosscheck.layers import Layers, read_layer
+from changewatch.rs.crosscheck.layers import Layers
+from changewatch.rs.crosscheck.run import rules_record
 from changewatch.rs.crosscheck.settings import RuleConfig
 from changewatch.rs.errors import InputFileError
-from changewatch.rs.grid import metric_crs
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling
 from changewatch.rs.io.raster import scene_date, write_probability
 from changewatch.rs.prepare import PreparedPair, prepare_for_model
-from changewatch.rs.review import CarriedReview, match_decisions, previous_decisions
-from changewatch.rs.runfolder import (CHANGE_PROB, CHANGES_GPKG, CROSSCHECK_SUMMARY, DETECT_FILES, FLAGGED_GPKG,
-                                      SUMMARY, StagedOutput, read_summary, write_judgement, write_summary)
-from changewatch.rs.summary import (BuildingsRecord, ChangeLayerInputs, ModelRecord, RulesRecord, RunSummary,
-                                    SceneInputs, Thresholds, platform_record)
+from changewatch.rs.runfolder import (CHANGE_PROB, DETECT_FILES, FLAGGED_GPKG, SUMMARY, CarriedReview, StagedOutput,
+                                      previous_decisions, write_run_layers, write_summary)
+from changewatch.rs.summary import (BuildingsRecord, ModelRecord, RunSummary, SceneInputs, Thresholds,
+                                    platform_record)
 from changewatch.rs.tiling import Tile
 from changewatch.rs.vectorize import Vectorized, vectorize_changes
-
 
 @dataclass(frozen=True)
 class DetectResult:
@@ -83,13 +79,13 @@ def detect(config: DetectConfig, progress: bool = True, models: ModelCache | Non
     prepared = prepare_for_model(config.before, config.after, config, config.model, masks=config.masks,
                                  spec_of=models.spec, georeferenced=True)
     assert prepared.choice is not None  # prepare_for_model always chooses
-    model = models.get(prepared.choice.path)
     with prepared.open() as pair:
         layers = config.layers.read(extent=(pair.grid.bounds, pair.grid.crs))
         rules, as_of_source = _rules(config)
-        timings = {"load_s": time.perf_counter() - t0}
         with StagedOutput(config.outdir, inputs=_inputs(config)) as out:  # every input is checked: now outputs
             previous = previous_decisions(out.final(FLAGGED_GPKG))  # unreadable: refused before the long part
+            model = models.get(prepared.choice.path)  # the network (torch) only once all else is checked
+            timings = {"load_s": time.perf_counter() - t0}
             vectorized, judgement, carried = _stages(config, model, pair, layers, rules, previous, out,
                                                      lambda: predict(pair, model, config.inference, progress), timings)
             timings["total_s"] = time.perf_counter() - t0
@@ -125,7 +121,7 @@ def _stages(config: DetectConfig, model: ChangeModel, pair: AlignedPair, layers:
     t = time.perf_counter()
     judgement = judge(vectorized.changes, layers, rules, config.layers.parcel_columns)
     timings["crosscheck_s"] = time.perf_counter() - t
-    return vectorized, judgement, _write_judgement(judgement, previous, out)
+    return vectorized, judgement, write_run_layers(judgement, previous, out)
 
 
 def _inputs(config: DetectConfig) -> list[str]:
@@ -144,21 +140,6 @@ def _reading(chunks: Iterator[tuple[Tile, np.ndarray]]) -> Iterator[tuple[Tile, 
         yield from chunks
     except (OSError, CPLE_BaseError) as exc:
         raise InputFileError(f"the scenes could not be read: {' '.join(str(exc).split())}") from exc
-
-
-def _write_judgement(judgement: Judgement, previous: gpd.GeoDataFrame | None,
-                     out: StagedOutput) -> CarriedReview | None:
-    """Write changes.gpkg and flagged.gpkg into the staging folder, with earlier review decisions carried over.
-
-    The earlier run's review decisions are carried to the new flags (``rs.review.match_decisions``;
-    None when there were none).
-    """
-    carried = match_decisions(previous, judgement.flagged, out.final(FLAGGED_GPKG)) if previous is not None else None
-    with out.writing():
-        write_judgement(judgement, out.path(CHANGES_GPKG), out.path(FLAGGED_GPKG))
-        if carried is not None:
-            carried.write(out.path(FLAGGED_GPKG))
-    return carried
 
 
 def _rules(config: DetectConfig) -> tuple[RuleConfig, str]:
@@ -186,12 +167,6 @@ def change_type_counts(vectorized: Vectorized) -> dict[str, int] | None:
     return {kind: int(found.get(kind, 0)) for kind in CHANGE_TYPES}
 
 
-def rules_record(rules: RuleConfig, as_of_source: str) -> RulesRecord:
-    """What a summary records about the rules (``rules.as_of`` set)."""
-    return RulesRecord(rules.as_of.isoformat() if rules.as_of else None, as_of_source, rules.exceed_min_m2,
-                       rules.exceed_min_fraction, rules.demolition_needs_permit)
-
-
 def _summary(config: DetectConfig, model: ChangeModel, prepared: PreparedPair, pair: AlignedPair,
              vectorized: Vectorized, judgement: Judgement, layers: Layers, rules: RuleConfig, as_of_source: str,
              timings: dict[str, float], carried: CarriedReview | None) -> RunSummary:
@@ -214,47 +189,3 @@ def _summary(config: DetectConfig, model: ChangeModel, prepared: PreparedPair, p
         buildings=BuildingsRecord(vectorized.buildings, vectorized.unsplit, list(vectorized.notes)),
         timings_s={k: round(v, 3) for k, v in timings.items()}, platform=platform_record(),
         review=carried.record() if carried else None)
-
-
-def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, RunSummary]:
-    """Judge a change layer against the given layers, into ``config.outdir`` (staged, like ``detect``).
-
-    Writes changes.gpkg, flagged.gpkg and crosscheck_summary.json.
-
-    The as-of date is ``config.layers.rules.as_of``, else the one recorded in a ``summary.json``
-    beside the change layer (a detect run's), else today. Changes without ``change_id`` are
-    numbered 1…n.
-    """
-    changes = read_layer(config.changes, "changes", ids="change_id", source=config.layers.sources.changes)
-    numbered = "change_id" not in changes.data
-    data = changes.data.assign(change_id=range(1, len(changes.data) + 1)) if numbered else changes.data
-    if "area_m2" not in data:
-        data = data.assign(area_m2=data.to_crs(metric_crs(data)).area if len(data) else [])
-    # the layers are read where the changes are: their counts say what lies inside the changes' extent
-    left, bottom, right, top = data.total_bounds
-    layers = config.layers.read(((left, bottom, right, top), CRS.from_user_input(data.crs)) if len(data) else None)
-    as_of, source = _crosscheck_as_of(config)
-    rules = replace(config.layers.rules, as_of=as_of)
-    judgement = judge(data, layers, rules, config.layers.parcel_columns)
-    inputs = ChangeLayerInputs(**asdict(layers.provenance()), changes=str(Path(changes.path).resolve()),
-                               changes_repaired_geometries=changes.repaired, change_ids_assigned=numbered)
-    given = config.layers
-    with StagedOutput(config.outdir, inputs=[p for p in (config.changes, given.permits, given.zoning, given.parcels)
-                                             if p]) as out:
-        carried = _write_judgement(judgement, previous_decisions(out.final(FLAGGED_GPKG)), out)
-        summary = RunSummary(counts=judgement.counts(), areas_m2=judgement.areas(), inputs=inputs,
-                             rules=rules_record(rules, source), warnings=layers.warnings(), config=asdict(config),
-                             review=carried.record() if carried else None)
-        with out.writing(CROSSCHECK_SUMMARY):
-            write_summary(summary, out.path(CROSSCHECK_SUMMARY))
-    return judgement, summary
-
-
-def _crosscheck_as_of(config: CrosscheckConfig) -> tuple[date, str]:
-    if config.layers.rules.as_of is not None:
-        return config.layers.rules.as_of, "given"
-    beside = Path(config.changes).parent / SUMMARY
-    try:
-        return date.fromisoformat(read_summary(beside).rules.as_of or ""), f"{beside}"
-    except (InputFileError, ValueError):
-        return date.today(), "today (no --as-of and no detect summary.json beside the changes)"

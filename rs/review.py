@@ -7,7 +7,7 @@ after image chips around a flag, and saving review decisions back to the run's G
 Decisions survive a re-run: ``detect`` or ``crosscheck`` into a folder whose ``flagged.gpkg``
 holds a ``review`` layer carries each decision to the new flag whose outline matches it (IoU ≥
 MATCH_IOU; ids may change between runs, outlines barely do) and keeps the decisions no new flag
-matches in layer ``review_unmatched`` (``previous_decisions``, ``match_decisions``).
+matches in layer ``review_unmatched`` (``rs.runfolder.previous_decisions``, ``match_decisions``).
 """
 
 from __future__ import annotations
@@ -20,25 +20,22 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 
 from changewatch.rs.align import AlignedPair
-from changewatch.rs.errors import InputFileError, OutputError
+from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import GridSpec
 from changewatch.rs.io.files import atomic_write
 from changewatch.rs.io.raster import open_raster
 from changewatch.rs.io.staging import recover
 from changewatch.rs.io.vector import layer_names, write_gpkg
 from changewatch.rs.runfolder import (CHANGE_PROB, FLAGGED_GPKG, LAYER_CHANGES, LAYER_FLAGGED, LAYER_REVIEW,
-                                      LAYER_UNMATCHED, SUMMARY, read_run_layers, read_summary)
-from changewatch.rs.summary import ReviewRecord, RunSummary, SceneInputs
+                                      SUMMARY, read_run_layers, read_summary)
+from changewatch.rs.summary import RunSummary, SceneInputs
 
 REVIEW_CHOICES = ("confirm", "dismiss", "needs visit")
-MATCH_IOU = 0.5  # an earlier decision follows a new flag whose outline overlaps its own by at least this IoU
-MATCH_COLUMNS = ("previous_change_id", "match_iou")  # added to carried decisions: where they came from
 
 
 @dataclass(frozen=True)
@@ -173,101 +170,3 @@ def save_review(run: Run, table: pd.DataFrame) -> Path:
         shutil.copyfile(gpkg, tmp)
         write_gpkg(layer, tmp, LAYER_REVIEW)  # replaces an earlier review layer
     return gpkg
-
-
-# --- carrying decisions over a re-run ---------------------------------------------------------
-
-@dataclass(frozen=True)
-class CarriedReview:
-    """Earlier decisions sorted onto a re-run's flags.
-
-    ``review``: one row per new flag that an earlier decision matched (its new ``change_id``,
-    ``reasons`` and outline, the decision's other columns — ``review``, ``note``, any a planner
-    added — and MATCH_COLUMNS: the earlier ``change_id`` and the IoU of the two outlines);
-    ``unmatched``: the earlier decisions no new flag matched, as they were (in the new CRS).
-    """
-
-    review: gpd.GeoDataFrame
-    unmatched: gpd.GeoDataFrame
-    source: Path
-
-    def record(self) -> ReviewRecord:
-        """What ``summary.json`` records under ``review``."""
-        return ReviewRecord(str(self.source.resolve()), len(self.review), len(self.unmatched), MATCH_IOU)
-
-    def write(self, gpkg: Path) -> None:
-        """Add layers ``review`` and ``review_unmatched`` (each only when it has rows) to ``gpkg``."""
-        if len(self.review):
-            write_gpkg(self.review, gpkg, LAYER_REVIEW)
-        if len(self.unmatched):
-            write_gpkg(self.unmatched, gpkg, LAYER_UNMATCHED)
-
-
-def previous_decisions(flagged_gpkg: str | os.PathLike[str]) -> gpd.GeoDataFrame | None:
-    """The decisions an earlier run's ``flagged.gpkg`` holds.
-
-    Its ``review`` layer, then its ``review_unmatched`` layer (in the first one's CRS); None when
-    the file or both layers are absent or empty. Raises OutputError when the file exists but cannot
-    be read: the decisions it may hold would otherwise be lost when the folder is replaced.
-    """
-    import pyogrio.errors
-
-    path = Path(flagged_gpkg)
-    if not path.exists():
-        return None
-    try:
-        names = layer_names(path)
-        parts = [gpd.read_file(path, layer=n) for n in (LAYER_REVIEW, LAYER_UNMATCHED) if n in names]
-    except (OSError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise OutputError(f"{path} cannot be read ({' '.join(str(exc).split())}), so the review decisions it may "
-                          "hold cannot be carried over: move it away and run again") from exc
-    if not all(isinstance(p, gpd.GeoDataFrame) for p in parts):
-        raise OutputError(f"a review layer of {path} has no geometry, so its decisions cannot be matched to the new "
-                          "flags: move the file away and run again")
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return None
-    crs = parts[0].crs
-    return gpd.GeoDataFrame(pd.concat([p.to_crs(crs) if p.crs and crs else p for p in parts], ignore_index=True),
-                            geometry="geometry", crs=crs)
-
-
-def match_decisions(previous: gpd.GeoDataFrame, flagged: gpd.GeoDataFrame, source: Path,
-                    min_iou: float = MATCH_IOU) -> CarriedReview:
-    """Match earlier decisions to new flags one to one, by outline.
-
-    Pairs are taken by decreasing IoU (intersection over union of the areas, in ``flagged``'s
-    CRS), earlier rows first on ties, down to ``min_iou``. See ``CarriedReview`` for what comes
-    back.
-    """
-    previous = previous.to_crs(flagged.crs) if previous.crs and flagged.crs else previous
-    old = shapely.make_valid(previous.geometry.values)
-    new = flagged.geometry.values
-    pairs = flagged.sindex.query(old, predicate="intersects") if len(flagged) and len(old) else np.zeros((2, 0), int)
-    old_at, new_at = pairs[0], pairs[1]  # (index into the queried geometries, index into the tree)
-    union = shapely.area(shapely.union(old[old_at], new[new_at]))
-    iou = np.divide(shapely.area(shapely.intersection(old[old_at], new[new_at])), union,
-                    out=np.zeros(len(union)), where=union > 0)
-    matched: dict[int, tuple[int, float]] = {}  # new row -> (earlier row, IoU)
-    used: set[int] = set()
-    for k in np.lexsort((old_at, -iou)):
-        if iou[k] < min_iou:
-            break
-        if old_at[k] in used or new_at[k] in matched:
-            continue
-        used.add(int(old_at[k]))
-        matched[int(new_at[k])] = (int(old_at[k]), float(iou[k]))
-    carried_columns = [c for c in previous.columns
-                       if c not in ("change_id", "reasons", previous.geometry.name, *MATCH_COLUMNS)]
-    rows = sorted(matched)
-    earlier = previous.iloc[[matched[n][0] for n in rows]].reset_index(drop=True)
-    review = gpd.GeoDataFrame({
-        "change_id": flagged["change_id"].iloc[rows].to_numpy(),
-        "reasons": flagged["reasons"].iloc[rows].to_numpy(),
-        **{c: earlier[c].to_numpy() for c in carried_columns},
-        "previous_change_id": (earlier["change_id"] if "change_id" in earlier else pd.Series([None] * len(rows))
-                               ).to_numpy(),
-        "match_iou": np.round([matched[n][1] for n in rows], 4),
-    }, geometry=flagged.geometry.iloc[rows].array.to_numpy(), crs=flagged.crs)
-    unmatched = previous.iloc[[i for i in range(len(previous)) if i not in used]].reset_index(drop=True)
-    return CarriedReview(review, gpd.GeoDataFrame(unmatched, geometry=previous.geometry.name, crs=previous.crs), source)

@@ -365,7 +365,7 @@ def test_detect_cannot_write_an_output(output: str, scenes: Path, tiny_checkpoin
 @pytest.mark.parametrize("writer", ["write_probability", "write_judgement", "write_summary"])
 def test_detect_on_a_full_disk(writer: str, scenes: Path, tiny_checkpoint: Path, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from changewatch.rs import pipeline
+    from changewatch.rs import pipeline, runfolder
 
     out = tmp_path / "run"
     before = _first_run(scenes, tiny_checkpoint, out)
@@ -373,7 +373,7 @@ def test_detect_on_a_full_disk(writer: str, scenes: Path, tiny_checkpoint: Path,
     def full(*args: object, **kw: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pipeline, writer, full)
+    monkeypatch.setattr(runfolder if writer == "write_judgement" else pipeline, writer, full)  # where it is called
     result = CliRunner().invoke(cli, list(map(str, _detect_args(scenes, "after2.tif", tiny_checkpoint, out))))
     assert_refused_and_intact(result, out, before, "outputs cannot be written", "No space left on device")
 
@@ -478,8 +478,8 @@ def test_export_cannot_write(output: str, tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_crosscheck_and_batch_cannot_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from changewatch.rs import pipeline
     from changewatch.rs.batch import outputs
+    from changewatch.rs.crosscheck import run
     from tests.data import AS_OF, rule_case
 
     ch, _, _ = rule_case()
@@ -492,7 +492,7 @@ def test_crosscheck_and_batch_cannot_write(tmp_path: Path, monkeypatch: pytest.M
     def full(*args: object, **kw: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(pipeline, "write_summary", full)
+    monkeypatch.setattr(run, "write_summary", full)
     result = CliRunner().invoke(cli, ["crosscheck", str(tmp_path / "changes.gpkg"), "-o", str(out)])
     assert_refused_and_intact(result, out, before, "crosscheck_summary.json", "No space left on device")
     # a batch whose own folder cannot be written: one line, exit 8

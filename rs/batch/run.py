@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from changewatch.rs.batch.cluster import Runner, runner_for
 from changewatch.rs.batch.jobs import JobRecord, skipped_record
 from changewatch.rs.batch.manifest import read_manifest
 from changewatch.rs.batch.outputs import BatchResult, write_batch_outputs
 from changewatch.rs.batch.resume import remove_stale_staging, stale_reason
 from changewatch.rs.config import BatchConfig
 from changewatch.rs.io.files import writing
+
+if TYPE_CHECKING:
+    from changewatch.rs.batch.cluster import Runner
+
 
 def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None = None,
               runner: Runner | None = None) -> BatchResult:
@@ -33,6 +37,8 @@ def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None
             todo.append(job)
             reasons[job.area_id] = reason or ""
     if todo:
+        from changewatch.rs.batch.cluster import runner_for  # Dask: only when there are jobs to run
+
         for record in (runner or runner_for(config.scheduler))(todo, config):
             record.resume_reason = reasons[record.area_id]
             records[record.area_id] = record

@@ -118,7 +118,7 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
     EXCEEDS_PERMIT, NO_BUILD_ZONE (several possible, comma-separated), or PERMITTED.
     """
     from changewatch.rs.config import CrosscheckConfig
-    from changewatch.rs.pipeline import run_crosscheck
+    from changewatch.rs.crosscheck.run import run_crosscheck
 
     layers = crosscheck_inputs(permits, zoning, parcels, as_of, columns_file)
     _, summary = run_crosscheck(CrosscheckConfig(changes, outdir, layers))

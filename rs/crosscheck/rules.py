@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from changewatch.rs.buildings import DEMOLISHED as DEMOLISHED_TYPE
+from changewatch.rs.config import DEMOLISHED as DEMOLISHED_TYPE
 from changewatch.rs.crosscheck.settings import RuleConfig
 from changewatch.rs.crosscheck.spatial import id_ranks, join_ids, overlap_area, threaded, touching
 from changewatch.rs.crosscheck.values import parse_allowed, parse_dates
