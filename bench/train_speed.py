@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))  # repository-only helpers: bench/, tests/
 
 from changewatch.models.changenet import FUSIONS, ModelSpec, build_network  # noqa: E402
 from changewatch.rs.datasets import find_pairs  # noqa: E402
+from changewatch.rs.training.config import OSCD_TRAIN, TrainConfig  # noqa: E402
 from changewatch.rs.training.losses import change_loss  # noqa: E402
 from changewatch.rs.training.sampling import load_site, sample_batch  # noqa: E402
-from changewatch.rs.training.config import OSCD_TRAIN, TrainConfig  # noqa: E402
 
 
 def steps_per_second(fusion: str, threads: int, sites: list, steps: int, device: str) -> float:

@@ -32,10 +32,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from changewatch.models.spec import (DEFAULT_MODEL, FUSIONS, MODELS_DIR, OUTPUTS, SEMANTIC_OUTPUTS, ModelSpec,
-                                     choose_model, is_shipped, load_spec)
-from changewatch.rs.io.files import atomic_write
+from changewatch.models.spec import (
+    DEFAULT_MODEL,
+    FUSIONS,
+    MODELS_DIR,
+    OUTPUTS,
+    SEMANTIC_OUTPUTS,
+    ModelSpec,
+    choose_model,
+    is_shipped,
+    load_spec,
+)
 from changewatch.rs.errors import ModelError
+from changewatch.rs.io.files import atomic_write
 
 __all__ = ["DEFAULT_MODEL", "FUSIONS", "MODELS_DIR", "OUTPUTS", "SEMANTIC_OUTPUTS", "ModelSpec", "SiameseNet",
            "build_network", "choose_model", "fold_batchnorm", "is_shipped", "load_checkpoint", "load_spec",

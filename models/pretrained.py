@@ -29,8 +29,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from changewatch.rs.io.files import atomic_write
 from changewatch.rs.errors import ModelError
+from changewatch.rs.io.files import atomic_write
 
 
 @dataclass(frozen=True)

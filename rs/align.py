@@ -23,10 +23,10 @@ from typing import Any, cast
 
 import numpy as np
 import rasterio
+import rasterio.warp
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-import rasterio.warp
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
@@ -37,7 +37,6 @@ from changewatch.rs.georef import Dataset, data_bounds, georeferenced, is_plain,
 from changewatch.rs.grid import Grid, GridSpec
 from changewatch.rs.io.raster import GridReader, open_raster
 from changewatch.rs.validity import Validity, infer_validity, sample_counts
-
 
 __all__ = ["AlignedPair", "PairSource", "PairWindow", "Shift", "common_grid", "overlap_fraction"]
 

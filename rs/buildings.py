@@ -44,7 +44,6 @@ are one object; a new building built against an existing one is ``enlarged``.
 
 from __future__ import annotations
 
-
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from changewatch.rs.grid import GridSpec, GsdPolicy
 from changewatch.rs.crosscheck.settings import CrosscheckInputs
+from changewatch.rs.grid import GridSpec, GsdPolicy
 
 Device = Literal["auto", "cpu", "cuda"]  # auto: a CUDA GPU when torch sees one, else the CPU
 DEVICES: tuple[str, ...] = get_args(Device)

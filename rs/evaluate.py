@@ -37,8 +37,16 @@ from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, LabelReader, Vec
 from changewatch.rs.grid import pixel_area_m2
 from changewatch.rs.infer import ChangeModel, predict_pair, tiling
 from changewatch.rs.io.raster import write_probability
-from changewatch.rs.metrics import (Confusion, Metrics, ObjectCounts, PairMetrics, ProbHistogram, confusion,
-                                    match_objects, object_counts)
+from changewatch.rs.metrics import (
+    Confusion,
+    Metrics,
+    ObjectCounts,
+    PairMetrics,
+    ProbHistogram,
+    confusion,
+    match_objects,
+    object_counts,
+)
 from changewatch.rs.prepare import choose_for, prepare_pair
 from changewatch.rs.vectorize import vectorize
 

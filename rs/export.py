@@ -21,8 +21,17 @@ from changewatch.rs.config import CsvGeometry, ExportConfig, ExportFormat
 from changewatch.rs.grid import metric_crs
 from changewatch.rs.io.files import sha256, write_json
 from changewatch.rs.io.vector import write_gpkg, write_table, write_vector
-from changewatch.rs.runfolder import (EXPORT_GPKG, LAYER_CHANGES, LAYER_LINKS, SHAPEFILE_FOLDER, STAC_ITEM,
-                                      StagedOutput, read_run_layers, read_summary, summary_path)
+from changewatch.rs.runfolder import (
+    EXPORT_GPKG,
+    LAYER_CHANGES,
+    LAYER_LINKS,
+    SHAPEFILE_FOLDER,
+    STAC_ITEM,
+    StagedOutput,
+    read_run_layers,
+    read_summary,
+    summary_path,
+)
 
 # Shapefile (dBASE) field names stop at 10 bytes: the long ones get these names (others are cut, see
 # ``shapefile_fields``), and text stops at 254 bytes (longer values are cut, and kept whole beside it).

@@ -41,12 +41,21 @@ from changewatch.rs.errors import InputFileError
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling
 from changewatch.rs.io.raster import scene_date, write_probability
 from changewatch.rs.prepare import PreparedPair, prepare_for_model
-from changewatch.rs.runfolder import (CHANGE_PROB, DETECT_FILES, FLAGGED_GPKG, SUMMARY, CarriedReview, StagedOutput,
-                                      previous_decisions, write_run_layers, write_summary)
-from changewatch.rs.summary import (BuildingsRecord, ModelRecord, RunSummary, SceneInputs, Thresholds,
-                                    platform_record)
+from changewatch.rs.runfolder import (
+    CHANGE_PROB,
+    DETECT_FILES,
+    FLAGGED_GPKG,
+    SUMMARY,
+    CarriedReview,
+    StagedOutput,
+    previous_decisions,
+    write_run_layers,
+    write_summary,
+)
+from changewatch.rs.summary import BuildingsRecord, ModelRecord, RunSummary, SceneInputs, Thresholds, platform_record
 from changewatch.rs.tiling import Tile
 from changewatch.rs.vectorize import Vectorized, vectorize_changes
+
 
 @dataclass(frozen=True)
 class DetectResult:

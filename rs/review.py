@@ -31,8 +31,16 @@ from changewatch.rs.io.files import atomic_write
 from changewatch.rs.io.raster import open_raster
 from changewatch.rs.io.staging import recover
 from changewatch.rs.io.vector import layer_names, write_gpkg
-from changewatch.rs.runfolder import (CHANGE_PROB, FLAGGED_GPKG, LAYER_CHANGES, LAYER_FLAGGED, LAYER_REVIEW,
-                                      SUMMARY, read_run_layers, read_summary)
+from changewatch.rs.runfolder import (
+    CHANGE_PROB,
+    FLAGGED_GPKG,
+    LAYER_CHANGES,
+    LAYER_FLAGGED,
+    LAYER_REVIEW,
+    SUMMARY,
+    read_run_layers,
+    read_summary,
+)
 from changewatch.rs.summary import RunSummary, SceneInputs
 
 REVIEW_CHOICES = ("confirm", "dismiss", "needs visit")

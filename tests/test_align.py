@@ -13,8 +13,8 @@ from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
 from changewatch.rs.align import AlignedPair, overlap_fraction
-from changewatch.rs.grid import GridSpec
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
+from changewatch.rs.grid import GridSpec
 from tests.data import ORIGIN, UTM48N, WGS84, textured_scene, utm_transform, write_raster
 
 

@@ -432,8 +432,8 @@ def test_commands_use_the_library_defaults(tmp_path: Path, monkeypatch: pytest.M
     """Without options, each command builds exactly the configuration the library defaults to."""
     from changewatch.rs import evaluate, pipeline
     from changewatch.rs.batch import jobs, manifest
-    from changewatch.rs.training import loop
     from changewatch.rs.config import BatchConfig, DetectConfig, EvalOptions, InferenceConfig
+    from changewatch.rs.training import loop
     from changewatch.rs.training.config import TrainConfig
 
     seen: dict[str, object] = {}

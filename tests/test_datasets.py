@@ -14,13 +14,20 @@ from rasterio.windows import Window
 from changewatch.cli import cli
 from changewatch.models.spec import DEFAULT_MODEL
 from changewatch.rs.align import AlignedPair
+from changewatch.rs.config import EvalOptions
 from changewatch.rs.datasets import detect_encoding, find_pairs, read_whole
 from changewatch.rs.errors import IncompatibleScenesError, InputFileError
-from changewatch.rs.config import EvalOptions
 from changewatch.rs.evaluate import evaluate
 from changewatch.rs.infer import ChangeModel
-from tests.data import (UTM48N, BrightnessChangeNet, make_levir, make_vector_site, pointwise_spec, textured_scene,
-                        write_png)
+from tests.data import (
+    UTM48N,
+    BrightnessChangeNet,
+    make_levir,
+    make_vector_site,
+    pointwise_spec,
+    textured_scene,
+    write_png,
+)
 
 SQUARES = {"tile_0001": ((10, 10, 12), (40, 30, 8)), "tile_0002": ((20, 40, 10),), "tile_0003": ()}
 

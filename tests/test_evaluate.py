@@ -11,12 +11,22 @@ import pytest
 import torch
 from shapely.geometry import box
 
-from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from changewatch.rs.config import EvalOptions
+from changewatch.rs.errors import IncompatibleScenesError, InputFileError
 from changewatch.rs.evaluate import evaluate, evaluate_folder, find_sites, predicted_objects
 from changewatch.rs.infer import ChangeModel
-from tests.data import ORIGIN, UTM48N, BrightnessChangeNet, BuildingBrightnessNet, building_spec, plant_square, \
-    pointwise_spec, textured_scene, utm_transform, write_raster
+from tests.data import (
+    ORIGIN,
+    UTM48N,
+    BrightnessChangeNet,
+    BuildingBrightnessNet,
+    building_spec,
+    plant_square,
+    pointwise_spec,
+    textured_scene,
+    utm_transform,
+    write_raster,
+)
 
 
 def test_find_sites(sites: Path, tmp_path: Path) -> None:

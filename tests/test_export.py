@@ -20,8 +20,14 @@ from changewatch.rs.crosscheck.judge import judge
 from changewatch.rs.crosscheck.layers import Layer, Layers
 from changewatch.rs.crosscheck.settings import ParcelColumns, RuleConfig
 from changewatch.rs.export import SHAPEFILE_NAMES
-from changewatch.rs.runfolder import (CROSSCHECK_SUMMARY, LAYER_LINKS, StagedOutput, read_run_layers, write_judgement,
-                                      write_summary)
+from changewatch.rs.runfolder import (
+    CROSSCHECK_SUMMARY,
+    LAYER_LINKS,
+    StagedOutput,
+    read_run_layers,
+    write_judgement,
+    write_summary,
+)
 from changewatch.rs.summary import ChangeLayerInputs, RulesRecord, RunSummary
 from tests.data import AS_OF, UTM48N, X, Y, rule_case
 

@@ -13,8 +13,15 @@ from rasterio.windows import Window
 from changewatch.models.changenet import DEFAULT_MODEL
 from changewatch.rs.align import AlignedPair
 from changewatch.rs.errors import ModelError
-from changewatch.rs.infer import (ChangeModel, InferenceConfig, model_input, predict_pair, read_ahead, resolve_device,
-                                   tiling)
+from changewatch.rs.infer import (
+    ChangeModel,
+    InferenceConfig,
+    model_input,
+    predict_pair,
+    read_ahead,
+    resolve_device,
+    tiling,
+)
 from changewatch.rs.io.raster import PROB_MAX_ERROR, write_probability
 from changewatch.rs.normalize import scene_stats
 from tests.data import UTM48N, BrightnessChangeNet, pointwise_spec, textured_scene, utm_transform, write_raster
@@ -211,8 +218,8 @@ def test_a_scene_smaller_than_the_model_was_trained_on_is_refused(tmp_path: Path
     from dataclasses import replace
 
     from changewatch.models.changenet import load_spec
-    from changewatch.rs.grid import Grid
     from changewatch.rs.errors import IncompatibleScenesError
+    from changewatch.rs.grid import Grid
 
     assert load_spec(DEFAULT_MODEL).min_side_px == 128  # trained on 128 px crops
     assert pointwise_spec().min_side_px == 1  # no training record: its size multiple, 2**0

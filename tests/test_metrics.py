@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from changewatch.rs.metrics import (Confusion, ObjectCounts, ProbHistogram, best_common_threshold, confusion,
-                                    match_objects, object_counts)
+from changewatch.rs.metrics import (
+    Confusion,
+    ObjectCounts,
+    ProbHistogram,
+    best_common_threshold,
+    confusion,
+    match_objects,
+    object_counts,
+)
 
 
 def test_confusion_metrics_by_hand() -> None:

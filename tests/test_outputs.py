@@ -21,10 +21,10 @@ import pytest
 from click.testing import CliRunner
 
 from changewatch.cli import cli
+from changewatch.rs.errors import OutputError
 from changewatch.rs.io import staging
 from changewatch.rs.io.staging import StagedDir, check_replaceable, recover
-from changewatch.rs.errors import OutputError
-from tests.data import plant_square, textured_scene, utm_transform, write_raster, UTM48N
+from tests.data import UTM48N, plant_square, textured_scene, utm_transform, write_raster
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLPOINTS = ROOT / "tests" / "killpoints.py"
@@ -559,8 +559,8 @@ def _row_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[st
 def _row_review(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     import pandas as pd
 
-    from changewatch.rs.runfolder import read_run_layers
     from changewatch.rs.review import Run, save_review
+    from changewatch.rs.runfolder import read_run_layers
 
     args, out = _crosscheck_case(tmp_path)
     save_review(Run(out, {}, read_run_layers(out)), pd.DataFrame({"change_id": [1], "review": ["dismiss"],

@@ -18,13 +18,24 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from shapely.geometry import Point, box
 
 from changewatch.rs.config import DetectConfig, InferenceConfig
+from changewatch.rs.crosscheck.settings import CrosscheckInputs
 from changewatch.rs.infer import ChangeModel, ModelCache
 from changewatch.rs.pipeline import detect
-from changewatch.rs.crosscheck.settings import CrosscheckInputs
 from changewatch.rs.summary import BuildingsRecord, RunSummary
 from changewatch.rs.tiling import TileGrid
-from tests.data import ORIGIN, UTM48N, WGS84, BrightnessChangeNet, BuildingBrightnessNet, building_spec, \
-    plant_square, pointwise_spec, textured_scene, utm_transform, write_raster
+from tests.data import (
+    ORIGIN,
+    UTM48N,
+    WGS84,
+    BrightnessChangeNet,
+    BuildingBrightnessNet,
+    building_spec,
+    plant_square,
+    pointwise_spec,
+    textured_scene,
+    utm_transform,
+    write_raster,
+)
 
 
 def sensitive_model() -> ChangeModel:

@@ -15,10 +15,8 @@ from shapely.geometry import box
 from changewatch.cli import cli
 from changewatch.rs.io.vector import layer_names
 from changewatch.rs.review import Run, load_run, review_table, save_review
-from changewatch.rs.runfolder import match_decisions
-from changewatch.rs.runfolder import LAYER_REVIEW, LAYER_UNMATCHED, read_run_layers
-from tests.data import UTM48N
-from tests.data import AS_OF, rule_case
+from changewatch.rs.runfolder import LAYER_REVIEW, LAYER_UNMATCHED, match_decisions, read_run_layers
+from tests.data import AS_OF, UTM48N, rule_case
 
 
 def test_decisions_follow_outlines_not_ids() -> None:

@@ -11,8 +11,16 @@ import pytest
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import GridSpec
 from changewatch.rs.runfolder import CROSSCHECK_SUMMARY, SUMMARY, read_summary, write_summary
-from changewatch.rs.summary import (Areas, ChangeLayerInputs, Counts, ReviewRecord, RulesRecord, RunSummary,
-                                    SceneInputs, Thresholds)
+from changewatch.rs.summary import (
+    Areas,
+    ChangeLayerInputs,
+    Counts,
+    ReviewRecord,
+    RulesRecord,
+    RunSummary,
+    SceneInputs,
+    Thresholds,
+)
 
 RULES = RulesRecord("2018-03-23", "given", 20.0, 0.1, False)
 

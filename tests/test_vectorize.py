@@ -9,8 +9,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from changewatch.rs.grid import Grid
-from changewatch.rs.grid import pixel_area_m2
+from changewatch.rs.grid import Grid, pixel_area_m2
 from changewatch.rs.vectorize import VectorizeConfig, vectorize
 from tests.data import UTM48N, WGS84, utm_transform, write_raster
 

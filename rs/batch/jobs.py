@@ -19,6 +19,7 @@ from changewatch.rs.pipeline import Predictor, detect
 from changewatch.rs.prepare import prepare_for_model
 from changewatch.rs.runfolder import DONE_RECORD, SUMMARY, read_summary
 
+
 @dataclass
 class JobRecord:
     """What became of one job."""

@@ -19,8 +19,8 @@ from typing import Any, TypeVar, get_args
 import click
 
 from changewatch.rs.config import DetectConfig, Device, InferenceConfig
-from changewatch.rs.grid import GridSpec, GsdPolicy
 from changewatch.rs.crosscheck.settings import CrosscheckInputs, RuleConfig
+from changewatch.rs.grid import GridSpec, GsdPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -21,8 +21,16 @@ from changewatch.rs.crosscheck.layers import read_layer
 from changewatch.rs.crosscheck.settings import RuleConfig
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import metric_crs
-from changewatch.rs.runfolder import (CROSSCHECK_SUMMARY, FLAGGED_GPKG, SUMMARY, StagedOutput, previous_decisions,
-                                      read_summary, write_run_layers, write_summary)
+from changewatch.rs.runfolder import (
+    CROSSCHECK_SUMMARY,
+    FLAGGED_GPKG,
+    SUMMARY,
+    StagedOutput,
+    previous_decisions,
+    read_summary,
+    write_run_layers,
+    write_summary,
+)
 from changewatch.rs.summary import ChangeLayerInputs, RulesRecord, RunSummary
 
 

@@ -32,7 +32,7 @@ from changewatch.rs.datasets import BUILDING_FOLDERS
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.runfolder import StagedOutput
 from changewatch.rs.synth.config import ATTRIBUTION, KINDS, SynthConfig
-from changewatch.rs.synth.edit import Donor, cut_donors, grow_px, ground_of, paste_buildings, remove_buildings
+from changewatch.rs.synth.edit import Donor, cut_donors, ground_of, grow_px, paste_buildings, remove_buildings
 from changewatch.rs.synth.nuisance import DateContext, apply_nuisance
 from changewatch.rs.synth.shadow import Sun, dilate
 from changewatch.rs.synth.sources import Chip, Source, cut_chip, load_sources

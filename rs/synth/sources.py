@@ -43,8 +43,8 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 from scipy import ndimage
 
-from changewatch.rs.grid import Grid, utm_crs
 from changewatch.rs.errors import InputFileError
+from changewatch.rs.grid import Grid, utm_crs
 from changewatch.rs.synth.shadow import Sun, estimate_sun
 
 RAMP_AREAS = {"1": "zanzibar", "2": "kampala", "3": "banepa", "4": "catanduanes", "5": "nairobi"}

@@ -22,22 +22,27 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from changewatch.models.changenet import (ModelSpec, build_network, is_shipped, load_checkpoint, load_spec,
-                                          save_checkpoint)
+from changewatch.models.changenet import (
+    ModelSpec,
+    build_network,
+    is_shipped,
+    load_checkpoint,
+    load_spec,
+    save_checkpoint,
+)
 from changewatch.models.pretrained import load_pretrained_encoder
 from changewatch.rs.config import EvalOptions, PairOptions
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, find_pairs
 from changewatch.rs.errors import ModelError
 from changewatch.rs.evaluate import evaluate
 from changewatch.rs.infer import ChangeModel, resolve_device
+from changewatch.rs.io.files import writing
 from changewatch.rs.metrics import best_common_threshold
 from changewatch.rs.normalize import METHOD
-from changewatch.rs.io.files import writing
 from changewatch.rs.training.config import OSCD_LICENCE, TrainConfig
 from changewatch.rs.training.losses import change_loss, parse_loss
 from changewatch.rs.training.sampling import SiteArrays, batches, load_site, sample_batch
 from changewatch.rs.training.state import Progress, load_state, save_state, write_logs
-
 
 PRETRAINED_BANDS = ("red", "green", "blue")
 

@@ -10,7 +10,6 @@ import torch
 
 from changewatch.rs.datasets import LABEL_NODATA
 
-
 LOSSES = ("bce", "dice", "focal")
 
 

@@ -6,12 +6,12 @@ Combined outputs: the batch's summary and its combined flagged layer.
 from __future__ import annotations
 
 import json
-from datetime import date
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import geopandas as gpd

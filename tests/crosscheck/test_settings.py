@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from changewatch.rs.errors import InputFileError
 from changewatch.rs.crosscheck.settings import DateFormat, ParcelColumns, PermitColumns, Settings, Source, load_settings
+from changewatch.rs.errors import InputFileError
 
 
 def write(tmp_path: Path, text: str, suffix: str = ".yaml") -> Path:

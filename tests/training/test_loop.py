@@ -7,16 +7,15 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import torch
-
 import pytest
+import torch
 
 from changewatch.models.changenet import load_checkpoint
 from changewatch.rs.datasets import find_pairs
 from changewatch.rs.errors import ModelError
+from changewatch.rs.training.config import TrainConfig
 from changewatch.rs.training.loop import train, val_set_names
 from changewatch.rs.training.sampling import load_site
-from changewatch.rs.training.config import TrainConfig
 
 
 def test_short_training_lowers_loss_and_saves_checkpoint(sites: Path, tmp_path: Path) -> None:
@@ -183,8 +182,8 @@ def test_gsd_range_is_recorded_and_checked(sites: Path, tmp_path: Path) -> None:
 
 
 def test_licence_comes_from_what_the_data_declares(sites: Path, tmp_path: Path) -> None:
-    from changewatch.rs.training.loop import data_licence
     from changewatch.rs.training.config import OSCD_LICENCE
+    from changewatch.rs.training.loop import data_licence
 
     assert "not declared" in data_licence(sites)
     (tmp_path / "synth").mkdir()

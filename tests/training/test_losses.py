@@ -9,8 +9,8 @@ import torch
 
 from changewatch.rs.datasets import find_pairs
 from changewatch.rs.training.config import TrainConfig
-from changewatch.rs.training.losses import change_loss, parse_loss
 from changewatch.rs.training.loop import iterations_for
+from changewatch.rs.training.losses import change_loss, parse_loss
 from changewatch.rs.training.sampling import load_site
 
 
