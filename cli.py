@@ -12,6 +12,7 @@ import click
 
 import changewatch
 from changewatch.rs.commands.batch import batch
+from changewatch.rs.commands.labels import labels
 from changewatch.rs.commands.models import evaluate, train
 from changewatch.rs.commands.run import crosscheck, demo, detect, export
 from changewatch.rs.commands.synth import synth
@@ -28,6 +29,7 @@ def cli() -> None:
       python cli.py detect BEFORE.tif AFTER.tif -o out/ --permits permits.gpkg
       python cli.py batch manifest.csv -o out/batch --resume
       python cli.py evaluate --data DIR --sites a,b --json
+      python cli.py labels out/ward7 out/ward9 -o labels/city   # reviewed runs → training labels
 
     Exit codes: 0 ok, 1 bug, 2 usage, 3 unreadable input file, 4 scenes cannot be compared (or too small),
     5 vector layer problem (no CRS, missing column, not polygons, unreadable dates, several layers),
@@ -36,7 +38,7 @@ def cli() -> None:
     """
 
 
-for command in (detect, demo, batch, crosscheck, export, train, evaluate, synth):
+for command in (detect, demo, batch, crosscheck, export, labels, train, evaluate, synth):
     cli.add_command(command)
 
 

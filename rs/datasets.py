@@ -9,9 +9,13 @@ Three layouts, recognised from the folder given (``find_pairs``):
   labels that are lossy (JPEG: its noise turns 0/255 into 0…255) or in colour (3-channel PNG,
   white = change) are binarised at 128 when their values are not exactly 0/255. Plain images
   without georeferencing are compared pixel for pixel (the three must have the same size);
-- **vector labels** — ``DIR/<site>/before.tif, after.tif`` and one vector layer of changed
-  polygons, ``changes.gpkg``/``.geojson``/``.shp`` (any CRS), rasterised on the fly onto the common
-  grid: inside a polygon is change, everything else no change.
+- **vector labels** — ``DIR/<site>/before.tif, after.tif`` and one vector layer of polygons,
+  ``changes.gpkg``/``.geojson``/``.shp`` (any CRS), rasterised on the fly onto the common grid (a
+  pixel belongs to a polygon when its centre is inside). Without a ``change_label`` column every
+  polygon is change and everything else no change. With one (``LABEL_COLUMN``; what ``cli.py
+  labels`` writes from reviewed runs) only the polygons are labelled: ``change`` polygons are
+  change, ``no_change`` polygons no change, every other pixel — and any pixel inside polygons of
+  both kinds — not labelled; another value, or none, is an InputFileError.
 
 A LabelledPair's labels come out as uint8 windows with 1 = change, 0 = no change, 255 = not
 labelled, whatever the layout, so training and evaluation read every layout the same way.
@@ -27,6 +31,7 @@ from typing import cast
 import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import rasterio
 import rasterio.features
 import shapely
@@ -45,6 +50,8 @@ BINARISED = ">=128"  # label encoding of lossy or colour labels: a value (max ov
 LOSSY_DRIVERS = ("JPEG", "JP2OpenJPEG", "WEBP")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 VECTOR_LABELS = ("changes.gpkg", "changes.geojson", "changes.shp")
+LABEL_COLUMN = "change_label"  # vector labels: polygons of both kinds, the rest unlabelled
+LABEL_VALUES = ("change", "no_change")
 SITE_IMAGES = ("before.tif", "after.tif")
 
 
@@ -144,14 +151,15 @@ class RasterLabels(LabelReader):
 
 
 class VectorLabels(LabelReader):
-    """Changed polygons rasterised per window (a pixel is change when its centre is inside one).
+    """Labelled polygons rasterised per window (a pixel is inside when its centre is).
 
-    ``path``: the vector layer of changed polygons (any CRS; only the features over ``pair`` are
-    read); ``pair``: the georeferenced pair whose common grid they are rasterised on. Raises
-    InputFileError for plain scenes (no CRS), an unreadable layer or a layer without CRS.
+    ``geoms``: the change polygons (the true objects of ``rs.evaluate``); ``no_change``: the
+    polygons labelled no change (only in a layer with a ``LABEL_COLUMN``, which ``explicit`` says:
+    then pixels outside every polygon are not labelled, see the module docstring).
     """
 
     def __init__(self, path: Path, pair: AlignedPair) -> None:
+        """Read the polygons of ``path`` that lie on ``pair``'s grid (InputFileError: see the module docstring)."""
         if pair.grid.crs is None:
             raise InputFileError(f"vector labels {path} need georeferenced scenes")
         try:
@@ -160,22 +168,51 @@ class VectorLabels(LabelReader):
             raise InputFileError(f"label layer is not a readable vector file: {path} ({exc})") from exc
         if layer.crs is None:
             raise InputFileError(f"label layer has no CRS: {path}")
+        self.explicit = LABEL_COLUMN in layer.columns
+        change = _is_change(layer, path) if self.explicit else np.ones(len(layer), bool)
         geoms = shapely.make_valid(layer.to_crs(pair.grid.crs).geometry.values)
-        self.geoms = geoms[~shapely.is_empty(geoms)]
-        self.tree = shapely.STRtree(self.geoms)
+        present = ~shapely.is_empty(geoms)
+        self.geoms = geoms[present & change]
+        self.no_change = geoms[present & ~change]
+        self.tree, self.no_change_tree = shapely.STRtree(self.geoms), shapely.STRtree(self.no_change)
         self.grid = pair.grid
 
     def read(self, window: Window) -> np.ndarray:
-        """Labels (rows, cols) uint8 of ``window``: 1 where a pixel's centre is inside a polygon, else 0."""
-        shape = (int(window.height), int(window.width))
-        transform = self.grid.window_transform(window)
-        box = shapely.box(*rasterio.windows.bounds(window, self.grid.transform))
-        hits = self.geoms[self.tree.query(box, predicate="intersects")]
-        if len(hits) == 0:
-            return np.zeros(shape, np.uint8)
-        labels: npt.NDArray[np.uint8] = rasterio.features.rasterize(hits, out_shape=shape, transform=transform, fill=0,
-                                                                  default_value=1, dtype="uint8")
+        """The labels of ``window`` (uint8, rows × cols: 1 change, 0 no change, 255 not labelled)."""
+        inside = self._burn(self.geoms, self.tree, window)
+        if not self.explicit:
+            return inside.astype(np.uint8)
+        outside = self._burn(self.no_change, self.no_change_tree, window)
+        labels = np.full(inside.shape, LABEL_NODATA, np.uint8)
+        labels[outside] = 0
+        labels[inside] = 1
+        labels[inside & outside] = LABEL_NODATA  # the labels disagree
         return labels
+
+    def _burn(self, geoms: np.ndarray, tree: shapely.STRtree, window: Window) -> np.ndarray:
+        """Whether each pixel of ``window`` lies in one of ``geoms`` (bool, rows × cols)."""
+        shape = (int(window.height), int(window.width))
+        box = shapely.box(*rasterio.windows.bounds(window, self.grid.transform))
+        hits = geoms[tree.query(box, predicate="intersects")]
+        if len(hits) == 0:
+            return np.zeros(shape, bool)
+        burnt = rasterio.features.rasterize(hits, out_shape=shape, transform=self.grid.window_transform(window),
+                                            fill=0, default_value=1, dtype="uint8")
+        return cast(npt.NDArray[np.uint8], burnt).astype(bool)
+
+
+def _is_change(layer: gpd.GeoDataFrame, path: Path) -> np.ndarray:
+    """Per feature, whether its LABEL_COLUMN says change (True) or no change (False).
+
+    Raises InputFileError for any other value, or none, naming them.
+    """
+    values = layer[LABEL_COLUMN]
+    bad = values[~values.isin(LABEL_VALUES)]
+    if len(bad):
+        shown = ", ".join(repr(None if pd.isna(v) else v) for v in dict.fromkeys(bad.tolist()))
+        raise InputFileError(f"label layer {path}: column {LABEL_COLUMN} holds {shown} in {len(bad)} feature(s): "
+                             f"each must be {' or '.join(LABEL_VALUES)}")
+    return np.asarray(values == LABEL_VALUES[0])
 
 
 def _bbox_in(pair: AlignedPair, path: Path) -> tuple[float, float, float, float] | None:

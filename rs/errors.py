@@ -16,7 +16,9 @@ code  exception                   meaning
                                   different bands, too small or too large for a run)
 5     LayerError                  a vector layer lacks a CRS or a required column, is not
                                   polygons, holds unreadable dates or values, or is
-                                  ambiguous (several layers, none chosen)
+                                  ambiguous (several layers, none chosen);
+      DecisionError               a review decision that is not confirm, dismiss or
+                                  needs_visit, or lacks its reviewer or timestamp
 6     ModelError                  a checkpoint is missing, unsafe, or does not fit the input
 7     (batch)                     a batch finished, but some of its jobs failed
 8     OutputError                 outputs cannot be written (permission denied, read-only
@@ -61,6 +63,14 @@ class LayerError(ChangewatchError):
     """
 
     exit_code = 5
+
+
+class DecisionError(LayerError, ValueError):
+    """A review decision that cannot be recorded or read (``rs.decisions``).
+
+    Its word is not one of confirm, dismiss, needs_visit, it lacks its reviewer or its timestamp
+    (ISO 8601 with a UTC offset), or it names a flag the run does not have. Also a ValueError.
+    """
 
 
 class ModelError(ChangewatchError):

@@ -4,7 +4,7 @@
 folder that replaces OUTDIR as a whole when the run has succeeded (``rs.runfolder.StagedOutput``:
 OUTDIR is at every instant the complete earlier run or the complete new one; a failed run
 leaves it as it was), and returns a DetectResult. Review decisions a planner saved in the earlier
-run's ``flagged.gpkg`` are carried to the new flags (``rs.runfolder.match_decisions``). Outputs in OUTDIR:
+run's ``flagged.gpkg`` are carried to the new flags (``rs.decisions.match_decisions``). Outputs in OUTDIR:
 
 - ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.grid.GridSpec``:
   by default BEFORE's pixels where the two dates overlap; nodata NaN);
@@ -37,6 +37,7 @@ from changewatch.rs.crosscheck.judge import Judgement, judge
 from changewatch.rs.crosscheck.layers import Layers
 from changewatch.rs.crosscheck.run import rules_record
 from changewatch.rs.crosscheck.settings import RuleConfig
+from changewatch.rs.decisions import CarriedReview, carry, previous_decisions
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling
 from changewatch.rs.io.raster import scene_date, write_probability
@@ -46,9 +47,7 @@ from changewatch.rs.runfolder import (
     DETECT_FILES,
     FLAGGED_GPKG,
     SUMMARY,
-    CarriedReview,
     StagedOutput,
-    previous_decisions,
     write_run_layers,
     write_summary,
 )
@@ -130,7 +129,9 @@ def _stages(config: DetectConfig, model: ChangeModel, pair: AlignedPair, layers:
     t = time.perf_counter()
     judgement = judge(vectorized.changes, layers, rules, config.layers.parcel_columns)
     timings["crosscheck_s"] = time.perf_counter() - t
-    return vectorized, judgement, write_run_layers(judgement, previous, out)
+    carried = carry(previous, judgement.flagged, out.final(FLAGGED_GPKG))
+    write_run_layers(judgement, carried, out)
+    return vectorized, judgement, carried
 
 
 def _inputs(config: DetectConfig) -> list[str]:

@@ -2,19 +2,23 @@
 
 Everything the notebook shows comes from here, so a planner can call the same functions in their
 own notebook: a run's layers and summary, an overview of the AFTER scene for a web map, before /
-after image chips around a flag, and saving review decisions back to the run's GeoPackage.
+after image chips around a flag, and recording review decisions in the run's GeoPackage: only
+the decisions a person made, each with its reviewer and time (``record_decisions``; what a
+decision is, and how layers of earlier versions are read: ``rs.decisions``).
 
 Decisions survive a re-run: ``detect`` or ``crosscheck`` into a folder whose ``flagged.gpkg``
 holds a ``review`` layer carries each decision to the new flag whose outline matches it (IoU ≥
 MATCH_IOU; ids may change between runs, outlines barely do) and keeps the decisions no new flag
-matches in layer ``review_unmatched`` (``rs.runfolder.previous_decisions``, ``match_decisions``).
+matches in layer ``review_unmatched`` (``rs.decisions.previous_decisions``, ``match_decisions``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import geopandas as gpd
@@ -25,12 +29,13 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 
 from changewatch.rs.align import AlignedPair
-from changewatch.rs.errors import InputFileError
+from changewatch.rs.decisions import COLUMNS, check, check_new, decided, now, read_decisions, timestamp
+from changewatch.rs.errors import DecisionError, InputFileError
 from changewatch.rs.grid import GridSpec
 from changewatch.rs.io.files import atomic_write
 from changewatch.rs.io.raster import open_raster
 from changewatch.rs.io.staging import recover
-from changewatch.rs.io.vector import layer_names, write_gpkg
+from changewatch.rs.io.vector import write_gpkg
 from changewatch.rs.runfolder import (
     CHANGE_PROB,
     FLAGGED_GPKG,
@@ -42,8 +47,6 @@ from changewatch.rs.runfolder import (
     read_summary,
 )
 from changewatch.rs.summary import RunSummary, SceneInputs
-
-REVIEW_CHOICES = ("confirm", "dismiss", "needs visit")
 
 
 @dataclass(frozen=True)
@@ -148,33 +151,80 @@ def chips(run: Run, change_id: int, pad_px: int = 12, rgb_bands: tuple[int, int,
 
 
 def review_table(run: Run) -> pd.DataFrame:
-    """Flagged changes with a ``review`` column: earlier decisions where saved, else 'needs visit'."""
+    """One row per flagged change, with the decision saved on it.
+
+    Columns ``change_id``, ``reasons``, ``area_m2`` and ``rs.decisions.COLUMNS``: empty (None; note
+    '') where nobody has decided (unreviewed). Layers of earlier versions are read by
+    ``rs.decisions.upgrade``. Raises DecisionError for a saved decision that cannot be read.
+    """
     flagged = run.layers[LAYER_FLAGGED]
     table = pd.DataFrame({"change_id": flagged["change_id"], "reasons": flagged["reasons"],
-                          "area_m2": flagged["area_m2"].round(0), "review": "needs visit", "note": ""})
-    gpkg = run.path / FLAGGED_GPKG
-    if LAYER_REVIEW in layer_names(gpkg):
-        saved = gpd.read_file(gpkg, layer=LAYER_REVIEW)[["change_id", "review", "note"]].set_index("change_id")
-        table = table.set_index("change_id")
-        table.update(saved)
-        table = table.reset_index()
-    return table
+                          "area_m2": flagged["area_m2"].round(0)})
+    saved = read_decisions(run.path / FLAGGED_GPKG)
+    columns = pd.DataFrame(columns=["change_id", *COLUMNS]) if saved is None else \
+        pd.DataFrame(saved[["change_id", *COLUMNS]])
+    table = table.merge(columns, on="change_id", how="left").astype({c: object for c in COLUMNS})
+    table["note"] = table["note"].fillna("")
+    return table.where(table.notna(), None)
 
 
-def save_review(run: Run, table: pd.DataFrame) -> Path:
-    """Write the decisions as layer ``review`` of the run's flagged.gpkg (flagged geometry + review, note).
+def save_review(run: Run, table: pd.DataFrame) -> Path | None:
+    """Write the decisions in ``table`` as layer ``review`` of the run's flagged.gpkg.
 
-    The GeoPackage is copied, written and renamed, so a crash never leaves it half-written.
-    Raises ValueError for a review that is not one of REVIEW_CHOICES.
+    ``table`` has columns ``change_id`` and ``rs.decisions.COLUMNS``, as ``review_table`` gives them;
+    its decisions replace those saved before, each written with the flag's ``reasons`` and outline.
+
+    Rows without a decision are unreviewed flags and are not written; when no row has one, nothing
+    is written and None is returned. The GeoPackage is copied, written and renamed, so a crash never
+    leaves it half-written. Raises DecisionError for a decision not in ``rs.decisions.DECISIONS``, a
+    ``reviewed_at`` that is not ISO 8601 with an offset, a new decision without its reviewer or time,
+    a flag the run does not have, or a table in the columns of earlier versions (``review``).
     """
-    bad = sorted(set(table["review"]) - set(REVIEW_CHOICES))
-    if bad:
-        raise ValueError(f"review must be one of {REVIEW_CHOICES}; got {bad}")
+    if "decision" not in table and "review" in table:
+        raise DecisionError("the table has a 'review' column, as changewatch 0.2.0 wrote: decisions now go in "
+                            f"columns {', '.join(COLUMNS)} (see review_table and record_decisions)")
+    rows = decided(table)
+    if rows.empty:
+        return None
+    check(rows, "the decisions given")
+    gpkg: Path = run.path / FLAGGED_GPKG
+    check_new(rows, read_decisions(gpkg))
     flagged = run.layers[LAYER_FLAGGED][["change_id", "reasons", "geometry"]]
-    layer = flagged.merge(table[["change_id", "review", "note"]], on="change_id", how="left")
+    missing = sorted(set(rows["change_id"]) - set(flagged["change_id"]))
+    if missing:
+        raise DecisionError(f"no flag with change_id {', '.join(map(str, missing[:5]))} in {gpkg}")
+    layer = flagged.merge(rows[["change_id", *COLUMNS]], on="change_id", how="inner")
+    layer["reviewed_at"] = [None if pd.isna(t) or not str(t).strip() else timestamp(t) for t in layer["reviewed_at"]]
     layer["note"] = layer["note"].fillna("").astype(str)
-    gpkg = run.path / FLAGGED_GPKG
     with atomic_write(gpkg) as tmp:
         shutil.copyfile(gpkg, tmp)
         write_gpkg(layer, tmp, LAYER_REVIEW)  # replaces an earlier review layer
     return gpkg
+
+
+def record_decisions(run: Run, decisions: Mapping[int, str | tuple[str, str]], reviewer: str,
+                     at: datetime | str | None = None) -> Path | None:
+    """Save decisions a person made on flags of ``run``.
+
+    They are kept with those saved before (a new one on the same flag replaces it): ``decisions``
+    maps a ``change_id`` to a decision word
+    (``rs.decisions.DECISIONS``) or to (decision, note); each is recorded with ``reviewer`` and
+    ``at`` (an aware datetime or ISO 8601 text; None: now, with the local UTC offset).
+
+    Nothing is written, and None is returned, when ``decisions`` is empty; otherwise the path of
+    the GeoPackage written (``save_review``, whose DecisionErrors apply; also one for an empty
+    ``reviewer``).
+    """
+    if not decisions:
+        return None
+    if not reviewer or not reviewer.strip():
+        raise DecisionError("decisions need the reviewer's name (reviewer=...)")
+    stamp = timestamp(at) if at is not None else now()
+    table = review_table(run).set_index("change_id")
+    unknown = sorted(set(decisions) - set(table.index))
+    if unknown:
+        raise DecisionError(f"no flag with change_id {', '.join(map(str, unknown[:5]))} in {run.path / FLAGGED_GPKG}")
+    for change_id, given in decisions.items():
+        word, note = (given, "") if isinstance(given, str) else given
+        table.loc[change_id, list(COLUMNS)] = [word, reviewer.strip(), stamp, note]
+    return save_review(run, table.reset_index())

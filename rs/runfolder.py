@@ -15,21 +15,21 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
-import numpy as np
-import pandas as pd
 import pyogrio
-import shapely
 
 from changewatch.rs.crosscheck.judge import Judgement
-from changewatch.rs.errors import InputFileError, OutputError
+from changewatch.rs.errors import InputFileError
 from changewatch.rs.io.files import write_json
 from changewatch.rs.io.staging import StagedDir, recover
 from changewatch.rs.io.vector import layer_names, write_gpkg, write_table
-from changewatch.rs.summary import ReviewRecord, RunSummary
+from changewatch.rs.summary import RunSummary
+
+if TYPE_CHECKING:  # rs.decisions reads this module's layer names
+    from changewatch.rs.decisions import CarriedReview
 
 CHANGE_PROB = "change_prob.tif"
 CHANGES_GPKG = "changes.gpkg"
@@ -50,8 +50,6 @@ LAYERS = (LAYER_CHANGES, LAYER_FLAGGED, LAYER_PARCELS)  # the layers with geomet
 EXPORT_GPKG = "changewatch.gpkg"  # rs.export: every layer in one GeoPackage
 STAC_ITEM = "item.json"
 SHAPEFILE_FOLDER = "shapefile"
-MATCH_IOU = 0.5  # an earlier decision follows a new flag whose outline overlaps its own by at least this IoU
-MATCH_COLUMNS = ("previous_change_id", "match_iou")  # added to carried decisions: where they came from
 # Every name a changewatch command writes into an output folder: detect, crosscheck, export and a
 # batch job's completion record. A folder holding only these (and their sidecars) may be replaced.
 RUN_FILES = frozenset({
@@ -139,114 +137,13 @@ def read_summary(path: str | os.PathLike[str]) -> RunSummary:
         raise InputFileError(f"{found} is not a readable run summary ({type(exc).__name__}: {exc})") from exc
 
 
-# --- carrying decisions over a re-run ---------------------------------------------------------
+def write_run_layers(judgement: Judgement, carried: CarriedReview | None, out: StagedOutput) -> None:
+    """Write changes.gpkg and flagged.gpkg into the staging folder, with the review decisions carried over.
 
-@dataclass(frozen=True)
-class CarriedReview:
-    """Earlier decisions sorted onto a re-run's flags.
-
-    ``review``: one row per new flag that an earlier decision matched (its new ``change_id``,
-    ``reasons`` and outline, the decision's other columns — ``review``, ``note``, any a planner
-    added — and MATCH_COLUMNS: the earlier ``change_id`` and the IoU of the two outlines);
-    ``unmatched``: the earlier decisions no new flag matched, as they were (in the new CRS).
+    ``carried``: the earlier run's decisions sorted onto the new flags (``rs.decisions.carry``), None
+    when there were none.
     """
-
-    review: gpd.GeoDataFrame
-    unmatched: gpd.GeoDataFrame
-    source: Path
-
-    def record(self) -> ReviewRecord:
-        """What ``summary.json`` records under ``review``."""
-        return ReviewRecord(str(self.source.resolve()), len(self.review), len(self.unmatched), MATCH_IOU)
-
-    def write(self, gpkg: Path) -> None:
-        """Add layers ``review`` and ``review_unmatched`` (each only when it has rows) to ``gpkg``."""
-        if len(self.review):
-            write_gpkg(self.review, gpkg, LAYER_REVIEW)
-        if len(self.unmatched):
-            write_gpkg(self.unmatched, gpkg, LAYER_UNMATCHED)
-
-
-def previous_decisions(flagged_gpkg: str | os.PathLike[str]) -> gpd.GeoDataFrame | None:
-    """The decisions an earlier run's ``flagged.gpkg`` holds.
-
-    Its ``review`` layer, then its ``review_unmatched`` layer (in the first one's CRS); None when
-    the file or both layers are absent or empty. Raises OutputError when the file exists but cannot
-    be read: the decisions it may hold would otherwise be lost when the folder is replaced.
-    """
-    import pyogrio.errors
-
-    path = Path(flagged_gpkg)
-    if not path.exists():
-        return None
-    try:
-        names = layer_names(path)
-        parts = [gpd.read_file(path, layer=n) for n in (LAYER_REVIEW, LAYER_UNMATCHED) if n in names]
-    except (OSError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise OutputError(f"{path} cannot be read ({' '.join(str(exc).split())}), so the review decisions it may "
-                          "hold cannot be carried over: move it away and run again") from exc
-    if not all(isinstance(p, gpd.GeoDataFrame) for p in parts):
-        raise OutputError(f"a review layer of {path} has no geometry, so its decisions cannot be matched to the new "
-                          "flags: move the file away and run again")
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return None
-    crs = parts[0].crs
-    return gpd.GeoDataFrame(pd.concat([p.to_crs(crs) if p.crs and crs else p for p in parts], ignore_index=True),
-                            geometry="geometry", crs=crs)
-
-
-def match_decisions(previous: gpd.GeoDataFrame, flagged: gpd.GeoDataFrame, source: Path,
-                    min_iou: float = MATCH_IOU) -> CarriedReview:
-    """Match earlier decisions to new flags one to one, by outline.
-
-    Pairs are taken by decreasing IoU (intersection over union of the areas, in ``flagged``'s
-    CRS), earlier rows first on ties, down to ``min_iou``. See ``CarriedReview`` for what comes
-    back.
-    """
-    previous = previous.to_crs(flagged.crs) if previous.crs and flagged.crs else previous
-    old = shapely.make_valid(previous.geometry.values)
-    new = flagged.geometry.values
-    pairs = flagged.sindex.query(old, predicate="intersects") if len(flagged) and len(old) else np.zeros((2, 0), int)
-    old_at, new_at = pairs[0], pairs[1]  # (index into the queried geometries, index into the tree)
-    union = shapely.area(shapely.union(old[old_at], new[new_at]))
-    iou = np.divide(shapely.area(shapely.intersection(old[old_at], new[new_at])), union,
-                    out=np.zeros(len(union)), where=union > 0)
-    matched: dict[int, tuple[int, float]] = {}  # new row -> (earlier row, IoU)
-    used: set[int] = set()
-    for k in np.lexsort((old_at, -iou)):
-        if iou[k] < min_iou:
-            break
-        if old_at[k] in used or new_at[k] in matched:
-            continue
-        used.add(int(old_at[k]))
-        matched[int(new_at[k])] = (int(old_at[k]), float(iou[k]))
-    carried_columns = [c for c in previous.columns
-                       if c not in ("change_id", "reasons", previous.geometry.name, *MATCH_COLUMNS)]
-    rows = sorted(matched)
-    earlier = previous.iloc[[matched[n][0] for n in rows]].reset_index(drop=True)
-    review = gpd.GeoDataFrame({
-        "change_id": flagged["change_id"].iloc[rows].to_numpy(),
-        "reasons": flagged["reasons"].iloc[rows].to_numpy(),
-        **{c: earlier[c].to_numpy() for c in carried_columns},
-        "previous_change_id": (earlier["change_id"] if "change_id" in earlier else pd.Series([None] * len(rows))
-                               ).to_numpy(),
-        "match_iou": np.round([matched[n][1] for n in rows], 4),
-    }, geometry=flagged.geometry.iloc[rows].array.to_numpy(), crs=flagged.crs)
-    unmatched = previous.iloc[[i for i in range(len(previous)) if i not in used]].reset_index(drop=True)
-    return CarriedReview(review, gpd.GeoDataFrame(unmatched, geometry=previous.geometry.name, crs=previous.crs), source)
-
-
-def write_run_layers(judgement: Judgement, previous: gpd.GeoDataFrame | None,
-                     out: StagedOutput) -> CarriedReview | None:
-    """Write changes.gpkg and flagged.gpkg into the staging folder, with earlier review decisions carried over.
-
-    The earlier run's review decisions are carried to the new flags (``match_decisions``; None when
-    there were none).
-    """
-    carried = match_decisions(previous, judgement.flagged, out.final(FLAGGED_GPKG)) if previous is not None else None
     with out.writing():
         write_judgement(judgement, out.path(CHANGES_GPKG), out.path(FLAGGED_GPKG))
         if carried is not None:
             carried.write(out.path(FLAGGED_GPKG))
-    return carried

@@ -156,7 +156,7 @@ class RulesRecord:
 
 @dataclass(frozen=True)
 class ReviewRecord:
-    """Review decisions carried over from the earlier run of the folder (``rs.runfolder.CarriedReview``)."""
+    """Review decisions carried over from the earlier run of the folder (``rs.decisions.CarriedReview``)."""
 
     carried_from: str
     carried: int

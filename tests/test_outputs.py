@@ -563,9 +563,10 @@ def _row_review(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[s
     from changewatch.rs.runfolder import read_run_layers
 
     args, out = _crosscheck_case(tmp_path)
-    save_review(Run(out, {}, read_run_layers(out)), pd.DataFrame({"change_id": [1], "review": ["dismiss"],
-                                                                  "note": ["a crane"]}))
-    return args, ["review decisions kept: 9 on the new flags (layer review), 0 matching no new flag"]
+    save_review(Run(out, {}, read_run_layers(out)), pd.DataFrame({  # type: ignore[arg-type]
+        "change_id": [1], "decision": ["dismiss"], "reviewer": ["An"], "reviewed_at": ["2024-05-02T14:03:00+07:00"],
+        "note": ["a crane"]}))
+    return args, ["review decisions kept: 1 on the new flags (layer review), 0 matching no new flag"]
 
 
 def _row_unreadable_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:

@@ -2,7 +2,7 @@
 
 ``run_crosscheck`` reads the changes and the reference layers, judges them (``rs.crosscheck.judge``)
 and writes ``changes.gpkg``, ``flagged.gpkg`` and ``crosscheck_summary.json`` (``rs.runfolder``),
-carrying review decisions of the earlier run over (``rs.runfolder.write_run_layers``, as
+carrying review decisions of the earlier run over (``rs.decisions.carry``, as
 ``rs.pipeline.detect`` does). Light: no model and no raster work, so ``changewatch crosscheck``
 imports neither torch nor scikit-image.
 """
@@ -19,6 +19,7 @@ from changewatch.rs.config import CrosscheckConfig
 from changewatch.rs.crosscheck.judge import Judgement, judge
 from changewatch.rs.crosscheck.layers import read_layer
 from changewatch.rs.crosscheck.settings import RuleConfig
+from changewatch.rs.decisions import carry, previous_decisions
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import metric_crs
 from changewatch.rs.runfolder import (
@@ -26,7 +27,6 @@ from changewatch.rs.runfolder import (
     FLAGGED_GPKG,
     SUMMARY,
     StagedOutput,
-    previous_decisions,
     read_summary,
     write_run_layers,
     write_summary,
@@ -58,7 +58,8 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, RunSummary]:
     given = config.layers
     with StagedOutput(config.outdir, inputs=[p for p in (config.changes, given.permits, given.zoning, given.parcels)
                                              if p]) as out:
-        carried = write_run_layers(judgement, previous_decisions(out.final(FLAGGED_GPKG)), out)
+        carried = carry(previous_decisions(out.final(FLAGGED_GPKG)), judgement.flagged, out.final(FLAGGED_GPKG))
+        write_run_layers(judgement, carried, out)
         summary = RunSummary(counts=judgement.counts(), areas_m2=judgement.areas(), inputs=inputs,
                              rules=rules_record(rules, source), warnings=layers.warnings(), config=asdict(config),
                              review=carried.record() if carried else None)

@@ -1,5 +1,8 @@
 """The configuration of one training run (``rs.training.loop``): every default is defined here, once.
 
+``TrainConfig`` for a training run, ``LabelsConfig`` for the labelled data ``cli.py labels`` makes
+from reviewed runs.
+
 Light: the command line reads the defaults of ``train``'s options from ``TrainConfig`` without
 loading torch.
 """
@@ -82,3 +85,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.name is None:
             object.__setattr__(self, "name", Path(self.out).stem)
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """A labelled data set made from reviewed runs (``rs.labels.write_labels``).
+
+    ``runs``: detect run folders (one site each, named as its folder); ``outdir``: the folder
+    written (replaced as a whole); ``margin_px``: the margin around the reviewed flags' extent, in
+    pixels of each run's grid: one training crop, so that every crop ``train`` draws around a
+    reviewed flag, and every model trained on such crops, fits in the site.
+    """
+
+    runs: tuple[str, ...]
+    outdir: str
+    margin_px: int = TrainConfig.crop

@@ -1,7 +1,10 @@
 """Training data in memory and the batches drawn from it.
 
-Whole pairs prepared once, as at inference, and random augmented crops, half of them centred on
-change (change covers only a few percent of the ground).
+Whole pairs are prepared once, as at inference, and random augmented crops drawn from them, half
+of them centred on change (change covers only a few percent of the ground), the others anywhere in
+a site whose every pixel is labelled, else centred on a labelled pixel: a site labelled only here
+and there (reviewed flags, ``cli.py labels``) still gives crops with labels. Sites are drawn in
+proportion to their labelled pixels.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from rasterio.windows import Window
 
 from changewatch.rs.config import PairOptions
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, read_whole
+from changewatch.rs.errors import InputFileError
 from changewatch.rs.infer import model_input
 from changewatch.rs.normalize import pair_stats_from_arrays
 from changewatch.rs.prepare import prepare_pair
@@ -23,19 +27,30 @@ from changewatch.rs.training.config import TrainConfig
 
 @dataclass
 class SiteArrays:
-    """A training site in memory: model input (2×bands, H, W) and labels (outputs, H, W), change first.
+    """A training site in memory.
 
-    Labels: 1 yes, 0 no, 255 ignore. ``positives`` (computed on construction): (n, 2) (row, col)
-    of the pixels labelled change.
+    Model input (2×bands, H, W) and labels (outputs, H, W; 1 yes, 0 no, 255 ignore), change first.
+    ``positives``: (row, col) of the change pixels; ``labelled``: flat indices (row × W + col) of the
+    pixels whose change is labelled, None when all are (memory: 4 bytes per labelled pixel, only for
+    sites with unlabelled pixels).
     """
 
     name: str
     x: np.ndarray
     label: np.ndarray
     positives: np.ndarray = field(init=False)
+    labelled: np.ndarray | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.positives = np.argwhere(self.label[0] == 1)
+        known = self.label[0] != LABEL_NODATA
+        flat = np.flatnonzero(known) if not known.all() else None
+        self.labelled = flat.astype(np.int32) if flat is not None and known.size < 2 ** 31 else flat
+
+    @property
+    def labelled_pixels(self) -> int:
+        """How many pixels have a change label."""
+        return int(self.label[0].size if self.labelled is None else len(self.labelled))
 
 
 def load_site(site: LabelledPair, options: PairOptions = PairOptions(),
@@ -60,10 +75,13 @@ def _crop_origin(site: SiteArrays, crop: int, rng: np.random.Generator, centre_o
     h, w = site.label.shape[1:]
     if centre_on_change and len(site.positives):
         r, c = site.positives[rng.integers(len(site.positives))]
-        r0, c0 = (r - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1),
-                  c - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1))
+    elif site.labelled is not None and len(site.labelled):  # a partly labelled site: on a labelled pixel
+        r, c = divmod(int(site.labelled[rng.integers(len(site.labelled))]), w)
     else:
         r0, c0 = rng.integers(0, max(1, h - crop + 1)), rng.integers(0, max(1, w - crop + 1))
+        return int(np.clip(r0, 0, max(0, h - crop))), int(np.clip(c0, 0, max(0, w - crop)))
+    r0 = r - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1)
+    c0 = c - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1)
     return int(np.clip(r0, 0, max(0, h - crop))), int(np.clip(c0, 0, max(0, w - crop)))
 
 
@@ -90,7 +108,9 @@ def sample_batch(sites: list[SiteArrays], config: TrainConfig,
     by up to ``shift_px`` pixels (the misregistration real pairs have). Crops smaller than ``crop``
     (tiny sites) are padded with ignored pixels.
     """
-    weights = np.array([s.label.size for s in sites], dtype=float)
+    weights = np.array([s.labelled_pixels for s in sites], dtype=float)
+    if not weights.sum():
+        raise InputFileError(f"no labelled pixel in the training pairs ({', '.join(s.name for s in sites)})")
     nb = len(config.bands)
     xs, ys = [], []
     for _ in range(config.batch_size):
