@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -28,6 +26,7 @@ from changewatch.rs.training.config import TrainConfig
 from changewatch.rs.training.sampling import SiteArrays, sample_batch
 from tests.data import UTM48N, make_site, utm_transform
 from tests.review_data import AT, detect_run, legacy_review, pixel_box, reviewed_ward
+from tests.test_imports import run_fresh
 from tests.test_outputs import error_lines, readme_rows
 
 MARGIN = 8
@@ -285,9 +284,5 @@ def test_readme_bad_inputs_rows_of_labels(row: str, pair: tuple[Path, Path], tin
 
 def test_labels_load_no_network_library(reviewed: tuple[Path, dict[str, list[int]]], tmp_path: Path) -> None:
     run, _ = reviewed
-    code = ("import sys; from click.testing import CliRunner; from changewatch.cli import cli; "
-            f"r = CliRunner().invoke(cli, ['labels', {str(run)!r}, '-o', {str(tmp_path / 'labels')!r}]); "
-            "assert r.exit_code == 0, r.output; "
-            "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'timm') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    codes, heavy = run_fresh(["labels", run, "-o", tmp_path / "labels"])
+    assert codes == [0] and heavy == []
