@@ -19,9 +19,10 @@ from changewatch.rs.datasets import find_pairs
 from changewatch.rs.synth.config import NuisanceConfig, SynthConfig, parse_gsd
 from changewatch.rs.synth.edit import cut_donors, grow_px, paste_buildings, remove_buildings
 from changewatch.rs.synth.generate import generate, make_pair, usable
+from changewatch.rs.synth.mosaic import find_areas, real_nodata, tile_bounds
 from changewatch.rs.synth.nuisance import DateContext, misregister
 from changewatch.rs.synth.shadow import DEFAULT_SUN, Sun, sweep
-from changewatch.rs.synth.sources import cut_chip, find_areas, load_sources, real_nodata, tile_bounds
+from changewatch.rs.synth.sources import cut_chip, load_sources
 from tests.synth_data import SENTINEL, make_source_tree
 
 SHARED_VHR = Path(__file__).resolve().parents[3] / "shared" / "data" / "vhr-buildings"
@@ -229,9 +230,9 @@ def test_the_shared_vhr_buildings_areas() -> None:
     assert sorted({a.area for a in areas}) == ["banepa", "catanduanes", "kampala", "nairobi", "zanzibar"]
     assert sum(len(a.images) for a in areas if a.kind == "xyz") == 1869 and len(areas) == 6
     kampala = next(a for a in areas if a.area == "kampala")
-    from changewatch.rs.synth.sources import _tile_index, tile_blocks, xyz_mosaic
+    from changewatch.rs.synth.mosaic import tile_blocks, tile_index, xyz_mosaic
 
-    zoom, tiles = _tile_index(kampala.images)
+    zoom, tiles = tile_index(kampala.images)
     block = min(tile_blocks(tiles), key=len)  # the single zoom-19 tile, 4×4 tiles at zoom 21
     assert zoom == 21 and len(block) == 16
     mosaic = xyz_mosaic({t: tiles[t] for t in block}, zoom)
