@@ -7,7 +7,8 @@ leaves it as it was), and returns a DetectResult. Review decisions a planner sav
 run's ``flagged.gpkg`` are carried to the new flags (``rs.review.match_decisions``). Outputs in OUTDIR:
 
 - ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.grid.GridSpec``:
-  by default BEFORE's pixels where the two dates overlap; nodata NaN);
+  by default BEFORE's pixels where the two dates overlap; nodata NaN), and ``change_prob.qml`` beside
+  it, its QGIS style (``rs.styles``);
 - ``changes.gpkg`` — layer ``changes``: every change polygon (scene CRS) with ``change_id``,
   ``area_m2``, ``mean_prob``, ``max_prob``, ``change_type`` (models with building outputs: one
   polygon per building, see ``rs.buildings``; else NULL), ``permit_ids``, ``reasons``, ``flagged``;
@@ -17,6 +18,8 @@ run's ``flagged.gpkg`` are carried to the new flags (``rs.review.match_decisions
   layers ``review`` and ``review_unmatched`` when decisions were carried over;
 - ``summary.json`` — counts (by reason code and by change type), areas, inputs, model,
   thresholds, how changes were split into buildings, timings and this run's config.
+
+Both GeoPackages carry each layer's QGIS style in their ``layer_styles`` table (``rs.styles``).
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling
 from changewatch.rs.io.raster import scene_date, write_probability
 from changewatch.rs.prepare import PreparedPair, prepare_for_model
 from changewatch.rs.review import CarriedReview, match_decisions, previous_decisions
-from changewatch.rs.runfolder import (CHANGE_PROB, CHANGES_GPKG, CROSSCHECK_SUMMARY, DETECT_FILES, FLAGGED_GPKG,
-                                      SUMMARY, StagedOutput, read_summary, write_judgement, write_summary)
+from changewatch.rs.runfolder import (CHANGE_PROB, CHANGE_PROB_STYLE, CHANGES_GPKG, CROSSCHECK_SUMMARY, DETECT_FILES,
+                                      FLAGGED_GPKG, SUMMARY, StagedOutput, read_summary, write_judgement,
+                                      write_summary)
+from changewatch.rs.styles import write_raster_style, write_styles
 from changewatch.rs.summary import (BuildingsRecord, ChangeLayerInputs, ModelRecord, RulesRecord, RunSummary,
-                                    SceneInputs, Thresholds, platform_record)
+                                    SceneInputs, Thresholds, file_records, platform_record)
 from changewatch.rs.tiling import Tile
 from changewatch.rs.vectorize import Vectorized, vectorize_changes
 
@@ -111,6 +116,8 @@ def _stages(config: DetectConfig, model: ChangeModel, pair: AlignedPair, layers:
     with out.writing(CHANGE_PROB):
         write_probability(pair.grid, tiling(pair.grid, config.inference), _reading(predicted()),
                           out.path(CHANGE_PROB), model.spec.outputs)
+    with out.writing(CHANGE_PROB_STYLE):
+        write_raster_style(out.path(CHANGE_PROB))
     timings["infer_s"] = time.perf_counter() - t
     t = time.perf_counter()
     threshold = model.spec.decision_threshold(config.threshold)
@@ -131,6 +138,11 @@ def _inputs(config: DetectConfig) -> list[str]:
                         config.model) if p]
 
 
+def _layer_files(layers: Layers) -> list[Path]:
+    """The files of the reference layers read (a Shapefile by its ``.shp``)."""
+    return [Path(layer.path) for layer in (layers.permits, layers.zoning, layers.parcels) if layer is not None]
+
+
 def _reading(chunks: Iterator[tuple[Tile, np.ndarray]]) -> Iterator[tuple[Tile, np.ndarray]]:
     """``chunks``, with a read failure of the scenes reported as InputFileError (so that it is not
     taken for a failure to write the probability raster they are blended into)."""
@@ -143,12 +155,15 @@ def _reading(chunks: Iterator[tuple[Tile, np.ndarray]]) -> Iterator[tuple[Tile, 
 def _write_judgement(judgement: Judgement, previous: gpd.GeoDataFrame | None,
                      out: StagedOutput) -> CarriedReview | None:
     """changes.gpkg and flagged.gpkg into the staging folder, with the earlier run's review
-    decisions carried to the new flags (``rs.review.match_decisions``; None when there were none)."""
+    decisions carried to the new flags (``rs.review.match_decisions``; None when there were none),
+    and their layers' QGIS styles (``rs.styles.write_styles``)."""
     carried = match_decisions(previous, judgement.flagged, out.final(FLAGGED_GPKG)) if previous is not None else None
     with out.writing():
         write_judgement(judgement, out.path(CHANGES_GPKG), out.path(FLAGGED_GPKG))
         if carried is not None:
             carried.write(out.path(FLAGGED_GPKG))
+        for gpkg in (CHANGES_GPKG, FLAGGED_GPKG):
+            write_styles(out.path(gpkg))
     return carried
 
 
@@ -184,9 +199,13 @@ def _summary(config: DetectConfig, model: ChangeModel, prepared: PreparedPair, p
              timings: dict[str, float], carried: CarriedReview | None) -> RunSummary:
     choice, coreg, spec = prepared.choice, prepared.coregistration, model.spec
     assert choice is not None and pair.grid.crs is not None  # detect: a chosen model, georeferenced scenes
+    read = [config.before, config.after, *config.masks, *_layer_files(layers), choice.path.with_suffix(".json"),
+            choice.path.with_suffix(".safetensors")]
+    dates = [scene_date(p) for p in (config.before, config.after)]
     inputs = SceneInputs(
-        **asdict(layers.provenance()), before=str(Path(config.before).resolve()),
-        after=str(Path(config.after).resolve()), crs=pair.grid.crs.to_string(), width=pair.grid.width,
+        **{**asdict(layers.provenance()), "files": file_records(read)}, before=str(Path(config.before).resolve()),
+        after=str(Path(config.after).resolve()), before_date=dates[0].isoformat() if dates[0] else None,
+        after_date=dates[1].isoformat() if dates[1] else None, crs=pair.grid.crs.to_string(), width=pair.grid.width,
         height=pair.grid.height, pixel_size_m=pair.grid.pixel_size_m(), grid=pair.grid_spec,
         bands_per_date=pair.band_count, bands=list(config.bands) if config.bands else "all",
         masks=[str(Path(m).resolve()) for m in config.masks], coregistration=coreg.to_dict() if coreg else None,
@@ -220,7 +239,9 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, RunSummary]:
     as_of, source = _crosscheck_as_of(config)
     rules = replace(config.layers.rules, as_of=as_of)
     judgement = judge(data, layers, rules, config.layers.parcel_columns)
-    inputs = ChangeLayerInputs(**asdict(layers.provenance()), changes=str(Path(changes.path).resolve()),
+    files = file_records([changes.path, *_layer_files(layers)])
+    inputs = ChangeLayerInputs(**{**asdict(layers.provenance()), "files": files},
+                               changes=str(Path(changes.path).resolve()),
                                changes_repaired_geometries=changes.repaired, change_ids_assigned=numbered)
     given = config.layers
     with StagedOutput(config.outdir, inputs=[p for p in (config.changes, given.permits, given.zoning, given.parcels)

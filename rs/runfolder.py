@@ -4,7 +4,8 @@ Every file and layer name is defined here once. A detect run writes ``change_pro
 ``changes.gpkg`` (layer ``changes``), ``flagged.gpkg`` (layers ``flagged_changes``,
 ``flagged_parcels``, the table ``flagged_change_parcels``, and ``review``/``review_unmatched``
 once a planner saved decisions) and ``summary.json`` (``rs.summary.RunSummary``); a cross-check
-the same layers and ``crosscheck_summary.json``. The folder is written through ``StagedOutput``:
+the same layers and ``crosscheck_summary.json``. The GeoPackages carry QGIS styles in their
+``layer_styles`` table, and ``change_prob.qml`` beside the raster is its QGIS style (``rs.styles``). The folder is written through ``StagedOutput``:
 replaced as a whole when the run succeeds (``rs.io.staging.StagedDir``).
 """
 
@@ -26,6 +27,7 @@ from changewatch.rs.io.vector import layer_names, write_gpkg, write_table
 from changewatch.rs.summary import RunSummary
 
 CHANGE_PROB = "change_prob.tif"
+CHANGE_PROB_STYLE = "change_prob.qml"  # QGIS loads it with change_prob.tif (rs.styles)
 CHANGES_GPKG = "changes.gpkg"
 FLAGGED_GPKG = "flagged.gpkg"
 SUMMARY = "summary.json"
@@ -47,7 +49,7 @@ SHAPEFILE_FOLDER = "shapefile"
 # Every name a changewatch command writes into an output folder: detect, crosscheck, export and a
 # batch job's completion record. A folder holding only these (and their sidecars) may be replaced.
 RUN_FILES = frozenset({
-    *DETECT_FILES, CROSSCHECK_SUMMARY, DONE_RECORD, EXPORT_GPKG, STAC_ITEM, SHAPEFILE_FOLDER,
+    *DETECT_FILES, CHANGE_PROB_STYLE, CROSSCHECK_SUMMARY, DONE_RECORD, EXPORT_GPKG, STAC_ITEM, SHAPEFILE_FOLDER,
     *(f"{layer}.{ext}" for layer in (*LAYERS, LAYER_LINKS) for ext in ("parquet", "geojson", "csv")),
 })
 

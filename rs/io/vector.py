@@ -1,4 +1,8 @@
-"""Writing vector layers (pyogrio) and listing a file's layers."""
+"""Writing vector layers (pyogrio) and listing a file's layers.
+
+GeoPackages are written as GeoPackage 1.2 (``GPKG_VERSION``), which GDAL 3.6 and QGIS 3.28 LTR read
+without a warning; GDAL from 3.10 on would write 1.4 by default (``PRAGMA user_version`` 10400).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
+GPKG_VERSION = "1.2"  # GDAL's VERSION creation option: application_id 'GPKG', user_version 10200
 
 def write_vector(gdf: gpd.GeoDataFrame, path: Path, driver: str, **options: Any) -> Path:
     """Write a vector file (pyogrio) keeping the GeoDataFrame's CRS; an empty layer is still
@@ -19,8 +24,8 @@ def write_vector(gdf: gpd.GeoDataFrame, path: Path, driver: str, **options: Any)
 
 
 def write_gpkg(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> Path:
-    """Write one GeoPackage layer (see ``write_vector``)."""
-    return write_vector(gdf, path, "GPKG", layer=layer)
+    """Write one GeoPackage layer (see ``write_vector``); a new file is GeoPackage 1.2 (``GPKG_VERSION``)."""
+    return write_vector(gdf, path, "GPKG", layer=layer, dataset_options={"VERSION": GPKG_VERSION})
 
 
 def layer_names(path: Path) -> set[str]:
@@ -29,6 +34,7 @@ def layer_names(path: Path) -> set[str]:
 
 
 def write_table(table: pd.DataFrame, path: Path, layer: str) -> Path:
-    """Write a table without geometry as a GeoPackage attribute table (QGIS opens it as a layer)."""
-    pyogrio.write_dataframe(table, path, layer=layer, driver="GPKG")
+    """Write a table without geometry as a GeoPackage attribute table (QGIS opens it as a layer); a new
+    file is GeoPackage 1.2 (``GPKG_VERSION``)."""
+    pyogrio.write_dataframe(table, path, layer=layer, driver="GPKG", dataset_options={"VERSION": GPKG_VERSION})
     return path
