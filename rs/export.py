@@ -48,7 +48,7 @@ def _write_csv(table: pd.DataFrame, path: Path, bom: bool) -> None:
 
 
 def _csv(gdf: gpd.GeoDataFrame, path: Path, geometry: str, bom: bool = False) -> None:
-    """CSV in EPSG:4326: geometry as a ``wkt`` column, or as ``lon``/``lat`` of the centroid (see ``_write_csv``)."""
+    """Write CSV in EPSG:4326: geometry as a ``wkt`` column, or as ``lon``/``lat`` of the centroid (``_write_csv``)."""
     g = gdf.to_crs(GEOGRAPHIC)
     table = pd.DataFrame(g.drop(columns="geometry"))
     if geometry == "wkt":
@@ -95,12 +95,14 @@ class Shortened:
 
 
 def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str) -> Shortened:
-    """``folder/name.shp`` (UTF-8, CRS kept), with nothing lost silently: long field names are
-    renamed (``shapefile_fields``), and text longer than dBASE's 254 bytes is cut between characters
-    in the Shapefile and written whole to ``folder/name_full_values.csv`` (keyed by ``change_id``
-    or ``parcel_id``, else by ``row``, 1-based; columns under our names). Booleans (``flagged``) are
-    written as integers 1/0: dBASE's logical type is read as text or not at all by many desks.
-    Returns what was shortened."""
+    """Write ``folder/name.shp`` (UTF-8, CRS kept) with nothing lost silently; returns what was shortened.
+
+    Long field names are renamed (``shapefile_fields``), and text longer than dBASE's 254 bytes is
+    cut between characters in the Shapefile and written whole to ``folder/name_full_values.csv``
+    (keyed by ``change_id`` or ``parcel_id``, else by ``row``, 1-based; columns under our names).
+    Booleans (``flagged``) are written as integers 1/0: dBASE's logical type is read as text, or not
+    at all, by many desks.
+    """
     table = gdf.copy()
     for column in table.columns.drop(table.geometry.name):
         if pd.api.types.is_bool_dtype(table[column]):
@@ -160,8 +162,10 @@ def _write_links(links: pd.DataFrame, out: StagedOutput, config: ExportConfig) -
 
 
 def _write_layer(name: str, gdf: gpd.GeoDataFrame, out: StagedOutput, config: ExportConfig) -> list[str]:
-    """One layer in every format of ``config`` but Shapefile; returns the file names written (the GeoPackage's
-    is given by ``write_exports``)."""
+    """Write one layer in every format of ``config`` but Shapefile.
+
+    Returns the file names written (the GeoPackage's is added by ``write_exports``).
+    """
     names = []
     if "gpkg" in config.formats:
         write_gpkg(gdf, out.path(EXPORT_GPKG), name)
@@ -178,8 +182,11 @@ def _write_layer(name: str, gdf: gpd.GeoDataFrame, out: StagedOutput, config: Ex
 
 
 def _write_shapefiles(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput) -> dict[str, Shortened]:
-    """One Shapefile per layer in ``shapefile/`` and, when a field was renamed, ``shapefile/field_names.csv``
-    (layer, field, shapefile_field); returns per layer what was shortened (layers with something only)."""
+    """Write one Shapefile per layer in ``shapefile/``; returns per layer what was shortened.
+
+    ``shapefile/field_names.csv`` (layer, field, shapefile_field) lists the fields renamed, when any was.
+    Only layers with something shortened are returned.
+    """
     folder = out.path(SHAPEFILE_FOLDER)
     folder.mkdir(exist_ok=True)
     shortened = {}
@@ -195,8 +202,10 @@ def _write_shapefiles(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput) ->
 
 
 def copy_probability(run_dir: Path, out: StagedOutput) -> list[str]:
-    """The run's ``change_prob.tif`` (a COG, copied as it is) and its QGIS style ``change_prob.qml``; nothing for
-    a run without one (a cross-check). Returns the names written."""
+    """Copy the run's ``change_prob.tif`` (a COG, as it is) and write its QGIS style ``change_prob.qml`` beside it.
+
+    Writes nothing for a run without one (a cross-check). Returns the names written.
+    """
     source = run_dir / CHANGE_PROB
     if not source.is_file():
         return []
@@ -207,8 +216,9 @@ def copy_probability(run_dir: Path, out: StagedOutput) -> list[str]:
 
 def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, config: ExportConfig,
                   run_dir: Path | None = None) -> Exports:
-    """Write ``layers`` in each of ``config.formats`` into the staging folder; returns the names
-    written and what the Shapefiles could not hold.
+    """Write ``layers`` in each of ``config.formats`` into the staging folder.
+
+    Returns the names written and what the Shapefiles could not hold.
 
     gpkg: one ``changewatch.gpkg`` (GeoPackage 1.2) with every layer (CRS kept) and their QGIS styles
     (``rs.styles.write_styles``); parquet: GeoParquet 1.1 with a bbox covering column, one file per
@@ -237,11 +247,13 @@ def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, config
 
 def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str],
                config: ExportConfig = ExportConfig()) -> list[Path]:
-    """Export a run folder's layers in ``config.formats`` (and, with ``config.stac``, a STAC
-    ``item.json``, ``rs.stac.stac_item``, checked against the STAC schemas bundled with the package)
-    into ``outdir``, which is replaced as a whole (``StagedOutput``; it may not contain ``run_dir``).
-    Raises InputFileError for a folder that is not a run, OutputError when ``outdir`` cannot be
-    written."""
+    """Export a run folder's layers in ``config.formats`` into ``outdir``; returns the paths written.
+
+    With ``config.stac``, also a STAC ``item.json`` (``rs.stac.stac_item``), checked against the STAC
+    schemas bundled with the package. ``outdir`` is replaced as a whole (``StagedOutput``; it may not
+    contain ``run_dir``). Raises InputFileError for a folder that is not a run, OutputError when
+    ``outdir`` cannot be written.
+    """
     from changewatch.rs.stac import stac_item, validate_item
 
     run = Path(run_dir)

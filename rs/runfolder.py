@@ -5,8 +5,9 @@ Every file and layer name is defined here once. A detect run writes ``change_pro
 ``flagged_parcels``, the table ``flagged_change_parcels``, and ``review``/``review_unmatched``
 once a planner saved decisions) and ``summary.json`` (``rs.summary.RunSummary``); a cross-check
 the same layers and ``crosscheck_summary.json``. The GeoPackages carry QGIS styles in their
-``layer_styles`` table, and ``change_prob.qml`` beside the raster is its QGIS style (``rs.styles``). The folder is written through ``StagedOutput``:
-replaced as a whole when the run succeeds (``rs.io.staging.StagedDir``).
+``layer_styles`` table, and ``change_prob.qml`` beside the raster is its QGIS style (``rs.styles``).
+The folder is written through ``StagedOutput``: replaced as a whole when the run succeeds
+(``rs.io.staging.StagedDir``).
 """
 
 from __future__ import annotations

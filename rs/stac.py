@@ -28,8 +28,7 @@ from typing import Any
 
 import geopandas as gpd
 
-from changewatch.rs.runfolder import (CHANGE_PROB, CHANGES_GPKG, FLAGGED_GPKG, LAYER_CHANGES, SHAPEFILE_FOLDER,
-                                      summary_path)
+from changewatch.rs.runfolder import CHANGE_PROB, CHANGES_GPKG, FLAGGED_GPKG, LAYER_CHANGES, summary_path
 from changewatch.rs.summary import FileRecord, RunSummary
 
 SCHEMAS = Path(__file__).with_name("schemas")  # each schema under the path of its URI (see its README)
@@ -68,8 +67,11 @@ def _asset(root: Path, path: Path) -> dict[str, Any]:
 
 
 def export_assets(root: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    """The assets of what the export wrote (``names``, relative to ``root``; a folder stands for the files in it),
-    keyed by relative path; a Shapefile is one asset (``shapefile/LAYER``), its parts in it."""
+    """The assets of what the export wrote, keyed by path relative to ``root``.
+
+    ``names``: what the export wrote, relative to ``root`` (a folder stands for the files in it). A Shapefile is
+    one asset (``shapefile/LAYER``), its parts in it.
+    """
     assets = {}
     for name in names:
         p = root / name
@@ -105,8 +107,11 @@ def _input_role(path: str, summary: RunSummary) -> str:
 
 
 def input_links(run_dir: Path, summary: RunSummary | None) -> list[dict[str, Any]]:
-    """``derived_from`` links: the run folder's files the export read (checksummed now), then the files the run
-    read (checksummed when it ran, as its summary records)."""
+    """The ``derived_from`` links of an export of ``run_dir``.
+
+    First the run folder's files the export read (checksummed now), then the files the run read (checksummed when
+    it ran, as its summary records).
+    """
     read = [p for p in (summary_path(run_dir), run_dir / CHANGES_GPKG, run_dir / FLAGGED_GPKG, run_dir / CHANGE_PROB)
             if p is not None and p.is_file()]
     links = [_derived_from(p.resolve(), None, f"run folder: {p.name}") for p in read]
@@ -117,8 +122,10 @@ def input_links(run_dir: Path, summary: RunSummary | None) -> list[dict[str, Any
 
 
 def _times(summary: RunSummary | None) -> dict[str, Any]:
-    """``datetime`` (as-of, else now) and, when the run recorded both scene dates, ``start_datetime`` and
-    ``end_datetime`` (whole UTC days)."""
+    """The item's times: ``datetime`` (as-of, else now), and the scenes' ``start_datetime``/``end_datetime``.
+
+    The last two only when the run recorded both scene dates; they span whole UTC days.
+    """
     as_of = summary.rules.as_of if summary else None
     when = datetime.combine(date.fromisoformat(as_of), datetime.min.time(), tzinfo=timezone.utc) if as_of \
         else datetime.now(timezone.utc)
@@ -133,10 +140,12 @@ def _times(summary: RunSummary | None) -> dict[str, Any]:
 
 def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[str, gpd.GeoDataFrame],
               shapefile: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The STAC Item (as a dict) of an export of ``run_dir`` written into ``export_dir`` (``names``: what it
-    wrote, relative to it; see the module docstring): footprint (EPSG:4326 bounding box of the changes), times,
-    inputs, model, thresholds, rules, software version, and under ``changewatch:shapefile`` what the Shapefiles
-    could not hold (``rs.export.Exports.shapefile_record``)."""
+    """The STAC Item (as a dict) of an export of ``run_dir`` written into ``export_dir``.
+
+    ``names``: what the export wrote, relative to ``export_dir`` (see the module docstring). The item holds the
+    footprint (EPSG:4326 bounding box of the changes), times, inputs, model, thresholds, rules, software version,
+    and under ``changewatch:shapefile`` what the Shapefiles could not hold (``rs.export.Exports.shapefile_record``).
+    """
     import pystac
     import shapely
 
@@ -173,8 +182,9 @@ def bundled_schemas() -> dict[str, dict[str, Any]]:
 
 
 def validate_item(item: dict[str, Any]) -> None:
-    """Check ``item`` (a STAC Item as a dict) against the bundled JSON schemas of its STAC version and extensions,
-    with pystac's ``JsonSchemaSTACValidator``; nothing is fetched.
+    """Check a STAC Item (a dict) against the bundled JSON schemas of its STAC version and extensions.
+
+    pystac's ``JsonSchemaSTACValidator`` does the checking, with only the bundled schemas: nothing is fetched.
 
     Raises ValueError when the item names a schema that is not bundled, pystac's STACValidationError when it is
     not valid.

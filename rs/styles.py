@@ -217,8 +217,9 @@ def sld(style: LayerStyle) -> str:
 
 
 def write_styles(gpkg: Path) -> list[str]:
-    """Store the style of each layer of ``gpkg`` that has one (``layer_styles``) in its ``layer_styles`` table, as
-    QGIS does: QML and SLD, the default style of the layer; creates the table (registered in ``gpkg_contents`` as
+    """Store the style of each layer of ``gpkg`` that has one in the GeoPackage's ``layer_styles`` table.
+
+    As QGIS does: QML and SLD, the layer's default style. Creates the table (registered in ``gpkg_contents`` as
     an attribute table) when absent, and replaces a style of the same name. Returns the layers styled.
 
     Raises sqlite3.Error when the file cannot be written (``rs.io.files.writing`` reports it as OutputError).
@@ -244,8 +245,10 @@ def write_styles(gpkg: Path) -> list[str]:
 
 
 def raster_qml() -> str:
-    """The QGIS style (QML) of the change probability raster: band 1 as a pseudocolour ramp over 0–1 (matplotlib's
-    ``YlOrRd``), interpolated, transparent at 0."""
+    """The QGIS style (QML) of the change probability raster.
+
+    Band 1 as a pseudocolour ramp over 0–1 (matplotlib's ``YlOrRd``), interpolated, transparent at 0.
+    """
     from matplotlib import colormaps, colors
 
     root = ET.Element("qgis", version=QGIS_VERSION, styleCategories="Symbology")

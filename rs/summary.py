@@ -53,8 +53,10 @@ class Areas:
 
 @dataclass(frozen=True)
 class FileRecord:
-    """A file a run read: its size (bytes) and SHA-256 as a multihash (hex: ``1220`` then the digest), as the
-    STAC file extension writes ``file:size`` and ``file:checksum``."""
+    """A file a run read: its size (bytes) and SHA-256 as a multihash (hex: ``1220`` then the digest).
+
+    As the STAC File Info extension writes them (``file:size``, ``file:checksum``).
+    """
 
     size: int
     checksum: str
@@ -66,8 +68,10 @@ class FileRecord:
 
 
 def file_records(paths: Iterable[str | os.PathLike[str]]) -> dict[str, FileRecord]:
-    """``FileRecord`` of each path that is a file, keyed by its absolute path (folders, e.g. a FileGDB, are left
-    out; a Shapefile is recorded by its ``.shp``)."""
+    """Return the ``FileRecord`` of each path that is a file, keyed by its absolute path.
+
+    Folders (e.g. a FileGDB) are left out; a Shapefile is recorded by its ``.shp``.
+    """
     return {str(Path(p).resolve()): FileRecord.of(p) for p in dict.fromkeys(paths) if Path(p).is_file()}
 
 
