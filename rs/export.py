@@ -210,7 +210,7 @@ def copy_probability(run_dir: Path, out: StagedOutput) -> list[str]:
     if not source.is_file():
         return []
     shutil.copyfile(source, out.path(CHANGE_PROB))
-    write_raster_style(out.path(CHANGE_PROB))
+    write_raster_style(out.path(CHANGE_PROB_STYLE))
     return [CHANGE_PROB, CHANGE_PROB_STYLE]
 
 

@@ -117,7 +117,7 @@ def _stages(config: DetectConfig, model: ChangeModel, pair: AlignedPair, layers:
         write_probability(pair.grid, tiling(pair.grid, config.inference), _reading(predicted()),
                           out.path(CHANGE_PROB), model.spec.outputs)
     with out.writing(CHANGE_PROB_STYLE):
-        write_raster_style(out.path(CHANGE_PROB))
+        write_raster_style(out.path(CHANGE_PROB_STYLE))
     timings["infer_s"] = time.perf_counter() - t
     t = time.perf_counter()
     threshold = model.spec.decision_threshold(config.threshold)

@@ -273,8 +273,10 @@ def raster_qml() -> str:
     return f"{QML_DOCTYPE}\n{ET.tostring(root, encoding='unicode')}\n"
 
 
-def write_raster_style(raster: Path) -> Path:
-    """``raster``'s QGIS style beside it (same name, ``.qml``: QGIS loads it with the raster); returns its path."""
-    path = raster.with_suffix(".qml")
+def write_raster_style(path: Path) -> Path:
+    """Write the probability raster's QGIS style (``raster_qml``) to ``path``; returns it.
+
+    QGIS loads a ``.qml`` with the raster of the same name beside it (``change_prob.qml``).
+    """
     path.write_text(raster_qml(), encoding="utf-8")
     return path

@@ -40,7 +40,8 @@ def test_detect_writes_all_outputs(pair: tuple[Path, Path], tiny_checkpoint: Pat
     result = run("detect", *pair, "-o", out, "--model", tiny_checkpoint, "--permits", permits_file(tmp_path),
                  "--threshold", "0.5", "--tile", "64", "--overlap", "16", "-q")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["change_prob.qml", "change_prob.tif", "changes.gpkg",
+                                                     "flagged.gpkg", "summary.json"]
     with rasterio.open(out / "change_prob.tif") as ds:
         assert ds.crs == UTM48N and ds.shape == (96, 96)
     changes = gpd.read_file(out / "changes.gpkg", layer="changes")
