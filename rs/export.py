@@ -104,7 +104,7 @@ def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str) -> Shortened
     at all, by many desks.
     """
     table = gdf.copy()
-    for column in table.columns.drop(table.geometry.name):
+    for column in [c for c in table.columns if c != table.geometry.name]:
         if pd.api.types.is_bool_dtype(table[column]):
             table[column] = table[column].astype("Int32")
     cut: dict[str, int] = {}

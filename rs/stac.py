@@ -159,7 +159,7 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
     times = _times(summary)
     item = pystac.Item(
         id=f"changewatch-{run_dir.resolve().name}", bbox=bounds, datetime=times["datetime"],
-        geometry=shapely.geometry.mapping(shapely.box(*bounds)) if bounds else None,
+        geometry=shapely.geometry.mapping(shapely.box(bounds[0], bounds[1], bounds[2], bounds[3])) if bounds else None,
         start_datetime=times.get("start_datetime"), end_datetime=times.get("end_datetime"),
         properties={"changewatch:version": changewatch.__version__, "changewatch:counts": record.get("counts"),
                     "changewatch:inputs": record.get("inputs"), "changewatch:model": record.get("model"),
