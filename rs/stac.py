@@ -95,10 +95,15 @@ def _derived_from(path: str | Path, record: FileRecord | None, title: str) -> di
 
 
 def _input_role(path: str, summary: RunSummary) -> str:
-    """What an input file of the run was (``before scene``, ``permits``…), else its name."""
+    """What an input file of the run was (``before scene``, ``permits``, ``model``…), else its name."""
     inputs = summary.inputs
     roles = {getattr(inputs, name, None): f"{name} scene" for name in ("before", "after")}
     roles[getattr(inputs, "changes", None)] = "change layer"
+    roles.update({mask: "mask" for mask in getattr(inputs, "masks", [])})
+    if summary.model:
+        model = Path(summary.model.path)
+        roles[str(model.with_suffix(".json"))] = "model"
+        roles[str(model.with_suffix(".safetensors"))] = "model weights"
     for name in ("permits", "zoning", "parcels"):
         where = getattr(inputs, name)
         if where:

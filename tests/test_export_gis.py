@@ -168,7 +168,8 @@ def test_detect_run_folder_is_styled_and_records_what_stac_needs(tmp_path: Path)
     inputs_read = {link["title"]: link for link in item["links"] if link["rel"] == "derived_from"}
     assert inputs_read["before scene"]["file:checksum"] == inputs["files"][scene]["checksum"]
     assert inputs_read["before scene"]["href"] == Path(scene).as_uri()
-    assert {"run folder: summary.json", "run folder: change_prob.tif", "after scene"} <= set(inputs_read)
+    assert {"run folder: summary.json", "run folder: change_prob.tif", "after scene", "model",
+            "model weights"} <= set(inputs_read)
     assert item["assets"]["change_prob.tif"]["type"] == "image/tiff; application=geotiff; profile=cloud-optimized"
     assert item["assets"]["change_prob.qml"]["roles"] == ["metadata"]
     assert (out / "change_prob.tif").read_bytes() == (run / "change_prob.tif").read_bytes()
