@@ -1,7 +1,8 @@
 """Writing vector layers (pyogrio) and listing a file's layers.
 
 GeoPackages are written as GeoPackage 1.2 (``GPKG_VERSION``), which GDAL 3.6 and QGIS 3.28 LTR read
-without a warning; GDAL from 3.10 on would write 1.4 by default (``PRAGMA user_version`` 10400).
+without a warning; the GDAL pyogrio ships (3.12) would write 1.4 by default (``PRAGMA user_version``
+10400), which GDAL 3.6 warns about.
 """
 
 from __future__ import annotations
