@@ -94,14 +94,14 @@ class Shortened:
     full_values: str | None = None
 
 
-def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str) -> Shortened:
+def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str, bom: bool = False) -> Shortened:
     """Write ``folder/name.shp`` (UTF-8, CRS kept) with nothing lost silently; returns what was shortened.
 
     Long field names are renamed (``shapefile_fields``), and text longer than dBASE's 254 bytes is
     cut between characters in the Shapefile and written whole to ``folder/name_full_values.csv``
     (keyed by ``change_id`` or ``parcel_id``, else by ``row``, 1-based; columns under our names).
     Booleans (``flagged``) are written as integers 1/0: dBASE's logical type is read as text, or not
-    at all, by many desks.
+    at all, by many desks. ``bom``: the side table starts with a UTF-8 byte order mark (``_write_csv``).
     """
     table = gdf.copy()
     for column in [c for c in table.columns if c != table.geometry.name]:
@@ -127,7 +127,7 @@ def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str) -> Shortened
         side = pd.DataFrame(gdf.loc[long_rows, [*([key] if key else []), *cut]])
         if key is None:
             side.insert(0, "row", np.flatnonzero(long_rows) + 1)
-        side.to_csv(folder / f"{name}_full_values.csv", index=False)
+        _write_csv(side, folder / f"{name}_full_values.csv", bom)
         full_values = f"{folder.name}/{name}_full_values.csv"
     renamed = shapefile_fields([c for c in table.columns if c != table.geometry.name])
     write_vector(table.rename(columns=renamed), folder / f"{name}.shp", "ESRI Shapefile", encoding="UTF-8")
@@ -181,23 +181,24 @@ def _write_layer(name: str, gdf: gpd.GeoDataFrame, out: StagedOutput, config: Ex
     return names
 
 
-def _write_shapefiles(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput) -> dict[str, Shortened]:
+def _write_shapefiles(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, bom: bool) -> dict[str, Shortened]:
     """Write one Shapefile per layer in ``shapefile/``; returns per layer what was shortened.
 
-    ``shapefile/field_names.csv`` (layer, field, shapefile_field) lists the fields renamed, when any was.
-    Only layers with something shortened are returned.
+    ``shapefile/field_names.csv`` (layer, field, shapefile_field) lists the fields renamed, when any was; its
+    side tables, like it, start with a UTF-8 byte order mark with ``bom``. Only layers with something shortened
+    are returned.
     """
     folder = out.path(SHAPEFILE_FOLDER)
     folder.mkdir(exist_ok=True)
     shortened = {}
     for name, gdf in layers.items():
-        report = write_shapefile(gdf, folder, name)
+        report = write_shapefile(gdf, folder, name, bom)
         if report.fields or report.values:
             shortened[name] = report
     renamed = [(layer, ours, short) for layer, s in shortened.items() for ours, short in s.fields.items()]
     if renamed:
-        pd.DataFrame(renamed, columns=["layer", "field", "shapefile_field"]).to_csv(folder / "field_names.csv",
-                                                                                     index=False)
+        _write_csv(pd.DataFrame(renamed, columns=["layer", "field", "shapefile_field"]), folder / "field_names.csv",
+                   bom)
     return shortened
 
 
@@ -238,7 +239,7 @@ def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, config
         names.insert(0, EXPORT_GPKG)
     shortened = {}
     if "shp" in config.formats:
-        shortened = _write_shapefiles(geometric, out)
+        shortened = _write_shapefiles(geometric, out, config.csv_bom)
         names.append(SHAPEFILE_FOLDER)
     if "cog" in config.formats and run_dir is not None:
         names += copy_probability(run_dir, out)

@@ -245,9 +245,9 @@ def test_validation_refuses_an_invalid_item_and_an_unbundled_schema(run_dir: Pat
 
 
 def test_csv_with_a_bom_for_excel(run_dir: Path, tmp_path: Path) -> None:
-    export(run_dir, tmp_path / "bom", "--formats", "csv", "--csv-bom", "--no-stac")
-    export(run_dir, tmp_path / "plain", "--formats", "csv", "--no-stac")
-    for name in ("flagged_parcels.csv", "changes.csv", "flagged_change_parcels.csv"):
+    export(run_dir, tmp_path / "bom", "--formats", "csv,shp", "--csv-bom", "--no-stac")
+    export(run_dir, tmp_path / "plain", "--formats", "csv,shp", "--no-stac")
+    for name in ("flagged_parcels.csv", "changes.csv", "flagged_change_parcels.csv", "shapefile/field_names.csv"):
         raw = (tmp_path / "bom" / name).read_bytes()
         assert raw.startswith(b"\xef\xbb\xbf") and raw[3:] == (tmp_path / "plain" / name).read_bytes()
         assert not (tmp_path / "plain" / name).read_bytes().startswith(b"\xef\xbb\xbf")
