@@ -94,7 +94,7 @@ def test_detect_on_a_user_grid(pair: tuple[Path, Path], tiny_checkpoint: Path, t
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["grid"] == {"crs": "EPSG:4326", "resolution": 0.0002}
     assert summary["config"]["inference"]["readers"] == 2
-    assert gpd.read_file(out / "changes.gpkg").crs == "EPSG:4326"
+    assert gpd.read_file(out / "changes.gpkg", layer="changes").crs == "EPSG:4326"
 
 
 def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list[object], int, str]]:

@@ -229,7 +229,7 @@ def is_new_detect_run(out: Path) -> bool:
     names = ["change_prob.qml", "change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json"]
     return (sorted(p.name for p in out.iterdir()) == names
             and summary["inputs"]["after"].endswith("after2.tif")
-            and len(gpd.read_file(out / "changes.gpkg")) == summary["counts"]["changes"]
+            and len(gpd.read_file(out / "changes.gpkg", layer="changes")) == summary["counts"]["changes"]
             and len(gpd.read_file(out / "flagged.gpkg", layer="flagged_changes")) == summary["counts"]["flagged"])
 
 
