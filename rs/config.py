@@ -20,7 +20,7 @@ from changewatch.rs.grid import GridSpec, GsdPolicy
 
 Device = Literal["auto", "cpu", "cuda"]  # auto: a CUDA GPU when torch sees one, else the CPU
 DEVICES: tuple[str, ...] = get_args(Device)
-ExportFormat = Literal["gpkg", "parquet", "geojson", "csv", "shp"]
+ExportFormat = Literal["gpkg", "parquet", "geojson", "csv", "shp", "cog"]
 FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 CsvGeometry = Literal["wkt", "centroid"]
 # A change object's ``change_type`` (``rs.buildings`` decides it, ``rs.crosscheck.rules`` reads it).
@@ -203,11 +203,14 @@ class EvalOptions(PairOptions):
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """What ``rs.export.export_run`` writes: the formats, the CSV geometry and whether a STAC Item records the run.
+    """What ``rs.export.export_run`` writes: the formats, the CSV geometry, a STAC Item, a BOM on CSVs.
 
-    The CSV geometry is a WKT column, or the centroid's lon/lat.
+    ``cog``: the run's probability raster with its QGIS style. The CSV geometry is a WKT column, or
+    the centroid's lon/lat. ``csv_bom``: CSVs start with a UTF-8 byte order mark (so that Excel shows
+    Vietnamese text; other readers may show it as a stray character).
     """
 
     formats: tuple[ExportFormat, ...] = FORMATS
     csv_geometry: CsvGeometry = "wkt"
     stac: bool = True
+    csv_bom: bool = False

@@ -1,14 +1,18 @@
 """Stage 6 — export: a run folder's layers in the formats GIS desks use, with a STAC record.
 
 ``export_run`` reads a detect or crosscheck run folder (``rs.runfolder``) and writes its layers as
-one GeoPackage, GeoParquet, GeoJSON, CSV and Shapefiles (nothing lost: long Shapefile field names
-are renamed and recorded, long text kept whole in a side table), and a STAC Item with every file's
-checksum, into a folder replaced as a whole when the export has succeeded (``StagedOutput``).
+one GeoPackage (GeoPackage 1.2, QGIS styles in its ``layer_styles`` table, ``rs.styles``), GeoParquet,
+GeoJSON (RFC 7946), CSV (optionally with a UTF-8 BOM for Excel) and Shapefiles (nothing lost: long
+Shapefile field names are renamed and recorded, long text kept whole in a side table, booleans as
+integers 1/0), the probability raster with its QGIS style, and a STAC Item (``rs.stac``) with relative
+hrefs and every file's checksum, into a folder replaced as a whole when the export has succeeded
+(``StagedOutput``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,21 +21,21 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from changewatch.rs.config import CsvGeometry, ExportConfig, ExportFormat
+from changewatch.rs.config import ExportConfig
 from changewatch.rs.grid import metric_crs
-from changewatch.rs.io.files import sha256, write_json
+from changewatch.rs.io.files import write_json
 from changewatch.rs.io.vector import write_gpkg, write_table, write_vector
 from changewatch.rs.runfolder import (
+    CHANGE_PROB,
+    CHANGE_PROB_STYLE,
     EXPORT_GPKG,
-    LAYER_CHANGES,
     LAYER_LINKS,
     SHAPEFILE_FOLDER,
     STAC_ITEM,
     StagedOutput,
     read_run_layers,
-    read_summary,
-    summary_path,
 )
+from changewatch.rs.styles import write_raster_style, write_styles
 
 # Shapefile (dBASE) field names stop at 10 bytes: the long ones get these names (others are cut, see
 # ``shapefile_fields``), and text stops at 254 bytes (longer values are cut, and kept whole beside it).
@@ -41,10 +45,18 @@ DBF_NAME_BYTES = 10
 DBF_TEXT_BYTES = 254
 SHAPEFILE_KEYS = ("change_id", "parcel_id")  # what a side table of full values is keyed by, first found
 GEOGRAPHIC = "EPSG:4326"
+# GeoJSON as RFC 7946 asks: EPSG:4326 without a ``crs`` member, exterior rings counterclockwise, and 7 decimals
+# (1e-7° ≈ 1 cm), GDAL's layer creation options
+GEOJSON_OPTIONS = {"RFC7946": "YES", "COORDINATE_PRECISION": "7"}
 
 
-def _csv(gdf: gpd.GeoDataFrame, path: Path, geometry: str) -> None:
-    """CSV in EPSG:4326: geometry as a ``wkt`` column, or as ``lon``/``lat`` of the centroid."""
+def _write_csv(table: pd.DataFrame, path: Path, bom: bool) -> None:
+    """A table as UTF-8 CSV; with ``bom``, the UTF-8 byte order mark first (Excel then reads it as UTF-8)."""
+    table.to_csv(path, index=False, encoding="utf-8-sig" if bom else "utf-8")
+
+
+def _csv(gdf: gpd.GeoDataFrame, path: Path, geometry: str, bom: bool = False) -> None:
+    """Write CSV in EPSG:4326: geometry as a ``wkt`` column, or as ``lon``/``lat`` of the centroid (``_write_csv``)."""
     g = gdf.to_crs(GEOGRAPHIC)
     table = pd.DataFrame(g.drop(columns="geometry"))
     if geometry == "wkt":
@@ -52,7 +64,7 @@ def _csv(gdf: gpd.GeoDataFrame, path: Path, geometry: str) -> None:
     else:  # centroid of the polygon, computed in local UTM so it is exact on the ground
         centres = gdf.geometry.to_crs(metric_crs(gdf)).centroid.to_crs(GEOGRAPHIC) if len(gdf) else g.geometry
         table["lon"], table["lat"] = centres.x, centres.y
-    table.to_csv(path, index=False)
+    _write_csv(table, path, bom)
 
 
 def _utf8_prefix(text: str, limit: int) -> str:
@@ -96,14 +108,19 @@ class Shortened:
     full_values: str | None = None
 
 
-def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str) -> Shortened:
-    """Write ``folder/name.shp`` (UTF-8, CRS kept), with nothing lost silently; returns what was shortened.
+def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str, bom: bool = False) -> Shortened:
+    """Write ``folder/name.shp`` (UTF-8, CRS kept) with nothing lost silently; returns what was shortened.
 
     Long field names are renamed (``shapefile_fields``), and text longer than dBASE's 254 bytes is
     cut between characters in the Shapefile and written whole to ``folder/name_full_values.csv``
     (keyed by ``change_id`` or ``parcel_id``, else by ``row``, 1-based; columns under our names).
+    Booleans (``flagged``) are written as integers 1/0: dBASE's logical type is read as text, or not
+    at all, by many desks. ``bom``: the side table starts with a UTF-8 byte order mark (``_write_csv``).
     """
     table = gdf.copy()
+    for column in [c for c in table.columns if c != table.geometry.name]:
+        if pd.api.types.is_bool_dtype(table[column]):
+            table[column] = table[column].astype("Int32")
     cut: dict[str, int] = {}
     long_rows = np.zeros(len(table), bool)
     for column in table.columns.drop([table.geometry.name]):
@@ -124,7 +141,7 @@ def write_shapefile(gdf: gpd.GeoDataFrame, folder: Path, name: str) -> Shortened
         side = pd.DataFrame(gdf.loc[long_rows, [*([key] if key else []), *cut]])
         if key is None:
             side.insert(0, "row", np.flatnonzero(long_rows) + 1)
-        side.to_csv(folder / f"{name}_full_values.csv", index=False)
+        _write_csv(side, folder / f"{name}_full_values.csv", bom)
         full_values = f"{folder.name}/{name}_full_values.csv"
     renamed = shapefile_fields([c for c in table.columns if c != table.geometry.name])
     write_vector(table.rename(columns=renamed), folder / f"{name}.shp", "ESRI Shapefile", encoding="UTF-8")
@@ -146,133 +163,125 @@ class Exports:
         return {layer: asdict(s) for layer, s in self.shapefile.items()}
 
 
-def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, formats: tuple[ExportFormat, ...],
-                  csv_geometry: CsvGeometry) -> Exports:
-    """Write ``layers`` in each of ``formats`` into the staging folder.
+def _write_links(links: pd.DataFrame, out: StagedOutput, config: ExportConfig) -> list[str]:
+    """The ``flagged_change_parcels`` table (no geometry): GeoPackage attribute table, Parquet and CSV only."""
+    names = []
+    if "gpkg" in config.formats:
+        write_table(links, out.path(EXPORT_GPKG), LAYER_LINKS)
+    if "parquet" in config.formats:
+        links.to_parquet(out.path(f"{LAYER_LINKS}.parquet"), index=False)
+        names.append(f"{LAYER_LINKS}.parquet")
+    if "csv" in config.formats:
+        _write_csv(links, out.path(f"{LAYER_LINKS}.csv"), config.csv_bom)
+        names.append(f"{LAYER_LINKS}.csv")
+    return names
+
+
+def _write_layer(name: str, gdf: gpd.GeoDataFrame, out: StagedOutput, config: ExportConfig) -> list[str]:
+    """Write one layer in every format of ``config`` but Shapefile.
+
+    Returns the file names written (the GeoPackage's is added by ``write_exports``).
+    """
+    names = []
+    if "gpkg" in config.formats:
+        write_gpkg(gdf, out.path(EXPORT_GPKG), name)
+    if "parquet" in config.formats:
+        gdf.to_parquet(out.path(f"{name}.parquet"), schema_version="1.1.0", write_covering_bbox=True)
+        names.append(f"{name}.parquet")
+    if "geojson" in config.formats:
+        write_vector(gdf.to_crs(GEOGRAPHIC), out.path(f"{name}.geojson"), "GeoJSON", layer_options=GEOJSON_OPTIONS)
+        names.append(f"{name}.geojson")
+    if "csv" in config.formats:
+        _csv(gdf, out.path(f"{name}.csv"), config.csv_geometry, config.csv_bom)
+        names.append(f"{name}.csv")
+    return names
+
+
+def _write_shapefiles(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, bom: bool) -> dict[str, Shortened]:
+    """Write one Shapefile per layer in ``shapefile/``; returns per layer what was shortened.
+
+    ``shapefile/field_names.csv`` (layer, field, shapefile_field) lists the fields renamed, when any was; its
+    side tables, like it, start with a UTF-8 byte order mark with ``bom``. Only layers with something shortened
+    are returned.
+    """
+    folder = out.path(SHAPEFILE_FOLDER)
+    folder.mkdir(exist_ok=True)
+    shortened = {}
+    for name, gdf in layers.items():
+        report = write_shapefile(gdf, folder, name, bom)
+        if report.fields or report.values:
+            shortened[name] = report
+    renamed = [(layer, ours, short) for layer, s in shortened.items() for ours, short in s.fields.items()]
+    if renamed:
+        _write_csv(pd.DataFrame(renamed, columns=["layer", "field", "shapefile_field"]), folder / "field_names.csv",
+                   bom)
+    return shortened
+
+
+def copy_probability(run_dir: Path, out: StagedOutput) -> list[str]:
+    """Copy the run's ``change_prob.tif`` (a COG, as it is) and write its QGIS style ``change_prob.qml`` beside it.
+
+    Writes nothing for a run without one (a cross-check). Returns the names written.
+    """
+    source = run_dir / CHANGE_PROB
+    if not source.is_file():
+        return []
+    shutil.copyfile(source, out.path(CHANGE_PROB))
+    write_raster_style(out.path(CHANGE_PROB_STYLE))
+    return [CHANGE_PROB, CHANGE_PROB_STYLE]
+
+
+def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, config: ExportConfig,
+                  run_dir: Path | None = None) -> Exports:
+    """Write ``layers`` in each of ``config.formats`` into the staging folder.
 
     Returns the names written and what the Shapefiles could not hold.
 
-    gpkg: one ``changewatch.gpkg`` with every layer (CRS kept); parquet: GeoParquet 1.1 with a
-    bbox covering column, one file per layer (CRS kept); geojson: EPSG:4326 (RFC 7946); csv:
-    EPSG:4326, WKT or centroid lon/lat; shp: one Shapefile per layer in ``shapefile/``
-    (``write_shapefile``: long field names shortened as in SHAPEFILE_NAMES, long text kept whole in
-    a side table), and ``shapefile/field_names.csv`` (layer, field, shapefile_field) when a field
-    was renamed.
+    gpkg: one ``changewatch.gpkg`` (GeoPackage 1.2) with every layer (CRS kept) and their QGIS styles
+    (``rs.styles.write_styles``); parquet: GeoParquet 1.1 with a bbox covering column, one file per
+    layer (CRS kept); geojson: RFC 7946 (EPSG:4326, no ``crs`` member, 7 decimals); csv: EPSG:4326,
+    WKT or centroid lon/lat, UTF-8 (with a BOM when ``config.csv_bom``); shp: one Shapefile per layer
+    in ``shapefile/`` (``write_shapefile``: long field names shortened as in SHAPEFILE_NAMES, long
+    text kept whole in a side table, booleans as 1/0), and ``shapefile/field_names.csv`` (layer,
+    field, shapefile_field) when a field was renamed; cog: ``run_dir``'s probability raster and its
+    QGIS style (``copy_probability``).
     """
-    names = []
-    shortened: dict[str, Shortened] = {}
-    links = layers.get(LAYER_LINKS)
-    if links is not None:  # a table without geometry: GeoPackage attribute table, Parquet and CSV only
-        if "gpkg" in formats:
-            write_table(links, out.path(EXPORT_GPKG), LAYER_LINKS)
-        if "parquet" in formats:
-            links.to_parquet(out.path(f"{LAYER_LINKS}.parquet"), index=False)
-            names.append(f"{LAYER_LINKS}.parquet")
-        if "csv" in formats:
-            links.to_csv(out.path(f"{LAYER_LINKS}.csv"), index=False)
-            names.append(f"{LAYER_LINKS}.csv")
-    for name, gdf in layers.items():
-        if name == LAYER_LINKS:
-            continue
-        if "gpkg" in formats:
-            write_gpkg(gdf, out.path(EXPORT_GPKG), name)
-        if "parquet" in formats:
-            gdf.to_parquet(out.path(f"{name}.parquet"), schema_version="1.1.0", write_covering_bbox=True)
-            names.append(f"{name}.parquet")
-        if "geojson" in formats:
-            write_vector(gdf.to_crs(GEOGRAPHIC), out.path(f"{name}.geojson"), "GeoJSON")
-            names.append(f"{name}.geojson")
-        if "csv" in formats:
-            _csv(gdf, out.path(f"{name}.csv"), csv_geometry)
-            names.append(f"{name}.csv")
-        if "shp" in formats:
-            folder = out.path(SHAPEFILE_FOLDER)
-            folder.mkdir(exist_ok=True)
-            report = write_shapefile(gdf, folder, name)
-            if report.fields or report.values:
-                shortened[name] = report
-    if "gpkg" in formats:
+    names = _write_links(layers[LAYER_LINKS], out, config) if LAYER_LINKS in layers else []
+    geometric = {name: gdf for name, gdf in layers.items() if name != LAYER_LINKS}
+    for name, gdf in geometric.items():
+        names += _write_layer(name, gdf, out, config)
+    if "gpkg" in config.formats:
+        write_styles(out.path(EXPORT_GPKG))
         names.insert(0, EXPORT_GPKG)
-    if "shp" in formats:
-        renamed = [(layer, ours, short) for layer, s in shortened.items() for ours, short in s.fields.items()]
-        if renamed:
-            pd.DataFrame(renamed, columns=["layer", "field", "shapefile_field"]).to_csv(
-                out.path(SHAPEFILE_FOLDER) / "field_names.csv", index=False)
+    shortened = {}
+    if "shp" in config.formats:
+        shortened = _write_shapefiles(geometric, out, config.csv_bom)
         names.append(SHAPEFILE_FOLDER)
+    if "cog" in config.formats and run_dir is not None:
+        names += copy_probability(run_dir, out)
     return Exports(names, shortened)
-
-
-FILE_EXTENSION = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
-
-
-def _asset_files(root: Path, names: list[str]) -> list[Path]:
-    files = []
-    for name in names:
-        p = root / name
-        files.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
-    return files
-
-
-def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[str, gpd.GeoDataFrame],
-              shapefile: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A STAC Item (pystac) describing one run.
-
-    Footprint, as-of date, inputs, model, thresholds, software version, every output with its size
-    and SHA-256 (file extension, multihash), and under ``changewatch:shapefile`` what the
-    Shapefiles could not hold (``Exports.shapefile_record``).
-    """
-    from datetime import UTC, date, datetime
-
-    import pystac
-    import shapely
-
-    import changewatch
-
-    summary = read_summary(run_dir).to_dict() if summary_path(run_dir) else {}
-    as_of = (summary.get("rules") or {}).get("as_of")
-    when = datetime.combine(date.fromisoformat(as_of), datetime.min.time(), tzinfo=UTC) if as_of \
-        else datetime.now(UTC)
-    changes = layers[LAYER_CHANGES]
-    bounds = changes.to_crs(GEOGRAPHIC).total_bounds if len(changes) else None
-    footprint = shapely.box(*bounds) if bounds is not None else None
-    item = pystac.Item(
-        id=f"changewatch-{run_dir.resolve().name}", geometry=shapely.geometry.mapping(footprint) if footprint else None,
-        bbox=[float(v) for v in bounds] if bounds is not None else None, datetime=when,
-        properties={"changewatch:version": changewatch.__version__, "changewatch:counts": summary.get("counts"),
-                    "changewatch:inputs": summary.get("inputs"), "changewatch:model": summary.get("model"),
-                    "changewatch:thresholds": summary.get("thresholds"), "changewatch:rules": summary.get("rules"),
-                    "changewatch:shapefile": shapefile or {}},
-        stac_extensions=[FILE_EXTENSION],
-    )
-    outputs = [(run_dir, p) for p in sorted(run_dir.iterdir()) if p.is_file()]
-    outputs += [(export_dir, p) for p in _asset_files(export_dir, names)]
-    for root, path in outputs:
-        digest = sha256(path)
-        key = ("run/" if root == run_dir else "") + path.relative_to(root).as_posix()
-        item.add_asset(key, pystac.Asset(href=str(path.resolve()), roles=["data"],
-                                         extra_fields={"file:size": path.stat().st_size,
-                                                       "file:checksum": "1220" + digest}))
-    return item.to_dict(include_self_link=False)
 
 
 def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str],
                config: ExportConfig = ExportConfig()) -> list[Path]:
-    """Export a run folder's layers in ``config.formats`` into ``outdir``, replaced as a whole.
+    """Export a run folder's layers in ``config.formats`` into ``outdir``; returns the paths written.
 
-    With ``config.stac``, also a STAC ``item.json``. ``outdir`` is replaced as a whole
-    (``StagedOutput``; it may not contain ``run_dir``). Raises InputFileError for a folder that is
-    not a run, OutputError when ``outdir`` cannot be written.
+    With ``config.stac``, also a STAC ``item.json`` (``rs.stac.stac_item``), checked against the STAC
+    schemas bundled with the package. ``outdir`` is replaced as a whole (``StagedOutput``; it may not
+    contain ``run_dir``). Raises InputFileError for a folder that is not a run, OutputError when
+    ``outdir`` cannot be written.
     """
+    from changewatch.rs.stac import stac_item, validate_item
+
     run = Path(run_dir)
     layers = read_run_layers(run)
     with StagedOutput(outdir, inputs=[run]) as out:
         with out.writing():
-            exports = write_exports(layers, out, config.formats, config.csv_geometry)
+            exports = write_exports(layers, out, config, run)
         names = exports.names
         if config.stac:
             item = stac_item(run, out.stage, names, layers, exports.shapefile_record())
-            for asset in item["assets"].values():  # point at where the files will be, not the staging folder
-                asset["href"] = asset["href"].replace(str(out.stage.resolve()), str(out.outdir.resolve()))
+            validate_item(item)
             with out.writing(STAC_ITEM):
                 write_json(item, out.path(STAC_ITEM))
     return [out.final(n) for n in (*names, *([STAC_ITEM] if config.stac else []))]

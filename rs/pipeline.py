@@ -7,7 +7,8 @@ leaves it as it was), and returns a DetectResult. Review decisions a planner sav
 run's ``flagged.gpkg`` are carried to the new flags (``rs.decisions.match_decisions``). Outputs in OUTDIR:
 
 - ``change_prob.tif`` — float32 COG of change probability on the common grid (``rs.grid.GridSpec``:
-  by default BEFORE's pixels where the two dates overlap; nodata NaN);
+  by default BEFORE's pixels where the two dates overlap; nodata NaN), and ``change_prob.qml`` beside
+  it, its QGIS style (``rs.styles``);
 - ``changes.gpkg`` — layer ``changes``: every change polygon (scene CRS) with ``change_id``,
   ``area_m2``, ``mean_prob``, ``max_prob``, ``change_type`` (models with building outputs: one
   polygon per building, see ``rs.buildings``; else NULL), ``permit_ids``, ``reasons``, ``flagged``;
@@ -17,6 +18,8 @@ run's ``flagged.gpkg`` are carried to the new flags (``rs.decisions.match_decisi
   layers ``review`` and ``review_unmatched`` when decisions were carried over;
 - ``summary.json`` — counts (by reason code and by change type), areas, inputs, model,
   thresholds, how changes were split into buildings, timings and this run's config.
+
+Both GeoPackages carry each layer's QGIS style in their ``layer_styles`` table (``rs.styles``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from changewatch.rs.io.raster import scene_date, write_probability
 from changewatch.rs.prepare import PreparedPair, prepare_for_model
 from changewatch.rs.runfolder import (
     CHANGE_PROB,
+    CHANGE_PROB_STYLE,
     DETECT_FILES,
     FLAGGED_GPKG,
     SUMMARY,
@@ -51,7 +55,16 @@ from changewatch.rs.runfolder import (
     write_run_layers,
     write_summary,
 )
-from changewatch.rs.summary import BuildingsRecord, ModelRecord, RunSummary, SceneInputs, Thresholds, platform_record
+from changewatch.rs.styles import write_raster_style
+from changewatch.rs.summary import (
+    BuildingsRecord,
+    ModelRecord,
+    RunSummary,
+    SceneInputs,
+    Thresholds,
+    file_records,
+    platform_record,
+)
 from changewatch.rs.tiling import Tile
 from changewatch.rs.vectorize import Vectorized, vectorize_changes
 
@@ -119,6 +132,8 @@ def _stages(config: DetectConfig, model: ChangeModel, pair: AlignedPair, layers:
     with out.writing(CHANGE_PROB):
         write_probability(pair.grid, tiling(pair.grid, config.inference), _reading(predicted()),
                           out.path(CHANGE_PROB), model.spec.outputs)
+    with out.writing(CHANGE_PROB_STYLE):
+        write_raster_style(out.path(CHANGE_PROB_STYLE))
     timings["infer_s"] = time.perf_counter() - t
     t = time.perf_counter()
     threshold = model.spec.decision_threshold(config.threshold)
@@ -182,9 +197,13 @@ def _summary(config: DetectConfig, model: ChangeModel, prepared: PreparedPair, p
              timings: dict[str, float], carried: CarriedReview | None) -> RunSummary:
     choice, coreg, spec = prepared.choice, prepared.coregistration, model.spec
     assert choice is not None and pair.grid.crs is not None  # detect: a chosen model, georeferenced scenes
+    read: list[str | Path] = [config.before, config.after, *config.masks, *layers.files(),
+                              choice.path.with_suffix(".json"), choice.path.with_suffix(".safetensors")]
+    dates = [scene_date(p) for p in (config.before, config.after)]
     inputs = SceneInputs(
-        **asdict(layers.provenance()), before=str(Path(config.before).resolve()),
-        after=str(Path(config.after).resolve()), crs=pair.grid.crs.to_string(), width=pair.grid.width,
+        **{**asdict(layers.provenance()), "files": file_records(read)}, before=str(Path(config.before).resolve()),
+        after=str(Path(config.after).resolve()), before_date=dates[0].isoformat() if dates[0] else None,
+        after_date=dates[1].isoformat() if dates[1] else None, crs=pair.grid.crs.to_string(), width=pair.grid.width,
         height=pair.grid.height, pixel_size_m=pair.grid.pixel_size_m(), grid=pair.grid_spec,
         bands_per_date=pair.band_count, bands=list(config.bands) if config.bands else "all",
         masks=[str(Path(m).resolve()) for m in config.masks], coregistration=coreg.to_dict() if coreg else None,

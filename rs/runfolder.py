@@ -4,10 +4,11 @@ Every file and layer name is defined here once. A detect run writes ``change_pro
 ``changes.gpkg`` (layer ``changes``), ``flagged.gpkg`` (layers ``flagged_changes``,
 ``flagged_parcels``, the table ``flagged_change_parcels``, and ``review``/``review_unmatched``
 once a planner saved decisions) and ``summary.json`` (``rs.summary.RunSummary``); a cross-check
-the same layers and ``crosscheck_summary.json``. The folder is written through ``StagedOutput``:
-replaced as a whole when the run succeeds (``rs.io.staging.StagedDir``). Review decisions a
-planner saved in the earlier run's ``flagged.gpkg`` are carried to the new flags
-(``previous_decisions``, ``match_decisions``, ``write_run_layers``).
+the same layers and ``crosscheck_summary.json``. The GeoPackages carry QGIS styles in their
+``layer_styles`` table, and ``change_prob.qml`` beside the raster is its QGIS style (``rs.styles``).
+The folder is written through ``StagedOutput``: replaced as a whole when the run succeeds
+(``rs.io.staging.StagedDir``). Review decisions a planner saved in the earlier run's
+``flagged.gpkg`` are carried to the new flags (``rs.decisions``; written by ``write_run_layers``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # rs.decisions reads this module's layer names
     from changewatch.rs.decisions import CarriedReview
 
 CHANGE_PROB = "change_prob.tif"
+CHANGE_PROB_STYLE = "change_prob.qml"  # QGIS loads it with change_prob.tif (rs.styles)
 CHANGES_GPKG = "changes.gpkg"
 FLAGGED_GPKG = "flagged.gpkg"
 SUMMARY = "summary.json"
@@ -53,7 +55,7 @@ SHAPEFILE_FOLDER = "shapefile"
 # Every name a changewatch command writes into an output folder: detect, crosscheck, export and a
 # batch job's completion record. A folder holding only these (and their sidecars) may be replaced.
 RUN_FILES = frozenset({
-    *DETECT_FILES, CROSSCHECK_SUMMARY, DONE_RECORD, EXPORT_GPKG, STAC_ITEM, SHAPEFILE_FOLDER,
+    *DETECT_FILES, CHANGE_PROB_STYLE, CROSSCHECK_SUMMARY, DONE_RECORD, EXPORT_GPKG, STAC_ITEM, SHAPEFILE_FOLDER,
     *(f"{layer}.{ext}" for layer in (*LAYERS, LAYER_LINKS) for ext in ("parquet", "geojson", "csv")),
 })
 
@@ -141,9 +143,13 @@ def write_run_layers(judgement: Judgement, carried: CarriedReview | None, out: S
     """Write changes.gpkg and flagged.gpkg into the staging folder, with the review decisions carried over.
 
     ``carried``: the earlier run's decisions sorted onto the new flags (``rs.decisions.carry``), None
-    when there were none.
+    when there were none. Each layer gets its QGIS style (``rs.styles.write_styles``).
     """
+    from changewatch.rs.styles import write_styles  # rs.styles reads this module's layer names
+
     with out.writing():
         write_judgement(judgement, out.path(CHANGES_GPKG), out.path(FLAGGED_GPKG))
         if carried is not None:
             carried.write(out.path(FLAGGED_GPKG))
+        for gpkg in (CHANGES_GPKG, FLAGGED_GPKG):
+            write_styles(out.path(gpkg))

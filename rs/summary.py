@@ -12,13 +12,19 @@ stay plain JSON mappings. Light: no heavy library.
 
 from __future__ import annotations
 
+import os
 import platform as host
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import changewatch
 from changewatch.rs.grid import GridSpec
+from changewatch.rs.io.files import sha256
+
+SHA256_MULTIHASH = "1220"  # multihash prefix of a SHA-256 digest: function 0x12, 32 bytes (STAC file extension)
 
 
 def _now() -> str:
@@ -50,11 +56,36 @@ class Areas:
 
 
 @dataclass(frozen=True)
+class FileRecord:
+    """A file a run read: its size (bytes) and SHA-256 as a multihash (hex: ``1220`` then the digest).
+
+    As the STAC File Info extension writes them (``file:size``, ``file:checksum``).
+    """
+
+    size: int
+    checksum: str
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> FileRecord:
+        """The record of the file at ``path`` (reads it whole, one 1 MiB block at a time)."""
+        return cls(Path(path).stat().st_size, SHA256_MULTIHASH + sha256(Path(path)))
+
+
+def file_records(paths: Iterable[str | os.PathLike[str]]) -> dict[str, FileRecord]:
+    """Return the ``FileRecord`` of each path that is a file, keyed by its absolute path.
+
+    Folders (e.g. a FileGDB) are left out; a Shapefile is recorded by its ``.shp``.
+    """
+    return {str(Path(p).resolve()): FileRecord.of(p) for p in dict.fromkeys(paths) if Path(p).is_file()}
+
+
+@dataclass(frozen=True)
 class LayerInputs:
-    """The reference layers read, geometries repaired in each, and per layer its feature counts.
+    """The reference layers read, geometries repaired in each, per layer its feature counts, and input files.
 
     Layers as ``path`` or ``path:layer``, None when not given; counts as
-    ``rs.crosscheck.layers.Layer.counts``.
+    ``rs.crosscheck.layers.Layer.counts``; ``files``: the size and checksum of every input file of
+    the run, by absolute path (empty in the files of earlier versions).
     """
 
     permits: str | None = None
@@ -64,19 +95,23 @@ class LayerInputs:
     parcels: str | None = None
     parcels_repaired_geometries: int = 0
     layer_counts: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, FileRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SceneInputs(LayerInputs):
-    """What a detect run read: scenes, common grid, bands, masks, co-registration and each date's decisions.
+    """What a detect run read: scenes and their dates, common grid, bands, masks, co-registration, decisions.
 
-    The scenes (absolute paths), the common grid (CRS, size, pixel size in metres, where it lies),
-    the bands compared, the masks, the co-registration and what was decided about each date
-    (validity, band pairing, radiometry: ``AlignedPair.provenance``).
+    The scenes (absolute paths) and their acquisition dates (ISO, from their date tags,
+    ``rs.io.raster.scene_date``; None when a scene has none), the common grid (CRS, size, pixel
+    size in metres, where it lies), the bands compared, the masks, the co-registration and what was
+    decided about each date (validity, band pairing, radiometry: ``AlignedPair.provenance``).
     """
 
     before: str = ""
     after: str = ""
+    before_date: str | None = None
+    after_date: str | None = None
     crs: str | None = None
     width: int = 0
     height: int = 0
@@ -220,6 +255,7 @@ class RunSummary:
         inputs = {k: v for k, v in inputs.items() if k in _names(kind)}
         if "grid" in inputs:
             inputs["grid"] = GridSpec(**inputs["grid"])
+        inputs["files"] = {path: FileRecord(**record) for path, record in (inputs.get("files") or {}).items()}
         return cls(counts=Counts(**counts), areas_m2=Areas(**areas), inputs=kind(**inputs),
                    rules=RulesRecord(**data["rules"]), warnings=list(data.get("warnings") or []),
                    config=data.get("config") or {}, model=_optional(ModelRecord, data.get("model")),

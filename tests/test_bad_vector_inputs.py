@@ -48,7 +48,7 @@ def crosscheck(tmp_path: Path, layer: str, *extra: str) -> list[str]:
 
 
 def reasons(tmp_path: Path) -> list[str]:
-    return list(gpd.read_file(tmp_path / "out" / "changes.gpkg")["reasons"])
+    return list(gpd.read_file(tmp_path / "out" / "changes.gpkg", layer="changes")["reasons"])
 
 
 def points(tmp_path: Path) -> list[str]:

@@ -40,7 +40,8 @@ def test_detect_writes_all_outputs(pair: tuple[Path, Path], tiny_checkpoint: Pat
     result = run("detect", *pair, "-o", out, "--model", tiny_checkpoint, "--permits", permits_file(tmp_path),
                  "--threshold", "0.5", "--tile", "64", "--overlap", "16", "-q")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["change_prob.qml", "change_prob.tif", "changes.gpkg",
+                                                     "flagged.gpkg", "summary.json"]
     with rasterio.open(out / "change_prob.tif") as ds:
         assert ds.crs == UTM48N and ds.shape == (96, 96)
     changes = gpd.read_file(out / "changes.gpkg", layer="changes")
@@ -93,7 +94,7 @@ def test_detect_on_a_user_grid(pair: tuple[Path, Path], tiny_checkpoint: Path, t
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["grid"] == {"crs": "EPSG:4326", "resolution": 0.0002}
     assert summary["config"]["inference"]["readers"] == 2
-    assert gpd.read_file(out / "changes.gpkg").crs == "EPSG:4326"
+    assert gpd.read_file(out / "changes.gpkg", layer="changes").crs == "EPSG:4326"
 
 
 def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list[object], int, str]]:

@@ -26,7 +26,7 @@ def test_demo_flags_real_changes(tmp_path: Path) -> None:
     assert "flagged" in result.output and str(out / "flagged.gpkg") in result.output
     with rasterio.open(out / "change_prob.tif") as ds:
         assert ds.crs.to_epsg() == 4326 and ds.shape == (695, 540)
-    changes = gpd.read_file(out / "changes.gpkg")
+    changes = gpd.read_file(out / "changes.gpkg", layer="changes")
     flagged = gpd.read_file(out / "flagged.gpkg", layer="flagged_changes")
     assert changes.crs.to_epsg() == 4326 and flagged.crs.to_epsg() == 4326
     assert len(flagged) >= 1 and (flagged["reasons"] != "PERMITTED").all()

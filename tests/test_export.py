@@ -88,19 +88,20 @@ def test_every_format_round_trips(run_dir: Path, tmp_path: Path) -> None:
             assert back.crs == gdf.crs
             same_attributes(attrs, pd.DataFrame(back.drop(columns="geometry")))
             same_geometries(gdf.geometry, back.geometry)
-        # GeoJSON and CSV are in EPSG:4326
+        # GeoJSON and CSV are in EPSG:4326; GeoJSON (RFC 7946) rounded to 7 decimals, rings counterclockwise
         wgs = gdf.to_crs(4326)
         back = gpd.read_file(out / f"{name}.geojson")
         assert back.crs.to_epsg() == 4326
         same_attributes(attrs, pd.DataFrame(back.drop(columns="geometry")))
-        same_geometries(wgs.geometry, back.geometry, tolerance=1e-9)
+        assert (shapely.hausdorff_distance(wgs.geometry.values, back.geometry.values) < 1e-7).all()
         csv = pd.read_csv(out / f"{name}.csv", keep_default_na=False)
         same_attributes(attrs, csv.drop(columns="wkt"))
         same_geometries(wgs.geometry, gpd.GeoSeries.from_wkt(csv["wkt"], crs=4326), tolerance=1e-9)
-        # Shapefile: long names shortened as documented
+        # Shapefile: long names shortened as documented, booleans as 1/0
         shp = gpd.read_file(out / "shapefile" / f"{name}.shp")
         assert shp.crs == gdf.crs
-        same_attributes(attrs.rename(columns=SHAPEFILE_NAMES), pd.DataFrame(shp.drop(columns="geometry")))
+        as_integers = attrs.astype({c: int for c in attrs.columns if pd.api.types.is_bool_dtype(attrs[c])})
+        same_attributes(as_integers.rename(columns=SHAPEFILE_NAMES), pd.DataFrame(shp.drop(columns="geometry")))
         same_geometries(gdf.geometry, shp.geometry)
     covering = pq.read_metadata(out / "changes.parquet").metadata[b"geo"]
     meta = json.loads(covering)
@@ -129,10 +130,15 @@ def test_stac_item(run_dir: Path, tmp_path: Path) -> None:
     item = pystac.Item.from_file(str(out / "item.json"))
     assert item.datetime.date() == date(2018, 3, 23) and item.properties["changewatch:version"]
     gpkg = item.assets["changewatch.gpkg"]
-    assert Path(gpkg.href) == (out / "changewatch.gpkg").resolve()
+    assert gpkg.href == "./changewatch.gpkg"
+    assert Path(gpkg.get_absolute_href()) == (out / "changewatch.gpkg").resolve()
+    assert (gpkg.media_type, gpkg.roles) == ("application/geopackage+sqlite3", ["data"])
     digest = hashlib.sha256((out / "changewatch.gpkg").read_bytes()).hexdigest()
     assert gpkg.extra_fields["file:checksum"] == "1220" + digest
-    assert "run/changes.gpkg" in item.assets and item.bbox[0] == pytest.approx(106.6, abs=0.5)
+    read = {link.title: link for link in item.links if link.rel == "derived_from"}  # the run's files: inputs
+    assert read["run folder: changes.gpkg"].extra_fields["file:checksum"] == "1220" + hashlib.sha256(
+        (run_dir / "changes.gpkg").read_bytes()).hexdigest()
+    assert not any(key.startswith("run/") for key in item.assets) and item.bbox[0] == pytest.approx(106.6, abs=0.5)
 
 
 def test_export_of_a_non_run_folder(tmp_path: Path) -> None:

@@ -226,9 +226,10 @@ def scenes(tmp_path: Path) -> Path:
 
 def is_new_detect_run(out: Path) -> bool:
     summary = json.loads((out / "summary.json").read_text())
-    return (sorted(p.name for p in out.iterdir()) == ["change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json"]
+    names = ["change_prob.qml", "change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json"]
+    return (sorted(p.name for p in out.iterdir()) == names
             and summary["inputs"]["after"].endswith("after2.tif")
-            and len(gpd.read_file(out / "changes.gpkg")) == summary["counts"]["changes"]
+            and len(gpd.read_file(out / "changes.gpkg", layer="changes")) == summary["counts"]["changes"]
             and len(gpd.read_file(out / "flagged.gpkg", layer="flagged_changes")) == summary["counts"]["flagged"])
 
 
@@ -342,7 +343,8 @@ def assert_refused_and_intact(result: CliRunner.invoke, out: Path, before: dict[
     assert snapshot(out) == before and leftovers(out) == []
 
 
-@pytest.mark.parametrize("output", ["change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json"])
+@pytest.mark.parametrize("output", ["change_prob.tif", "change_prob.qml", "changes.gpkg", "flagged.gpkg",
+                                    "summary.json"])
 def test_detect_cannot_write_an_output(output: str, scenes: Path, tiny_checkpoint: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A real write failure of each writer (GDAL raster, GeoPackage, JSON): the output's staged path
@@ -376,6 +378,24 @@ def test_detect_on_a_full_disk(writer: str, scenes: Path, tiny_checkpoint: Path,
     monkeypatch.setattr(runfolder if writer == "write_judgement" else pipeline, writer, full)  # where it is called
     result = CliRunner().invoke(cli, list(map(str, _detect_args(scenes, "after2.tif", tiny_checkpoint, out))))
     assert_refused_and_intact(result, out, before, "outputs cannot be written", "No space left on device")
+
+
+def test_detect_cannot_store_the_qgis_styles(scenes: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's own write error (styles are written into the GeoPackages with sqlite3) is an output error too."""
+    import sqlite3
+
+    from changewatch.rs import pipeline
+
+    out = tmp_path / "run"
+    before = _first_run(scenes, tiny_checkpoint, out)
+
+    def full(gpkg: Path) -> list[str]:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(pipeline, "write_styles", full)
+    result = CliRunner().invoke(cli, list(map(str, _detect_args(scenes, "after2.tif", tiny_checkpoint, out))))
+    assert_refused_and_intact(result, out, before, "outputs cannot be written", "database or disk is full")
 
 
 @pytest.mark.parametrize("step", [0, 1])

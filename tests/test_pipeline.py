@@ -75,7 +75,7 @@ def test_changes_cut_by_tile_edges_come_out_whole(tmp_path: Path) -> None:
     detect(DetectConfig(str(tmp_path / "before.tif"), str(tmp_path / "after.tif"), str(tmp_path / "out"),
                         min_area_m2=0.0, threshold=0.5, inference=InferenceConfig(tile, overlap, 3)),
            progress=False, models=ModelCache(fixed=sensitive_model()))
-    changes = gpd.read_file(tmp_path / "out" / "changes.gpkg")
+    changes = gpd.read_file(tmp_path / "out" / "changes.gpkg", layer="changes")
     assert len(changes) == len(squares)
     expected = sorted(side * side * 100.0 for _, _, side in squares)
     np.testing.assert_allclose(sorted(changes["area_m2"]), expected, rtol=0.02)
@@ -122,7 +122,7 @@ def test_vhr_input_is_compared_at_the_models_gsd_unless_native(tmp_path: Path) -
         with rasterio.open(tmp_path / gsd / "change_prob.tif") as ds:
             assert ds.res == (pixel, pixel) and ds.crs == UTM48N
         assert result.n_changes == 1 and result.summary.to_dict()["inputs"]["pixel_size_m"] == pytest.approx(pixel)
-        changes = gpd.read_file(tmp_path / gsd / "changes.gpkg")
+        changes = gpd.read_file(tmp_path / gsd / "changes.gpkg", layer="changes")
         # the 50 m square either way; at 10 m its outline may grow by the one pixel the resampling blurs
         assert 0.8 * 50 * 50 <= changes["area_m2"].iloc[0] <= 70 * 70
         centre = changes.geometry.iloc[0].centroid

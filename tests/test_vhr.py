@@ -55,7 +55,7 @@ def test_detect_at_half_a_metre_picks_the_vhr_model_and_finds_the_new_houses(new
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["name"] == "changewatch-vhr-rgb" and summary["model"]["compared_at_gsd_m"] == 0.5
     assert "0.5 m GSD, within the 0.25–2.5 m" in summary["model"]["chosen_because"]
-    changes = gpd.read_file(out / "changes.gpkg")
+    changes = gpd.read_file(out / "changes.gpkg", layer="changes")
     assert len(changes) >= 3 and set(changes["change_type"]) == {"new_building"}
     with rasterio.open(new_houses / "label.tif") as ds:
         truth = ds.read(1) > 0

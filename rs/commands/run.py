@@ -137,14 +137,17 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
               help="Folder for the exports, replaced as a whole when the export succeeds (not RUN_DIR or a folder "
                    "holding it).")
 @click.option("--formats", default=",".join(EXPORT_DEFAULTS.formats), show_default=True,
-              help="Comma-separated: gpkg (one file, all layers), parquet (GeoParquet 1.1), geojson (EPSG:4326), "
-                   "csv (EPSG:4326), shp (Shapefiles, for legacy desks).")
+              help="Comma-separated: gpkg (one GeoPackage 1.2, all layers, QGIS styles inside), parquet (GeoParquet "
+                   "1.1), geojson (RFC 7946: EPSG:4326, 7 decimals), csv (EPSG:4326), shp (Shapefiles, for legacy "
+                   "desks; booleans as 1/0), cog (the run's change_prob.tif with its QGIS style; detect runs only).")
 @click.option("--csv-geometry", type=choices(CsvGeometry), default=EXPORT_DEFAULTS.csv_geometry,
               show_default=True, help="CSV geometry as a WKT column, or as the centroid's lon/lat columns.")
+@click.option("--csv-bom/--no-csv-bom", default=EXPORT_DEFAULTS.csv_bom, show_default=True,
+              help="Start the CSVs with a UTF-8 byte order mark, so that Excel shows Vietnamese text.")
 @click.option("--stac/--no-stac", default=EXPORT_DEFAULTS.stac, show_default=True,
               help="Also write item.json: a STAC Item recording inputs, model, thresholds, version and checksums.")
 @reports_errors
-def export(run_dir: str, outdir: str, formats: str, csv_geometry: CsvGeometry, stac: bool) -> None:
+def export(run_dir: str, outdir: str, formats: str, csv_geometry: CsvGeometry, csv_bom: bool, stac: bool) -> None:
     """Export the layers of a detect or crosscheck run folder (changes, flagged_changes, flagged_parcels)."""
     from changewatch.rs.config import FORMATS
     from changewatch.rs.export import export_run
@@ -155,5 +158,5 @@ def export(run_dir: str, outdir: str, formats: str, csv_geometry: CsvGeometry, s
         raise click.BadParameter(f"unknown format(s) {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}",
                                  param_hint="--formats")
     chosen = tuple(f for f in FORMATS if f in given)  # what is written does not depend on the order given
-    for path in export_run(run_dir, outdir, ExportConfig(chosen, csv_geometry, stac)):
+    for path in export_run(run_dir, outdir, ExportConfig(chosen, csv_geometry, stac, csv_bom)):
         click.echo(str(path))

@@ -321,6 +321,10 @@ class Layers:
             counts[role] = layer.counts() if layer else None
         return LayerInputs(**out, layer_counts=counts)
 
+    def files(self) -> list[Path]:
+        """The files of the layers read (a Shapefile by its ``.shp``)."""
+        return [Path(layer.path) for layer in (self.permits, self.zoning, self.parcels) if layer is not None]
+
     def warnings(self) -> list[str]:
         """One line per layer that has features but none inside the scene, and per layer with dropped geometries.
 

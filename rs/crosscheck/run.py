@@ -31,7 +31,7 @@ from changewatch.rs.runfolder import (
     write_run_layers,
     write_summary,
 )
-from changewatch.rs.summary import ChangeLayerInputs, RulesRecord, RunSummary
+from changewatch.rs.summary import ChangeLayerInputs, RulesRecord, RunSummary, file_records
 
 
 def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, RunSummary]:
@@ -53,7 +53,9 @@ def run_crosscheck(config: CrosscheckConfig) -> tuple[Judgement, RunSummary]:
     as_of, source = _crosscheck_as_of(config)
     rules = replace(config.layers.rules, as_of=as_of)
     judgement = judge(data, layers, rules, config.layers.parcel_columns)
-    inputs = ChangeLayerInputs(**asdict(layers.provenance()), changes=str(Path(changes.path).resolve()),
+    files = file_records([changes.path, *layers.files()])
+    inputs = ChangeLayerInputs(**{**asdict(layers.provenance()), "files": files},
+                               changes=str(Path(changes.path).resolve()),
                                changes_repaired_geometries=changes.repaired, change_ids_assigned=numbered)
     given = config.layers
     with StagedOutput(config.outdir, inputs=[p for p in (config.changes, given.permits, given.zoning, given.parcels)

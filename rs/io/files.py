@@ -45,10 +45,12 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def _write_errors() -> tuple[type[BaseException], ...]:
     """Exceptions the writers raise when a file cannot be written (imported only when needed)."""
+    from sqlite3 import Error as SQLiteError  # styles written into a GeoPackage (rs.styles)
+
     from pyogrio.errors import DataLayerError, DataSourceError
     from rasterio._err import CPLE_BaseError
 
-    return OSError, CPLE_BaseError, DataSourceError, DataLayerError
+    return OSError, CPLE_BaseError, DataSourceError, DataLayerError, SQLiteError
 
 
 def describe_write_error(target: str | os.PathLike[str], exc: BaseException,

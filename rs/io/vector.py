@@ -1,4 +1,9 @@
-"""Writing vector layers (pyogrio) and listing a file's layers."""
+"""Writing vector layers (pyogrio) and listing a file's layers.
+
+GeoPackages are written as GeoPackage 1.2 (``GPKG_VERSION``), which GDAL 3.6 and QGIS 3.28 LTR read
+without a warning; the GDAL pyogrio ships (3.12) would write 1.4 by default (``PRAGMA user_version``
+10400), which GDAL 3.6 warns about.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 import pyogrio
+
+GPKG_VERSION = "1.2"  # GDAL's VERSION creation option: application_id 'GPKG', user_version 10200
 
 
 def write_vector(gdf: gpd.GeoDataFrame, path: Path, driver: str, **options: Any) -> Path:
@@ -21,8 +28,8 @@ def write_vector(gdf: gpd.GeoDataFrame, path: Path, driver: str, **options: Any)
 
 
 def write_gpkg(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> Path:
-    """Write one GeoPackage layer (see ``write_vector``)."""
-    return write_vector(gdf, path, "GPKG", layer=layer)
+    """Write one GeoPackage layer (see ``write_vector``); a new file is GeoPackage 1.2 (``GPKG_VERSION``)."""
+    return write_vector(gdf, path, "GPKG", layer=layer, dataset_options={"VERSION": GPKG_VERSION})
 
 
 def layer_names(path: Path) -> set[str]:
@@ -31,6 +38,9 @@ def layer_names(path: Path) -> set[str]:
 
 
 def write_table(table: pd.DataFrame, path: Path, layer: str) -> Path:
-    """Write a table without geometry as a GeoPackage attribute table (QGIS opens it as a layer)."""
-    pyogrio.write_dataframe(table, path, layer=layer, driver="GPKG")
+    """Write a table without geometry as a GeoPackage attribute table (QGIS opens it as a layer).
+
+    A new file is GeoPackage 1.2 (``GPKG_VERSION``).
+    """
+    pyogrio.write_dataframe(table, path, layer=layer, driver="GPKG", dataset_options={"VERSION": GPKG_VERSION})
     return path

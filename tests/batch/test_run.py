@@ -43,7 +43,7 @@ def config(manifest: Path, outdir: Path, model: Path, **kw: object) -> BatchConf
 def outputs_of(outdir: Path, area: str) -> tuple[np.ndarray, gpd.GeoDataFrame]:
     with rasterio.open(outdir / area / "change_prob.tif") as ds:
         pixels = ds.read(1)
-    return pixels, gpd.read_file(outdir / area / "changes.gpkg")
+    return pixels, gpd.read_file(outdir / area / "changes.gpkg", layer="changes")
 
 
 def assert_same_outputs(a: Path, b: Path, areas: list[str], exact: bool = True) -> None:
