@@ -385,7 +385,7 @@ def test_detect_cannot_store_the_qgis_styles(scenes: Path, tiny_checkpoint: Path
     """SQLite's own write error (styles are written into the GeoPackages with sqlite3) is an output error too."""
     import sqlite3
 
-    from changewatch.rs import pipeline
+    from changewatch.rs import styles
 
     out = tmp_path / "run"
     before = _first_run(scenes, tiny_checkpoint, out)
@@ -393,7 +393,7 @@ def test_detect_cannot_store_the_qgis_styles(scenes: Path, tiny_checkpoint: Path
     def full(gpkg: Path) -> list[str]:
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(pipeline, "write_styles", full)
+    monkeypatch.setattr(styles, "write_styles", full)
     result = CliRunner().invoke(cli, list(map(str, _detect_args(scenes, "after2.tif", tiny_checkpoint, out))))
     assert_refused_and_intact(result, out, before, "outputs cannot be written", "database or disk is full")
 
