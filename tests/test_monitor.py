@@ -1,0 +1,125 @@
+"""monitor: consecutive pairs of dated scenes detected into a store, changes tracked across dates."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from shapely.geometry import Point
+
+from changewatch.rs.config import InferenceConfig, MonitorConfig
+from changewatch.rs.errors import ManifestError
+from changewatch.rs.infer import ChangeModel, ModelCache
+from changewatch.rs.monitor.history import HISTORY_GPKG
+from changewatch.rs.monitor.run import PAIRS, run_monitor
+from changewatch.rs.monitor.scenes import read_scenes
+from tests.data import (
+    ORIGIN,
+    UTM48N,
+    BrightnessChangeNet,
+    plant_square,
+    pointwise_spec,
+    textured_scene,
+    utm_transform,
+    write_raster,
+)
+
+DATES = ("2024-01-10", "2024-03-05", "2024-05-20", "2024-08-01", "2024-10-15")
+# Buildings (row, col, side in 10 m pixels) standing from each date on. Bright pixels stay under 2 % of the
+# scene at every date, so that each date's 2–98 % normalisation (rs.normalize) is that of the ground alone.
+SIZE = 160
+A, B, C = (20, 20, 8), (20, 110, 8), (100, 40, 8)
+C_GROWN = (100, 40, 12)  # C grows at date 4: 64 → 144 pixels
+D = (110, 120, 8)  # new at date 5
+
+
+def scenes_by_date() -> list[list[tuple[int, int, int]]]:
+    """The buildings standing at each of the five dates."""
+    return [[], [A, B], [A, B, C], [A, B, C_GROWN], [A, B, C_GROWN, D]]
+
+
+def model() -> ModelCache:
+    """A model calling change where bands got brighter or darker (as tests/test_pipeline.py's)."""
+    return ModelCache(fixed=ChangeModel(BrightnessChangeNet(4, gain=20.0, bias=2.0), pointwise_spec(),
+                                        torch.device("cpu")))
+
+
+def write_scenes(root: Path, n: int) -> Path:
+    """``root/scenes.csv`` listing the first ``n`` dates (returned); their GeoTIFFs are written once."""
+    base = textured_scene(SIZE, SIZE, seed=21)
+    lines = ["date,path"]
+    for when, buildings in list(zip(DATES, scenes_by_date(), strict=True))[:n]:
+        if not (root / f"{when}.tif").exists():  # a scene already listed stays as it was
+            scene = base
+            for row, col, side in buildings:
+                scene = plant_square(scene, row, col, side)
+            write_raster(root / f"{when}.tif", scene, UTM48N, utm_transform())
+        lines.append(f"{when},{when}.tif")
+    (root / "scenes.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root / "scenes.csv"
+
+
+def at(changes: gpd.GeoDataFrame, building: tuple[int, int, int]) -> pd.Series:
+    """The one tracked change covering the centre of ``building`` (row, col, side in pixels of utm_transform)."""
+    row, col, side = building
+    x0, y0 = ORIGIN
+    found = changes[changes.contains(Point(x0 + (col + side / 2) * 10, y0 - (row + side / 2) * 10))]
+    assert len(found) == 1
+    return found.iloc[0]
+
+
+def config(scenes: Path, store: Path) -> MonitorConfig:
+    return MonitorConfig(scenes=str(scenes), store=str(store), threshold=0.5, min_area_m2=0.0,
+                         inference=InferenceConfig(64, 16, 4))
+
+
+def test_changes_are_tracked_with_first_seen_status_and_only_new_pairs_run(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    result = run_monitor(config(write_scenes(tmp_path, 4), store), models=model())
+    assert result.detected == ["2024-01-10_2024-03-05", "2024-03-05_2024-05-20", "2024-05-20_2024-08-01"]
+    changes = gpd.read_file(store / HISTORY_GPKG, layer="changes").set_index("change_id")
+    assert len(changes) == 3
+    a, b, c = at(changes, A), at(changes, B), at(changes, C)
+    assert (a["first_seen"], b["first_seen"], c["first_seen"]) == ("2024-03-05", "2024-03-05", "2024-05-20")
+    assert (a["status"], b["status"], c["status"]) == ("stable", "stable", "growing")
+    assert c["last_seen"] == "2024-08-01" and a["last_seen"] == "2024-03-05"
+    assert c["area_m2"] == pytest.approx(144 * 100.0, rel=0.02)
+    assert c["previous_area_m2"] == pytest.approx(64 * 100.0, rel=0.02)
+    observations = gpd.read_file(store / HISTORY_GPKG, layer="observations")
+    assert sorted(observations["date"]) == ["2024-03-05", "2024-03-05", "2024-05-20", "2024-08-01"]
+    assert changes.crs == UTM48N
+
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (store / PAIRS).iterdir()}
+    again = run_monitor(config(write_scenes(tmp_path, 5), store), models=model())
+    assert again.detected == ["2024-08-01_2024-10-15"]
+    assert {p.name: p.stat().st_mtime_ns for p in (store / PAIRS).iterdir() if p.name in mtimes} == mtimes
+    later = gpd.read_file(store / HISTORY_GPKG, layer="changes").set_index("change_id")
+    assert later.loc[changes.index, "first_seen"].tolist() == changes["first_seen"].tolist()  # ids stay
+    assert sorted(later["status"]) == ["new", "stable", "stable", "stable"]
+    assert (later["first_seen"] == "2024-10-15").sum() == 1
+
+
+@pytest.mark.parametrize(("rows", "words"), [
+    ("date,path\n2024-01-10,a.tif\n05/03/2024,b.tif\n", "row 2: date '05/03/2024' is not a YYYY-MM-DD date"),
+    ("date,path\n2024-01-10,a.tif\n2024-01-10,b.tif\n", "row 2: date 2024-01-10 is listed twice"),
+    ("date,path\n2024-01-10,a.tif\n", "at least two dates"),
+    ("date,path,cloud\n2024-01-10,a.tif,1\n2024-02-10,b.tif,2\n", "row 1: unknown column(s) cloud"),
+])
+def test_bad_scenes_lists_are_refused_naming_the_row(tmp_path: Path, rows: str, words: str) -> None:
+    (tmp_path / "scenes.csv").write_text(rows, encoding="utf-8")
+    with pytest.raises(ManifestError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        read_scenes(tmp_path / "scenes.csv")
+
+
+def test_scenes_are_sorted_by_date_and_yaml_dates_read(tmp_path: Path) -> None:
+    (tmp_path / "scenes.yaml").write_text("- {date: 2024-05-01, path: b.tif}\n- {date: 2024-01-01, path: a.tif}\n",
+                                          encoding="utf-8")
+    scenes = read_scenes(tmp_path / "scenes.yaml")
+    assert [s.date for s in scenes] == [date(2024, 1, 1), date(2024, 5, 1)]
+    assert scenes[0].path == str(tmp_path / "a.tif")
+    assert np.all([Path(s.path).is_absolute() for s in scenes])
