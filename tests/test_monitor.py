@@ -8,10 +8,13 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import pytest
 import torch
+from click.testing import CliRunner, Result
 from shapely.geometry import Point
 
+from changewatch.cli import cli
 from changewatch.rs.config import InferenceConfig, MonitorConfig
 from changewatch.rs.errors import ManifestError
 from changewatch.rs.infer import ChangeModel, ModelCache
@@ -28,6 +31,7 @@ from tests.data import (
     utm_transform,
     write_raster,
 )
+from tests.test_imports import run_fresh
 
 DATES = ("2024-01-10", "2024-03-05", "2024-05-20", "2024-08-01", "2024-10-15")
 # Buildings (row, col, side in 10 m pixels) standing from each date on. Bright pixels stay under 2 % of the
@@ -103,6 +107,14 @@ def test_changes_are_tracked_with_first_seen_status_and_only_new_pairs_run(tmp_p
     assert sorted(later["status"]) == ["new", "stable", "stable", "stable"]
     assert (later["first_seen"] == "2024-10-15").sum() == 1
 
+    # A run killed before the middle pair's completion record was written: only that pair is run again, and
+    # the history rebuilt is the same.
+    (store / PAIRS / "2024-03-05_2024-05-20" / "_done.json").unlink()
+    resumed = run_monitor(config(store.parent / "scenes.csv", store), models=model())
+    assert resumed.detected == ["2024-03-05_2024-05-20"]
+    assert resumed.pairs[2].reason == "" and resumed.pairs[1].reason == "not done"
+    pd.testing.assert_frame_equal(gpd.read_file(store / HISTORY_GPKG, layer="changes").set_index("change_id"), later)
+
 
 @pytest.mark.parametrize(("rows", "words"), [
     ("date,path\n2024-01-10,a.tif\n05/03/2024,b.tif\n", "row 2: date '05/03/2024' is not a YYYY-MM-DD date"),
@@ -123,3 +135,41 @@ def test_scenes_are_sorted_by_date_and_yaml_dates_read(tmp_path: Path) -> None:
     assert [s.date for s in scenes] == [date(2024, 1, 1), date(2024, 5, 1)]
     assert scenes[0].path == str(tmp_path / "a.tif")
     assert np.all([Path(s.path).is_absolute() for s in scenes])
+
+
+def run(*args: object) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_monitor_command_detects_new_pairs_only_and_skips_without_torch(tmp_path: Path,
+                                                                         tiny_checkpoint: Path) -> None:
+    write_scenes(tmp_path, 3)
+    args = ["monitor", tmp_path / "scenes.csv", "-o", tmp_path / "store", "--model", tiny_checkpoint, "-q",
+            "--tile", 64, "--overlap", 16]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    assert "[detected] 2024-01-10_2024-03-05\n[detected] 2024-03-05_2024-05-20\n" in first.output
+    assert {"changes", "observations"} <= {name for name, _ in pyogrio.list_layers(tmp_path / "store" / HISTORY_GPKG)}
+    second = run(*args)
+    assert second.exit_code == 0 and "[skipped] 2024-03-05_2024-05-20" in second.output
+    assert run_fresh(args) == ([0], [])  # nothing to detect: no torch
+
+
+@pytest.mark.parametrize(("rows", "words"), [
+    ("date,path\n2024-01-10,a.tif\n10/03/2024,b.tif\n", "row 2: date '10/03/2024' is not a YYYY-MM-DD date"),
+    ("date,path\n2024-01-10,a.tif\n2024-01-10,b.tif\n", "row 2: date 2024-01-10 is listed twice"),
+    ("date,path\n2024-01-10,a.tif\n", "lists 1 scene(s): monitoring needs at least two dates"),
+])
+def test_bad_scenes_one_line_exit_3_nothing_written(tmp_path: Path, rows: str, words: str) -> None:
+    """The README's Bad inputs rows for SCENES."""
+    (tmp_path / "scenes.csv").write_text(rows, encoding="utf-8")
+    result = run("monitor", tmp_path / "scenes.csv", "-o", tmp_path / "store")
+    assert result.exit_code == 3 and result.output.startswith("error: ") and words in result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "store").exists()
+
+
+def test_monitor_uses_the_library_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    monkeypatch.setattr("changewatch.rs.monitor.run.run_monitor", lambda config: seen.append(config) or 1 / 0)
+    assert isinstance(run("monitor", "s.csv", "-o", "store").exception, ZeroDivisionError)
+    assert seen == [MonitorConfig(scenes="s.csv", store="store")]

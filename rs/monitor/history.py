@@ -121,34 +121,33 @@ def _matches(changes: gpd.GeoDataFrame, tracked: dict[str, _Tracked], reach: flo
     return {int(k): str(v) for k, v in zip(first.index.to_numpy(), first.to_numpy(), strict=True)}
 
 
-def _area_m2(geom: BaseGeometry, crs: CRS) -> float:
-    """Area of one geometry in m² (local UTM, as ``rs.vectorize`` measures change polygons)."""
-    series = gpd.GeoSeries([geom], crs=crs)
-    return float(series.to_crs(metric_crs(gpd.GeoDataFrame(geometry=series))).area.iloc[0])
-
-
-def _observe(tracked: dict[str, _Tracked], changes: gpd.GeoDataFrame, crs: CRS, when: date, pair: str,
+def _observe(tracked: dict[str, _Tracked], changes: gpd.GeoDataFrame, metric: CRS, when: date, pair: str,
              reach: float) -> list[dict[str, object]]:
-    """Update ``tracked`` with one pair's polygons (in ``crs``, the store's); returns that pair's observation rows."""
+    """Update ``tracked`` with one pair's polygons (store CRS); returns that pair's observation rows.
+
+    ``metric``: the local UTM CRS footprint areas are measured in (as ``rs.vectorize`` measures change
+    polygons); ``reach``: ``MATCH_REACH_PX`` pixels in store CRS units.
+    """
     matched = _matches(changes, tracked, reach)
     ids = [matched.get(int(i), f"{when:%Y%m%d}-{int(n):03d}") for i, n in zip(changes.index, changes["change_id"],
                                                                                strict=True)]
+    groups = [(str(key), group, shapely.union_all(group.geometry.to_numpy()))
+              for key, group in changes.groupby(np.asarray(ids, dtype=object), sort=True)]
+    footprints = [shapely.union(tracked[k].footprint, seen) if k in tracked else seen for k, _, seen in groups]
+    areas: list[float] = gpd.GeoSeries(footprints, crs=changes.crs).to_crs(metric).area.tolist() if groups else []
     rows: list[dict[str, object]] = []
-    for key, group in changes.groupby(np.asarray(ids, dtype=object), sort=True):
-        change_id, observed = str(key), shapely.union_all(group.geometry.to_numpy())
+    for (change_id, group, observed), footprint, area in zip(groups, footprints, areas, strict=True):
         earlier = tracked.get(change_id)
-        footprint = shapely.union(earlier.footprint, observed) if earlier else observed
-        area = _area_m2(footprint, crs)
         kinds = set(group["change_type"].dropna())
-        now = _Tracked(change_id, earlier.first_seen if earlier else when.isoformat(), when.isoformat(), footprint,
-                       area, earlier.area_m2 if earlier else 0.0, earlier.n_observations + 1 if earlier else 1,
-                       str(kinds.pop()) if len(kinds) == 1 else None,
-                       ",".join(sorted({r for text in group["reasons"].dropna() for r in str(text).split(",") if r})))
-        tracked[change_id] = now
+        tracked[change_id] = _Tracked(
+            change_id, earlier.first_seen if earlier else when.isoformat(), when.isoformat(), footprint,
+            float(area), earlier.area_m2 if earlier else 0.0, earlier.n_observations + 1 if earlier else 1,
+            str(kinds.pop()) if len(kinds) == 1 else None,
+            ",".join(sorted({r for text in group["reasons"].dropna() for r in str(text).split(",") if r})))
         rows.append({"change_id": change_id, "date": when.isoformat(), "pair": pair,
                      "pair_change_ids": ",".join(str(int(i)) for i in group["change_id"]),
                      "area_m2": float(group["area_m2"].sum()), "max_prob": float(group["max_prob"].max()),
-                     "footprint_m2": area, "geometry": observed})
+                     "footprint_m2": float(area), "geometry": observed})
     return rows
 
 
@@ -174,13 +173,17 @@ def build_history(pairs: list[tuple[date, Path]]) -> History:
     tracked: dict[str, _Tracked] = {}
     rows: list[dict[str, object]] = []
     crs: CRS | None = None
+    metric: CRS | None = None
     for when, folder in pairs:
         changes, pixel_m = read_pair(folder)
         crs = crs or changes.crs
         if crs is None:
             raise InputFileError(f"{folder / CHANGES_GPKG} has no CRS")
         changes = changes.to_crs(crs)
-        rows += _observe(tracked, changes, crs, when, folder.name, MATCH_REACH_PX * pixel_m * _units_per_metre(crs))
+        if changes.empty:
+            continue
+        metric = metric or metric_crs(changes)
+        rows += _observe(tracked, changes, metric, when, folder.name, MATCH_REACH_PX * pixel_m * _units_per_metre(crs))
     table = pd.DataFrame([{c: getattr(t, c) for c in TRACKED_COLUMNS if c != "status"} for t in tracked.values()],
                          columns=[c for c in TRACKED_COLUMNS if c != "status"])
     table["status"] = status(table, pairs[-1][0]) if pairs else pd.Series(dtype=object)
