@@ -31,6 +31,7 @@ from tests.data import (
     utm_transform,
     write_raster,
 )
+from tests.test_cli import readme_bad_inputs
 from tests.test_imports import run_fresh
 
 DATES = ("2024-01-10", "2024-03-05", "2024-05-20", "2024-08-01", "2024-10-15")
@@ -155,14 +156,22 @@ def test_monitor_command_detects_new_pairs_only_and_skips_without_torch(tmp_path
     assert run_fresh(args) == ([0], [])  # nothing to detect: no torch
 
 
-@pytest.mark.parametrize(("rows", "words"), [
-    ("date,path\n2024-01-10,a.tif\n10/03/2024,b.tif\n", "row 2: date '10/03/2024' is not a YYYY-MM-DD date"),
-    ("date,path\n2024-01-10,a.tif\n2024-01-10,b.tif\n", "row 2: date 2024-01-10 is listed twice"),
-    ("date,path\n2024-01-10,a.tif\n", "lists 1 scene(s): monitoring needs at least two dates"),
-])
-def test_bad_scenes_one_line_exit_3_nothing_written(tmp_path: Path, rows: str, words: str) -> None:
-    """The README's Bad inputs rows for SCENES."""
-    (tmp_path / "scenes.csv").write_text(rows, encoding="utf-8")
+BAD_SCENES = {  # the README's Bad inputs row (first cell) → (SCENES text, words of the error line)
+    "a SCENES row whose date is not `YYYY-MM-DD` (`10/03/2024`)":
+        ("date,path\n2024-01-10,a.tif\n10/03/2024,b.tif\n", "row 2: date '10/03/2024' is not a YYYY-MM-DD date"),
+    "a SCENES date listed twice":
+        ("date,path\n2024-01-10,a.tif\n2024-01-10,b.tif\n", "row 2: date 2024-01-10 is listed twice"),
+    "SCENES listing fewer than two scenes":
+        ("date,path\n2024-01-10,a.tif\n", "lists 1 scene(s): monitoring needs at least two dates"),
+}
+
+
+@pytest.mark.parametrize("row", list(BAD_SCENES))
+def test_bad_scenes_one_line_exit_3_nothing_written(tmp_path: Path, row: str) -> None:
+    """The README's Bad inputs rows for SCENES: one error line, exit code 3, no store."""
+    assert readme_bad_inputs()[row] == "3"
+    text, words = BAD_SCENES[row]
+    (tmp_path / "scenes.csv").write_text(text, encoding="utf-8")
     result = run("monitor", tmp_path / "scenes.csv", "-o", tmp_path / "store")
     assert result.exit_code == 3 and result.output.startswith("error: ") and words in result.output
     assert result.output.count("\n") == 1 and not (tmp_path / "store").exists()
