@@ -12,10 +12,12 @@ import pyogrio
 import pytest
 import torch
 from click.testing import CliRunner, Result
-from shapely.geometry import Point
+from shapely.geometry import Point, Polygon, box
 
 from changewatch.cli import cli
 from changewatch.rs.config import InferenceConfig, MonitorConfig
+from changewatch.rs.crosscheck.rules import crosscheck
+from changewatch.rs.crosscheck.settings import CrosscheckInputs, RuleConfig
 from changewatch.rs.errors import ManifestError
 from changewatch.rs.infer import ChangeModel, ModelCache
 from changewatch.rs.monitor.history import HISTORY_GPKG
@@ -78,9 +80,25 @@ def at(changes: gpd.GeoDataFrame, building: tuple[int, int, int]) -> pd.Series:
     return found.iloc[0]
 
 
+def permits(root: Path) -> Path:
+    """P-A over building A, issued before it was built; P-C over C (as grown), issued after C was first seen."""
+    def around(row: int, col: int, side: int) -> Polygon:
+        x0, y0 = ORIGIN
+        return box(x0 + (col - 2) * 10, y0 - (row + side + 2) * 10, x0 + (col + side + 2) * 10, y0 - (row - 2) * 10)
+
+    if (root / "permits.gpkg").exists():  # written once: a changed layer makes every pair stale
+        return root / "permits.gpkg"
+    gdf = gpd.GeoDataFrame({"permit_id": ["P-A", "P-C"], "issued": ["2024-01-01", "2024-06-01"],
+                            "expires": ["2030-12-31", "2030-12-31"]},
+                           geometry=[around(*A), around(*C_GROWN)], crs=UTM48N)
+    gdf.to_file(root / "permits.gpkg")
+    return root / "permits.gpkg"
+
+
 def config(scenes: Path, store: Path) -> MonitorConfig:
     return MonitorConfig(scenes=str(scenes), store=str(store), threshold=0.5, min_area_m2=0.0,
-                         inference=InferenceConfig(64, 16, 4))
+                         inference=InferenceConfig(64, 16, 4),
+                         layers=CrosscheckInputs(permits=str(permits(scenes.parent))))
 
 
 def test_changes_are_tracked_with_first_seen_status_and_only_new_pairs_run(tmp_path: Path) -> None:
@@ -95,6 +113,8 @@ def test_changes_are_tracked_with_first_seen_status_and_only_new_pairs_run(tmp_p
     assert c["last_seen"] == "2024-08-01" and a["last_seen"] == "2024-03-05"
     assert c["area_m2"] == pytest.approx(144 * 100.0, rel=0.02)
     assert c["previous_area_m2"] == pytest.approx(64 * 100.0, rel=0.02)
+    # Judged as of the latest date with first_seen: C's permit is valid now but was issued after C was first seen.
+    assert (a["reasons"], b["reasons"], c["reasons"]) == ("PERMITTED", "NO_PERMIT", "STARTED_BEFORE_PERMIT")
     observations = gpd.read_file(store / HISTORY_GPKG, layer="observations")
     assert sorted(observations["date"]) == ["2024-03-05", "2024-03-05", "2024-05-20", "2024-08-01"]
     assert changes.crs == UTM48N
@@ -182,3 +202,24 @@ def test_monitor_uses_the_library_defaults(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr("changewatch.rs.monitor.run.run_monitor", lambda config: seen.append(config) or 1 / 0)
     assert isinstance(run("monitor", "s.csv", "-o", "store").exception, ZeroDivisionError)
     assert seen == [MonitorConfig(scenes="s.csv", store="store")]
+
+
+def test_first_seen_dates_judge_permit_timing() -> None:
+    """STARTED_BEFORE_PERMIT, and PERMIT_EXPIRED on the day first seen even when the as-of date finds a valid permit."""
+    x0, y0 = ORIGIN
+    squares = [box(x0 + i * 100, y0 - 50, x0 + i * 100 + 50, y0) for i in range(5)]
+    changes = gpd.GeoDataFrame({"change_id": [1, 2, 3, 4, 5],
+                                "first_seen": ["2024-03-05", "2024-05-20", "2024-03-05", None, "2024-05-20"]},
+                               geometry=squares, crs=UTM48N)
+    permits = gpd.GeoDataFrame({"permit_id": ["late", "lapsed", "early", "late2", "lapsed2", "new2"],
+                                "issued": ["2024-04-01", "2023-01-01", "2024-01-01", "2024-04-01", "2023-01-01",
+                                           "2024-06-01"],
+                                "expires": [None, "2024-04-30", None, None, "2024-04-30", None]},
+                               geometry=[s.buffer(5) for s in (squares[0], squares[1], squares[2], squares[3],
+                                                               squares[4], squares[4])], crs=UTM48N)
+    judged = crosscheck(changes, permits, rules=RuleConfig(as_of=date(2024, 4, 15)))["reasons"].tolist()
+    assert judged == ["STARTED_BEFORE_PERMIT",  # valid on as-of, issued after the change was first seen
+                      "PERMIT_EXPIRED",  # valid on as-of, expired before the change was first seen
+                      "PERMITTED",  # valid on the day first seen
+                      "PERMITTED",  # first seen unknown: judged on as-of alone, as before
+                      "PERMIT_EXPIRED,STARTED_BEFORE_PERMIT"]  # first seen between one permit and the next

@@ -14,8 +14,10 @@ Layer ``changes``, one row per tracked change: ``change_id`` (``YYYYMMDD-NNN``: 
 and the number of the pair polygon that started it, so ids never change when later scenes are
 added), ``first_seen`` and ``last_seen`` (ISO dates of the AFTER scenes of the first and last pairs
 that observed it), ``n_observations``, ``status``, ``area_m2`` (footprint, local UTM),
-``previous_area_m2`` (before its last observation; 0 for a new one), ``change_type`` and
-``reasons`` (of its last observation), and the footprint. ``status`` is judged at the latest date:
+``previous_area_m2`` (before its last observation; 0 for a new one), ``change_type`` (of its last
+observation) and ``reasons`` (``build_history``: of its last observation; ``rs.monitor.run.judged``
+replaces them by its footprint's, judged with ``first_seen``, and adds ``permit_ids``), and the
+footprint. ``status`` is judged at the latest date:
 
 - ``gone``: observed at the latest date as ``demolished`` (models with building outputs only);
 - ``new``: first seen at the latest date;
@@ -201,13 +203,11 @@ def _units_per_metre(crs: CRS) -> float:
     return 1.0 / 111_320.0
 
 
-def write_history(pairs: list[tuple[date, Path]], path: Path) -> History:
-    """Build the history of ``pairs`` (``build_history``) and replace ``path`` with it atomically.
+def write_history(history: History, path: Path) -> None:
+    """Replace ``path`` with ``history`` (layers ``changes`` and ``observations``) atomically.
 
-    Raises InputFileError (a pair folder unreadable), OutputError (``path`` cannot be written).
+    Raises OutputError when ``path`` cannot be written.
     """
-    history = build_history(pairs)
     with writing(path), atomic_write(path) as tmp:
         write_gpkg(history.changes, tmp, LAYER_TRACKED)
         write_gpkg(history.observations, tmp, LAYER_OBSERVATIONS)
-    return history

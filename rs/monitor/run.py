@@ -10,16 +10,18 @@ when a pair is actually detected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from datetime import date
 from pathlib import Path
 
 from changewatch.rs.batch.manifest import Job
 from changewatch.rs.batch.resume import remove_stale_staging, stale_reason
 from changewatch.rs.config import BatchConfig, DetectOptions, MonitorConfig
+from changewatch.rs.crosscheck.rules import crosscheck
 from changewatch.rs.errors import ChangewatchError
 from changewatch.rs.infer import ModelCache
 from changewatch.rs.io.files import writing
-from changewatch.rs.monitor.history import HISTORY_GPKG, History, write_history
+from changewatch.rs.monitor.history import HISTORY_GPKG, History, build_history, write_history
 from changewatch.rs.monitor.scenes import ScenePair, consecutive_pairs, read_scenes
 
 PAIRS = "pairs"  # STORE/pairs/<date_a>_<date_b>/: one detect run folder per consecutive pair
@@ -68,11 +70,13 @@ def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> Moni
     """Detect every consecutive pair of ``config.scenes`` not done yet, then rebuild and write the history.
 
     Pairs are detected in date order into ``STORE/pairs/<date_a>_<date_b>/`` (``rs.pipeline.detect``);
-    ``STORE/history.gpkg`` is rebuilt from all pair folders and replaced atomically
-    (``rs.monitor.history``). ``models``: loaded models to reuse (tests pass a fixed one); by default
-    a fresh cache on ``config.inference.device``. Raises ManifestError for a bad SCENES, the
-    ChangewatchError of the first pair that fails (with its exit code; the pairs before it stay
-    done), OutputError when the store cannot be written.
+    ``STORE/history.gpkg`` is rebuilt from all pair folders (``rs.monitor.history``), its changes
+    judged with their ``first_seen`` dates (``judged``), and replaced atomically. ``models``: loaded
+    models to reuse (tests pass a fixed one); by default a fresh cache on ``config.inference.device``.
+
+    Raises ManifestError for a bad SCENES, the ChangewatchError of the first pair that fails (with
+    its exit code; the pairs before it stay done), LayerError for unusable layers, OutputError
+    when the store cannot be written.
     """
     pairs = consecutive_pairs(read_scenes(config.scenes))
     batch = pair_settings(config)
@@ -82,8 +86,28 @@ def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> Moni
     remove_stale_staging(folder)  # an interrupted run: folders it was replacing restored, its litter gone
     models = models or ModelCache(config.inference.device, config.inference.amp)  # loads nothing yet
     records = [_run_pair(pair, pair_job(pair, config), batch, models) for pair in pairs]
-    history = write_history([(p.after.date, folder / p.name) for p in pairs], Path(config.store) / HISTORY_GPKG)
+    history = judged(build_history([(p.after.date, folder / p.name) for p in pairs]), config, pairs[-1].after.date)
+    write_history(history, Path(config.store) / HISTORY_GPKG)
     return MonitorResult(records, history, Path(config.store) / HISTORY_GPKG)
+
+
+def judged(history: History, config: MonitorConfig, latest: date) -> History:
+    """The tracked changes with ``reasons`` and ``permit_ids`` of their footprints, judged with their ``first_seen``.
+
+    Judged against ``config.layers`` as of ``--as-of``, else the latest scene's date; a change's
+    ``first_seen`` feeds STARTED_BEFORE_PERMIT and PERMIT_EXPIRED (``rs.crosscheck.rules``).
+    Raises LayerError, InputFileError for layers that cannot be used.
+    """
+    changes = history.changes
+    if changes.empty or changes.crs is None:
+        return History(changes.assign(permit_ids=""), history.observations)
+    left, bottom, right, top = (float(v) for v in changes.total_bounds)
+    layers = config.layers.read(extent=((left, bottom, right, top), changes.crs))
+    rules = replace(config.layers.rules, as_of=config.layers.rules.as_of or latest)
+    checked = crosscheck(changes, layers.permits.data if layers.permits else None,
+                         layers.zoning.data if layers.zoning else None, rules)
+    return History(changes.assign(reasons=checked["reasons"], permit_ids=checked["permit_ids"]),
+                   history.observations)
 
 
 def _run_pair(pair: ScenePair, job: Job, batch: BatchConfig, models: ModelCache) -> PairRecord:
