@@ -173,7 +173,9 @@ def test_monitor_command_detects_new_pairs_only_and_skips_without_torch(tmp_path
     assert {"changes", "observations"} <= {name for name, _ in pyogrio.list_layers(tmp_path / "store" / HISTORY_GPKG)}
     second = run(*args)
     assert second.exit_code == 0 and "[skipped] 2024-03-05_2024-05-20" in second.output
-    assert run_fresh(args) == ([0], [])  # nothing to detect: no torch
+    (tmp_path / "bad.csv").write_text("date,path\n2024-01-10,a.tif\n", encoding="utf-8")
+    bad = ["monitor", tmp_path / "bad.csv", "-o", tmp_path / "other", "--model", tiny_checkpoint]
+    assert run_fresh(args, bad) == ([0, 3], [])  # nothing to detect, a bad SCENES: no torch
 
 
 BAD_SCENES = {  # the README's Bad inputs row (first cell) → (SCENES text, words of the error line)
