@@ -34,6 +34,7 @@ def monitor(scenes: str, store: str, permits: str | None, zoning: str | None, pa
     its AFTER date unless --as-of is given. Re-running after adding a scene detects only the
     new pair; an interrupted run resumes.
     """
+    from changewatch.rs.monitor.history import STATUSES
     from changewatch.rs.monitor.run import run_monitor
 
     layers = crosscheck_inputs(permits, zoning, parcels, as_of, columns_file)
@@ -43,5 +44,5 @@ def monitor(scenes: str, store: str, permits: str | None, zoning: str | None, pa
         click.echo(f"[{'detected' if record.status == 'done' else 'skipped'}] {record.name}{why}")
     counts = result.history.changes["status"].value_counts()
     click.echo(f"{len(result.history.changes)} tracked changes ("
-               + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("new", "growing", "stable", "gone"))
+               + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES)
                + f"); history in {result.path}")
