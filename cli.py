@@ -14,6 +14,7 @@ import changewatch
 from changewatch.rs.commands.batch import batch
 from changewatch.rs.commands.labels import labels
 from changewatch.rs.commands.models import evaluate, train
+from changewatch.rs.commands.monitor import monitor
 from changewatch.rs.commands.run import crosscheck, demo, detect, export
 from changewatch.rs.commands.synth import synth
 
@@ -28,6 +29,7 @@ def cli() -> None:
       python cli.py demo                       # the bundled Hong Kong Sentinel-2 pair
       python cli.py detect BEFORE.tif AFTER.tif -o out/ --permits permits.gpkg
       python cli.py batch manifest.csv -o out/batch --resume
+      python cli.py monitor scenes.csv -o store/          # many dates: new pairs only, history.gpkg
       python cli.py evaluate --data DIR --sites a,b --json
       python cli.py labels out/ward7 out/ward9 -o labels/city   # reviewed runs → training labels
 
@@ -38,7 +40,7 @@ def cli() -> None:
     """
 
 
-for command in (detect, demo, batch, crosscheck, export, labels, train, evaluate, synth):
+for command in (detect, demo, batch, monitor, crosscheck, export, labels, train, evaluate, synth):
     cli.add_command(command)
 
 

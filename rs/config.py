@@ -186,6 +186,22 @@ class BatchConfig(DetectOptions):
 
 
 @dataclass(frozen=True)
+class MonitorConfig(DetectOptions):
+    """One monitor run (``rs.monitor``): the dated scenes of one area, its store, its layers, the detect settings.
+
+    ``scenes``: a CSV or YAML of ``date,path`` rows (``rs.monitor.scenes``); ``store``: the folder
+    holding every consecutive pair's run folder (``pairs/<date_a>_<date_b>/``) and ``history.gpkg``;
+    ``layers``: the reference layers every pair is judged against (``layers.rules.as_of`` None: each
+    pair is judged on its AFTER scene's date from SCENES); the detect settings every pair shares
+    (``DetectOptions``). A pair whose run folder is complete and up to date is not run again.
+    """
+
+    scenes: str
+    store: str
+    layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
+
+
+@dataclass(frozen=True)
 class EvalOptions(PairOptions):
     """How to score (``rs.evaluate``), with the pairs prepared as ``detect`` does.
 

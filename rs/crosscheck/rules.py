@@ -12,6 +12,11 @@ expiry date: open-ended; no issue date: never valid; a date that cannot be read 
   the valid permits' footprints is larger than ``exceed_min_m2`` *and* ``exceed_min_fraction``
   of the change;
 - ``NO_BUILD_ZONE``: it touches a zone where new construction is not allowed;
+- ``STARTED_BEFORE_PERMIT`` (changes with a ``first_seen`` date, as ``monitor`` tracks them; no
+  date: not judged): permits touch it, none was valid on the day it was first seen, and one was
+  issued after that day — the construction started before its permit. A change first seen after
+  a touching permit expired, none being valid that day, is ``PERMIT_EXPIRED`` too, whatever the
+  as-of date (a later scene does not make it permitted);
 - ``DEMOLISHED``: a change whose ``change_type`` is ``demolished`` (``rs.buildings``) gets this
   code alone instead of the rules above — removing a building is not construction — unless
   ``RuleConfig.demolition_needs_permit``, when it is judged like construction. It is the least
@@ -43,10 +48,12 @@ PERMIT_NOT_YET_VALID = "PERMIT_NOT_YET_VALID"
 PERMIT_EXPIRED = "PERMIT_EXPIRED"
 EXCEEDS_PERMIT = "EXCEEDS_PERMIT"
 NO_BUILD_ZONE = "NO_BUILD_ZONE"
+STARTED_BEFORE_PERMIT = "STARTED_BEFORE_PERMIT"
+FIRST_SEEN = "first_seen"  # optional column of the changes: the date a change was first seen (rs.monitor)
 DEMOLISHED = "DEMOLISHED"
 PERMITTED = "PERMITTED"
-SEVERITY = (NO_BUILD_ZONE, NO_PERMIT, EXCEEDS_PERMIT, PERMIT_EXPIRED, PERMIT_NOT_YET_VALID, DEMOLISHED,
-            PERMITTED)  # worst first
+SEVERITY = (NO_BUILD_ZONE, NO_PERMIT, EXCEEDS_PERMIT, STARTED_BEFORE_PERMIT, PERMIT_EXPIRED, PERMIT_NOT_YET_VALID,
+            DEMOLISHED, PERMITTED)  # worst first
 
 
 def _ids_by_change(pairs: pd.DataFrame, ids: pd.Series, index: pd.Index) -> pd.Series:
@@ -81,8 +88,30 @@ def _permit_rules(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, rules:
     codes[PERMIT_NOT_YET_VALID] = touched & ~any_valid & all_not_yet
     codes[PERMIT_EXPIRED] = touched & ~any_valid & ~all_not_yet
     codes[EXCEEDS_PERMIT] = _exceeds(changes_m, permits, pairs[pairs["valid"]], rules)
+    if FIRST_SEEN in out:
+        _timing_rules(pd.to_datetime(out[FIRST_SEEN], errors="coerce"), pairs, issued.to_numpy()[other],
+                      expires.to_numpy()[other], codes)
     out["permit_ids"] = _ids_by_change(pairs, permits[cols.permit_id], out.index)
     out["valid_permit_ids"] = _ids_by_change(pairs[pairs["valid"]], permits[cols.permit_id], out.index)
+
+
+def _timing_rules(first_seen: pd.Series, pairs: pd.DataFrame, issued: np.ndarray, expires: np.ndarray,
+                  codes: dict[str, np.ndarray]) -> None:
+    """STARTED_BEFORE_PERMIT, and PERMIT_EXPIRED, judged on the day each change was first seen (module docstring).
+
+    ``first_seen``: per change (NaT: unknown, not judged); ``pairs``: the touching change–permit
+    pairs; ``issued``, ``expires``: the dates (datetime64, NaT for none) of each pair's permit.
+    """
+    start = first_seen.reindex(pd.Index(pairs["change"])).to_numpy()
+    known = ~np.isnat(start)
+    flags = pd.DataFrame({"change": pairs["change"].to_numpy(),
+                          "valid": known & (issued <= start) & (np.isnat(expires) | (start <= expires)),
+                          "later": known & (issued > start), "expired": known & (expires < start)})
+    per_change = flags.groupby("change")[["valid", "later", "expired"]].max().reindex(first_seen.index,
+                                                                                     fill_value=False)
+    none_valid = ~per_change["valid"].to_numpy(bool)
+    codes[STARTED_BEFORE_PERMIT] = none_valid & per_change["later"].to_numpy(bool)
+    codes[PERMIT_EXPIRED] = codes[PERMIT_EXPIRED] | (none_valid & per_change["expired"].to_numpy(bool))
 
 
 def _exceeds(changes_m: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, valid_pairs: pd.DataFrame,

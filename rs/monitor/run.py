@@ -1,0 +1,125 @@
+"""A monitor run: detect every consecutive pair not yet done, then rebuild the store's change history.
+
+Each pair is one ``rs.batch`` job (``Job``) into ``STORE/pairs/<date_a>_<date_b>/`` run by
+``rs.batch.jobs.run_job``, so a pair is *done* exactly when a batch job is: its completion record
+``_done.json`` agrees with its outputs, the settings, the scenes' and model's files
+(``rs.batch.resume.stale_reason``). A run killed at any moment resumes: folders it was replacing
+are restored (``remove_stale_staging``) and unfinished pairs are run again. Torch is imported only
+when a pair is actually detected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from datetime import date
+from pathlib import Path
+
+from changewatch.rs.batch.manifest import Job
+from changewatch.rs.batch.resume import remove_stale_staging, stale_reason
+from changewatch.rs.config import BatchConfig, DetectOptions, MonitorConfig
+from changewatch.rs.crosscheck.rules import crosscheck
+from changewatch.rs.errors import ChangewatchError
+from changewatch.rs.infer import ModelCache
+from changewatch.rs.io.files import writing
+from changewatch.rs.monitor.history import HISTORY_GPKG, History, build_history, write_history
+from changewatch.rs.monitor.scenes import ScenePair, consecutive_pairs, read_scenes
+
+PAIRS = "pairs"  # STORE/pairs/<date_a>_<date_b>/: one detect run folder per consecutive pair
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """What became of one pair: ``status`` "done" (detected now) or "skipped" (done earlier, up to date).
+
+    ``reason``: why it was (re)detected (``stale_reason``: "not done", "inputs changed: …"), "" when skipped.
+    """
+
+    name: str
+    status: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """The pairs in date order with what became of each, the history rebuilt and where it was written."""
+
+    pairs: list[PairRecord]
+    history: History
+    path: Path
+
+    @property
+    def detected(self) -> list[str]:
+        """Names of the pairs detected by this run (the others were done already)."""
+        return [p.name for p in self.pairs if p.status == "done"]
+
+
+def pair_settings(config: MonitorConfig) -> BatchConfig:
+    """The batch whose jobs are the pairs: folder ``STORE/pairs``, serial, resumable, the monitor's detect settings."""
+    shared = {f.name: getattr(config, f.name) for f in fields(DetectOptions)}
+    return BatchConfig(manifest=config.scenes, outdir=str(Path(config.store) / PAIRS), layers=config.layers,
+                       resume=True, scheduler="serial", **shared)
+
+
+def pair_job(pair: ScenePair, config: MonitorConfig) -> Job:
+    """The batch job of ``pair``: judged as of ``--as-of`` when given, else as of the AFTER scene's date."""
+    return Job(pair.name, pair.before.path, pair.after.path, config.layers.permits, config.layers.zoning,
+               config.layers.parcels, as_of=config.layers.rules.as_of or pair.after.date)
+
+
+def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> MonitorResult:
+    """Detect every consecutive pair of ``config.scenes`` not done yet, then rebuild and write the history.
+
+    Pairs are detected in date order into ``STORE/pairs/<date_a>_<date_b>/`` (``rs.pipeline.detect``);
+    ``STORE/history.gpkg`` is rebuilt from all pair folders (``rs.monitor.history``), its changes
+    judged with their ``first_seen`` dates (``judged``), and replaced atomically. ``models``: loaded
+    models to reuse (tests pass a fixed one); by default a fresh cache on ``config.inference.device``.
+
+    Raises ManifestError for a bad SCENES, the ChangewatchError of the first pair that fails (with
+    its exit code; the pairs before it stay done), LayerError for unusable layers, OutputError
+    when the store cannot be written.
+    """
+    pairs = consecutive_pairs(read_scenes(config.scenes))
+    batch = pair_settings(config)
+    folder = Path(batch.outdir)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(folder)  # an interrupted run: folders it was replacing restored, its litter gone
+    models = models or ModelCache(config.inference.device, config.inference.amp)  # loads nothing yet
+    records = [_run_pair(pair, pair_job(pair, config), batch, models) for pair in pairs]
+    history = judged(build_history([(p.after.date, folder / p.name) for p in pairs]), config, pairs[-1].after.date)
+    write_history(history, Path(config.store) / HISTORY_GPKG)
+    return MonitorResult(records, history, Path(config.store) / HISTORY_GPKG)
+
+
+def judged(history: History, config: MonitorConfig, latest: date) -> History:
+    """The tracked changes with ``reasons`` and ``permit_ids`` of their footprints, judged with their ``first_seen``.
+
+    Judged against ``config.layers`` as of ``--as-of``, else the latest scene's date; a change's
+    ``first_seen`` feeds STARTED_BEFORE_PERMIT and PERMIT_EXPIRED (``rs.crosscheck.rules``).
+    Raises LayerError, InputFileError for layers that cannot be used.
+    """
+    changes = history.changes
+    if changes.empty or changes.crs is None:
+        return History(changes.assign(permit_ids=""), history.observations)
+    left, bottom, right, top = (float(v) for v in changes.total_bounds)
+    layers = config.layers.read(extent=((left, bottom, right, top), changes.crs))
+    rules = replace(config.layers.rules, as_of=config.layers.rules.as_of or latest)
+    checked = crosscheck(changes, layers.permits.data if layers.permits else None,
+                         layers.zoning.data if layers.zoning else None, rules)
+    return History(changes.assign(reasons=checked["reasons"], permit_ids=checked["permit_ids"]),
+                   history.observations)
+
+
+def _run_pair(pair: ScenePair, job: Job, batch: BatchConfig, models: ModelCache) -> PairRecord:
+    """Detect ``pair`` unless its folder is done and up to date; raises the pair's ChangewatchError."""
+    reason = stale_reason(Path(batch.outdir) / job.area_id, job, batch)
+    if reason is None:
+        return PairRecord(pair.name, "skipped")
+    from changewatch.rs.batch.jobs import run_job  # the pipeline: only when a pair is detected
+
+    record = run_job(job, batch, models)
+    if record.status == "failed":
+        error = ChangewatchError(f"pair {pair.name}: {record.error}")
+        error.exit_code = record.exit_code
+        raise error
+    return PairRecord(pair.name, "done", reason)
