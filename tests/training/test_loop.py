@@ -18,6 +18,7 @@ from changewatch.rs.training.loop import train, val_set_names
 from changewatch.rs.training.sampling import load_site
 
 
+@pytest.mark.slow  # 60 iterations and three validations: about a minute on two cores
 def test_short_training_lowers_loss_and_saves_checkpoint(sites: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.json"
     config = TrainConfig(data_dir=str(sites), out=str(out), train_sites=("alpha", "beta"), val_sites=("gamma",),
