@@ -12,8 +12,11 @@ class) are generated from that description, so they draw the same classes:
 - ``changes``: by ``flagged`` (the most severe code's colour, or PERMITTED's);
 - ``change_prob.tif``: a pseudocolour ramp over probability 0–1, transparent at 0 (``write_raster_style``).
 
-The colours are sampled in order of severity from matplotlib's ``turbo`` map (``reason_colours``), so a new code
-gets one without a table to edit. Written with sqlite3 into a finished GeoPackage (``write_styles``).
+The colours are ColorBrewer schemes (Cynthia A. Brewer, colorbrewer2.org, Apache-2.0): reason codes in order of
+severity take the diverging ``RdYlBu`` scheme from dark red (most severe) to blue (PERMITTED), the probability ramp
+the sequential ``YlOrRd`` (``reason_colours``, ``PROBABILITY_RAMP``); they are constants rather than sampled from a
+plotting library so that writing a style (every ``detect`` and ``crosscheck``) imports none. Written with sqlite3
+into a finished GeoPackage (``write_styles``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,12 @@ from changewatch.rs.runfolder import LAYER_CHANGES, LAYER_FLAGGED, LAYER_PARCELS
 QGIS_VERSION = "3.28.0-Firenze"  # the LTR the QML is written for (QGIS reads it from 3.4 on)
 QML_DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
 FILL_ALPHA = 160  # of 255: the imagery below stays visible
-PROBABILITY_STOPS = 5  # colours of the probability ramp, evenly spaced over 0–1
+# ColorBrewer RdYlBu, 8 and 11 classes (colorbrewer2.org): one colour per reason code, most severe first
+RD_YL_BU = {8: ("#d73027", "#f46d43", "#fdae61", "#fee090", "#e0f3f8", "#abd9e9", "#74add1", "#4575b4"),
+            11: ("#a50026", "#d73027", "#f46d43", "#fdae61", "#fee090", "#ffffbf", "#e0f3f8", "#abd9e9", "#74add1",
+                 "#4575b4", "#313695")}
+# ColorBrewer YlOrRd, 5 classes: the probability ramp's colours, evenly spaced over 0–1
+PROBABILITY_RAMP = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
 SLD = "http://www.opengis.net/sld"
 SE = "http://www.opengis.net/se"
 OGC = "http://www.opengis.net/ogc"
@@ -76,11 +84,20 @@ class LayerStyle:
 
 
 def reason_colours() -> dict[str, str]:
-    """One colour (``#rrggbb``) per reason code of SEVERITY, from dark red (most severe) to blue (PERMITTED)."""
-    from matplotlib import colormaps, colors
+    """One colour (``#rrggbb``) per reason code of SEVERITY, from dark red (most severe) to blue (PERMITTED).
 
+    The smallest RD_YL_BU scheme with enough classes, its ends kept (most severe and PERMITTED).
+
+    Raises:
+        ValueError: SEVERITY has more codes than the largest scheme has classes (add one).
+    """
     n = len(SEVERITY)
-    return {code: colors.to_hex(colormaps["turbo"](0.95 - 0.85 * i / (n - 1))) for i, code in enumerate(SEVERITY)}
+    fits = [k for k in sorted(RD_YL_BU) if k >= n]
+    if not fits:
+        raise ValueError(f"{n} reason codes but at most {max(RD_YL_BU)} colours: add a larger RdYlBu scheme")
+    scheme = RD_YL_BU[fits[0]]
+    picks = [round(i * (len(scheme) - 1) / (n - 1)) for i in range(n)]
+    return {code: scheme[k] for code, k in zip(SEVERITY, picks, strict=True)}
 
 
 def layer_styles() -> tuple[LayerStyle, ...]:
@@ -247,10 +264,9 @@ def write_styles(gpkg: Path) -> list[str]:
 def raster_qml() -> str:
     """The QGIS style (QML) of the change probability raster.
 
-    Band 1 as a pseudocolour ramp over 0–1 (matplotlib's ``YlOrRd``), interpolated, transparent at 0.
+    Band 1 as a pseudocolour ramp over 0–1 (PROBABILITY_RAMP, ColorBrewer ``YlOrRd``), interpolated,
+    transparent at 0.
     """
-    from matplotlib import colormaps, colors
-
     root = ET.Element("qgis", version=QGIS_VERSION, styleCategories="Symbology")
     pipe = ET.SubElement(root, "pipe")
     renderer = ET.SubElement(pipe, "rasterrenderer", type="singlebandpseudocolor", band="1", opacity="1",
@@ -261,10 +277,10 @@ def raster_qml() -> str:
         ET.SubElement(origin, tag).text = text
     shader = ET.SubElement(ET.SubElement(renderer, "rastershader"), "colorrampshader", colorRampType="INTERPOLATED",
                            classificationMode="1", clip="0", minimumValue="0", maximumValue="1", labelPrecision="2")
-    for i in range(PROBABILITY_STOPS):
-        value = i / (PROBABILITY_STOPS - 1)
+    for i, colour in enumerate(PROBABILITY_RAMP):
+        value = i / (len(PROBABILITY_RAMP) - 1)
         ET.SubElement(shader, "item", value=f"{value:g}", label=f"{value:g}", alpha="0" if i == 0 else "255",
-                      color=colors.to_hex(colormaps["YlOrRd"](value)))
+                      color=colour)
     ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0", gamma="1")
     ET.SubElement(pipe, "huesaturation", saturation="0", grayscaleMode="0", colorizeOn="0")
     ET.SubElement(pipe, "rasterresampler", maxOversampling="2")

@@ -290,3 +290,13 @@ def test_shapefile_booleans_are_integers(run_dir: Path, tmp_path: Path) -> None:
     source = read_run_layers(run_dir)["changes"]
     assert pd.api.types.is_integer_dtype(shp["flagged"])
     assert list(shp["flagged"]) == [int(v) for v in source["flagged"]]
+
+
+def test_reason_colours_are_distinct_from_most_severe_red_to_permitted_blue() -> None:
+    from changewatch.rs.crosscheck.rules import PERMITTED, SEVERITY
+    from changewatch.rs.styles import reason_colours
+
+    colours = reason_colours()
+    assert list(colours) == list(SEVERITY) and len(set(colours.values())) == len(SEVERITY)
+    first, last = colours[SEVERITY[0]], colours[PERMITTED]
+    assert int(first[1:3], 16) > int(first[5:7], 16) and int(last[5:7], 16) > int(last[1:3], 16)

@@ -18,7 +18,8 @@ from changewatch.cli import cli
 from tests.data import AS_OF, make_manifest, rule_case
 from tests.test_cli import _bad_inputs
 
-HEAVY = ("torch", "segmentation_models_pytorch", "timm", "skimage", "dask", "distributed", "dask_geopandas")
+HEAVY = ("torch", "segmentation_models_pytorch", "timm", "skimage", "dask", "distributed", "dask_geopandas",
+         "matplotlib")
 
 # Runs each command line of the JSON list in argv[1] in turn, then prints one JSON line: their exit
 # codes and the heavy modules now imported.

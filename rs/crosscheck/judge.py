@@ -12,6 +12,7 @@ from changewatch.rs.crosscheck.parcels import attribute_parcels
 from changewatch.rs.crosscheck.rules import crosscheck
 from changewatch.rs.crosscheck.settings import ParcelColumns, RuleConfig
 from changewatch.rs.crosscheck.spatial import id_ranks, join_ids
+from changewatch.rs.grid import metric_crs
 from changewatch.rs.summary import Areas, Counts
 
 
@@ -49,13 +50,17 @@ class Judgement:
 
 def judge(changes: gpd.GeoDataFrame, layers: Layers, rules: RuleConfig,
           parcel_columns: ParcelColumns = ParcelColumns()) -> Judgement:
-    """Cross-check ``changes`` against ``layers`` and attribute the flagged ones to parcels."""
+    """Cross-check ``changes`` against ``layers`` and attribute the flagged ones to parcels.
+
+    Overlaps and areas are measured in one CRS for the whole judgement: the changes' local UTM zone.
+    """
+    metric = metric_crs(changes) if len(changes) else None
     checked = crosscheck(changes, layers.permits.data if layers.permits else None,
-                         layers.zoning.data if layers.zoning else None, rules)
+                         layers.zoning.data if layers.zoning else None, rules, metric)
     flagged = checked[checked["flagged"]].reset_index(drop=True)
     if layers.parcels is None:
         return Judgement(checked, flagged, None)
-    links, table = attribute_parcels(flagged, layers.parcels.data, parcel_columns, rules.dask_min_features)
+    links, table = attribute_parcels(flagged, layers.parcels.data, parcel_columns, rules.dask_min_features, metric)
     names, ranks = id_ranks(links["parcel_id"])
     keys, joined = join_ids(links["change_id"].to_numpy(), ranks, names)
     flagged["parcel_ids"] = flagged["change_id"].map(pd.Series(joined, index=keys)).fillna("").astype(object)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from pyproj import CRS
 
 from changewatch.rs.crosscheck.rules import SEVERITY, worst_reason
 from changewatch.rs.crosscheck.settings import DASK_MIN_FEATURES, ParcelColumns
@@ -14,9 +15,11 @@ from changewatch.rs.grid import metric_crs
 
 def attribute_parcels(flagged: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
                       columns: ParcelColumns = ParcelColumns(),
-                      dask_min_features: int = DASK_MIN_FEATURES) -> tuple[pd.DataFrame, gpd.GeoDataFrame]:
+                      dask_min_features: int = DASK_MIN_FEATURES,
+                      metric: CRS | None = None) -> tuple[pd.DataFrame, gpd.GeoDataFrame]:
     """Which parcels each flagged change overlaps, and a per-parcel table.
 
+    Overlap areas are measured in ``metric`` (a CRS in metres; None: the flagged changes' local UTM zone).
     Returns (links, table): ``links`` has one row per (``change_id``, ``parcel_id``) with
     ``overlap_m2``; ``table`` is a GeoDataFrame of the parcels with at least one flag (parcel
     geometry, CRS of ``parcels``): ``parcel_id``, ``ward`` (and owner if mapped), ``n_flags``,
@@ -29,7 +32,7 @@ def attribute_parcels(flagged: gpd.GeoDataFrame, parcels: gpd.GeoDataFrame,
                                    geometry=[], crs=parcels.crs)
     if flagged.empty or parcels.empty:
         return empty_links, empty_table
-    flagged_m = flagged[["geometry"]].to_crs(metric_crs(flagged))
+    flagged_m = flagged[["geometry"]].to_crs(metric or metric_crs(flagged))
     pairs = touching(flagged_m, parcels, dask_min_features, with_area=True)
     if pairs.empty:
         return empty_links, empty_table

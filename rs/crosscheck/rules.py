@@ -36,6 +36,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from pyproj import CRS
 
 from changewatch.rs.config import DEMOLISHED as DEMOLISHED_TYPE
 from changewatch.rs.crosscheck.settings import RuleConfig
@@ -181,8 +182,11 @@ def worst_reason(reasons: pd.Series) -> pd.Series:
 
 
 def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
-               zoning: gpd.GeoDataFrame | None = None, rules: RuleConfig = RuleConfig()) -> gpd.GeoDataFrame:
+               zoning: gpd.GeoDataFrame | None = None, rules: RuleConfig = RuleConfig(),
+               metric: CRS | None = None) -> gpd.GeoDataFrame:
     """Judge every change; returns a copy of ``changes`` (CRS kept) with the judgement's columns.
+
+    Overlaps are measured in ``metric`` (a CRS in metres; None: the changes' local UTM zone).
 
     The columns added are ``permit_ids``, ``valid_permit_ids``, ``zone_ids``, ``reasons`` and
     ``flagged``.
@@ -196,7 +200,7 @@ def crosscheck(changes: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None,
         out[column] = pd.Series("", index=out.index, dtype=object)
     codes: dict[str, np.ndarray] = {NO_PERMIT: np.ones(len(out), bool)}
     if not out.empty:
-        changes_m = out[["geometry"]].to_crs(metric_crs(out))
+        changes_m = out[["geometry"]].to_crs(metric or metric_crs(out))
         if permits is not None and not permits.empty:
             _permit_rules(changes_m, permits, rules, codes, out)
         if zoning is not None and not zoning.empty:
