@@ -45,6 +45,7 @@ from changewatch.rs.training.sampling import SiteArrays, batches, load_site, sam
 from changewatch.rs.training.state import Progress, load_state, save_state, write_logs
 
 PRETRAINED_BANDS = ("red", "green", "blue")
+WARMUP_SHARE = 0.05  # share of the iterations the one-cycle learning rate rises over
 
 
 @dataclass
@@ -92,6 +93,15 @@ def validate(network: torch.nn.Module, spec: ModelSpec, device: torch.device, va
     mean_f1 = float(np.mean([c.f1 for c in per_set.values()]))
     return Validation(threshold, mean_f1,
                       {"f1": mean_f1, "sets": {name: asdict(c.metrics()) for name, c in per_set.items()}})
+
+
+def warmup_share(iterations: int) -> float:
+    """The share of ``iterations`` the learning rate warms up over (OneCycleLR's ``pct_start``).
+
+    WARMUP_SHARE, but at least two steps from four iterations on: a warm-up of exactly one step makes
+    torch's OneCycleLR divide by zero (e.g. 20 iterations at 5 %).
+    """
+    return max(WARMUP_SHARE, 2 / iterations) if iterations >= 4 else WARMUP_SHARE
 
 
 def val_set_names(folders: tuple[str, ...]) -> list[str]:
@@ -263,7 +273,7 @@ class _Session:
         iterations = iterations_for(config, sites)
         optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=iterations,
-                                                       pct_start=0.05)
+                                                       pct_start=warmup_share(iterations))
         state = load_state(config, network, optimiser, schedule, rng) if config.resume else Progress()
         return cls(config, network, spec, device, sites, val_sets, terms, iterations, optimiser, schedule, rng,
                    state, started)

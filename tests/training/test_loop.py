@@ -14,7 +14,7 @@ from changewatch.models.changenet import load_checkpoint
 from changewatch.rs.datasets import find_pairs
 from changewatch.rs.errors import ModelError
 from changewatch.rs.training.config import TrainConfig
-from changewatch.rs.training.loop import train, val_set_names
+from changewatch.rs.training.loop import train, val_set_names, warmup_share
 from changewatch.rs.training.sampling import load_site
 
 
@@ -244,3 +244,14 @@ def test_resume_from_state_files_that_are_not_what_they_claim(sites: Path, tmp_p
 def test_val_folders_of_the_same_name_stay_separate_sets() -> None:
     assert val_set_names(("x/dsifn", "y/sztaki")) == ["dsifn", "sztaki"]
     assert val_set_names(("a/val", "b/val", "c/other")) == ["a/val", "b/val", "other"]
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3, 20, 40, 10000])
+def test_learning_rate_schedule_runs_for_any_number_of_iterations(iterations: int) -> None:
+    """A warm-up of exactly one step made torch's OneCycleLR divide by zero (``train --iterations 20``)."""
+    optimiser = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=0.1, total_steps=iterations,
+                                                   pct_start=warmup_share(iterations))
+    for _ in range(iterations):
+        optimiser.step()
+        schedule.step()
