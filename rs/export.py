@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from changewatch.rs.config import ExportConfig
+from changewatch.rs.errors import InputFileError, OutputError
 from changewatch.rs.grid import metric_crs
 from changewatch.rs.io.files import write_json
 from changewatch.rs.io.vector import write_gpkg, write_table, write_vector
@@ -268,13 +269,18 @@ def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str],
 
     With ``config.stac``, also a STAC ``item.json`` (``rs.stac.stac_item``), checked against the STAC
     schemas bundled with the package. ``outdir`` is replaced as a whole (``StagedOutput``; it may not
-    contain ``run_dir``). Raises InputFileError for a folder that is not a run, OutputError when
-    ``outdir`` cannot be written.
+    contain ``run_dir`` nor lie inside it). Raises InputFileError for a folder that is not a run (or
+    ``cog`` alone from a run without a raster), OutputError when ``outdir`` cannot be written.
     """
     from changewatch.rs.stac import stac_item, validate_item
 
     run = Path(run_dir)
     layers = read_run_layers(run)
+    if Path(os.path.realpath(run)) in Path(os.path.realpath(outdir)).parents:
+        raise OutputError(f"output folder {outdir} is inside the run folder {run}, which holds only what changewatch "
+                          "writes: export to a folder outside it")
+    if config.formats == ("cog",) and not (run / CHANGE_PROB).is_file():
+        raise InputFileError(f"{run} has no {CHANGE_PROB} (a cross-check run): --formats cog exports nothing")
     with StagedOutput(outdir, inputs=[run]) as out:
         with out.writing():
             exports = write_exports(layers, out, config, run)

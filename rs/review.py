@@ -97,7 +97,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
     path = Path(run_dir)
     recover(path)  # a run killed while replacing this folder left it beside, whole
     if not (path / SUMMARY).is_file():
-        raise InputFileError(f"{path} is not a detect run folder (no {SUMMARY}); run `python cli.py demo` first")
+        raise InputFileError(f"{path} does not exist" if not path.exists()
+                             else f"{path} is not a detect run folder (no {SUMMARY}); run `python cli.py demo` first")
     return Run(path, read_summary(path / SUMMARY), read_run_layers(path))
 
 

@@ -100,7 +100,8 @@ def read_run_layers(run_dir: str | os.PathLike[str]) -> dict[str, gpd.GeoDataFra
     layers = {}
     for name, path in sources.items():
         if not path.is_file():
-            raise InputFileError(f"{run} is not a changewatch run folder: {path.name} is missing")
+            raise InputFileError(f"{run} does not exist" if not run.exists()
+                                 else f"{run} is not a changewatch run folder: {path.name} is missing")
         if name in layer_names(path):
             layers[name] = gpd.read_file(path, layer=name) if name != LAYER_LINKS else \
                 pyogrio.read_dataframe(path, layer=name, read_geometry=False)

@@ -209,3 +209,12 @@ def test_export_into_an_earlier_export_leaves_no_stale_files(run_dir: Path, tmp_
     item = json.loads((out / "item.json").read_text())
     assert sorted(k for k in item["assets"] if not k.startswith("run/")) == [
         "changes.geojson", "flagged_changes.geojson", "flagged_parcels.geojson"]
+
+
+def test_export_refuses_a_folder_inside_the_run_no_format_and_a_missing_run(run_dir: Path, tmp_path: Path) -> None:
+    inside = CliRunner().invoke(cli, ["export", str(run_dir), "-o", str(run_dir / "sub")])
+    assert inside.exit_code == 8 and "inside the run folder" in inside.output and not (run_dir / "sub").exists()
+    nothing = CliRunner().invoke(cli, ["export", str(run_dir), "-o", str(tmp_path / "e"), "--formats", ""])
+    assert nothing.exit_code == 2 and "no format given" in nothing.output
+    missing = CliRunner().invoke(cli, ["export", str(tmp_path / "nowhere"), "-o", str(tmp_path / "e")])
+    assert missing.exit_code == 3 and "does not exist" in missing.output

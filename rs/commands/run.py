@@ -157,6 +157,8 @@ def export(run_dir: str, outdir: str, formats: str, csv_geometry: CsvGeometry, c
     if unknown:
         raise click.BadParameter(f"unknown format(s) {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}",
                                  param_hint="--formats")
+    if not given:
+        raise click.BadParameter(f"no format given; choose from {', '.join(FORMATS)}", param_hint="--formats")
     chosen = tuple(f for f in FORMATS if f in given)  # what is written does not depend on the order given
     for path in export_run(run_dir, outdir, ExportConfig(chosen, csv_geometry, stac, csv_bom)):
         click.echo(str(path))

@@ -171,8 +171,9 @@ def check_replaceable(outdir: str | os.PathLike[str], known: Collection[str],
     for given in inputs:
         path = Path(os.path.realpath(given))
         if path == target or target in path.parents:
-            raise OutputError(f"{given} is inside the output folder {outdir}, which the run replaces as a whole: "
-                              "write the outputs to another folder")
+            where = "is the output folder" if path == target else f"is inside the output folder {outdir}"
+            raise OutputError(f"{given} {where}, which the run replaces as a whole: write the outputs to another "
+                              "folder")
     if not os.path.lexists(target):
         return
     if not target.is_dir():

@@ -33,7 +33,7 @@ from changewatch.models.changenet import (
 from changewatch.models.pretrained import load_pretrained_encoder
 from changewatch.rs.config import EvalOptions, PairOptions
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, find_pairs
-from changewatch.rs.errors import ModelError
+from changewatch.rs.errors import InputFileError, ModelError
 from changewatch.rs.evaluate import evaluate
 from changewatch.rs.infer import ChangeModel, resolve_device
 from changewatch.rs.io.files import writing
@@ -264,6 +264,10 @@ class _Session:
         except ValueError as exc:
             raise ModelError(str(exc)) from exc
         train_pairs, val_sets = split(config)
+        if not train_pairs:
+            raise InputFileError(f"no training pair left in {config.data_dir}: --train-sites "
+                                 f"{','.join(config.train_sites)} minus the validation sites is empty (give other "
+                                 "--val-sites, or --val-data folders)")
         outputs = load_spec(config.init_from).outputs if config.init_from else config.outputs
         sites = [load_site(s, _pair_options(config), outputs) for s in train_pairs]
         if sites[0].x.shape[0] != 2 * len(config.bands):

@@ -12,7 +12,7 @@ import torch
 
 from changewatch.models.changenet import load_checkpoint
 from changewatch.rs.datasets import find_pairs
-from changewatch.rs.errors import ModelError
+from changewatch.rs.errors import InputFileError, ModelError
 from changewatch.rs.training.config import TrainConfig
 from changewatch.rs.training.loop import train, val_set_names, warmup_share
 from changewatch.rs.training.sampling import load_site
@@ -255,3 +255,10 @@ def test_learning_rate_schedule_runs_for_any_number_of_iterations(iterations: in
     for _ in range(iterations):
         optimiser.step()
         schedule.step()
+
+
+def test_no_training_pair_left_is_one_clear_error(sites: Path, tmp_path: Path) -> None:
+    """``--train-sites all`` minus the val sites leaving nothing was an IndexError traceback."""
+    names = tuple(p.name for p in find_pairs(sites))
+    with pytest.raises(InputFileError, match="no training pair left"):
+        train(tiny_config(sites, tmp_path / "m.json", train_sites=("all",), val_sites=names), progress=False)
