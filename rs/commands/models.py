@@ -242,8 +242,8 @@ def train(quiet: bool, **options: Any) -> None:
     The commands that reproduce the shipped models from ../shared/data/oscd are in models/README.md
     (the RGBN one: --threads 2 --iterations 8000 --shift-px 1 --scale-range 0.8,1.25
     --weight-decay 0.01 --band-jitter 0.05 --no-coregister).
-    Fine-tuning on a city's own labels: --init-from models/changewatch-rgb.json --data CITY
-    --train-sites all --val-sites a,b --gsd-m 0.5.
+    Fine-tuning on a city's own labels (e.g. from changewatch labels): --init-from
+    models/changewatch-vhr-rgb.json --data CITY --train-sites all --val-sites a,b --gsd-m 0.5.
     """
     from changewatch.rs.training.loop import train as run_train
 

@@ -82,7 +82,7 @@ model_opt = click.option(
     "--model", type=click.Path(dir_okay=False), default=DETECT["model"],
     help="Model checkpoint (NAME.json beside NAME.safetensors). Default: the shipped model for the input's "
          "band count and GSD: models/changewatch-rgbn (blue, green, red, NIR) or models/changewatch-rgb (red, "
-         "green, blue).")
+         "green, blue) at 5-30 m, models/changewatch-vhr-rgb (red, green, blue) at 0.25-2.5 m.")
 device_opt = click.option(
     "--device", type=choices(Device), default=INFER["device"], show_default=True,
     help="Where the network runs; auto picks a CUDA GPU when torch sees one.")
@@ -126,15 +126,16 @@ gsd_opt = click.option(
     "--gsd", type=choices(GsdPolicy), default=DETECT["gsd"], show_default=True,
     help="auto: imagery outside the GSDs the model serves (e.g. 0.5 m under the 10 m shipped models) is "
          "compared on a grid at the model's GSD, in metres; native: always at the imagery's own pixels. "
-         "Ignored with --crs/--resolution.")
+         "Ignored with --crs/--resolution where the command has them.")
 coreg_opt = click.option(
     "--coregister/--no-coregister", default=DETECT["coregister"], show_default=True,
     help="Measure AFTER's residual shift against BEFORE by cross-correlation and remove it when windows across "
-         "the scene agree (a translation; up to 3 pixels). Recorded in summary.json.")
+         "the scene agree (a translation; up to 3 pixels). detect records it in summary.json.")
 zero_valid_opt = click.option(
     "--zero-is-valid", is_flag=True, default=DETECT["zero_is_valid"],
     help="Pixels 0 in every band are data. By default they are nodata when a file declares no nodata, mask or "
-         "alpha band (Sentinel-2 and most exports fill with 0); NaN is always nodata. Recorded in summary.json.")
+         "alpha band (Sentinel-2 and most exports fill with 0); NaN is always nodata. detect records it in "
+         "summary.json.")
 simplify_opt = click.option("--simplify-m", type=click.FloatRange(0.0), default=DETECT["simplify_m"],
                             show_default=True,
                             help="Simplify change outlines to this tolerance in metres (topology kept); 0 keeps "
@@ -155,14 +156,15 @@ parcels_opt = click.option(
          "overlap and a flagged_parcels layer is written.")
 as_of_opt = click.option(
     "--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-    help="Date (YYYY-MM-DD) permits are judged on. Default: the AFTER scene's acquisition date from its "
-         "TIFF date tag, else today.")
+    help="Date (YYYY-MM-DD) permits are judged on. Default: the AFTER scene's acquisition date (detect: its "
+         "TIFF date tag; crosscheck: the one in the summary.json beside CHANGES), else today.")
 columns_opt = click.option(
     "--columns", "columns_file", type=click.Path(dir_okay=False), default=None,
     help="YAML or TOML mapping our column names to your layers' (sections permits, zoning, parcels; in each "
          "also layer, crs, and for a CSV wkt or x/y; in permits date_format or dayfirst) and the EXCEEDS_PERMIT "
          f"tolerances exceed_min_m2 (default {RULES['exceed_min_m2']:g}) and exceed_min_fraction (default "
-         f"{RULES['exceed_min_fraction']:g}).")
+         f"{RULES['exceed_min_fraction']:g}), and demolition_needs_permit (default "
+         f"{str(RULES['demolition_needs_permit']).lower()}: demolished buildings are DEMOLISHED, not NO_PERMIT).")
 
 layer_options = apply(permits_opt, zoning_opt, parcels_opt, as_of_opt, columns_opt)
 """The cross-check options shared by detect, crosscheck and batch (``crosscheck_inputs``)."""

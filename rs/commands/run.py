@@ -115,7 +115,8 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
     """Judge the change polygons in CHANGES (e.g. a run's changes.gpkg) against permits, zoning and parcels.
 
     Every change gets a reasons column: NO_PERMIT, PERMIT_NOT_YET_VALID, PERMIT_EXPIRED,
-    EXCEEDS_PERMIT, NO_BUILD_ZONE (several possible, comma-separated), or PERMITTED.
+    EXCEEDS_PERMIT, STARTED_BEFORE_PERMIT (layers with a first_seen column), NO_BUILD_ZONE,
+    DEMOLISHED (several possible, comma-separated), or PERMITTED.
     """
     from changewatch.rs.config import CrosscheckConfig
     from changewatch.rs.crosscheck.run import run_crosscheck
