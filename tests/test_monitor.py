@@ -21,7 +21,7 @@ from changewatch.rs.crosscheck.settings import CrosscheckInputs, RuleConfig
 from changewatch.rs.errors import ManifestError
 from changewatch.rs.infer import ChangeModel, ModelCache
 from changewatch.rs.monitor.history import HISTORY_GPKG
-from changewatch.rs.monitor.run import PAIRS, run_monitor
+from changewatch.rs.monitor.run import PAIRS, check_store, run_monitor
 from changewatch.rs.monitor.scenes import read_scenes
 from tests.data import (
     ORIGIN,
@@ -137,16 +137,24 @@ def test_changes_are_tracked_with_first_seen_status_and_only_new_pairs_run(tmp_p
     pd.testing.assert_frame_equal(gpd.read_file(store / HISTORY_GPKG, layer="changes").set_index("change_id"), later)
 
 
-@pytest.mark.parametrize(("rows", "words"), [
-    ("date,path\n2024-01-10,a.tif\n05/03/2024,b.tif\n", "row 2: date '05/03/2024' is not a YYYY-MM-DD date"),
-    ("date,path\n2024-01-10,a.tif\n2024-01-10,b.tif\n", "row 2: date 2024-01-10 is listed twice"),
-    ("date,path\n2024-01-10,a.tif\n", "at least two dates"),
-    ("date,path,cloud\n2024-01-10,a.tif,1\n2024-02-10,b.tif,2\n", "row 1: unknown column(s) cloud"),
+@pytest.mark.parametrize(("name", "rows", "words"), [
+    ("scenes.csv", "date,path\n2024-01-10,a.tif\n05/03/2024,b.tif\n", "line 3: date '05/03/2024' is not a YYYY-MM-DD"),
+    ("scenes.csv", "date,path\n2016-02-30,a.tif\n2024-01-10,b.tif\n", "line 2: date '2016-02-30' is not a YYYY-MM-DD"),
+    ("scenes.csv", "date,path\n2024-01-10,a.tif\n\n2024-01-10,b.tif\n", "line 4: date 2024-01-10 is listed twice"),
+    ("scenes.csv", "date,path\n2024-01-10,a.tif\n", "at least two dates"),
+    ("scenes.csv", "when,file\n2024-01-10,a.tif\n2024-02-10,b.tif\n", "line 1: unknown column(s) file, when"),
+    ("scenes.csv", "date,path,cloud\n2024-01-10,a.tif,1\n2024-02-10,b.tif,2\n", "line 1: unknown column(s) cloud"),
+    ("scenes.yaml", "- {date: 2024-01-10, path: a.tif}\n- {date: 10/03/2024, path: b.tif}\n",
+     "entry 2: date '10/03/2024' is not a YYYY-MM-DD"),
+    ("scenes.yaml", "- {date: 2024-01-10, path: a.tif}\n- {date: 2024-02-10, file: b.tif}\n",
+     "entry 2: unknown column(s) file"),
 ])
-def test_bad_scenes_lists_are_refused_naming_the_row(tmp_path: Path, rows: str, words: str) -> None:
-    (tmp_path / "scenes.csv").write_text(rows, encoding="utf-8")
+def test_bad_scenes_lists_are_refused_naming_the_line_or_entry(tmp_path: Path, name: str, rows: str,
+                                                               words: str) -> None:
+    """CSV rows are named by the file's line number (header: line 1), YAML ones by their entry (from 1)."""
+    (tmp_path / name).write_text(rows, encoding="utf-8")
     with pytest.raises(ManifestError, match=words.replace("(", r"\(").replace(")", r"\)")):
-        read_scenes(tmp_path / "scenes.csv")
+        read_scenes(tmp_path / name)
 
 
 def test_scenes_are_sorted_by_date_and_yaml_dates_read(tmp_path: Path) -> None:
@@ -180,9 +188,9 @@ def test_monitor_command_detects_new_pairs_only_and_skips_without_torch(tmp_path
 
 BAD_SCENES = {  # the README's Bad inputs row (first cell) → (SCENES text, words of the error line)
     "a SCENES row whose date is not `YYYY-MM-DD` (`10/03/2024`)":
-        ("date,path\n2024-01-10,a.tif\n10/03/2024,b.tif\n", "row 2: date '10/03/2024' is not a YYYY-MM-DD date"),
+        ("date,path\n2024-01-10,a.tif\n10/03/2024,b.tif\n", "line 3: date '10/03/2024' is not a YYYY-MM-DD date"),
     "a SCENES date listed twice":
-        ("date,path\n2024-01-10,a.tif\n2024-01-10,b.tif\n", "row 2: date 2024-01-10 is listed twice"),
+        ("date,path\n2024-01-10,a.tif\n2024-01-10,b.tif\n", "line 3: date 2024-01-10 is listed twice"),
     "SCENES listing fewer than two scenes":
         ("date,path\n2024-01-10,a.tif\n", "lists 1 scene(s): monitoring needs at least two dates"),
 }
@@ -197,6 +205,64 @@ def test_bad_scenes_one_line_exit_3_nothing_written(tmp_path: Path, row: str) ->
     result = run("monitor", tmp_path / "scenes.csv", "-o", tmp_path / "store")
     assert result.exit_code == 3 and result.output.startswith("error: ") and words in result.output
     assert result.output.count("\n") == 1 and not (tmp_path / "store").exists()
+
+
+def store_state(store: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``store`` (relative path) → (mtime in ns, content)."""
+    return {str(p.relative_to(store)): (p.stat().st_mtime_ns, p.read_bytes()) for p in store.rglob("*") if p.is_file()}
+
+
+BAD_SCENE_FILE = "a SCENES scene whose file is missing or not a raster (`missing.tif`, a text file)"  # README row
+
+
+@pytest.mark.parametrize(("name", "text", "words"), [
+    ("missing.tif", None, "scene 2024-03-05 file not found: "),
+    ("notes.tif", "not a raster", "scene 2024-03-05 file is not a readable raster: "),
+])
+def test_a_bad_scene_file_leaves_the_store_as_it_was(tmp_path: Path, name: str, text: str | None, words: str) -> None:
+    """Every scene is checked before any pair is touched: a done pair keeps its completion record."""
+    assert readme_bad_inputs()[BAD_SCENE_FILE] == "3"
+    write_scenes(tmp_path, 1)
+    if text is not None:
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    (tmp_path / "scenes.csv").write_text(f"date,path\n2024-01-10,2024-01-10.tif\n2024-03-05,{name}\n",
+                                         encoding="utf-8")
+    store = tmp_path / "store"
+    (store / PAIRS / "2024-01-10_2024-03-05").mkdir(parents=True)
+    (store / PAIRS / "2024-01-10_2024-03-05" / "_done.json").write_text("{}", encoding="utf-8")
+    (store / HISTORY_GPKG).write_bytes(b"history")
+    before = store_state(store)
+    result = run("monitor", tmp_path / "scenes.csv", "-o", store)
+    assert result.exit_code == 3 and result.output.startswith(f"error: {words}"), result.output
+    assert result.output.count("\n") == 1
+    assert store_state(store) == before
+
+
+BAD_STORE = "`monitor -o` a folder holding files `monitor` did not write (`notes.txt`, a `detect` run folder)"
+
+
+@pytest.mark.parametrize("files", [["notes.txt"], ["change_prob.tif", "changes.gpkg", "flagged.gpkg", "summary.json"]])
+def test_monitor_refuses_a_store_holding_other_files(tmp_path: Path, files: list[str]) -> None:
+    """The README's Bad inputs row: one error line, exit code 8, nothing added to the folder."""
+    assert readme_bad_inputs()[BAD_STORE] == "8"
+    write_scenes(tmp_path, 2)
+    store = tmp_path / "store"
+    store.mkdir()
+    for name in files:
+        (store / name).write_text("mine", encoding="utf-8")
+    result = run("monitor", tmp_path / "scenes.csv", "-o", store)
+    assert result.exit_code == 8, result.output
+    assert result.output.startswith(f"error: store {store} holds files monitor did not write ({', '.join(files)})")
+    assert result.output.count("\n") == 1
+    assert sorted(p.name for p in store.iterdir()) == files  # nothing added
+
+
+def test_a_store_may_hold_what_monitor_writes(tmp_path: Path) -> None:
+    """Its pairs, its history and the history's sidecars, atomic_write's temporary files, a desktop's litter."""
+    for name in ("pairs", "history.gpkg", "history.gpkg-wal", ".history.gpkg.tmp-1234", ".DS_Store"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    check_store(tmp_path)
+    check_store(tmp_path / "absent")
 
 
 def test_monitor_uses_the_library_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

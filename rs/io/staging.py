@@ -160,6 +160,11 @@ def _ours(name: str, known: Collection[str]) -> bool:
             or any(name.startswith((f"{k}.", f"{k}-")) for k in known))
 
 
+def foreign_names(folder: Path, known: Collection[str]) -> list[str]:
+    """Names of the entries of the folder ``folder`` that changewatch did not write, sorted (see ``_ours``)."""
+    return sorted(p.name for p in folder.iterdir() if not _ours(p.name, known))
+
+
 def check_replaceable(outdir: str | os.PathLike[str], known: Collection[str],
                       inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
     """Raise OutputError unless a run may replace ``outdir`` as a whole.
@@ -181,7 +186,7 @@ def check_replaceable(outdir: str | os.PathLike[str], known: Collection[str],
     if os.path.ismount(target):
         raise OutputError(f"output folder {outdir} is a mount point, which cannot be replaced by renaming: "
                           f"write into a folder inside it (e.g. {Path(outdir) / 'run'})")
-    foreign = sorted(p.name for p in target.iterdir() if not _ours(p.name, known))
+    foreign = foreign_names(target, known)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise OutputError(f"output folder {outdir} holds files changewatch did not write ({shown}); a run replaces "

@@ -18,13 +18,15 @@ from changewatch.rs.batch.manifest import Job
 from changewatch.rs.batch.resume import remove_stale_staging, stale_reason
 from changewatch.rs.config import BatchConfig, DetectOptions, MonitorConfig
 from changewatch.rs.crosscheck.rules import crosscheck
-from changewatch.rs.errors import ChangewatchError
+from changewatch.rs.errors import ChangewatchError, OutputError
 from changewatch.rs.infer import ModelCache
 from changewatch.rs.io.files import writing
+from changewatch.rs.io.staging import foreign_names
 from changewatch.rs.monitor.history import HISTORY_GPKG, History, build_history, write_history
-from changewatch.rs.monitor.scenes import ScenePair, consecutive_pairs, read_scenes
+from changewatch.rs.monitor.scenes import ScenePair, check_readable, consecutive_pairs, read_scenes
 
 PAIRS = "pairs"  # STORE/pairs/<date_a>_<date_b>/: one detect run folder per consecutive pair
+STORE_FILES = frozenset({PAIRS, HISTORY_GPKG})  # all monitor writes into STORE (with sidecars and temporary files)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,25 @@ def pair_job(pair: ScenePair, config: MonitorConfig) -> Job:
                config.layers.parcels, as_of=config.layers.rules.as_of or pair.after.date)
 
 
+def check_store(store: str | Path) -> None:
+    """Raise OutputError (exit code 8) unless ``store`` is absent or a folder holding only what monitor writes.
+
+    That is ``STORE_FILES``, their sidecars (``history.gpkg-wal``), ``atomic_write``'s temporary files
+    and a desktop's litter (``rs.io.staging.foreign_names``): a folder of other files, or a detect
+    run folder, is not a store.
+    """
+    path = Path(store)
+    if not path.is_dir():
+        if path.exists():
+            raise OutputError(f"store {store} is a file")
+        return
+    foreign = foreign_names(path, STORE_FILES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise OutputError(f"store {store} holds files monitor did not write ({shown}); a store holds only "
+                          f"{', '.join(sorted(STORE_FILES))}: choose a new or empty folder, or an existing store")
+
+
 def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> MonitorResult:
     """Detect every consecutive pair of ``config.scenes`` not done yet, then rebuild and write the history.
 
@@ -74,11 +95,16 @@ def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> Moni
     judged with their ``first_seen`` dates (``judged``), and replaced atomically. ``models``: loaded
     models to reuse (tests pass a fixed one); by default a fresh cache on ``config.inference.device``.
 
-    Raises ManifestError for a bad SCENES, the ChangewatchError of the first pair that fails (with
-    its exit code; the pairs before it stay done), LayerError for unusable layers, OutputError
-    when the store cannot be written.
+    Raises ManifestError for a bad SCENES and InputFileError for a scene file that is missing or
+    not a raster, OutputError for a store holding other files (``check_store``) — all three before
+    the store is touched —, the ChangewatchError of the first pair that fails (with its exit code;
+    the pairs before it stay done), LayerError for unusable layers, OutputError when the store
+    cannot be written.
     """
-    pairs = consecutive_pairs(read_scenes(config.scenes))
+    scenes = read_scenes(config.scenes)
+    check_store(config.store)
+    check_readable(scenes)
+    pairs = consecutive_pairs(scenes)
     batch = pair_settings(config)
     folder = Path(batch.outdir)
     with writing(folder):

@@ -4,7 +4,9 @@ CSV: a header ``date,path`` and one row per scene. YAML: a list of mappings with
 and ``path`` (or a mapping whose ``scenes:`` is that list). Dates are ISO 8601 calendar dates
 (``YYYY-MM-DD``); paths are relative to the SCENES file. Rows may come in any order: they are
 sorted by date. A date that is not ISO, a date listed twice, a row without a path, an unknown
-column or fewer than two scenes is an error (``ManifestError``, exit code 3) naming the row.
+column or fewer than two scenes is an error (``ManifestError``, exit code 3) naming where it is:
+``line N`` of a CSV (the file's line number: the header is line 1, the first scene line 2) or
+``entry N`` of a YAML list (its position, from 1). ``check_readable`` checks the scenes' files.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import yaml
 
 from changewatch.rs.errors import ManifestError
+from changewatch.rs.io.raster import open_raster
 
 COLUMNS = ("date", "path")
 
@@ -45,8 +48,8 @@ class ScenePair:
         return f"{self.before.date.isoformat()}_{self.after.date.isoformat()}"
 
 
-def _date(value: object, source: Path, n: int) -> date:
-    """The date of row ``n``; YAML hands ISO dates over as dates already. Raises ManifestError."""
+def _date(value: object, where: str) -> date:
+    """The date of the row at ``where``; YAML hands ISO dates over as dates already. Raises ManifestError."""
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
     text = "" if value is None else str(value).strip()
@@ -55,54 +58,79 @@ def _date(value: object, source: Path, n: int) -> date:
             return date.fromisoformat(text)
     except ValueError:
         pass
-    raise ManifestError(f"scenes {source}, row {n}: date {text!r} is not a YYYY-MM-DD date")
+    raise ManifestError(f"{where}: date {text!r} is not a YYYY-MM-DD date")
 
 
-def _scenes(rows: list[Any], source: Path) -> list[Scene]:
-    """Scenes of the rows, sorted by date. Raises ManifestError naming the row at fault."""
+def _unknown(keys: list[Any], where: str) -> None:
+    """Raise ManifestError naming ``where`` when ``keys`` hold a column other than COLUMNS."""
+    unknown = sorted(str(k) for k in keys if k not in COLUMNS)
+    if unknown:
+        raise ManifestError(f"{where}: unknown column(s) {', '.join(unknown)} (expected {', '.join(COLUMNS)})")
+
+
+def _scenes(rows: list[tuple[str, Any]], source: Path) -> list[Scene]:
+    """Scenes of the rows ``(where, row)``, sorted by date. Raises ManifestError naming where the row at fault is."""
     base = source.resolve().parent
     scenes: dict[date, Scene] = {}
-    for n, row in enumerate(rows, start=1):
+    for where, row in rows:
         if not isinstance(row, dict):
-            raise ManifestError(f"scenes {source}, row {n}: expected a mapping with date and path")
-        unknown = sorted(str(k) for k in row if k not in COLUMNS)
-        if unknown:
-            raise ManifestError(f"scenes {source}, row {n}: unknown column(s) {', '.join(unknown)} "
-                                f"(expected {', '.join(COLUMNS)})")
-        when = _date(row.get("date"), source, n)
+            raise ManifestError(f"{where}: expected a mapping with date and path")
+        _unknown(list(row), where)
+        when = _date(row.get("date"), where)
         path = str(row.get("path") or "").strip()
         if not path:
-            raise ManifestError(f"scenes {source}, row {n}: path is empty")
+            raise ManifestError(f"{where}: path is empty")
         if when in scenes:
-            raise ManifestError(f"scenes {source}, row {n}: date {when} is listed twice")
+            raise ManifestError(f"{where}: date {when} is listed twice")
         scenes[when] = Scene(when, str((base / path).resolve()))
     if len(scenes) < 2:
         raise ManifestError(f"scenes {source} lists {len(scenes)} scene(s): monitoring needs at least two dates")
     return [scenes[d] for d in sorted(scenes)]
 
 
+def _yaml_rows(text: str, source: Path) -> list[tuple[str, Any]]:
+    """The YAML list's entries, each with where it is (``scenes …, entry N``, from 1). Raises ManifestError."""
+    data = yaml.safe_load(text)
+    rows = data.get("scenes") if isinstance(data, dict) else data
+    if not isinstance(rows, list):
+        raise ManifestError(f"scenes {source}: expected a list of date, path rows (or a mapping with 'scenes:')")
+    return [(f"scenes {source}, entry {n}", row) for n, row in enumerate(rows, start=1)]
+
+
+def _csv_rows(text: str, source: Path) -> list[tuple[str, Any]]:
+    """The CSV's rows, each with where it is (``scenes …, line N``: the header is line 1). Raises ManifestError."""
+    reader = csv.DictReader(io.StringIO(text))
+    _unknown([str(k).strip() for k in reader.fieldnames or ()], f"scenes {source}, line 1")
+    # line_num: the file's lines read so far, blank lines (which DictReader skips) included
+    return [(f"scenes {source}, line {reader.line_num}", {str(k).strip(): v for k, v in row.items()})
+            for row in reader]
+
+
 def read_scenes(path: str | os.PathLike[str]) -> list[Scene]:
     """The scenes listed in ``path`` (CSV or YAML, see the module docstring), sorted by date.
 
     Raises ManifestError (exit code 3) when the file is missing, cannot be parsed, or a row is
-    wrong (the message names the row).
+    wrong (the message names its CSV line or YAML entry).
     """
     p = Path(path)
     if not p.is_file():
         raise ManifestError(f"scenes file not found: {p}")
     try:
         text = p.read_text(encoding="utf-8-sig")
-        if p.suffix.lower() in (".yml", ".yaml"):
-            data = yaml.safe_load(text)
-            rows = data.get("scenes") if isinstance(data, dict) else data
-            if not isinstance(rows, list):
-                raise ManifestError(f"scenes {p}: expected a list of date, path rows (or a mapping with 'scenes:')")
-        else:
-            reader = csv.DictReader(io.StringIO(text))
-            rows = [{str(k).strip(): v for k, v in r.items()} for r in reader]
+        rows = _yaml_rows(text, p) if p.suffix.lower() in (".yml", ".yaml") else _csv_rows(text, p)
     except (yaml.YAMLError, csv.Error, UnicodeDecodeError) as exc:
         raise ManifestError(f"scenes {p} cannot be parsed: {exc}") from exc
     return _scenes(rows, p)
+
+
+def check_readable(scenes: list[Scene]) -> None:
+    """Raise InputFileError (exit code 3) unless every scene's file exists and opens as a raster.
+
+    Monitor checks this before any pair is touched, so that a bad SCENES leaves the store as it was.
+    """
+    for scene in scenes:
+        with open_raster(scene.path, f"scene {scene.date}"):
+            pass
 
 
 def consecutive_pairs(scenes: list[Scene]) -> list[ScenePair]:
