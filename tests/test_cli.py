@@ -433,6 +433,7 @@ def test_commands_use_the_library_defaults(tmp_path: Path, monkeypatch: pytest.M
     """Without options, each command builds exactly the configuration the library defaults to."""
     from changewatch.rs import evaluate, pipeline
     from changewatch.rs.batch import jobs, manifest
+    from changewatch.rs.batch import run as batch_run  # imported now, so that it binds the real read_manifest
     from changewatch.rs.config import BatchConfig, DetectConfig, EvalOptions, InferenceConfig
     from changewatch.rs.training import loop
     from changewatch.rs.training.config import TrainConfig
@@ -441,6 +442,7 @@ def test_commands_use_the_library_defaults(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(pipeline, "detect", _capture(seen, "detect"))
     monkeypatch.setattr(loop, "train", _capture(seen, "train"))
     monkeypatch.setattr(manifest, "read_manifest", lambda *a, **k: [])
+    monkeypatch.setattr(batch_run, "read_manifest", lambda *a, **k: [])
     monkeypatch.setattr(jobs, "tile_counts", lambda found, config: _capture(seen, "batch")(config))
     monkeypatch.setattr(evaluate, "evaluate_folder",
                         lambda data, names, model, options, inference, **kw: _capture(seen, "evaluate")(
