@@ -115,7 +115,7 @@ def test_folders_a_run_may_not_replace(tmp_path: Path, case: str) -> None:
         message = "is inside the output folder"
     elif case == "input is the folder":
         inputs = [out]
-        message = "is inside the output folder"
+        message = "is the output folder"
     else:
         out = tmp_path / "file"
         out.write_text("x")
@@ -566,7 +566,7 @@ def _row_foreign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[
 
 def _row_input_inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     args, out = _crosscheck_case(tmp_path)
-    return ["export", str(out), "-o", str(out)], ["is inside the output folder"]
+    return ["export", str(out), "-o", str(out)], ["is the output folder"]
 
 
 def _row_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
