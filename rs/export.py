@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from changewatch.rs.config import ExportConfig
-from changewatch.rs.errors import InputFileError, OutputError
+from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import metric_crs
 from changewatch.rs.io.files import write_json
 from changewatch.rs.io.vector import write_gpkg, write_table, write_vector
@@ -276,9 +276,6 @@ def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str],
 
     run = Path(run_dir)
     layers = read_run_layers(run)
-    if Path(os.path.realpath(run)) in Path(os.path.realpath(outdir)).parents:
-        raise OutputError(f"output folder {outdir} is inside the run folder {run}, which holds only what changewatch "
-                          "writes: export to a folder outside it")
     if config.formats == ("cog",) and not (run / CHANGE_PROB).is_file():
         raise InputFileError(f"{run} has no {CHANGE_PROB} (a cross-check run): --formats cog exports nothing")
     with StagedOutput(outdir, inputs=[run]) as out:

@@ -286,3 +286,9 @@ def test_labels_load_no_network_library(reviewed: tuple[Path, dict[str, list[int
     run, _ = reviewed
     codes, heavy = run_fresh(["labels", run, "-o", tmp_path / "labels"])
     assert codes == [0] and heavy == []
+
+
+def test_labels_refuse_an_output_folder_inside_a_run(reviewed: tuple[Path, dict[str, list[int]]]) -> None:
+    run, _ = reviewed
+    result = CliRunner().invoke(cli, ["labels", str(run), "-o", str(run / "labels")])
+    assert result.exit_code == 8 and "inside the run folder" in result.output and not (run / "labels").exists()

@@ -170,11 +170,16 @@ def check_replaceable(outdir: str | os.PathLike[str], known: Collection[str],
     """Raise OutputError unless a run may replace ``outdir`` as a whole.
 
     It may when ``outdir`` is absent, or a folder holding only what changewatch writes (``known``
-    names and their sidecars), it contains none of ``inputs``, and it is not a mount point.
+    names and their sidecars), it contains none of ``inputs``, lies inside none of them (the folders
+    among ``inputs`` are run folders, which hold only what changewatch writes), and it is not a
+    mount point.
     """
     target = _real(Path(outdir))
     for given in inputs:
         path = Path(os.path.realpath(given))
+        if path in target.parents and path.is_dir():
+            raise OutputError(f"output folder {outdir} is inside the run folder {given}, which holds only what "
+                              "changewatch writes: write the outputs outside it")
         if path == target or target in path.parents:
             where = "is the output folder" if path == target else f"is inside the output folder {outdir}"
             raise OutputError(f"{given} {where}, which the run replaces as a whole: write the outputs to another "
