@@ -12,6 +12,7 @@ import click
 
 import changewatch
 from changewatch.rs.commands.batch import batch
+from changewatch.rs.commands.group import CommandGroup
 from changewatch.rs.commands.labels import labels
 from changewatch.rs.commands.models import evaluate, train
 from changewatch.rs.commands.monitor import monitor
@@ -19,7 +20,7 @@ from changewatch.rs.commands.run import crosscheck, demo, detect, export
 from changewatch.rs.commands.synth import synth
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(changewatch.__version__, prog_name="changewatch")
 def cli() -> None:
     """changewatch: find new construction between two satellite scenes and flag what has no permit.

@@ -466,3 +466,21 @@ def test_detect_workers_is_a_deprecated_spelling_of_readers(tmp_path: Path, monk
     assert seen["detect"].inference.readers == 3  # type: ignore[attr-defined]
     assert "warning: --workers is deprecated, use --readers" in result.stderr
     assert "--workers" not in run("detect", "--help").output and "--readers" in run("detect", "--help").output
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["detect"], ["Missing argument 'BEFORE'", "'cli detect --help'"]),
+    (["detect", "a.tif", "b.tif", "--bogus"], ["No such option '--bogus'"]),
+    (["nosuch"], ["No such command 'nosuch'", "'cli --help'"]),
+    (["export", "run", "-o", "out", "--formats", "xls"], ["unknown format(s) xls"]),
+])
+def test_usage_errors_are_one_error_line(args: list[str], words: list[str]) -> None:
+    result = CliRunner().invoke(cli, args, prog_name="cli")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines[0]
+
+
+def test_no_arguments_prints_the_help() -> None:
+    result = CliRunner().invoke(cli, [], prog_name="cli")
+    assert result.exit_code == 2 and "Usage: cli [OPTIONS] COMMAND" in result.output and "error:" not in result.output
