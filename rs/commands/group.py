@@ -9,6 +9,8 @@ behave as Click's.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import click
@@ -23,12 +25,14 @@ def usage_line(exc: click.UsageError) -> str:
 class CommandGroup(click.Group):
     """A click group whose usage errors are one ``error:`` line on stderr, exit code 2."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         """Run the command line; in standalone mode, errors end the process with their exit code."""
+        run = partial(super().main, args, prog_name, complete_var, standalone_mode=False, **extra)
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return run()
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return run()
         except click.exceptions.NoArgsIsHelpError as exc:
             exc.show()  # no arguments at all: the help, as Click prints it
             sys.exit(exc.exit_code)
