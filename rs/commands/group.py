@@ -27,12 +27,12 @@ class CommandGroup(click.Group):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
-        """Run the command line; in standalone mode, errors end the process with their exit code."""
+        """Run the command line; in standalone mode it ends the process with the exit code, as Click does."""
         run = partial(super().main, args, prog_name, complete_var, standalone_mode=False, **extra)
         if not standalone_mode:
             return run()
         try:
-            return run()
+            code: object = run()  # --help, --version: their exit code (click.exceptions.Exit); a command: None
         except click.exceptions.NoArgsIsHelpError as exc:
             exc.show()  # no arguments at all: the help, as Click prints it
             sys.exit(exc.exit_code)
@@ -45,3 +45,4 @@ class CommandGroup(click.Group):
         except click.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
