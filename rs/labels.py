@@ -15,7 +15,9 @@ Each detect run folder given becomes one site of a data set in the vector-label 
   flags plus ``margin_px`` pixels of the run's grid on every side (clipped to the grid), written as
   float32 Cloud-Optimised GeoTIFFs on that grid in the files' own units, NaN where either date was
   invalid, the bands named as BEFORE names them. Read and written a block at a time (memory: one
-  block). Training normalises each date on the site's own statistics, as for any labelled pair.
+  block). Each file records in its tag ``rs.normalize.STATS_TAG`` the statistics the run normalised
+  that date's whole scene with; ``train`` and ``evaluate`` normalise the site with them
+  (``rs.normalize.recorded_stats``), so the model sees a flag on its site as the run saw it.
 - ``LABELS/labels.json``: what each site came from (run, summary, decisions counted, reviewers,
   window on the run's grid) and the rule above.
 
@@ -49,6 +51,7 @@ from changewatch.rs.errors import InputFileError
 from changewatch.rs.io.files import write_json
 from changewatch.rs.io.staging import StagedDir
 from changewatch.rs.io.vector import layer_names, write_gpkg
+from changewatch.rs.normalize import STATS_TAG, scene_stats
 from changewatch.rs.runfolder import (
     FLAGGED_GPKG,
     LAYER_FLAGGED,
@@ -191,13 +194,15 @@ def write_scenes(pair: AlignedPair, window: Window, before: Path, after: Path) -
     of the window. Copied a block of BLOCK² pixels at a time (memory: one block of both dates).
     """
     names = pair.band_choice.before_names
+    stats = scene_stats(pair)  # the run's, on its whole scenes: recorded so that the site is normalised as it was
     profile = {"driver": "GTiff", "dtype": "float32", "count": pair.band_count, "width": int(window.width),
                "height": int(window.height), "crs": pair.grid.crs, "transform": pair.grid.window_transform(window),
                "nodata": float("nan"), "tiled": True, "blockxsize": 256, "blockysize": 256}
     with tempfile.TemporaryDirectory(dir=before.parent, prefix=".raw-") as scratch:
         raw = [Path(scratch) / "before.tif", Path(scratch) / "after.tif"]
         with rasterio.open(raw[0], "w", **profile) as b, rasterio.open(raw[1], "w", **profile) as a:
-            for dst in (b, a):
+            for dst, date_stats in zip((b, a), stats, strict=True):
+                dst.update_tags(**{STATS_TAG: json.dumps(date_stats.to_dict())})
                 if all(names):
                     dst.descriptions = tuple(str(n) for n in names)
             for block, at in _blocks(window):

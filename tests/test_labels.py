@@ -292,3 +292,30 @@ def test_labels_refuse_an_output_folder_inside_a_run(reviewed: tuple[Path, dict[
     run, _ = reviewed
     result = CliRunner().invoke(cli, ["labels", str(run), "-o", str(run / "labels")])
     assert result.exit_code == 8 and "inside the run folder" in result.output and not (run / "labels").exists()
+
+
+def test_sites_are_normalised_with_the_run_statistics(reviewed: tuple[Path, dict[str, list[int]]],
+                                                      tmp_path: Path) -> None:
+    """Each site file records the statistics the run normalised its whole scene with, and training
+    normalises the site with them, not with the cut-out's own (which differ)."""
+    from changewatch.rs.labels import open_as_run, reviewed_run
+    from changewatch.rs.normalize import STATS_TAG, normalise, pair_stats_from_arrays, scene_stats
+    from changewatch.rs.training.sampling import load_site
+
+    run, _ = reviewed
+    labels = ["labels", str(run), "-o", str(tmp_path / "labels"), "--margin-px", "1"]
+    assert CliRunner().invoke(cli, labels).exit_code == 0
+    with open_as_run(reviewed_run(run)) as whole:
+        run_stats = scene_stats(whole)
+    (site,) = find_pairs(tmp_path / "labels")
+    for path, stats in zip((site.before, site.after), run_stats, strict=True):
+        with rasterio.open(path) as ds:
+            assert json.loads(ds.tags()[STATS_TAG]) == stats.to_dict()
+    loaded = load_site(site)
+    with site.open() as pair:
+        w = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
+    own = pair_stats_from_arrays(w.before, w.after, w.valid)
+    assert own[0].to_dict() != run_stats[0].to_dict()  # the cut-out alone would be normalised otherwise
+    bands = w.before.shape[0]
+    expected = np.where(w.valid, normalise(w.before, run_stats[0]), 0)
+    np.testing.assert_allclose(loaded.x[:bands], expected, atol=1e-5)

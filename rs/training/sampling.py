@@ -20,7 +20,7 @@ from changewatch.rs.config import PairOptions
 from changewatch.rs.datasets import LABEL_NODATA, LabelledPair, read_whole
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.infer import model_input
-from changewatch.rs.normalize import pair_stats_from_arrays
+from changewatch.rs.normalize import pair_stats_from_arrays, recorded_stats
 from changewatch.rs.prepare import prepare_pair
 from changewatch.rs.training.config import TrainConfig
 
@@ -60,14 +60,15 @@ def load_site(site: LabelledPair, options: PairOptions = PairOptions(),
     Prepared by ``rs.prepare``: aligned and co-registered as at inference, at the data's own
     pixels. Unlabelled or invalid pixels → 255. ``options``: the bands of the pair's files used (by
     1-based index or name; None: all), co-registration, whether pixels 0 in every band are data
-    (``rs.validity``).
+    (``rs.validity``). Each date is normalised on the statistics its file records (a ``labels``
+    site: those of the run's whole scene, ``rs.normalize.recorded_stats``), else on the site's own.
     """
     prepared = prepare_pair(site.before, site.after, options)
     with prepared.open() as pair:
         w = pair.read(Window(0, 0, pair.grid.width, pair.grid.height))
         labels = np.stack([read_whole(pair, reader) for reader in site.output_labels(pair, outputs)])
+        stats = recorded_stats(pair) or pair_stats_from_arrays(w.before, w.after, w.valid)
     labels = np.where(w.valid, labels, LABEL_NODATA).astype(np.uint8)
-    stats = pair_stats_from_arrays(w.before, w.after, w.valid)
     return SiteArrays(site.name, model_input(w.before, w.after, w.valid, stats), labels)
 
 
