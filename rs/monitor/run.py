@@ -126,14 +126,13 @@ def judged(history: History, config: MonitorConfig, latest: date) -> History:
     """
     changes = history.changes
     if changes.empty or changes.crs is None:
-        return History(changes.assign(permit_ids=""), history.observations)
+        return replace(history, changes=changes.assign(permit_ids=""))
     left, bottom, right, top = (float(v) for v in changes.total_bounds)
     layers = config.layers.read(extent=((left, bottom, right, top), changes.crs))
     rules = replace(config.layers.rules, as_of=config.layers.rules.as_of or latest)
     checked = crosscheck(changes, layers.permits.data if layers.permits else None,
                          layers.zoning.data if layers.zoning else None, rules)
-    return History(changes.assign(reasons=checked["reasons"], permit_ids=checked["permit_ids"]),
-                   history.observations)
+    return replace(history, changes=changes.assign(reasons=checked["reasons"], permit_ids=checked["permit_ids"]))
 
 
 def _run_pair(pair: ScenePair, job: Job, batch: BatchConfig, models: ModelCache) -> PairRecord:
