@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
 import pyogrio
 import pytest
+from click.testing import CliRunner, Result
 from shapely.geometry import box
 
+from changewatch.cli import cli
 from changewatch.rs.config import InferenceConfig, MonitorConfig
 from changewatch.rs.crosscheck.settings import CrosscheckInputs
 from changewatch.rs.monitor.history import HISTORY_GPKG
 from changewatch.rs.monitor.run import run_monitor
 from tests.data import ORIGIN, UTM48N
+from tests.test_cli import readme_bad_inputs
 from tests.test_monitor import A, B, C, at, model, write_scenes
 
 
@@ -76,3 +80,67 @@ def test_a_store_without_parcels_has_an_empty_parcel_history(tmp_path: Path) -> 
     rows = gpd.read_file(tmp_path / "store" / HISTORY_GPKG, layer="parcel_history")
     assert rows.empty and {"parcel_id", "ward", "date", "flagged_area_m2", "worst_reason", "change_ids"} <= set(rows)
     assert isinstance(rows, pd.DataFrame)
+
+
+def export(*args: object) -> Result:
+    return CliRunner().invoke(cli, ["export", *(str(a) for a in args)])
+
+
+@pytest.mark.parametrize(("since", "kept"), [("2024-05-01", ["C"]), ("2024-05-20", ["C"]),
+                                              ("2024-03-05", ["A", "B", "C"]), ("2024-05-21", [])])
+def test_export_since_keeps_the_changes_first_seen_on_or_after_the_date(store: Path, tmp_path: Path, since: str,
+                                                                        kept: list[str]) -> None:
+    changes = gpd.read_file(store / HISTORY_GPKG, layer="changes").set_index("change_id")
+    ids = {name: str(at(changes, building).name) for name, building in (("A", A), ("B", B), ("C", C))}
+    result = export(store, "-o", tmp_path / "out", "--since", since, "--formats", "gpkg,csv", "--no-stac")
+    assert result.exit_code == 0, result.output
+    gpkg = tmp_path / "out" / "changewatch.gpkg"
+    assert {"tracked_changes", "observations", "parcel_history"} <= {n for n, _ in pyogrio.list_layers(gpkg)}
+    tracked = gpd.read_file(gpkg, layer="tracked_changes")
+    assert sorted(tracked["change_id"]) == sorted(ids[k] for k in kept)
+    assert sorted(pd.read_csv(tmp_path / "out" / "tracked_changes.csv")["change_id"]) == sorted(ids[k] for k in kept)
+    observations = gpd.read_file(gpkg, layer="observations")
+    assert set(observations["change_id"]) == {ids[k] for k in kept}
+    parcels = gpd.read_file(gpkg, layer="parcel_history")
+    expected = {"A": [("P1", "2024-03-05")], "B": [("P1", "2024-03-05")],
+                "C": [("P2", "2024-05-20"), ("P2", "2024-08-01")]}
+    assert sorted(zip(parcels["parcel_id"], parcels["date"], strict=True)) == sorted(
+        {row for k in kept for row in expected[k]})
+
+
+def test_export_of_a_store_without_since_writes_everything_with_a_stac_item(store: Path, tmp_path: Path) -> None:
+    result = export(store, "-o", tmp_path / "out", "--formats", "gpkg,geojson")
+    assert result.exit_code == 0, result.output
+    assert len(gpd.read_file(tmp_path / "out" / "tracked_changes.geojson")) == 3
+    item = json.loads((tmp_path / "out" / "item.json").read_text(encoding="utf-8"))
+    assert item["properties"]["datetime"].startswith("2024-08-01")  # the store's latest AFTER date
+    assert [link["title"] for link in item["links"]] == ["run folder: history.gpkg"]
+    again = export(store, "-o", tmp_path / "out", "--formats", "csv", "--since", "2024-05-01")  # replaces it
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "item.json", "observations.csv", "parcel_history.csv", "tracked_changes.csv"]
+
+
+BAD_SINCE = "`export --since` a date that is not `YYYY-MM-DD` (`01/05/2024`, `20240501`, `2024-02-30`)"
+SINCE_OF_A_RUN = "`export RUN --since DATE` of a `detect` or `crosscheck` run folder"  # README rows
+
+
+@pytest.mark.parametrize("value", ["01/05/2024", "20240501", "2024-02-30", "2024-W18-3", "yesterday", ""])
+def test_a_bad_since_date_is_one_error_line_exit_2_nothing_written(store: Path, tmp_path: Path, value: str) -> None:
+    assert readme_bad_inputs()[BAD_SINCE] == "2"
+    result = export(store, "-o", tmp_path / "out", "--since", value)
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"error: --since {value!r} is not a date: give it as YYYY-MM-DD (ISO 8601), "
+                             "e.g. 2024-05-01\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_since_with_a_run_folder_is_refused(store: Path, tmp_path: Path) -> None:
+    """A run has a single AFTER date: --since is an error there, not a filter keeping all or nothing."""
+    assert readme_bad_inputs()[SINCE_OF_A_RUN] == "2"
+    run = store / "pairs" / "2024-03-05_2024-05-20"
+    result = export(run, "-o", tmp_path / "out", "--since", "2024-05-01")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: --since applies to a monitor store (a folder with history.gpkg); ")
+    assert result.output.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert export(run, "-o", tmp_path / "out", "--formats", "csv").exit_code == 0  # without it: exported

@@ -53,13 +53,18 @@ from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import metric_crs
 from changewatch.rs.io.files import atomic_write, writing
 from changewatch.rs.io.vector import write_gpkg, write_table
-from changewatch.rs.monitor.parcels import LAYER_PARCEL_HISTORY, build_parcel_history
-from changewatch.rs.runfolder import CHANGES_GPKG, LAYER_CHANGES, read_summary
+from changewatch.rs.monitor.parcels import build_parcel_history
+from changewatch.rs.runfolder import (
+    CHANGES_GPKG,
+    LAYER_CHANGES,
+    LAYER_OBSERVATIONS,
+    LAYER_PARCEL_HISTORY,
+    read_summary,
+)
 from changewatch.rs.summary import SceneInputs
 
 HISTORY_GPKG = "history.gpkg"
 LAYER_TRACKED = "changes"
-LAYER_OBSERVATIONS = "observations"
 LAYER_DATES = "dates"
 MATCH_REACH_PX = 1.0  # a pair polygon within this many pixels of a tracked footprint is an observation of it
 GROWTH_SHARE = 0.1  # growing: footprint grew by more than this share of its area at the previous observation

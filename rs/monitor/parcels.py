@@ -38,7 +38,6 @@ from changewatch.rs.errors import InputFileError
 from changewatch.rs.io.vector import layer_names
 from changewatch.rs.runfolder import FLAGGED_GPKG, LAYER_LINKS, LAYER_PARCELS
 
-LAYER_PARCEL_HISTORY = "parcel_history"
 PARCEL_HISTORY_COLUMNS = ("parcel_id", "ward", "date", "pair", "n_flags", "flagged_area_m2", "worst_reason",
                           "change_ids")
 PARCEL_HISTORY_TYPES = {"n_flags": "int64", "flagged_area_m2": "float64"}
