@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pyogrio
 import pytest
@@ -15,8 +17,9 @@ from shapely.geometry import box
 from changewatch.cli import cli
 from changewatch.rs.config import InferenceConfig, MonitorConfig
 from changewatch.rs.crosscheck.settings import CrosscheckInputs
-from changewatch.rs.monitor.history import HISTORY_GPKG
+from changewatch.rs.monitor.history import HISTORY_GPKG, read_history
 from changewatch.rs.monitor.run import run_monitor
+from changewatch.rs.monitor.timeline import drawn_digest, timeline_data, timeline_figure, write_timeline
 from tests.data import ORIGIN, UTM48N
 from tests.test_cli import readme_bad_inputs
 from tests.test_monitor import A, B, C, at, model, write_scenes
@@ -144,3 +147,43 @@ def test_since_with_a_run_folder_is_refused(store: Path, tmp_path: Path) -> None
     assert result.output.startswith("error: --since applies to a monitor store (a folder with history.gpkg); ")
     assert result.output.count("\n") == 1 and not (tmp_path / "out").exists()
     assert export(run, "-o", tmp_path / "out", "--formats", "csv").exit_code == 0  # without it: exported
+
+
+def test_timeline_data_per_after_date(store: Path) -> None:
+    """Tracked area seen by each date by worst reason (judged at the latest date), first seen and changing again."""
+    data = timeline_data(read_history(store / HISTORY_GPKG))
+    assert list(data.areas.columns) == ["NO_PERMIT", "PERMIT_EXPIRED"]
+    assert data.areas.index.tolist() == ["2024-03-05", "2024-05-20", "2024-08-01"]
+    assert data.areas["NO_PERMIT"].tolist() == pytest.approx([12800.0, 12800.0, 12800.0], rel=0.05)
+    assert data.areas["PERMIT_EXPIRED"].tolist() == pytest.approx([0.0, 6400.0, 14400.0], rel=0.05)
+    assert data.counts.values.tolist() == [[2, 0], [1, 0], [0, 1]]  # A, B new; C new; C grows
+
+
+def test_monitor_writes_a_timeline_png_redrawn_only_when_its_data_change(store: Path) -> None:
+    from PIL import Image
+
+    from changewatch.rs.styles import reason_colours
+
+    path = store / "timeline.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        assert image.size == (900, 600)
+        pixels = {tuple(int(v) for v in rgb) for rgb in np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3),
+                                                                     axis=0)}
+    for code in ("NO_PERMIT", "PERMIT_EXPIRED"):  # the stacked bars are drawn in the reasons' colours
+        colour = reason_colours()[code]
+        assert tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5)) in pixels, code
+    assert len(pixels) > 50  # text, axes, markers: antialiased
+    history = read_history(store / HISTORY_GPKG)
+    stamp = path.stat().st_mtime_ns
+    assert write_timeline(history, path) is False and path.stat().st_mtime_ns == stamp  # same data: kept
+    fewer = replace(history, dates=history.dates.iloc[:2])
+    assert write_timeline(fewer, path) is True and drawn_digest(path) == timeline_data(fewer).digest()
+    assert write_timeline(history, path) is True  # back as monitor drew it
+
+
+def test_timeline_figure_of_a_store_for_the_notebook(store: Path) -> None:
+    fig = timeline_figure(store)
+    top, bottom = fig.axes[:2]
+    assert [t.get_text() for t in bottom.get_xticklabels()] == ["2024-03-05", "2024-05-20", "2024-08-01"]
+    assert len(top.patches) == 2 * 3  # two reasons stacked at three dates

@@ -22,10 +22,9 @@ from datetime import date
 from pathlib import Path
 
 import geopandas as gpd
-import pyogrio
 
-from changewatch.rs.errors import InputFileError, OptionError
-from changewatch.rs.monitor.history import HISTORY_GPKG, LAYER_DATES, LAYER_TRACKED
+from changewatch.rs.errors import OptionError
+from changewatch.rs.monitor.history import HISTORY_GPKG, read_history
 from changewatch.rs.runfolder import (
     LAYER_OBSERVATIONS,
     LAYER_PARCEL_HISTORY,
@@ -52,43 +51,22 @@ def is_store(folder: Path) -> bool:
     return (folder / HISTORY_GPKG).is_file()
 
 
-def _read(path: Path, layer: str) -> gpd.GeoDataFrame:
-    """One layer of a store's ``history.gpkg``; raises InputFileError when it cannot be read."""
-    try:
-        return gpd.read_file(path, layer=layer, engine="pyogrio")
-    except Exception as exc:  # pyogrio's errors: a missing layer, a file that is not a GeoPackage
-        raise InputFileError(f"{path} cannot be read (layer {layer}): {exc}") from exc
+def read_store_layers(store: Path, since: date | None = None) -> tuple[dict[str, gpd.GeoDataFrame], date | None]:
+    """A store's layers as ``export`` writes them (see the module), and its latest AFTER date (None: no pair).
 
-
-def latest_date(store: Path) -> date | None:
-    """The store's latest AFTER date (table ``dates`` of ``history.gpkg``); None when it lists none.
-
-    Raises InputFileError when the table cannot be read.
+    Kept to the changes first seen on or after ``since`` when given. CRS: the store's. Raises
+    InputFileError when ``history.gpkg`` or one of its layers cannot be read.
     """
-    try:
-        dates = pyogrio.read_dataframe(store / HISTORY_GPKG, layer=LAYER_DATES, read_geometry=False)
-    except Exception as exc:  # pyogrio's errors: a store written before the table existed
-        raise InputFileError(f"{store / HISTORY_GPKG} cannot be read (table {LAYER_DATES}): {exc}; "
-                             "run monitor again to rebuild it") from exc
-    return date.fromisoformat(str(max(dates["date"]))) if len(dates) else None
-
-
-def read_store_layers(store: Path, since: date | None = None) -> dict[str, gpd.GeoDataFrame]:
-    """The store's layers as ``export`` writes them (see the module), kept to changes first seen on/after ``since``.
-
-    CRS: the store's. Raises InputFileError when ``history.gpkg`` or one of its layers cannot be read.
-    """
-    path = store / HISTORY_GPKG
-    changes = _read(path, LAYER_TRACKED)
-    observations = _read(path, LAYER_OBSERVATIONS)
-    parcels = _read(path, LAYER_PARCEL_HISTORY)
+    history = read_history(store / HISTORY_GPKG)
+    changes, observations, parcels = history.changes, history.observations, history.parcels
     if since is not None:
         changes = changes[changes["first_seen"] >= since.isoformat()].reset_index(drop=True)  # ISO dates sort
         kept = set(changes["change_id"])
         observations = observations[observations["change_id"].isin(kept)].reset_index(drop=True)
         on = parcels["change_ids"].fillna("").map(lambda text: bool(kept & set(str(text).split(","))))
         parcels = parcels[parcels["parcel_id"].isin(set(parcels.loc[on, "parcel_id"]))].reset_index(drop=True)
-    return {LAYER_TRACKED_CHANGES: changes, LAYER_OBSERVATIONS: observations, LAYER_PARCEL_HISTORY: parcels}
+    latest = date.fromisoformat(str(max(history.dates["date"]))) if len(history.dates) else None
+    return {LAYER_TRACKED_CHANGES: changes, LAYER_OBSERVATIONS: observations, LAYER_PARCEL_HISTORY: parcels}, latest
 
 
 def read_export_layers(folder: Path, since: date | None = None) -> tuple[dict[str, gpd.GeoDataFrame], date | None]:
@@ -99,7 +77,7 @@ def read_export_layers(folder: Path, since: date | None = None) -> tuple[dict[st
     folder, InputFileError for a folder that is neither.
     """
     if is_store(folder):
-        return read_store_layers(folder, since), latest_date(folder)
+        return read_store_layers(folder, since)
     if since is not None:
         read_run_layers(folder)  # a folder that is no run at all is that error first
         raise OptionError(f"--since applies to a monitor store (a folder with {HISTORY_GPKG}); {folder} is a run "

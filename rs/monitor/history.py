@@ -40,10 +40,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import shapely
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
@@ -234,3 +236,24 @@ def write_history(history: History, path: Path) -> None:
         write_gpkg(history.observations, tmp, LAYER_OBSERVATIONS)
         write_gpkg(history.parcels, tmp, LAYER_PARCEL_HISTORY)
         write_table(history.dates, tmp, LAYER_DATES)
+
+
+def _read_layer(path: Path, layer: str, geometry: bool = True) -> gpd.GeoDataFrame | pd.DataFrame:
+    """One layer (or table, without ``geometry``) of ``path``; raises InputFileError when it cannot be read."""
+    try:
+        if geometry:
+            return gpd.read_file(path, layer=layer, engine="pyogrio")
+        return cast(pd.DataFrame, pyogrio.read_dataframe(path, layer=layer, read_geometry=False))
+    except Exception as exc:  # pyogrio's errors: a missing file or layer, a file that is not a GeoPackage
+        raise InputFileError(f"{path} cannot be read (layer {layer}): {exc}; run monitor again to rebuild it") from exc
+
+
+def read_history(path: Path) -> History:
+    """The history in ``path`` (a store's ``history.gpkg``; layers as ``write_history`` writes them).
+
+    Raises InputFileError when the file or one of its layers cannot be read (a store written
+    before a layer existed: run monitor again to rebuild it).
+    """
+    layers = [_read_layer(path, name) for name in (LAYER_TRACKED, LAYER_OBSERVATIONS, LAYER_PARCEL_HISTORY)]
+    changes, observations, parcels = (gpd.GeoDataFrame(layer) for layer in layers)
+    return History(changes, observations, parcels, pd.DataFrame(_read_layer(path, LAYER_DATES, geometry=False)))
