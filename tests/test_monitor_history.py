@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,12 +17,15 @@ from shapely.geometry import box
 
 from changewatch.cli import cli
 from changewatch.rs.config import InferenceConfig, MonitorConfig
+from changewatch.rs.crosscheck.rules import SEVERITY
 from changewatch.rs.crosscheck.settings import CrosscheckInputs
-from changewatch.rs.monitor.history import HISTORY_GPKG, read_history
+from changewatch.rs.monitor.history import HISTORY_GPKG, OBSERVATION_COLUMNS, TRACKED_COLUMNS, History, read_history
+from changewatch.rs.monitor.parcels import empty_parcel_history
 from changewatch.rs.monitor.run import run_monitor
 from changewatch.rs.monitor.timeline import drawn_digest, timeline_data, timeline_figure, write_timeline
 from tests.data import ORIGIN, UTM48N
 from tests.test_cli import readme_bad_inputs
+from tests.test_export_gis import rule_labels
 from tests.test_monitor import A, B, C, at, model, write_scenes
 
 
@@ -115,6 +119,11 @@ def test_export_of_a_store_without_since_writes_everything_with_a_stac_item(stor
     result = export(store, "-o", tmp_path / "out", "--formats", "gpkg,geojson")
     assert result.exit_code == 0, result.output
     assert len(gpd.read_file(tmp_path / "out" / "tracked_changes.geojson")) == 3
+    with sqlite3.connect(tmp_path / "out" / "changewatch.gpkg") as db:  # QGIS styles, in the reasons' colours
+        styled = dict(db.execute('SELECT f_table_name, "styleQML" FROM layer_styles').fetchall())
+    assert set(styled) == {"tracked_changes", "parcel_history"}
+    assert rule_labels(styled["tracked_changes"]) == list(SEVERITY)
+    assert rule_labels(styled["parcel_history"]) == [c for c in SEVERITY if c != "PERMITTED"]
     item = json.loads((tmp_path / "out" / "item.json").read_text(encoding="utf-8"))
     assert item["properties"]["datetime"].startswith("2024-08-01")  # the store's latest AFTER date
     assert [link["title"] for link in item["links"]] == ["run folder: history.gpkg"]
@@ -187,3 +196,15 @@ def test_timeline_figure_of_a_store_for_the_notebook(store: Path) -> None:
     top, bottom = fig.axes[:2]
     assert [t.get_text() for t in bottom.get_xticklabels()] == ["2024-03-05", "2024-05-20", "2024-08-01"]
     assert len(top.patches) == 2 * 3  # two reasons stacked at three dates
+
+
+def test_timeline_of_a_store_with_nothing_tracked_shows_its_dates(tmp_path: Path) -> None:
+    changes = gpd.GeoDataFrame({c: [] for c in (*TRACKED_COLUMNS, "permit_ids")}, geometry=[], crs=UTM48N)
+    observations = gpd.GeoDataFrame({c: [] for c in OBSERVATION_COLUMNS}, geometry=[], crs=UTM48N)
+    history = History(changes, observations, empty_parcel_history(UTM48N),
+                      pd.DataFrame({"date": ["2024-01-10", "2024-03-05"], "pair": ["a", "b"]}))
+    data = timeline_data(history)
+    assert data.areas.empty and data.counts.values.tolist() == [[0, 0], [0, 0]]
+    assert write_timeline(history, tmp_path / "timeline.png") is True
+    texts = [t.get_text() for t in timeline_figure(history).axes[0].texts]
+    assert texts == ["no change tracked yet"]

@@ -114,8 +114,8 @@ def timeline_figure(store: str | Path | History) -> Figure:
     _counts(bottom, x, data.counts)
     bottom.set_xticks(x, list(data.areas.index), rotation=30, ha="right")
     bottom.set_xlabel("AFTER date")
-    if not x:
-        top.text(0.5, 0.5, "no pairs yet", ha="center", va="center", transform=top.transAxes)
+    if data.areas.empty or not len(data.areas.columns):
+        top.text(0.5, 0.5, "no change tracked yet", ha="center", va="center", transform=top.transAxes)
     return fig
 
 
