@@ -13,6 +13,7 @@ Importing this module loads no heavy library.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Literal, get_args
 
 from changewatch.rs.crosscheck.settings import CrosscheckInputs
@@ -219,14 +220,16 @@ class EvalOptions(PairOptions):
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """What ``rs.export.export_run`` writes: the formats, the CSV geometry, a STAC Item, a BOM on CSVs.
+    """What ``rs.export.export_run`` writes: the formats, the CSV geometry, a STAC Item, a BOM on CSVs, since when.
 
     ``cog``: the run's probability raster with its QGIS style. The CSV geometry is a WKT column, or
     the centroid's lon/lat. ``csv_bom``: CSVs start with a UTF-8 byte order mark (so that Excel shows
-    Vietnamese text; other readers may show it as a stray character).
+    Vietnamese text; other readers may show it as a stray character). ``since``: a monitor store's
+    tracked changes first seen on or after this date only (``rs.monitor.exported``; None: all).
     """
 
     formats: tuple[ExportFormat, ...] = FORMATS
     csv_geometry: CsvGeometry = "wkt"
     stac: bool = True
     csv_bom: bool = False
+    since: date | None = None

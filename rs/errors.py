@@ -9,7 +9,9 @@ Exit codes (also listed in ``README.md``):
 code  exception                   meaning
 ====  ==========================  =====================================================
 1     (any other exception)       a bug: please report it with the traceback
-2     (click usage error)         wrong options or arguments on the command line
+2     (click usage error)         wrong options or arguments on the command line;
+      OptionError                 an option's value that cannot be used (``export --since``
+                                  not a YYYY-MM-DD date, or given for a run folder)
 3     InputFileError              a file is missing, unreadable or not a raster/vector;
                                   a malformed settings (--columns) file or manifest
 4     IncompatibleScenesError     the scenes cannot be compared (no overlap, not located,
@@ -33,6 +35,16 @@ class ChangewatchError(Exception):
     """Base class of every error changewatch reports to a user instead of a traceback."""
 
     exit_code: int = 1
+
+
+class OptionError(ChangewatchError):
+    """A command-line option's value that cannot be used, reported in one line (exit code 2, as usage errors).
+
+    A date that is not ISO ``YYYY-MM-DD``, or an option the input given does not take (``export
+    --since`` of a run folder rather than a monitor store).
+    """
+
+    exit_code = 2
 
 
 class InputFileError(ChangewatchError):

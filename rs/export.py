@@ -26,6 +26,7 @@ from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import metric_crs
 from changewatch.rs.io.files import write_json
 from changewatch.rs.io.vector import write_gpkg, write_table, write_vector
+from changewatch.rs.monitor.exported import read_export_layers
 from changewatch.rs.runfolder import (
     CHANGE_PROB,
     CHANGE_PROB_STYLE,
@@ -34,7 +35,6 @@ from changewatch.rs.runfolder import (
     SHAPEFILE_FOLDER,
     STAC_ITEM,
     StagedOutput,
-    read_run_layers,
 )
 from changewatch.rs.styles import write_raster_style, write_styles
 
@@ -265,25 +265,29 @@ def write_exports(layers: dict[str, gpd.GeoDataFrame], out: StagedOutput, config
 
 def export_run(run_dir: str | os.PathLike[str], outdir: str | os.PathLike[str],
                config: ExportConfig = ExportConfig()) -> list[Path]:
-    """Export a run folder's layers in ``config.formats`` into ``outdir``; returns the paths written.
+    """Export a run folder's layers, or a monitor store's, in ``config.formats`` into ``outdir``; returns the paths.
 
-    With ``config.stac``, also a STAC ``item.json`` (``rs.stac.stac_item``), checked against the STAC
+    A store's layers are its tracked changes, their observations and the parcels' history, those
+    first seen on or after ``config.since`` when given (``rs.monitor.exported``). With
+    ``config.stac``, also a STAC ``item.json`` (``rs.stac.stac_item``), checked against the STAC
     schemas bundled with the package. ``outdir`` is replaced as a whole (``StagedOutput``; it may not
-    contain ``run_dir`` nor lie inside it). Raises InputFileError for a folder that is not a run (or
-    ``cog`` alone from a run without a raster), OutputError when ``outdir`` cannot be written.
+    contain ``run_dir`` nor lie inside it). Raises InputFileError for a folder that is not a run or a
+    store (or ``cog`` alone from one without a raster), OptionError for ``config.since`` with a run
+    folder, OutputError when ``outdir`` cannot be written.
     """
     from changewatch.rs.stac import stac_item, validate_item
 
     run = Path(run_dir)
-    layers = read_run_layers(run)
+    layers, latest = read_export_layers(run, config.since)
     if config.formats == ("cog",) and not (run / CHANGE_PROB).is_file():
-        raise InputFileError(f"{run} has no {CHANGE_PROB} (a cross-check run): --formats cog exports nothing")
+        raise InputFileError(f"{run} has no {CHANGE_PROB} (a cross-check run or a monitor store): --formats cog "
+                             "exports nothing")
     with StagedOutput(outdir, inputs=[run]) as out:
         with out.writing():
             exports = write_exports(layers, out, config, run)
         names = exports.names
         if config.stac:
-            item = stac_item(run, out.stage, names, layers, exports.shapefile_record())
+            item = stac_item(run, out.stage, names, layers, exports.shapefile_record(), latest)
             validate_item(item)
             with out.writing(STAC_ITEM):
                 write_json(item, out.path(STAC_ITEM))

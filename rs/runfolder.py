@@ -48,6 +48,12 @@ LAYER_LINKS = "flagged_change_parcels"  # attribute table: change_id, parcel_id,
 LAYER_REVIEW = "review"
 LAYER_UNMATCHED = "review_unmatched"  # earlier decisions that no flag of a re-run matches
 LAYERS = (LAYER_CHANGES, LAYER_FLAGGED, LAYER_PARCELS)  # the layers with geometry a run writes
+# A monitor store's layers as ``export`` writes them (``rs.monitor.exported``): its tracked changes (layer
+# ``changes`` of history.gpkg), their observations and the parcels' history.
+LAYER_TRACKED_CHANGES = "tracked_changes"
+LAYER_OBSERVATIONS = "observations"
+LAYER_PARCEL_HISTORY = "parcel_history"
+STORE_LAYERS = (LAYER_TRACKED_CHANGES, LAYER_OBSERVATIONS, LAYER_PARCEL_HISTORY)
 
 EXPORT_GPKG = "changewatch.gpkg"  # rs.export: every layer in one GeoPackage
 STAC_ITEM = "item.json"
@@ -56,7 +62,7 @@ SHAPEFILE_FOLDER = "shapefile"
 # batch job's completion record. A folder holding only these (and their sidecars) may be replaced.
 RUN_FILES = frozenset({
     *DETECT_FILES, CHANGE_PROB_STYLE, CROSSCHECK_SUMMARY, DONE_RECORD, EXPORT_GPKG, STAC_ITEM, SHAPEFILE_FOLDER,
-    *(f"{layer}.{ext}" for layer in (*LAYERS, LAYER_LINKS) for ext in ("parquet", "geojson", "csv")),
+    *(f"{layer}.{ext}" for layer in (*LAYERS, LAYER_LINKS, *STORE_LAYERS) for ext in ("parquet", "geojson", "csv")),
 })
 
 

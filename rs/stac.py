@@ -28,7 +28,15 @@ from typing import Any
 
 import geopandas as gpd
 
-from changewatch.rs.runfolder import CHANGE_PROB, CHANGES_GPKG, FLAGGED_GPKG, LAYER_CHANGES, summary_path
+from changewatch.rs.monitor.history import HISTORY_GPKG
+from changewatch.rs.runfolder import (
+    CHANGE_PROB,
+    CHANGES_GPKG,
+    FLAGGED_GPKG,
+    LAYER_CHANGES,
+    LAYER_TRACKED_CHANGES,
+    summary_path,
+)
 from changewatch.rs.summary import FileRecord, RunSummary
 
 SCHEMAS = Path(__file__).with_name("schemas")  # each schema under the path of its URI (see its README)
@@ -117,8 +125,8 @@ def input_links(run_dir: Path, summary: RunSummary | None) -> list[dict[str, Any
     First the run folder's files the export read (checksummed now), then the files the run read (checksummed when
     it ran, as its summary records).
     """
-    read = [p for p in (summary_path(run_dir), run_dir / CHANGES_GPKG, run_dir / FLAGGED_GPKG, run_dir / CHANGE_PROB)
-            if p is not None and p.is_file()]
+    read = [p for p in (summary_path(run_dir), run_dir / CHANGES_GPKG, run_dir / FLAGGED_GPKG, run_dir / CHANGE_PROB,
+                        run_dir / HISTORY_GPKG) if p is not None and p.is_file()]
     links = [_derived_from(p.resolve(), None, f"run folder: {p.name}") for p in read]
     if summary is not None:
         links += [_derived_from(path, record, _input_role(path, summary))
@@ -126,12 +134,12 @@ def input_links(run_dir: Path, summary: RunSummary | None) -> list[dict[str, Any
     return links
 
 
-def _times(summary: RunSummary | None) -> dict[str, Any]:
-    """The item's times: ``datetime`` (as-of, else now), and the scenes' ``start_datetime``/``end_datetime``.
+def _times(summary: RunSummary | None, latest: date | None = None) -> dict[str, Any]:
+    """The item's times: ``datetime`` (as-of, else ``latest``, else now), and the scenes' start/end datetimes.
 
-    The last two only when the run recorded both scene dates; they span whole UTC days.
+    ``start_datetime``/``end_datetime`` only when the run recorded both scene dates; they span whole UTC days.
     """
-    as_of = summary.rules.as_of if summary else None
+    as_of = summary.rules.as_of if summary else (latest.isoformat() if latest else None)
     when = datetime.combine(date.fromisoformat(as_of), datetime.min.time(), tzinfo=UTC) if as_of \
         else datetime.now(UTC)
     times: dict[str, Any] = {"datetime": when}
@@ -144,12 +152,14 @@ def _times(summary: RunSummary | None) -> dict[str, Any]:
 
 
 def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[str, gpd.GeoDataFrame],
-              shapefile: dict[str, Any] | None = None) -> dict[str, Any]:
+              shapefile: dict[str, Any] | None = None, latest: date | None = None) -> dict[str, Any]:
     """The STAC Item (as a dict) of an export of ``run_dir`` written into ``export_dir``.
 
     ``names``: what the export wrote, relative to ``export_dir`` (see the module docstring). The item holds the
     footprint (EPSG:4326 bounding box of the changes), times, inputs, model, thresholds, rules, software version,
     and under ``changewatch:shapefile`` what the Shapefiles could not hold (``rs.export.Exports.shapefile_record``).
+    A monitor store (``run_dir`` holding ``history.gpkg``, no summary): footprint of its ``tracked_changes``,
+    ``datetime`` its ``latest`` AFTER date, ``history.gpkg`` its input.
     """
     import pystac
     import shapely
@@ -159,9 +169,9 @@ def stac_item(run_dir: Path, export_dir: Path, names: list[str], layers: dict[st
 
     summary = read_summary(run_dir) if summary_path(run_dir) else None
     record = summary.to_dict() if summary else {}
-    changes = layers[LAYER_CHANGES]
+    changes = layers[LAYER_CHANGES] if LAYER_CHANGES in layers else layers[LAYER_TRACKED_CHANGES]
     bounds = [float(v) for v in changes.to_crs(GEOGRAPHIC).total_bounds] if len(changes) else None
-    times = _times(summary)
+    times = _times(summary, latest)
     item = pystac.Item(
         id=f"changewatch-{run_dir.resolve().name}", bbox=bounds, datetime=times["datetime"],
         geometry=shapely.geometry.mapping(shapely.box(bounds[0], bounds[1], bounds[2], bounds[3])) if bounds else None,

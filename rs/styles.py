@@ -10,6 +10,8 @@ class) are generated from that description, so they draw the same classes:
   takes the colour of its most severe one;
 - ``flagged_parcels``: by ``worst_reason``, in the same colours;
 - ``changes``: by ``flagged`` (the most severe code's colour, or PERMITTED's);
+- a monitor store's export (``rs.monitor.exported``): ``tracked_changes`` by ``reasons`` (most severe code, PERMITTED
+  included), ``parcel_history`` by ``worst_reason``, in the same colours;
 - ``change_prob.tif``: a pseudocolour ramp over probability 0–1, transparent at 0 (``write_raster_style``).
 
 The colours are ColorBrewer schemes (Cynthia A. Brewer, colorbrewer2.org, Apache-2.0): reason codes in order of
@@ -30,7 +32,13 @@ from pathlib import Path
 from typing import Literal
 
 from changewatch.rs.crosscheck.rules import PERMITTED, SEVERITY
-from changewatch.rs.runfolder import LAYER_CHANGES, LAYER_FLAGGED, LAYER_PARCELS
+from changewatch.rs.runfolder import (
+    LAYER_CHANGES,
+    LAYER_FLAGGED,
+    LAYER_PARCEL_HISTORY,
+    LAYER_PARCELS,
+    LAYER_TRACKED_CHANGES,
+)
 
 QGIS_VERSION = "3.28.0-Firenze"  # the LTR the QML is written for (QGIS reads it from 3.4 on)
 QML_DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
@@ -101,7 +109,7 @@ def reason_colours() -> dict[str, str]:
 
 
 def layer_styles() -> tuple[LayerStyle, ...]:
-    """The style of each layer a run writes with geometry (``rs.runfolder.LAYERS``)."""
+    """The style of each layer a run writes with geometry (``rs.runfolder.LAYERS``), and of a store's export."""
     colours = reason_colours()
     codes = tuple(StyleClass(code, code, colours[code]) for code in SEVERITY if code != PERMITTED)
     return (
@@ -111,6 +119,11 @@ def layer_styles() -> tuple[LayerStyle, ...]:
         LayerStyle(LAYER_CHANGES, "flagged", "boolean",
                    (StyleClass("true", "flagged", colours[SEVERITY[0]]),
                     StyleClass("false", "not flagged", colours[PERMITTED])), "changes by whether they are flagged"),
+        LayerStyle(LAYER_TRACKED_CHANGES, "reasons", "most_severe",
+                   (*codes, StyleClass(PERMITTED, PERMITTED, colours[PERMITTED])),
+                   "tracked changes by reason code (the most severe where several apply)"),
+        LayerStyle(LAYER_PARCEL_HISTORY, "worst_reason", "equals", codes,
+                   "parcel history by the worst reason flagged at each date"),
     )
 
 

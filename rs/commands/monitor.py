@@ -19,8 +19,9 @@ from changewatch.rs.config import MonitorConfig
 @click.command()
 @click.argument("scenes", type=click.Path(dir_okay=False))
 @click.option("-o", "--store", required=True, type=click.Path(file_okay=False),
-              help="Store folder: pairs/<date_a>_<date_b>/ (one detect run folder per consecutive pair) and "
-                   "history.gpkg (layers changes and observations). Pairs done earlier are not run again.")
+              help="Store folder: pairs/<date_a>_<date_b>/ (one detect run folder per consecutive pair), "
+                   "history.gpkg (layers changes, observations, parcel_history, table dates) and timeline.png. "
+                   "Pairs done earlier are not run again.")
 @layer_options
 @detect_options
 @reports_errors

@@ -147,11 +147,22 @@ def crosscheck(changes: str, outdir: str, permits: str | None, zoning: str | Non
               help="Start the CSVs with a UTF-8 byte order mark, so that Excel shows Vietnamese text.")
 @click.option("--stac/--no-stac", default=EXPORT_DEFAULTS.stac, show_default=True,
               help="Also write item.json: a STAC Item recording inputs, model, thresholds, version and checksums.")
+@click.option("--since", default=EXPORT_DEFAULTS.since,
+              help="Monitor stores only: the tracked changes first seen on or after this date (YYYY-MM-DD), their "
+                   "observations and their parcels' whole history. Default: all.")
 @reports_errors
-def export(run_dir: str, outdir: str, formats: str, csv_geometry: CsvGeometry, csv_bom: bool, stac: bool) -> None:
-    """Export the layers of a detect or crosscheck run folder (changes, flagged_changes, flagged_parcels)."""
+def export(run_dir: str, outdir: str, formats: str, csv_geometry: CsvGeometry, csv_bom: bool, stac: bool,
+           since: str | None) -> None:
+    """Export a detect or crosscheck run folder, or a monitor store, in GIS formats.
+
+    \b
+    A run folder's layers: changes, flagged_changes, flagged_parcels and the table
+    flagged_change_parcels. A monitor store's (a folder with history.gpkg): tracked_changes,
+    observations and parcel_history, with --since only what is new since a date.
+    """
     from changewatch.rs.config import FORMATS
     from changewatch.rs.export import export_run
+    from changewatch.rs.monitor.exported import parse_since
 
     given = [f.strip().lower() for f in formats.split(",") if f.strip()]
     unknown = set(given) - set(FORMATS)
@@ -161,5 +172,6 @@ def export(run_dir: str, outdir: str, formats: str, csv_geometry: CsvGeometry, c
     if not given:
         raise click.BadParameter(f"no format given; choose from {', '.join(FORMATS)}", param_hint="--formats")
     chosen = tuple(f for f in FORMATS if f in given)  # what is written does not depend on the order given
-    for path in export_run(run_dir, outdir, ExportConfig(chosen, csv_geometry, stac, csv_bom)):
+    config = ExportConfig(chosen, csv_geometry, stac, csv_bom, parse_since(since) if since is not None else None)
+    for path in export_run(run_dir, outdir, config):
         click.echo(str(path))

@@ -29,6 +29,10 @@ Layer ``observations``, one row per tracked change and date it was observed: ``c
 ``date``, ``pair`` (the pair folder's name), ``pair_change_ids`` (``change_id`` of the pair's
 polygons, comma-separated), ``area_m2`` (their area), ``max_prob``, ``footprint_m2`` (the tracked
 change's footprint after this observation) and the observed polygons.
+
+Layer ``parcel_history``: what each pair flagged on each parcel (``rs.monitor.parcels``). Table
+``dates`` (no geometry), one row per pair in date order: ``date`` (its AFTER date, ISO) and ``pair``
+(its folder's name) — every date of the history, those where nothing changed included.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import shapely
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
@@ -48,13 +54,20 @@ from changewatch.rs.config import DEMOLISHED
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import metric_crs
 from changewatch.rs.io.files import atomic_write, writing
-from changewatch.rs.io.vector import write_gpkg
-from changewatch.rs.runfolder import CHANGES_GPKG, LAYER_CHANGES, read_summary
+from changewatch.rs.io.vector import write_gpkg, write_table
+from changewatch.rs.monitor.parcels import build_parcel_history
+from changewatch.rs.runfolder import (
+    CHANGES_GPKG,
+    LAYER_CHANGES,
+    LAYER_OBSERVATIONS,
+    LAYER_PARCEL_HISTORY,
+    read_summary,
+)
 from changewatch.rs.summary import SceneInputs
 
 HISTORY_GPKG = "history.gpkg"
 LAYER_TRACKED = "changes"
-LAYER_OBSERVATIONS = "observations"
+LAYER_DATES = "dates"
 MATCH_REACH_PX = 1.0  # a pair polygon within this many pixels of a tracked footprint is an observation of it
 GROWTH_SHARE = 0.1  # growing: footprint grew by more than this share of its area at the previous observation
 STATUSES = ("new", "growing", "stable", "gone")
@@ -66,10 +79,16 @@ OBSERVATION_COLUMNS = ("change_id", "date", "pair", "pair_change_ids", "area_m2"
 
 @dataclass(frozen=True)
 class History:
-    """The tracked changes (layer ``changes``) and their observations (layer ``observations``); see the module."""
+    """The layers of ``history.gpkg``: tracked changes, their observations, the parcels' history, the dates.
+
+    See the module: ``changes``, ``observations`` and ``parcels`` (layer ``parcel_history``) in the
+    store's CRS; ``dates`` (``date``, ``pair``), one row per pair in date order.
+    """
 
     changes: gpd.GeoDataFrame
     observations: gpd.GeoDataFrame
+    parcels: gpd.GeoDataFrame
+    dates: pd.DataFrame
 
 
 def read_pair(folder: Path) -> tuple[gpd.GeoDataFrame, float]:
@@ -192,8 +211,11 @@ def build_history(pairs: list[tuple[date, Path]]) -> History:
     changes_layer = gpd.GeoDataFrame(table[list(TRACKED_COLUMNS)].astype(TRACKED_TYPES),
                                      geometry=[t.footprint for t in tracked.values()], crs=crs)
     observations = gpd.GeoDataFrame(rows, columns=[*OBSERVATION_COLUMNS, "geometry"], geometry="geometry", crs=crs)
+    dates = pd.DataFrame({"date": [when.isoformat() for when, _ in pairs], "pair": [f.name for _, f in pairs]},
+                         dtype=object)
     return History(changes_layer.sort_values("change_id").reset_index(drop=True),
-                   observations.sort_values(["change_id", "date"]).reset_index(drop=True))
+                   observations.sort_values(["change_id", "date"]).reset_index(drop=True),
+                   build_parcel_history(pairs, observations, crs), dates)
 
 
 def _units_per_metre(crs: CRS) -> float:
@@ -204,10 +226,34 @@ def _units_per_metre(crs: CRS) -> float:
 
 
 def write_history(history: History, path: Path) -> None:
-    """Replace ``path`` with ``history`` (layers ``changes`` and ``observations``) atomically.
+    """Replace ``path`` with ``history`` atomically.
 
-    Raises OutputError when ``path`` cannot be written.
+    Layers ``changes``, ``observations``, ``parcel_history`` and the table ``dates``. Raises OutputError
+    when ``path`` cannot be written.
     """
     with writing(path), atomic_write(path) as tmp:
         write_gpkg(history.changes, tmp, LAYER_TRACKED)
         write_gpkg(history.observations, tmp, LAYER_OBSERVATIONS)
+        write_gpkg(history.parcels, tmp, LAYER_PARCEL_HISTORY)
+        write_table(history.dates, tmp, LAYER_DATES)
+
+
+def _read_layer(path: Path, layer: str, geometry: bool = True) -> gpd.GeoDataFrame | pd.DataFrame:
+    """One layer (or table, without ``geometry``) of ``path``; raises InputFileError when it cannot be read."""
+    try:
+        if geometry:
+            return gpd.read_file(path, layer=layer, engine="pyogrio")
+        return cast(pd.DataFrame, pyogrio.read_dataframe(path, layer=layer, read_geometry=False))
+    except Exception as exc:  # pyogrio's errors: a missing file or layer, a file that is not a GeoPackage
+        raise InputFileError(f"{path} cannot be read (layer {layer}): {exc}; run monitor again to rebuild it") from exc
+
+
+def read_history(path: Path) -> History:
+    """The history in ``path`` (a store's ``history.gpkg``; layers as ``write_history`` writes them).
+
+    Raises InputFileError when the file or one of its layers cannot be read (a store written
+    before a layer existed: run monitor again to rebuild it).
+    """
+    layers = [_read_layer(path, name) for name in (LAYER_TRACKED, LAYER_OBSERVATIONS, LAYER_PARCEL_HISTORY)]
+    changes, observations, parcels = (gpd.GeoDataFrame(layer) for layer in layers)
+    return History(changes, observations, parcels, pd.DataFrame(_read_layer(path, LAYER_DATES, geometry=False)))

@@ -24,9 +24,11 @@ from changewatch.rs.io.files import writing
 from changewatch.rs.io.staging import foreign_names
 from changewatch.rs.monitor.history import HISTORY_GPKG, History, build_history, write_history
 from changewatch.rs.monitor.scenes import ScenePair, check_readable, consecutive_pairs, read_scenes
+from changewatch.rs.monitor.timeline import TIMELINE_PNG, write_timeline
 
 PAIRS = "pairs"  # STORE/pairs/<date_a>_<date_b>/: one detect run folder per consecutive pair
-STORE_FILES = frozenset({PAIRS, HISTORY_GPKG})  # all monitor writes into STORE (with sidecars and temporary files)
+# all monitor writes into STORE (with sidecars and temporary files)
+STORE_FILES = frozenset({PAIRS, HISTORY_GPKG, TIMELINE_PNG})
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> Moni
 
     Pairs are detected in date order into ``STORE/pairs/<date_a>_<date_b>/`` (``rs.pipeline.detect``);
     ``STORE/history.gpkg`` is rebuilt from all pair folders (``rs.monitor.history``), its changes
-    judged with their ``first_seen`` dates (``judged``), and replaced atomically. ``models``: loaded
+    judged with their ``first_seen`` dates (``judged``), and replaced atomically, and ``STORE/timeline.png``
+    redrawn when what it shows changed (``rs.monitor.timeline``). ``models``: loaded
     models to reuse (tests pass a fixed one); by default a fresh cache on ``config.inference.device``.
 
     Raises ManifestError for a bad SCENES and InputFileError for a scene file that is missing or
@@ -114,6 +117,7 @@ def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> Moni
     records = [_run_pair(pair, pair_job(pair, config), batch, models) for pair in pairs]
     history = judged(build_history([(p.after.date, folder / p.name) for p in pairs]), config, pairs[-1].after.date)
     write_history(history, Path(config.store) / HISTORY_GPKG)
+    write_timeline(history, Path(config.store) / TIMELINE_PNG)  # redrawn only when what it shows changed
     return MonitorResult(records, history, Path(config.store) / HISTORY_GPKG)
 
 
@@ -126,14 +130,13 @@ def judged(history: History, config: MonitorConfig, latest: date) -> History:
     """
     changes = history.changes
     if changes.empty or changes.crs is None:
-        return History(changes.assign(permit_ids=""), history.observations)
+        return replace(history, changes=changes.assign(permit_ids=""))
     left, bottom, right, top = (float(v) for v in changes.total_bounds)
     layers = config.layers.read(extent=((left, bottom, right, top), changes.crs))
     rules = replace(config.layers.rules, as_of=config.layers.rules.as_of or latest)
     checked = crosscheck(changes, layers.permits.data if layers.permits else None,
                          layers.zoning.data if layers.zoning else None, rules)
-    return History(changes.assign(reasons=checked["reasons"], permit_ids=checked["permit_ids"]),
-                   history.observations)
+    return replace(history, changes=changes.assign(reasons=checked["reasons"], permit_ids=checked["permit_ids"]))
 
 
 def _run_pair(pair: ScenePair, job: Job, batch: BatchConfig, models: ModelCache) -> PairRecord:
