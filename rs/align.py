@@ -182,6 +182,7 @@ class AlignedPair:
                  pixel_size_m: float | None = None) -> None:
         self.before_path = Path(before_path)
         self.after_path = Path(after_path)
+        self._paths = (os.fspath(before_path), os.fspath(after_path))  # as given: Path would fold a GDAL path's //
         self.bands = bands
         self.masks = tuple(masks)
         self.grid_spec = grid or GridSpec()
@@ -223,7 +224,7 @@ class AlignedPair:
     @property
     def source(self) -> PairSource:
         """What opens this pair again: files, bands, masks, grid, AFTER's shift, validity rule."""
-        return PairSource(str(self.before_path), str(self.after_path), self.bands, self.masks, self.grid_spec,
+        return PairSource(*self._paths, self.bands, self.masks, self.grid_spec,
                           self.after_shift, self.zero_is_valid, self.pixel_size_m)
 
     def reopen(self) -> AlignedPair:

@@ -52,12 +52,19 @@ from changewatch.rs.io.vrt import VrtSource, vrt_xml
 DEFAULT_BANDS = ("blue", "green", "red", "nir")  # read from an item when no bands are given
 MASK_ASSET = "scl"  # the asset key (name_key) of the scene classification layer
 S2_NODATA = 0.0  # Sentinel-2 DN of NO_DATA
+ITEM_REF = "#"  # ``collection.json#ID``: item ID of an ItemCollection file
 URL_HANDLERS = {"http://": "/vsicurl/http://", "https://": "/vsicurl/https://", "s3://": "/vsis3/"}
 
 
+def split_ref(path: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """(file, item id) of a scene path: ``collection.json#ID`` names item ID of an ItemCollection file."""
+    file, _, ref = os.fspath(path).partition(ITEM_REF)
+    return file, ref or None
+
+
 def is_stac_path(path: str | os.PathLike[str]) -> bool:
-    """Whether a scene path names a STAC JSON file (by its ``.json`` suffix)."""
-    return os.fspath(path).lower().endswith(".json")
+    """Whether a scene path names a STAC JSON file (by its ``.json`` suffix), or an item in one (``…json#ID``)."""
+    return split_ref(path)[0].lower().endswith(".json")
 
 
 def load_stac(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -78,13 +85,62 @@ def load_stac(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_item(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The STAC Item in the file at ``path``. Raises StacItemError when it is another kind of file or object."""
-    data = load_stac(path)
-    if data["type"] != "Feature" or "stac_version" not in data or not isinstance(data.get("assets"), dict):
+    """The STAC Item in the file at ``path``, or the item ``ID`` of the ItemCollection file when ``path`` is ``…#ID``.
+
+    Raises StacItemError when it is another kind of file or object, or the collection has no item ``ID``.
+    """
+    file, ref = split_ref(path)
+    data = load_stac(file)
+    if ref is not None:
+        found = [f for f in data.get("features") or [] if isinstance(f, dict) and f.get("id") == ref]
+        if data["type"] != "FeatureCollection" or len(found) != 1:
+            raise StacItemError(f"{file} is not an ItemCollection holding one item {ref!r}")
+        data = found[0]
+    if data.get("type") != "Feature" or "stac_version" not in data or not isinstance(data.get("assets"), dict):
         kind = "an ItemCollection or catalog: give one item per date (monitor SCENES may be a collection)" \
-            if data["type"] in ("FeatureCollection", "Catalog", "Collection") else "not a STAC Item"
+            if data.get("type") in ("FeatureCollection", "Catalog", "Collection") else "not a STAC Item"
         raise StacItemError(f"{path} is {kind}")
     return data
+
+
+def collection_items(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Every item of an ItemCollection file (as ``FILE#ID`` scene paths) or of a catalog (each item's file).
+
+    A catalog (``catalog.json``, or a Collection) is walked with pystac, child catalogs included. Raises
+    StacItemError for a file that is neither, a catalog that cannot be read, or an item that is not STAC.
+    """
+    import pystac
+
+    p = Path(path).resolve()
+    data = load_stac(p)
+    if data["type"] == "FeatureCollection":
+        features = data.get("features")
+        if not isinstance(features, list):
+            raise StacItemError(f"ItemCollection {p} has no list of features")
+        ids = [f.get("id") if isinstance(f, dict) else None for f in features]
+        if None in ids or len(set(ids)) != len(ids):
+            raise StacItemError(f"ItemCollection {p}: every item needs its own id")
+        return [(f"{p}{ITEM_REF}{i}", load_item(f"{p}{ITEM_REF}{i}")) for i in ids]
+    if data["type"] not in ("Catalog", "Collection"):
+        raise StacItemError(f"{p} is not a STAC ItemCollection or catalog (its type is {data['type']!r})")
+    try:
+        root = pystac.read_file(str(p))
+        hrefs = [item.get_self_href() for item in root.get_items(recursive=True)] \
+            if isinstance(root, pystac.Catalog) else []  # a Collection is a Catalog
+    except (pystac.STACError, OSError, ValueError) as exc:
+        raise StacItemError(f"catalog {p} cannot be read: {' '.join(str(exc).split())}") from exc
+    return [(str(h), load_item(str(h))) for h in hrefs if h]
+
+
+def item_files(path: str | os.PathLike[str]) -> list[str]:
+    """The local files a STAC item scene is made of: its JSON file and every asset's local file (for resume)."""
+    file, _ = split_ref(path)
+    try:
+        assets = load_item(path)["assets"].values()
+    except StacItemError:
+        return [file]  # the run itself reports why
+    hrefs = [_href(Path(file), str(a["href"])) for a in assets if isinstance(a, dict) and a.get("href")]
+    return [file, *(h for h in hrefs if not is_gdal_path(h))]
 
 
 def item_date(item: dict[str, Any], where: str) -> date:
@@ -294,9 +350,10 @@ def read_item(path: str | os.PathLike[str], bands: tuple[str, ...] | None, role:
     ``role`` names it in errors ("BEFORE"). Raises StacItemError (the file, its JSON, an asset missing or
     unreadable, an undecidable offset or date) or IncompatibleScenesError (a band it lacks, or ambiguous).
     """
-    p = Path(path)
-    where = f"{role} item {p}"
-    item = load_item(p)
+    file, ref = split_ref(path)
+    p = Path(file)
+    where = f"{role} item {path}"
+    item = load_item(path)
     candidates = _candidates(item["assets"])
     picked = [(_pick(candidates, name, where), name) for name in (bands or DEFAULT_BANDS)]
     chosen = tuple(_band_asset(item, p, c, name, where) for c, name in picked)
@@ -307,4 +364,5 @@ def read_item(path: str | os.PathLike[str], bands: tuple[str, ...] | None, role:
         layouts[mask] = _layout(mask, mask_key, where)
         if layouts[mask].crs != layouts[chosen[0].href].crs:
             raise StacItemError(f"{where}: its {mask_key} asset is in another CRS than its bands")
-    return ItemScene(str(p.resolve()), item_date(item, where), chosen, mask, _grid(chosen, layouts, where), layouts)
+    name = str(p.resolve()) + (f"{ITEM_REF}{ref}" if ref else "")
+    return ItemScene(name, item_date(item, where), chosen, mask, _grid(chosen, layouts, where), layouts)
