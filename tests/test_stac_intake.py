@@ -111,6 +111,22 @@ def test_l2a_reflectance_takes_the_baseline_04_offset_and_earlier_baselines_none
     assert read_item(old, None, "BEFORE").record()["assets"][0]["offset"] == 0.0
 
 
+def test_other_items_take_their_raster_bands_scale_offset_and_their_files_nodata(tmp_path: Path) -> None:
+    data = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 500 + 1
+    data[0, 0] = 7
+    write_cog(tmp_path / "red.tif", data, 2.0, nodata=7)
+    write_cog(tmp_path / "nir.tif", data, 2.0, nodata=None)
+    item = {"type": "Feature", "stac_version": "1.1.0", "id": "uav", "geometry": None,
+            "properties": {"datetime": "2024-02-01T10:00:00Z", "platform": "drone"}, "links": [],
+            "assets": {"r": {"href": "red.tif", "type": "image/tiff", "bands": [{"name": "red", "scale": 0.5,
+                                                                                 "offset": 3}]},
+                       "n": {"href": "nir.tif", "type": "image/tiff", "eo:bands": [{"common_name": "nir"}]}}}
+    (tmp_path / "uav.json").write_text(json.dumps(item))
+    values, _ = read_bands(tmp_path / "uav.json", ("red", "nir"))
+    assert np.isnan(values[0, 0, 0]) and values[0, 0, 1] == data[0, 1] * 0.5 + 3  # the file's nodata; scaled
+    assert values[1, 0, 0] == 7 and (values[1] == data).all()  # no nodata, no scale: as stored
+
+
 def test_dn_0_is_nodata_and_the_scl_mask_marks_exactly_the_invalid_classes(tmp_path: Path) -> None:
     scl = np.full((SIZE // 2, SIZE // 2), 4, np.uint8)
     for i, cls in enumerate(range(12)):
@@ -308,6 +324,11 @@ def _missing_archive(tmp_path: Path) -> list[object]:
     return ["detect", f"/vsizip/{tmp_path / 'gone.zip'}/b.tif", after]
 
 
+def _product(tmp_path: Path) -> list[object]:
+    before, after = l2a_pair(tmp_path)
+    return ["detect", f"SENTINEL2_L2A:{tmp_path}/S2A_MSIL2A.SAFE/MTD_MSIL2A.xml:10m:EPSG_32648", after]
+
+
 def _duplicate_dates(tmp_path: Path) -> list[object]:
     return ["monitor", collection(tmp_path, ["2024-01-10T10:00:00Z", "2024-01-10T11:00:00Z"])]
 
@@ -329,6 +350,7 @@ BAD_STAC = {  # the README's Bad inputs row → (the command's arguments, exit c
     "scene `.json` that is not valid JSON": (_bad_json, 3, "is not readable JSON"),
     "an ItemCollection given to `detect` as a scene": (_collection_to_detect, 3, "is an ItemCollection or catalog"),
     "`/vsizip/` scene whose archive is missing": (_missing_archive, 3, "BEFORE file not found"),
+    "a Sentinel-2 product name (`SENTINEL2_L2A:…`) or `.SAFE` folder": (_product, 3, "give its STAC item"),
     "STAC SCENES with two items of the same date": (_duplicate_dates, 3, "is listed twice"),
     "STAC item with `datetime` null and a range over several days": (_long_range, 3, "not one acquisition day"),
 }

@@ -30,6 +30,7 @@ from changewatch.rs.errors import InputFileError
 from changewatch.rs.georef import Dataset
 from changewatch.rs.grid import Grid
 from changewatch.rs.io.gdalpaths import archive_of, is_gdal_path
+from changewatch.rs.io.sentinel2 import is_product_path
 from changewatch.rs.io.stac_scene import is_stac_path, item_date, load_item, read_item
 from changewatch.rs.tiling import Tile, TileGrid
 from changewatch.rs.validity import Validity, alpha_band, has_internal_mask, is_nodata
@@ -56,6 +57,9 @@ def open_raster(path: str | os.PathLike[str], role: str,
     text = os.fspath(path)
     if is_stac_path(text):
         return open_vrt(read_item(text, bands, role).image_vrt(), f"{role} item {text}")
+    if is_product_path(text):
+        raise InputFileError(f"{role} {text} is a Sentinel-2 product (.SAFE, SENTINEL2_L2A:), which is not read "
+                             "directly (its offset and SCL cloud mask would be lost): give its STAC item (.json)")
     missing = archive_of(text) if is_gdal_path(text) else Path(text)
     if missing is not None and not missing.exists():
         raise InputFileError(f"{role} file not found: {missing}" + (f" (in {text})" if str(missing) != text else ""))

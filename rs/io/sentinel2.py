@@ -23,6 +23,7 @@ CLOUD_HIGH_PROBABILITY and 10 THIN_CIRRUS are invalid (``SCL_INVALID``); 2 dark 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ OFFSET_BASELINE = (4, 0)  # the first processing baseline with BOA_ADD_OFFSET
 SCL_CLASSES = 12  # SCL values 0..11
 SCL_INVALID = (0, 1, 3, 8, 9, 10)  # NO_DATA, SATURATED_OR_DEFECTIVE, CLOUD_SHADOWS, CLOUD_MEDIUM/HIGH, THIN_CIRRUS
 BASELINE_KEYS = ("s2:processing_baseline", "processing:version", "sentinel:processing_baseline")
+# A Sentinel-2 product as GDAL names it: a SENTINEL2_L2A:… subdataset, a .SAFE folder or its MTD_MSIL2A.xml
+PRODUCT_PATH = re.compile(r"(^SENTINEL2_L[12][ABC]?:)|(\.SAFE/?$)|(MTD_MSIL[12][AC]\.xml$)", re.IGNORECASE)
 OFFSET_APPLIED_KEYS = ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied")
 
 
@@ -52,6 +55,11 @@ def is_sentinel2(properties: dict[str, Any]) -> bool:
     constellation = str(properties.get("constellation", "")).lower()
     return (platform.startswith("sentinel-2") or constellation == "sentinel-2"
             or any(key.startswith(("s2:", "sentinel:")) for key in properties))
+
+
+def is_product_path(path: str) -> bool:
+    """Whether ``path`` names a Sentinel-2 product as GDAL reads it (``SENTINEL2_L2A:…``, a ``.SAFE`` folder)."""
+    return PRODUCT_PATH.search(path) is not None
 
 
 def _baseline(text: str) -> tuple[int, int] | None:

@@ -23,6 +23,9 @@ A scene given as a ``.json`` file is a STAC Item (STAC 1.0 or 1.1). ``read_item`
   nearest-neighbour, mapped by a VRT lookup table to 1 for ``rs.io.sentinel2.SCL_INVALID`` classes
   (``mask_vrt``: band 1 non-zero = invalid, as ``--mask`` rasters are).
 
+An item of an ItemCollection file is the scene path ``collection.json#ID`` (its hrefs relative to that file);
+``collection_items`` lists the items of a collection or catalog (``monitor`` SCENES), ``item_date`` dates one.
+
 ``ItemScene.record`` is what ``summary.json`` keeps (``inputs.intake``): each asset's href, band, scale and
 offset applied and the rule that chose them, and the mask's source. Errors are ``StacItemError`` (exit code 3)
 for the file, its JSON and its assets, ``IncompatibleScenesError`` (exit code 4) for a band the item lacks.
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date
 from pathlib import Path
 from typing import Any
@@ -360,6 +363,7 @@ def read_item(path: str | os.PathLike[str], bands: tuple[str, ...] | None, role:
     mask_key = next((k for k in item["assets"] if name_key(k) == MASK_ASSET), None)
     mask = _href(p, str(item["assets"][mask_key]["href"])) if mask_key else None
     layouts = {b.href: _layout(b.href, b.asset, where) for b in chosen}
+    chosen = tuple(b if b.nodata is not None else replace(b, nodata=layouts[b.href].nodata) for b in chosen)
     if mask is not None and mask_key is not None:
         layouts[mask] = _layout(mask, mask_key, where)
         if layouts[mask].crs != layouts[chosen[0].href].crs:
