@@ -214,6 +214,15 @@ def test_a_manifest_resolves_a_relative_archive_against_its_folder(tmp_path: Pat
     assert (job.before, job.after) == (f"/vsizip/{tmp_path}/s.zip/b.tif", "/vsicurl/https://h.org/a.tif")
 
 
+def test_resume_fingerprints_an_items_assets_and_an_archive_not_the_gdal_path(tmp_path: Path) -> None:
+    from changewatch.rs.batch.resume import dataset_files
+
+    item = write_s2_item(tmp_path, date(2023, 5, 1), REFL)
+    assert dataset_files(str(item), True) == sorted(str(tmp_path / n) for n in (
+        "B02.tif", "B03.tif", "B04.tif", "B08.tif", "SCL.tif", "item.json"))
+    assert dataset_files(f"/vsizip/{tmp_path}/s.zip/in/b.tif", True) == [f"{tmp_path}/s.zip"]
+
+
 # --- monitor SCENES as a STAC ItemCollection or catalog ---------------------------------------------------------
 
 
