@@ -266,6 +266,17 @@ def test_a_catalog_is_walked_for_its_items(tmp_path: Path) -> None:
     assert scenes[1].path == str(tmp_path / "cat" / "item-1" / "item-1.json")
 
 
+def test_a_broken_catalog_or_a_single_item_as_scenes_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "catalog.json").write_text(json.dumps({
+        "type": "Catalog", "stac_version": "1.0.0", "id": "c", "description": "d",
+        "links": [{"rel": "item", "href": "./gone/gone.json"}]}))
+    with pytest.raises(StacItemError, match="catalog .* cannot be read"):
+        read_scenes(tmp_path / "catalog.json")
+    item = write_s2_item(tmp_path / "one", date(2023, 5, 1), REFL)
+    with pytest.raises(StacItemError, match="is not a STAC ItemCollection or catalog"):
+        read_scenes(item)
+
+
 def test_an_item_without_datetime_takes_its_one_day_range_and_a_longer_range_is_refused(tmp_path: Path) -> None:
     path = collection(tmp_path, ["2024-01-10T10:00:00Z", "2024-03-05T10:00:00Z"])
     data = item_json(path)

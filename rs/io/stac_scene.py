@@ -61,8 +61,9 @@ URL_HANDLERS = {"http://": "/vsicurl/http://", "https://": "/vsicurl/https://", 
 
 def split_ref(path: str | os.PathLike[str]) -> tuple[str, str | None]:
     """(file, item id) of a scene path: ``collection.json#ID`` names item ID of an ItemCollection file."""
-    file, _, ref = os.fspath(path).partition(ITEM_REF)
-    return file, ref or None
+    text = os.fspath(path)
+    cut = text.lower().find(".json" + ITEM_REF)
+    return (text, None) if cut < 0 else (text[:cut + 5], text[cut + 6:] or None)
 
 
 def is_stac_path(path: str | os.PathLike[str]) -> bool:
@@ -99,6 +100,11 @@ def load_item(path: str | os.PathLike[str]) -> dict[str, Any]:
         if data["type"] != "FeatureCollection" or len(found) != 1:
             raise StacItemError(f"{file} is not an ItemCollection holding one item {ref!r}")
         data = found[0]
+    return _as_item(data, path)
+
+
+def _as_item(data: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``data`` when it is a STAC Item with assets; else StacItemError naming ``path`` and what it is."""
     if data.get("type") != "Feature" or "stac_version" not in data or not isinstance(data.get("assets"), dict):
         kind = "an ItemCollection or catalog: give one item per date (monitor SCENES may be a collection)" \
             if data.get("type") in ("FeatureCollection", "Catalog", "Collection") else "not a STAC Item"
@@ -123,14 +129,14 @@ def collection_items(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, 
         ids = [f.get("id") if isinstance(f, dict) else None for f in features]
         if None in ids or len(set(ids)) != len(ids):
             raise StacItemError(f"ItemCollection {p}: every item needs its own id")
-        return [(f"{p}{ITEM_REF}{i}", load_item(f"{p}{ITEM_REF}{i}")) for i in ids]
+        return [(f"{p}{ITEM_REF}{i}", _as_item(f, f"{p}{ITEM_REF}{i}")) for f, i in zip(features, ids, strict=True)]
     if data["type"] not in ("Catalog", "Collection"):
         raise StacItemError(f"{p} is not a STAC ItemCollection or catalog (its type is {data['type']!r})")
     try:
         root = pystac.read_file(str(p))
         hrefs = [item.get_self_href() for item in root.get_items(recursive=True)] \
             if isinstance(root, pystac.Catalog) else []  # a Collection is a Catalog
-    except (pystac.STACError, OSError, ValueError) as exc:
+    except (pystac.STACError, pystac.STACTypeError, OSError, ValueError, KeyError, TypeError) as exc:
         raise StacItemError(f"catalog {p} cannot be read: {' '.join(str(exc).split())}") from exc
     return [(str(h), load_item(str(h))) for h in hrefs if h]
 
