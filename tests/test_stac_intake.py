@@ -208,6 +208,26 @@ def test_vsizip_scenes_are_detected_and_recorded_as_given(tmp_path: Path, pair: 
     assert json.loads((out / "summary.json").read_text())["inputs"]["before"] == before
 
 
+def test_batch_over_items_and_a_zipped_scene_reruns_a_job_whose_asset_changed(tmp_path: Path, pair: tuple[Path, Path],
+                                                                               tiny_checkpoint: Path) -> None:
+    before, after = l2a_pair(tmp_path / "area")
+    with zipfile.ZipFile(tmp_path / "scenes.zip", "w") as archive:
+        for scene in pair:
+            archive.write(scene, scene.name)
+    (tmp_path / "m.csv").write_text("area_id,before,after\nitems,area/d1/item.json,area/d2/item.json\n"
+                                    "zipped,/vsizip/scenes.zip/before.tif,/vsizip/scenes.zip/after.tif\n")
+    args = ["batch", tmp_path / "m.csv", "-o", tmp_path / "out", "--model", tiny_checkpoint, "--scheduler", "serial",
+            "--tile", "64", "--overlap", "16", "-q"]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    summary = json.loads((tmp_path / "out" / "items" / "summary.json").read_text())
+    assert summary["inputs"]["intake"]["after"]["mask"]["href"] == str(after.parent / "SCL.tif")
+    write_cog(before.parent / "B03.tif", dn(REFL[1] * 0.9), 10.0)  # an asset of BEFORE changes
+    second = run(*args, "--resume")
+    assert second.exit_code == 0, second.output
+    assert "[skipped] zipped" in second.output and "[skipped] items" not in second.output
+
+
 def test_a_manifest_resolves_a_relative_archive_against_its_folder(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("area_id,before,after\na,/vsizip/s.zip/b.tif,/vsicurl/https://h.org/a.tif\n")
     job = read_manifest(tmp_path / "m.csv")[0]
