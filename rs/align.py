@@ -35,7 +35,8 @@ from changewatch.rs.config import PairOptions
 from changewatch.rs.errors import IncompatibleScenesError
 from changewatch.rs.georef import Dataset, data_bounds, georeferenced, is_plain, native_grid, placed
 from changewatch.rs.grid import Grid, GridSpec
-from changewatch.rs.io.raster import GridReader, open_raster
+from changewatch.rs.io.raster import GridReader, open_raster, open_vrt
+from changewatch.rs.io.stac_scene import is_stac_path, read_item
 from changewatch.rs.validity import Validity, infer_validity, sample_counts
 
 __all__ = ["AlignedPair", "PairSource", "PairWindow", "Shift", "common_grid", "overlap_fraction"]
@@ -181,6 +182,7 @@ class AlignedPair:
                  pixel_size_m: float | None = None) -> None:
         self.before_path = Path(before_path)
         self.after_path = Path(after_path)
+        self._paths = (os.fspath(before_path), os.fspath(after_path))  # as given: Path would fold a GDAL path's //
         self.bands = bands
         self.masks = tuple(masks)
         self.grid_spec = grid or GridSpec()
@@ -189,6 +191,8 @@ class AlignedPair:
         self.pixel_size_m = pixel_size_m
         self._files: list[Dataset] = []
         self._readers: list[GridReader] = []
+        self.intake: dict[str, Any] = {}  # per date, what a STAC item scene read (rs.io.stac_scene.ItemScene.record)
+        self._scene_masks: list[tuple[str, str]] = []  # (role, VRT XML) of each item scene's SCL mask
         try:
             before_file = self._open(before_path, "BEFORE")
             after_file = self._open(after_path, "AFTER")
@@ -211,6 +215,8 @@ class AlignedPair:
             self._after = self._reader(after, Resampling.bilinear, "AFTER", validity=self.validity[1],
                                        src_transform=self._shifted_transform(after) if after_shift else None)
             self._masks = [self.reader_for(mask, "mask", Resampling.nearest, fill=0) for mask in self.masks]
+            self._masks += [self._reader(self._keep(open_vrt(xml, f"{role} SCL mask")), Resampling.nearest,
+                                         f"{role} SCL mask", fill=0) for role, xml in self._scene_masks]
         except Exception:
             self.close()
             raise
@@ -218,7 +224,7 @@ class AlignedPair:
     @property
     def source(self) -> PairSource:
         """What opens this pair again: files, bands, masks, grid, AFTER's shift, validity rule."""
-        return PairSource(str(self.before_path), str(self.after_path), self.bands, self.masks, self.grid_spec,
+        return PairSource(*self._paths, self.bands, self.masks, self.grid_spec,
                           self.after_shift, self.zero_is_valid, self.pixel_size_m)
 
     def reopen(self) -> AlignedPair:
@@ -234,7 +240,8 @@ class AlignedPair:
         ``validity`` (per date, the rule, see ``rs.validity.Validity.to_dict``, and what a bounded
         sample of the file holds: ``rs.validity.sample_counts``), ``bands_compared`` (per date, the
         source band indexes and names, and the rule that paired them) and ``radiometry`` (offset
-        tags and scales seen, ``rs.bands.radiometry``).
+        tags and scales seen, ``rs.bands.radiometry``) and ``intake`` (per date given as a STAC item, the
+        assets read, the scale and offset applied and the mask's source: ``rs.io.stac_scene.ItemScene.record``).
         """
         dates = zip(("before", "after"), self.validity, (self._before, self._after),
                     (self._before_bands, self._after_bands), strict=True)
@@ -243,7 +250,8 @@ class AlignedPair:
                              for role, rule, reader, bands in dates},
                 "bands_compared": self.band_choice.to_dict(),
                 "radiometry": {"before": radiometry(files[0], self.band_choice.before),
-                               "after": radiometry(files[1], self.band_choice.after), "note": RADIOMETRY_NOTE}}
+                               "after": radiometry(files[1], self.band_choice.after), "note": RADIOMETRY_NOTE},
+                "intake": dict(self.intake)}
 
     def _shifted_transform(self, after: Dataset) -> Affine:
         """AFTER's georeferencing moved by ``after_shift`` (given in the grid's CRS).
@@ -260,7 +268,20 @@ class AlignedPair:
         return cast(Affine, Affine.translation(dx, dy) * after.transform)
 
     def _open(self, path: str | os.PathLike[str], role: str) -> Dataset:
-        ds = open_raster(path, role)
+        """Open a file of the pair, closed with it; a STAC item scene (BEFORE, AFTER) as the VRT of its bands.
+
+        An item's SCL mask is kept for when the grid is known, and what it read in ``intake``.
+        """
+        if role in ("BEFORE", "AFTER") and is_stac_path(path):
+            scene = read_item(path, self.bands, role)
+            self.intake[role.lower()] = scene.record()
+            mask = scene.mask_vrt()
+            if mask is not None:
+                self._scene_masks.append((role, mask))
+            return self._keep(open_vrt(scene.image_vrt(), f"{role} item {path}"))
+        return self._keep(open_raster(path, role))
+
+    def _keep(self, ds: Dataset) -> Dataset:
         self._files.append(ds)
         return ds
 

@@ -168,7 +168,7 @@ def _listing(names: dict[int, str], indexes: list[int]) -> str:
 OFFSET_TAGS = ("PROCESSING_BASELINE", "BOA_ADD_OFFSET", "RADIO_ADD_OFFSET", "BOA_QUANTIFICATION_VALUE")
 RADIOMETRY_NOTE = ("each date is normalised on its own statistics (rs.normalize), so per-band gains and offsets — "
                    "Sentinel-2 processing baseline 04.00's +1000 DN, GDAL scales and offsets — are not change and "
-                   "are not applied")
+                   "are not applied to raster files (a STAC item's are: inputs.intake)")
 
 
 def radiometry(ds: Dataset, bands: tuple[int, ...]) -> dict[str, object]:

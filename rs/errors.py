@@ -102,3 +102,11 @@ class OutputError(ChangewatchError):
 
 
 BATCH_JOBS_FAILED = 7
+
+
+class StacItemError(InputFileError):
+    """A STAC item or collection that cannot be read as a scene (exit code 3).
+
+    Not STAC JSON, an asset missing, or what its values mean cannot be decided (a Sentinel-2 item without a
+    processing baseline, a date range longer than a day).
+    """

@@ -43,7 +43,9 @@ from changewatch.rs.crosscheck.settings import RuleConfig
 from changewatch.rs.decisions import CarriedReview, carry, previous_decisions
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling
+from changewatch.rs.io.gdalpaths import scene_name
 from changewatch.rs.io.raster import scene_date, write_probability
+from changewatch.rs.io.stac_scene import split_ref
 from changewatch.rs.prepare import PreparedPair, prepare_for_model
 from changewatch.rs.runfolder import (
     CHANGE_PROB,
@@ -197,12 +199,15 @@ def _summary(config: DetectConfig, model: ChangeModel, prepared: PreparedPair, p
              timings: dict[str, float], carried: CarriedReview | None) -> RunSummary:
     choice, coreg, spec = prepared.choice, prepared.coregistration, model.spec
     assert choice is not None and pair.grid.crs is not None  # detect: a chosen model, georeferenced scenes
-    read: list[str | Path] = [config.before, config.after, *config.masks, *layers.files(),
+    assets = [split_ref(scene["item"])[0] for scene in pair.intake.values()]  # STAC item scenes' files
+    assets += [a["href"] for scene in pair.intake.values() for a in scene["assets"]]
+    masks_read = [scene["mask"]["href"] for scene in pair.intake.values() if scene["mask"]]
+    read: list[str | Path] = [config.before, config.after, *assets, *masks_read, *config.masks, *layers.files(),
                               choice.path.with_suffix(".json"), choice.path.with_suffix(".safetensors")]
     dates = [scene_date(p) for p in (config.before, config.after)]
     inputs = SceneInputs(
-        **{**asdict(layers.provenance()), "files": file_records(read)}, before=str(Path(config.before).resolve()),
-        after=str(Path(config.after).resolve()), before_date=dates[0].isoformat() if dates[0] else None,
+        **{**asdict(layers.provenance()), "files": file_records(read)}, before=scene_name(config.before),
+        after=scene_name(config.after), before_date=dates[0].isoformat() if dates[0] else None,
         after_date=dates[1].isoformat() if dates[1] else None, crs=pair.grid.crs.to_string(), width=pair.grid.width,
         height=pair.grid.height, pixel_size_m=pair.grid.pixel_size_m(), grid=pair.grid_spec,
         bands_per_date=pair.band_count, bands=list(config.bands) if config.bands else "all",

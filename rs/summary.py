@@ -105,7 +105,7 @@ class SceneInputs(LayerInputs):
     The scenes (absolute paths) and their acquisition dates (ISO, from their date tags,
     ``rs.io.raster.scene_date``; None when a scene has none), the common grid (CRS, size, pixel
     size in metres, where it lies), the bands compared, the masks, the co-registration and what was
-    decided about each date (validity, band pairing, radiometry: ``AlignedPair.provenance``).
+    decided about each date (validity, band pairing, radiometry, STAC intake: ``AlignedPair.provenance``).
     """
 
     before: str = ""
@@ -124,6 +124,7 @@ class SceneInputs(LayerInputs):
     validity: dict[str, Any] = field(default_factory=dict)
     bands_compared: dict[str, Any] = field(default_factory=dict)
     radiometry: dict[str, Any] = field(default_factory=dict)
+    intake: dict[str, Any] = field(default_factory=dict)  # per date given as a STAC item: assets read, values, mask
 
 
 @dataclass(frozen=True)

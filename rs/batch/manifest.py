@@ -18,6 +18,7 @@ import yaml
 
 from changewatch.rs.config import BatchConfig, DetectConfig, DetectOptions
 from changewatch.rs.errors import ManifestError
+from changewatch.rs.io.gdalpaths import resolve_scene
 
 AREA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -47,7 +48,7 @@ class Job:
 
 def _resolve(base: Path, value: object) -> str | None:
     text = "" if value is None else str(value).strip()
-    return str((base / text).resolve()) if text else None
+    return resolve_scene(base, text) if text else None  # GDAL paths (/vsizip/…) as given, archives resolved
 
 
 def _as_of(value: object, source: Path, area: str) -> date | None:

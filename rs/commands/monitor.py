@@ -31,7 +31,8 @@ def monitor(scenes: str, store: str, permits: str | None, zoning: str | None, pa
 
     \b
     SCENES is a CSV with columns date,path (YYYY-MM-DD dates, paths relative to SCENES) or a
-    YAML list of such mappings; rows are sorted by date. Each consecutive pair is judged as of
+    YAML list of such mappings, or a STAC ItemCollection or catalog JSON (one scene per item,
+    dated by its datetime); rows are sorted by date. Each consecutive pair is judged as of
     its AFTER date unless --as-of is given. Re-running after adding a scene detects only the
     new pair; an interrupted run resumes.
     """

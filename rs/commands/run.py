@@ -67,7 +67,8 @@ def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], old_rea
            quiet: bool, **options: Any) -> None:
     """Detect change between BEFORE and AFTER and flag changes no permit covers.
 
-    BEFORE and AFTER are GeoTIFFs of one area with the same bands (matched by name when both
+    BEFORE and AFTER are GeoTIFFs, GDAL paths (/vsizip/…) or STAC Item JSONs (Sentinel-2 L2A:
+    offset and SCL cloud mask applied; see the README) of one area with the same bands (matched by name when both
     files name them, else in file order; the default model wants blue, green, red, NIR, or red,
     green, blue for 3-band imagery; --bands picks them). They may differ in CRS,
     pixel size and extent: both are compared on a common grid covering where they overlap,

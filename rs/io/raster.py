@@ -29,6 +29,9 @@ from scipy import ndimage
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.georef import Dataset
 from changewatch.rs.grid import Grid
+from changewatch.rs.io.gdalpaths import archive_of, is_gdal_path
+from changewatch.rs.io.sentinel2 import is_product_path
+from changewatch.rs.io.stac_scene import is_stac_path, item_date, load_item, read_item
 from changewatch.rs.tiling import Tile, TileGrid
 from changewatch.rs.validity import Validity, alpha_band, has_internal_mask, is_nodata
 
@@ -42,17 +45,44 @@ BAND_DESCRIPTIONS = {"change": "change probability", "building_before": "buildin
                      "building_after": "building probability, AFTER"}
 
 
-def open_raster(path: str | os.PathLike[str], role: str) -> rasterio.io.DatasetReader:
-    """Open a raster for reading, turning every way it can fail into one clear InputFileError."""
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{role} file not found: {p}")
+def open_raster(path: str | os.PathLike[str], role: str,
+                bands: tuple[str, ...] | None = None) -> rasterio.io.DatasetReader:
+    """Open a raster for reading, turning every way it can fail into one clear InputFileError.
+
+    ``path``: a local file, a GDAL path (``/vsizip/archive.zip/scene.tif``, ``/vsicurl/…``:
+    ``rs.io.gdalpaths``; a missing archive is reported as a missing file) or a STAC Item JSON, opened as
+    the VRT of its ``bands`` (names; None: blue, green, red, nir) on one grid (``rs.io.stac_scene``,
+    which raises StacItemError or IncompatibleScenesError). ``role`` names it in messages ("BEFORE").
+    """
+    text = os.fspath(path)
+    if is_stac_path(text):
+        return open_vrt(read_item(text, bands, role).image_vrt(), f"{role} item {text}")
+    if is_product_path(text):
+        raise InputFileError(f"{role} {text} is a Sentinel-2 product (.SAFE, SENTINEL2_L2A:), which is not read "
+                             "directly (its offset and SCL cloud mask would be lost): give its STAC item (.json)")
+    missing = archive_of(text) if is_gdal_path(text) else Path(text)
+    if missing is not None and not missing.exists():
+        raise InputFileError(f"{role} file not found: {missing}" + (f" (in {text})" if str(missing) != text else ""))
     try:
         with warnings.catch_warnings():  # plain images (PNG chips) are legitimate input: compared pixel for pixel
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(p)
+            return rasterio.open(text)
     except RasterioIOError as exc:
-        raise InputFileError(f"{role} file is not a readable raster: {p} ({exc})") from exc
+        raise InputFileError(f"{role} file is not a readable raster: {text} ({' '.join(str(exc).split())})") from exc
+
+
+def open_vrt(xml: str, what: str) -> rasterio.io.DatasetReader:
+    """Open a VRT given as its XML (``rs.io.vrt``); ``what`` names it in the InputFileError raised on failure."""
+    try:
+        return rasterio.open(xml)
+    except RasterioIOError as exc:
+        raise InputFileError(f"{what} cannot be opened: {' '.join(str(exc).split())}") from exc
+
+
+def shown_name(ds: Dataset) -> str:
+    """A dataset's name for messages: its path, or "(a VRT of STAC assets)" for one opened from XML."""
+    name = str(ds.name)
+    return "(a VRT of STAC assets)" if name.lstrip().startswith("<") else name
 
 
 DATE_TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "datetime", "TIFFTAG_DATETIME")
@@ -61,8 +91,11 @@ DATE_TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "datetime", "TIFFTAG_DATETIME"
 def scene_date(path: str | os.PathLike[str]) -> date | None:
     """Acquisition date from a raster's metadata tags (first of DATE_TAGS that parses), else None.
 
-    ``TIFFTAG_DATETIME`` is written ``YYYY:MM:DD HH:MM:SS``; the others ISO 8601.
+    ``TIFFTAG_DATETIME`` is written ``YYYY:MM:DD HH:MM:SS``; the others ISO 8601. A STAC Item's date is
+    its ``datetime``'s (UTC; ``rs.io.stac_scene.item_date``).
     """
+    if is_stac_path(path):
+        return item_date(load_item(path), f"scene {os.fspath(path)}")
     with open_raster(path, "scene") as ds:
         tags = ds.tags()
     for key in DATE_TAGS:
@@ -184,7 +217,7 @@ class GridReader:
             elif valid is None and self._internal_mask:
                 valid = source.dataset_mask(window=win) > 0
         except RasterioIOError as exc:
-            raise InputFileError(f"{self.role} file is corrupt or truncated: {self.ds.name} ({exc})") from exc
+            raise InputFileError(f"{self.role} file is corrupt or truncated: {shown_name(self.ds)} ({exc})") from exc
         if valid is None and self.validity is not None:
             return data, self.validity.valid(data)
         if valid is None:

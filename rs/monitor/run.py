@@ -106,7 +106,7 @@ def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> Moni
     """
     scenes = read_scenes(config.scenes)
     check_store(config.store)
-    check_readable(scenes)
+    check_readable(scenes, config.bands)
     pairs = consecutive_pairs(scenes)
     batch = pair_settings(config)
     folder = Path(batch.outdir)

@@ -7,6 +7,13 @@ sorted by date. A date that is not ISO, a date listed twice, a row without a pat
 column or fewer than two scenes is an error (``ManifestError``, exit code 3) naming where it is:
 ``line N`` of a CSV (the file's line number: the header is line 1, the first scene line 2) or
 ``entry N`` of a YAML list (its position, from 1). ``check_readable`` checks the scenes' files.
+
+SCENES may also be a STAC ItemCollection (a GeoJSON FeatureCollection of items) or a catalog
+(``catalog.json``, walked with its children) on disk: one scene per item, dated by the item's
+``datetime`` (its UTC date; an item with ``datetime`` null takes its ``start_datetime``'s date when
+``start_datetime`` and ``end_datetime`` fall on the same UTC day, and is an error otherwise:
+``rs.io.stac_scene.item_date``). Two items of the same date are an error, as in a CSV. An item of a
+collection file is the scene path ``collection.json#ID``.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from typing import Any
 import yaml
 
 from changewatch.rs.errors import ManifestError
+from changewatch.rs.io.gdalpaths import resolve_scene
 from changewatch.rs.io.raster import open_raster
+from changewatch.rs.io.stac_scene import collection_items, is_stac_path, item_date
 
 COLUMNS = ("date", "path")
 
@@ -82,7 +91,7 @@ def _scenes(rows: list[tuple[str, Any]], source: Path) -> list[Scene]:
             raise ManifestError(f"{where}: path is empty")
         if when in scenes:
             raise ManifestError(f"{where}: date {when} is listed twice")
-        scenes[when] = Scene(when, str((base / path).resolve()))
+        scenes[when] = Scene(when, resolve_scene(base, path))
     if len(scenes) < 2:
         raise ManifestError(f"scenes {source} lists {len(scenes)} scene(s): monitoring needs at least two dates")
     return [scenes[d] for d in sorted(scenes)]
@@ -115,6 +124,8 @@ def read_scenes(path: str | os.PathLike[str]) -> list[Scene]:
     p = Path(path)
     if not p.is_file():
         raise ManifestError(f"scenes file not found: {p}")
+    if is_stac_path(p):
+        return _stac_scenes(p)
     try:
         text = p.read_text(encoding="utf-8-sig")
         rows = _yaml_rows(text, p) if p.suffix.lower() in (".yml", ".yaml") else _csv_rows(text, p)
@@ -123,13 +134,32 @@ def read_scenes(path: str | os.PathLike[str]) -> list[Scene]:
     return _scenes(rows, p)
 
 
-def check_readable(scenes: list[Scene]) -> None:
+def _stac_scenes(path: Path) -> list[Scene]:
+    """The scenes of a STAC ItemCollection or catalog file: one per item, dated by ``item_date``, sorted.
+
+    Raises ManifestError for two items of the same date or fewer than two items, StacItemError for the file.
+    """
+    scenes: dict[date, Scene] = {}
+    for scene_path, item in collection_items(path):
+        where = f"scenes {path}, item {item.get('id')!r}"
+        when = item_date(item, where)
+        if when in scenes:
+            raise ManifestError(f"{where}: date {when} is listed twice (also item {scenes[when].path})")
+        scenes[when] = Scene(when, scene_path)
+    if len(scenes) < 2:
+        raise ManifestError(f"scenes {path} lists {len(scenes)} scene(s): monitoring needs at least two dates")
+    return [scenes[d] for d in sorted(scenes)]
+
+
+def check_readable(scenes: list[Scene], bands: tuple[str, ...] | None = None) -> None:
     """Raise InputFileError (exit code 3) unless every scene's file exists and opens as a raster.
 
     Monitor checks this before any pair is touched, so that a bad SCENES leaves the store as it was.
+    ``bands``: the bands compared (``--bands``), which a STAC item scene must offer (else
+    IncompatibleScenesError, exit code 4).
     """
     for scene in scenes:
-        with open_raster(scene.path, f"scene {scene.date}"):
+        with open_raster(scene.path, f"scene {scene.date}", bands):
             pass
 
 
