@@ -15,7 +15,7 @@ from shapely.geometry import box
 
 from changewatch.rs.io.vector import write_gpkg, write_table
 from changewatch.rs.review import load_run, record_decisions
-from tests.data import UTM48N
+from tests.data import UTM48N, plant_square, textured_scene, tiny_spec, utm_transform, write_raster
 from tests.review_data import AT, detect_run, pixel_box
 
 BEN_NGHE = "Phường Bến Nghé"
@@ -59,3 +59,17 @@ def report_run(pair: tuple[Path, Path], checkpoint: Path, out: Path) -> Path:
     write_table(links, run / "flagged.gpkg", "flagged_change_parcels")
     record_decisions(load_run(run), DECISIONS, reviewer="Nguyễn Văn An", at=AT)
     return run
+
+
+def make_run(root: Path) -> Path:
+    """The reviewed run of tests/report_data.py, on a generated pair with a tiny random checkpoint."""
+    import torch
+
+    from changewatch.models.changenet import build_network, save_checkpoint
+
+    before = textured_scene(96, 96, seed=1)
+    pair = (write_raster(root / "before.tif", before, UTM48N, utm_transform()),
+            write_raster(root / "after.tif", plant_square(before, 40, 30, 10), UTM48N, utm_transform()))
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(build_network(tiny_spec()), tiny_spec(), root / "models" / "tiny.json")
+    return report_run(pair, checkpoint, root / "run")
