@@ -212,3 +212,20 @@ def test_readme_bad_inputs_rows_of_report(row: str, reported: tuple[Path, Path],
     assert _snapshot(run) == run_before  # nothing written into the run
     assert (_snapshot(out) if out.is_dir() else None) == out_before  # the output folder as it was, or absent
     assert not list(out.parent.glob(f".{out.name}.staging-*"))
+
+
+def test_report_command_uses_the_library_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without options, report builds exactly the configuration the library defaults to (rs.config.ReportConfig)."""
+    from changewatch.rs.config import ReportConfig
+    from changewatch.rs.report import write
+
+    seen: list[object] = []
+
+    def capture(config: object) -> None:
+        seen.append(config)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(write, "write_report", capture)
+    result = CliRunner().invoke(cli, ["report", "run", "-o", "out"])
+    assert str(result.exception) == "captured"
+    assert seen == [ReportConfig("run", "out")]
