@@ -31,6 +31,7 @@ DEMOLISHED: ChangeType = "demolished"
 ENLARGED: ChangeType = "enlarged"
 OTHER_CHANGE: ChangeType = "other_change"
 CHIP_PAD_PX = 12  # pixels shown around a flag on its before/after chips (rs.review.flag_chip, reports)
+OVERVIEW_PX = 1024  # longer side (pixels) of a scene's overview behind a map (rs.review.overview, reports)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,4 +247,4 @@ class ReportConfig:
     run_dir: str
     outdir: str
     chip_pad_px: int = CHIP_PAD_PX
-    map_px: int = 1024
+    map_px: int = OVERVIEW_PX

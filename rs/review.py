@@ -32,7 +32,7 @@ from shapely.affinity import affine_transform
 from shapely.geometry.base import BaseGeometry
 
 from changewatch.rs.align import AlignedPair
-from changewatch.rs.config import CHIP_PAD_PX
+from changewatch.rs.config import CHIP_PAD_PX, OVERVIEW_PX
 from changewatch.rs.decisions import COLUMNS, check, check_new, decided, now, read_decisions, timestamp
 from changewatch.rs.errors import DecisionError, InputFileError
 from changewatch.rs.grid import GridSpec
@@ -117,7 +117,7 @@ def stretch(rgb: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def overview(path: str, rgb_bands: tuple[int, int, int] = (3, 2, 1), max_size: int = 1024
+def overview(path: str, rgb_bands: tuple[int, int, int] = (3, 2, 1), max_size: int = OVERVIEW_PX
              ) -> tuple[np.ndarray, list[list[float]]]:
     """A scene warped to EPSG:4326 and decimated to ≤ ``max_size`` px, with its folium bounds.
 

@@ -229,3 +229,13 @@ def test_report_command_uses_the_library_defaults(monkeypatch: pytest.MonkeyPatc
     result = CliRunner().invoke(cli, ["report", "run", "-o", "out"])
     assert str(result.exception) == "captured"
     assert seen == [ReportConfig("run", "out")]
+
+
+def test_chip_outline_is_the_flag_in_chip_pixels(reported: tuple[Path, Path]) -> None:
+    """Flag 3 covers rows 60–65, cols 10–15 of the grid; its chip (12 px around, cut at the scene's left edge)
+    starts at row 48, col 0, so the outline spans x 10–16, y 12–18 in the chip's pixels."""
+    from changewatch.rs.review import flag_chip, load_run
+
+    chip = flag_chip(load_run(reported[0]), 3, pad_px=12)
+    assert chip.before.shape == chip.after.shape == (30, 28, 3) and chip.prob.shape == (30, 28)
+    assert chip.outline.bounds == pytest.approx((10, 12, 16, 18), abs=1e-6)

@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from shapely.geometry.base import BaseGeometry
 
-from changewatch.rs.config import CHIP_PAD_PX, ReportConfig
+from changewatch.rs.config import CHIP_PAD_PX, OVERVIEW_PX
 from changewatch.rs.crosscheck.rules import worst_reason
 from changewatch.rs.review import Run, flag_chip, overview
 from changewatch.rs.runfolder import LAYER_FLAGGED, LAYER_PARCELS
@@ -54,7 +54,7 @@ def _draw_flags(ax: Axes, flagged: gpd.GeoDataFrame) -> list[str]:
     return drawn
 
 
-def overview_map(run: Run, map_px: int = ReportConfig.map_px) -> Figure:
+def overview_map(run: Run, map_px: int = OVERVIEW_PX) -> Figure:
     """The run's overview map: AFTER scene, flags by worst reason, parcels with flags outlined, legend.
 
     The scene is warped to EPSG:4326 and decimated to ≤ ``map_px`` pixels on its longer side
