@@ -43,6 +43,11 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _listed(value: Any) -> str:
+    """A comma-separated list of ids or codes as the run stores them (``a,b``), spaced for reading (``a, b``)."""
+    return ", ".join(part for part in _text(value).split(",") if part)
+
+
 def _parcel(parcel: dict[str, Any]) -> str:
     """One parcel of a flag as text: id, ward, owner where present, and the flag's area on it (m²)."""
     parts = [_text(parcel.get(k)) for k in ("parcel_id", "ward", "owner")]
@@ -58,13 +63,13 @@ def sheet(row: pd.Series) -> list[tuple[str, str]]:
         f"{decision} by {_text(row.get('reviewer'))} at {_text(row.get('reviewed_at'))}"
     parcels = row.get("parcels") or []
     return [
-        ("reason codes", _text(row["reasons"]).replace(",", ", ")),
+        ("reason codes", _listed(row["reasons"])),
         ("area", f"{float(row['area_m2']):,.0f} m²" if pd.notna(row["area_m2"]) else ""),
         ("max. probability", f"{float(row['max_prob']):.2f}" if pd.notna(row["max_prob"]) else ""),
         ("centroid (lon, lat)", f"{float(row['lon']):.6f}, {float(row['lat']):.6f}"),
-        ("permits overlapping", _text(row.get("permit_ids")) or "none"),
-        ("permits valid on the date", _text(row.get("valid_permit_ids")) or "none"),
-        ("no-build zones", _text(row.get("zone_ids")) or "none"),
+        ("permits overlapping", _listed(row.get("permit_ids")) or "none"),
+        ("permits valid on the date", _listed(row.get("valid_permit_ids")) or "none"),
+        ("no-build zones", _listed(row.get("zone_ids")) or "none"),
         ("parcels", "; ".join(_parcel(p) for p in parcels) or "none"),
         ("ward", _text(row.get("ward"))),
         ("review", review),
