@@ -179,12 +179,28 @@ BAD = {
                                              "is a crosscheck run folder: report needs a detect run folder"),
     "`report` of a run whose scene is no longer where it ran": (lambda run, tmp: (_moved_scene(run, tmp),
                                                                                    tmp / "report"), 3, "after.tif"),
+    "`report` of a run whose `review` layer holds a decision other than `confirm`, `dismiss`, `needs_visit`": (
+        lambda run, tmp: (_bad_decision(run, tmp), tmp / "report"), 5, "unknown decision 'dismissed' (change_id 1)"),
     "`report RUN -o RUN/sub` (the report inside the run folder)": (lambda run, tmp: (run, run / "report"), 8,
                                                                     "is inside the run folder"),
     "`report RUN -o RUN`": (lambda run, tmp: (run, run), 8, "is the output folder"),
     "`report -o` a folder holding files `report` did not write": (lambda run, tmp: (run, _foreign(tmp)), 8,
                                                                    "holds files changewatch did not write (notes.txt)"),
 }
+
+
+def _bad_decision(run: Path, root: Path) -> Path:
+    """A copy of ``run`` whose review layer was edited by hand: flag 1 'dismissed'."""
+    import geopandas as gpd
+
+    from changewatch.rs.io.vector import write_gpkg
+
+    copy = root / "edited"
+    shutil.copytree(run, copy)
+    review = gpd.read_file(copy / "flagged.gpkg", layer="review")
+    review.loc[review["change_id"] == 1, "decision"] = "dismissed"
+    write_gpkg(review, copy / "flagged.gpkg", "review")
+    return copy
 
 
 def _foreign(tmp: Path) -> Path:
@@ -239,3 +255,12 @@ def test_chip_outline_is_the_flag_in_chip_pixels(reported: tuple[Path, Path]) ->
     chip = flag_chip(load_run(reported[0]), 3, pad_px=12)
     assert chip.before.shape == chip.after.shape == (30, 28, 3) and chip.prob.shape == (30, 28)
     assert chip.outline.bounds == pytest.approx((10, 12, 16, 18), abs=1e-6)
+
+
+def test_counts_by_ward() -> None:
+    """A flag counts once per ward it lies in; flags on no parcel, and on parcels naming no ward, are told apart."""
+    from changewatch.rs.report.cases import BLANK_WARD, NO_WARD, _by_ward
+
+    table = pd.DataFrame({"ward": [f"{BEN_NGHE}; {DA_KAO}", BEN_NGHE, "", ""],
+                          "parcel_ids": ["P-001; P-002", "P-001", "", "P-009"]})
+    assert _by_ward(table) == {BEN_NGHE: 2, DA_KAO: 1, BLANK_WARD: 1, NO_WARD: 1}

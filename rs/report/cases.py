@@ -25,6 +25,7 @@ PRIORITY_RULE = ("most severe reason code first (order: " + ", ".join(SEVERITY) 
 UNREVIEWED = "open"
 STATUS = {"needs_visit": "visit", "confirm": "confirmed", "dismiss": "closed"}  # decision → work-order status
 NO_WARD = "(outside the parcels)"  # the ward of a flag that overlaps no parcel, in the counts by ward
+BLANK_WARD = "(parcels without a ward)"  # the ward of a flag whose parcels name none, in the counts by ward
 PARCEL_FIELDS = ("parcel_id", "ward", "owner")  # the parcel attributes shown on a case sheet, where present
 
 
@@ -35,7 +36,7 @@ class Cases:
     ``table``: one row per flag sorted by priority (``cases``' columns); ``by_reason``: flags per
     reason code in SEVERITY order (a flag with two codes counts for both); ``by_ward``: flags per
     ward, largest first (a flag over two wards counts in both; NO_WARD for flags outside every
-    parcel), None when the run was given no parcels.
+    parcel, BLANK_WARD for flags on parcels that name no ward), None when the run was given no parcels.
     """
 
     table: pd.DataFrame
@@ -131,7 +132,11 @@ def _by_reason(table: pd.DataFrame) -> dict[str, int]:
 
 
 def _by_ward(table: pd.DataFrame) -> dict[str, int]:
-    """Flags per ward, most first (a flag over two wards counts in both; NO_WARD outside every parcel)."""
-    wards = table["ward"].map(lambda w: w.split("; ") if w else [NO_WARD]).explode()
+    """Flags per ward, most first.
+
+    A flag over two wards counts in both; NO_WARD outside every parcel, BLANK_WARD on parcels that name no ward.
+    """
+    wards = pd.Series([w.split("; ") if w else [BLANK_WARD if p else NO_WARD]
+                       for w, p in zip(table["ward"], table["parcel_ids"], strict=True)], dtype=object).explode()
     counts = wards.value_counts()
     return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))}
