@@ -16,6 +16,7 @@ from changewatch.rs.commands.group import CommandGroup
 from changewatch.rs.commands.labels import labels
 from changewatch.rs.commands.models import evaluate, train
 from changewatch.rs.commands.monitor import monitor
+from changewatch.rs.commands.report import report
 from changewatch.rs.commands.run import crosscheck, demo, detect, export
 from changewatch.rs.commands.synth import synth
 
@@ -33,6 +34,7 @@ def cli() -> None:
       python cli.py monitor scenes.csv -o store/          # many dates: new pairs only, history.gpkg
       python cli.py evaluate --data DIR --sites a,b --json
       python cli.py labels out/ward7 out/ward9 -o labels/city   # reviewed runs → training labels
+      python cli.py report out/ward7 -o reports/ward7    # case sheets (HTML, PDF), work orders
 
     Exit codes: 0 ok, 1 bug, 2 usage, 3 unreadable input file, 4 scenes cannot be compared (or too small),
     5 vector layer problem (no CRS, missing column, not polygons, unreadable dates, several layers),
@@ -41,7 +43,7 @@ def cli() -> None:
     """
 
 
-for command in (detect, demo, batch, monitor, crosscheck, export, labels, train, evaluate, synth):
+for command in (detect, demo, batch, monitor, crosscheck, export, labels, report, train, evaluate, synth):
     cli.add_command(command)
 
 

@@ -31,6 +31,8 @@ NEW_BUILDING: ChangeType = "new_building"
 DEMOLISHED: ChangeType = "demolished"
 ENLARGED: ChangeType = "enlarged"
 OTHER_CHANGE: ChangeType = "other_change"
+CHIP_PAD_PX = 12  # pixels shown around a flag on its before/after chips (rs.review.flag_chip, reports)
+OVERVIEW_PX = 1024  # longer side (pixels) of a scene's overview behind a map (rs.review.overview, reports)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,3 +235,19 @@ class ExportConfig:
     stac: bool = True
     csv_bom: bool = False
     since: date | None = None
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What ``rs.report.write_report`` reads and writes: the run folder, the report folder, the figures' sizes.
+
+    ``run_dir``: a detect run folder (its scenes are read for the map and chips); ``outdir``: the
+    report folder (``report.html``, ``report.pdf``, ``work_orders.csv``), replaced as a whole;
+    ``chip_pad_px``: pixels of the run's grid shown around each flag's bounding box on its chips;
+    ``map_px``: the longer side (pixels) the AFTER scene is decimated to behind the overview map.
+    """
+
+    run_dir: str
+    outdir: str
+    chip_pad_px: int = CHIP_PAD_PX
+    map_px: int = OVERVIEW_PX

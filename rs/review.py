@@ -27,8 +27,12 @@ import pandas as pd
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
+from rasterio.windows import transform as window_transform
+from shapely.affinity import affine_transform
+from shapely.geometry.base import BaseGeometry
 
 from changewatch.rs.align import AlignedPair
+from changewatch.rs.config import CHIP_PAD_PX, OVERVIEW_PX
 from changewatch.rs.decisions import COLUMNS, check, check_new, decided, now, read_decisions, timestamp
 from changewatch.rs.errors import DecisionError, InputFileError
 from changewatch.rs.grid import GridSpec
@@ -113,11 +117,11 @@ def stretch(rgb: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def overview(path: str, rgb_bands: tuple[int, int, int] = (3, 2, 1), max_size: int = 1024
+def overview(path: str, rgb_bands: tuple[int, int, int] = (3, 2, 1), max_size: int = OVERVIEW_PX
              ) -> tuple[np.ndarray, list[list[float]]]:
-    """A scene warped to EPSG:4326 and decimated to ≤ ``max_size`` px, with its folium bounds.
+    """A scene warped to EPSG:4326 and decimated to ≤ ``max_size`` px, with its bounds.
 
-    Returns (rows, cols, 3) RGB in [0, 1] and folium bounds [[south, west], [north, east]].
+    Returns (rows, cols, 3) RGB in [0, 1] and its bounds [[south, west], [north, east]] in degrees.
     Memory: the decimated image only.
     """
     with open_raster(path, "scene") as ds, WarpedVRT(ds, crs="EPSG:4326", resampling=Resampling.bilinear) as vrt:
@@ -129,9 +133,27 @@ def overview(path: str, rgb_bands: tuple[int, int, int] = (3, 2, 1), max_size: i
     return stretch(rgb, valid), [[south, west], [north, east]]
 
 
-def chips(run: Run, change_id: int, pad_px: int = 12, rgb_bands: tuple[int, int, int] = (3, 2, 1)
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Before RGB, after RGB and change probability around one change, on the run's common grid."""
+@dataclass(frozen=True)
+class Chip:
+    """Before / after RGB and change probability around one flag, on the run's common grid, with its outline.
+
+    ``before``, ``after``: (rows, cols, 3) float32 in [0, 1] (``stretch``); ``prob``: (rows, cols)
+    change probability 0–1; ``outline``: the flag's polygon in the chip's pixel coordinates (x =
+    column, y = row; pixel (0, 0) spans 0–1 on both), ready to draw over the images.
+    """
+
+    before: np.ndarray
+    after: np.ndarray
+    prob: np.ndarray
+    outline: BaseGeometry
+
+
+def flag_chip(run: Run, change_id: int, pad_px: int = CHIP_PAD_PX, rgb_bands: tuple[int, int, int] = (3, 2, 1)
+              ) -> Chip:
+    """The ``Chip`` of one change: its bounding box on the run's grid plus ``pad_px`` pixels around.
+
+    Raises KeyError for a ``change_id`` the run does not have; InputFileError when a scene cannot be read.
+    """
     changes = run.layers[LAYER_CHANGES]
     row = changes[changes["change_id"] == change_id]
     if row.empty:
@@ -145,10 +167,19 @@ def chips(run: Run, change_id: int, pad_px: int = 12, rgb_bands: tuple[int, int,
         row1 = min(pair.grid.height, int(w.row_off + w.height) + pad_px)
         window = Window(col0, row0, col1 - col0, row1 - row0)
         data = pair.read(window)
+        to_pixels = ~window_transform(window, pair.grid.transform)
     with open_raster(run.path / CHANGE_PROB, "probability") as ds:
         prob = ds.read(1, window=window)
     idx = [b - 1 for b in rgb_bands]
-    return stretch(data.before[idx], data.valid), stretch(data.after[idx], data.valid), prob
+    outline = affine_transform(geom, [to_pixels.a, to_pixels.b, to_pixels.d, to_pixels.e, to_pixels.c, to_pixels.f])
+    return Chip(stretch(data.before[idx], data.valid), stretch(data.after[idx], data.valid), prob, outline)
+
+
+def chips(run: Run, change_id: int, pad_px: int = CHIP_PAD_PX, rgb_bands: tuple[int, int, int] = (3, 2, 1)
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Before RGB, after RGB and change probability around one change, on the run's common grid (``flag_chip``)."""
+    chip = flag_chip(run, change_id, pad_px, rgb_bands)
+    return chip.before, chip.after, chip.prob
 
 
 def review_table(run: Run) -> pd.DataFrame:

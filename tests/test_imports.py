@@ -1,6 +1,7 @@
 """Small commands import no heavy library: ``--help``, ``--version``, ``crosscheck``, ``export``,
 every error raised before inference and ``batch --resume`` with nothing to redo load neither torch,
-segmentation-models-pytorch, timm, scikit-image nor Dask (issue 13). The commands run in a fresh
+segmentation-models-pytorch, timm, scikit-image nor Dask (issue 13); ``report`` loads only matplotlib, to draw,
+and its errors nothing. The commands run in a fresh
 interpreter that prints, after them, which of those modules it imported; a ``detect`` that reaches
 inference is the control that does load torch."""
 
@@ -81,6 +82,18 @@ def test_crosscheck_and_export(layers: dict[str, Path], tmp_path: Path) -> None:
     assert (tmp_path / "cc" / "crosscheck_summary.json").is_file()  # it did the work
     assert run_fresh(["export", layers["run"], "-o", tmp_path / "export"]) == ([0], [])
     assert (tmp_path / "export" / "item.json").is_file()
+
+
+def test_report(tmp_path: Path) -> None:
+    """report draws with matplotlib and loads nothing else heavy; its bad inputs load nothing heavy at all."""
+    from tests.report_data import make_run
+
+    run = make_run(tmp_path)
+    codes, heavy = run_fresh(["report", run, "-o", tmp_path / "report"])
+    assert codes == [0] and {m.split(".")[0] for m in heavy} == {"matplotlib"}
+    assert (tmp_path / "report" / "report.pdf").is_file()  # it did the work
+    bad = (["report", tmp_path / "nowhere", "-o", tmp_path / "r2"], ["report", run, "-o", run])
+    assert run_fresh(*bad) == ([3, 8], [])
 
 
 def test_errors_before_inference(layers: dict[str, Path], pair: tuple[Path, Path], tiny_checkpoint: Path,
