@@ -208,3 +208,13 @@ def test_timeline_of_a_store_with_nothing_tracked_shows_its_dates(tmp_path: Path
     assert write_timeline(history, tmp_path / "timeline.png") is True
     texts = [t.get_text() for t in timeline_figure(history).axes[0].texts]
     assert texts == ["no change tracked yet"]
+
+
+def test_review_notebook_shows_the_timeline_of_the_store_a_pair_belongs_to(store: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_notebook import cell_outputs, execute
+
+    pair = sorted((store / "pairs").iterdir())[-1]
+    notebook = execute(pair, monkeypatch)
+    outputs = cell_outputs(notebook, "timeline_figure(store)")
+    assert [o.output_type for o in outputs] == ["display_data"] and "image/png" in outputs[0]["data"]
