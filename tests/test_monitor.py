@@ -140,6 +140,7 @@ def test_changes_are_tracked_with_first_seen_status_and_only_new_pairs_run(tmp_p
 @pytest.mark.parametrize(("name", "rows", "words"), [
     ("scenes.csv", "date,path\n2024-01-10,a.tif\n05/03/2024,b.tif\n", "line 3: date '05/03/2024' is not a YYYY-MM-DD"),
     ("scenes.csv", "date,path\n2016-02-30,a.tif\n2024-01-10,b.tif\n", "line 2: date '2016-02-30' is not a YYYY-MM-DD"),
+    ("scenes.csv", "date,path\n2024-01-10,a.tif\n2024-W18-3,b.tif\n", "line 3: date '2024-W18-3' is not a YYYY-MM-DD"),
     ("scenes.csv", "date,path\n2024-01-10,a.tif\n\n2024-01-10,b.tif\n", "line 4: date 2024-01-10 is listed twice"),
     ("scenes.csv", "date,path\n2024-01-10,a.tif\n", "at least two dates"),
     ("scenes.csv", "when,file\n2024-01-10,a.tif\n2024-02-10,b.tif\n", "line 1: unknown column(s) file, when"),

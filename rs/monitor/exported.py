@@ -17,13 +17,13 @@ only: a detect or crosscheck run folder has a single AFTER date, so it is an err
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from pathlib import Path
 
 import geopandas as gpd
 
 from changewatch.rs.errors import OptionError
+from changewatch.rs.io.dates import iso_date
 from changewatch.rs.monitor.history import HISTORY_GPKG, read_history
 from changewatch.rs.runfolder import (
     LAYER_OBSERVATIONS,
@@ -32,18 +32,13 @@ from changewatch.rs.runfolder import (
     read_run_layers,
 )
 
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)  # date.fromisoformat alone also takes 20240501 and 2024-W18-3
-
 
 def parse_since(text: str) -> date:
     """The date of ``--since``: ISO ``YYYY-MM-DD`` only. Raises OptionError (exit code 2) naming the value."""
-    value = text.strip()
     try:
-        if ISO_DATE.fullmatch(value):
-            return date.fromisoformat(value)
-    except ValueError:
-        pass
-    raise OptionError(f"--since {text!r} is not a date: give it as YYYY-MM-DD (ISO 8601), e.g. 2024-05-01")
+        return iso_date(text)
+    except ValueError as exc:
+        raise OptionError(f"--since {text!r} is not a date: give it as YYYY-MM-DD (ISO 8601), e.g. 2024-05-01") from exc
 
 
 def is_store(folder: Path) -> bool:

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from changewatch.rs.errors import ManifestError
+from changewatch.rs.io.dates import iso_date
 from changewatch.rs.io.gdalpaths import resolve_scene
 from changewatch.rs.io.raster import open_raster
 from changewatch.rs.io.stac_scene import collection_items, is_stac_path, item_date
@@ -63,8 +64,7 @@ def _date(value: object, where: str) -> date:
         return value
     text = "" if value is None else str(value).strip()
     try:
-        if len(text) == 10:  # YYYY-MM-DD only: fromisoformat also takes 20240105 and week dates
-            return date.fromisoformat(text)
+        return iso_date(text)
     except ValueError:
         pass
     raise ManifestError(f"{where}: date {text!r} is not a YYYY-MM-DD date")
