@@ -134,6 +134,10 @@ class DetectOptions(PairOptions):
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
+AS_OF_GIVEN = "given"  # --as-of, or a batch manifest's as_of
+AS_OF_SCENES = "AFTER date in monitor SCENES"  # monitor without --as-of: each pair judged as of its AFTER date
+
+
 @dataclass(frozen=True)
 class DetectConfig(DetectOptions):
     """Everything one detection run depends on (``rs.pipeline.detect``); serialised into ``summary.json``.
@@ -141,7 +145,10 @@ class DetectConfig(DetectOptions):
     BEFORE and AFTER scenes, the output folder, the reference layers (``layers.rules.as_of`` None
     means the AFTER scene's acquisition date, its TIFF date tag, or today when it has none), cloud
     or invalid masks of either date (``masks``: rasters, non-zero = invalid, never change), and
-    the settings of ``DetectOptions``.
+    the settings of ``DetectOptions``. ``as_of_source``: where ``layers.rules.as_of`` came from when
+    it is set, recorded as ``rules.as_of_source`` in ``summary.json`` (``AS_OF_GIVEN``: by the user;
+    ``AS_OF_SCENES``: the AFTER scene's date in a monitor's SCENES). Provenance only: it never
+    changes a result, so it is not one of a batch job's settings (``rs.batch.resume``).
     """
 
     before: str
@@ -149,6 +156,7 @@ class DetectConfig(DetectOptions):
     outdir: str
     layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
     masks: tuple[str, ...] = ()
+    as_of_source: str = AS_OF_GIVEN
 
 
 @dataclass(frozen=True)
