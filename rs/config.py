@@ -13,6 +13,7 @@ Importing this module loads no heavy library.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, get_args
 
 from changewatch.rs.crosscheck.settings import CrosscheckInputs
@@ -207,6 +208,23 @@ class MonitorConfig(DetectOptions):
     scenes: str
     store: str
     layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Where ``demo`` writes: the detect run folder of the bundled pair and the monitor store of its three dates.
+
+    ``store`` None: the folder ``OUTDIR-monitor`` beside ``outdir``.
+    """
+
+    outdir: str = "out/demo"
+    store: str | None = None
+
+    def store_path(self) -> Path:
+        """The monitor store: ``store``, else ``OUTDIR-monitor`` beside ``outdir``."""
+        out = Path(self.outdir)
+        out = out if out.name else out.resolve()  # "-o ." names the current folder
+        return Path(self.store) if self.store else out.with_name(f"{out.name}-monitor")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from changewatch.rs.batch.jobs import JobRecord, run_job
 from changewatch.rs.batch.manifest import AnyJob, AreaJob, Job, read_manifest
 from changewatch.rs.batch.resume import job_settings, stale_reason
 from changewatch.rs.batch.run import run_batch
-from changewatch.rs.config import AS_OF_GIVEN, AS_OF_SCENES, BatchConfig, InferenceConfig, MonitorConfig
+from changewatch.rs.config import AS_OF_GIVEN, AS_OF_SCENES, BatchConfig, DemoConfig, InferenceConfig, MonitorConfig
 from changewatch.rs.crosscheck.settings import CrosscheckInputs, RuleConfig
 from changewatch.rs.errors import ManifestError
 from changewatch.rs.monitor.history import HISTORY_GPKG
@@ -218,3 +218,13 @@ def test_scenes_rows_on_a_local_dask_cluster(tmp_path: Path, tiny_checkpoint: Pa
         assert list(serial["area_m2"]) == pytest.approx(list(dask["area_m2"]), rel=1e-6)
     record = {r["area_id"]: r for r in json.loads((tmp_path / "dask" / "batch_summary.json").read_text())["jobs"]}
     assert record["n1"]["pairs_detected"] == 2 and record["n1"]["tile_tasks"] > 0
+
+
+@pytest.mark.parametrize(("outdir", "store", "expected"), [
+    ("out/demo", None, Path("out/demo-monitor")),
+    ("out/demo/", None, Path("out/demo-monitor")),
+    (".", None, Path.cwd().with_name(f"{Path.cwd().name}-monitor")),
+    ("out/demo", "elsewhere/store", Path("elsewhere/store")),
+])
+def test_the_demo_monitor_store_goes_beside_its_outdir(outdir: str, store: str | None, expected: Path) -> None:
+    assert DemoConfig(outdir, store).store_path() == expected
