@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from changewatch.rs.batch.jobs import MONITOR, JobRecord
-from changewatch.rs.batch.manifest import AreaJob, monitor_config
+from changewatch.rs.batch.jobs import JobRecord
+from changewatch.rs.batch.manifest import MONITOR, AreaJob, monitor_config
 from changewatch.rs.config import BatchConfig
 from changewatch.rs.crosscheck.rules import PERMITTED
 from changewatch.rs.errors import ChangewatchError

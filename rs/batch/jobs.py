@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from changewatch.rs.batch.manifest import AnyJob, AreaJob, Job, detect_config
+from changewatch.rs.batch.manifest import DETECT, AnyJob, AreaJob, Job, detect_config
 from changewatch.rs.batch.resume import fingerprint, job_files, write_done
 from changewatch.rs.config import BatchConfig
 from changewatch.rs.errors import ChangewatchError
@@ -19,8 +19,6 @@ from changewatch.rs.io.files import writing
 from changewatch.rs.pipeline import Predictor, detect
 from changewatch.rs.prepare import prepare_for_model
 from changewatch.rs.runfolder import DONE_RECORD, SUMMARY, read_summary
-
-DETECT, MONITOR = "detect", "monitor"  # JobRecord.kind: a before/after row, a scenes row
 
 
 @dataclass

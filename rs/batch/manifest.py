@@ -35,6 +35,9 @@ LAYER_COLUMNS = ("permits", "zoning", "parcels")
 OPTIONAL_COLUMNS = (*LAYER_COLUMNS, "as_of", "masks", SCENES_COLUMN)
 
 
+DETECT, MONITOR = "detect", "monitor"  # the kinds of job (``JobRecord.kind``): a before/after row, a scenes row
+
+
 @dataclass(frozen=True)
 class Job:
     """One area: BEFORE/AFTER scenes, its layers (absolute paths) and as-of date (None: AFTER's).

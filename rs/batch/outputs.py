@@ -12,7 +12,8 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
-from changewatch.rs.batch.jobs import DETECT, JobRecord
+from changewatch.rs.batch.jobs import JobRecord
+from changewatch.rs.batch.manifest import DETECT
 from changewatch.rs.crosscheck.rules import SEVERITY
 from changewatch.rs.io.files import atomic_write, write_json, writing
 from changewatch.rs.io.vector import layer_names, write_gpkg

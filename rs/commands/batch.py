@@ -95,13 +95,15 @@ class _Progress:
         """Advance the bars by one finished job (a ``rs.batch.jobs.JobRecord``) and print its line."""
         from dataclasses import asdict
 
+        from changewatch.rs.batch.manifest import MONITOR
+
         self.job_bar.update()
         self.tile_bar.update(self.tiles[record.area_id])
         if self.json_log:
             click.echo(json.dumps(asdict(record)))
         elif record.status == "failed":
             self.job_bar.write(f"[failed]  {record.area_id}: {record.error}")
-        elif record.kind == "monitor":
+        elif record.kind == MONITOR:
             self.job_bar.write(f"[{record.status}] {record.area_id}: {record.pairs_detected} pairs detected, "
                                f"{record.changes} tracked changes, {record.flagged} flagged ({record.seconds:.1f} s)")
         else:
