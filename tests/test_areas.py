@@ -228,3 +228,35 @@ def test_scenes_rows_on_a_local_dask_cluster(tmp_path: Path, tiny_checkpoint: Pa
 ])
 def test_the_demo_monitor_store_goes_beside_its_outdir(outdir: str, store: str | None, expected: Path) -> None:
     assert DemoConfig(outdir, store).store_path() == expected
+
+
+@pytest.mark.slow
+def test_a_batch_killed_anywhere_in_its_scenes_rows_resumes_to_the_clean_result(tmp_path: Path,
+                                                                                 tiny_checkpoint: Path) -> None:
+    """SIGKILL at several file-system changes (tests/killpoints.py), then the batch again: the stores equal a clean
+    run's, and nothing a killed run left stays behind."""
+    from tests.test_outputs import run_killed
+
+    manifest = areas(tmp_path, dates=3)
+
+    def args(out: Path) -> list[object]:
+        return ["batch", manifest, "-o", out, "--model", tiny_checkpoint, "--tile", 64, "--overlap", 16,
+                "--threshold", 0.5, "--scheduler", "serial", "-q"]
+
+    clean = tmp_path / "clean"
+    changes = run_killed(clean, -1, "changewatch.cli:cli", *args(clean))
+    swaps = [i for i, (event, path) in enumerate(changes) if event == "os.rename" and ".staging-" in path]
+    assert len(swaps) >= 5  # a folder replaced per pair and pair row
+    # a quarter, half and three quarters through, and just before n2's first pair's staging folder becomes its folder
+    for kill_at in (len(changes) // 4, len(changes) // 2, 3 * len(changes) // 4, swaps[3]):
+        out = tmp_path / f"killed-{kill_at}"
+        assert run_killed(out, kill_at, "changewatch.cli:cli", *args(out)) == [], f"not killed at {kill_at}"
+        resumed = CliRunner().invoke(cli, [str(a) for a in args(out)], catch_exceptions=False)
+        assert resumed.exit_code == 0, resumed.output
+        for area in ("n1", "n2"):
+            assert sorted(p.name for p in (out / area / PAIRS).iterdir()) == \
+                sorted(p.name for p in (clean / area / PAIRS).iterdir())
+            for layer in ("changes", "observations"):
+                pd.testing.assert_frame_equal(gpd.read_file(out / area / HISTORY_GPKG, layer=layer),
+                                              gpd.read_file(clean / area / HISTORY_GPKG, layer=layer))
+        assert not [p for p in out.rglob(".*") if ".staging-" in p.name or ".old-" in p.name or ".tmp" in p.name]
