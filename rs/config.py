@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Literal, get_args
 
 from changewatch.rs.crosscheck.settings import CrosscheckInputs
@@ -137,6 +138,10 @@ class DetectOptions(PairOptions):
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
+AS_OF_GIVEN = "given"  # --as-of, or a batch manifest's as_of
+AS_OF_SCENES = "AFTER date in monitor SCENES"  # monitor without --as-of: each pair judged as of its AFTER date
+
+
 @dataclass(frozen=True)
 class DetectConfig(DetectOptions):
     """Everything one detection run depends on (``rs.pipeline.detect``); serialised into ``summary.json``.
@@ -144,7 +149,10 @@ class DetectConfig(DetectOptions):
     BEFORE and AFTER scenes, the output folder, the reference layers (``layers.rules.as_of`` None
     means the AFTER scene's acquisition date, its TIFF date tag, or today when it has none), cloud
     or invalid masks of either date (``masks``: rasters, non-zero = invalid, never change), and
-    the settings of ``DetectOptions``.
+    the settings of ``DetectOptions``. ``as_of_source``: where ``layers.rules.as_of`` came from when
+    it is set, recorded as ``rules.as_of_source`` in ``summary.json`` (``AS_OF_GIVEN``: by the user;
+    ``AS_OF_SCENES``: the AFTER scene's date in a monitor's SCENES). Provenance only: it never
+    changes a result, so it is not one of a batch job's settings (``rs.batch.resume``).
     """
 
     before: str
@@ -152,6 +160,7 @@ class DetectConfig(DetectOptions):
     outdir: str
     layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
     masks: tuple[str, ...] = ()
+    as_of_source: str = AS_OF_GIVEN
 
 
 @dataclass(frozen=True)
@@ -202,6 +211,23 @@ class MonitorConfig(DetectOptions):
     scenes: str
     store: str
     layers: CrosscheckInputs = field(default_factory=CrosscheckInputs)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Where ``demo`` writes: the detect run folder of the bundled pair and the monitor store of its three dates.
+
+    ``store`` None: the folder ``OUTDIR-monitor`` beside ``outdir``.
+    """
+
+    outdir: str = "out/demo"
+    store: str | None = None
+
+    def store_path(self) -> Path:
+        """The monitor store: ``store``, else ``OUTDIR-monitor`` beside ``outdir``."""
+        out = Path(self.outdir)
+        out = out if out.name else out.resolve()  # "-o ." names the current folder
+        return Path(self.store) if self.store else out.with_name(f"{out.name}-monitor")
 
 
 @dataclass(frozen=True)

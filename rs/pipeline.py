@@ -172,11 +172,11 @@ def _reading(chunks: Iterator[tuple[Tile, np.ndarray]]) -> Iterator[tuple[Tile, 
 def _rules(config: DetectConfig) -> tuple[RuleConfig, str]:
     """The rules with the date they are judged on, and where that date came from.
 
-    Given, else the AFTER scene's date tag, else today.
+    Given (its source: ``config.as_of_source``), else the AFTER scene's date tag, else today.
     """
     given = config.layers.rules
     if given.as_of is not None:
-        return given, "given"
+        return given, config.as_of_source
     acquired = scene_date(config.after)
     if acquired is not None:
         return replace(given, as_of=acquired), "AFTER scene date tag"

@@ -42,6 +42,15 @@ def test_demo_flags_real_changes(tmp_path: Path) -> None:
     assert summary["rules"]["as_of"] == "2018-03-23" and summary["rules"]["as_of_source"] == "AFTER scene date tag"
     assert summary["model"]["name"] == "changewatch-rgbn" and summary["model"]["serves_gsd_m"] == [5.0, 30.0]
     assert summary["model"]["chosen_because"].startswith("4 bands per date at 9.98 m GSD, within")  # EPSG:4326
+    # The monitor example: BEFORE, AFTER and AFTER again (tagged 2018-09-23) into OUTDIR-monitor.
+    store = tmp_path / "demo-monitor"
+    assert ("[detected] 2016-09-27_2018-03-23\n[detected] 2018-03-23_2018-09-23\n"
+            f"{len(changes)} tracked changes (0 new, 0 growing, {len(changes)} stable, 0 gone); "
+            f"history in {store / 'history.gpkg'}\n") in result.output
+    tracked = gpd.read_file(store / "history.gpkg", layer="changes")
+    assert (tracked["first_seen"] == "2018-03-23").all() and (tracked["last_seen"] == "2018-03-23").all()
+    pair = json.loads((store / "pairs" / "2016-09-27_2018-03-23" / "summary.json").read_text())
+    assert pair["counts"]["changes"] == len(changes) and pair["rules"]["as_of"] == "2018-03-23"
 
 
 @pytest.mark.parametrize("bands,model",

@@ -36,7 +36,8 @@ def test_wheel_holds_one_package_with_its_data(installed: Path) -> None:
     assert ours == {"changewatch"}
     package = installed / "changewatch"
     for part in ("cli.py", "rs/align.py", "models/changenet.py", "models/changewatch-rgbn.safetensors",
-                 "models/changewatch-rgb.json", "tiles/hongkong/before.tif", "tiles/hongkong_permits_demo.gpkg",
+                 "models/changewatch-rgb.json", "tiles/hongkong/before.tif", "tiles/hongkong/scenes.csv",
+                 "tiles/hongkong_permits_demo.gpkg",
                  "rs/schemas/README.md", "rs/schemas/schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json",
                  "rs/schemas/stac-extensions.github.io/file/v2.1.0/schema.json"):
         assert (package / part).is_file(), part

@@ -18,5 +18,6 @@ per task. Workers pick a CUDA GPU when torch sees one (``--device auto``).
 
 ``manifest`` (the jobs) → ``resume`` (completion records, what is stale) → ``jobs`` (one detect
 run per job) → ``cluster`` (where jobs run) → ``outputs`` (the batch's summary and combined
-flags); ``run.run_batch`` runs it all.
+flags); ``run.run_batch`` runs it all. A manifest row naming an area's SCENES instead of BEFORE
+and AFTER is a monitor of that area into ``OUTDIR/<area_id>/`` (``areas``), run by the same runner.
 """

@@ -15,16 +15,16 @@ from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_wo
 
 from changewatch.rs.align import AlignedPair, PairSource
 from changewatch.rs.batch.jobs import JobRecord, run_job
-from changewatch.rs.batch.manifest import Job
+from changewatch.rs.batch.manifest import AnyJob
 from changewatch.rs.config import BatchConfig, InferenceConfig
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, predict_tiles, tiling
 from changewatch.rs.normalize import BandStats, scene_stats
 from changewatch.rs.tiling import Tile
 
-Runner = Callable[[list[Job], BatchConfig], Iterator[JobRecord]]
+Runner = Callable[[list[AnyJob], BatchConfig], Iterator[JobRecord]]
 
 
-def run_serial(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
+def run_serial(jobs: list[AnyJob], config: BatchConfig) -> Iterator[JobRecord]:
     """Run jobs one after another in this process, loading each model once."""
     models = ModelCache(config.inference.device, config.inference.amp)
     for job in jobs:
@@ -108,14 +108,14 @@ class ClusterPredictor:
                 future.release()
 
 
-def _run_on_worker(job: Job, config: BatchConfig) -> JobRecord:
+def _run_on_worker(job: AnyJob, config: BatchConfig) -> JobRecord:
     predictor = ClusterPredictor(config.split_mpx, config.tiles_per_task)
     record = run_job(job, config, _worker_models(), predictor)
     record.tile_tasks = predictor.tasks
     return record
 
 
-def run_dask(jobs: list[Job], config: BatchConfig) -> Iterator[JobRecord]:
+def run_dask(jobs: list[AnyJob], config: BatchConfig) -> Iterator[JobRecord]:
     """Run jobs as Dask tasks on a LocalCluster (``local``) or the cluster at ``config.scheduler``."""
     if config.scheduler == "local":
         workers = config.workers or max(1, os.cpu_count() or 1)

@@ -1,6 +1,7 @@
 """Running one job of a batch: a detect run into its area folder, its completion record written last.
 
-A failure is recorded, not raised.
+A scenes row (``AreaJob``) is a monitor run into its area folder instead (``rs.batch.areas``). A
+failure is recorded, not raised.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from changewatch.rs.batch.manifest import Job, detect_config
+from changewatch.rs.batch.manifest import DETECT, AnyJob, AreaJob, Job, detect_config
 from changewatch.rs.batch.resume import fingerprint, job_files, write_done
 from changewatch.rs.config import BatchConfig
 from changewatch.rs.errors import ChangewatchError
@@ -22,7 +23,12 @@ from changewatch.rs.runfolder import DONE_RECORD, SUMMARY, read_summary
 
 @dataclass
 class JobRecord:
-    """What became of one job."""
+    """What became of one job.
+
+    ``kind``: ``detect`` (a before/after row, its folder a detect run folder) or ``monitor`` (a
+    scenes row, its folder a monitor store; ``changes``, ``flagged``: its tracked changes,
+    ``flagged_area_m2`` their footprints'; ``pairs_detected``: pairs detected by this run).
+    """
 
     area_id: str
     status: str  # "done" (ran now), "skipped" (done earlier), "failed"
@@ -34,10 +40,19 @@ class JobRecord:
     exit_code: int = 0
     tile_tasks: int = 0  # Dask tasks the scene's tiles were spread over (0: run within the job's task)
     resume_reason: str = ""  # with --resume: why the job was run again (``stale_reason``)
+    kind: str = DETECT
+    pairs_detected: int = 0
 
 
-def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predictor = predict_pair) -> JobRecord:
-    """Run one job; a ChangewatchError becomes a failed record (other exceptions are bugs and propagate)."""
+def run_job(job: AnyJob, config: BatchConfig, models: ModelCache, predict: Predictor = predict_pair) -> JobRecord:
+    """Run one job; a ChangewatchError becomes a failed record (other exceptions are bugs and propagate).
+
+    A scenes row (``AreaJob``) runs ``rs.batch.areas.run_area``.
+    """
+    if isinstance(job, AreaJob):
+        from changewatch.rs.batch.areas import run_area
+
+        return run_area(job, config, models, predict)
     area_dir = Path(config.outdir) / job.area_id
     start = time.perf_counter()
     try:
@@ -54,18 +69,20 @@ def run_job(job: Job, config: BatchConfig, models: ModelCache, predict: Predicto
                      time.perf_counter() - start)
 
 
-def tile_counts(jobs: list[Job], config: BatchConfig) -> dict[str, int]:
+def tile_counts(jobs: list[AnyJob], config: BatchConfig) -> dict[str, int]:
     """Tiles each job will be cut into (see ``tile_count``), by area id."""
     return {job.area_id: tile_count(job, config) for job in jobs}
 
 
-def tile_count(job: Job, config: BatchConfig) -> int:
+def tile_count(job: AnyJob, config: BatchConfig) -> int:
     """Tiles ``job`` will be cut into, on the grid its model will see.
 
     That grid is its common grid, or the coarser one ``config.gsd`` picks for imagery much finer
     than the model's GSD. 0 where its scenes cannot be aligned or no model fits them (the job
-    itself then reports why).
+    itself then reports why), and for a scenes row (its pairs are known only when it runs).
     """
+    if isinstance(job, AreaJob):
+        return 0
     try:  # masks and AFTER's shift leave the grid as it is
         prepared = prepare_for_model(job.before, job.after, replace(config, coregister=False), config.model)
     except ChangewatchError:

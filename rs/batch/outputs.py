@@ -13,6 +13,7 @@ import geopandas as gpd
 import pandas as pd
 
 from changewatch.rs.batch.jobs import JobRecord
+from changewatch.rs.batch.manifest import DETECT
 from changewatch.rs.crosscheck.rules import SEVERITY
 from changewatch.rs.io.files import atomic_write, write_json, writing
 from changewatch.rs.io.vector import layer_names, write_gpkg
@@ -37,11 +38,12 @@ class BatchResult:
 def _area_layers(out: Path, records: list[JobRecord]) -> tuple[list[gpd.GeoDataFrame], list[gpd.GeoDataFrame]]:
     """Per finished area: its flagged changes and its flagged parcels (EPSG:4326, with ``area_id``).
 
-    Parcels also have ``parcels_layer``, the layer they came from.
+    Parcels also have ``parcels_layer``, the layer they came from. Scenes rows (monitor stores) have
+    none: their tracked changes are in ``OUTDIR/<area_id>/history.gpkg``.
     """
     changes, parcels = [], []
     for r in records:
-        if r.status not in ("done", "skipped"):
+        if r.status not in ("done", "skipped") or r.kind != DETECT:
             continue
         gpkg = out / r.area_id / FLAGGED_GPKG
         flagged = gpd.read_file(gpkg, layer=LAYER_FLAGGED)

@@ -25,8 +25,9 @@ from changewatch.rs.io.stac_scene import is_stac_path, item_files
 from changewatch.rs.io.staging import recover_children
 from changewatch.rs.runfolder import DETECT_FILES, DONE_RECORD
 
-# Settings that cannot change a job's outputs: a completed job is not redone when only they change.
-NON_RESULT_SETTINGS = frozenset({"outdir", "inference.batch_size", "inference.readers"})
+# Settings that cannot change a job's outputs: a completed job is not redone when only they change
+# (as_of_source is provenance: where the as-of date came from, recorded in summary.json).
+NON_RESULT_SETTINGS = frozenset({"outdir", "inference.batch_size", "inference.readers", "as_of_source"})
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

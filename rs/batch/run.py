@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from changewatch.rs.batch.jobs import JobRecord, skipped_record
-from changewatch.rs.batch.manifest import read_manifest
+from changewatch.rs.batch.manifest import AnyJob, Job, read_manifest
 from changewatch.rs.batch.outputs import BatchResult, write_batch_outputs
 from changewatch.rs.batch.resume import remove_stale_staging, stale_reason
 from changewatch.rs.config import BatchConfig
@@ -19,17 +19,21 @@ if TYPE_CHECKING:
 
 def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None = None,
               runner: Runner | None = None) -> BatchResult:
-    """Run every job of the manifest (skipping done ones when ``config.resume``) and write batch outputs."""
+    """Run every job of the manifest (skipping done ones when ``config.resume``) and write batch outputs.
+
+    Scenes rows (``AreaJob``) always run: their monitor skips the pairs done already (``rs.batch.areas``).
+    """
     jobs = read_manifest(config.manifest, config.shared_layers())
     outdir = Path(config.outdir)
     with writing(outdir):
         outdir.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(outdir)
     records: dict[str, JobRecord] = {}
-    todo, reasons = [], {}
+    todo: list[AnyJob] = []
+    reasons: dict[str, str] = {}
     for job in jobs:
-        reason = stale_reason(outdir / job.area_id, job, config) if config.resume else None
-        if config.resume and reason is None:
+        reason = stale_reason(outdir / job.area_id, job, config) if config.resume and isinstance(job, Job) else ""
+        if reason is None and isinstance(job, Job):  # done earlier and up to date
             records[job.area_id] = skipped_record(job, outdir)
             if on_record:
                 on_record(records[job.area_id])

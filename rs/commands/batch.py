@@ -50,7 +50,9 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
     MANIFEST is a CSV with columns area_id,before,after and optionally permits,zoning,parcels
     (paths relative to the manifest), as_of (YYYY-MM-DD) and masks (cloud masks, ';' between
     several), or a YAML list of such mappings
-    (or a mapping with jobs: and shared permits:, zoning:, parcels:).
+    (or a mapping with jobs: and shared permits:, zoning:, parcels:). A row may give scenes
+    (an area's SCENES file, as monitor takes) instead of before,after: that area is monitored
+    into OUTDIR/<area_id>/ (a monitor store); its pairs done earlier are never run again.
 
     --permits, --zoning and --parcels serve every job whose manifest row names no layer of its
     own; --as-of every job without an as_of. Exit code 7 when the batch finished but some jobs
@@ -93,12 +95,17 @@ class _Progress:
         """Advance the bars by one finished job (a ``rs.batch.jobs.JobRecord``) and print its line."""
         from dataclasses import asdict
 
+        from changewatch.rs.batch.manifest import MONITOR
+
         self.job_bar.update()
         self.tile_bar.update(self.tiles[record.area_id])
         if self.json_log:
             click.echo(json.dumps(asdict(record)))
         elif record.status == "failed":
             self.job_bar.write(f"[failed]  {record.area_id}: {record.error}")
+        elif record.kind == MONITOR:
+            self.job_bar.write(f"[{record.status}] {record.area_id}: {record.pairs_detected} pairs detected, "
+                               f"{record.changes} tracked changes, {record.flagged} flagged ({record.seconds:.1f} s)")
         else:
             redone = f" — redone: {record.resume_reason}" if record.resume_reason not in ("", "not done") else ""
             self.job_bar.write(f"[{record.status}] {record.area_id}: {record.changes} changes, {record.flagged} "

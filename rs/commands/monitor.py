@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,9 @@ from changewatch.rs.commands.options import (
     reports_errors,
 )
 from changewatch.rs.config import MonitorConfig
+
+if TYPE_CHECKING:
+    from changewatch.rs.monitor.run import MonitorResult
 
 
 @click.command()
@@ -36,11 +39,16 @@ def monitor(scenes: str, store: str, permits: str | None, zoning: str | None, pa
     its AFTER date unless --as-of is given. Re-running after adding a scene detects only the
     new pair; an interrupted run resumes.
     """
-    from changewatch.rs.monitor.history import STATUSES
     from changewatch.rs.monitor.run import run_monitor
 
     layers = crosscheck_inputs(permits, zoning, parcels, as_of, columns_file)
-    result = run_monitor(MonitorConfig(scenes=scenes, store=store, layers=layers, **detect_settings(options)))
+    report_monitor(run_monitor(MonitorConfig(scenes=scenes, store=store, layers=layers, **detect_settings(options))))
+
+
+def report_monitor(result: MonitorResult) -> None:
+    """Print a line per pair (detected now, or skipped as done) and one with the tracked changes by status."""
+    from changewatch.rs.monitor.history import STATUSES
+
     for record in result.pairs:
         why = f" ({record.reason})" if record.reason not in ("", "not done") else ""
         click.echo(f"[{'detected' if record.status == 'done' else 'skipped'}] {record.name}{why}")

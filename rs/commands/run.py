@@ -19,10 +19,11 @@ from changewatch.rs.commands.options import (
     reports_errors,
     warn,
 )
-from changewatch.rs.config import CsvGeometry, DetectConfig, Device, ExportConfig
+from changewatch.rs.config import CsvGeometry, DemoConfig, DetectConfig, Device, ExportConfig
 from changewatch.rs.summary import ReviewRecord
 
 EXPORT_DEFAULTS = ExportConfig()
+DEMO_DEFAULTS = DemoConfig()
 
 
 def run_detect(config: DetectConfig, quiet: bool) -> None:
@@ -82,25 +83,34 @@ def detect(before: str, after: str, outdir: str, masks: tuple[str, ...], old_rea
 
 
 @click.command()
-@click.option("-o", "--outdir", type=click.Path(file_okay=False), default="out/demo", show_default=True,
-              help="Folder for the demo's outputs.")
+@click.option("-o", "--outdir", type=click.Path(file_okay=False), default=DEMO_DEFAULTS.outdir, show_default=True,
+              help="Folder for the demo's detect outputs.")
+@click.option("--store", type=click.Path(file_okay=False), default=DEMO_DEFAULTS.store,
+              help="Store of the demo's monitor (three dates). Default: OUTDIR-monitor beside OUTDIR.")
 @device_opt
 @quiet_opt
 @reports_errors
-def demo(outdir: str, device: Device, quiet: bool) -> None:
+def demo(outdir: str, store: str | None, device: Device, quiet: bool) -> None:
     """Run detect on the bundled real Sentinel-2 pair of Hong Kong (2016 → 2018) with made-up permits and zoning.
 
+    \b
+    Then monitor the area over three dates (tiles/hongkong/scenes.csv: BEFORE, AFTER, and AFTER
+    again tagged 2018-09-23, so nothing is new at the last date) into --store.
     The imagery is modified Copernicus Sentinel data from the OSCD dataset (see
     tiles/ATTRIBUTION.md); the permit and zoning layers are invented to exercise the cross-check.
     """
-    from changewatch.rs.config import InferenceConfig
+    from changewatch.rs.commands.monitor import report_monitor
+    from changewatch.rs.config import InferenceConfig, MonitorConfig
+    from changewatch.rs.monitor.run import run_monitor
     from changewatch.tiles import demo_data
 
     data = demo_data()
     layers = crosscheck_inputs(str(data.permits), str(data.zoning), str(data.parcels), None, None)
-    run_detect(DetectConfig(str(data.before), str(data.after), outdir, layers=layers,
-                            inference=InferenceConfig(device=device)), quiet)
+    inference = InferenceConfig(device=device)
+    run_detect(DetectConfig(str(data.before), str(data.after), outdir, layers=layers, inference=inference), quiet)
     click.echo(f"demo done: open {Path(outdir) / 'flagged.gpkg'} in QGIS or GeoPandas")
+    monitored = DemoConfig(outdir, store).store_path()
+    report_monitor(run_monitor(MonitorConfig(str(data.scenes), str(monitored), layers=layers, inference=inference)))
 
 
 @click.command()

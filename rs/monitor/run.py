@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from changewatch.rs.batch.manifest import Job
 from changewatch.rs.batch.resume import remove_stale_staging, stale_reason
-from changewatch.rs.config import BatchConfig, DetectOptions, MonitorConfig
+from changewatch.rs.config import AS_OF_GIVEN, AS_OF_SCENES, BatchConfig, DetectOptions, MonitorConfig
 from changewatch.rs.crosscheck.rules import crosscheck
 from changewatch.rs.errors import ChangewatchError, OutputError
 from changewatch.rs.infer import ModelCache
@@ -25,6 +26,9 @@ from changewatch.rs.io.staging import foreign_names
 from changewatch.rs.monitor.history import HISTORY_GPKG, History, build_history, write_history
 from changewatch.rs.monitor.scenes import ScenePair, check_readable, consecutive_pairs, read_scenes
 from changewatch.rs.monitor.timeline import TIMELINE_PNG, write_timeline
+
+if TYPE_CHECKING:
+    from changewatch.rs.pipeline import Predictor
 
 PAIRS = "pairs"  # STORE/pairs/<date_a>_<date_b>/: one detect run folder per consecutive pair
 # all monitor writes into STORE (with sidecars and temporary files)
@@ -65,9 +69,15 @@ def pair_settings(config: MonitorConfig) -> BatchConfig:
 
 
 def pair_job(pair: ScenePair, config: MonitorConfig) -> Job:
-    """The batch job of ``pair``: judged as of ``--as-of`` when given, else as of the AFTER scene's date."""
+    """The batch job of ``pair``: judged as of ``--as-of`` when given, else as of the AFTER scene's date.
+
+    Its ``as_of_source`` (``rules.as_of_source`` of the pair's ``summary.json``) says which:
+    ``AS_OF_GIVEN`` or ``AS_OF_SCENES``.
+    """
+    given = config.layers.rules.as_of
     return Job(pair.name, pair.before.path, pair.after.path, config.layers.permits, config.layers.zoning,
-               config.layers.parcels, as_of=config.layers.rules.as_of or pair.after.date)
+               config.layers.parcels, as_of=given or pair.after.date,
+               as_of_source=AS_OF_GIVEN if given else AS_OF_SCENES)
 
 
 def check_store(store: str | Path) -> None:
@@ -89,7 +99,8 @@ def check_store(store: str | Path) -> None:
                           f"{', '.join(sorted(STORE_FILES))}: choose a new or empty folder, or an existing store")
 
 
-def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> MonitorResult:
+def run_monitor(config: MonitorConfig, models: ModelCache | None = None,
+                predict: Predictor | None = None) -> MonitorResult:
     """Detect every consecutive pair of ``config.scenes`` not done yet, then rebuild and write the history.
 
     Pairs are detected in date order into ``STORE/pairs/<date_a>_<date_b>/`` (``rs.pipeline.detect``);
@@ -97,6 +108,8 @@ def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> Moni
     judged with their ``first_seen`` dates (``judged``), and replaced atomically, and ``STORE/timeline.png``
     redrawn when what it shows changed (``rs.monitor.timeline``). ``models``: loaded
     models to reuse (tests pass a fixed one); by default a fresh cache on ``config.inference.device``.
+    ``predict``: how a pair's tiles are predicted (``rs.pipeline.Predictor``; a batch on Dask spreads
+    them over its workers); by default in this process.
 
     Raises ManifestError for a bad SCENES and InputFileError for a scene file that is missing or
     not a raster, OutputError for a store holding other files (``check_store``) — all three before
@@ -114,7 +127,7 @@ def run_monitor(config: MonitorConfig, models: ModelCache | None = None) -> Moni
         folder.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(folder)  # an interrupted run: folders it was replacing restored, its litter gone
     models = models or ModelCache(config.inference.device, config.inference.amp)  # loads nothing yet
-    records = [_run_pair(pair, pair_job(pair, config), batch, models) for pair in pairs]
+    records = [_run_pair(pair, pair_job(pair, config), batch, models, predict) for pair in pairs]
     history = judged(build_history([(p.after.date, folder / p.name) for p in pairs]), config, pairs[-1].after.date)
     write_history(history, Path(config.store) / HISTORY_GPKG)
     write_timeline(history, Path(config.store) / TIMELINE_PNG)  # redrawn only when what it shows changed
@@ -139,14 +152,15 @@ def judged(history: History, config: MonitorConfig, latest: date) -> History:
     return replace(history, changes=changes.assign(reasons=checked["reasons"], permit_ids=checked["permit_ids"]))
 
 
-def _run_pair(pair: ScenePair, job: Job, batch: BatchConfig, models: ModelCache) -> PairRecord:
+def _run_pair(pair: ScenePair, job: Job, batch: BatchConfig, models: ModelCache,
+              predict: Predictor | None = None) -> PairRecord:
     """Detect ``pair`` unless its folder is done and up to date; raises the pair's ChangewatchError."""
     reason = stale_reason(Path(batch.outdir) / job.area_id, job, batch)
     if reason is None:
         return PairRecord(pair.name, "skipped")
     from changewatch.rs.batch.jobs import run_job  # the pipeline: only when a pair is detected
 
-    record = run_job(job, batch, models)
+    record = run_job(job, batch, models) if predict is None else run_job(job, batch, models, predict)
     if record.status == "failed":
         error = ChangewatchError(f"pair {pair.name}: {record.error}")
         error.exit_code = record.exit_code
