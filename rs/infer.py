@@ -33,6 +33,8 @@ from changewatch.rs.grid import Grid
 from changewatch.rs.normalize import BandStats, normalise, scene_stats
 from changewatch.rs.tiling import Tile, TileGrid
 
+CHANGE_OUTPUT = 0  # index of the change probability among a model's outputs (ModelSpec.outputs: change first)
+
 if TYPE_CHECKING:
     import torch
 
@@ -172,27 +174,36 @@ def predict_tiles(
     date is invalid; tiles without a valid pixel skip the network. ``config.readers`` background
     threads (each with its own file handles) read, warp and normalise the next tiles while the
     network runs. Memory: about three batches of tiles.
+
+    A tile whose two dates hold identical values on every valid pixel (the same scene delivered
+    twice, a copy re-tagged with a later date) has change probability 0 there, whatever the
+    network says: nothing in it changed, and an early-fusion network is not trained to be exactly
+    invariant to that (it was seen calling change on a scene compared with itself). Its other
+    outputs (buildings) are the network's.
     """
-    batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
+    batch: list[tuple[Tile, np.ndarray, np.ndarray, bool]] = []
 
     def flush() -> Iterator[tuple[Tile, np.ndarray]]:
-        probs = model.predict(np.stack([x for _, x, _ in batch]), config.tta)
-        for (tile, _, valid), prob in zip(batch, probs, strict=True):
+        probs = model.predict(np.stack([x for _, x, _, _ in batch]), config.tta)
+        for (tile, _, valid, same), prob in zip(batch, probs, strict=True):
+            if same:
+                prob[CHANGE_OUTPUT, valid] = 0.0
             prob[:, ~valid] = np.nan
             yield tile, prob
         batch.clear()
 
-    def read(p: AlignedPair, tile: Tile) -> tuple[Tile, np.ndarray | None, np.ndarray]:
+    def read(p: AlignedPair, tile: Tile) -> tuple[Tile, np.ndarray | None, np.ndarray, bool]:
         w = p.read(tile.read)
         if not w.valid.any():  # nothing to predict: no network pass for this tile
-            return tile, None, w.valid
-        return tile, model_input(w.before, w.after, w.valid, stats), w.valid
+            return tile, None, w.valid, False
+        same = bool(np.array_equal(w.before[:, w.valid], w.after[:, w.valid]))
+        return tile, model_input(w.before, w.after, w.valid, stats), w.valid, same
 
-    for tile, x, valid in read_ahead(pair, read, tiles, config.readers, depth=2 * config.batch_size):
+    for tile, x, valid, same in read_ahead(pair, read, tiles, config.readers, depth=2 * config.batch_size):
         if x is None:
             yield tile, np.full((len(model.spec.outputs), *valid.shape), np.nan, np.float32)
             continue
-        batch.append((tile, x, valid))
+        batch.append((tile, x, valid, same))
         if len(batch) == config.batch_size:
             yield from flush()
     if batch:

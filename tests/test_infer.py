@@ -233,3 +233,26 @@ def test_a_scene_smaller_than_the_model_was_trained_on_is_refused(tmp_path: Path
     before = write_raster(tmp_path / "b.tif", textured_scene(24, 30), UTM48N, utm_transform())
     with AlignedPair(before, before) as pair, pytest.raises(IncompatibleScenesError, match="at least 64×64"):
         next(predict_pair(pair, model, InferenceConfig(), progress=False))
+
+
+class ConstantNet(torch.nn.Module):
+    """A network that calls change (probability 0.9) everywhere, whatever it sees."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1, *x.shape[2:]), float(torch.logit(torch.tensor(0.9))))
+
+
+def test_tiles_whose_dates_are_identical_have_no_change(tmp_path: Path) -> None:
+    """A tile holding the same values on both dates gets probability 0 there, whatever the network says; a tile
+    with any difference keeps the network's answer."""
+    scene = textured_scene(96, 96, seed=4)
+    after = scene.copy()
+    after[:, 5, :32] += 1  # one row of the left third differs by one count
+    write_raster(tmp_path / "b.tif", scene, UTM48N, utm_transform())
+    write_raster(tmp_path / "a.tif", after, UTM48N, utm_transform())
+    model = ChangeModel(ConstantNet(), pointwise_spec(), torch.device("cpu"))
+    with AlignedPair(tmp_path / "b.tif", tmp_path / "a.tif") as p:
+        out = blended(p, model, InferenceConfig(32, 0, 2), tmp_path)
+    np.testing.assert_allclose(out[:32, :32], 0.9, atol=PROB_MAX_ERROR)  # the tile holding the changed row
+    np.testing.assert_allclose(out[:, 32:], 0.0, atol=PROB_MAX_ERROR)
+    np.testing.assert_allclose(out[32:, :32], 0.0, atol=PROB_MAX_ERROR)
