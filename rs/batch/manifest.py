@@ -19,6 +19,7 @@ import yaml
 
 from changewatch.rs.config import BatchConfig, DetectConfig, DetectOptions, MonitorConfig
 from changewatch.rs.errors import ManifestError
+from changewatch.rs.io.dates import iso_date
 from changewatch.rs.io.gdalpaths import resolve_scene
 
 AREA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -83,7 +84,7 @@ def _resolve(base: Path, value: object) -> str | None:
 def _as_of(value: object, where: str) -> date | None:
     text = "" if value is None else str(value).strip()
     try:
-        return date.fromisoformat(text) if text else None
+        return iso_date(text) if text else None
     except ValueError as exc:
         raise ManifestError(f"{where}: as_of {text!r} is not a YYYY-MM-DD date") from exc
 

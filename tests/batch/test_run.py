@@ -81,6 +81,7 @@ def test_manifest_csv_and_yaml(tmp_path: Path) -> None:
     ("area_id,before,after\nw1,b,a\nw1,b,a\n", "listed twice"),
     ("area_id,before,after\n../up,b,a\n", "area_id"),
     ("area_id,before,after,as_of\nw1,b,a,23/03/2018\n", "not a YYYY-MM-DD date"),
+    ("area_id,before,after,as_of\nw1,b,a,2018-W12-5\n", "not a YYYY-MM-DD date"),
     ("area_id,before,after,colour\nw1,b,a,red\n", "unknown column"),
     ("area_id,before,after\n", "no jobs"),
 ])
