@@ -26,7 +26,7 @@ from changewatch.rs.config import AS_OF_GIVEN, AS_OF_SCENES, BatchConfig, DemoCo
 from changewatch.rs.crosscheck.settings import CrosscheckInputs, RuleConfig
 from changewatch.rs.errors import ManifestError
 from changewatch.rs.monitor.history import HISTORY_GPKG
-from changewatch.rs.monitor.run import PAIRS, pair_job, pair_settings, run_monitor
+from changewatch.rs.monitor.run import PAIRS, STORE_FILES, pair_job, pair_settings, run_monitor
 from changewatch.rs.monitor.scenes import consecutive_pairs, read_scenes
 from tests.test_cli import readme_bad_inputs
 from tests.test_monitor import DATES, A, B, C, at, model, permits, write_scenes
@@ -102,7 +102,7 @@ def test_scenes_rows_run_monitor_into_the_area_folder_and_resume(tmp_path: Path)
     changes = gpd.read_file(out / "n1" / HISTORY_GPKG, layer="changes")
     assert (at(changes, A)["first_seen"], at(changes, C)["first_seen"]) == ("2024-03-05", "2024-05-20")
     assert (at(changes, B)["reasons"], at(changes, C)["status"]) == ("NO_PERMIT", "growing")
-    assert sorted(p.name for p in (out / "n1").iterdir()) == [HISTORY_GPKG, PAIRS]
+    assert sorted(p.name for p in (out / "n1").iterdir()) == sorted(STORE_FILES)
     combined = gpd.read_file(out / "flagged.gpkg", layer="flagged_changes")
     assert set(combined["area_id"]) == {"p1"}  # monitor rows' changes stay in their history.gpkg
     summary = pd.read_csv(out / "batch_summary.csv").set_index("area_id")
