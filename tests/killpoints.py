@@ -6,10 +6,10 @@ A ``sys.addaudithook`` hook sees every file-system change Python makes — renam
 folder creation, files opened for writing — under ROOT (and the relative ones ``shutil.rmtree``
 makes inside it). Before change number KILL_AT (0-based) happens, the process sends itself
 SIGKILL, as ``kill -9`` would; KILL_AT -1 never kills; KILL_AT ``EVENT:TEXT`` kills before the first
-change of that audit event whose path's last part starts with TEXT (``os.rename:.staging-``: between the two
-renames that replace a folder). COUNT_FILE receives the changes seen when
-the process ends normally (a JSON list of ``[event, first path]``), so a test can run it once to
-count them, or find one, and then kill it there. MODULE:FUNCTION is called with ARGS as one list
+change of that audit event whose path's last part starts with TEXT (``os.rename:.run.staging-``, staging
+folders being named ``.NAME.staging-ID``: between the two renames that replace a folder). COUNT_FILE
+receives the changes seen when the process ends normally (a JSON list of ``[event, first path]``), so a
+test can run it once to count them, or find one, and then kill it there. MODULE:FUNCTION is called with ARGS as one list
 (``changewatch.cli:cli`` parses a command line; ``tests.killpoints:fake_run`` replaces a folder
 without the heavy imports).
 """

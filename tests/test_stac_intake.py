@@ -184,6 +184,7 @@ def test_detect_on_l2a_items_never_calls_cloud_change_and_records_the_intake(tmp
         (band, -0.1, 0.0001) for band in ("blue", "green", "red", "nir")]
     assert intake["assets"][3]["resampled"] == "nearest, 20 to 10 CRS units"
     assert summary["inputs"]["after_date"] == "2023-06-01" and summary["rules"]["as_of"] == "2023-06-01"
+    assert summary["rules"]["as_of_source"] == "AFTER STAC item datetime"
     assert str(after.parent / "B08.tif") in summary["inputs"]["files"]  # asset files are checksummed
 
 
