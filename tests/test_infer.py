@@ -24,7 +24,27 @@ from changewatch.rs.infer import (
 )
 from changewatch.rs.io.raster import PROB_MAX_ERROR, write_probability
 from changewatch.rs.normalize import scene_stats
-from tests.data import UTM48N, BrightnessChangeNet, pointwise_spec, textured_scene, utm_transform, write_raster
+from tests.data import (
+    UTM48N,
+    BrightnessChangeNet,
+    plant_square,
+    pointwise_spec,
+    textured_scene,
+    utm_transform,
+    write_raster,
+)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    """The shared 96×96 pair (a 10×10 bright square at rows 40–49, cols 30–39) with one count of sensor noise on
+    AFTER, as two real acquisitions have: no tile is identical on both dates, so every tile is the network's
+    answer (identical tiles have no change by rule: test_tiles_whose_dates_are_identical_have_no_change)."""
+    before = textured_scene(96, 96, seed=1)
+    noise = np.random.default_rng(7).integers(0, 2, before.shape, dtype=before.dtype)
+    after = plant_square(before + noise, 40, 30, 10)
+    return (write_raster(tmp_path / "before.tif", before, UTM48N, utm_transform()),
+            write_raster(tmp_path / "after.tif", after, UTM48N, utm_transform()))
 
 
 def pointwise_model(bands: int = 4) -> ChangeModel:
