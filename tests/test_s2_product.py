@@ -21,7 +21,7 @@ from changewatch.rs.io.intake import read_described
 from changewatch.rs.io.raster import open_raster, scene_date
 from changewatch.rs.monitor.scenes import read_scenes
 from tests.data import ORIGIN
-from tests.s2_product_data import write_product, zip_product
+from tests.s2_product_data import write_jp2, write_product, zip_product
 from tests.stac_data import reflectance
 from tests.test_cli import readme_bad_inputs
 
@@ -168,6 +168,25 @@ def test_monitor_scenes_rows_of_products_take_their_sensing_dates(tmp_path: Path
     summary = json.loads((tmp_path / "store" / "pairs" / "2021-05-01_2023-06-01" / "summary.json").read_text())
     assert summary["inputs"]["after"] == str(second) and summary["inputs"]["after_date"] == "2023-06-01"
     assert summary["inputs"]["intake"]["after"]["assets"][0]["href"] == str(band_file(second, "B02"))
+
+
+def test_batch_over_products_reruns_the_job_whose_band_file_changed(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    before, after = product_pair(tmp_path / "area")
+    zips = [zip_product(p, tmp_path / "area" / f"{p.stem}.zip") for p in (before, after)]
+    (tmp_path / "m.csv").write_text(f"area_id,before,after\nsafe,area/d1/{before.name},area/d2/{after.name}/{XML}\n"
+                                    f"zipped,area/{zips[0].name},/vsizip/area/{zips[1].name}/{after.name}\n")
+    args = ["batch", tmp_path / "m.csv", "-o", tmp_path / "out", "--model", tiny_checkpoint, "--scheduler", "serial",
+            "--tile", "64", "--overlap", "16", "-q"]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    for area in ("safe", "zipped"):
+        summary = json.loads((tmp_path / "out" / area / "summary.json").read_text())
+        assert summary["inputs"]["intake"]["after"]["mask"]["href"].endswith("_SCL_20m.jp2")
+        assert summary["inputs"]["after_date"] == "2023-06-01"
+    write_jp2(band_file(before, "B03"), np.round(REFL[1] * 9_000).astype(np.uint16), 10.0)  # one band file changes
+    second = run(*args, "--resume")
+    assert second.exit_code == 0, second.output
+    assert "[skipped] zipped" in second.output and "[skipped] safe" not in second.output
 
 
 # --- the README's Bad inputs rows -------------------------------------------------------------------------------
