@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -77,13 +78,25 @@ def test_the_metadata_file_and_the_zipped_product_are_the_same_scene(tmp_path: P
     safe = write_product(tmp_path, date(2023, 5, 1), REFL)
     archive = zip_product(safe, tmp_path / f"{safe.stem}.zip")
     expected = read_bands(safe)
-    for path in (safe / XML, archive, f"/vsizip/{archive}/{safe.name}", f"/vsizip/{archive}/{safe.name}/{XML}"):
+    for path in (safe / XML, archive, f"/vsizip/{archive}", f"/vsizip/{archive}/{safe.name}",
+                 f"/vsizip/{archive}/{safe.name}/{XML}"):
         np.testing.assert_array_equal(read_bands(path), expected)
     record = read_described(archive, None, "BEFORE").record()
     assert record["assets"][0]["href"].startswith(f"/vsizip/{archive}/{safe.name}/GRANULE/")
     assert dataset_files(str(archive), True) == [str(archive)]
     assert dataset_files(str(safe), True) == sorted([str(safe / XML), *(str(band_file(safe, b)) for b in (
         "B02", "B03", "B04", "B08")), str(band_file(safe, "B11", 20)), str(band_file(safe, "SCL", 20))])
+
+
+def test_an_archive_of_two_products_and_a_remote_product_are_refused(tmp_path: Path) -> None:
+    safe = write_product(tmp_path, date(2023, 5, 1), REFL)
+    archive = zip_product(safe, tmp_path / "S2B_MSIL2A_two.zip")
+    with zipfile.ZipFile(archive, "a") as out:
+        out.writestr("S2A_MSIL2A_other.SAFE/MTD_MSIL2A.xml", "")
+    with pytest.raises(ProductError, match="the archive holds 2 .SAFE folders"):
+        read_described(archive, None, "BEFORE")
+    with pytest.raises(ProductError, match="not through GDAL's network paths"):
+        read_described(f"/vsicurl/https://example.org/{safe.name}", None, "BEFORE")
 
 
 def test_bands_are_the_finest_listed_and_picked_by_common_name_or_band(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from changewatch.rs.errors import ProductError
-from changewatch.rs.io.gdalpaths import archive_of
+from changewatch.rs.io.gdalpaths import archive_of, is_gdal_path
 from changewatch.rs.io.sentinel2 import QUANTIFICATION_VALUE, Radiometry
 from changewatch.rs.io.stac_scene import MASK_ASSET, ItemScene, item_date, item_scene
 
@@ -124,6 +124,9 @@ def locate(path: str, where: str) -> ProductFiles:
                            f"grid): give the product folder {_subdataset_folder(text)} (or its {L2A_XML})")
     inside = archive_of(text)
     archive = inside if inside is not None else (Path(text) if text.lower().endswith(".zip") else None)
+    if archive is None and is_gdal_path(text):
+        raise ProductError(f"{where}: a product is read from a local .SAFE folder or zip archive, not through GDAL's "
+                           "network paths: download it, or give its STAC item (.json)")
     if archive is None:
         folder = Path(text).parent if Path(text).name.upper().startswith("MTD_MSIL") else Path(text)
         if not folder.is_dir():
@@ -136,10 +139,10 @@ def locate(path: str, where: str) -> ProductFiles:
             names = frozenset(opened.namelist())
     except (OSError, zipfile.BadZipFile) as exc:
         raise ProductError(f"{where}: {archive} is not a readable zip archive: {exc}") from exc
-    if inside is not None:
-        root = text[text.index(str(archive)) + len(str(archive)):].strip("/")
-        root = root.rsplit("/", 1)[0] if root.rsplit("/", 1)[-1].upper().startswith("MTD_MSIL") else root
-        return ProductFiles(root, archive, names)
+    root = text[text.index(str(archive)) + len(str(archive)):].strip("/") if inside is not None else ""
+    if root:  # /vsizip/ARCHIVE/NAME.SAFE or /vsizip/ARCHIVE/NAME.SAFE/MTD_MSIL2A.xml
+        return ProductFiles(root.rsplit("/", 1)[0] if root.rsplit("/", 1)[-1].upper().startswith("MTD_MSIL")
+                            else root, archive, names)
     tops = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].upper().endswith(".SAFE")})
     if len(tops) != 1:
         raise ProductError(f"{where}: the archive holds {len(tops)} .SAFE folders ({', '.join(tops)}): "
