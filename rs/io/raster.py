@@ -89,8 +89,8 @@ def scene_date(path: str | os.PathLike[str]) -> date | None:
     """Acquisition date from a raster's metadata tags (first of DATE_TAGS that parses), else None.
 
     ``TIFFTAG_DATETIME`` is written ``YYYY:MM:DD HH:MM:SS``; the others ISO 8601. A STAC Item's date is
-    its ``datetime``'s (UTC; ``rs.io.stac_scene.item_date``), a Sentinel-2 product's its datatake sensing
-    start's (``rs.io.s2_product.product_date``).
+    its ``datetime``'s (UTC; ``rs.io.stac_scene.item_date``); a Sentinel-2 product's, its datatake sensing
+    start's (UTC; ``rs.io.s2_product.product_date``).
     """
     if is_described(path):
         return described_date(path)

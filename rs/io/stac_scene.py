@@ -25,6 +25,7 @@ A scene given as a ``.json`` file is a STAC Item (STAC 1.0 or 1.1). ``read_item`
 
 An item of an ItemCollection file is the scene path ``collection.json#ID`` (its hrefs relative to that file);
 ``collection_items`` lists the items of a collection or catalog (``monitor`` SCENES), ``item_date`` dates one.
+``item_scene`` reads an item built in memory the same way (a Sentinel-2 product's: ``rs.io.s2_product``).
 
 ``ItemScene.record`` is what ``summary.json`` keeps (``inputs.intake``): each asset's href, band, scale and
 offset applied and the rule that chose them, and the mask's source. Errors are ``StacItemError`` (exit code 3)
