@@ -35,8 +35,8 @@ from changewatch.rs.config import PairOptions
 from changewatch.rs.errors import IncompatibleScenesError
 from changewatch.rs.georef import Dataset, data_bounds, georeferenced, is_plain, native_grid, placed
 from changewatch.rs.grid import Grid, GridSpec
+from changewatch.rs.io.intake import is_described, read_described
 from changewatch.rs.io.raster import GridReader, open_raster, open_vrt
-from changewatch.rs.io.stac_scene import is_stac_path, read_item
 from changewatch.rs.validity import Validity, infer_validity, sample_counts
 
 __all__ = ["AlignedPair", "PairSource", "PairWindow", "Shift", "common_grid", "overlap_fraction"]
@@ -272,13 +272,13 @@ class AlignedPair:
 
         An item's SCL mask is kept for when the grid is known, and what it read in ``intake``.
         """
-        if role in ("BEFORE", "AFTER") and is_stac_path(path):
-            scene = read_item(path, self.bands, role)
+        if role in ("BEFORE", "AFTER") and is_described(path):
+            scene = read_described(path, self.bands, role)
             self.intake[role.lower()] = scene.record()
             mask = scene.mask_vrt()
             if mask is not None:
                 self._scene_masks.append((role, mask))
-            return self._keep(open_vrt(scene.image_vrt(), f"{role} item {path}"))
+            return self._keep(open_vrt(scene.image_vrt(), f"{role} {path}"))
         return self._keep(open_raster(path, role))
 
     def _keep(self, ds: Dataset) -> Dataset:

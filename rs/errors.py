@@ -13,7 +13,8 @@ code  exception                   meaning
       OptionError                 an option's value that cannot be used (``export --since``
                                   not a YYYY-MM-DD date, or given for a run folder)
 3     InputFileError              a file is missing, unreadable or not a raster/vector;
-                                  a malformed settings (--columns) file or manifest
+                                  a malformed settings (--columns) file or manifest;
+      ProductError                a Sentinel-2 product that cannot be read (L1C, a band missing)
 4     IncompatibleScenesError     the scenes cannot be compared (no overlap, not located,
                                   different bands, too small or too large for a run)
 5     LayerError                  a vector layer lacks a CRS or a required column, is not
@@ -109,4 +110,13 @@ class StacItemError(InputFileError):
 
     Not STAC JSON, an asset missing, or what its values mean cannot be decided (a Sentinel-2 item without a
     processing baseline, a date range longer than a day).
+    """
+
+
+class ProductError(InputFileError):
+    """A Sentinel-2 product (``.SAFE`` folder, zipped, or its ``MTD_MSIL2A.xml``) that cannot be read as a scene.
+
+    Exit code 3. Its metadata missing, unreadable or lacking a field a scene needs (processing baseline, datatake
+    sensing start), a band file it lists missing, an L1C product (L2A only: no SCL, another offset), or a GDAL
+    ``SENTINEL2_L2A:`` subdataset name given instead of the product.
     """

@@ -365,11 +365,6 @@ def _missing_archive(tmp_path: Path) -> list[object]:
     return ["detect", f"/vsizip/{tmp_path / 'gone.zip'}/b.tif", after]
 
 
-def _product(tmp_path: Path) -> list[object]:
-    before, after = l2a_pair(tmp_path)
-    return ["detect", f"SENTINEL2_L2A:{tmp_path}/S2A_MSIL2A.SAFE/MTD_MSIL2A.xml:10m:EPSG_32648", after]
-
-
 def _duplicate_dates(tmp_path: Path) -> list[object]:
     return ["monitor", collection(tmp_path, ["2024-01-10T10:00:00Z", "2024-01-10T11:00:00Z"])]
 
@@ -391,7 +386,6 @@ BAD_STAC = {  # the README's Bad inputs row → (the command's arguments, exit c
     "scene `.json` that is not valid JSON": (_bad_json, 3, "is not readable JSON"),
     "an ItemCollection given to `detect` as a scene": (_collection_to_detect, 3, "is an ItemCollection or catalog"),
     "`/vsizip/` scene whose archive is missing": (_missing_archive, 3, "BEFORE file not found"),
-    "a Sentinel-2 product name (`SENTINEL2_L2A:…`) or `.SAFE` folder": (_product, 3, "give its STAC item"),
     "STAC SCENES with two items of the same date": (_duplicate_dates, 3, "is listed twice"),
     "STAC item with `datetime` null and a range over several days": (_long_range, 3, "not one acquisition day"),
 }

@@ -21,7 +21,7 @@ from changewatch.rs.batch.manifest import Job, detect_config
 from changewatch.rs.config import BatchConfig
 from changewatch.rs.io.files import TMP_GLOB, atomic_write, sha256, write_json, writing
 from changewatch.rs.io.gdalpaths import archive_of, is_gdal_path
-from changewatch.rs.io.stac_scene import is_stac_path, item_files
+from changewatch.rs.io.intake import described_files, is_described
 from changewatch.rs.io.staging import recover_children
 from changewatch.rs.runfolder import DETECT_FILES, DONE_RECORD
 
@@ -56,10 +56,11 @@ def dataset_files(path: str, raster: bool) -> list[str]:
     GDAL's list for a raster (sidecars such as ``.aux.xml`` and ``.ovr``, a VRT's sources), every
     file of the same stem beside a vector layer (a Shapefile's ``.dbf``, ``.prj``…). A
     ``path.gpkg:layer`` name is reduced to its file. A STAC item scene: its JSON and its assets'
-    local files; a GDAL archive path (``/vsizip/…``): the archive.
+    local files; a Sentinel-2 product: its metadata and band files (zipped: its archive); a GDAL archive
+    path (``/vsizip/…``): the archive.
     """
-    if raster and is_stac_path(path):
-        return sorted(set(item_files(path)))  # a STAC item scene: its JSON and its assets' files
+    if raster and is_described(path):
+        return sorted(set(described_files(path)))  # a STAC item or product scene: its metadata and band files
     if is_gdal_path(path):  # /vsizip/ARCHIVE/…: the archive; a URL: nothing local to fingerprint
         archive = archive_of(path)
         return [str(archive)] if archive is not None else []

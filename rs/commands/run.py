@@ -49,8 +49,8 @@ def report_review(review: ReviewRecord | None) -> None:
 
 
 @click.command()
-@click.argument("before", type=click.Path(dir_okay=False))
-@click.argument("after", type=click.Path(dir_okay=False))
+@click.argument("before", type=click.Path())  # a file, or a Sentinel-2 .SAFE folder
+@click.argument("after", type=click.Path())
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
               help="Folder for change_prob.tif, changes.gpkg, flagged.gpkg, summary.json, replaced as a whole "
                    "when the run succeeds (left as it was when it fails); it may hold only changewatch's outputs. "

@@ -30,8 +30,7 @@ from changewatch.rs.errors import InputFileError
 from changewatch.rs.georef import Dataset
 from changewatch.rs.grid import Grid
 from changewatch.rs.io.gdalpaths import archive_of, is_gdal_path
-from changewatch.rs.io.sentinel2 import is_product_path
-from changewatch.rs.io.stac_scene import is_stac_path, item_date, load_item, read_item
+from changewatch.rs.io.intake import described_date, is_described, read_described
 from changewatch.rs.tiling import Tile, TileGrid
 from changewatch.rs.validity import Validity, alpha_band, has_internal_mask, is_nodata
 
@@ -50,16 +49,14 @@ def open_raster(path: str | os.PathLike[str], role: str,
     """Open a raster for reading, turning every way it can fail into one clear InputFileError.
 
     ``path``: a local file, a GDAL path (``/vsizip/archive.zip/scene.tif``, ``/vsicurl/…``:
-    ``rs.io.gdalpaths``; a missing archive is reported as a missing file) or a STAC Item JSON, opened as
-    the VRT of its ``bands`` (names; None: blue, green, red, nir) on one grid (``rs.io.stac_scene``,
-    which raises StacItemError or IncompatibleScenesError). ``role`` names it in messages ("BEFORE").
+    ``rs.io.gdalpaths``; a missing archive is reported as a missing file), a STAC Item JSON or a Sentinel-2
+    L2A product, opened as the VRT of its ``bands`` (names; None: blue, green, red, nir) on one grid
+    (``rs.io.intake``, which raises StacItemError, ProductError or IncompatibleScenesError). ``role`` names it
+    in messages ("BEFORE").
     """
     text = os.fspath(path)
-    if is_stac_path(text):
-        return open_vrt(read_item(text, bands, role).image_vrt(), f"{role} item {text}")
-    if is_product_path(text):
-        raise InputFileError(f"{role} {text} is a Sentinel-2 product (.SAFE, SENTINEL2_L2A:), which is not read "
-                             "directly (its offset and SCL cloud mask would be lost): give its STAC item (.json)")
+    if is_described(text):
+        return open_vrt(read_described(text, bands, role).image_vrt(), f"{role} {text}")
     missing = archive_of(text) if is_gdal_path(text) else Path(text)
     if missing is not None and not missing.exists():
         raise InputFileError(f"{role} file not found: {missing}" + (f" (in {text})" if str(missing) != text else ""))
@@ -92,10 +89,11 @@ def scene_date(path: str | os.PathLike[str]) -> date | None:
     """Acquisition date from a raster's metadata tags (first of DATE_TAGS that parses), else None.
 
     ``TIFFTAG_DATETIME`` is written ``YYYY:MM:DD HH:MM:SS``; the others ISO 8601. A STAC Item's date is
-    its ``datetime``'s (UTC; ``rs.io.stac_scene.item_date``).
+    its ``datetime``'s (UTC; ``rs.io.stac_scene.item_date``); a Sentinel-2 product's, its datatake sensing
+    start's (UTC; ``rs.io.s2_product.product_date``).
     """
-    if is_stac_path(path):
-        return item_date(load_item(path), f"scene {os.fspath(path)}")
+    if is_described(path):
+        return described_date(path)
     with open_raster(path, "scene") as ds:
         tags = ds.tags()
     for key in DATE_TAGS:

@@ -35,8 +35,9 @@ OFFSET_BASELINE = (4, 0)  # the first processing baseline with BOA_ADD_OFFSET
 SCL_CLASSES = 12  # SCL values 0..11
 SCL_INVALID = (0, 1, 3, 8, 9, 10)  # NO_DATA, SATURATED_OR_DEFECTIVE, CLOUD_SHADOWS, CLOUD_MEDIUM/HIGH, THIN_CIRRUS
 BASELINE_KEYS = ("s2:processing_baseline", "processing:version", "sentinel:processing_baseline")
-# A Sentinel-2 product as GDAL names it: a SENTINEL2_L2A:… subdataset, a .SAFE folder or its MTD_MSIL2A.xml
-PRODUCT_PATH = re.compile(r"(^SENTINEL2_L[12][ABC]?:)|(\.SAFE/?$)|(MTD_MSIL[12][AC]\.xml$)", re.IGNORECASE)
+# A Sentinel-2 product: a SENTINEL2_L2A:… subdataset name, a .SAFE folder or its MTD_MSIL2A.xml, the product zipped
+PRODUCT_PATH = re.compile(r"(^SENTINEL2_L[12][ABC]?:)|(\.SAFE/?$)|(MTD_MSIL[12][AC]\.xml$)|(\.SAFE\.zip$)"
+                          r"|((^|/)S2[A-D]_MSIL[12][AC]_[^/]*\.zip$)", re.IGNORECASE)
 OFFSET_APPLIED_KEYS = ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied")
 
 
@@ -58,7 +59,7 @@ def is_sentinel2(properties: dict[str, Any]) -> bool:
 
 
 def is_product_path(path: str) -> bool:
-    """Whether ``path`` names a Sentinel-2 product as GDAL reads it (``SENTINEL2_L2A:…``, a ``.SAFE`` folder)."""
+    """Whether ``path`` names a Sentinel-2 product (``.SAFE`` folder, zipped, ``MTD_MSIL2A.xml``, a subdataset)."""
     return PRODUCT_PATH.search(path) is not None
 
 

@@ -25,6 +25,7 @@ A scene given as a ``.json`` file is a STAC Item (STAC 1.0 or 1.1). ``read_item`
 
 An item of an ItemCollection file is the scene path ``collection.json#ID`` (its hrefs relative to that file);
 ``collection_items`` lists the items of a collection or catalog (``monitor`` SCENES), ``item_date`` dates one.
+``item_scene`` reads an item built in memory the same way (a Sentinel-2 product's: ``rs.io.s2_product``).
 
 ``ItemScene.record`` is what ``summary.json`` keeps (``inputs.intake``): each asset's href, band, scale and
 offset applied and the rule that chose them, and the mask's source. Errors are ``StacItemError`` (exit code 3)
@@ -328,14 +329,16 @@ class ItemScene:
         return {"item": self.path, "date": self.date.isoformat(), "assets": assets, "mask": mask}
 
 
-def _band_asset(item: dict[str, Any], path: Path, candidate: _Candidate, name: str, where: str) -> BandAsset:
-    """The band ``name`` of ``candidate``: its href, values rule and nodata (see the module docstring)."""
+def _band_asset(item: dict[str, Any], path: Path, candidate: _Candidate, name: str, where: str,
+                rule: Radiometry | None) -> BandAsset:
+    """The band ``name`` of ``candidate``: its href, values rule (``rule`` when given) and nodata (module docstring)."""
     props = item.get("properties") or {}
     s2 = is_sentinel2(props)
-    radiometry = s2_radiometry(props, where) if s2 else raster_radiometry(candidate.meta)
+    if rule is None:
+        rule = s2_radiometry(props, where) if s2 else raster_radiometry(candidate.meta)
     nodata = candidate.meta.get("nodata")
     href = _href(path, str(item["assets"][candidate.asset]["href"]))
-    return BandAsset(name, candidate.asset, href, candidate.index, radiometry,
+    return BandAsset(name, candidate.asset, href, candidate.index, rule,
                      float(nodata) if nodata is not None else (S2_NODATA if s2 else None))
 
 
@@ -361,18 +364,27 @@ def read_item(path: str | os.PathLike[str], bands: tuple[str, ...] | None, role:
     """
     file, ref = split_ref(path)
     p = Path(file)
-    where = f"{role} item {path}"
-    item = load_item(path)
+    name = str(p.resolve()) + (f"{ITEM_REF}{ref}" if ref else "")
+    return item_scene(load_item(path), p, name, bands, f"{role} item {path}")
+
+
+def item_scene(item: dict[str, Any], path: Path, name: str, bands: tuple[str, ...] | None, where: str,
+               rules: dict[str, Radiometry] | None = None) -> ItemScene:
+    """The STAC Item ``item`` (a dict, from the file ``path``) as the scene ``name`` of ``bands``, opening no pixels.
+
+    ``rules``: the values rule of an asset (by key) that its description decides itself (a Sentinel-2 product's
+    own BOA_ADD_OFFSET, ``rs.io.s2_product``), instead of the item's rule. ``where`` names it in errors. Raises
+    as ``read_item``.
+    """
     candidates = _candidates(item["assets"])
-    picked = [(_pick(candidates, name, where), name) for name in (bands or DEFAULT_BANDS)]
-    chosen = tuple(_band_asset(item, p, c, name, where) for c, name in picked)
+    picked = [(_pick(candidates, band, where), band) for band in (bands or DEFAULT_BANDS)]
+    chosen = tuple(_band_asset(item, path, c, band, where, (rules or {}).get(c.asset)) for c, band in picked)
     mask_key = next((k for k in item["assets"] if name_key(k) == MASK_ASSET), None)
-    mask = _href(p, str(item["assets"][mask_key]["href"])) if mask_key else None
+    mask = _href(path, str(item["assets"][mask_key]["href"])) if mask_key else None
     layouts = {b.href: _layout(b.href, b.asset, where) for b in chosen}
     chosen = tuple(b if b.nodata is not None else replace(b, nodata=layouts[b.href].nodata) for b in chosen)
     if mask is not None and mask_key is not None:
         layouts[mask] = _layout(mask, mask_key, where)
         if layouts[mask].crs != layouts[chosen[0].href].crs:
             raise StacItemError(f"{where}: its {mask_key} asset is in another CRS than its bands")
-    name = str(p.resolve()) + (f"{ITEM_REF}{ref}" if ref else "")
     return ItemScene(name, item_date(item, where), chosen, mask, _grid(chosen, layouts, where), layouts)

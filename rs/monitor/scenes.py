@@ -8,6 +8,10 @@ column or fewer than two scenes is an error (``ManifestError``, exit code 3) nam
 ``line N`` of a CSV (the file's line number: the header is line 1, the first scene line 2) or
 ``entry N`` of a YAML list (its position, from 1). ``check_readable`` checks the scenes' files.
 
+A row whose scene describes its own date — a STAC Item, a Sentinel-2 L2A product (``.SAFE``) — may leave its
+date empty: the scene's date is used (the item's ``datetime``, the product's datatake sensing start; UTC dates,
+``rs.io.intake.described_date``). A date given is the scene's date, as for any scene.
+
 SCENES may also be a STAC ItemCollection (a GeoJSON FeatureCollection of items) or a catalog
 (``catalog.json``, walked with its children) on disk: one scene per item, dated by the item's
 ``datetime`` (its UTC date; an item with ``datetime`` null takes its ``start_datetime``'s date when
@@ -31,6 +35,7 @@ import yaml
 from changewatch.rs.errors import ManifestError
 from changewatch.rs.io.dates import iso_date
 from changewatch.rs.io.gdalpaths import resolve_scene
+from changewatch.rs.io.intake import described_date, is_described
 from changewatch.rs.io.raster import open_raster
 from changewatch.rs.io.stac_scene import collection_items, is_stac_path, item_date
 
@@ -70,6 +75,13 @@ def _date(value: object, where: str) -> date:
     raise ManifestError(f"{where}: date {text!r} is not a YYYY-MM-DD date")
 
 
+def _row_date(value: object, scene_path: str, where: str) -> date:
+    """The date of the row at ``where``; left empty for a STAC item or product scene, that scene's own date."""
+    if (value is None or not str(value).strip()) and scene_path and is_described(scene_path):
+        return described_date(scene_path)
+    return _date(value, where)
+
+
 def _unknown(keys: list[Any], where: str) -> None:
     """Raise ManifestError naming ``where`` when ``keys`` hold a column other than COLUMNS."""
     unknown = sorted(str(k) for k in keys if k not in COLUMNS)
@@ -85,13 +97,14 @@ def _scenes(rows: list[tuple[str, Any]], source: Path) -> list[Scene]:
         if not isinstance(row, dict):
             raise ManifestError(f"{where}: expected a mapping with date and path")
         _unknown(list(row), where)
-        when = _date(row.get("date"), where)
         path = str(row.get("path") or "").strip()
+        scene_path = resolve_scene(base, path) if path else ""
+        when = _row_date(row.get("date"), scene_path, where)
         if not path:
             raise ManifestError(f"{where}: path is empty")
         if when in scenes:
             raise ManifestError(f"{where}: date {when} is listed twice")
-        scenes[when] = Scene(when, resolve_scene(base, path))
+        scenes[when] = Scene(when, scene_path)
     if len(scenes) < 2:
         raise ManifestError(f"scenes {source} lists {len(scenes)} scene(s): monitoring needs at least two dates")
     return [scenes[d] for d in sorted(scenes)]
