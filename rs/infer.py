@@ -33,6 +33,7 @@ from changewatch.rs.grid import Grid
 from changewatch.rs.normalize import BandStats, normalise, scene_stats
 from changewatch.rs.tiling import Tile, TileGrid
 
+SAME_ATOL = 1e-4  # normalised units: 0.2 DN of a 2 000 DN p2–p98 range, 0.02 DN of 8-bit imagery's ~200
 CHANGE_OUTPUT = 0  # index of the change probability among a model's outputs (ModelSpec.outputs: change first)
 
 if TYPE_CHECKING:
@@ -158,6 +159,16 @@ def model_input(before: np.ndarray, after: np.ndarray, valid: np.ndarray,
     return x
 
 
+def same_dates(x: np.ndarray, valid: np.ndarray) -> bool:
+    """Whether both dates of a model input (2×bands, rows, cols) agree on every valid pixel within ``SAME_ATOL``.
+
+    In normalised units (``rs.normalize``: 1 = the p2–p98 range of a band), so a uniform offset or
+    gain between the dates — which per-date normalisation removes — still counts as the same.
+    """
+    bands = x.shape[0] // 2
+    return bool(np.allclose(x[:bands, valid], x[bands:, valid], rtol=0.0, atol=SAME_ATOL))
+
+
 def predict_tiles(
     pair: AlignedPair,
     model: ChangeModel,
@@ -175,11 +186,11 @@ def predict_tiles(
     threads (each with its own file handles) read, warp and normalise the next tiles while the
     network runs. Memory: about three batches of tiles.
 
-    A tile whose two dates hold identical values on every valid pixel (the same scene delivered
-    twice, a copy re-tagged with a later date) has change probability 0 there, whatever the
-    network says: nothing in it changed, and an early-fusion network is not trained to be exactly
-    invariant to that (it was seen calling change on a scene compared with itself). Its other
-    outputs (buildings) are the network's.
+    A tile whose two dates are the same once normalised (``same_dates``: the same scene delivered
+    twice, a copy re-tagged with a later date, a re-delivery with a uniform offset or gain) has
+    change probability 0 there, whatever the network says: the network sees the same input on both
+    dates, and an early-fusion network is not trained to be exactly invariant to that (it was seen
+    calling change on a scene compared with itself). Its other outputs (buildings) are the network's.
     """
     batch: list[tuple[Tile, np.ndarray, np.ndarray, bool]] = []
 
@@ -196,8 +207,8 @@ def predict_tiles(
         w = p.read(tile.read)
         if not w.valid.any():  # nothing to predict: no network pass for this tile
             return tile, None, w.valid, False
-        same = bool(np.array_equal(w.before[:, w.valid], w.after[:, w.valid]))
-        return tile, model_input(w.before, w.after, w.valid, stats), w.valid, same
+        x = model_input(w.before, w.after, w.valid, stats)
+        return tile, x, w.valid, same_dates(x, w.valid)
 
     for tile, x, valid, same in read_ahead(pair, read, tiles, config.readers, depth=2 * config.batch_size):
         if x is None:

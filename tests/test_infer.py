@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -262,11 +263,14 @@ class ConstantNet(torch.nn.Module):
         return torch.full((x.shape[0], 1, *x.shape[2:]), float(torch.logit(torch.tensor(0.9))))
 
 
-def test_tiles_whose_dates_are_identical_have_no_change(tmp_path: Path) -> None:
-    """A tile holding the same values on both dates gets probability 0 there, whatever the network says; a tile
-    with any difference keeps the network's answer."""
+@pytest.mark.parametrize("redelivered", [lambda s: s, lambda s: s + 7, lambda s: s * 2],
+                         ids=["identical", "offset", "gain"])
+def test_tiles_whose_dates_are_the_same_have_no_change(tmp_path: Path, redelivered: Any) -> None:
+    """A tile holding the same values on both dates, up to a uniform offset or gain (which per-date normalisation
+    removes), gets probability 0 there, whatever the network says; a tile with any other difference keeps the
+    network's answer."""
     scene = textured_scene(96, 96, seed=4)
-    after = scene.copy()
+    after = redelivered(scene.astype(np.float64)).astype(scene.dtype)
     after[:, 5, :32] += 1  # one row of the left third differs by one count
     write_raster(tmp_path / "b.tif", scene, UTM48N, utm_transform())
     write_raster(tmp_path / "a.tif", after, UTM48N, utm_transform())
