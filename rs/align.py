@@ -22,9 +22,11 @@ from types import TracebackType
 from typing import Any, cast
 
 import numpy as np
+import pyproj.exceptions
 import rasterio
 import rasterio.warp
 from affine import Affine
+from pyproj import CRS as ProjCRS
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, transform_bounds
@@ -77,6 +79,9 @@ def _overlap_bounds(before: Dataset, after: Dataset, crs: CRS) -> tuple[float, f
     return left, bottom, right, top
 
 
+MAX_DEGREES = 0.01  # a --resolution above this in a geographic CRS (about 1 km) was meant in metres
+
+
 def common_grid(before: Dataset, after: Dataset, spec: GridSpec) -> Grid:
     """The grid both dates are compared on (see GridSpec), always north-up.
 
@@ -96,10 +101,17 @@ def common_grid(before: Dataset, after: Dataset, spec: GridSpec) -> Grid:
         crop = Window(col0, row0, col1 - col0, row1 - row0)
         return Grid(before.crs, rasterio.windows.transform(crop, base.transform), crop.width, crop.height)
     try:
+        if spec.crs:
+            ProjCRS.from_user_input(spec.crs)  # checked by PROJ first: GDAL would print its own error line too
         crs = CRS.from_user_input(spec.crs) if spec.crs else before.crs
-    except rasterio.errors.CRSError as exc:
+    except (rasterio.errors.CRSError, pyproj.exceptions.CRSError) as exc:
         raise IncompatibleScenesError(f"unknown grid CRS {spec.crs!r}: {exc}") from exc
     resolution = spec.resolution
+    if resolution is not None and crs.is_geographic and resolution > MAX_DEGREES:
+        raise IncompatibleScenesError(
+            f"--resolution {resolution:g} is in the grid CRS's units, degrees for {crs.to_string()} (about "
+            f"{resolution * 111:,.0f} km): give a projected --crs (e.g. a UTM zone) for metres, or degrees "
+            "(10 m is about 0.00009°)")
     if resolution is None:
         base = native_grid(before)
         carried, _, _ = calculate_default_transform(before.crs, crs, base.width, base.height, *base.bounds)

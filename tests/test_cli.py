@@ -240,6 +240,11 @@ def _scenes(tmp_path: Path, before: np.ndarray, after: np.ndarray, **kw: object)
             write_raster(tmp_path / "a.tif", after, UTM48N, utm_transform(), **kw)]
 
 
+def _plain_pair(tmp_path: Path) -> list[Path]:
+    scene = textured_scene(96, 96, seed=1)
+    return _scenes(tmp_path, scene, scene + 1)
+
+
 def _nan(tmp_path: Path) -> list[Path]:
     scene = textured_scene(96, 96, seed=1).astype(np.float32) / 10000
     after = scene.copy()
@@ -367,6 +372,11 @@ BAD_INPUTS = {  # README row's input → (make the inputs, extra options, exit c
     "Sentinel-2 processing baseline 04.00 date (+1000 DN) against an older one":
         (_baseline_0400, [], 0, lambda out, msg: _summary(out)["inputs"]["radiometry"]["after"]["tags"]
          == {"PROCESSING_BASELINE": "04.00", "BOA_ADD_OFFSET": "-1000"}),
+    "`--crs` that PROJ does not know (`EPSG:99999`)":
+        (_plain_pair, ["--crs", "EPSG:99999"], 4, lambda out, msg: "unknown grid CRS 'EPSG:99999'" in msg),
+    "`--resolution 10` with a geographic `--crs` (`EPSG:4326`: degrees)":
+        (_plain_pair, ["--crs", "EPSG:4326", "--resolution", "10"], 4,
+         lambda out, msg: "degrees for EPSG:4326" in msg and "projected --crs" in msg),
 }
 
 
@@ -484,3 +494,15 @@ def test_usage_errors_are_one_error_line(args: list[str], words: list[str]) -> N
 def test_no_arguments_prints_the_help() -> None:
     result = CliRunner().invoke(cli, [], prog_name="cli")
     assert result.exit_code == 2 and "Usage: cli [OPTIONS] COMMAND" in result.output and "error:" not in result.output
+
+
+def test_an_unknown_crs_prints_one_line_on_the_real_stderr(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """GDAL would print its own 'ERROR 1: PROJ: …' line to the process's stderr (not seen by CliRunner)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py"), "detect",
+                           *map(str, pair), "-o", str(tmp_path / "out"), "--crs", "EPSG:99999", "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4 and done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith("error: unknown grid CRS 'EPSG:99999'")
