@@ -8,8 +8,8 @@ where nothing changed included), evenly spaced and labelled ``YYYY-MM-DD``:
   that date (``observations.footprint_m2``), split by the change's worst reason code (its ``reasons``
   in layer ``changes``: judged at the latest date with its ``first_seen``; severity order and colours
   as the QGIS styles, ``rs.styles.reason_colours``, most severe at the bottom);
-- bottom: how many tracked changes were first seen at each date (the first-seen markers, counts
-  written on them) and how many earlier ones were observed changing again (growing, or gone).
+- bottom: how many tracked changes were first seen at each date (bars, ``+N`` written on them) and
+  how many earlier ones were observed changing again (growing, or gone).
 
 ``timeline_figure`` draws it from a store (or a ``History``) for the review notebook;
 ``write_timeline`` writes the PNG atomically for ``monitor``, and only when what it shows changed: the
@@ -93,6 +93,7 @@ def timeline_figure(store: str | Path | History) -> Figure:
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import StrMethodFormatter
 
     from changewatch.rs.styles import reason_colours
 
@@ -107,10 +108,11 @@ def timeline_figure(store: str | Path | History) -> Figure:
         values = data.areas[code].tolist()
         top.bar(x, values, bottom=base, color=colours[code], edgecolor="black", linewidth=0.4, label=code)
         base = [b + v for b, v in zip(base, values, strict=True)]
+    top.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))  # m², not an offset such as 1e6
     top.set_ylabel("tracked change area (m²)")
     top.set_title("Tracked changes seen by each date, by worst reason")
     if len(data.areas.columns):
-        top.legend(loc="best", fontsize="small", frameon=False)
+        top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)  # beside the bars
     _counts(bottom, x, data.counts)
     bottom.set_xticks(x, list(data.areas.index), rotation=30, ha="right")
     bottom.set_xlabel("AFTER date")
@@ -120,17 +122,15 @@ def timeline_figure(store: str | Path | History) -> Figure:
 
 
 def _counts(ax: Axes, x: list[int], counts: pd.DataFrame) -> None:
-    """The bottom panel: first-seen markers with their counts, and changes observed changing again."""
+    """The bottom panel: changes first seen at each date (``+N``) and changes observed changing again, as bars."""
     first, again = counts[FIRST_SEEN].tolist(), counts[SEEN_AGAIN].tolist()
-    ax.bar([i + 0.2 for i in x], again, width=0.4, color="#bbbbbb", label=SEEN_AGAIN)
-    new = [(i - 0.2, n) for i, n in zip(x, first, strict=True) if n]  # no marker where nothing was first seen
-    ax.plot([i for i, _ in new], [n for _, n in new], linestyle="none", marker="v", markersize=10, color="#a50026",
-            label=FIRST_SEEN)
-    for i, n in new:
-        ax.annotate(f"+{n}", (i, n), textcoords="offset points", xytext=(0, 8), ha="center")
+    for offset, values, colour, label in ((-0.2, first, "#a50026", FIRST_SEEN), (0.2, again, "#bbbbbb", SEEN_AGAIN)):
+        bars = ax.bar([i + offset for i in x], values, width=0.4, color=colour, label=label)
+        ax.bar_label(bars, labels=[f"+{n}" if n and label == FIRST_SEEN else (str(n) if n else "") for n in values],
+                     padding=2, fontsize="small")
     ax.set_ylabel("tracked changes")
     ax.set_ylim(0, max([*first, *again, 1]) * 1.6)
-    ax.legend(loc="upper right", fontsize="small", frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
 
 
 def drawn_digest(path: Path) -> str | None:
