@@ -11,7 +11,8 @@ code  exception                   meaning
 1     (any other exception)       a bug: please report it with the traceback
 2     (click usage error)         wrong options or arguments on the command line;
       OptionError                 an option's value that cannot be used (``export --since``
-                                  not a YYYY-MM-DD date, or given for a run folder)
+                                  not a YYYY-MM-DD date, or given for a run folder);
+      SchedulerError              a ``--scheduler`` address where no Dask scheduler answers
 3     InputFileError              a file is missing, unreadable or not a raster/vector;
                                   a malformed settings (--columns) file or manifest;
       ProductError                a Sentinel-2 product that cannot be read (L1C, a band missing)
@@ -46,6 +47,10 @@ class OptionError(ChangewatchError):
     """
 
     exit_code = 2
+
+
+class SchedulerError(OptionError):
+    """No Dask scheduler answers at the ``batch --scheduler`` address (exit code 2); nothing was written."""
 
 
 class InputFileError(ChangewatchError):

@@ -24,6 +24,7 @@ import pandas as pd
 from changewatch.rs.config import ExportConfig
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import metric_crs
+from changewatch.rs.io.csvcells import defuse_formulas
 from changewatch.rs.io.files import write_json
 from changewatch.rs.io.vector import write_gpkg, write_table, write_vector
 from changewatch.rs.monitor.exported import read_export_layers
@@ -52,8 +53,11 @@ GEOJSON_OPTIONS = {"RFC7946": "YES", "COORDINATE_PRECISION": "7"}
 
 
 def _write_csv(table: pd.DataFrame, path: Path, bom: bool) -> None:
-    """A table as UTF-8 CSV; with ``bom``, the UTF-8 byte order mark first (Excel then reads it as UTF-8)."""
-    table.to_csv(path, index=False, encoding="utf-8-sig" if bom else "utf-8")
+    """A table as UTF-8 CSV; with ``bom``, the UTF-8 byte order mark first (Excel then reads it as UTF-8).
+
+    Text cells that a spreadsheet would run as a formula get a ``'`` before them (``rs.io.csvcells``).
+    """
+    defuse_formulas(table).to_csv(path, index=False, encoding="utf-8-sig" if bom else "utf-8")
 
 
 def _csv(gdf: gpd.GeoDataFrame, path: Path, geometry: str, bom: bool = False) -> None:

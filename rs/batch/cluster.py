@@ -16,6 +16,7 @@ from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_wo
 from changewatch.rs.align import AlignedPair, PairSource
 from changewatch.rs.batch.jobs import JobRecord, run_job
 from changewatch.rs.batch.manifest import AnyJob
+from changewatch.rs.batch.scheduler import connect, is_remote
 from changewatch.rs.config import BatchConfig, InferenceConfig
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, predict_tiles, tiling
 from changewatch.rs.normalize import BandStats, scene_stats
@@ -122,7 +123,7 @@ def run_dask(jobs: list[AnyJob], config: BatchConfig) -> Iterator[JobRecord]:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     else:
-        cluster, client = None, Client(config.scheduler)
+        cluster, client = None, connect(config.scheduler)
     try:
         client.register_plugin(ModelPlugin(config.model, config.inference.device, threads=1, amp=config.inference.amp))
         futures = [client.submit(_run_on_worker, job, config, key=f"job-{job.area_id}", pure=False) for job in jobs]
@@ -138,6 +139,6 @@ def runner_for(scheduler: str) -> Runner:
     """``serial`` runs in this process; ``local`` and ``tcp://…`` run on Dask."""
     if scheduler == "serial":
         return run_serial
-    if scheduler == "local" or scheduler.startswith(("tcp://", "tls://")):
+    if scheduler == "local" or is_remote(scheduler):
         return run_dask
     raise ValueError(f"unknown scheduler {scheduler!r}: use serial, local or tcp://host:port")

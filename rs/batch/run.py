@@ -10,6 +10,7 @@ from changewatch.rs.batch.jobs import JobRecord, skipped_record
 from changewatch.rs.batch.manifest import AnyJob, Job, read_manifest
 from changewatch.rs.batch.outputs import BatchResult, write_batch_outputs
 from changewatch.rs.batch.resume import remove_stale_staging, stale_reason
+from changewatch.rs.batch.scheduler import check_scheduler
 from changewatch.rs.config import BatchConfig
 from changewatch.rs.io.files import writing
 
@@ -22,8 +23,12 @@ def run_batch(config: BatchConfig, on_record: Callable[[JobRecord], None] | None
     """Run every job of the manifest (skipping done ones when ``config.resume``) and write batch outputs.
 
     Scenes rows (``AreaJob``) always run: their monitor skips the pairs done already (``rs.batch.areas``).
+    Raises SchedulerError, before anything is written, when ``config.scheduler`` is an address where no Dask
+    scheduler answers (``runner`` None: the scheduler's runner).
     """
     jobs = read_manifest(config.manifest, config.shared_layers())
+    if runner is None:
+        check_scheduler(config.scheduler)
     outdir = Path(config.outdir)
     with writing(outdir):
         outdir.mkdir(parents=True, exist_ok=True)

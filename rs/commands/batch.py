@@ -61,6 +61,7 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
     from changewatch.rs.batch.jobs import tile_counts
     from changewatch.rs.batch.manifest import read_manifest
     from changewatch.rs.batch.run import run_batch
+    from changewatch.rs.batch.scheduler import check_scheduler
     from changewatch.rs.errors import BATCH_JOBS_FAILED
 
     if not (scheduler in ("serial", "local") or scheduler.startswith(("tcp://", "tls://"))):
@@ -69,6 +70,7 @@ def batch(manifest: str, outdir: str, permits: str | None, zoning: str | None, p
                          layers=crosscheck_inputs(permits, zoning, parcels, as_of, columns_file), resume=resume,
                          scheduler=scheduler, workers=workers, split_mpx=split_mpx, **detect_settings(options))
     jobs = read_manifest(manifest, config.shared_layers())
+    check_scheduler(scheduler)  # before the progress bars: an unreachable scheduler is one error line
     progress = _Progress(tile_counts(jobs, config), len(jobs), quiet or json_log, json_log)
     try:
         result = run_batch(config, on_record=progress.report)

@@ -57,22 +57,43 @@ def describe_write_error(target: str | os.PathLike[str], exc: BaseException,
                          shown_as: tuple[str, str] | None = None) -> str:
     """One line: what could not be written and why (GDAL's reason, or the system's with its errno).
 
-    GDAL reports a full disk in its own words ("no such table", "write error at scanline"), so the
-    free space of the disk is added where the error carries no errno. ``shown_as``: (path, shown
-    instead) — a staging folder is shown as the OUTDIR it stands for.
+    GDAL reports a full disk or a read-only folder in its own words ("no such table", "sqlite3_open(...)
+    failed: unable to open database file"), so where the error carries no errno the likely cause is
+    added: the folder is read-only (``write_denied``), else the free space of the disk. ``shown_as``:
+    (path, shown instead) — a staging folder is shown as the OUTDIR it stands for.
     """
     reason = " ".join(str(exc).split()) or type(exc).__name__
     if shown_as:
         reason = reason.replace(*shown_as)
     if not isinstance(exc, OSError) or exc.errno is None:
         folder = Path(target)
-        while not folder.exists() and folder != folder.parent:
+        while not folder.is_dir() and folder != folder.parent:
             folder = folder.parent
-        try:
-            reason += f" ({shutil.disk_usage(folder).free / 2**20:,.0f} MiB free on that disk)"
-        except OSError:
-            pass
+        denied = write_denied(folder)
+        if denied:
+            reason += f" ({folder}: {denied})"
+        else:
+            try:
+                reason += f" ({shutil.disk_usage(folder).free / 2**20:,.0f} MiB free on that disk)"
+            except OSError:
+                pass
     return f"outputs cannot be written: {target}: {reason}"
+
+
+def write_denied(folder: str | os.PathLike[str]) -> str | None:
+    """Why nothing can be written into the existing ``folder``, as the system tells; None when it can be.
+
+    "read-only file system" (mounted read-only), or "permission denied: read-only for this user" (its mode or
+    owner; ``os.access``, so not for root).
+    """
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except (OSError, AttributeError):  # no statvfs on Windows
+        pass
+    if not os.access(folder, os.W_OK):
+        return "permission denied: read-only for this user"
+    return None
 
 
 @contextmanager

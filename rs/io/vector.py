@@ -37,10 +37,11 @@ def layer_names(path: Path) -> set[str]:
     return {str(name) for name, _ in pyogrio.list_layers(path)}
 
 
-def write_table(table: pd.DataFrame, path: Path, layer: str) -> Path:
+def write_table(table: pd.DataFrame, path: Path, layer: str, metadata: dict[str, str] | None = None) -> Path:
     """Write a table without geometry as a GeoPackage attribute table (QGIS opens it as a layer).
 
-    A new file is GeoPackage 1.2 (``GPKG_VERSION``).
+    A new file is GeoPackage 1.2 (``GPKG_VERSION``). ``metadata``: the table's layer metadata (key → text).
     """
-    pyogrio.write_dataframe(table, path, layer=layer, driver="GPKG", dataset_options={"VERSION": GPKG_VERSION})
+    pyogrio.write_dataframe(table, path, layer=layer, driver="GPKG", dataset_options={"VERSION": GPKG_VERSION},
+                            layer_metadata=metadata)
     return path

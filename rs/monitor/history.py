@@ -1,7 +1,8 @@
 """A store's change history: the change polygons of consecutive pairs tracked across dates into ``history.gpkg``.
 
 The history is rebuilt from every pair folder on each run (deterministic: the same folders give
-the same file) and replaces ``STORE/history.gpkg`` atomically. Its CRS is the first pair's.
+the same file) and replaces ``STORE/history.gpkg`` atomically when it differs from the file's (``write_history``).
+Its CRS is the first pair's.
 
 Tracking. Pairs are read in date order. A pair's change polygon is an observation of the tracked
 change whose footprint it overlaps or comes within ``MATCH_REACH_PX`` pixels of (the pair's pixel
@@ -55,6 +56,7 @@ from changewatch.rs.errors import InputFileError
 from changewatch.rs.grid import metric_crs
 from changewatch.rs.io.files import atomic_write, writing
 from changewatch.rs.io.vector import write_gpkg, write_table
+from changewatch.rs.monitor.digest import DIGEST_KEY, stored_digest, tables_digest
 from changewatch.rs.monitor.parcels import build_parcel_history
 from changewatch.rs.runfolder import (
     CHANGES_GPKG,
@@ -225,17 +227,23 @@ def _units_per_metre(crs: CRS) -> float:
     return 1.0 / 111_320.0
 
 
-def write_history(history: History, path: Path) -> None:
-    """Replace ``path`` with ``history`` atomically.
+def write_history(history: History, path: Path) -> bool:
+    """Replace ``path`` with ``history`` atomically, unless it holds that history already; True when written.
 
-    Layers ``changes``, ``observations``, ``parcel_history`` and the table ``dates``. Raises OutputError
-    when ``path`` cannot be written.
+    Layers ``changes``, ``observations``, ``parcel_history`` and the table ``dates``, whose layer metadata keeps
+    the digest of all four (``rs.monitor.digest``): a file with the same digest is left untouched (a re-run
+    that changed nothing writes nothing, so it works on a read-only store). Raises OutputError when ``path``
+    cannot be written.
     """
+    digest = tables_digest([history.changes, history.observations, history.parcels, history.dates])
+    if stored_digest(path, LAYER_DATES) == digest:
+        return False
     with writing(path), atomic_write(path) as tmp:
         write_gpkg(history.changes, tmp, LAYER_TRACKED)
         write_gpkg(history.observations, tmp, LAYER_OBSERVATIONS)
         write_gpkg(history.parcels, tmp, LAYER_PARCEL_HISTORY)
-        write_table(history.dates, tmp, LAYER_DATES)
+        write_table(history.dates, tmp, LAYER_DATES, metadata={DIGEST_KEY: digest})
+    return True
 
 
 def _read_layer(path: Path, layer: str, geometry: bool = True) -> gpd.GeoDataFrame | pd.DataFrame:

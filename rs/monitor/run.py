@@ -105,7 +105,8 @@ def run_monitor(config: MonitorConfig, models: ModelCache | None = None,
 
     Pairs are detected in date order into ``STORE/pairs/<date_a>_<date_b>/`` (``rs.pipeline.detect``);
     ``STORE/history.gpkg`` is rebuilt from all pair folders (``rs.monitor.history``), its changes
-    judged with their ``first_seen`` dates (``judged``), and replaced atomically, and ``STORE/timeline.png``
+    judged with their ``first_seen`` dates (``judged``), and replaced atomically when it differs from the file's
+    (``write_history``: a re-run that detects nothing and judges the same writes nothing), and ``STORE/timeline.png``
     redrawn when what it shows changed (``rs.monitor.timeline``). ``models``: loaded
     models to reuse (tests pass a fixed one); by default a fresh cache on ``config.inference.device``.
     ``predict``: how a pair's tiles are predicted (``rs.pipeline.Predictor``; a batch on Dask spreads

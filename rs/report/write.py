@@ -4,7 +4,7 @@ The folder is written through ``rs.io.staging.StagedDir``: readers see the earli
 one, never a mix, and a failed report leaves the folder as it was. ``work_orders.csv`` (UTF-8 with a byte order
 mark, so Excel shows Vietnamese text) has one row per flag, by priority: ``WORK_ORDER_COLUMNS``; its ``status``
 follows the flag's review decision (``rs.report.cases.STATUS``) and ``assignee`` is left empty for the desk that
-assigns inspectors.
+assigns inspectors; text cells that a spreadsheet would run as a formula get a ``'`` before them (``rs.io.csvcells``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pandas as pd
 
 from changewatch.rs.config import ReportConfig
 from changewatch.rs.errors import InputFileError
+from changewatch.rs.io.csvcells import defuse_formulas
 from changewatch.rs.io.staging import StagedDir
 from changewatch.rs.report.cases import Cases
 from changewatch.rs.review import load_run
@@ -79,5 +80,5 @@ def write_report(config: ReportConfig) -> Report:
         with out.writing():
             out.path(REPORT_HTML).write_text(render_html(content), encoding="utf-8")
             out.path(REPORT_PDF).write_bytes(render_pdf(content))
-            work_orders(content.cases).to_csv(out.path(WORK_ORDERS), index=False, encoding="utf-8-sig")
+            defuse_formulas(work_orders(content.cases)).to_csv(out.path(WORK_ORDERS), index=False, encoding="utf-8-sig")
     return Report(Path(config.outdir), [out.final(n) for n in sorted(REPORT_FILES)], len(content.cases.table))
