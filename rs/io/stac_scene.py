@@ -245,12 +245,30 @@ def _pick(candidates: list[_Candidate], name: str, where: str) -> _Candidate:
     chosen = next((step for step in steps if step), [])
     if len(chosen) == 1:
         return chosen[0]
-    offered = sorted({n for c in candidates for n in c.names} | {name_key(c.asset) for c in candidates if c.single})
     if not chosen:
-        raise IncompatibleScenesError(f"{where} has no band {name!r} (it offers {', '.join(offered)}): pick bands by "
+        raise IncompatibleScenesError(f"{where} has no band {name!r} ({_offered(candidates)}): pick bands by "
                                       "common name or asset key with --bands")
     raise IncompatibleScenesError(f"{where}: band {name!r} could be asset {' or '.join(c.asset for c in chosen)}: "
                                   "name the asset with --bands")
+
+
+def _offered(candidates: list[_Candidate]) -> str:
+    """What a user can type to pick a band of the item, as the item writes it: asset keys, then band names.
+
+    The single-band assets' keys (``B02``), then the bands' common names and names (``blue``) that are not
+    an asset key; the mask asset (``scl``) is no band and is left out. Example: ``it offers assets B02, B03;
+    band names blue, green``.
+    """
+    keys = [c.asset for c in candidates if c.single and name_key(c.asset) != MASK_ASSET]
+    seen = {name_key(k) for k in keys}
+    names: list[str] = []
+    for c in candidates:
+        for written in (str(c.meta[k]) for k in ("eo:common_name", "common_name", "name") if c.meta.get(k)):
+            if name_key(written) not in seen and name_key(written) != MASK_ASSET:
+                seen.add(name_key(written))
+                names.append(written)
+    parts = [f"assets {', '.join(keys)}" if keys else "", f"band names {', '.join(names)}" if names else ""]
+    return "it offers " + "; ".join(p for p in parts if p) if keys or names else "it offers no band"
 
 
 def _href(item_path: Path, href: str) -> str:
