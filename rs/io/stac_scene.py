@@ -253,22 +253,13 @@ def _pick(candidates: list[_Candidate], name: str, where: str) -> _Candidate:
 
 
 def _offered(candidates: list[_Candidate]) -> str:
-    """What a user can type to pick a band of the item, as the item writes it: asset keys, then band names.
-
-    The single-band assets' keys (``B02``), then the bands' common names and names (``blue``) that are not
-    an asset key; the mask asset (``scl``) is no band and is left out. Example: ``it offers assets B02, B03;
-    band names blue, green``.
-    """
+    """What can be typed to pick a band, as the item writes it: asset keys, then other band names (never ``scl``)."""
     keys = [c.asset for c in candidates if c.single and name_key(c.asset) != MASK_ASSET]
-    seen = {name_key(k) for k in keys}
-    names: list[str] = []
-    for c in candidates:
-        for written in (str(c.meta[k]) for k in ("eo:common_name", "common_name", "name") if c.meta.get(k)):
-            if name_key(written) not in seen and name_key(written) != MASK_ASSET:
-                seen.add(name_key(written))
-                names.append(written)
-    parts = [f"assets {', '.join(keys)}" if keys else "", f"band names {', '.join(names)}" if names else ""]
-    return "it offers " + "; ".join(p for p in parts if p) if keys or names else "it offers no band"
+    taken = {name_key(k) for k in keys} | {MASK_ASSET}
+    written = [str(c.meta[k]) for c in candidates for k in ("eo:common_name", "common_name", "name") if c.meta.get(k)]
+    shown = list(dict.fromkeys(w for w in written if name_key(w) not in taken))
+    parts = [f"assets {', '.join(keys)}"] * bool(keys) + [f"band names {', '.join(shown)}"] * bool(shown)
+    return "it offers " + ("; ".join(parts) or "no band")
 
 
 def _href(item_path: Path, href: str) -> str:
