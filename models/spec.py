@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get
 from changewatch.rs.errors import IncompatibleScenesError, ModelError
 
 if TYPE_CHECKING:
+    from changewatch.rs.bands import BandChoice
     from changewatch.rs.grid import Grid
 
 MODELS_DIR = Path(str(files(__name__.rpartition(".")[0])))  # the installed changewatch.models folder
@@ -97,13 +98,46 @@ class ModelSpec:
         crop = config.get("crop") if isinstance(config, dict) else None
         return int(crop) if isinstance(crop, int) and crop > 0 else 2 ** self.encoder_depth
 
-    def check_bands(self, band_count: int) -> None:
-        """Raise ModelError unless the input has as many bands per date as the model expects."""
+    def check_bands(self, band_count: int, compared: BandChoice | None = None,
+                    given: tuple[str, ...] | None = None) -> None:
+        """Raise ModelError unless the input's bands per date are the model's: as many and, where known, the same.
+
+        ``compared``: the bands compared (``rs.bands.BandChoice``), checked per date where their names say what
+        they are (``rs.bands.common_name``: ``B08`` and ``nir`` are nir; ``band 1`` says nothing): each such
+        band must be the model's band at its place (when the model's band name says what it is too), and no
+        band may come twice. Bands whose names say nothing go to the model in the order compared. ``given``:
+        the ``--bands`` the user typed, named in the message.
+        """
         if band_count != len(self.bands):
             raise ModelError(
                 f"model {self.name} expects {len(self.bands)} bands per date "
                 f"({', '.join(self.bands)}) but the scenes have {band_count}"
             )
+        if compared is not None:
+            for role, names in (("BEFORE", compared.before_names), ("AFTER", compared.after_names)):
+                self._check_band_names(names, role, given)
+
+    def _check_band_names(self, names: tuple[str | None, ...], role: str, given: tuple[str, ...] | None) -> None:
+        """Raise ModelError when ``names`` (one date's bands compared, ``role``) show other bands than the model's."""
+        from changewatch.rs.bands import common_name
+
+        found = [common_name(n) for n in names]
+        wanted = [common_name(b) for b in self.bands]
+        known = [f for f in found if f is not None]
+        misplaced = any(f is not None and w is not None and f != w for f, w in zip(found, wanted, strict=True))
+        if not misplaced and len(set(known)) == len(known):
+            return
+        what = (f"--bands {','.join(given)}" if given else f"{role}'s bands {','.join(n or '?' for n in names)}")
+        where = f" in {role}" if given and role == "AFTER" else ""
+        twice = sorted({f for f in known if known.count(f) > 1})
+        if twice:
+            fix = f"{' and '.join(twice)} given twice: give each of the model's bands once, in that order"
+        elif sorted(known) == sorted(w for w in wanted if w is not None) and len(known) == len(wanted):
+            fix = "give them in that order" if given else "pick them in that order with --bands"
+        else:
+            fix = "give those bands, in that order, or a model trained on yours with --model"
+        raise ModelError(f"{what} are {','.join(f or '?' for f in found)}{where}; the model {self.name} takes "
+                         f"{','.join(self.bands)}: {fix}")
 
     def check_grid(self, grid: Grid) -> None:
         """Check that the model can take ``grid`` (the grid the model will see).

@@ -14,6 +14,11 @@ The rule (``choose_bands``):
 - a selection (``--bands``) picks bands by name or by 1-based index in each file; when both files
   name the picked bands and the names are the same set in another order (``--bands 1,2,3,4`` on
   B02..B08 against B08..B02), that is an error, not a comparison of different bands.
+
+What a band *is* (``common_name``): a STAC common name (``blue``, ``nir``, ``swir16``), or a Sentinel-2
+band id as Sentinel-2 writes it, two digits (``B02`` is blue, ``B08`` nir, ``B8A`` nir08). Other names
+(``band 1``, Landsat's ``B4``, free text) say nothing: a model's check (``models.spec.ModelSpec.check_bands``)
+then cannot tell, and the bands go to it in the order compared.
 """
 
 from __future__ import annotations
@@ -31,6 +36,15 @@ Dataset = Any  # a rasterio DatasetReader or WarpedVRT
 
 UNNAMED_COLOURS = {ColorInterp.undefined, ColorInterp.gray, ColorInterp.palette, ColorInterp.alpha}
 
+# Sentinel-2 MSI band id → the common name of that band (as a Sentinel-2 product's STAC item gives it).
+SENTINEL2_COMMON_NAMES = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
+                          "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
+                          "B10": "cirrus", "B11": "swir16", "B12": "swir22"}
+# STAC ``eo`` common names (STAC 1.1 band common names), and those of the Sentinel-2 bands above.
+COMMON_NAMES = frozenset({"coastal", "blue", "green", "red", "yellow", "pan", "rededge", "rededge071", "rededge075",
+                          "rededge078", "nir", "nir08", "nir09", "cirrus", "swir16", "swir22", "lwir", "lwir11",
+                          "lwir12", *SENTINEL2_COMMON_NAMES.values()})
+
 
 def name_key(name: str) -> str:
     """A band name as compared: lower case, without spaces, ``_`` or ``-``, numbers without leading zeros.
@@ -39,6 +53,21 @@ def name_key(name: str) -> str:
     """
     key = re.sub(r"[\s_\-]+", "", name.strip().lower())
     return re.sub(r"(?<![0-9])0+(?=[0-9])", "", key)
+
+
+def common_name(name: str | None) -> str | None:
+    """The STAC common name that band name ``name`` stands for, or None when the name does not say.
+
+    A common name itself, compared as ``name_key`` does (``Red``, ``NIR``, ``swir16``), or a Sentinel-2 band
+    id written as Sentinel-2 writes it, ``B`` and two digits or ``B8A`` (``B08`` → ``nir``). ``B8`` or ``B4``
+    (Landsat writes its bands so, and its B4 is another band) and other names (``band 1``) give None.
+    """
+    if name is None:
+        return None
+    key = name_key(name)
+    if key in COMMON_NAMES:
+        return key
+    return SENTINEL2_COMMON_NAMES.get(name.strip().upper())
 
 
 def band_names(ds: Dataset, source: str) -> dict[int, str] | None:

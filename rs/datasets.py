@@ -316,10 +316,12 @@ def _building_masks(root: Path, name: str) -> tuple[Path, Path] | None:
     return (paths[0], paths[1]) if all(p.exists() for p in paths) else None
 
 
-def find_pairs(data_dir: str | os.PathLike[str], names: list[str] | None = None) -> list[LabelledPair]:
+def find_pairs(data_dir: str | os.PathLike[str], names: list[str] | None = None, *,
+               hint: str = "") -> list[LabelledPair]:
     """Every labelled pair under ``data_dir`` in whichever layout it uses, sorted by name.
 
-    With ``names``, exactly those pairs, in that order; a missing one is an InputFileError.
+    With ``names``, exactly those pairs, in that order; a missing one is an InputFileError, whose
+    message ends with ``hint`` when one is given (where the names came from, how to give others).
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -337,7 +339,8 @@ def find_pairs(data_dir: str | os.PathLike[str], names: list[str] | None = None)
     by_name = {p.name: p for p in pairs}
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise InputFileError(f"no labelled pair named {', '.join(missing)} under {root}")
+        why = f": {hint}" if hint else ""
+        raise InputFileError(f"no labelled pair named {', '.join(missing)} under {root}{why}")
     return [by_name[n] for n in names]
 
 

@@ -7,7 +7,8 @@ read but the co-registration windows):
 1. which model (``models.spec.choose_model``: by band count and GSD), unless one is given;
 2. the grid the model sees: the model's GSD for imagery outside the GSDs it serves
    (``rs.grid.grid_for_gsd``, only without a user grid), and whether the model takes the pair
-   (bands, grid size: ``ModelSpec.check_bands``, ``ModelSpec.check_grid``);
+   (bands: as many, and where their names say what they are, the model's in its order;
+   grid size: ``ModelSpec.check_bands``, ``ModelSpec.check_grid``);
 3. AFTER's residual shift on that grid (``rs.coregister.correction``), when asked for.
 
 The result, ``PreparedPair``, is plain data: its ``source`` opens the pair as decided
@@ -106,7 +107,7 @@ def _prepare(probe: AlignedPair, source: PairSource, options: PairOptions, spec:
     """
     regrid = None
     if spec is not None:
-        spec.check_bands(probe.band_count)
+        spec.check_bands(probe.band_count, probe.band_choice, options.bands)
         if source.grid == GridSpec():
             regrid = grid_for_gsd(probe.grid, spec.gsd_m, options.gsd, spec.serves_gsd_m)
     if regrid is None:

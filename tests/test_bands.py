@@ -10,7 +10,7 @@ import pytest
 from rasterio.windows import Window
 
 from changewatch.rs.align import AlignedPair
-from changewatch.rs.bands import name_key
+from changewatch.rs.bands import common_name, name_key
 from changewatch.rs.errors import IncompatibleScenesError
 from tests.data import UTM48N, textured_scene, utm_transform, write_raster
 
@@ -81,3 +81,10 @@ def test_the_alpha_band_cannot_be_picked(tmp_path: Path) -> None:
         AlignedPair(path, path, bands=("1", "2", "3", "4"))
     with AlignedPair(path, path, bands=("blue", "green", "red")) as pair:  # colour names pick bands too
         assert pair.band_choice.before == (3, 2, 1)
+
+
+@pytest.mark.parametrize("name,common", [("B02", "blue"), ("b08", "nir"), ("B8A", "nir08"), ("B11", "swir16"),
+                                         ("Red", "red"), (" NIR ", "nir"), ("swir_16", "swir16"), ("B8", None),
+                                         ("B4", None), ("band 1", None), ("", None), (None, None)])
+def test_common_name(name: str | None, common: str | None) -> None:
+    assert common_name(name) == common

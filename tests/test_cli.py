@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from shapely.geometry import box
 
 from changewatch.cli import cli
+from changewatch.models.spec import DEFAULT_MODEL
 from tests.data import ORIGIN, UTM48N, constant_checkpoint, textured_scene, utm_transform, write_raster
 
 
@@ -123,12 +124,14 @@ def _bad_inputs(tmp_path: Path, pair: tuple[Path, Path]) -> dict[str, tuple[list
                                       4, "no valid pixels in common"),
         "band count vs model": ([*pair, "--bands", "1,2,3"], 6, "expects 4 bands per date"),
         "unknown grid CRS": ([*pair, "--crs", "EPSG:999999"], 4, "unknown grid CRS"),
+        "band order vs model": ([*_reordered(tmp_path, S2), "--bands", "B08,B04,B03,B02", "--model", DEFAULT_MODEL],
+                                6, "give them in that order"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing file", "not a raster", "truncated file", "no overlap", "band counts",
                                   "permit column", "model file", "missing band", "band count vs model",
-                                  "no valid pixels in common", "unknown grid CRS"])
+                                  "no valid pixels in common", "unknown grid CRS", "band order vs model"])
 def test_bad_input_one_line_exit_code_no_output(case: str, pair: tuple[Path, Path], tiny_checkpoint: Path,
                                                 tmp_path: Path) -> None:
     args, code, message = _bad_inputs(tmp_path, pair)[case]
@@ -354,6 +357,17 @@ BAD_INPUTS = {  # README row's input → (make the inputs, extra options, exit c
         (_reordered, ["--bands", "1,2,3,4"], 4, lambda out, msg: "the same bands in another order" in msg),
     "`--bands` that includes an alpha band":
         (_rgba, ["--bands", "1,2,3,4"], 4, lambda out, msg: "band 4 of BEFORE is its alpha band" in msg),
+    "`--bands B08,B04,B03,B02` (named bands in another order than the model's)":
+        (lambda p: _reordered(p, S2), ["--model", None, "--bands", "B08,B04,B03,B02"], 6,
+         lambda out, msg: "--bands B08,B04,B03,B02 are nir,red,green,blue; the model changewatch-rgbn takes "
+         "blue,green,red,nir: give them in that order" in msg),
+    "`--bands B02,B02,B03,B04` (a named band twice)":
+        (lambda p: _reordered(p, S2), ["--model", None, "--bands", "B02,B02,B03,B04"], 6,
+         lambda out, msg: "are blue,blue,green,red" in msg and "blue given twice" in msg),
+    "bands whose names do not say what they are (no descriptions, `band 1`…) picked as `--bands 4,3,2,1`":
+        (lambda p: _scenes(p, textured_scene(96, 96, seed=1), textured_scene(96, 96, seed=2)),
+         ["--bands", "4,3,2,1"], 0,
+         lambda out, msg: [b["index"] for b in _summary(out)["inputs"]["bands_compared"]["before"]] == [4, 3, 2, 1]),
     "bottom-up raster (positive y pixel size)":
         (_flipped, [], 0, lambda out, msg: rasterio.open(out / "change_prob.tif").transform == utm_transform()),
     "rotated geotransform":
@@ -400,7 +414,7 @@ def test_bad_inputs_table(name: str, tmp_path: Path, tiny_checkpoint: Path) -> N
     make, options, code, check = BAD_INPUTS[name]
     before, after = make(tmp_path)
     model = [] if options[:2] == ["--model", None] else ["--model", tiny_checkpoint]
-    options = [] if options[:2] == ["--model", None] else options
+    options = options[2:] if options[:2] == ["--model", None] else options
     out = tmp_path / "out"
     result = run("detect", before, after, "-o", out, *model, *options, "--threshold", "0.5", "--tile", "64",
                  "--overlap", "16", "-q")

@@ -103,7 +103,7 @@ def test_errors_before_inference(layers: dict[str, Path], pair: tuple[Path, Path
     cases = _bad_inputs(tmp_path, pair)
     commands, codes = [], []
     for case in ("missing file", "not a raster", "no overlap", "band counts", "model file", "missing band",
-                 "band count vs model", "unknown grid CRS"):
+                 "band count vs model", "unknown grid CRS", "band order vs model"):
         args, code, _ = cases[case]
         model = [] if "--model" in args else ["--model", tiny_checkpoint]
         commands.append(["detect", *args, "-o", tmp_path / "out", *model, "-q"])

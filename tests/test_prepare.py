@@ -66,3 +66,19 @@ def test_a_prepared_pair_travels_as_plain_data(tmp_path: Path) -> None:
     with copy.open() as pair, AlignedPair(ready.source.before, ready.source.after, grid=ready.source.grid,
                                            zero_is_valid=True) as direct:
         assert pair.grid == direct.grid and pair.zero_is_valid and pair.source == ready.source
+
+
+def test_named_bands_out_of_the_models_order_are_refused_for_every_command(tmp_path: Path) -> None:
+    """detect, batch and monitor prepare with ``prepare_for_model``, evaluate with ``prepare_pair``: both check."""
+    scene, t = textured_scene(160, 160, seed=3), utm_transform(pixel_m=10.0)
+    s2 = ("B02", "B03", "B04", "B08")
+    files = [write_raster(tmp_path / f"{n}.tif", scene, UTM48N, t, descriptions=s2) for n in ("b", "a")]
+    options = PairOptions(bands=("B08", "B04", "B03", "B02"), coregister=False)
+    words = "are nir,red,green,blue; the model changewatch-rgbn takes blue,green,red,nir: give them in that order"
+    with pytest.raises(ModelError, match=words):
+        prepare_for_model(*files, options, None)
+    with pytest.raises(ModelError, match="given twice"):
+        prepare_pair(*files, PairOptions(bands=("B02", "B02", "B03", "B04"), coregister=False), ModelSpec())
+    assert prepare_pair(*files, PairOptions(coregister=False), ModelSpec()).band_count == 4  # in order: taken
+    plain = [write_raster(tmp_path / f"p{n}.tif", scene, UTM48N, t) for n in ("b", "a")]  # names say nothing
+    assert prepare_pair(*plain, PairOptions(bands=("4", "3", "2", "1"), coregister=False), ModelSpec()).band_count == 4

@@ -343,6 +343,10 @@ def _no_nir(tmp_path: Path) -> list[object]:
     return ["detect", before, after]
 
 
+def _no_swir(tmp_path: Path) -> list[object]:
+    return ["detect", *l2a_pair(tmp_path), "--bands", "blue,green,red,swir16"]
+
+
 def _no_baseline(tmp_path: Path) -> list[object]:
     before, after = l2a_pair(tmp_path)
     edit_item(after, lambda d: d["properties"].pop("s2:processing_baseline"))
@@ -381,6 +385,8 @@ def _long_range(tmp_path: Path) -> list[object]:
 BAD_STAC = {  # the README's Bad inputs row → (the command's arguments, exit code, words of its error line)
     "STAC item whose band asset file is missing": (_missing_asset, 3, "asset 'B04' file not found"),
     "STAC item without an asset for a band the model needs (no `nir`)": (_no_nir, 4, "has no band 'nir'"),
+    "`--bands …,swir16` of a STAC item without that band": (_no_swir, 4, "has no band 'swir16' (it offers assets "
+                                                            "B02, B03, B04, B08; band names blue, green, red, nir)"),
     "Sentinel-2 item without `s2:processing_baseline` (nor `earthsearch:boa_offset_applied: true`)":
         (_no_baseline, 3, "cannot decide the Sentinel-2 radiometric offset"),
     "scene `.json` that is not valid JSON": (_bad_json, 3, "is not readable JSON"),

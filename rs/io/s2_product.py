@@ -41,6 +41,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from changewatch.rs.bands import SENTINEL2_COMMON_NAMES as COMMON_NAMES
 from changewatch.rs.errors import ProductError
 from changewatch.rs.io.gdalpaths import archive_of, is_gdal_path
 from changewatch.rs.io.sentinel2 import QUANTIFICATION_VALUE, Radiometry
@@ -50,8 +51,6 @@ L2A_XML = "MTD_MSIL2A.xml"
 L1C_XML = "MTD_MSIL1C.xml"
 L2A_ROOT = "Level-2A_User_Product"
 PSD_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")  # band_id 0…
-COMMON_NAMES = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
-                "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B11": "swir16", "B12": "swir22"}
 BAND_FILE = re.compile(r"_(B\d\d|B8A|SCL)_(\d\d)m$", re.IGNORECASE)  # …_B02_10m, …_SCL_20m
 IMAGE_SUFFIX = ".jp2"
 

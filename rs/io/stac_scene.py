@@ -245,12 +245,21 @@ def _pick(candidates: list[_Candidate], name: str, where: str) -> _Candidate:
     chosen = next((step for step in steps if step), [])
     if len(chosen) == 1:
         return chosen[0]
-    offered = sorted({n for c in candidates for n in c.names} | {name_key(c.asset) for c in candidates if c.single})
     if not chosen:
-        raise IncompatibleScenesError(f"{where} has no band {name!r} (it offers {', '.join(offered)}): pick bands by "
+        raise IncompatibleScenesError(f"{where} has no band {name!r} ({_offered(candidates)}): pick bands by "
                                       "common name or asset key with --bands")
     raise IncompatibleScenesError(f"{where}: band {name!r} could be asset {' or '.join(c.asset for c in chosen)}: "
                                   "name the asset with --bands")
+
+
+def _offered(candidates: list[_Candidate]) -> str:
+    """What can be typed to pick a band, as the item writes it: asset keys, then other band names (never ``scl``)."""
+    keys = [c.asset for c in candidates if c.single and name_key(c.asset) != MASK_ASSET]
+    taken = {name_key(k) for k in keys} | {MASK_ASSET}
+    written = [str(c.meta[k]) for c in candidates for k in ("eo:common_name", "common_name", "name") if c.meta.get(k)]
+    shown = list(dict.fromkeys(w for w in written if name_key(w) not in taken))
+    parts = [f"assets {', '.join(keys)}"] * bool(keys) + [f"band names {', '.join(shown)}"] * bool(shown)
+    return "it offers " + ("; ".join(parts) or "no band")
 
 
 def _href(item_path: Path, href: str) -> str:

@@ -19,11 +19,26 @@ from changewatch.rs.config import Device, InferenceConfig, PairOptions
 EncoderWeights = Literal["imagenet"]  # ImageNet weights shipped in a pinned package (models.pretrained)
 OSCD_TRAIN = ("abudhabi", "aguasclaras", "beihai", "bercy", "bordeaux", "mumbai", "paris", "pisa", "rennes", "saclay_e")
 OSCD_VAL = ("beirut", "cupertino", "hongkong", "nantes")
+# The sites option a default of TrainConfig belongs to, and what they are (named when they are not found).
+OSCD_SITES = {"--train-sites": (OSCD_TRAIN, "training cities"), "--val-sites": (OSCD_VAL, "validation cities")}
 OSCD_LICENCE = (
     "Trained on the Onera Satellite Change Detection dataset (Caye Daudt et al., IGARSS 2018): "
     "modified Copernicus Sentinel data 2015-2018; change labels CC BY-NC-SA 4.0, so these weights "
     "carry CC BY-NC-SA 4.0 (non-commercial; contact the dataset authors for commercial use)."
 )
+
+
+def default_sites_hint(option: str, sites: tuple[str, ...]) -> str:
+    """How to name other pairs when ``sites`` are ``option``'s default, OSCD's cities; else "".
+
+    ``option``: ``--train-sites`` or ``--val-sites``. Example: ``--val-sites defaults to OSCD's validation
+    cities: name this data's pairs with --val-sites NAME,NAME or give a separate val set with --val-data DIR``.
+    """
+    default, what = OSCD_SITES[option]
+    if tuple(sites) != default:
+        return ""
+    other = " or give a separate val set with --val-data DIR" if option == "--val-sites" else " or 'all'"
+    return f"{option} defaults to OSCD's {what}: name this data's pairs with {option} NAME,NAME{other}"
 
 
 @dataclass(frozen=True)

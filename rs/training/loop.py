@@ -39,7 +39,7 @@ from changewatch.rs.infer import ChangeModel, resolve_device
 from changewatch.rs.io.files import writing
 from changewatch.rs.metrics import best_common_threshold
 from changewatch.rs.normalize import METHOD
-from changewatch.rs.training.config import OSCD_LICENCE, TrainConfig
+from changewatch.rs.training.config import OSCD_LICENCE, TrainConfig, default_sites_hint
 from changewatch.rs.training.losses import change_loss, parse_loss
 from changewatch.rs.training.sampling import SiteArrays, batches, load_site, sample_batch
 from changewatch.rs.training.state import Progress, load_state, save_state, write_logs
@@ -119,11 +119,13 @@ def split(config: TrainConfig) -> tuple[list[LabelledPair], ValSets]:
     if config.val_data:
         val = {name: find_pairs(d) for name, d in zip(val_set_names(config.val_data), config.val_data, strict=True)}
     else:
-        val = {"val": find_pairs(config.data_dir, list(config.val_sites))} if config.val_sites else {}
+        hint = default_sites_hint("--val-sites", config.val_sites)
+        val = {"val": find_pairs(config.data_dir, list(config.val_sites), hint=hint)} if config.val_sites else {}
     if tuple(config.train_sites) == ("all",):
         names = {p.name for pairs in val.values() for p in pairs if not config.val_data}
         return [p for p in find_pairs(config.data_dir) if p.name not in names], val
-    return find_pairs(config.data_dir, list(config.train_sites)), val
+    return find_pairs(config.data_dir, list(config.train_sites),
+                      hint=default_sites_hint("--train-sites", config.train_sites)), val
 
 
 def data_licence(data_dir: str | Path) -> str:

@@ -262,3 +262,37 @@ def test_no_training_pair_left_is_one_clear_error(sites: Path, tmp_path: Path) -
     names = tuple(p.name for p in find_pairs(sites))
     with pytest.raises(InputFileError, match="no training pair left"):
         train(tiny_config(sites, tmp_path / "m.json", train_sites=("all",), val_sites=names), progress=False)
+
+
+DEFAULT_SITES_ROWS = {  # README Bad inputs row → (train's options, words of its error line)
+    "`train --data DIR --train-sites all` of data without OSCD's cities, no `--val-sites`":
+        (["--train-sites", "all"], "no labelled pair named beirut, cupertino, hongkong, nantes under {data}: "
+         "--val-sites defaults to OSCD's validation cities: name this data's pairs with --val-sites NAME,NAME or "
+         "give a separate val set with --val-data DIR"),
+    "`train --data DIR` of data without OSCD's cities, no `--train-sites`":
+        (["--val-sites", "alpha"], "--train-sites defaults to OSCD's training cities: name this data's pairs with "
+         "--train-sites NAME,NAME or 'all'"),
+}
+
+
+@pytest.mark.parametrize("row", list(DEFAULT_SITES_ROWS))
+def test_default_oscd_sites_missing_from_the_data_are_named_as_the_default(row: str, sites: Path,
+                                                                           tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from changewatch.cli import cli
+    from tests.test_cli import readme_bad_inputs
+
+    assert readme_bad_inputs()[row] == "3"
+    options, words = DEFAULT_SITES_ROWS[row]
+    out = tmp_path / "runs" / "m.json"
+    result = CliRunner().invoke(cli, ["train", "--data", str(sites), "--out", str(out), *options])
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert words.format(data=sites) in result.output
+    assert not out.parent.exists()
+
+
+def test_sites_the_user_names_get_no_default_hint(sites: Path) -> None:
+    with pytest.raises(InputFileError, match=r"no labelled pair named delta under [^:]*$"):
+        train(TrainConfig(data_dir=str(sites), train_sites=("all",), val_sites=("delta",)), progress=False)
