@@ -20,6 +20,7 @@ from changewatch.rs.io.staging import StagedDir
 from changewatch.rs.report.cases import Cases
 from changewatch.rs.review import load_run
 from changewatch.rs.runfolder import CROSSCHECK_SUMMARY, SUMMARY
+from changewatch.rs.runinputs import check_scene_files, not_checked
 
 REPORT_HTML = "report.html"
 REPORT_PDF = "report.pdf"
@@ -31,11 +32,15 @@ LONLAT_DECIMALS = 7  # 1e-7° ≈ 1 cm
 
 @dataclass(frozen=True)
 class Report:
-    """What ``write_report`` wrote: the report folder, its files, and how many flags it holds."""
+    """What ``write_report`` wrote: the report folder, its files, how many flags it holds, what was not checked.
+
+    ``warnings``: one line per scene file whose checksum the run did not record (``rs.runinputs.not_checked``).
+    """
 
     outdir: Path
     files: list[Path]
     flags: int
+    warnings: list[str]
 
 
 def work_orders(found: Cases) -> pd.DataFrame:
@@ -62,10 +67,11 @@ def _check_run(run_dir: Path) -> None:
 def write_report(config: ReportConfig) -> Report:
     """Write the report of the detect run ``config.run_dir`` into the folder ``config.outdir``, as a whole.
 
-    Reads the run (``rs.review.load_run``) and its scenes; draws with matplotlib. Raises
-    InputFileError (a missing folder, not a detect run folder, an unreadable scene), OutputError (an
-    output folder inside the run folder, or holding files a report does not write, or not writable)
-    and DecisionError (a saved decision that cannot be read), in each case writing nothing.
+    Reads the run (``rs.review.load_run``) and its scenes, after checking that they are the files the run
+    read (``rs.runinputs.check_scene_files``); draws with matplotlib. Raises InputFileError (a missing
+    folder, not a detect run folder, an unreadable scene), InputChangedError (a scene file changed since
+    the run), OutputError (an output folder inside the run folder, or holding files a report does not
+    write, or not writable) and DecisionError (a saved decision that cannot be read), in each case writing nothing.
     """
     from changewatch.rs.report.content import build_content
     from changewatch.rs.report.html import render_html
@@ -74,10 +80,12 @@ def write_report(config: ReportConfig) -> Report:
     run_dir = Path(config.run_dir)
     _check_run(run_dir)
     run = load_run(run_dir)
+    unchecked = check_scene_files(run.inputs)
     with StagedDir(config.outdir, REPORT_FILES, inputs=[run.path, run.before, run.after]) as out:
         content = build_content(run, config)
         with out.writing():
             out.path(REPORT_HTML).write_text(render_html(content), encoding="utf-8")
             out.path(REPORT_PDF).write_bytes(render_pdf(content))
             work_orders(content.cases).to_csv(out.path(WORK_ORDERS), index=False, encoding="utf-8-sig")
-    return Report(Path(config.outdir), [out.final(n) for n in sorted(REPORT_FILES)], len(content.cases.table))
+    return Report(Path(config.outdir), [out.final(n) for n in sorted(REPORT_FILES)], len(content.cases.table),
+                  not_checked(unchecked))
