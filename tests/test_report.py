@@ -169,6 +169,25 @@ def _moved_scene(run: Path, root: Path) -> Path:
     return copy
 
 
+def _holding(run: Path, copy: Path, given: Path) -> Path:
+    """``given``, a folder holding a copy of ``run`` at ``copy`` (a monitor store's pair, a batch's area)."""
+    shutil.copytree(run, copy)
+    return given
+
+
+def test_the_demo_hint_is_given_for_a_missing_demo_folder_only(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from changewatch.rs.review import not_a_run
+
+    monkeypatch.chdir(tmp_path)
+    assert not_a_run(Path("out/demo")) == "out/demo does not exist; run `python cli.py demo` first"
+    demo = tmp_path / "out" / "demo"
+    assert not_a_run(demo) == f"{demo} does not exist; run `python cli.py demo` first"
+    assert not_a_run(Path("out/ward7")) == "out/ward7 does not exist"
+    (tmp_path / "tiles").mkdir()
+    assert "demo" not in not_a_run(Path("tiles"))
+
+
 def _changed_scene(run: Path, root: Path) -> Path:
     """A copy of ``run`` whose AFTER file was overwritten by BEFORE since it ran (same path, same grid).
 
@@ -190,8 +209,16 @@ def _changed_scene(run: Path, root: Path) -> Path:
 BAD = {
     "`report` of a folder that does not exist": (lambda run, tmp: (tmp / "nowhere", tmp / "report"), 3,
                                                   "does not exist"),
-    "`report` of a folder that is not a detect run folder": (lambda run, tmp: (tmp, tmp / "report"), 3,
-                                                              "is not a detect run folder"),
+    "`report` of a folder that is not a detect run folder": (
+        lambda run, tmp: (tmp, tmp / "report"), 3,
+        "is not a detect run folder (no summary.json): give the folder detect wrote (its -o OUTDIR)"),
+    "`report` of a monitor store (STORE, not `STORE/pairs/<pair>`)": (
+        lambda run, tmp: (_holding(run, tmp / "store" / "pairs" / "2024-01-10_2024-05-02", tmp / "store"),
+                          tmp / "report"), 3,
+        "is a monitor store, not a detect run folder: report one of its pairs"),
+    "`report` of a folder of run folders (a batch OUTDIR)": (
+        lambda run, tmp: (_holding(run, tmp / "batch" / "ward7", tmp / "batch"), tmp / "report"), 3,
+        "holds detect run folders: report one of them, e.g."),
     "`report` of a cross-check run folder": (lambda run, tmp: (_crosscheck_run(tmp), tmp / "report"), 3,
                                              "is a crosscheck run folder: report needs a detect run folder"),
     "`report` of a run whose scene is no longer where it ran": (lambda run, tmp: (_moved_scene(run, tmp),
