@@ -17,7 +17,7 @@ import pandas as pd
 from changewatch.rs.config import ReportConfig
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.io.staging import StagedDir
-from changewatch.rs.report.cases import Cases
+from changewatch.rs.report.cases import Cases, degrees
 from changewatch.rs.review import load_run
 from changewatch.rs.runfolder import CROSSCHECK_SUMMARY, SUMMARY
 from changewatch.rs.runinputs import check_scene_files, not_checked
@@ -27,7 +27,6 @@ REPORT_PDF = "report.pdf"
 WORK_ORDERS = "work_orders.csv"
 REPORT_FILES = frozenset({REPORT_HTML, REPORT_PDF, WORK_ORDERS})  # all a report folder may hold
 WORK_ORDER_COLUMNS = ("id", "priority", "reason", "parcel", "ward", "lon", "lat", "status", "assignee")
-LONLAT_DECIMALS = 7  # 1e-7° ≈ 1 cm
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,13 @@ def work_orders(found: Cases) -> pd.DataFrame:
 
     ``id``: the flag's change_id; ``reason``: its reason codes (comma-separated); ``parcel``,
     ``ward``: '; '-joined when it lies over several; ``lon``/``lat``: its centroid (EPSG:4326,
-    degrees, 7 decimals); ``status``: from its review decision; ``assignee``: empty.
+    degrees, as text with ``cases.LONLAT_DECIMALS`` (7) decimals, trailing zeros kept); ``status``:
+    from its review decision; ``assignee``: empty.
     """
     t = found.table
     orders = pd.DataFrame({"id": t["change_id"], "priority": t["priority"], "reason": t["reasons"],
-                           "parcel": t["parcel_ids"], "ward": t["ward"], "lon": t["lon"].round(LONLAT_DECIMALS),
-                           "lat": t["lat"].round(LONLAT_DECIMALS), "status": t["status"], "assignee": ""})
+                           "parcel": t["parcel_ids"], "ward": t["ward"], "lon": t["lon"].map(degrees),
+                           "lat": t["lat"].map(degrees), "status": t["status"], "assignee": ""})
     return orders[list(WORK_ORDER_COLUMNS)]
 
 
