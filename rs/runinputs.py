@@ -6,7 +6,8 @@ pixels changed since the run (same path, same grid, other pixels) would otherwis
 run's flags and probabilities, which it no longer gives.
 
 The scene files of a run (``scene_files``): BEFORE and AFTER; for a date given as a STAC item or a Sentinel-2
-product, the item file and every asset and mask file read for it (``inputs.intake``); the masks given. Rules:
+product, the item file and every asset and mask file read for it (``inputs.intake``); the masks given; a file
+inside an archive (a zipped product) as its archive. ``detect`` records the checksums of these files. Rules:
 
 - a file whose checksum differs from the recorded one: ``InputChangedError`` naming it (nothing is read further);
 - a file that no longer exists, or a folder (a ``.SAFE`` product, whose files are checked one by one): left to
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from changewatch.rs.errors import InputChangedError
-from changewatch.rs.io.gdalpaths import is_gdal_path
+from changewatch.rs.io.gdalpaths import archive_of, is_gdal_path
 from changewatch.rs.io.stac_scene import split_ref
 from changewatch.rs.summary import FileRecord, SceneInputs
 
@@ -44,7 +45,8 @@ def scene_files(before: str | os.PathLike[str], after: str | os.PathLike[str],
         masks: the mask files given (``--mask``).
 
     Returns:
-        The paths as recorded (not resolved), each once.
+        The paths as recorded (not resolved), each once; a file inside an archive (``/vsizip/ARCHIVE.zip/…``, a
+        zipped Sentinel-2 product) as its archive, the local file that holds it.
     """
     files = [os.fspath(before), os.fspath(after)]
     for scene in intake.values():
@@ -52,7 +54,13 @@ def scene_files(before: str | os.PathLike[str], after: str | os.PathLike[str],
         files += [str(asset["href"]) for asset in scene["assets"]]
         if scene.get("mask"):
             files.append(str(scene["mask"]["href"]))
-    return list(dict.fromkeys([*files, *(os.fspath(m) for m in masks)]))
+    return list(dict.fromkeys(_local(f) for f in [*files, *(os.fspath(m) for m in masks)]))
+
+
+def _local(name: str) -> str:
+    """The local file holding ``name``: its archive for an archive path (``rs.io.gdalpaths.archive_of``)."""
+    archive = archive_of(name)
+    return name if archive is None else str(archive)
 
 
 def check_scene_files(inputs: SceneInputs) -> list[str]:

@@ -57,3 +57,17 @@ def test_files_without_a_recorded_checksum_are_returned_and_warned(tmp_path: Pat
     assert check_scene_files(inputs) == unchecked
     assert not_checked(unchecked[:1]) == [f"{unchecked[0]} not checked against the run: it recorded no checksum "
                                           "for it (an earlier version, or not a local file)"]
+
+
+def test_a_zipped_product_is_checked_by_its_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "S2B_MSIL2A.zip"
+    archive.write_bytes(b"PK" * 32)
+    member = f"/vsizip/{archive}/S2B_MSIL2A.SAFE"
+    intake = {"before": {"item": f"{member}/MTD_MSIL2A.xml", "assets": [{"href": f"{member}/B04_10m.jp2"}],
+                         "mask": None}}
+    inputs = SceneInputs(before=member, after=member, intake=intake, files=file_records([archive]))
+    assert scene_files(inputs.before, inputs.after, inputs.intake, inputs.masks) == [str(archive)]
+    assert check_scene_files(inputs) == []
+    archive.write_bytes(b"PK" * 33)
+    with pytest.raises(InputChangedError, match="S2B_MSIL2A.zip changed since the run"):
+        check_scene_files(inputs)
