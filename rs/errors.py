@@ -15,7 +15,8 @@ code  exception                   meaning
       SchedulerError              a ``--scheduler`` address where no Dask scheduler answers
 3     InputFileError              a file is missing, unreadable or not a raster/vector;
                                   a malformed settings (--columns) file or manifest;
-      ProductError                a Sentinel-2 product that cannot be read (L1C, a band missing)
+      ProductError                a Sentinel-2 product that cannot be read (L1C, a band missing);
+      InputChangedError           a run's scene file changed since the run (its checksum differs)
 4     IncompatibleScenesError     the scenes cannot be compared (no overlap, not located,
                                   different bands, too small or too large for a run)
 5     LayerError                  a vector layer lacks a CRS or a required column, is not
@@ -124,4 +125,12 @@ class ProductError(InputFileError):
     Exit code 3. Its metadata missing, unreadable or lacking a field a scene needs (processing baseline, datatake
     sensing start), a band file it lists missing, an L1C product (L2A only: no SCL, another offset), or a GDAL
     ``SENTINEL2_L2A:`` subdataset name given instead of the product.
+    """
+
+
+class InputChangedError(InputFileError):
+    """A file a run read has other content now than when the run read it (exit code 3).
+
+    Its checksum differs from the one the run recorded in ``summary.json`` (``rs.runinputs``): what was
+    found from it no longer matches it, so the run must be done again.
     """

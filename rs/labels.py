@@ -60,6 +60,7 @@ from changewatch.rs.runfolder import (
     read_run_layers,
     read_summary,
 )
+from changewatch.rs.runinputs import check_scene_files, not_checked
 from changewatch.rs.summary import RunSummary, SceneInputs
 from changewatch.rs.training.config import LabelsConfig
 
@@ -77,7 +78,8 @@ class ReviewedRun:
 
     Its site name (the folder's), summary, the flags decided ``confirm`` or ``dismiss`` (in the
     run's CRS, with ``change_label``), and counts: decisions per word, flags nobody decided on
-    (``unreviewed``), decisions matching no current flag (``unmatched``).
+    (``unreviewed``), decisions matching no current flag (``unmatched``), and its scene files that
+    could not be checked against the run (``rs.runinputs.check_scene_files``: no checksum recorded).
     """
 
     name: str
@@ -85,6 +87,7 @@ class ReviewedRun:
     summary: RunSummary
     labelled: gpd.GeoDataFrame
     counts: dict[str, int]
+    unchecked: list[str]
 
     @property
     def inputs(self) -> SceneInputs:
@@ -106,7 +109,8 @@ def reviewed_run(run_dir: str | os.PathLike[str]) -> ReviewedRun:
     """Read a detect run folder's summary, flags and decisions.
 
     Raises InputFileError for a folder that is not a detect run or holds no ``confirm`` or
-    ``dismiss`` decision, DecisionError (``rs.decisions``) for decisions that cannot be read.
+    ``dismiss`` decision, DecisionError (``rs.decisions``) for decisions that cannot be read,
+    InputChangedError for a scene file changed since the run (``rs.runinputs.check_scene_files``).
     """
     path = Path(run_dir)
     if not (path / SUMMARY).is_file():
@@ -124,9 +128,11 @@ def reviewed_run(run_dir: str | os.PathLike[str]) -> ReviewedRun:
     labelled = decisions[decisions["decision"].isin(list(LABEL_OF))].copy()
     labelled = labelled.to_crs(crs) if labelled.crs and crs else labelled
     labelled.insert(1, LABEL_COLUMN, labelled["decision"].map(LABEL_OF))
+    assert isinstance(summary.inputs, SceneInputs)  # a detect run's summary
+    unchecked = check_scene_files(summary.inputs)
     return ReviewedRun(path.resolve().name, path, summary, labelled.reset_index(drop=True),
                        {**found, "unreviewed": len(layers[LAYER_FLAGGED]) - sum(found.values()),
-                        "unmatched": _unmatched(path)})
+                        "unmatched": _unmatched(path)}, unchecked)
 
 
 def _summary_or_none(path: Path) -> RunSummary | None:
@@ -146,7 +152,8 @@ def _unmatched(path: Path) -> int:
 def open_as_run(run: ReviewedRun) -> AlignedPair:
     """The run's pair, open on its grid with AFTER moved by the shift it applied (close it when done).
 
-    Raises InputFileError when the scenes no longer give the grid the run recorded (they changed),
+    Raises InputFileError when the scenes no longer give the grid the run recorded (they changed; runs
+    that recorded no checksums, ``reviewed_run`` checks the others),
     and the errors of ``rs.align.AlignedPair`` for scenes that cannot be read.
     """
     source = run.source()
@@ -257,10 +264,11 @@ def write_site(run: ReviewedRun, margin_px: int, folder: Path) -> LabelledSite:
 
 @dataclass(frozen=True)
 class LabelsResult:
-    """Where the data set is and what each site holds."""
+    """Where the data set is, what each site holds, and one warning line per scene file not checked."""
 
     outdir: Path
     sites: list[LabelledSite]
+    warnings: list[str]
 
 
 def write_labels(config: LabelsConfig) -> LabelsResult:
@@ -269,8 +277,8 @@ def write_labels(config: LabelsConfig) -> LabelsResult:
     Every run's decisions are read and checked before anything is written, and on any error LABELS
     is left as it was. Raises InputFileError for a folder that is not a detect run, holds no confirm
     or dismiss decision, shares its name with another run given, or whose scenes are missing or
-    changed; DecisionError for unreadable decisions; OutputError when LABELS cannot be written or
-    holds files ``labels`` did not write.
+    changed (InputChangedError: a scene's checksum differs from the recorded one); DecisionError for
+    unreadable decisions; OutputError when LABELS cannot be written or holds files ``labels`` did not write.
     """
     runs = [reviewed_run(r) for r in config.runs]
     names = [r.name for r in runs]
@@ -287,7 +295,7 @@ def write_labels(config: LabelsConfig) -> LabelsResult:
                       "created_utc": datetime.now(UTC).isoformat(timespec="seconds"), "rule": RULE,
                       "margin_px": config.margin_px, "sites": {s.name: s.record() for s in sites}}
             write_json(record, out.path(LABELS_RECORD))
-    return LabelsResult(Path(config.outdir), sites)
+    return LabelsResult(Path(config.outdir), sites, not_checked([p for r in runs for p in r.unchecked]))
 
 
 def _earlier_sites(outdir: Path) -> list[str]:

@@ -45,7 +45,7 @@ from changewatch.rs.errors import InputFileError
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling
 from changewatch.rs.io.gdalpaths import scene_name
 from changewatch.rs.io.raster import scene_date, write_probability
-from changewatch.rs.io.stac_scene import is_stac_path, split_ref
+from changewatch.rs.io.stac_scene import is_stac_path
 from changewatch.rs.prepare import PreparedPair, prepare_for_model
 from changewatch.rs.runfolder import (
     CHANGE_PROB,
@@ -57,6 +57,7 @@ from changewatch.rs.runfolder import (
     write_run_layers,
     write_summary,
 )
+from changewatch.rs.runinputs import scene_files
 from changewatch.rs.styles import write_raster_style
 from changewatch.rs.summary import (
     BuildingsRecord,
@@ -201,10 +202,7 @@ def _summary(config: DetectConfig, model: ChangeModel, prepared: PreparedPair, p
              timings: dict[str, float], carried: CarriedReview | None) -> RunSummary:
     choice, coreg, spec = prepared.choice, prepared.coregistration, model.spec
     assert choice is not None and pair.grid.crs is not None  # detect: a chosen model, georeferenced scenes
-    assets = [split_ref(scene["item"])[0] for scene in pair.intake.values()]  # STAC item scenes' files
-    assets += [a["href"] for scene in pair.intake.values() for a in scene["assets"]]
-    masks_read = [scene["mask"]["href"] for scene in pair.intake.values() if scene["mask"]]
-    read: list[str | Path] = [config.before, config.after, *assets, *masks_read, *config.masks, *layers.files(),
+    read: list[str | Path] = [*scene_files(config.before, config.after, pair.intake, config.masks), *layers.files(),
                               choice.path.with_suffix(".json"), choice.path.with_suffix(".safetensors")]
     dates = [scene_date(p) for p in (config.before, config.after)]
     inputs = SceneInputs(

@@ -32,7 +32,7 @@ from shapely.affinity import affine_transform
 from shapely.geometry.base import BaseGeometry
 
 from changewatch.rs.align import AlignedPair
-from changewatch.rs.config import CHIP_PAD_PX, OVERVIEW_PX
+from changewatch.rs.config import CHIP_PAD_PX, OVERVIEW_PX, DemoConfig
 from changewatch.rs.decisions import COLUMNS, check, check_new, decided, now, read_decisions, timestamp
 from changewatch.rs.errors import DecisionError, InputFileError
 from changewatch.rs.grid import GridSpec
@@ -97,13 +97,39 @@ class Run:
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> Run:
-    """Read a detect run folder (summary.json, changes.gpkg, flagged.gpkg)."""
+    """Read a detect run folder (summary.json, changes.gpkg, flagged.gpkg).
+
+    Raises InputFileError for a folder that is not a detect run (``not_a_run`` says what to give instead).
+    Does not check that the scenes are still the files the run read: that reads them whole; call
+    ``rs.runinputs.check_scene_files(run.inputs)`` before drawing chips from scenes that may have changed.
+    """
     path = Path(run_dir)
     recover(path)  # a run killed while replacing this folder left it beside, whole
     if not (path / SUMMARY).is_file():
-        raise InputFileError(f"{path} does not exist" if not path.exists()
-                             else f"{path} is not a detect run folder (no {SUMMARY}); run `python cli.py demo` first")
+        raise InputFileError(not_a_run(path))
     return Run(path, read_summary(path / SUMMARY), read_run_layers(path))
+
+
+def not_a_run(path: Path) -> str:
+    """Why ``path`` (without a summary.json) is not a detect run folder, and what to give instead, in one line.
+
+    Missing: it does not exist (for the demo's folder, ``DemoConfig.outdir``: run the demo first); a monitor
+    store: report one of its pairs, ``STORE/pairs/<pair>``; a folder of run folders (a batch): one of them.
+    """
+    from changewatch.rs.monitor.run import PAIRS  # rs.monitor reads runs through this module
+
+    if not path.exists():
+        demo = path.resolve() == Path(DemoConfig.outdir).resolve()
+        return f"{path} does not exist" + ("; run `python cli.py demo` first" if demo else "")
+    pairs = sorted(p.parent.name for p in (path / PAIRS).glob(f"*/{SUMMARY}"))
+    if pairs:
+        return (f"{path} is a monitor store, not a detect run folder: report one of its pairs, "
+                f"{path / PAIRS}/<pair> (e.g. {path / PAIRS / pairs[0]})")
+    runs = sorted(p.parent.name for p in path.glob(f"*/{SUMMARY}"))
+    if runs:
+        return (f"{path} is not a detect run folder (no {SUMMARY}) but holds detect run folders: report one of them, "
+                f"e.g. {path / runs[0]}")
+    return f"{path} is not a detect run folder (no {SUMMARY}): give the folder detect wrote (its -o OUTDIR)"
 
 
 def stretch(rgb: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

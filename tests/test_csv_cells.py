@@ -19,7 +19,7 @@ from changewatch.cli import cli
 from changewatch.rs.crosscheck.judge import judge
 from changewatch.rs.crosscheck.layers import Layer, Layers
 from changewatch.rs.crosscheck.settings import ParcelColumns, RuleConfig
-from changewatch.rs.io.csvcells import defuse_formulas
+from changewatch.rs.io.csvcells import defuse_cell, defuse_formulas
 from changewatch.rs.io.vector import write_gpkg, write_table
 from changewatch.rs.runfolder import StagedOutput, write_judgement
 from tests.data import AS_OF, UTM48N, X, Y, rule_case
@@ -100,3 +100,10 @@ def test_work_orders_defuse_formulas(tmp_path: Path) -> None:
     assert orders.loc["1", "parcel"] == "'" + PARCEL and orders.loc["1", "ward"] == "'" + LINK
     assert orders.loc["3", "ward"] == f"'-2+3; {LINK}"  # sorted; only a cell's start can begin a formula
     assert pd.read_csv(tmp_path / "report" / "work_orders.csv", encoding="utf-8-sig")["lon"].dtype == np.float64
+
+
+@pytest.mark.parametrize(("cell", "written"), [("-46.6333333", "-46.6333333"), ("+1.5e3", "+1.5e3"), ("-.5", "-.5"),
+                                               ("-1+2", "'-1+2"), ("-", "'-"), ("+HK-1", "'+HK-1")])
+def test_numbers_written_as_text_are_kept_formulas_are_not(cell: str, written: str) -> None:
+    """A negative coordinate written as text (work orders' 7-decimal lon/lat) is a number, not a formula."""
+    assert defuse_cell(cell) == written

@@ -231,12 +231,32 @@ def _unknown_word(run: Path, tmp_path: Path) -> tuple[list[str], list[str]]:
     return [str(run)], ["unknown decision 'dismissed'", "confirm, dismiss or needs_visit"]
 
 
-def _scenes_changed(run: Path, tmp_path: Path) -> tuple[list[str], list[str]]:
-    decide(run)
+def _shrink_before(run: Path) -> None:
+    """Cut the run's BEFORE file to 90×90 pixels in place: another extent than the run's grid."""
     with rasterio.open(run.parent.parent / "before.tif") as ds:
         data, profile = ds.read()[:, :90, :90], ds.profile
     with rasterio.open(run.parent.parent / "before.tif", "w", **{**profile, "width": 90, "height": 90}) as ds:
         ds.write(data)
+
+
+def _scenes_changed(run: Path, tmp_path: Path) -> tuple[list[str], list[str]]:
+    decide(run)
+    _shrink_before(run)
+    return [str(run)], ["before.tif changed since the run: checksum differs; re-run detect"]
+
+
+def _after_overwritten(run: Path, tmp_path: Path) -> tuple[list[str], list[str]]:
+    decide(run)
+    shutil.copyfile(run.parent.parent / "before.tif", run.parent.parent / "after.tif")
+    return [str(run)], [f"{(run.parent.parent / 'after.tif').resolve()} changed since the run: checksum differs"]
+
+
+def _no_checksums_other_grid(run: Path, tmp_path: Path) -> tuple[list[str], list[str]]:
+    decide(run)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    del summary["inputs"]["files"]
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    _shrink_before(run)
     return [str(run)], ["changed since it ran", "90×90"]
 
 
@@ -259,6 +279,8 @@ LABELS_ROWS = {  # the start of the README row's first cell → its case
     "`labels` of two run folders of the same name": _same_name,
     "`labels` of a run whose `review` layer holds a decision other than": _unknown_word,
     "`labels` of a run whose scenes changed since it ran": _scenes_changed,
+    "`labels` of a run whose scene file changed since it ran (BEFORE copied over AFTER": _after_overwritten,
+    "`labels` of a run whose summary.json records no checksums": _no_checksums_other_grid,
     "a `review` layer saved by changewatch 0.2.0": _legacy,
     "`labels -o` a folder holding files `labels` did not write": _foreign,
 }

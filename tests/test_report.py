@@ -169,16 +169,63 @@ def _moved_scene(run: Path, root: Path) -> Path:
     return copy
 
 
+def _holding(run: Path, copy: Path, given: Path) -> Path:
+    """``given``, a folder holding a copy of ``run`` at ``copy`` (a monitor store's pair, a batch's area)."""
+    shutil.copytree(run, copy)
+    return given
+
+
+def test_the_demo_hint_is_given_for_a_missing_demo_folder_only(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from changewatch.rs.review import not_a_run
+
+    monkeypatch.chdir(tmp_path)
+    assert not_a_run(Path("out/demo")) == "out/demo does not exist; run `python cli.py demo` first"
+    demo = tmp_path / "out" / "demo"
+    assert not_a_run(demo) == f"{demo} does not exist; run `python cli.py demo` first"
+    assert not_a_run(Path("out/ward7")) == "out/ward7 does not exist"
+    (tmp_path / "tiles").mkdir()
+    assert "demo" not in not_a_run(Path("tiles"))
+
+
+def _changed_scene(run: Path, root: Path) -> Path:
+    """A copy of ``run`` whose AFTER file was overwritten by BEFORE since it ran (same path, same grid).
+
+    The copy's summary names ``root/after.tif`` with the checksum the run recorded for its AFTER, and
+    that file now holds BEFORE's bytes: as if BEFORE had been copied over the run's AFTER.
+    """
+    copy = root / "changed"
+    shutil.copytree(run, copy)
+    summary = json.loads((copy / "summary.json").read_text(encoding="utf-8"))
+    after = str((root / "after.tif").resolve())
+    shutil.copyfile(summary["inputs"]["before"], after)
+    summary["inputs"]["files"][after] = summary["inputs"]["files"][summary["inputs"]["after"]]
+    summary["inputs"]["after"] = after
+    (copy / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return copy
+
+
 # README "Bad inputs" row → (RUN_DIR, OUTDIR) from (run, tmp_path), exit code, words of the error line
 BAD = {
     "`report` of a folder that does not exist": (lambda run, tmp: (tmp / "nowhere", tmp / "report"), 3,
                                                   "does not exist"),
-    "`report` of a folder that is not a detect run folder": (lambda run, tmp: (tmp, tmp / "report"), 3,
-                                                              "is not a detect run folder"),
+    "`report` of a folder that is not a detect run folder": (
+        lambda run, tmp: (tmp, tmp / "report"), 3,
+        "is not a detect run folder (no summary.json): give the folder detect wrote (its -o OUTDIR)"),
+    "`report` of a monitor store (STORE, not `STORE/pairs/<pair>`)": (
+        lambda run, tmp: (_holding(run, tmp / "store" / "pairs" / "2024-01-10_2024-05-02", tmp / "store"),
+                          tmp / "report"), 3,
+        "is a monitor store, not a detect run folder: report one of its pairs"),
+    "`report` of a folder of run folders (a batch OUTDIR)": (
+        lambda run, tmp: (_holding(run, tmp / "batch" / "ward7", tmp / "batch"), tmp / "report"), 3,
+        "holds detect run folders: report one of them, e.g."),
     "`report` of a cross-check run folder": (lambda run, tmp: (_crosscheck_run(tmp), tmp / "report"), 3,
                                              "is a crosscheck run folder: report needs a detect run folder"),
     "`report` of a run whose scene is no longer where it ran": (lambda run, tmp: (_moved_scene(run, tmp),
                                                                                    tmp / "report"), 3, "after.tif"),
+    "`report` of a run whose scene file changed since it ran (BEFORE copied over AFTER: same path, same grid)": (
+        lambda run, tmp: (_changed_scene(run, tmp), tmp / "report"), 3,
+        "after.tif changed since the run: checksum differs; re-run detect"),
     "`report` of a run whose `review` layer holds a decision other than `confirm`, `dismiss`, `needs_visit`": (
         lambda run, tmp: (_bad_decision(run, tmp), tmp / "report"), 5, "unknown decision 'dismissed' (change_id 1)"),
     "`report RUN -o RUN/sub` (the report inside the run folder)": (lambda run, tmp: (run, run / "report"), 8,
@@ -264,3 +311,21 @@ def test_counts_by_ward() -> None:
     table = pd.DataFrame({"ward": [f"{BEN_NGHE}; {DA_KAO}", BEN_NGHE, "", ""],
                           "parcel_ids": ["P-001; P-002", "P-001", "", "P-009"]})
     assert _by_ward(table) == {BEN_NGHE: 2, DA_KAO: 1, BLANK_WARD: 1, NO_WARD: 1}
+
+
+def test_report_of_a_run_recording_no_checksums_warns_per_scene_and_reports(reported: tuple[Path, Path],
+                                                                             tmp_path: Path) -> None:
+    """A run of an earlier version recorded no checksums: its scenes cannot be checked; each gets a warning line."""
+    row = "`report` of a run whose summary.json records no checksums (an earlier version)"
+    assert readme_bad_inputs()[row] == "0"
+    run, _ = reported
+    copy = shutil.copytree(run, tmp_path / "old")
+    summary = json.loads((copy / "summary.json").read_text(encoding="utf-8"))
+    del summary["inputs"]["files"]
+    (copy / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["report", str(copy), "-o", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert [w.split()[1] for w in warnings] == [summary["inputs"]["before"], summary["inputs"]["after"]]
+    assert all("not checked against the run: it recorded no checksum" in w for w in warnings)
+    assert (tmp_path / "report" / "report.html").is_file()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from changewatch.rs.commands.options import defaults, reports_errors
+from changewatch.rs.commands.options import defaults, reports_errors, warn
 from changewatch.rs.training.config import LabelsConfig
 
 LABELS = defaults(LabelsConfig)
@@ -30,6 +30,7 @@ def labels(runs: tuple[str, ...], outdir: str, margin_px: int) -> None:
     from changewatch.rs.labels import write_labels
 
     result = write_labels(LabelsConfig(tuple(runs), outdir, margin_px))
+    warn(result.warnings)
     for site in result.sites:
         c = site.counts
         click.echo(f"{site.name}: {c['confirm']} confirmed → change, {c['dismiss']} dismissed → no change; "

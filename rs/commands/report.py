@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from changewatch.rs.commands.options import defaults, reports_errors
+from changewatch.rs.commands.options import defaults, reports_errors, warn
 from changewatch.rs.config import ReportConfig
 
 REPORT = defaults(ReportConfig)
@@ -40,6 +40,7 @@ def report(run_dir: str, outdir: str, chip_pad_px: int, map_px: int) -> None:
     from changewatch.rs.report.write import write_report
 
     result = write_report(ReportConfig(run_dir, outdir, chip_pad_px, map_px))
+    warn(result.warnings)
     for path in result.files:
         click.echo(str(path))
     click.echo(f"{result.flags} flags reported in {result.outdir}")

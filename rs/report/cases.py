@@ -27,6 +27,7 @@ STATUS = {"needs_visit": "visit", "confirm": "confirmed", "dismiss": "closed"}  
 NO_WARD = "(outside the parcels)"  # the ward of a flag that overlaps no parcel, in the counts by ward
 BLANK_WARD = "(parcels without a ward)"  # the ward of a flag whose parcels name none, in the counts by ward
 PARCEL_FIELDS = ("parcel_id", "ward", "owner")  # the parcel attributes shown on a case sheet, where present
+LONLAT_DECIMALS = 7  # decimals of a centroid's lon/lat on work orders and case sheets: 1e-7° ≈ 1 cm
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ def _centroids(flagged: gpd.GeoDataFrame) -> tuple[pd.Series, pd.Series]:
         return pd.Series(dtype=float), pd.Series(dtype=float)
     centres = flagged.geometry.to_crs(metric_crs(flagged)).centroid.to_crs("EPSG:4326")
     return centres.x, centres.y
+
+
+def degrees(value: float) -> str:
+    """A longitude or latitude (EPSG:4326, degrees) as text with LONLAT_DECIMALS decimals, trailing zeros kept."""
+    return f"{value:.{LONLAT_DECIMALS}f}"
 
 
 def sort_by_priority(table: pd.DataFrame) -> pd.DataFrame:

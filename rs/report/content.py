@@ -13,9 +13,12 @@ from typing import Any
 import pandas as pd
 
 from changewatch.rs.config import ReportConfig
-from changewatch.rs.report.cases import PRIORITY_RULE, Cases, cases
+from changewatch.rs.report.cases import PRIORITY_RULE, Cases, cases, degrees
 from changewatch.rs.review import Run
 from changewatch.rs.styles import reason_colours
+
+NO_FLAGS = "No flags."  # in place of the counts by reason code and by ward of a run without flags
+NO_WARDS = "The run was given no parcels: no wards."
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def sheet(row: pd.Series) -> list[tuple[str, str]]:
         ("reason codes", _listed(row["reasons"])),
         ("area", f"{float(row['area_m2']):,.0f} m²" if pd.notna(row["area_m2"]) else ""),
         ("max. probability", f"{float(row['max_prob']):.2f}" if pd.notna(row["max_prob"]) else ""),
-        ("centroid (lon, lat)", f"{float(row['lon']):.6f}, {float(row['lat']):.6f}"),
+        ("centroid (lon, lat)", f"{degrees(float(row['lon']))}, {degrees(float(row['lat']))}"),
         ("permits overlapping", _listed(row.get("permit_ids")) or "none"),
         ("permits valid on the date", _listed(row.get("valid_permit_ids")) or "none"),
         ("no-build zones", _listed(row.get("zone_ids")) or "none"),

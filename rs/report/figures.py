@@ -35,11 +35,20 @@ MAP_INCHES = (8.0, 7.0)
 DPI = 110
 
 
-def legend_handles(reasons: list[str]) -> list[Patch | Line2D]:
-    """Legend entries: one filled patch per reason code in ``reasons`` (their colours), then the parcel outline."""
+def legend_handles(reasons: list[str], parcels: bool) -> list[Patch | Line2D]:
+    """Legend entries of what is on the map: one filled patch per reason code drawn, the parcel outline if drawn.
+
+    Args:
+        reasons: the reason codes whose flags are drawn (their colours, ``rs.styles.reason_colours``).
+        parcels: whether parcels with flags are outlined on the map.
+
+    Returns:
+        The entries, none for a map with neither.
+    """
     colours = reason_colours()
     handles: list[Patch | Line2D] = [Patch(facecolor=colours[r], edgecolor="#333333", label=r) for r in reasons]
-    handles.append(Line2D([], [], color=PARCEL_COLOUR, linewidth=1.2, label="parcel with flags"))
+    if parcels:
+        handles.append(Line2D([], [], color=PARCEL_COLOUR, linewidth=1.2, label="parcel with flags"))
     return handles
 
 
@@ -68,7 +77,8 @@ def overview_map(run: Run, map_px: int = OVERVIEW_PX) -> Figure:
     flagged = run.layers[LAYER_FLAGGED].to_crs("EPSG:4326")
     drawn = _draw_flags(ax, flagged) if len(flagged) else []
     parcels = run.layers.get(LAYER_PARCELS)
-    if parcels is not None and len(parcels):
+    outlined = parcels is not None and len(parcels) > 0
+    if parcels is not None and outlined:
         parcels.to_crs("EPSG:4326").boundary.plot(ax=ax, color=PARCEL_COLOUR, linewidth=1.2)
     ax.set_xlim(west, east)
     ax.set_ylim(south, north)
@@ -77,8 +87,10 @@ def overview_map(run: Run, map_px: int = OVERVIEW_PX) -> Figure:
     ax.set_ylabel("latitude (°N)")
     ax.ticklabel_format(useOffset=False)
     ax.set_title(f"{len(flagged)} flagged changes over the AFTER scene")
-    ax.legend(handles=legend_handles(drawn), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-              title="most severe reason", title_fontsize=8)
+    handles = legend_handles(drawn, outlined)
+    if handles:  # a legend of only what the map shows: none for a run without flags
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                  title="most severe reason", title_fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -12,7 +12,7 @@ import base64
 
 from jinja2 import Environment
 
-from changewatch.rs.report.content import ReportContent, sheet
+from changewatch.rs.report.content import NO_FLAGS, NO_WARDS, ReportContent, sheet
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
@@ -39,12 +39,13 @@ section.flag { border-top: 2px solid #444; margin-top: 1.5em; padding-top: .5em;
 {% for label, text in c.facts %}<tr><th>{{ label }}</th><td>{{ text }}</td></tr>
 {% endfor %}</table>
 <h2>Flags by reason code</h2>
+{% if not c.cases.by_reason %}<p>{{ no_flags }}</p>{% else %}
 <table class="by-reason"><tr><th>reason code</th><th>flags</th></tr>
 {% for code, n in c.cases.by_reason.items() %}<tr><td><span class="swatch" style="background: {{ c.colours[code] }}">\
 </span> {{ code }}</td><td>{{ n }}</td></tr>
-{% endfor %}</table>
+{% endfor %}</table>{% endif %}
 <h2>Flags by ward</h2>
-{% if c.cases.by_ward is none %}<p>The run was given no parcels: no wards.</p>{% else %}
+{% if c.cases.by_ward is none %}<p>{{ no_wards }}</p>{% elif not c.cases.by_ward %}<p>{{ no_flags }}</p>{% else %}
 <table class="by-ward"><tr><th>ward</th><th>flags</th></tr>
 {% for ward, n in c.cases.by_ward.items() %}<tr><td>{{ ward }}</td><td>{{ n }}</td></tr>
 {% endfor %}</table>{% endif %}
@@ -75,4 +76,5 @@ def render_html(content: ReportContent) -> str:
               "uri": data_uri(content.chips_png[int(row["change_id"])]), "fields": sheet(row)}
              for _, row in content.cases.table.iterrows()]
     template = Environment(autoescape=True).from_string(TEMPLATE)
-    return template.render(c=content, map_uri=data_uri(content.map_png), flags=flags)
+    return template.render(c=content, map_uri=data_uri(content.map_png), flags=flags, no_flags=NO_FLAGS,
+                           no_wards=NO_WARDS)

@@ -16,7 +16,7 @@ from typing import Literal
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from changewatch.rs.report.content import ReportContent, sheet
+from changewatch.rs.report.content import NO_FLAGS, NO_WARDS, ReportContent, sheet
 
 FONT = "DejaVu"
 PAGE_W, MARGIN = 210, 15  # A4 width and margins, mm (whole numbers: fpdf2 tables take ints)
@@ -76,18 +76,26 @@ def _fill(colour: str) -> FontFace:
     return FontFace(fill_color=rgb, color=(255, 255, 255) if dark else (0, 0, 0))
 
 
+def _counts(pdf: FPDF, counts: dict[str, int], swatches: dict[str, str] | None = None) -> None:
+    """A table of flags per reason code or ward; NO_FLAGS as a line when there are none."""
+    if counts:
+        _pairs(pdf, [(k, str(v)) for k, v in counts.items()], swatches)
+    else:
+        pdf.multi_cell(TEXT_W, LINE_MM, NO_FLAGS, new_x="LMARGIN", new_y="NEXT")
+
+
 def _summary(pdf: FPDF, content: ReportContent) -> None:
     pdf.add_page()
     _heading(pdf, content.title, 16)
     _pairs(pdf, content.facts)
     _heading(pdf, "Flags by reason code", 12)
-    _pairs(pdf, [(k, str(v)) for k, v in content.cases.by_reason.items()], content.colours)
+    _counts(pdf, content.cases.by_reason, content.colours)
     _heading(pdf, "Flags by ward", 12)
     by_ward = content.cases.by_ward
     if by_ward is None:
-        pdf.multi_cell(TEXT_W, LINE_MM, "The run was given no parcels: no wards.", new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(TEXT_W, LINE_MM, NO_WARDS, new_x="LMARGIN", new_y="NEXT")
     else:
-        _pairs(pdf, [(k, str(v)) for k, v in by_ward.items()])
+        _counts(pdf, by_ward)
     pdf.multi_cell(TEXT_W, LINE_MM, f"Flags are listed by priority: {content.priority_rule}.", align="L",
                    new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
