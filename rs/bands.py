@@ -147,9 +147,25 @@ class BandChoice:
 
 
 def _names_of(ds: Dataset, indexes: list[int]) -> tuple[str | None, ...]:
-    """The names of ``indexes`` as the file gives them (description, else a colour), None where it has none."""
-    names = band_names(ds, "description") or band_names(ds, "colour") or {}
-    return tuple(names.get(i) for i in indexes)
+    """The names of ``indexes`` as the file gives them (description, else a colour), None where it has none.
+
+    All from the descriptions or all from the colours when the file names every colour band one way;
+    else band by band (an RGB + NIR file's colours name three of its four bands: red, green, blue, —),
+    so that the bands it does name are still checked against the model's (``ModelSpec.check_bands``).
+    """
+    names = band_names(ds, "description") or band_names(ds, "colour")
+    if names:
+        return tuple(names.get(i) for i in indexes)
+    return tuple(_own_name(ds, i) for i in indexes)
+
+
+def _own_name(ds: Dataset, index: int) -> str | None:
+    """Band ``index``'s description, else its colour, else None (an unnamed colour: gray, undefined…)."""
+    description = (ds.descriptions[index - 1] or "").strip()
+    if description:
+        return description
+    colour = ds.colorinterp[index - 1]
+    return None if colour in UNNAMED_COLOURS else colour.name
 
 
 def choose_bands(before: Dataset, after: Dataset, bands: tuple[str, ...] | None) -> BandChoice:

@@ -269,6 +269,17 @@ def _rgba(tmp_path: Path) -> list[Path]:
     return _scenes(tmp_path, *data, photometric="RGB", alpha="YES")
 
 
+def _rgb_nir(tmp_path: Path) -> list[Path]:
+    """Red, green, blue, NIR named by the colours of the first three only (an RGB + NIR aerial layout)."""
+    from rasterio.enums import ColorInterp
+
+    paths = _scenes(tmp_path, textured_scene(128, 128, seed=1), textured_scene(128, 128, seed=2))
+    for path in paths:
+        with rasterio.open(path, "r+") as ds:
+            ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    return paths
+
+
 S2 = ("B02", "B03", "B04", "B08")
 
 
@@ -386,6 +397,9 @@ BAD_INPUTS = {  # README row's input → (make the inputs, extra options, exit c
     "Sentinel-2 processing baseline 04.00 date (+1000 DN) against an older one":
         (_baseline_0400, [], 0, lambda out, msg: _summary(out)["inputs"]["radiometry"]["after"]["tags"]
          == {"PROCESSING_BASELINE": "04.00", "BOA_ADD_OFFSET": "-1000"}),
+    "RGB + NIR file whose colours name three of its bands (red, green, blue, undefined)":
+        (_rgb_nir, ["--model", None], 6,
+         lambda out, msg: "are red,green,blue,?" in msg and "blue,green,red,nir" in msg),
     "`--crs` that PROJ does not know (`EPSG:99999`)":
         (_plain_pair, ["--crs", "EPSG:99999"], 4, lambda out, msg: "unknown grid CRS 'EPSG:99999'" in msg),
     "`--resolution 10` with a geographic `--crs` (`EPSG:4326`: degrees)":
