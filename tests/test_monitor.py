@@ -292,3 +292,12 @@ def test_first_seen_dates_judge_permit_timing() -> None:
                       "PERMITTED",  # valid on the day first seen
                       "PERMITTED",  # first seen unknown: judged on as-of alone, as before
                       "PERMIT_EXPIRED,STARTED_BEFORE_PERMIT"]  # first seen between one permit and the next
+
+
+def test_a_monitor_whose_first_pair_fails_leaves_no_store_behind(tmp_path: Path) -> None:
+    """The store and its pairs/ folder, made by this run and still empty, go with the error (exit code kept)."""
+    scenes = write_scenes(tmp_path, 3)
+    result = CliRunner().invoke(cli, ["monitor", str(scenes), "-o", str(tmp_path / "store"), "--model",
+                                      str(tmp_path / "nope.json"), "-q"])
+    assert result.exit_code == 6 and "model metadata not found" in result.output
+    assert not (tmp_path / "store").exists()

@@ -10,6 +10,7 @@ when a pair is actually detected.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields, replace
 from datetime import date
 from pathlib import Path
@@ -124,11 +125,18 @@ def run_monitor(config: MonitorConfig, models: ModelCache | None = None,
     pairs = consecutive_pairs(scenes)
     batch = pair_settings(config)
     folder = Path(batch.outdir)
+    created = [p for p in (Path(config.store), folder) if not p.exists()]
     with writing(folder):
         folder.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(folder)  # an interrupted run: folders it was replacing restored, its litter gone
     models = models or ModelCache(config.inference.device, config.inference.amp)  # loads nothing yet
-    records = [_run_pair(pair, pair_job(pair, config), batch, models, predict) for pair in pairs]
+    try:
+        records = [_run_pair(pair, pair_job(pair, config), batch, models, predict) for pair in pairs]
+    except ChangewatchError:
+        for made in reversed(created):  # the first pair failed: the folders this run made, still empty, go
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
     history = judged(build_history([(p.after.date, folder / p.name) for p in pairs]), config, pairs[-1].after.date)
     write_history(history, Path(config.store) / HISTORY_GPKG)
     write_timeline(history, Path(config.store) / TIMELINE_PNG)  # redrawn only when what it shows changed
