@@ -81,3 +81,19 @@ def write_s2_item(folder: Path, when: date, refl: np.ndarray, scl: np.ndarray | 
     path = folder / name
     path.write_text(json.dumps(item, indent=1))
     return path
+
+
+def assert_bad_scene_row(name: str, args: list[Any], code: int, words: str, out: Path, checkpoint: Path) -> None:
+    """``detect ARGS -o OUT`` of the README's Bad inputs row ``name``: its exit code, one ``error:`` line holding
+    ``words``, nothing written."""
+    from click.testing import CliRunner
+
+    from changewatch.cli import cli
+    from tests.test_cli import readme_bad_inputs
+
+    assert readme_bad_inputs().get(name) == str(code), name
+    result = CliRunner().invoke(cli, [str(a) for a in [*args, "-o", out, "--model", checkpoint, "--tile", "64",
+                                                       "--overlap", "16", "-q"]])
+    assert result.exit_code == code, result.output
+    assert result.output.startswith("error:") and result.output.count("\n") == 1 and words in result.output
+    assert not out.exists()

@@ -23,7 +23,7 @@ from changewatch.rs.io.raster import open_raster, scene_date
 from changewatch.rs.monitor.scenes import read_scenes
 from tests.data import ORIGIN
 from tests.s2_product_data import write_jp2, write_product, zip_product
-from tests.stac_data import reflectance
+from tests.stac_data import assert_bad_scene_row, reflectance
 from tests.test_cli import readme_bad_inputs
 
 SIZE = 96
@@ -264,12 +264,7 @@ BAD_PRODUCTS = {  # the README's Bad inputs row → (the command's arguments, ex
 def test_bad_products_get_one_error_line_and_their_exit_code(name: str, tmp_path: Path,
                                                              tiny_checkpoint: Path) -> None:
     make, code, words = BAD_PRODUCTS[name]
-    assert readme_bad_inputs().get(name) == str(code), name
-    out = tmp_path / "out"
-    result = run(*make(tmp_path), "-o", out, "--model", tiny_checkpoint, "--tile", "64", "--overlap", "16", "-q")
-    assert result.exit_code == code, result.output
-    assert result.output.startswith("error:") and result.output.count("\n") == 1 and words in result.output
-    assert not out.exists()
+    assert_bad_scene_row(name, make(tmp_path), code, words, tmp_path / "out", tiny_checkpoint)
 
 
 def test_the_subdataset_error_names_the_product_folder_to_give(tmp_path: Path) -> None:

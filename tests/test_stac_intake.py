@@ -22,7 +22,7 @@ from changewatch.rs.io.raster import open_raster, scene_date
 from changewatch.rs.io.stac_scene import read_item
 from changewatch.rs.monitor.scenes import read_scenes
 from tests.data import ORIGIN
-from tests.stac_data import dn, reflectance, write_cog, write_s2_item
+from tests.stac_data import assert_bad_scene_row, dn, reflectance, write_cog, write_s2_item
 from tests.test_cli import readme_bad_inputs
 
 SIZE = 96
@@ -401,12 +401,7 @@ BAD_STAC = {  # the README's Bad inputs row → (the command's arguments, exit c
 def test_bad_stac_inputs_get_one_error_line_and_their_exit_code(name: str, tmp_path: Path,
                                                                   tiny_checkpoint: Path) -> None:
     make, code, words = BAD_STAC[name]
-    assert readme_bad_inputs().get(name) == str(code), name
-    out = tmp_path / "out"
-    result = run(*make(tmp_path), "-o", out, "--model", tiny_checkpoint, "--tile", "64", "--overlap", "16", "-q")
-    assert result.exit_code == code, result.output
-    assert result.output.startswith("error:") and result.output.count("\n") == 1 and words in result.output
-    assert not out.exists()
+    assert_bad_scene_row(name, make(tmp_path), code, words, tmp_path / "out", tiny_checkpoint)
 
 
 def test_the_readme_rows_of_accepted_stac_inputs_are_listed() -> None:
