@@ -44,6 +44,7 @@ from changewatch.rs.decisions import CarriedReview, carry, previous_decisions
 from changewatch.rs.errors import InputFileError
 from changewatch.rs.infer import ChangeModel, ModelCache, predict_pair, tiling
 from changewatch.rs.io.gdalpaths import scene_name
+from changewatch.rs.io.intake import is_described
 from changewatch.rs.io.raster import scene_date, write_probability
 from changewatch.rs.io.stac_scene import is_stac_path
 from changewatch.rs.prepare import PreparedPair, prepare_for_model
@@ -173,15 +174,19 @@ def _reading(chunks: Iterator[tuple[Tile, np.ndarray]]) -> Iterator[tuple[Tile, 
 def _rules(config: DetectConfig) -> tuple[RuleConfig, str]:
     """The rules with the date they are judged on, and where that date came from.
 
-    Given (its source: ``config.as_of_source``), else the AFTER scene's date (its date tag, or its STAC
-    item's datetime), else today.
+    Given (its source: ``config.as_of_source``), else the AFTER scene's date (its date tag, its STAC item's
+    datetime or its Sentinel-2 product's sensing date), else today.
     """
     given = config.layers.rules
     if given.as_of is not None:
         return given, config.as_of_source
     acquired = scene_date(config.after)
     if acquired is not None:
-        source = "AFTER STAC item datetime" if is_stac_path(config.after) else "AFTER scene date tag"
+        source = "AFTER scene date tag"
+        if is_stac_path(config.after):
+            source = "AFTER STAC item datetime"
+        elif is_described(config.after):
+            source = "AFTER Sentinel-2 product sensing date"
         return replace(given, as_of=acquired), source
     return replace(given, as_of=date.today()), "today (AFTER has no date tag)"
 

@@ -164,6 +164,7 @@ def test_detect_on_products_never_calls_cloud_change_and_records_the_intake(tmp_
     assert [a["offset"] for a in intake["after"]["assets"]] == [-0.1] * 4
     assert [a["offset"] for a in intake["before"]["assets"]] == [0.0] * 4
     assert summary["inputs"]["after_date"] == "2023-06-01" and summary["rules"]["as_of"] == "2023-06-01"
+    assert summary["rules"]["as_of_source"] == "AFTER Sentinel-2 product sensing date"
     assert str(after / XML) in summary["inputs"]["files"] and str(band_file(after, "B08")) in summary["inputs"]["files"]
 
 
