@@ -105,6 +105,11 @@ def _scenes(rows: list[tuple[str, Any]], source: Path) -> list[Scene]:
         if when in scenes:
             raise ManifestError(f"{where}: date {when} is listed twice")
         scenes[when] = Scene(when, scene_path)
+    return _by_date(scenes, source)
+
+
+def _by_date(scenes: dict[date, Scene], source: Path) -> list[Scene]:
+    """The scenes of ``source`` sorted by date. Raises ManifestError when there are fewer than two."""
     if len(scenes) < 2:
         raise ManifestError(f"scenes {source} lists {len(scenes)} scene(s): monitoring needs at least two dates")
     return [scenes[d] for d in sorted(scenes)]
@@ -159,9 +164,7 @@ def _stac_scenes(path: Path) -> list[Scene]:
         if when in scenes:
             raise ManifestError(f"{where}: date {when} is listed twice (also item {scenes[when].path})")
         scenes[when] = Scene(when, scene_path)
-    if len(scenes) < 2:
-        raise ManifestError(f"scenes {path} lists {len(scenes)} scene(s): monitoring needs at least two dates")
-    return [scenes[d] for d in sorted(scenes)]
+    return _by_date(scenes, path)
 
 
 def check_readable(scenes: list[Scene], bands: tuple[str, ...] | None = None) -> None:
