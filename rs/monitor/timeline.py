@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 TIMELINE_PNG = "timeline.png"
 DIGEST_KEY = "changewatch-timeline-data"  # PNG text chunk holding the digest of the data drawn
-LAYOUT_VERSION = "1"  # part of the digest: a new layout redraws every store's timeline
+LAYOUT_VERSION = "2"  # part of the digest: a new layout redraws every store's timeline
 FIGURE_SIZE_IN = (9.0, 6.0)
 DPI = 100
 FIRST_SEEN = "first seen"
