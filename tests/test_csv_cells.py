@@ -13,18 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from shapely.geometry import box
 
 from changewatch.cli import cli
-from changewatch.rs.crosscheck.judge import judge
-from changewatch.rs.crosscheck.layers import Layer, Layers
-from changewatch.rs.crosscheck.settings import ParcelColumns, RuleConfig
 from changewatch.rs.io.csvcells import defuse_cell, defuse_formulas
 from changewatch.rs.io.vector import write_gpkg, write_table
 from changewatch.rs.runfolder import StagedOutput, write_judgement
-from tests.data import AS_OF, UTM48N, X, Y, rule_case
+from tests.data import rule_case
 from tests.report_data import make_run
 from tests.test_cli import readme_bad_inputs
+from tests.test_export_gis import judged_rule_case
 
 LINK = '=HYPERLINK("http://evil.example/x","Ward 1")'
 PARCEL = "+HK-0001"
@@ -57,11 +54,7 @@ def formula_run(tmp_path: Path) -> Path:
     """A crosscheck run folder (the rule case, UTM 48N) whose parcels hold formula-like ids and wards."""
     ch, permits, zoning = rule_case()
     ch["area_m2"] = ch.area
-    parcels = gpd.GeoDataFrame({"parcel_id": [PARCEL, "@P-2"], "ward": [LINK, "-2+3"]},
-                               geometry=[box(X - 10, Y - 10, X + 250, Y + 30), box(X + 690, Y - 10, X + 900, Y + 30)],
-                               crs=UTM48N)
-    judgement = judge(ch, Layers(Layer(permits, 0, "p"), Layer(zoning, 0, "z"), Layer(parcels, 0, "q")),
-                      RuleConfig(as_of=AS_OF), ParcelColumns())
+    judgement = judged_rule_case(ch, permits, zoning, [PARCEL, "@P-2"], [LINK, "-2+3"])
     run = tmp_path / "run"
     with StagedOutput(run) as out:
         write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))

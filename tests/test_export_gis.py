@@ -24,7 +24,7 @@ from shapely.geometry import box
 
 from changewatch.cli import cli
 from changewatch.rs.config import DetectConfig, InferenceConfig
-from changewatch.rs.crosscheck.judge import judge
+from changewatch.rs.crosscheck.judge import Judgement, judge
 from changewatch.rs.crosscheck.layers import Layer, Layers
 from changewatch.rs.crosscheck.rules import PERMITTED, SEVERITY
 from changewatch.rs.crosscheck.settings import ParcelColumns, RuleConfig
@@ -42,6 +42,16 @@ GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"
 GPKG_1_2 = 10200
 
 
+def judged_rule_case(ch: gpd.GeoDataFrame, permits: gpd.GeoDataFrame, zoning: gpd.GeoDataFrame,
+                     parcel_ids: list[str], wards: list[str]) -> Judgement:
+    """The rule case judged as of AS_OF with two parcels (ids and wards given) over its first and last changes."""
+    parcels = gpd.GeoDataFrame({"parcel_id": parcel_ids, "ward": wards},
+                               geometry=[box(X - 10, Y - 10, X + 250, Y + 30), box(X + 690, Y - 10, X + 900, Y + 30)],
+                               crs=UTM48N)
+    return judge(ch, Layers(Layer(permits, 0, "p"), Layer(zoning, 0, "z"), Layer(parcels, 0, "q")),
+                 RuleConfig(as_of=AS_OF), ParcelColumns())
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     """A cross-check run folder (UTM 48N) of the hand-built rule case, with Vietnamese permit ids and wards."""
@@ -49,11 +59,7 @@ def run_dir(tmp_path: Path) -> Path:
     ch["area_m2"] = ch.area
     ch["max_prob"] = np.linspace(0.5, 0.9, len(ch)).astype(np.float32)
     permits["permit_id"] = PERMIT_PREFIX + permits["permit_id"]
-    parcels = gpd.GeoDataFrame({"parcel_id": ["A", "C"], "ward": [WARD, "Phường Đa Kao"]},
-                               geometry=[box(X - 10, Y - 10, X + 250, Y + 30), box(X + 690, Y - 10, X + 900, Y + 30)],
-                               crs=UTM48N)
-    judgement = judge(ch, Layers(Layer(permits, 0, "p"), Layer(zoning, 0, "z"), Layer(parcels, 0, "q")),
-                      RuleConfig(as_of=AS_OF), ParcelColumns())
+    judgement = judged_rule_case(ch, permits, zoning, ["A", "C"], [WARD, "Phường Đa Kao"])
     run = tmp_path / "run"
     with StagedOutput(run) as out:
         write_judgement(judgement, out.path("changes.gpkg"), out.path("flagged.gpkg"))
